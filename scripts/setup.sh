@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Installs everything dynllava builds with from Debian packages (idempotent).
+# The CUDA toolkit (nvcc) is optional: without it the CUDA tier is simply not built.
+set -euo pipefail
+packages=(cmake ninja-build g++ libfmt-dev doctest-dev libbenchmark-dev nlohmann-json3-dev)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  sudo=""
+  [[ $(id -u) -eq 0 ]] || sudo="sudo"
+  echo "setup: installing ${missing[*]}"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+if ! command -v nvcc >/dev/null 2>&1 && [[ -x /usr/local/cuda/bin/nvcc ]]; then
+  echo "setup: note: nvcc is at /usr/local/cuda/bin but not on PATH; the scripts add it"
+fi
