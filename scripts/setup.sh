@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Installs everything dynllava builds with from Debian packages (idempotent).
 # The CUDA toolkit (nvcc) is optional: without it the CUDA tier is simply not built.
+# `--with-report` also installs what the GPU kit's report step needs (matplotlib for Debian's
+# /usr/bin/python3).
 set -euo pipefail
 packages=(cmake ninja-build g++ libfmt-dev doctest-dev libbenchmark-dev nlohmann-json3-dev)
+[[ ${1:-} == --with-report ]] && packages+=(python3-matplotlib)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

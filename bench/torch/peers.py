@@ -1,0 +1,91 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: Apache-2.0
+"""PyTorch peers of dynllava's CUDA benchmarks, on the same shapes, timed the same way.
+
+  torch_index_select/{batch}/{hidden}   peer of bm_dynllava_cuda_gather: gather the kept rows of
+                                        a pruned LLaVA batch (35 + 115 + 40 of 35 + 576 + 40 rows
+                                        per sequence), fp16
+  torch_topk_sort/{batch}/{n}           peer of the (upcoming) CUDA top-k: torch.topk(k=floor(0.2 n))
+                                        then torch.sort of the kept positions, fp32 scores
+
+CUDA events around each call, L2 flushed before each call, median of repetitions. Writes Google
+Benchmark's JSON layout so that scripts/gpu_kit/report.py reads both. Exit 77: no CUDA device.
+"""
+import argparse
+import json
+import platform
+import sys
+import time
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--iters", type=int, default=50)
+    args = ap.parse_args()
+    import torch
+
+    if not torch.cuda.is_available():
+        print("torch: no CUDA device")
+        return 77
+    dev = torch.device("cuda")
+    l2 = getattr(torch.cuda.get_device_properties(0), "L2_cache_size", 50 << 20)
+    flush = torch.empty(max(2 * l2, 1 << 21), dtype=torch.uint8, device=dev)
+
+    def timed(fn):
+        times = []
+        fn()  # warm-up
+        for i in range(args.iters):
+            flush.fill_(i & 0xFF)
+            start = torch.cuda.Event(enable_timing=True)
+            stop = torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            stop.record()
+            stop.synchronize()
+            times.append(start.elapsed_time(stop) * 1e3)  # us
+        times.sort()
+        return times[len(times) // 2]
+
+    results = []
+
+    def record(name, us, bytes_moved, **counters):
+        results.append(dict(name=name + "_median", run_name=name, run_type="aggregate",
+                            aggregate_name="median", real_time=us, cpu_time=us, time_unit="us",
+                            bytes_per_second=bytes_moved / (us * 1e-6), **counters))
+
+    g = torch.Generator().manual_seed(1)
+    for batch in (1, 8, 32):
+        for hidden in (4096, 5120):
+            rows_per_seq, kept = 35 + 576 + 40, []
+            for b in range(batch):
+                base = b * rows_per_seq
+                image = torch.randperm(576, generator=g)[:115].sort().values + 35 + base
+                kept += list(range(base, base + 35)) + image.tolist() + \
+                    list(range(base + 611, base + rows_per_seq))
+            idx = torch.tensor(kept, dtype=torch.int64, device=dev)
+            src = torch.randn(batch * rows_per_seq, hidden, device=dev, dtype=torch.float16)
+            out = torch.empty(len(kept), hidden, device=dev, dtype=torch.float16)
+            us = timed(lambda: torch.index_select(src, 0, idx, out=out))
+            record(f"torch_index_select/{batch}/{hidden}", us, 2 * out.numel() * 2,
+                   batch=batch, hidden=hidden)
+
+    for batch in (1, 8, 64):
+        for n in (576, 4096):
+            scores = torch.randn(batch, n, device=dev)
+            k = int(n * 0.2)
+            us = timed(lambda: torch.sort(torch.topk(scores, k, dim=1, sorted=False).indices, dim=1))
+            record(f"torch_topk_sort/{batch}/{n}", us, scores.numel() * 4, batch=batch, n=n)
+
+    doc = dict(context=dict(date=time.strftime("%Y-%m-%dT%H:%M:%S%z"), host_name=platform.node(),
+                            executable="bench/torch/peers.py", torch=torch.__version__,
+                            cuda=torch.version.cuda, device=torch.cuda.get_device_name(0)),
+               benchmarks=results)
+    with open(args.out, "w") as f:
+        json.dump(doc, f, indent=1)
+    print(f"{len(results)} results on {torch.cuda.get_device_name(0)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

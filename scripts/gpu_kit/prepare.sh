@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# GPU kit, step 1 (on the CPU machine): build everything the GPU machine needs into gpu-kit/
+# (git-ignored; it travels with `carry: ["gpu-kit"]`).
+#
+#   gpu-kit/bin/   dynllava_gpu_tests, dynllava_bench_cuda, dynllava_bench_cpu: sm_90, CUDA runtime
+#                  linked statically, libstdc++/libgcc static, fmt header-only. They need only
+#                  libc/libm, the NVIDIA driver and (benches) lib/libbenchmark.so.1debian.
+#   gpu-kit/lib/   libbenchmark.so.1debian (Debian ships no static libbenchmark), found via RPATH.
+#   gpu-kit/include/  fmt, doctest and benchmark headers, for the fallback build on the GPU
+#                  machine when its glibc is older than what the prebuilt binaries need.
+#   gpu-kit/MANIFEST.txt  commit, date, required glibc, sizes.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+bash scripts/setup.sh
+source scripts/env.sh
+kit=gpu-kit
+rm -rf "$kit"
+mkdir -p "$kit/bin" "$kit/lib" "$kit/include"
+
+cmake --preset gpu-kit >/dev/null
+cmake --build --preset gpu-kit
+
+cp build/gpu-kit/tests/dynllava_gpu_tests build/gpu-kit/bench/dynllava_bench_cuda \
+   build/gpu-kit/bench/dynllava_bench_cpu "$kit/bin/"
+cp -L /usr/lib/x86_64-linux-gnu/libbenchmark.so.1debian "$kit/lib/"
+cp -r /usr/include/fmt /usr/include/doctest /usr/include/benchmark "$kit/include/"
+
+# Every binary must need nothing but libc, libm, the loader and the kit's own libbenchmark.
+allowed='^(libc\.so\.6|libm\.so\.6|ld-linux-x86-64\.so\.2|libbenchmark\.so\.1debian)$'
+for b in "$kit"/bin/*; do
+  while read -r lib; do
+    if ! [[ $lib =~ $allowed ]]; then
+      echo "prepare: $b needs $lib, which the GPU machine may not have" >&2
+      exit 1
+    fi
+  done < <(readelf -d "$b" | sed -n 's/.*Shared library: \[\(.*\)\]/\1/p')
+done
+
+glibc=$(for b in "$kit"/bin/*; do objdump -T "$b"; done | grep -oE 'GLIBC_[0-9.]+' | sort -uV | tail -1)
+{
+  echo "dynllava GPU kit"
+  echo "commit: $(git rev-parse HEAD)$(git diff --quiet HEAD -- include tests bench || echo ' (+ uncommitted changes)')"
+  echo "built: $(date -u +%Y-%m-%dT%H:%M:%SZ) on $(uname -m), $(nvcc --version | tail -1)"
+  echo "cuda architectures: 90"
+  echo "prebuilt binaries need: ${glibc}"
+  du -sh "$kit"/bin/* "$kit"/lib/* | sed 's/^/size: /'
+} > "$kit/MANIFEST.txt"
+total=$(du -sm "$kit" | cut -f1)
+if (( total > 56 )); then
+  echo "prepare: $kit is ${total} MiB; the device tool carries at most 64 MiB with the tree" >&2
+  exit 1
+fi
+cat "$kit/MANIFEST.txt"
+echo "prepare: ready (${total} MiB). On the GPU machine: bash scripts/gpu_kit/run.sh \"\$OUT\"  (carry: gpu-kit)"
