@@ -19,7 +19,7 @@ inline dynllava::host_selection run() {
   host_ragged<const float> batch{make_host_span(indptr), make_host_span(scores)};
 
   // Keep floor(n * 0.5) tokens of each sequence: 3 and 2.
-  host_selection kept = cpu::topk(batch, topk_budget<host_space>::keep_ratio(0.5));
+  host_selection kept = cpu::topk(batch, keep_ratio(0.5));
   // kept.indptr    == {0, 3, 5}
   // kept.positions == {1, 3, 4,  0, 1}: ascending; ties go to the earlier token; NaN ranks last.
   // example-end

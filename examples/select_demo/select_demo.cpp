@@ -7,13 +7,18 @@
 /// The scores come from a seeded random linear probe over random hidden states, standing in for
 /// the learned predictors (which are a later component); everything else is the library's.
 ///
-/// Usage: dynllava_select_demo [--seed N] [--keep-ratio R] [--hidden H]
+/// Usage: dynllava_select_demo [--seed N] [--keep-ratio R] [--hidden H] (see --help)
 #include <dynllava/dynllava.hpp>
 
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
+#include <cerrno>
+#include <cstdio>
 #include <cstdlib>
+#include <exception>
+#include <string>
+#include <type_traits>
 #include <random>
 #include <string_view>
 #include <vector>
@@ -23,31 +28,63 @@ using namespace dynllava;
 namespace {
 
 struct args {
-  unsigned long seed = 1;
+  unsigned long long seed = 1;
   double keep_ratio = 0.2;
   index_t hidden = 64;
 };
+
+constexpr const char* usage =
+    "usage: dynllava_select_demo [--seed N] [--keep-ratio R] [--hidden H]\n"
+    "  --seed N        random seed, 0 .. 2^64-1 (default 1)\n"
+    "  --keep-ratio R  image tokens kept per sequence, floor(576 * R), R in [0, 1] (default 0.2)\n"
+    "  --hidden H      hidden size of the synthetic states, 1 .. 65536 (default 64)\n";
+
+/// Parses a whole decimal number in [lo, hi]. @throws dynllava::error naming the flag.
+template <class T>
+T parse_number(std::string_view flag, const char* text, T lo, T hi) {
+  std::size_t used = 0;
+  long double v = 0;
+  try {
+    v = std::stold(text, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  DYNLLAVA_EXPECTS(used > 0 && text[used] == '\0', "select_demo: {} expects a number, got '{}'",
+                   flag, text);
+  DYNLLAVA_EXPECTS(v >= static_cast<long double>(lo) && v <= static_cast<long double>(hi),
+                   "select_demo: {} must be in [{}, {}], got {}", flag, lo, hi, text);
+  if constexpr (std::is_integral_v<T>) {
+    DYNLLAVA_EXPECTS(v == static_cast<long double>(static_cast<T>(v)),
+                     "select_demo: {} must be a whole number, got {}", flag, text);
+  }
+  return static_cast<T>(v);
+}
 
 args parse(int argc, char** argv) {
   args a;
   for (int i = 1; i < argc; ++i) {
     const std::string_view flag = argv[i];
+    if (flag == "--help" || flag == "-h") {
+      std::fputs(usage, stdout);
+      std::exit(0);
+    }
+    DYNLLAVA_EXPECTS(flag == "--seed" || flag == "--keep-ratio" || flag == "--hidden",
+                     "select_demo: unknown option '{}'\n{}", flag, usage);
     DYNLLAVA_EXPECTS(i + 1 < argc, "select_demo: {} needs a value", flag);
     const char* value = argv[++i];
-    char* end = nullptr;
     if (flag == "--seed") {
-      a.seed = std::strtoul(value, &end, 10);
+      DYNLLAVA_EXPECTS(value[0] != '-', "select_demo: --seed must be >= 0, got {}", value);
+      char* end = nullptr;
+      errno = 0;
+      a.seed = std::strtoull(value, &end, 10);
+      DYNLLAVA_EXPECTS(errno == 0 && end != value && *end == '\0',
+                       "select_demo: --seed expects a whole number in [0, 2^64), got '{}'", value);
     } else if (flag == "--keep-ratio") {
-      a.keep_ratio = std::strtod(value, &end);
-    } else if (flag == "--hidden") {
-      a.hidden = static_cast<index_t>(std::strtol(value, &end, 10));
+      a.keep_ratio = parse_number<double>(flag, value, 0.0, 1.0);
     } else {
-      DYNLLAVA_FAIL("select_demo: unknown option {} (expected --seed, --keep-ratio, --hidden)", flag);
+      a.hidden = parse_number<index_t>(flag, value, 1, 65536);
     }
-    DYNLLAVA_EXPECTS(end != nullptr && *end == '\0', "select_demo: {} expects a number, got '{}'",
-                     flag, value);
   }
-  DYNLLAVA_EXPECTS(a.hidden > 0, "select_demo: --hidden must be > 0, got {}", a.hidden);
   return a;
 }
 
@@ -147,15 +184,19 @@ int main(int argc, char** argv) try {
   fmt::print("dynllava selection demo: {} sequences, hidden {}, image keep ratio {}, seed {}\n",
              table.batch(), a.hidden, a.keep_ratio, a.seed);
   for (std::size_t b = 0; b < table.batch(); ++b) {
-    const auto first = ctx.positions.begin() + ctx.indptr[b];
-    const auto last = ctx.positions.begin() + ctx.indptr[b + 1];
+    // Original positions of the first kept image tokens (image rows start at 35).
+    std::vector<index_t> image_positions;
+    for (index_t i = img_kept.indptr[b]; i < img_kept.indptr[b + 1] && image_positions.size() < 10; ++i) {
+      image_positions.push_back(img.positions[static_cast<std::size_t>(
+          img.indptr[b] + img_kept.positions[static_cast<std::size_t>(i)])]);
+    }
     fmt::print(
-        "sequence {}: {} rows -> {} kept | image {}/{} kept | output {}/{} kept (+1 pinned) | "
-        "first positions {}\n",
+        "sequence {}: {} rows -> {} kept | image {}/{} kept, first at positions {} | output {}/{} "
+        "kept (+1 pinned) | text always kept\n",
         b, table.length(b), ctx.indptr[b + 1] - ctx.indptr[b],
         img_kept.indptr[b + 1] - img_kept.indptr[b], img.indptr[b + 1] - img.indptr[b],
-        out_kept.indptr[b + 1] - out_kept.indptr[b], out.indptr[b + 1] - out.indptr[b],
-        std::vector<index_t>(first, first + std::min<std::ptrdiff_t>(40, last - first)));
+        image_positions, out_kept.indptr[b + 1] - out_kept.indptr[b],
+        out.indptr[b + 1] - out.indptr[b]);
   }
   fmt::print("context rows: {} of {} ({:.1f}%), gathered {} floats\n", ctx.rows.size(), total_rows,
              100.0 * static_cast<double>(ctx.rows.size()) / total_rows, packed.size());

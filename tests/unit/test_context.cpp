@@ -9,6 +9,7 @@
 #include <doctest/doctest.h>
 
 #include <algorithm>
+#include <limits>
 #include <vector>
 
 using namespace dynllava;
@@ -101,6 +102,10 @@ TEST_SUITE("cpu") {
     turns.segs[3].turn = 2;  // sequence 2 segment 0 in turn 2, later segments in turn 0
     CHECK_THROWS_WITH_AS(validate(turns.view(), "segments"), doctest::Contains("turns must not decrease"),
                          error);
+    auto neg_turn = t;
+    neg_turn.segs[0].turn = -5;
+    CHECK_THROWS_WITH_AS(validate(neg_turn.view(), "segments"),
+                         doctest::Contains("sequence 0 segment 0 has a negative turn -5"), error);
     auto kind = t;
     kind.segs[0].kind = static_cast<K>(9);
     CHECK_THROWS_WITH_AS(validate(kind.view(), "segments"), doctest::Contains("unknown kind 9"),
@@ -282,6 +287,12 @@ TEST_SUITE("cpu") {
                                                    {.position_offsets = make_host_span(offsets)}),
                          doctest::Contains("position_offsets must have one entry per sequence (1), got 2"),
                          error);
+    for (index_t bad : {-1, std::numeric_limits<index_t>::max() - 2}) {
+      const std::vector<index_t> one{bad};
+      CHECK_THROWS_WITH_AS(cpu::build_sparse_context(t.view(), host_span<const kind_selection>{},
+                                                     {.position_offsets = make_host_span(one)}),
+                           doctest::Contains("position_offsets[0] = "), error);
+    }
     std::vector<index_t> oi(2), rows(1), pos(1);
     CHECK_THROWS_WITH_AS(cpu::build_sparse_context(t.view(), host_span<const kind_selection>{},
                                                    make_host_span(oi), make_host_span(rows),

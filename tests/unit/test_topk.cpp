@@ -82,6 +82,15 @@ TEST_SUITE("cpu") {
           std::vector<index_t>{0, 1, 2, 3, 4, 5, 6});
   }
 
+  TEST_CASE("topk: mutable ragged batches convert; shorthand budgets") {
+    std::vector<index_t> indptr{0, 3};
+    std::vector<float> s{1, 3, 2};
+    host_ragged<float> mutable_batch{make_host_span(std::as_const(indptr)), make_host_span(s)};
+    CHECK(cpu::topk(mutable_batch, keep_count(1)).positions == std::vector<index_t>{1});
+    CHECK(cpu::topk(mutable_batch, keep_ratio(0.7)).positions == std::vector<index_t>{1, 2});
+    static_assert(keep_ratio(0.2).kind == budget_kind::ratio);
+  }
+
   TEST_CASE("topk: k = 0, 1, n and all-NaN rows") {
     const float nan = std::numeric_limits<float>::quiet_NaN();
     std::vector<index_t> indptr{0, 4};
@@ -154,7 +163,7 @@ TEST_SUITE("cpu") {
     std::vector<index_t> short_indptr{0, 3};
     CHECK(error_of([&] {
             cpu::topk(ragged_of(short_indptr, s), topk_budget<host_space>::keep_ratio(0.5));
-          }).find("indptr[batch] must equal the number of values (5), got 3") !=
+          }).find("indptr[batch] must equal the number of elements it indexes (5), got 3") !=
           std::string::npos);
     std::vector<index_t> out_indptr(3), out_pos(1);
     CHECK(error_of([&] {

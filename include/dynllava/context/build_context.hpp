@@ -20,6 +20,7 @@
 #include <algorithm>
 #include <array>
 #include <cstddef>
+#include <limits>
 #include <optional>
 
 namespace dynllava {
@@ -60,8 +61,8 @@ namespace cpu {
 inline index_t candidate_plan(segment_table<host_space> table, segment_kind kind,
                               host_span<index_t> out_indptr, const context_options& options = {}) {
   validate(table, "candidate_rows: segments");
-  DYNLLAVA_EXPECTS(is_prunable(kind), "candidate_rows: kind must be image or output, got {}",
-                   to_string(kind));
+  DYNLLAVA_EXPECTS(is_prunable(kind), "candidate_rows: kind must be image or output, got {} ({})",
+                   to_string(kind), static_cast<unsigned>(kind));
   DYNLLAVA_EXPECTS(out_indptr.size() == table.batch() + 1,
                    "candidate_rows: out_indptr must have batch + 1 = {} entries, got {}",
                    table.batch() + 1, out_indptr.size());
@@ -124,6 +125,7 @@ inline host_selection candidate_rows(segment_table<host_space> table, segment_ki
 /// @param[out] out_rows [>= kept] host, global source rows
 /// @param[out] out_positions [>= kept] host, original positions
 /// @return total kept rows
+/// @post on a throw, the outputs may be partly written and must not be used
 /// @throws dynllava::error on an invalid table, a never-prunable or repeated kind, a selection
 ///         whose batch, order or range does not match the candidates, too small outputs, or
 ///         wrongly sized position offsets.
@@ -142,14 +144,22 @@ inline index_t build_sparse_context(segment_table<host_space> table,
                      "build_sparse_context: position_offsets must have one entry per sequence "
                      "({}), got {}",
                      batch, options.position_offsets->size());
+    for (std::size_t b = 0; b < batch; ++b) {
+      const index_t off = (*options.position_offsets)[b];
+      DYNLLAVA_EXPECTS(off >= 0 && static_cast<long long>(off) + table.length(b) <=
+                                       std::numeric_limits<index_t>::max(),
+                       "build_sparse_context: position_offsets[{}] = {} must be >= 0 and leave "
+                       "room for the sequence's {} rows below the index_t maximum",
+                       b, off, table.length(b));
+    }
   }
   // Index of the selection for each kind, or -1 when the kind is kept whole.
   std::array<int, 4> which{-1, -1, -1, -1};
   for (std::size_t p = 0; p < pruned.size(); ++p) {
     const kind_selection& sel = pruned[p];
     DYNLLAVA_EXPECTS(is_prunable(sel.kind),
-                     "build_sparse_context: pruned[{}].kind must be image or output, got {}", p,
-                     to_string(sel.kind));
+                     "build_sparse_context: pruned[{}].kind must be image or output, got {} ({})",
+                     p, to_string(sel.kind), static_cast<unsigned>(sel.kind));
     const auto k = static_cast<std::size_t>(sel.kind);
     DYNLLAVA_EXPECTS(which[k] < 0, "build_sparse_context: kind {} is listed twice (pruned[{}] "
                      "and pruned[{}])", to_string(sel.kind), which[k], p);
@@ -195,8 +205,8 @@ inline index_t build_sparse_context(segment_table<host_space> table,
         if (!keep) continue;
         DYNLLAVA_EXPECTS(static_cast<std::size_t>(o) < capacity,
                          "build_sparse_context: out_rows/out_positions hold {} entries, too few "
-                         "for the kept rows",
-                         capacity);
+                         "for the kept rows (the batch has {} rows; that many always suffice)",
+                         capacity, validate(table, "build_sparse_context: segments"));
         out_rows[static_cast<std::size_t>(o)] = row_base + r;
         out_positions[static_cast<std::size_t>(o)] = pos_base + r;
         ++o;

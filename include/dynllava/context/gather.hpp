@@ -45,6 +45,7 @@ namespace cpu {
 /// @param[out] dst [m, width] host
 /// @throws dynllava::error on a shape mismatch or a row index out of range.
 template <class T>
+  requires std::is_trivially_copyable_v<T>
 void gather_rows(std::type_identity_t<host_span<const T>> src, index_t width, host_span<const index_t> rows,
                  host_span<T> dst) {
   const std::size_t n = check_row_shapes("gather_rows", src.size(), dst.size(), rows.size(), width);
@@ -64,6 +65,7 @@ void gather_rows(std::type_identity_t<host_span<const T>> src, index_t width, ho
 /// @param[in,out] dst [num_rows, width] host
 /// @throws dynllava::error on a shape mismatch, an index out of range or a repeated index.
 template <class T>
+  requires std::is_trivially_copyable_v<T>
 void scatter_rows(std::type_identity_t<host_span<const T>> src, index_t width, host_span<const index_t> rows,
                   host_span<T> dst) {
   const std::size_t n =
@@ -88,6 +90,7 @@ void scatter_rows(std::type_identity_t<host_span<const T>> src, index_t width, h
 
 /// Execution-tag entry point: gather on the host. @see cpu::gather_rows
 template <class T>
+  requires std::is_trivially_copyable_v<T>
 void gather_rows(host_t, std::type_identity_t<host_span<const T>> src, index_t width, host_span<const index_t> rows,
                  host_span<T> dst) {
   cpu::gather_rows(src, width, rows, dst);
@@ -95,6 +98,7 @@ void gather_rows(host_t, std::type_identity_t<host_span<const T>> src, index_t w
 
 /// Execution-tag entry point: scatter on the host. @see cpu::scatter_rows
 template <class T>
+  requires std::is_trivially_copyable_v<T>
 void scatter_rows(host_t, std::type_identity_t<host_span<const T>> src, index_t width, host_span<const index_t> rows,
                   host_span<T> dst) {
   cpu::scatter_rows(src, width, rows, dst);

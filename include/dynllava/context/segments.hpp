@@ -36,7 +36,7 @@ constexpr std::string_view to_string(segment_kind k) noexcept {
     case segment_kind::instruction: return "instruction";
     case segment_kind::output: return "output";
   }
-  return "?";
+  return "unknown segment kind";
 }
 inline std::ostream& operator<<(std::ostream& os, segment_kind k) { return os << to_string(k); }
 
@@ -94,6 +94,8 @@ inline index_t validate(segment_table<host_space> table, const char* what) {
                        "{}: sequence {} segment {} must begin at row {} (where the previous one "
                        "ends), got {}",
                        what, b, s - table.indptr[b], expected_begin, seg.begin);
+      DYNLLAVA_EXPECTS(seg.turn >= 0, "{}: sequence {} segment {} has a negative turn {}", what,
+                       b, s - table.indptr[b], seg.turn);
       DYNLLAVA_EXPECTS(seg.turn >= last_turn,
                        "{}: sequence {} segment {} has turn {} after turn {}; turns must not "
                        "decrease",

@@ -23,24 +23,32 @@ class error : public std::runtime_error {
 
 namespace detail {
 
-[[noreturn]] inline void throw_error(const char* file, int line, const char* condition,
-                                     const std::string& message) {
-  throw error(fmt::format("dynllava: {} ({}:{}: check `{}` failed)", message, file, line,
-                          condition));
+/// The file name without its directories (messages must not carry the build machine's paths).
+constexpr const char* file_basename(const char* path) noexcept {
+  const char* base = path;
+  for (const char* p = path; *p != '\0'; ++p) {
+    if (*p == '/' || *p == '\\') base = p + 1;
+  }
+  return base;
+}
+
+[[noreturn]] inline void throw_error(const char* file, int line, const std::string& message) {
+  throw error(fmt::format("dynllava: {} [{}:{}]", message, file_basename(file), line));
 }
 
 }  // namespace detail
 }  // namespace dynllava
 
-/// Throws `dynllava::error` with an fmt-formatted message when `cond` is false.
+/// Throws `dynllava::error` with an fmt-formatted message when `cond` is false. The message
+/// ends with `[file.hpp:line]` of the check.
 /// Example: `DYNLLAVA_EXPECTS(k <= n, "topk: k ({}) must not exceed n ({}) for sequence {}", k, n, b);`
 #define DYNLLAVA_EXPECTS(cond, ...)                                                            \
   do {                                                                                         \
     if (!(cond)) {                                                                             \
-      ::dynllava::detail::throw_error(__FILE__, __LINE__, #cond, ::fmt::format(__VA_ARGS__)); \
+      ::dynllava::detail::throw_error(__FILE__, __LINE__, ::fmt::format(__VA_ARGS__));        \
     }                                                                                          \
   } while (false)
 
 /// Throws `dynllava::error` unconditionally with an fmt-formatted message.
 #define DYNLLAVA_FAIL(...) \
-  ::dynllava::detail::throw_error(__FILE__, __LINE__, "unreachable", ::fmt::format(__VA_ARGS__))
+  ::dynllava::detail::throw_error(__FILE__, __LINE__, ::fmt::format(__VA_ARGS__))

@@ -46,6 +46,12 @@ struct ragged_span {
   DYNLLAVA_HOST_DEVICE constexpr ragged_span<const T, Space> as_const() const noexcept {
     return {indptr, values};
   }
+  /// Implicit conversion to the read-only view (as `span<T>` -> `span<const T>`).
+  template <class U = T>
+    requires(!std::is_const_v<U>)
+  DYNLLAVA_HOST_DEVICE constexpr operator ragged_span<const U, Space>() const noexcept {
+    return {indptr, values};
+  }
 };
 
 template <class T>
@@ -74,8 +80,8 @@ inline void validate_indptr(host_span<const index_t> indptr, std::size_t nnz, co
                      what, b, indptr[b], b + 1, indptr[b + 1]);
   }
   DYNLLAVA_EXPECTS(static_cast<std::size_t>(indptr[indptr.size() - 1]) == nnz,
-                   "{}: indptr[batch] must equal the number of values ({}), got {}", what, nnz,
-                   indptr[indptr.size() - 1]);
+                   "{}: indptr[batch] must equal the number of elements it indexes ({}), got {}",
+                   what, nnz, indptr[indptr.size() - 1]);
 }
 
 /// Validates both parts of a host ragged batch. @throws dynllava::error naming `what`.
@@ -105,6 +111,51 @@ inline index_t lengths_to_indptr(host_span<const index_t> lengths, host_span<ind
     indptr[b + 1] = static_cast<index_t>(total);
   }
   return static_cast<index_t>(total);
+}
+
+}  // namespace dynllava
+
+namespace dynllava {
+
+/// @brief A ragged batch of rows of `width` elements (row-major), CSR by sequence: sequence `b`
+/// owns rows `indptr[b] .. indptr[b + 1])`, i.e. `values[indptr[b] * width .. indptr[b+1] * width)`.
+/// Non-owning, trivially copyable. Typical use: hidden states `[tokens, H]` of a ragged batch.
+template <class T, memory_space Space>
+struct ragged_rows {
+  span<const index_t, Space> indptr;  ///< [batch + 1] row offsets
+  span<T, Space> values;              ///< [indptr[batch] * width]
+  index_t width = 0;                  ///< elements per row, > 0
+
+  DYNLLAVA_HOST_DEVICE constexpr std::size_t batch() const noexcept {
+    return indptr.size() == 0 ? 0 : indptr.size() - 1;
+  }
+  /// Total rows.
+  DYNLLAVA_HOST_DEVICE constexpr std::size_t rows() const noexcept {
+    return width > 0 ? values.size() / static_cast<std::size_t>(width) : 0;
+  }
+  DYNLLAVA_HOST_DEVICE constexpr index_t length(std::size_t b) const noexcept {
+    return indptr[b + 1] - indptr[b];
+  }
+  /// Row `r` (global). @pre `r < rows()`.
+  DYNLLAVA_HOST_DEVICE constexpr T* row(std::size_t r) const noexcept {
+    return values.data() + r * static_cast<std::size_t>(width);
+  }
+};
+
+template <class T>
+using host_ragged_rows = ragged_rows<T, host_space>;
+
+static_assert(std::is_trivially_copyable_v<ragged_rows<const float, device_space>>);
+
+/// Validates a host ragged row batch: positive width, whole rows, CSR offsets over the rows.
+/// @throws dynllava::error naming `what`.
+template <class T>
+void validate(host_ragged_rows<T> r, const char* what) {
+  DYNLLAVA_EXPECTS(r.width > 0, "{}: width must be > 0, got {}", what, r.width);
+  DYNLLAVA_EXPECTS(r.values.size() % static_cast<std::size_t>(r.width) == 0,
+                   "{}: {} values are not a whole number of rows of width {}", what,
+                   r.values.size(), r.width);
+  validate_indptr(r.indptr, r.rows(), what);
 }
 
 }  // namespace dynllava

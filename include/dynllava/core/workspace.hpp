@@ -24,8 +24,11 @@ enum class workspace_status {
   too_small,   ///< `temp_bytes` is below the required size; `temp_bytes` is left unchanged
 };
 
-/// Rounds `bytes` up to a multiple of `workspace_alignment`.
+inline constexpr std::size_t workspace_saturated = static_cast<std::size_t>(-1);
+
+/// Rounds `bytes` up to a multiple of `workspace_alignment`; saturates at `workspace_saturated`.
 constexpr std::size_t align_workspace(std::size_t bytes) noexcept {
+  if (bytes > workspace_saturated - workspace_alignment) return workspace_saturated;
   return (bytes + workspace_alignment - 1) / workspace_alignment * workspace_alignment;
 }
 
@@ -42,15 +45,20 @@ constexpr workspace_status alias_temporaries(void* temp, std::size_t& temp_bytes
   std::size_t total = 0;
   for (std::size_t i = 0; i < N; ++i) {
     offsets[i] = total;
-    total += align_workspace(sizes[i]);
+    const std::size_t part = align_workspace(sizes[i]);
+    total = part > workspace_saturated - total ? workspace_saturated : total + part;
   }
-  // Over-allocate by one alignment unit so that any base address can be aligned.
-  const std::size_t required = total == 0 ? 1 : total + workspace_alignment - 1;
+  // Over-allocate by one alignment unit so that any base address can be aligned. Sizes that do
+  // not fit in size_t saturate: the query answers `workspace_saturated`, which no buffer meets.
+  const std::size_t required =
+      total == 0 ? 1
+      : total > workspace_saturated - workspace_alignment ? workspace_saturated
+                                                          : total + workspace_alignment - 1;
   if (temp == nullptr) {
     temp_bytes = required;
     return workspace_status::size_query;
   }
-  if (temp_bytes < required) return workspace_status::too_small;
+  if (temp_bytes < required || required == workspace_saturated) return workspace_status::too_small;
   const auto base = reinterpret_cast<std::uintptr_t>(temp);
   const std::uintptr_t aligned = (base + workspace_alignment - 1) / workspace_alignment *
                                  workspace_alignment;

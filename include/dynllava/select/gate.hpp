@@ -11,6 +11,7 @@
 #include <dynllava/core/ragged.hpp>
 #include <dynllava/core/span.hpp>
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 
@@ -50,7 +51,7 @@ inline void argmax_gate(ragged_logits<host_space> logits, host_span<std::uint8_t
   DYNLLAVA_EXPECTS(logits.values.size() % 2 == 0,
                    "argmax_gate: logits must hold 2 values per token, got {} values",
                    logits.values.size());
-  validate_indptr(logits.indptr, logits.tokens(), "argmax_gate: logits");
+  validate_indptr(logits.indptr, logits.tokens(), "argmax_gate: logits.indptr (counts tokens)");
   DYNLLAVA_EXPECTS(keep.size() == logits.tokens(),
                    "argmax_gate: keep must have one entry per token ({}), got {}", logits.tokens(),
                    keep.size());
@@ -85,20 +86,24 @@ inline void threshold_gate(host_ragged<const float> scores, float threshold,
 /// @throws dynllava::error on an invalid indptr or when `out_positions` is too small.
 inline index_t mask_to_positions(host_span<const index_t> indptr, host_span<const std::uint8_t> keep,
                                  host_span<index_t> out_indptr, host_span<index_t> out_positions) {
-  validate_indptr(indptr, keep.size(), "mask_to_positions: indptr");
   const std::size_t batch = indptr.empty() ? 0 : indptr.size() - 1;
+  DYNLLAVA_EXPECTS(indptr.empty() || static_cast<std::size_t>(indptr[batch]) == keep.size(),
+                   "mask_to_positions: keep must have indptr[batch] = {} entries, got {}",
+                   indptr.empty() ? 0 : indptr[batch], keep.size());
+  validate_indptr(indptr, keep.size(), "mask_to_positions: indptr");
   DYNLLAVA_EXPECTS(out_indptr.size() == batch + 1,
                    "mask_to_positions: out_indptr must have batch + 1 = {} entries, got {}",
                    batch + 1, out_indptr.size());
+  const auto kept = static_cast<std::size_t>(
+      std::count_if(keep.begin(), keep.end(), [](std::uint8_t k) { return k != 0; }));
+  DYNLLAVA_EXPECTS(out_positions.size() >= kept,
+                   "mask_to_positions: out_positions must hold at least {} entries (the kept "
+                   "tokens), got {}", kept, out_positions.size());
   index_t nnz = 0;
   out_indptr[0] = 0;
   for (std::size_t b = 0; b < batch; ++b) {
     for (index_t i = indptr[b]; i < indptr[b + 1]; ++i) {
       if (keep[static_cast<std::size_t>(i)] == 0) continue;
-      DYNLLAVA_EXPECTS(static_cast<std::size_t>(nnz) < out_positions.size(),
-                       "mask_to_positions: out_positions holds {} entries, too few for the kept "
-                       "tokens",
-                       out_positions.size());
       out_positions[static_cast<std::size_t>(nnz++)] = i - indptr[b];
     }
     out_indptr[b + 1] = nnz;

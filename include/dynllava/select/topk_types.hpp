@@ -52,6 +52,15 @@ struct topk_budget {
   }
 };
 
+/// Host budget `k_b = floor(n_b * r)`: shorthand for `topk_budget<host_space>::keep_ratio(r)`.
+constexpr topk_budget<host_space> keep_ratio(double r) noexcept {
+  return topk_budget<host_space>::keep_ratio(r);
+}
+/// Host budget `k_b = k` for every sequence: shorthand for `topk_budget<host_space>::keep_count(k)`.
+constexpr topk_budget<host_space> keep_count(index_t k) noexcept {
+  return topk_budget<host_space>::keep_count(k);
+}
+
 /// `floor(n * ratio)` in double precision, as the reference computes `int(576 * 0.2)`.
 /// @pre `0 <= ratio <= 1`, `n >= 0`.
 DYNLLAVA_HOST_DEVICE index_t ratio_budget(index_t n, double ratio) noexcept {

@@ -3,6 +3,9 @@
 #include <dynllava/dynllava.cuh>
 
 #include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <utility>
 #include <vector>
 
 int main() {
@@ -10,9 +13,11 @@ int main() {
   int count = 0;
   const cudaError_t status = cudaGetDeviceCount(&count);
   if (status != cudaSuccess || count == 0) {
-    std::printf("consumer_cuda: no CUDA device (%s); compiled and linked, skipping\n",
-                cudaGetErrorName(status));
-    return 77;
+    const char* require = std::getenv("DYNLLAVA_REQUIRE_GPU");
+    const bool required = require != nullptr && *require != '\0' && std::strcmp(require, "0") != 0;
+    std::printf("consumer_cuda: no CUDA device (%s); compiled and linked, %s\n",
+                cudaGetErrorName(status), required ? "DYNLLAVA_REQUIRE_GPU is set: failing" : "skipping");
+    return required ? 1 : 77;
   }
   cuda::device_buffer<float> src(std::vector<float>{1, 2, 3, 4, 5, 6});
   cuda::device_buffer<index_t> rows(std::vector<index_t>{2, 0});

@@ -73,6 +73,7 @@ cudaError_t launch_row_kernel(const T* src, std::size_t width, const index_t* ro
 /// @param[in] stream CUDA stream
 /// @return `cudaErrorInvalidValue` on a shape mismatch (nothing launched), else the launch status
 template <class T>
+  requires std::is_trivially_copyable_v<T>
 cudaError_t gather_rows(std::type_identity_t<device_span<const T>> src, index_t width, device_span<const index_t> rows,
                         device_span<T> dst, int* d_out_of_range, cudaStream_t stream) {
   if (width <= 0 || src.size() % static_cast<std::size_t>(width) != 0 ||
@@ -91,6 +92,7 @@ cudaError_t gather_rows(std::type_identity_t<device_span<const T>> src, index_t 
 /// @param[out] d_out_of_range device int or null; set to 1 if any index is out of range
 /// @return `cudaErrorInvalidValue` on a shape mismatch (nothing launched), else the launch status
 template <class T>
+  requires std::is_trivially_copyable_v<T>
 cudaError_t scatter_rows(std::type_identity_t<device_span<const T>> src, index_t width, device_span<const index_t> rows,
                          device_span<T> dst, int* d_out_of_range, cudaStream_t stream) {
   if (width <= 0 || dst.size() % static_cast<std::size_t>(width) != 0 ||
@@ -109,6 +111,7 @@ namespace dynllava {
 /// Execution-tag entry point: gather on a CUDA stream (asynchronous).
 /// @throws dynllava::error on a shape mismatch, dynllava::cuda_error on a launch failure.
 template <class T>
+  requires std::is_trivially_copyable_v<T>
 void gather_rows(cuda::on_stream exec, std::type_identity_t<device_span<const T>> src, index_t width,
                  device_span<const index_t> rows, device_span<T> dst,
                  int* d_out_of_range = nullptr) {
@@ -119,6 +122,7 @@ void gather_rows(cuda::on_stream exec, std::type_identity_t<device_span<const T>
 /// Execution-tag entry point: scatter on a CUDA stream (asynchronous).
 /// @throws dynllava::error on a shape mismatch, dynllava::cuda_error on a launch failure.
 template <class T>
+  requires std::is_trivially_copyable_v<T>
 void scatter_rows(cuda::on_stream exec, std::type_identity_t<device_span<const T>> src, index_t width,
                   device_span<const index_t> rows, device_span<T> dst,
                   int* d_out_of_range = nullptr) {
