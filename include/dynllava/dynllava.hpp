@@ -4,6 +4,7 @@
 #pragma once
 
 #include <dynllava/core/config.hpp>
+#include <dynllava/core/half.hpp>
 #include <dynllava/core/error.hpp>
 #include <dynllava/core/execution.hpp>
 #include <dynllava/core/ragged.hpp>
@@ -16,6 +17,19 @@
 #include <dynllava/select/selection.hpp>
 #include <dynllava/select/topk.hpp>
 #include <dynllava/select/topk_types.hpp>
+
+#include <dynllava/io/safetensors.hpp>
+
+#include <dynllava/score/concepts.hpp>
+#include <dynllava/score/fastv_scorer.hpp>
+#include <dynllava/score/h2o_scorer.hpp>
+#include <dynllava/score/image_predictor.hpp>
+#include <dynllava/score/l2_norm_scorer.hpp>
+#include <dynllava/score/load_predictors.hpp>
+#include <dynllava/score/output_predictor.hpp>
+#include <dynllava/score/predictor_config.hpp>
+#include <dynllava/score/predictor_weights.hpp>
+#include <dynllava/score/random_scorer.hpp>
 
 #include <dynllava/context/build_context.hpp>
 #include <dynllava/context/gather.hpp>

@@ -14,6 +14,7 @@
 #include <dynllava/core/error.hpp>
 #include <dynllava/core/execution.hpp>
 #include <dynllava/core/ragged.hpp>
+#include <dynllava/score/concepts.hpp>
 #include <dynllava/score/detail/layers.hpp>
 #include <dynllava/score/predictor_config.hpp>
 #include <dynllava/score/predictor_weights.hpp>
@@ -113,5 +114,6 @@ class image_predictor {
   predictor_config config_;
   image_predictor_weights w_;
 };
+static_assert(two_way_predictor<image_predictor>);
 
 }  // namespace dynllava

@@ -9,10 +9,12 @@
 #include <dynllava/core/error.hpp>
 #include <dynllava/core/execution.hpp>
 #include <dynllava/core/ragged.hpp>
+#include <dynllava/score/concepts.hpp>
 #include <dynllava/score/detail/layers.hpp>
 #include <dynllava/score/predictor_config.hpp>
 #include <dynllava/score/predictor_weights.hpp>
 
+#include <algorithm>
 #include <cstddef>
 #include <utility>
 #include <vector>
@@ -69,5 +71,6 @@ class output_predictor {
   predictor_config config_;
   output_predictor_weights w_;
 };
+static_assert(two_way_predictor<output_predictor>);
 
 }  // namespace dynllava
