@@ -31,6 +31,18 @@
 #include <dynllava/score/predictor_weights.hpp>
 #include <dynllava/score/random_scorer.hpp>
 
+#include <dynllava/kvcache/contiguous_kv_cache.hpp>
+#include <dynllava/kvcache/gated_append.hpp>
+#include <dynllava/kvcache/kv_policy.hpp>
+#include <dynllava/kvcache/kv_storage.hpp>
+#include <dynllava/kvcache/page_pool.hpp>
+#include <dynllava/kvcache/paged_kv_cache.hpp>
+#include <dynllava/kvcache/paged_kv_view.hpp>
+#include <dynllava/kvcache/policies/full_cache.hpp>
+#include <dynllava/kvcache/policies/h2o.hpp>
+#include <dynllava/kvcache/policies/online_gate.hpp>
+#include <dynllava/kvcache/policies/streaming.hpp>
+
 #include <dynllava/context/build_context.hpp>
 #include <dynllava/context/gather.hpp>
 #include <dynllava/context/segments.hpp>

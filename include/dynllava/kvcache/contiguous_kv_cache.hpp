@@ -1,0 +1,105 @@
+// SPDX-License-Identifier: Apache-2.0
+/// @file contiguous_kv_cache.hpp
+/// @brief An owning contiguous ragged KV cache on the host (fp32): each (layer, sequence) owns
+/// `capacity` rows; overflow is an error. Compaction moves kept rows to the front in place.
+#pragma once
+
+#include <dynllava/core/config.hpp>
+#include <dynllava/core/error.hpp>
+#include <dynllava/kvcache/kv_layout_checks.hpp>
+#include <dynllava/kvcache/kv_storage.hpp>
+
+#include <algorithm>
+#include <cstddef>
+#include <vector>
+
+namespace dynllava {
+
+struct contiguous_kv_config {
+  index_t layers = 1;
+  std::size_t batch = 1;
+  index_t width = 1;     ///< heads * head_dim
+  index_t capacity = 0;  ///< tokens per (layer, sequence)
+};
+
+class contiguous_kv_cache {
+ public:
+  /// @throws dynllava::error on a non-positive size.
+  explicit contiguous_kv_cache(const contiguous_kv_config& c) : c_(c) {
+    DYNLLAVA_EXPECTS(c.layers > 0 && c.width > 0 && c.capacity >= 0,
+                     "contiguous_kv_cache: layers ({}) and width ({}) must be > 0, capacity ({}) "
+                     ">= 0", c.layers, c.width, c.capacity);
+    const std::size_t rows = static_cast<std::size_t>(c.layers) * c.batch * static_cast<std::size_t>(c.capacity);
+    k_.resize(rows * static_cast<std::size_t>(c.width));
+    v_.resize(k_.size());
+    pos_.resize(rows);
+    len_.assign(static_cast<std::size_t>(c.layers) * c.batch, 0);
+    seen_ = len_;
+  }
+
+  index_t layers() const noexcept { return c_.layers; }
+  std::size_t batch() const noexcept { return c_.batch; }
+  index_t width() const noexcept { return c_.width; }
+  index_t capacity() const noexcept { return c_.capacity; }
+  index_t length(index_t l, std::size_t b) const noexcept { return len_[at(l, b)]; }
+  index_t appended(index_t l, std::size_t b) const noexcept { return seen_[at(l, b)]; }
+  const float* key(index_t l, std::size_t b, index_t i) const noexcept { return k_.data() + row(l, b, i) * w(); }
+  const float* value(index_t l, std::size_t b, index_t i) const noexcept { return v_.data() + row(l, b, i) * w(); }
+  index_t position(index_t l, std::size_t b, index_t i) const noexcept { return pos_[row(l, b, i)]; }
+
+  /// Appends one token. @throws dynllava::error when (layer, sequence) is full.
+  void append(index_t l, std::size_t b, const float* k, const float* v, index_t position) {
+    detail::check_layer_sequence("contiguous_kv_cache::append", l, c_.layers, b, c_.batch);
+    const std::size_t s = at(l, b);
+    DYNLLAVA_EXPECTS(len_[s] < c_.capacity,
+                     "contiguous_kv_cache: layer {} sequence {} is full ({} tokens); evict or "
+                     "allocate a larger capacity", l, b, c_.capacity);
+    const std::size_t r = row(l, b, len_[s]);
+    std::copy(k, k + w(), k_.data() + r * w());
+    std::copy(v, v + w(), v_.data() + r * w());
+    pos_[r] = position;
+    ++len_[s];
+    ++seen_[s];
+  }
+
+  /// Keeps the tokens at `kept` (ascending local positions), compacting in place.
+  void retain(index_t l, std::size_t b, host_span<const index_t> kept) {
+    detail::check_layer_sequence("contiguous_kv_cache::retain", l, c_.layers, b, c_.batch);
+    const std::size_t s = at(l, b);
+    detail::check_kept("contiguous_kv_cache::retain", kept, len_[s]);
+    for (std::size_t j = 0; j < kept.size(); ++j) {
+      const std::size_t from = row(l, b, kept[j]);
+      const std::size_t to = row(l, b, static_cast<index_t>(j));
+      if (from == to) continue;
+      std::copy(k_.data() + from * w(), k_.data() + (from + 1) * w(), k_.data() + to * w());
+      std::copy(v_.data() + from * w(), v_.data() + (from + 1) * w(), v_.data() + to * w());
+      pos_[to] = pos_[from];
+    }
+    len_[s] = static_cast<index_t>(kept.size());
+  }
+
+  index_t held_tokens(index_t l) const noexcept {
+    index_t n = 0;
+    for (std::size_t b = 0; b < c_.batch; ++b) n += length(l, b);
+    return n;
+  }
+  std::size_t bytes_held() const noexcept {
+    std::size_t n = 0;
+    for (index_t l = 0; l < c_.layers; ++l) n += static_cast<std::size_t>(held_tokens(l));
+    return n * 2 * w() * sizeof(float);
+  }
+
+ private:
+  std::size_t w() const noexcept { return static_cast<std::size_t>(c_.width); }
+  std::size_t at(index_t l, std::size_t b) const noexcept { return static_cast<std::size_t>(l) * c_.batch + b; }
+  std::size_t row(index_t l, std::size_t b, index_t i) const noexcept {
+    return at(l, b) * static_cast<std::size_t>(c_.capacity) + static_cast<std::size_t>(i);
+  }
+  contiguous_kv_config c_;
+  std::vector<float> k_, v_;
+  std::vector<index_t> pos_;
+  std::vector<index_t> len_, seen_;
+};
+static_assert(kv_storage<contiguous_kv_cache>);
+
+}  // namespace dynllava

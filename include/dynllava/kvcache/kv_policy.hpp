@@ -1,0 +1,42 @@
+// SPDX-License-Identifier: Apache-2.0
+/// @file kv_policy.hpp
+/// @brief The `kv_policy` concept: which new tokens enter a layer's KV cache, and which held
+/// tokens a layer keeps.
+#pragma once
+
+#include <dynllava/core/config.hpp>
+#include <dynllava/core/span.hpp>
+
+#include <concepts>
+
+namespace dynllava {
+
+/// What a policy knows about one (layer, sequence) cache.
+struct kv_sequence_state {
+  index_t held = 0;      ///< tokens in the cache now
+  index_t appended = 0;  ///< tokens ever appended (held + evicted)
+};
+
+/// @brief Requirements, for `const P& p`, layer `l`, a token's keep decision `keep`, a state
+/// `s`, per-held-token scores `scores` (`[s.held]` or empty) and `out` (`[s.held]`):
+///   1. `p.admits(l, keep)` says whether the token's K/V enters layer `l`'s cache (the token
+///      attends to itself in its own step either way);
+///   2. `p.retain(l, s, scores, out)` writes the local positions (ascending) of the held tokens
+///      to keep and returns how many; keeping all `s.held` means no eviction;
+///   3. both are deterministic functions of their arguments.
+template <class P>
+concept kv_policy = requires(const P& p, index_t l, bool keep, kv_sequence_state s,
+                             host_span<const float> scores, host_span<index_t> out) {
+  { p.admits(l, keep) } -> std::same_as<bool>;
+  { p.retain(l, s, scores, out) } -> std::same_as<index_t>;
+};
+
+namespace detail {
+/// Writes `0 .. n-1` (keep everything) and returns `n`.
+inline index_t keep_all(index_t n, host_span<index_t> out) {
+  for (index_t i = 0; i < n; ++i) out[static_cast<std::size_t>(i)] = i;
+  return n;
+}
+}  // namespace detail
+
+}  // namespace dynllava

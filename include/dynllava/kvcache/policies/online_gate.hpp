@@ -1,0 +1,25 @@
+// SPDX-License-Identifier: Apache-2.0
+/// @file online_gate.hpp
+/// @brief Dynamic-LLaVA's online KV gating: layers below the sparse layer cache every token;
+/// layers at or above it cache a token only when the output predictor keeps it
+/// (`logit0 > logit1`). Nothing is evicted afterwards: a decision never changes.
+#pragma once
+
+#include <dynllava/core/error.hpp>
+#include <dynllava/kvcache/kv_policy.hpp>
+
+namespace dynllava {
+
+struct online_gate_policy {
+  index_t sparse_layer = 2;  ///< METHOD.md: l = 2
+
+  bool admits(index_t layer, bool keep) const noexcept { return layer < sparse_layer || keep; }
+  index_t retain(index_t, kv_sequence_state s, host_span<const float>, host_span<index_t> out) const {
+    DYNLLAVA_EXPECTS(out.size() >= static_cast<std::size_t>(s.held),
+                     "online_gate_policy::retain: out must hold {} entries, got {}", s.held, out.size());
+    return detail::keep_all(s.held, out);
+  }
+};
+static_assert(kv_policy<online_gate_policy>);
+
+}  // namespace dynllava

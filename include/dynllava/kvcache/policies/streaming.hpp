@@ -1,0 +1,34 @@
+// SPDX-License-Identifier: Apache-2.0
+/// @file streaming.hpp
+/// @brief StreamingLLM baseline: keep the first `sinks` tokens (attention sinks) and the last
+/// `window` tokens; evict the middle.
+#pragma once
+
+#include <dynllava/core/error.hpp>
+#include <dynllava/kvcache/kv_policy.hpp>
+
+#include <algorithm>
+
+namespace dynllava {
+
+struct streaming_policy {
+  index_t sinks = 4;
+  index_t window = 1020;
+
+  bool admits(index_t, bool) const noexcept { return true; }
+  /// Keeps `min(held, sinks + window)` tokens: positions `[0, sinks)` and the last `window`.
+  index_t retain(index_t, kv_sequence_state s, host_span<const float>, host_span<index_t> out) const {
+    DYNLLAVA_EXPECTS(sinks >= 0 && window >= 0, "streaming_policy: sinks ({}) and window ({}) "
+                     "must be >= 0", sinks, window);
+    DYNLLAVA_EXPECTS(out.size() >= static_cast<std::size_t>(s.held),
+                     "streaming_policy::retain: out must hold {} entries, got {}", s.held, out.size());
+    if (s.held <= sinks + window) return detail::keep_all(s.held, out);
+    index_t n = 0;
+    for (index_t i = 0; i < sinks; ++i) out[static_cast<std::size_t>(n++)] = i;
+    for (index_t i = s.held - window; i < s.held; ++i) out[static_cast<std::size_t>(n++)] = i;
+    return n;
+  }
+};
+static_assert(kv_policy<streaming_policy>);
+
+}  // namespace dynllava
