@@ -124,7 +124,7 @@ void run_masked_softmax(test::rng& g, const std::vector<index_t>& indptr, index_
   check_close(d_attn.to_host(), attn, 1e-5f, 1e-7f, "attn");
   check_close(d_dx.to_host(), dx, 1e-4f, 1e-6f, "d_scores");
   check_close(d_dg.to_host(), dg, 1e-4f, 1e-6f, "d_mask");
-  check_close(d_dk.to_host(), dk, 1e-4f, 1e-5f, "d_keep");
+  check_close(d_dk.to_host(), dk, 1e-4f, 1e-4f, "d_keep");  // sums up to n terms
 }
 
 }  // namespace
