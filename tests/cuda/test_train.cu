@@ -107,8 +107,8 @@ void run_masked_softmax(test::rng& g, const std::vector<index_t>& indptr, index_
                                       make_host_span(dk), {2, 2});
 
   device_buffer<index_t> d_indptr(indptr);
-  device_buffer<float> d_keep(keep), d_x(x), d_up(up), d_mask(sq), d_attn(x.size()),
-      d_dx(x.size()), d_dg(sq), d_dk(nnz);
+  device_buffer<float> d_keep(keep), d_x(x), d_up(up), d_mask(sq), d_attn(x.size()), d_dx(x.size()),
+      d_dg(sq), d_dk(nnz);
   device_buffer<int> d_invalid(std::vector<int>{0});
   build_attention_mask(cuda::on_stream{}, d_indptr.view(), d_keep.view(), d_mask.view(), {2, 2},
                        d_invalid.data());
@@ -130,7 +130,8 @@ void run_masked_softmax(test::rng& g, const std::vector<index_t>& indptr, index_
 }  // namespace
 
 TEST_SUITE("gpu") {
-  TEST_CASE("gumbel_noise: CUDA uniforms equal the CPU's; the noise agrees to the last bit or ulp") {
+  TEST_CASE(
+      "gumbel_noise: CUDA uniforms equal the CPU's; the noise agrees to the last bit or ulp") {
     for (std::size_t n : {1u, 7u, 1000u, 100003u}) {
       std::vector<float> cpu_noise(2 * n);
       cpu::gumbel_noise<float>({77, 3}, make_host_span(cpu_noise), 5);
@@ -180,7 +181,8 @@ TEST_SUITE("gpu") {
     }
   }
 
-  TEST_CASE("masked_softmax: adversarial inputs, n = 1, empty sequences, rows longer than a block") {
+  TEST_CASE(
+      "masked_softmax: adversarial inputs, n = 1, empty sequences, rows longer than a block") {
     test::rng g(8);
     for (const auto& lengths : {std::vector<index_t>{1}, std::vector<index_t>{0, 1, 0, 2},
                                 std::vector<index_t>{700, 3}, std::vector<index_t>{257, 0, 31}}) {
@@ -203,8 +205,9 @@ TEST_SUITE("gpu") {
     std::vector<float> out(static_cast<std::size_t>(out_indptr.back()));
     for (auto& v : img) v = ud(g) < 0.3f ? 1.0f : 0.0f;
     for (auto& v : out) v = ud(g);
-    const float loss = cpu::budget_loss_forward<float>(make_host_span(img_indptr), make_host_span(img),
-                                                       make_host_span(out_indptr), make_host_span(out));
+    const float loss =
+        cpu::budget_loss_forward<float>(make_host_span(img_indptr), make_host_span(img),
+                                        make_host_span(out_indptr), make_host_span(out));
     std::vector<float> d_img(img.size()), d_out(out.size());
     cpu::budget_loss_backward<float>(make_host_span(img_indptr), make_host_span(img),
                                      make_host_span(out_indptr), make_host_span(out), 0.5f,
@@ -224,7 +227,8 @@ TEST_SUITE("gpu") {
     check_close(dgo.to_host(), d_out, 1e-5f, 1e-9f, "d_output_mask");
   }
 
-  TEST_CASE("train CUDA APIs: workspace query, too-small workspace, invalid layouts, bad arguments") {
+  TEST_CASE(
+      "train CUDA APIs: workspace query, too-small workspace, invalid layouts, bad arguments") {
     const std::vector<index_t> indptr{0, 2, 5};
     device_buffer<index_t> d_indptr(indptr);
     device_buffer<float> x(13), mask(13), out(13), keep(5);
@@ -235,19 +239,20 @@ TEST_SUITE("gpu") {
     device_buffer<unsigned char> temp(bytes);
     std::size_t small = 1;
     CHECK(cuda::masked_softmax_forward(temp.data(), small, d_indptr.view(), 5, x.view(),
-                                       mask.view(), out.view(), {}, nullptr, nullptr) ==
-          cudaErrorInvalidValue);
+                                       mask.view(), out.view(), {}, nullptr,
+                                       nullptr) == cudaErrorInvalidValue);
     // a wrong token count is caught on the device: nothing written, flag raised
     device_buffer<int> flag(std::vector<int>{0});
     CHECK(cuda::masked_softmax_forward(temp.data(), bytes, d_indptr.view(), 4, x.view(),
-                                       mask.view(), out.view(), {}, flag.data(), nullptr) ==
-          cudaSuccess);
+                                       mask.view(), out.view(), {}, flag.data(),
+                                       nullptr) == cudaSuccess);
     stream_sync();
     CHECK(flag.to_host()[0] == 1);
     const std::vector<index_t> bad{0, 3, 2};
     device_buffer<index_t> d_bad(bad);
     device_buffer<int> flag2(std::vector<int>{0});
-    build_attention_mask(cuda::on_stream{}, d_bad.view(), keep.view(), mask.view(), {}, flag2.data());
+    build_attention_mask(cuda::on_stream{}, d_bad.view(), keep.view(), mask.view(), {},
+                         flag2.data());
     stream_sync();
     CHECK(flag2.to_host()[0] == 1);
     masked_softmax_params p;
@@ -257,11 +262,12 @@ TEST_SUITE("gpu") {
                          doctest::Contains("heads must be > 0"), dynllava::error);
     CHECK_THROWS_WITH_AS(masked_softmax_forward(cuda::on_stream{}, d_indptr.view(), 5, x.view(),
                                                 mask.view().subspan(0, 12), out.view()),
-                         doctest::Contains("scores must hold heads * mask.size()"), dynllava::error);
+                         doctest::Contains("scores must hold heads * mask.size()"),
+                         dynllava::error);
     device_buffer<float> odd(3), k(2), s(2);
-    CHECK_THROWS_AS(gumbel_hard_forward(cuda::on_stream{}, odd.view(), odd.view(), 1.0, k.view(),
-                                        s.view()),
-                    dynllava::error);
+    CHECK_THROWS_AS(
+        gumbel_hard_forward(cuda::on_stream{}, odd.view(), odd.view(), 1.0, k.view(), s.view()),
+        dynllava::error);
     CHECK_THROWS_AS(gumbel_hard_forward(cuda::on_stream{}, keep.view().subspan(0, 4),
                                         keep.view().subspan(0, 4), 0.0, k.view(), s.view()),
                     dynllava::error);

@@ -25,14 +25,12 @@ TEST_SUITE("cpu") {
     CHECK(a.v[1] == 0xe169c58du);
     CHECK(a.v[2] == 0xbc57ac4cu);
     CHECK(a.v[3] == 0x9b00dbd8u);
-    const auto b = philox4x32_10(
-        philox_block{{0xffffffffu, 0xffffffffu, 0xffffffffu, 0xffffffffu}}, 0xffffffffu,
-        0xffffffffu);
+    const auto b = philox4x32_10(philox_block{{0xffffffffu, 0xffffffffu, 0xffffffffu, 0xffffffffu}},
+                                 0xffffffffu, 0xffffffffu);
     CHECK(b.v[0] == 0x408f276du);
     CHECK(b.v[3] == 0x6d5451fdu);
-    const auto c = philox4x32_10(
-        philox_block{{0x243f6a88u, 0x85a308d3u, 0x13198a2eu, 0x03707344u}}, 0xa4093822u,
-        0x299f31d0u);
+    const auto c = philox4x32_10(philox_block{{0x243f6a88u, 0x85a308d3u, 0x13198a2eu, 0x03707344u}},
+                                 0xa4093822u, 0x299f31d0u);
     CHECK(c.v[0] == 0xd16cfe09u);
     CHECK(c.v[1] == 0x94fdccebu);
     CHECK(c.v[2] == 0x5001e420u);
@@ -51,7 +49,8 @@ TEST_SUITE("cpu") {
     CHECK(uniform_open01(0xffffffffu) == 1.0f - 1.0f / 16777216.0f);
   }
 
-  TEST_CASE("gumbel_noise: same seed and offset give the same draws; another offset or seed does not") {
+  TEST_CASE(
+      "gumbel_noise: same seed and offset give the same draws; another offset or seed does not") {
     std::vector<float> a(2 * 257), b(2 * 257), c(2 * 257), d(2 * 257);
     cpu::gumbel_noise<float>({42, 7}, make_host_span(a));
     gumbel_noise<float>(host, {42, 7}, make_host_span(b));
@@ -73,7 +72,8 @@ TEST_SUITE("cpu") {
     CHECK(f[0] != a[0]);
   }
 
-  TEST_CASE("gumbel_noise: a slice drawn with first_token equals the same rows of the whole batch") {
+  TEST_CASE(
+      "gumbel_noise: a slice drawn with first_token equals the same rows of the whole batch") {
     std::vector<double> whole(2 * 100), part(2 * 30);
     cpu::gumbel_noise<double>({9, 1}, make_host_span(whole));
     cpu::gumbel_noise<double>({9, 1}, make_host_span(part), 50);
@@ -100,8 +100,8 @@ TEST_SUITE("cpu") {
 
   TEST_CASE("gumbel_hard_forward: keep frequency matches softmax(logits)[0] within 5 sigma") {
     const std::size_t n = 100000;
-    for (auto [l0, l1] : {std::pair{0.3, -0.5}, std::pair{-2.0, 1.0}, std::pair{0.0, 0.0},
-                          std::pair{4.0, 0.0}}) {
+    for (auto [l0, l1] :
+         {std::pair{0.3, -0.5}, std::pair{-2.0, 1.0}, std::pair{0.0, 0.0}, std::pair{4.0, 0.0}}) {
       for (double tau : {1.0, 0.1}) {
         CAPTURE(l0);
         CAPTURE(l1);
@@ -141,13 +141,16 @@ TEST_SUITE("cpu") {
     // huge logit gaps stay finite
     const std::vector<float> big{1e30f, -1e30f, -1e30f, 1e30f};
     std::vector<float> k2(2), s2(2);
-    cpu::gumbel_hard_forward<float>(make_host_span(big), make_host_span(std::as_const(noise)).subspan(0, 4), 0.1,
+    cpu::gumbel_hard_forward<float>(make_host_span(big),
+                                    make_host_span(std::as_const(noise)).subspan(0, 4), 0.1,
                                     make_host_span(k2), make_host_span(s2));
     CHECK(k2 == std::vector<float>{1.0f, 0.0f});
     CHECK(s2 == std::vector<float>{1.0f, 0.0f});
   }
 
-  TEST_CASE("gumbel_hard_backward: straight-through gradient equals finite differences of y_soft (fp64)") {
+  TEST_CASE(
+      "gumbel_hard_backward: straight-through gradient equals finite differences of y_soft "
+      "(fp64)") {
     test::rng g(77);
     std::normal_distribution<double> nd(0.0, 1.5);
     const std::size_t n = 40;
@@ -157,10 +160,9 @@ TEST_SUITE("cpu") {
     cpu::gumbel_noise<double>({5, 5}, make_host_span(noise));
     for (double tau : {1.0, 0.35, 0.1}) {
       CAPTURE(tau);
-      cpu::gumbel_hard_backward<double>(make_host_span(std::as_const(logits)),
-                                        make_host_span(std::as_const(noise)), tau,
-                                        make_host_span(std::as_const(d_keep)),
-                                        make_host_span(d_logits));
+      cpu::gumbel_hard_backward<double>(
+          make_host_span(std::as_const(logits)), make_host_span(std::as_const(noise)), tau,
+          make_host_span(std::as_const(d_keep)), make_host_span(d_logits));
       auto objective = [&](const std::vector<double>& l) {
         std::vector<double> keep(n), soft(n);
         cpu::gumbel_hard_forward<double>(make_host_span(l), make_host_span(std::as_const(noise)),
@@ -219,11 +221,10 @@ TEST_SUITE("cpu") {
                                           make_host_span(keep), make_host_span(soft)),
           doctest::Contains("tau must be finite and > 0"), dynllava::error);
     }
-    CHECK_THROWS_WITH_AS(
-        cpu::gumbel_hard_backward<float>(make_host_span(std::as_const(logits)),
-                                         make_host_span(std::as_const(noise)), 1.0,
-                                         make_host_span(std::as_const(keep)),
-                                         make_host_span(d_logits).subspan(0, 5)),
-        doctest::Contains("gumbel_hard_backward"), dynllava::error);
+    CHECK_THROWS_WITH_AS(cpu::gumbel_hard_backward<float>(make_host_span(std::as_const(logits)),
+                                                          make_host_span(std::as_const(noise)), 1.0,
+                                                          make_host_span(std::as_const(keep)),
+                                                          make_host_span(d_logits).subspan(0, 5)),
+                         doctest::Contains("gumbel_hard_backward"), dynllava::error);
   }
 }

@@ -72,7 +72,9 @@ TEST_SUITE("cpu") {
     CHECK(attention_elements(make_host_span(indptr), 3, "t") == 105);
   }
 
-  TEST_CASE("build_attention_mask: causal, diagonal kept, dropped keys masked only from sparse_layer on") {
+  TEST_CASE(
+      "build_attention_mask: causal, diagonal kept, dropped keys masked only from sparse_layer "
+      "on") {
     const std::vector<index_t> indptr{0, 3, 5};
     const std::vector<float> keep{0.0f, 1.0f, 0.0f, 0.0f, 0.0f};
     std::vector<float> mask(9 + 4);
@@ -176,7 +178,9 @@ TEST_SUITE("cpu") {
     CHECK(a[2 * 6 + 0] == doctest::Approx(1e-6 / 6.0 / d).epsilon(1e-9));
   }
 
-  TEST_CASE("masked_softmax_forward: rows of -inf scores give 1/N instead of NaN; huge scores stay finite") {
+  TEST_CASE(
+      "masked_softmax_forward: rows of -inf scores give 1/N instead of NaN; huge scores stay "
+      "finite") {
     const std::vector<index_t> indptr{0, 3};
     const double inf = std::numeric_limits<double>::infinity();
     std::vector<double> x{-inf, -inf, -inf, 1e300, -1e300, 0.0, 1e30, 1e30, -inf};
@@ -303,8 +307,9 @@ TEST_SUITE("cpu") {
     const std::vector<index_t> indptr{0, 2, 5};
     std::vector<float> x(13), mask(13), out(13), dx(13), dg(13);
     CHECK_THROWS_WITH_AS(
-        cpu::masked_softmax_forward<float>(make_host_span(indptr), make_host_span(std::as_const(x)).subspan(0, 12),
-                                           make_host_span(std::as_const(mask)), make_host_span(out)),
+        cpu::masked_softmax_forward<float>(
+            make_host_span(indptr), make_host_span(std::as_const(x)).subspan(0, 12),
+            make_host_span(std::as_const(mask)), make_host_span(out)),
         doctest::Contains("scores must hold heads * sum of n_b^2 = 13 values, got 12"),
         dynllava::error);
     CHECK_THROWS_WITH_AS(
@@ -314,44 +319,46 @@ TEST_SUITE("cpu") {
         doctest::Contains("mask must hold sum of n_b^2 = 13 values, got 3"), dynllava::error);
     masked_softmax_params p;
     p.heads = 0;
-    CHECK_THROWS_WITH_AS(
-        cpu::masked_softmax_forward<float>(make_host_span(indptr), make_host_span(std::as_const(x)),
-                                           make_host_span(std::as_const(mask)), make_host_span(out), p),
-        doctest::Contains("heads must be > 0, got 0"), dynllava::error);
+    CHECK_THROWS_WITH_AS(cpu::masked_softmax_forward<float>(
+                             make_host_span(indptr), make_host_span(std::as_const(x)),
+                             make_host_span(std::as_const(mask)), make_host_span(out), p),
+                         doctest::Contains("heads must be > 0, got 0"), dynllava::error);
     p = {};
     p.eps = -1.0;
-    CHECK_THROWS_WITH_AS(
-        cpu::masked_softmax_forward<float>(make_host_span(indptr), make_host_span(std::as_const(x)),
-                                           make_host_span(std::as_const(mask)), make_host_span(out), p),
-        doctest::Contains("eps must be finite and >= 0"), dynllava::error);
+    CHECK_THROWS_WITH_AS(cpu::masked_softmax_forward<float>(
+                             make_host_span(indptr), make_host_span(std::as_const(x)),
+                             make_host_span(std::as_const(mask)), make_host_span(out), p),
+                         doctest::Contains("eps must be finite and >= 0"), dynllava::error);
     const std::vector<index_t> bad{0, 3, 2};
+    CHECK_THROWS_WITH_AS(cpu::masked_softmax_forward<float>(
+                             make_host_span(bad), make_host_span(std::as_const(x)),
+                             make_host_span(std::as_const(mask)), make_host_span(out)),
+                         doctest::Contains("non-decreasing"), dynllava::error);
     CHECK_THROWS_WITH_AS(
-        cpu::masked_softmax_forward<float>(make_host_span(bad), make_host_span(std::as_const(x)),
-                                           make_host_span(std::as_const(mask)), make_host_span(out)),
-        doctest::Contains("non-decreasing"), dynllava::error);
-    CHECK_THROWS_WITH_AS(
-        cpu::masked_softmax_backward<float>(make_host_span(indptr), make_host_span(std::as_const(x)),
-                                            make_host_span(std::as_const(mask)),
-                                            make_host_span(std::as_const(out)).subspan(0, 2),
-                                            make_host_span(dx), make_host_span(dg)),
+        cpu::masked_softmax_backward<float>(
+            make_host_span(indptr), make_host_span(std::as_const(x)),
+            make_host_span(std::as_const(mask)), make_host_span(std::as_const(out)).subspan(0, 2),
+            make_host_span(dx), make_host_span(dg)),
         doctest::Contains("d_attn must hold 13 values, got 2"), dynllava::error);
     CHECK_THROWS_WITH_AS(
-        cpu::masked_softmax_backward<float>(make_host_span(indptr), make_host_span(std::as_const(x)),
-                                            make_host_span(std::as_const(mask)),
-                                            make_host_span(std::as_const(out)),
-                                            make_host_span(dx), make_host_span(dg).subspan(0, 1)),
+        cpu::masked_softmax_backward<float>(
+            make_host_span(indptr), make_host_span(std::as_const(x)),
+            make_host_span(std::as_const(mask)), make_host_span(std::as_const(out)),
+            make_host_span(dx), make_host_span(dg).subspan(0, 1)),
         doctest::Contains("d_mask must hold sum of n_b^2 = 13 values, got 1"), dynllava::error);
     std::vector<float> keep(5), small_keep(4);
+    CHECK_THROWS_WITH_AS(cpu::build_attention_mask<float>(make_host_span(indptr),
+                                                          make_host_span(std::as_const(small_keep)),
+                                                          make_host_span(mask)),
+                         doctest::Contains("keep must have one value per token (5), got 4"),
+                         dynllava::error);
+    CHECK_THROWS_WITH_AS(cpu::build_attention_mask<float>(make_host_span(indptr),
+                                                          make_host_span(std::as_const(keep)),
+                                                          make_host_span(mask), {-1, 2}),
+                         doctest::Contains("layer and sparse_layer must be >= 0"), dynllava::error);
     CHECK_THROWS_WITH_AS(
-        cpu::build_attention_mask<float>(make_host_span(indptr), make_host_span(std::as_const(small_keep)),
-                                         make_host_span(mask)),
-        doctest::Contains("keep must have one value per token (5), got 4"), dynllava::error);
-    CHECK_THROWS_WITH_AS(
-        cpu::build_attention_mask<float>(make_host_span(indptr), make_host_span(std::as_const(keep)),
-                                         make_host_span(mask), {-1, 2}),
-        doctest::Contains("layer and sparse_layer must be >= 0"), dynllava::error);
-    CHECK_THROWS_WITH_AS(
-        cpu::attention_mask_backward<float>(make_host_span(indptr), make_host_span(std::as_const(mask)).subspan(0, 5),
+        cpu::attention_mask_backward<float>(make_host_span(indptr),
+                                            make_host_span(std::as_const(mask)).subspan(0, 5),
                                             make_host_span(keep)),
         doctest::Contains("mask must hold sum of n_b^2 = 13 values, got 5"), dynllava::error);
   }

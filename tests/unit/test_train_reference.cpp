@@ -124,8 +124,10 @@ void run_gumbel(const json& c, double rel, double abs_floor) {
 template <class T>
 void run_budget(const json& c, double rel, double abs_floor) {
   std::vector<index_t> img_indptr{0}, out_indptr{0};
-  for (const auto& n : c["image_lengths"]) img_indptr.push_back(img_indptr.back() + n.get<index_t>());
-  for (const auto& n : c["output_lengths"]) out_indptr.push_back(out_indptr.back() + n.get<index_t>());
+  for (const auto& n : c["image_lengths"])
+    img_indptr.push_back(img_indptr.back() + n.get<index_t>());
+  for (const auto& n : c["output_lengths"])
+    out_indptr.push_back(out_indptr.back() + n.get<index_t>());
   budget_loss_params p;
   p.image_keep_rate = c["image_keep_rate"].get<double>();
   p.output_keep_rate = c["output_keep_rate"].get<double>();

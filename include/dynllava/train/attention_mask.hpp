@@ -41,7 +41,8 @@ DYNLLAVA_HOST_DEVICE T attention_mask_entry(index_t i, index_t j, T keep_j, bool
 
 /// Checks the shapes of the mask calls; returns the number of mask elements.
 /// @throws dynllava::error naming the argument and the expected versus actual size.
-inline std::size_t check_attention_mask_shapes(const char* fn, host_span<const index_t> token_indptr,
+inline std::size_t check_attention_mask_shapes(const char* fn,
+                                               host_span<const index_t> token_indptr,
                                                std::size_t keep, std::size_t mask,
                                                attention_mask_params p) {
   const std::size_t elements = attention_elements(token_indptr, 1, fn);
@@ -49,8 +50,8 @@ inline std::size_t check_attention_mask_shapes(const char* fn, host_span<const i
       token_indptr.empty() ? 0 : static_cast<std::size_t>(token_indptr[token_indptr.size() - 1]);
   DYNLLAVA_EXPECTS(keep == nnz, "{}: keep must have one value per token ({}), got {}", fn, nnz,
                    keep);
-  DYNLLAVA_EXPECTS(mask == elements,
-                   "{}: mask must hold sum of n_b^2 = {} values, got {}", fn, elements, mask);
+  DYNLLAVA_EXPECTS(mask == elements, "{}: mask must hold sum of n_b^2 = {} values, got {}", fn,
+                   elements, mask);
   DYNLLAVA_EXPECTS(p.layer >= 0 && p.sparse_layer >= 0,
                    "{}: layer and sparse_layer must be >= 0, got {} and {}", fn, p.layer,
                    p.sparse_layer);
@@ -92,8 +93,8 @@ template <class T>
 void attention_mask_backward(host_span<const index_t> token_indptr,
                              std::type_identity_t<host_span<const T>> d_mask, host_span<T> d_keep,
                              attention_mask_params params = {}) {
-  check_attention_mask_shapes("attention_mask_backward", token_indptr, d_keep.size(),
-                              d_mask.size(), params);
+  check_attention_mask_shapes("attention_mask_backward", token_indptr, d_keep.size(), d_mask.size(),
+                              params);
   const bool sparse = params.layer >= params.sparse_layer;
   std::size_t base = 0;
   for (std::size_t b = 0; b + 1 < token_indptr.size(); ++b) {

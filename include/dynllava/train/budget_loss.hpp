@@ -32,15 +32,16 @@ namespace dynllava {
 
 /// Targets and weight of the budget loss (reference defaults).
 struct budget_loss_params {
-  double image_keep_rate = 0.2;     ///< r_img, in [0, 1]
-  double output_keep_rate = 0.5;    ///< r_out, in [0, 1]
-  index_t min_output_tokens = 50;   ///< answers shorter than this have no text term, >= 0
-  double weight = 100.0;            ///< mask_loss_weight, finite
+  double image_keep_rate = 0.2;    ///< r_img, in [0, 1]
+  double output_keep_rate = 0.5;   ///< r_out, in [0, 1]
+  index_t min_output_tokens = 50;  ///< answers shorter than this have no text term, >= 0
+  double weight = 100.0;           ///< mask_loss_weight, finite
 };
 
 /// @brief Whether sequence `b`'s term is active and its target: the image term is active for a
 /// non-empty sequence, the text term for an answer of at least `min_tokens` tokens.
-DYNLLAVA_HOST_DEVICE constexpr bool budget_term_active(index_t length, index_t min_tokens) noexcept {
+DYNLLAVA_HOST_DEVICE constexpr bool budget_term_active(index_t length,
+                                                       index_t min_tokens) noexcept {
   return length > 0 && length >= min_tokens;
 }
 
@@ -121,11 +122,11 @@ T budget_loss_forward(host_span<const index_t> image_indptr,
                       budget_loss_params params = {}) {
   check_budget_loss_args("budget_loss_forward", image_indptr, image_mask.size(), image_mask.size(),
                          output_indptr, output_mask.size(), output_mask.size(), params);
-  const T img = detail::budget_term<T>(image_indptr, image_mask,
-                                       static_cast<T>(params.image_keep_rate), 0);
-  const T out = detail::budget_term<T>(output_indptr, output_mask,
-                                       static_cast<T>(params.output_keep_rate),
-                                       params.min_output_tokens);
+  const T img =
+      detail::budget_term<T>(image_indptr, image_mask, static_cast<T>(params.image_keep_rate), 0);
+  const T out =
+      detail::budget_term<T>(output_indptr, output_mask, static_cast<T>(params.output_keep_rate),
+                             params.min_output_tokens);
   return static_cast<T>(params.weight) * (img + out);
 }
 

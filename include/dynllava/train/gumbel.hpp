@@ -118,8 +118,8 @@ namespace cpu {
 template <class T>
 void gumbel_noise(philox_key key, host_span<T> noise, std::uint32_t first_token = 0) {
   static_assert(std::is_floating_point_v<T>, "gumbel_noise: T must be a floating-point type");
-  DYNLLAVA_EXPECTS(noise.size() % 2 == 0, "gumbel_noise: noise must be [num_tokens, 2], got {} values",
-                   noise.size());
+  DYNLLAVA_EXPECTS(noise.size() % 2 == 0,
+                   "gumbel_noise: noise must be [num_tokens, 2], got {} values", noise.size());
   const std::size_t n = noise.size() / 2;
   DYNLLAVA_EXPECTS(n + first_token <= (std::size_t{1} << 32),
                    "gumbel_noise: token counters must fit 32 bits, got {} tokens from {}", n,

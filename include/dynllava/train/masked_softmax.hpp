@@ -73,7 +73,8 @@ DYNLLAVA_HOST_DEVICE T masked_softmax_exp(T x, T m) noexcept {
 
 /// Checks the shapes of the MaskedSoftmax calls; returns the number of score elements.
 /// @throws dynllava::error naming the argument and the expected versus actual size.
-inline std::size_t check_masked_softmax_shapes(const char* fn, host_span<const index_t> token_indptr,
+inline std::size_t check_masked_softmax_shapes(const char* fn,
+                                               host_span<const index_t> token_indptr,
                                                std::size_t scores, std::size_t mask,
                                                std::size_t out_scores, std::size_t out_mask,
                                                masked_softmax_params p) {
@@ -85,8 +86,8 @@ inline std::size_t check_masked_softmax_shapes(const char* fn, host_span<const i
   DYNLLAVA_EXPECTS(out_scores == elements,
                    "{}: the score-shaped output must hold {} values, got {}", fn, elements,
                    out_scores);
-  DYNLLAVA_EXPECTS(mask == mask_elements, "{}: mask must hold sum of n_b^2 = {} values, got {}",
-                   fn, mask_elements, mask);
+  DYNLLAVA_EXPECTS(mask == mask_elements, "{}: mask must hold sum of n_b^2 = {} values, got {}", fn,
+                   mask_elements, mask);
   DYNLLAVA_EXPECTS(out_mask == mask_elements || out_mask == std::size_t(-1),
                    "{}: d_mask must hold sum of n_b^2 = {} values, got {}", fn, mask_elements,
                    out_mask);
@@ -159,9 +160,8 @@ template <class T>
 void masked_softmax_backward(host_span<const index_t> token_indptr,
                              std::type_identity_t<host_span<const T>> scores,
                              std::type_identity_t<host_span<const T>> mask,
-                             std::type_identity_t<host_span<const T>> d_attn,
-                             host_span<T> d_scores, host_span<T> d_mask,
-                             masked_softmax_params params = {}) {
+                             std::type_identity_t<host_span<const T>> d_attn, host_span<T> d_scores,
+                             host_span<T> d_mask, masked_softmax_params params = {}) {
   check_masked_softmax_shapes("masked_softmax_backward", token_indptr, scores.size(), mask.size(),
                               d_scores.size(), d_mask.size(), params);
   DYNLLAVA_EXPECTS(d_attn.size() == scores.size(),
@@ -235,9 +235,8 @@ template <class T>
 void masked_softmax_backward(host_t, host_span<const index_t> token_indptr,
                              std::type_identity_t<host_span<const T>> scores,
                              std::type_identity_t<host_span<const T>> mask,
-                             std::type_identity_t<host_span<const T>> d_attn,
-                             host_span<T> d_scores, host_span<T> d_mask,
-                             masked_softmax_params params = {}) {
+                             std::type_identity_t<host_span<const T>> d_attn, host_span<T> d_scores,
+                             host_span<T> d_mask, masked_softmax_params params = {}) {
   cpu::masked_softmax_backward<T>(token_indptr, scores, mask, d_attn, d_scores, d_mask, params);
 }
 

@@ -64,7 +64,8 @@ DYNLLAVA_HOST_DEVICE constexpr philox_block philox4x32_10(philox_block counter, 
 }
 
 /// The four words drawn for token `token` of the stream `key`.
-DYNLLAVA_HOST_DEVICE constexpr philox_block philox_draw(philox_key key, std::uint32_t token) noexcept {
+DYNLLAVA_HOST_DEVICE constexpr philox_block philox_draw(philox_key key,
+                                                        std::uint32_t token) noexcept {
   const philox_block counter{{token, 0u, static_cast<std::uint32_t>(key.offset),
                               static_cast<std::uint32_t>(key.offset >> 32)}};
   return philox4x32_10(counter, static_cast<std::uint32_t>(key.seed),

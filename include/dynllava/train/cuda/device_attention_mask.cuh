@@ -46,9 +46,9 @@ inline cudaError_t build_attention_mask(void* temp, std::size_t& temp_bytes,
   }
   detail::square_layout layout;
   cudaError_t status = cudaSuccess;
-  const auto step = detail::prepare_square_layout(temp, temp_bytes, token_indptr, keep.size(), 1,
-                                                  mask.size(), mask.size(), d_invalid, stream,
-                                                  layout, status);
+  const auto step =
+      detail::prepare_square_layout(temp, temp_bytes, token_indptr, keep.size(), 1, mask.size(),
+                                    mask.size(), d_invalid, stream, layout, status);
   if (step != detail::layout_step::ready) return status;
   const std::size_t batch = token_indptr.size() - 1;
   detail::build_attention_mask_kernel<<<detail::row_blocks(keep.size()), detail::row_block_threads,
@@ -73,9 +73,9 @@ inline cudaError_t attention_mask_backward(void* temp, std::size_t& temp_bytes,
   }
   detail::square_layout layout;
   cudaError_t status = cudaSuccess;
-  const auto step = detail::prepare_square_layout(temp, temp_bytes, token_indptr, d_keep.size(), 1,
-                                                  d_mask.size(), d_mask.size(), d_invalid, stream,
-                                                  layout, status);
+  const auto step =
+      detail::prepare_square_layout(temp, temp_bytes, token_indptr, d_keep.size(), 1, d_mask.size(),
+                                    d_mask.size(), d_invalid, stream, layout, status);
   if (step != detail::layout_step::ready) return status;
   const std::size_t batch = token_indptr.size() - 1;
   detail::attention_mask_backward_kernel<<<detail::row_blocks(d_keep.size()),

@@ -71,7 +71,8 @@ inline budget_batch make_budget_batch(device_span<const index_t> indptr,
 /// @param[in] temp device workspace, or null to query `temp_bytes`
 /// @param[in,out] temp_bytes workspace size; receives the size needed when `temp` is null
 /// @param[in] image_indptr [batch_img + 1] device; @param[in] image_mask [num_image_tokens] device
-/// @param[in] output_indptr [batch_out + 1] device; @param[in] output_mask [num_output_tokens] device
+/// @param[in] output_indptr [batch_out + 1] device; @param[in] output_mask [num_output_tokens]
+/// device
 /// @param[out] loss [1] device: the loss
 /// @param[in] params targets, threshold, weight
 /// @param[out] d_invalid device int or null: set to 1 when an indptr disagrees with its mask
@@ -97,8 +98,9 @@ inline cudaError_t budget_loss_forward(void* temp, std::size_t& temp_bytes,
   if (query || st != cudaSuccess) return st;
   const std::size_t total = image.batch + output.batch;
   if (total > 0) {
-    detail::budget_terms_kernel<<<detail::row_blocks(total), detail::row_block_threads, 0,
-                                  stream>>>(image, output, valid, terms);
+    detail::
+        budget_terms_kernel<<<detail::row_blocks(total), detail::row_block_threads, 0, stream>>>(
+            image, output, valid, terms);
   }
   detail::budget_sum_kernel<<<1, 1, 0, stream>>>(terms, image.batch, output.batch,
                                                  static_cast<float>(params.weight), valid, loss);
@@ -116,9 +118,8 @@ inline cudaError_t budget_loss_backward(void* temp, std::size_t& temp_bytes,
                                         device_span<const index_t> output_indptr,
                                         device_span<const float> output_mask, const float* d_loss,
                                         device_span<float> d_image_mask,
-                                        device_span<float> d_output_mask,
-                                        budget_loss_params params, int* d_invalid,
-                                        cudaStream_t stream) {
+                                        device_span<float> d_output_mask, budget_loss_params params,
+                                        int* d_invalid, cudaStream_t stream) {
   if (!detail::budget_params_ok(params) || d_image_mask.size() != image_mask.size() ||
       d_output_mask.size() != output_mask.size()) {
     return cudaErrorInvalidValue;
@@ -168,12 +169,11 @@ inline void budget_loss_backward(cuda::on_stream exec, device_span<const index_t
                                  device_span<float> d_image_mask, device_span<float> d_output_mask,
                                  budget_loss_params params = {}, int* d_invalid = nullptr) {
   check_budget_loss_args("budget_loss_backward", {}, 0, 0, {}, 0, 0, params);
-  DYNLLAVA_EXPECTS(d_image_mask.size() == image_mask.size() &&
-                       d_output_mask.size() == output_mask.size(),
-                   "budget_loss_backward: gradients must match the masks ({} image, {} output "
-                   "values), got {} and {}",
-                   image_mask.size(), output_mask.size(), d_image_mask.size(),
-                   d_output_mask.size());
+  DYNLLAVA_EXPECTS(
+      d_image_mask.size() == image_mask.size() && d_output_mask.size() == output_mask.size(),
+      "budget_loss_backward: gradients must match the masks ({} image, {} output "
+      "values), got {} and {}",
+      image_mask.size(), output_mask.size(), d_image_mask.size(), d_output_mask.size());
   cuda::detail::with_stream_workspace(exec.stream, [&](void* temp, std::size_t& bytes) {
     return cuda::budget_loss_backward(temp, bytes, image_indptr, image_mask, output_indptr,
                                       output_mask, d_loss, d_image_mask, d_output_mask, params,

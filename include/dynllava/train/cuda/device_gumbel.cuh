@@ -29,8 +29,8 @@ namespace detail {
 inline constexpr unsigned elementwise_block_threads = 256;
 
 inline unsigned elementwise_blocks(std::size_t n) {
-  return static_cast<unsigned>(
-      std::min<std::size_t>((n + elementwise_block_threads - 1) / elementwise_block_threads, 65535));
+  return static_cast<unsigned>(std::min<std::size_t>(
+      (n + elementwise_block_threads - 1) / elementwise_block_threads, 65535));
 }
 
 inline bool gumbel_shapes_ok(std::size_t logits, std::size_t noise, std::size_t a, std::size_t b,
@@ -121,12 +121,12 @@ inline void gumbel_noise(cuda::on_stream exec, philox_key key, device_span<float
 /// Execution-tag entry point (asynchronous). @throws dynllava::error on a shape mismatch or bad
 /// `tau`, dynllava::cuda_error on a launch failure.
 inline void gumbel_hard_forward(cuda::on_stream exec, device_span<const float> logits,
-                                device_span<const float> noise, double tau,
-                                device_span<float> keep, device_span<float> soft) {
+                                device_span<const float> noise, double tau, device_span<float> keep,
+                                device_span<float> soft) {
   check_gumbel_shapes("gumbel_hard_forward", logits.size(), noise.size(), keep.size(), soft.size(),
                       tau);
-  DYNLLAVA_CUDA_TRY(cuda::gumbel_hard_forward(logits, noise, static_cast<float>(tau), keep, soft,
-                                              exec.stream));
+  DYNLLAVA_CUDA_TRY(
+      cuda::gumbel_hard_forward(logits, noise, static_cast<float>(tau), keep, soft, exec.stream));
 }
 
 /// Execution-tag entry point (asynchronous). @throws dynllava::error on a shape mismatch or bad

@@ -59,9 +59,9 @@ inline cudaError_t masked_softmax_forward(void* temp, std::size_t& temp_bytes,
   }
   detail::square_layout layout;
   cudaError_t status = cudaSuccess;
-  const auto step = detail::prepare_square_layout(temp, temp_bytes, token_indptr, num_tokens,
-                                                  params.heads, scores.size(), mask.size(),
-                                                  d_invalid, stream, layout, status);
+  const auto step =
+      detail::prepare_square_layout(temp, temp_bytes, token_indptr, num_tokens, params.heads,
+                                    scores.size(), mask.size(), d_invalid, stream, layout, status);
   if (step != detail::layout_step::ready) return status;
   detail::masked_softmax_forward_kernel<<<detail::row_blocks(num_tokens), detail::row_block_threads,
                                           0, stream>>>(
@@ -76,24 +76,20 @@ inline cudaError_t masked_softmax_forward(void* temp, std::size_t& temp_bytes,
 /// @param[out] d_scores same shape as `scores`; device
 /// @param[out] d_mask same shape as `mask`; device (overwritten; summed over heads)
 /// Other parameters as in `masked_softmax_forward`.
-inline cudaError_t masked_softmax_backward(void* temp, std::size_t& temp_bytes,
-                                           device_span<const index_t> token_indptr,
-                                           std::size_t num_tokens,
-                                           device_span<const float> scores,
-                                           device_span<const float> mask,
-                                           device_span<const float> d_attn,
-                                           device_span<float> d_scores, device_span<float> d_mask,
-                                           masked_softmax_params params, int* d_invalid,
-                                           cudaStream_t stream) {
+inline cudaError_t masked_softmax_backward(
+    void* temp, std::size_t& temp_bytes, device_span<const index_t> token_indptr,
+    std::size_t num_tokens, device_span<const float> scores, device_span<const float> mask,
+    device_span<const float> d_attn, device_span<float> d_scores, device_span<float> d_mask,
+    masked_softmax_params params, int* d_invalid, cudaStream_t stream) {
   if (!detail::masked_softmax_params_ok(params, num_tokens) || d_attn.size() != scores.size() ||
       d_scores.size() != scores.size() || d_mask.size() != mask.size()) {
     return cudaErrorInvalidValue;
   }
   detail::square_layout layout;
   cudaError_t status = cudaSuccess;
-  const auto step = detail::prepare_square_layout(temp, temp_bytes, token_indptr, num_tokens,
-                                                  params.heads, scores.size(), mask.size(),
-                                                  d_invalid, stream, layout, status);
+  const auto step =
+      detail::prepare_square_layout(temp, temp_bytes, token_indptr, num_tokens, params.heads,
+                                    scores.size(), mask.size(), d_invalid, stream, layout, status);
   if (step != detail::layout_step::ready) return status;
   detail::masked_softmax_backward_kernel<<<detail::row_blocks(num_tokens),
                                            detail::row_block_threads, 0, stream>>>(
@@ -147,9 +143,10 @@ inline void masked_softmax_backward(cuda::on_stream exec, device_span<const inde
                                     masked_softmax_params params = {}, int* d_invalid = nullptr) {
   detail::check_masked_softmax_host_args("masked_softmax_backward", scores.size(), mask.size(),
                                          d_scores.size(), params);
-  DYNLLAVA_EXPECTS(d_attn.size() == scores.size() && d_mask.size() == mask.size(),
-                   "masked_softmax_backward: d_attn must hold {} and d_mask {} values, got {} and {}",
-                   scores.size(), mask.size(), d_attn.size(), d_mask.size());
+  DYNLLAVA_EXPECTS(
+      d_attn.size() == scores.size() && d_mask.size() == mask.size(),
+      "masked_softmax_backward: d_attn must hold {} and d_mask {} values, got {} and {}",
+      scores.size(), mask.size(), d_attn.size(), d_mask.size());
   cuda::detail::with_stream_workspace(exec.stream, [&](void* temp, std::size_t& bytes) {
     return cuda::masked_softmax_backward(temp, bytes, token_indptr, num_tokens, scores, mask,
                                          d_attn, d_scores, d_mask, params, d_invalid, exec.stream);

@@ -18,13 +18,15 @@ __global__ void build_attention_mask_kernel(const index_t* indptr, std::size_t b
                                             const float* keep, float* mask, index_t nnz,
                                             bool sparse) {
   if (*valid == 0) return;
-  for (index_t t = static_cast<index_t>(blockIdx.x); t < nnz; t += static_cast<index_t>(gridDim.x)) {
+  for (index_t t = static_cast<index_t>(blockIdx.x); t < nnz;
+       t += static_cast<index_t>(gridDim.x)) {
     const std::size_t b = sequence_of_token(indptr, batch, t);
     const index_t first = indptr[b];
     const index_t n = indptr[b + 1] - first;
     const index_t i = t - first;
     float* row = mask + square_offset[b] + static_cast<long long>(i) * n;
-    for (index_t j = static_cast<index_t>(threadIdx.x); j < n; j += static_cast<index_t>(blockDim.x)) {
+    for (index_t j = static_cast<index_t>(threadIdx.x); j < n;
+         j += static_cast<index_t>(blockDim.x)) {
       row[j] = attention_mask_entry<float>(i, j, keep[first + j], sparse);
     }
   }
@@ -37,7 +39,8 @@ __global__ void attention_mask_backward_kernel(const index_t* indptr, std::size_
                                                bool sparse) {
   __shared__ block_reduce_storage storage;
   if (*valid == 0) return;
-  for (index_t t = static_cast<index_t>(blockIdx.x); t < nnz; t += static_cast<index_t>(gridDim.x)) {
+  for (index_t t = static_cast<index_t>(blockIdx.x); t < nnz;
+       t += static_cast<index_t>(gridDim.x)) {
     const std::size_t b = sequence_of_token(indptr, batch, t);
     const index_t first = indptr[b];
     const index_t n = indptr[b + 1] - first;

@@ -26,7 +26,8 @@ __device__ inline float sequence_mean(const budget_batch& in, std::size_t b, ind
   const index_t first = in.indptr[b];
   n = in.indptr[b + 1] - first;
   float acc = 0.0f;
-  for (index_t j = static_cast<index_t>(threadIdx.x); j < n; j += static_cast<index_t>(blockDim.x)) {
+  for (index_t j = static_cast<index_t>(threadIdx.x); j < n;
+       j += static_cast<index_t>(blockDim.x)) {
     acc += in.mask[first + j];
   }
   acc = block_sum(acc, s);
@@ -87,7 +88,8 @@ __global__ void budget_grad_kernel(budget_batch image, budget_batch output, floa
                               (static_cast<float>(in.batch) * static_cast<float>(n))
                         : 0.0f;
     const index_t first = in.indptr[b];
-    for (index_t j = static_cast<index_t>(threadIdx.x); j < n; j += static_cast<index_t>(blockDim.x)) {
+    for (index_t j = static_cast<index_t>(threadIdx.x); j < n;
+         j += static_cast<index_t>(blockDim.x)) {
       grad[first + j] = g;
     }
   }

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 /// @file kernel_masked_softmax.cuh
-/// @brief `__global__` kernels of MaskedSoftmax forward and backward (API: device_masked_softmax.cuh).
+/// @brief `__global__` kernels of MaskedSoftmax forward and backward (API:
+/// device_masked_softmax.cuh).
 ///
 /// One block per token row `t` (query `i` of sequence `b`), grid-stride; the block loops over the
 /// heads, so the mask row `(b, i)` and its gradient belong to one block (no atomics, heads summed
@@ -46,7 +47,8 @@ __device__ inline void row_max(const float* x, index_t n, index_t i, bool causal
                                int& arg, block_reduce_storage& s) {
   m = -__int_as_float(0x7f800000);
   arg = INT_MAX;
-  for (index_t j = static_cast<index_t>(threadIdx.x); j < n; j += static_cast<index_t>(blockDim.x)) {
+  for (index_t j = static_cast<index_t>(threadIdx.x); j < n;
+       j += static_cast<index_t>(blockDim.x)) {
     if (!masked_softmax_allowed(i, j, causal)) continue;
     if (max_arg_before(x[j], j, m, arg)) {
       m = x[j];
@@ -62,7 +64,8 @@ __global__ void masked_softmax_forward_kernel(const index_t* indptr, std::size_t
                                               index_t nnz, int heads, float eps, bool causal) {
   __shared__ block_reduce_storage storage;
   if (*valid == 0) return;
-  for (index_t t = static_cast<index_t>(blockIdx.x); t < nnz; t += static_cast<index_t>(gridDim.x)) {
+  for (index_t t = static_cast<index_t>(blockIdx.x); t < nnz;
+       t += static_cast<index_t>(gridDim.x)) {
     const softmax_row r = locate_softmax_row(indptr, batch, square_offset, t, heads);
     const float c = eps / static_cast<float>(r.n);
     const float* g = mask + r.mask_row;
@@ -73,14 +76,16 @@ __global__ void masked_softmax_forward_kernel(const index_t* indptr, std::size_t
       int arg = 0;
       row_max(x, r.n, r.i, causal, m, arg, storage);
       float sum = 0.0f;
-      for (index_t j = static_cast<index_t>(threadIdx.x); j < r.n; j += static_cast<index_t>(blockDim.x)) {
+      for (index_t j = static_cast<index_t>(threadIdx.x); j < r.n;
+           j += static_cast<index_t>(blockDim.x)) {
         if (masked_softmax_allowed(r.i, j, causal)) {
           sum += masked_softmax_exp(x[j], m) * (j == r.i ? 1.0f : g[j]);
         }
       }
       const float d = block_sum(sum, storage) + eps;
       float* out = attn + row;
-      for (index_t j = static_cast<index_t>(threadIdx.x); j < r.n; j += static_cast<index_t>(blockDim.x)) {
+      for (index_t j = static_cast<index_t>(threadIdx.x); j < r.n;
+           j += static_cast<index_t>(blockDim.x)) {
         const float u = masked_softmax_allowed(r.i, j, causal)
                             ? masked_softmax_exp(x[j], m) * (j == r.i ? 1.0f : g[j])
                             : 0.0f;
@@ -97,7 +102,8 @@ __global__ void masked_softmax_backward_kernel(const index_t* indptr, std::size_
                                                index_t nnz, int heads, float eps, bool causal) {
   __shared__ block_reduce_storage storage;
   if (*valid == 0) return;
-  for (index_t t = static_cast<index_t>(blockIdx.x); t < nnz; t += static_cast<index_t>(gridDim.x)) {
+  for (index_t t = static_cast<index_t>(blockIdx.x); t < nnz;
+       t += static_cast<index_t>(gridDim.x)) {
     const softmax_row r = locate_softmax_row(indptr, batch, square_offset, t, heads);
     const float c = eps / static_cast<float>(r.n);
     const float* g = mask + r.mask_row;
@@ -111,7 +117,8 @@ __global__ void masked_softmax_backward_kernel(const index_t* indptr, std::size_
       int arg = 0;
       row_max(x, r.n, r.i, causal, m, arg, storage);
       float sum_u = 0.0f, sum_gu = 0.0f, sum_g = 0.0f;
-      for (index_t j = static_cast<index_t>(threadIdx.x); j < r.n; j += static_cast<index_t>(blockDim.x)) {
+      for (index_t j = static_cast<index_t>(threadIdx.x); j < r.n;
+           j += static_cast<index_t>(blockDim.x)) {
         sum_g += up[j];
         if (!masked_softmax_allowed(r.i, j, causal)) continue;
         const float u = masked_softmax_exp(x[j], m) * (j == r.i ? 1.0f : g[j]);
@@ -124,7 +131,8 @@ __global__ void masked_softmax_backward_kernel(const index_t* indptr, std::size_
       const float d = sum_u + eps;
       const float s = (sum_gu + c * sum_g) / d;
       const float d_max = -(sum_gu - s * sum_u) / d;
-      for (index_t j = static_cast<index_t>(threadIdx.x); j < r.n; j += static_cast<index_t>(blockDim.x)) {
+      for (index_t j = static_cast<index_t>(threadIdx.x); j < r.n;
+           j += static_cast<index_t>(blockDim.x)) {
         float gx = 0.0f, gm = 0.0f;
         if (masked_softmax_allowed(r.i, j, causal)) {
           const float e = masked_softmax_exp(x[j], m);
