@@ -11,3 +11,16 @@
 
 #include <dynllava/context/cuda/device_gather.cuh>
 #include <dynllava/context/cuda/kernel_gather.cuh>
+
+#include <dynllava/train/cuda/block_reduce.cuh>
+#include <dynllava/train/cuda/device_attention_mask.cuh>
+#include <dynllava/train/cuda/device_budget_loss.cuh>
+#include <dynllava/train/cuda/device_gumbel.cuh>
+#include <dynllava/train/cuda/device_masked_softmax.cuh>
+#include <dynllava/train/cuda/kernel_attention_mask.cuh>
+#include <dynllava/train/cuda/kernel_budget_loss.cuh>
+#include <dynllava/train/cuda/kernel_gumbel.cuh>
+#include <dynllava/train/cuda/kernel_masked_softmax.cuh>
+#include <dynllava/train/cuda/kernel_validate.cuh>
+#include <dynllava/train/cuda/square_layout.cuh>
+#include <dynllava/train/cuda/stream_workspace.cuh>

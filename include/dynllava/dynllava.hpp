@@ -47,3 +47,10 @@
 #include <dynllava/context/gather.hpp>
 #include <dynllava/context/segments.hpp>
 #include <dynllava/context/sparse_context_view.hpp>
+
+#include <dynllava/train/attention_layout.hpp>
+#include <dynllava/train/attention_mask.hpp>
+#include <dynllava/train/budget_loss.hpp>
+#include <dynllava/train/gumbel.hpp>
+#include <dynllava/train/masked_softmax.hpp>
+#include <dynllava/train/philox.hpp>
