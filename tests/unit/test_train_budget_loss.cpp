@@ -150,7 +150,7 @@ TEST_SUITE("cpu") {
         cpu::budget_loss_forward<float>(make_host_span(indptr),
                                         make_host_span(std::as_const(small)),
                                         make_host_span(indptr), make_host_span(std::as_const(m))),
-        doctest::Contains("image_indptr: indptr[batch] must equal the number of values (3), got 4"),
+        doctest::Contains("image_indptr: indptr[batch] must equal the number of elements it indexes (3), got 4"),
         dynllava::error);
     CHECK_THROWS_WITH_AS(
         cpu::budget_loss_backward<float>(make_host_span(indptr), make_host_span(std::as_const(m)),
