@@ -43,6 +43,11 @@
 #include <dynllava/kvcache/policies/online_gate.hpp>
 #include <dynllava/kvcache/policies/streaming.hpp>
 
+#include <dynllava/model/llama.hpp>
+#include <dynllava/pipeline/decoder.hpp>
+#include <dynllava/pipeline/sparsifier.hpp>
+#include <dynllava/score/random_weights.hpp>
+
 #include <dynllava/context/build_context.hpp>
 #include <dynllava/context/gather.hpp>
 #include <dynllava/context/segments.hpp>

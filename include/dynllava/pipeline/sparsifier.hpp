@@ -1,0 +1,344 @@
+// SPDX-License-Identifier: Apache-2.0
+/// @file sparsifier.hpp
+/// @brief The Dynamic-LLaVA inference modes over any `decoder`, on the host: prefill with
+/// vision pruning and decode with the online KV gate (`kv_session`), and decode without KV
+/// cache with output-text sparsification (`decode_without_cache`). METHOD.md sections 2 and 4.
+///
+/// Layers `0 .. sparse_layer-1` always see the whole context; at `sparse_layer` the predictors
+/// read the hidden states entering it and decide once for all layers above; kept rows keep
+/// their original positions. Dropped tokens still advance the position counter.
+#pragma once
+
+#include <dynllava/context/build_context.hpp>
+#include <dynllava/context/gather.hpp>
+#include <dynllava/context/segments.hpp>
+#include <dynllava/core/error.hpp>
+#include <dynllava/core/ragged.hpp>
+#include <dynllava/kvcache/contiguous_kv_cache.hpp>
+#include <dynllava/kvcache/gated_append.hpp>
+#include <dynllava/kvcache/kv_policy.hpp>
+#include <dynllava/pipeline/decoder.hpp>
+#include <dynllava/score/image_predictor.hpp>
+#include <dynllava/score/output_predictor.hpp>
+#include <dynllava/select/concepts.hpp>
+#include <dynllava/select/gate.hpp>
+#include <dynllava/select/topk.hpp>
+
+#include <algorithm>
+#include <cstdint>
+#include <vector>
+
+namespace dynllava {
+
+/// How decode without KV cache chooses the kept output tokens.
+enum class output_rule : std::uint8_t {
+  per_sequence_argmax,       ///< default: each token kept iff logit0 > logit1 (matches the KV mode)
+  released_batch_max_topk,   ///< the released code: k = max over the batch of argmax keeps, then
+                             ///< each sequence keeps its top-k by raw logit0 (drifts from KV mode)
+};
+
+struct sparsifier_options {
+  index_t sparse_layer = 2;        ///< METHOD.md: l = 2
+  double vision_keep_ratio = 0.2;  ///< image tokens kept: floor(n * ratio)
+  bool prune_images = true;        ///< false: every image token is kept (dense vision)
+  bool gate_outputs = true;        ///< false: every output token is kept (dense text)
+  output_rule rule = output_rule::per_sequence_argmax;
+};
+
+/// What a run kept: for each layer, the query rows it computed and, in KV mode, the tokens held.
+struct run_stats {
+  std::vector<index_t> rows_per_layer;  ///< [layers] query rows computed, summed over calls
+  index_t image_tokens = 0, image_kept = 0;
+  index_t output_tokens = 0, output_kept = 0;
+};
+
+namespace detail {
+
+/// Rows of `src` (ragged, width H) listed by a sparse context, as a new ragged batch.
+inline void gather_context(const std::vector<float>& src, index_t H,
+                           const host_sparse_context& ctx, std::vector<float>& dst) {
+  dst.resize(ctx.rows.size() * static_cast<std::size_t>(H));
+  cpu::gather_rows(host_span<const float>(src.data(), src.size()), H, make_host_span(ctx.rows),
+                   make_host_span(dst));
+}
+
+/// Global rows of local candidate rows.
+inline std::vector<index_t> global_candidates(const host_selection& c, segment_table<host_space> t) {
+  std::vector<index_t> out;
+  index_t base = 0;
+  for (std::size_t b = 0; b < c.batch(); ++b) {
+    for (index_t i = c.indptr[b]; i < c.indptr[b + 1]; ++i) out.push_back(base + c.positions[static_cast<std::size_t>(i)]);
+    base += t.length(b);
+  }
+  return out;
+}
+
+/// Image top-k at the sparse layer: the kept positions among each sequence's image tokens.
+inline host_selection select_images(const image_predictor* pred, const std::vector<float>& hidden,
+                                    index_t H, segment_table<host_space> t,
+                                    const sparsifier_options& o, run_stats& stats) {
+  const auto cands = cpu::candidate_rows(t, segment_kind::image);
+  stats.image_tokens += static_cast<index_t>(cands.positions.size());
+  host_selection kept;
+  if (!o.prune_images || pred == nullptr) {
+    kept.indptr = cands.indptr;
+    for (std::size_t b = 0; b < cands.batch(); ++b) {
+      for (index_t i = 0; i < cands.indptr[b + 1] - cands.indptr[b]; ++i) kept.positions.push_back(i);
+    }
+  } else {
+    const auto rows = global_candidates(cands, t);
+    std::vector<float> x(rows.size() * static_cast<std::size_t>(H)), scores(rows.size());
+    cpu::gather_rows(host_span<const float>(hidden.data(), hidden.size()), H, make_host_span(rows),
+                     make_host_span(x));
+    pred->score(host, {make_host_span(cands.indptr), make_host_span(std::as_const(x)), H},
+                make_host_span(scores));
+    kept = cpu::topk({make_host_span(cands.indptr), make_host_span(std::as_const(scores))},
+                     keep_ratio(o.vision_keep_ratio));
+  }
+  stats.image_kept += static_cast<index_t>(kept.positions.size());
+  return kept;
+}
+
+inline void count_rows(run_stats& s, index_t layers, index_t from, index_t to, std::size_t rows) {
+  s.rows_per_layer.resize(static_cast<std::size_t>(layers), 0);
+  for (index_t l = from; l < to; ++l) s.rows_per_layer[static_cast<std::size_t>(l)] += static_cast<index_t>(rows);
+}
+
+}  // namespace detail
+
+/// @brief A batch of conversations decoded with a KV cache: `prefill` once, then `decode` one
+/// token per sequence per step. With `online_gate_policy` this is Dynamic-LLaVA's KV mode; with
+/// `full_cache_policy` and no pruning it is the dense model.
+template <class Model, kv_storage Cache, kv_policy Policy>
+  requires decoder<Model, Cache>
+class kv_session {
+ public:
+  kv_session(const Model& model, Cache& cache, Policy policy, const image_predictor* image,
+             const output_predictor* output, sparsifier_options options = {})
+      : m_(model), cache_(cache), policy_(policy), image_(image), output_(output), o_(options),
+        next_pos_(cache.batch(), 0) {
+    DYNLLAVA_EXPECTS(o_.sparse_layer >= 0 && o_.sparse_layer <= model.layers(),
+                     "kv_session: sparse_layer must be in [0, {}], got {}", model.layers(), o_.sparse_layer);
+    DYNLLAVA_EXPECTS(cache.layers() == model.layers() && cache.width() == model.hidden(),
+                     "kv_session: the cache ({} layers, width {}) does not fit the model ({} layers, H {})",
+                     cache.layers(), cache.width(), model.layers(), model.hidden());
+  }
+
+  /// @brief Runs the prompts (first turn): rows `[rows, H]` ragged per sequence, described by
+  /// `segments`; image tokens are pruned at the sparse layer; everything kept is cached.
+  /// @return `[batch, vocab]` logits of each sequence's last prompt row.
+  /// @throws dynllava::error when shapes disagree or a prompt ends with an image token.
+  std::vector<float> prefill(host_ragged_rows<const float> rows, segment_table<host_space> segments) {
+    const index_t total = validate(segments, "kv_session::prefill: segments");
+    validate(rows, "kv_session::prefill: rows");
+    DYNLLAVA_EXPECTS(rows.width == m_.hidden() && rows.rows() == static_cast<std::size_t>(total) &&
+                         rows.batch() == cache_.batch(),
+                     "kv_session::prefill: rows ({} x {}, {} sequences) must match the segments ({} "
+                     "rows) and the cache ({} sequences)", rows.rows(), rows.width, rows.batch(),
+                     total, cache_.batch());
+    for (std::size_t b = 0; b < segments.batch(); ++b) {
+      DYNLLAVA_EXPECTS(segments.length(b) > 0 && segments.segments[static_cast<std::size_t>(segments.indptr[b + 1] - 1)].kind != segment_kind::image,
+                       "kv_session::prefill: prompt {} must be non-empty and end with text", b);
+      DYNLLAVA_EXPECTS(rows.length(b) == segments.length(b), "kv_session::prefill: sequence {} has {} rows, its segments {}",
+                       b, rows.length(b), segments.length(b));
+    }
+    const index_t H = m_.hidden();
+    std::vector<float> h(rows.values.begin(), rows.values.end());
+    std::vector<index_t> indptr(rows.indptr.begin(), rows.indptr.end()), pos(h.size() / static_cast<std::size_t>(H));
+    for (std::size_t b = 0; b < rows.batch(); ++b) {
+      for (index_t i = 0; i < rows.length(b); ++i) pos[static_cast<std::size_t>(indptr[b] + i)] = next_pos_[b] + i;
+    }
+    const index_t l = o_.sparse_layer;
+    run(0, l, indptr, h, pos, std::vector<std::uint8_t>(pos.size(), 1));
+    // Vision pruning at the sparse layer.
+    image_kept_ = detail::select_images(image_, h, H, segments, o_, stats_);
+    const std::vector<kind_selection> pruned{{segment_kind::image, image_kept_.view()}};
+    std::vector<index_t> offsets(next_pos_.begin(), next_pos_.end());
+    const auto ctx = cpu::build_sparse_context(segments, make_host_span(std::as_const(pruned)),
+                                               {.position_offsets = make_host_span(std::as_const(offsets))});
+    std::vector<float> hk;
+    detail::gather_context(h, H, ctx, hk);
+    run(l, m_.layers(), ctx.indptr, hk, ctx.positions, std::vector<std::uint8_t>(ctx.rows.size(), 1));
+    for (std::size_t b = 0; b < rows.batch(); ++b) next_pos_[b] += rows.length(b);
+    return last_logits(ctx.indptr, hk);
+  }
+
+  /// @brief One decode step: `tokens[b]` is sequence `b`'s newest token. At the sparse layer the
+  /// output predictor decides keep (`logit0 > logit1`); the token attends to the cache and to
+  /// itself in every layer, and enters a layer's cache iff `policy.admits(layer, keep)`.
+  /// @return `[batch, vocab]` logits.
+  std::vector<float> decode(host_span<const std::int32_t> tokens) {
+    DYNLLAVA_EXPECTS(tokens.size() == cache_.batch(), "kv_session::decode: one token per sequence ({}), got {}",
+                     cache_.batch(), tokens.size());
+    const index_t H = m_.hidden();
+    const std::size_t n = tokens.size();
+    std::vector<float> h(n * static_cast<std::size_t>(H));
+    m_.embed(tokens, make_host_span(h));
+    std::vector<index_t> indptr(n + 1), pos(n);
+    for (std::size_t b = 0; b < n; ++b) {
+      indptr[b + 1] = static_cast<index_t>(b + 1);
+      pos[b] = next_pos_[b]++;
+    }
+    const index_t l = o_.sparse_layer;
+    run(0, l, indptr, h, pos, std::vector<std::uint8_t>(n, 1));
+    std::vector<std::uint8_t> keep(n, 1);
+    if (o_.gate_outputs && output_ != nullptr && l < m_.layers()) {
+      std::vector<float> logits(2 * n);
+      output_->logits(host, {make_host_span(std::as_const(indptr)), make_host_span(std::as_const(h)), H},
+                      make_host_span(logits));
+      cpu::argmax_gate({make_host_span(std::as_const(indptr)), make_host_span(std::as_const(logits))},
+                       make_host_span(keep));
+    }
+    stats_.output_tokens += static_cast<index_t>(n);
+    for (auto k : keep) stats_.output_kept += k;
+    decisions_.insert(decisions_.end(), keep.begin(), keep.end());
+    run(l, m_.layers(), indptr, h, pos, keep);
+    return last_logits(indptr, h);
+  }
+
+  /// Kept positions among each sequence's image tokens (after `prefill`).
+  const host_selection& image_kept() const noexcept { return image_kept_; }
+  /// Keep decisions of every decoded token, step-major (`[steps * batch]`).
+  const std::vector<std::uint8_t>& decisions() const noexcept { return decisions_; }
+  const run_stats& stats() const noexcept { return stats_; }
+
+ private:
+  /// Layers [from, to) on `h` (ragged by `indptr`), appending K/V under the policy.
+  void run(index_t from, index_t to, const std::vector<index_t>& indptr, std::vector<float>& h,
+           const std::vector<index_t>& pos, const std::vector<std::uint8_t>& keep) {
+    const index_t H = m_.hidden();
+    std::vector<float> k(h.size()), v(h.size());
+    detail::count_rows(stats_, m_.layers(), from, to, pos.size());
+    for (index_t layer = from; layer < to; ++layer) {
+      m_.layer(layer, {make_host_span(indptr), make_host_span(h), H}, make_host_span(pos),
+               static_cast<const Cache*>(&cache_), make_host_span(k), make_host_span(v));
+      cpu::gated_append(cache_, policy_, layer, make_host_span(indptr), make_host_span(std::as_const(k)),
+                        make_host_span(std::as_const(v)), make_host_span(keep), make_host_span(pos));
+    }
+  }
+
+  std::vector<float> last_logits(const std::vector<index_t>& indptr, const std::vector<float>& h) const {
+    const auto H = static_cast<std::size_t>(m_.hidden());
+    std::vector<float> last;
+    for (std::size_t b = 0; b + 1 < indptr.size(); ++b) {
+      const auto r = static_cast<std::size_t>(indptr[b + 1] - 1);
+      last.insert(last.end(), h.begin() + static_cast<std::ptrdiff_t>(r * H),
+                  h.begin() + static_cast<std::ptrdiff_t>((r + 1) * H));
+    }
+    std::vector<float> out(last.size() / H * static_cast<std::size_t>(vocab()));
+    m_.logits(make_host_span(std::as_const(last)), make_host_span(out));
+    return out;
+  }
+  index_t vocab() const { return m_.config().vocab; }
+
+  const Model& m_;
+  Cache& cache_;
+  Policy policy_;
+  const image_predictor* image_;
+  const output_predictor* output_;
+  sparsifier_options o_;
+  std::vector<index_t> next_pos_;
+  host_selection image_kept_;
+  std::vector<std::uint8_t> decisions_;
+  run_stats stats_;
+};
+
+/// @brief Decode without KV cache: recompute the whole sequence for one step.
+/// `rows` hold every sequence's full context (prompt rows, then the embeddings of the generated
+/// tokens), described by `segments` (the generated tokens as `output` segments). Images are
+/// pruned by top-k as in prefill; output tokens except the newest are gated by `options.rule`;
+/// the newest token is always kept.
+/// @param[out] kept_outputs optional: the kept positions among each sequence's output candidates
+/// @return `[batch, vocab]` logits of each sequence's last row.
+template <class Model>
+  requires decoder<Model, contiguous_kv_cache>
+std::vector<float> decode_without_cache(const Model& m, const image_predictor* image,
+                                        const output_predictor* output,
+                                        host_ragged_rows<const float> rows,
+                                        segment_table<host_space> segments,
+                                        const sparsifier_options& o, run_stats* stats = nullptr,
+                                        host_selection* kept_outputs = nullptr) {
+  const index_t total = validate(segments, "decode_without_cache: segments");
+  validate(rows, "decode_without_cache: rows");
+  DYNLLAVA_EXPECTS(rows.width == m.hidden() && rows.rows() == static_cast<std::size_t>(total),
+                   "decode_without_cache: rows ({} x {}) must match the segments ({} rows, H {})",
+                   rows.rows(), rows.width, total, m.hidden());
+  run_stats local;
+  run_stats& s = stats ? *stats : local;
+  const index_t H = m.hidden();
+  const index_t l = std::min(o.sparse_layer, m.layers());
+  std::vector<float> h(rows.values.begin(), rows.values.end());
+  std::vector<index_t> indptr(rows.indptr.begin(), rows.indptr.end()), pos(h.size() / static_cast<std::size_t>(H));
+  for (std::size_t b = 0; b < rows.batch(); ++b) {
+    for (index_t i = 0; i < rows.length(b); ++i) pos[static_cast<std::size_t>(indptr[b] + i)] = i;
+  }
+  std::vector<float> k(h.size()), v(h.size());
+  const contiguous_kv_cache* none = nullptr;
+  detail::count_rows(s, m.layers(), 0, l, pos.size());
+  for (index_t layer = 0; layer < l; ++layer) {
+    m.layer(layer, {make_host_span(indptr), make_host_span(h), H}, make_host_span(std::as_const(pos)), none,
+            make_host_span(k), make_host_span(v));
+  }
+  const auto image_kept = detail::select_images(image, h, H, segments, o, s);
+  // Output candidates: every generated token but the newest.
+  const context_options pin{.pin_last_output = true};
+  const auto cands = cpu::candidate_rows(segments, segment_kind::output, pin);
+  host_selection out_kept;
+  out_kept.indptr.assign(cands.indptr.size(), 0);
+  if (!o.gate_outputs || output == nullptr) {
+    out_kept.indptr = cands.indptr;
+    for (std::size_t b = 0; b < cands.batch(); ++b) {
+      for (index_t i = 0; i < cands.indptr[b + 1] - cands.indptr[b]; ++i) out_kept.positions.push_back(i);
+    }
+  } else {
+    const auto grows = detail::global_candidates(cands, segments);
+    std::vector<float> x(grows.size() * static_cast<std::size_t>(H)), logits(2 * grows.size());
+    cpu::gather_rows(host_span<const float>(h.data(), h.size()), H, make_host_span(grows), make_host_span(x));
+    output->logits(host, {make_host_span(cands.indptr), make_host_span(std::as_const(x)), H}, make_host_span(logits));
+    const ragged_logits<host_space> lg{make_host_span(cands.indptr), make_host_span(std::as_const(logits))};
+    out_kept.positions.resize(grows.size());
+    if (o.rule == output_rule::per_sequence_argmax) {
+      out_kept.positions.resize(static_cast<std::size_t>(
+          logit_argmax{}.select(host, lg, make_host_span(out_kept.indptr), make_host_span(out_kept.positions))));
+    } else {
+      std::vector<std::uint8_t> keep(grows.size());
+      cpu::argmax_gate(lg, make_host_span(keep));
+      index_t kmax = 0;
+      for (std::size_t b = 0; b < cands.batch(); ++b) {
+        kmax = std::max<index_t>(kmax, static_cast<index_t>(std::count(keep.begin() + cands.indptr[b], keep.begin() + cands.indptr[b + 1], 1)));
+      }
+      std::vector<float> logit0(grows.size());
+      std::vector<index_t> ks(cands.batch());
+      for (std::size_t i = 0; i < grows.size(); ++i) logit0[i] = logits[2 * i];
+      for (std::size_t b = 0; b < cands.batch(); ++b) ks[b] = std::min(kmax, cands.indptr[b + 1] - cands.indptr[b]);
+      out_kept = cpu::topk({make_host_span(cands.indptr), make_host_span(std::as_const(logit0))},
+                           topk_budget<host_space>::keep_per_sequence(make_host_span(std::as_const(ks))));
+    }
+  }
+  s.output_tokens += static_cast<index_t>(cands.positions.size());
+  s.output_kept += static_cast<index_t>(out_kept.positions.size());
+  const std::vector<kind_selection> pruned{{segment_kind::image, image_kept.view()},
+                                           {segment_kind::output, out_kept.view()}};
+  const auto ctx = cpu::build_sparse_context(segments, make_host_span(pruned), pin);
+  std::vector<float> hk;
+  detail::gather_context(h, H, ctx, hk);
+  k.resize(hk.size());
+  v.resize(hk.size());
+  detail::count_rows(s, m.layers(), l, m.layers(), ctx.rows.size());
+  for (index_t layer = l; layer < m.layers(); ++layer) {
+    m.layer(layer, {make_host_span(ctx.indptr), make_host_span(hk), H}, make_host_span(ctx.positions), none,
+            make_host_span(k), make_host_span(v));
+  }
+  if (kept_outputs) *kept_outputs = out_kept;
+  std::vector<float> last;
+  for (std::size_t b = 0; b + 1 < ctx.indptr.size(); ++b) {
+    const auto r = static_cast<std::size_t>(ctx.indptr[b + 1] - 1);
+    last.insert(last.end(), hk.begin() + static_cast<std::ptrdiff_t>(r * static_cast<std::size_t>(H)),
+                hk.begin() + static_cast<std::ptrdiff_t>((r + 1) * static_cast<std::size_t>(H)));
+  }
+  std::vector<float> out(last.size() / static_cast<std::size_t>(H) * static_cast<std::size_t>(m.config().vocab));
+  m.logits(make_host_span(std::as_const(last)), make_host_span(out));
+  return out;
+}
+
+}  // namespace dynllava

@@ -1,0 +1,321 @@
+// SPDX-License-Identifier: Apache-2.0
+/// The METHOD.md 4a invariants on a small random LLaMA decoder with random predictors.
+#include <dynllava/kvcache/paged_kv_cache.hpp>
+#include <dynllava/kvcache/policies/full_cache.hpp>
+#include <dynllava/kvcache/policies/online_gate.hpp>
+#include <dynllava/model/llama.hpp>
+#include <dynllava/pipeline/sparsifier.hpp>
+#include <dynllava/score/random_weights.hpp>
+
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <random>
+#include <set>
+#include <vector>
+
+using namespace dynllava;
+using K = segment_kind;
+
+namespace {
+
+struct world {
+  llama_config lc{32, 4, 4, 64, 50, 1e-5f, 10000.0};
+  predictor_config pc;
+  llama_model model;
+  image_predictor image;
+  output_predictor output;
+  // prompts: [system 3 | image n_img | instruction n_ins]
+  std::vector<std::vector<float>> prompt_rows;  // per sequence [len, H]
+  std::vector<std::vector<segment>> prompt_segs;
+
+  static predictor_config small(index_t H) {
+    predictor_config c;
+    c.hidden = H;
+    c.d_model = 16;
+    c.heads = 2;
+    c.ffn = 32;
+    c.local_dim = 8;
+    c.image_head = {8, 4};
+    c.output_head = {16, 8, 4};
+    return c;
+  }
+
+  /// Random output-predictor weights whose keep margin is centred on hidden states like the
+  /// model's at the sparse layer, so that the gate keeps some tokens and drops others.
+  static output_predictor centred_output(const predictor_config& pc, const llama_model& model) {
+    auto wts = random_output_predictor_weights(pc, 3);
+    std::vector<std::int32_t> ids(50);
+    for (std::size_t i = 0; i < ids.size(); ++i) ids[i] = static_cast<std::int32_t>(i);
+    const auto H = static_cast<std::size_t>(model.hidden());
+    std::vector<float> h(ids.size() * H), k(h.size()), v(h.size());
+    model.embed(make_host_span(std::as_const(ids)), make_host_span(h));
+    std::vector<index_t> indptr(ids.size() + 1), pos(ids.size(), 5);
+    for (std::size_t i = 0; i <= ids.size(); ++i) indptr[i] = static_cast<index_t>(i);
+    const paged_kv_cache* none = nullptr;
+    for (index_t l = 0; l < 2; ++l) {
+      model.layer(l, {make_host_span(std::as_const(indptr)), make_host_span(h), model.hidden()},
+                  make_host_span(std::as_const(pos)), none, make_host_span(k), make_host_span(v));
+    }
+    const output_predictor probe(pc, wts);
+    std::vector<float> logits(2 * ids.size());
+    probe.logits(host, {make_host_span(std::as_const(indptr)), make_host_span(std::as_const(h)), model.hidden()},
+                 make_host_span(logits));
+    std::vector<float> margin;
+    for (std::size_t i = 0; i < ids.size(); ++i) margin.push_back(logits[2 * i] - logits[2 * i + 1]);
+    std::nth_element(margin.begin(), margin.begin() + 25, margin.end());
+    wts.head[3].bias[0] -= margin[25];
+    return output_predictor(pc, std::move(wts));
+  }
+
+  world()
+      : pc(small(32)), model(lc, random_llama_weights(lc, 1)),
+        image(pc, random_image_predictor_weights(pc, 2)),
+        output(centred_output(pc, model)) {
+    std::mt19937 g(4);
+    std::normal_distribution<float> normal;
+    for (auto [n_img, n_ins] : {std::pair<index_t, index_t>{20, 4}, {10, 2}}) {
+      std::vector<segment> s{{K::system, 0, 3, 0}, {K::image, 3, n_img, 0}, {K::instruction, 3 + n_img, n_ins, 0}};
+      std::vector<std::int32_t> text;
+      std::vector<float> rows;
+      const auto H = static_cast<std::size_t>(lc.hidden);
+      auto add_tokens = [&](index_t n) {
+        std::vector<std::int32_t> ids(static_cast<std::size_t>(n));
+        for (auto& id : ids) id = static_cast<std::int32_t>(g() % 50);
+        std::vector<float> e(ids.size() * H);
+        model.embed(make_host_span(std::as_const(ids)), make_host_span(e));
+        rows.insert(rows.end(), e.begin(), e.end());
+      };
+      add_tokens(3);
+      for (index_t i = 0; i < n_img * lc.hidden; ++i) rows.push_back(normal(g));
+      add_tokens(n_ins);
+      prompt_rows.push_back(rows);
+      prompt_segs.push_back(s);
+    }
+  }
+
+  /// Packed rows + segments of the given sequences, each extended by `outputs[b]` tokens.
+  struct batch_input {
+    std::vector<float> rows;
+    std::vector<index_t> indptr{0}, seg_indptr{0};
+    std::vector<segment> segs;
+    host_ragged_rows<const float> view(index_t H) const { return {make_host_span(indptr), make_host_span(rows), H}; }
+    segment_table<host_space> table() const { return {make_host_span(seg_indptr), make_host_span(segs)}; }
+  };
+  batch_input input(const std::vector<std::size_t>& which,
+                    const std::vector<std::vector<std::int32_t>>& outputs = {}) const {
+    batch_input in;
+    const auto H = static_cast<std::size_t>(lc.hidden);
+    for (std::size_t j = 0; j < which.size(); ++j) {
+      const auto b = which[j];
+      in.rows.insert(in.rows.end(), prompt_rows[b].begin(), prompt_rows[b].end());
+      auto segs = prompt_segs[b];
+      index_t len = segs.back().end();
+      if (!outputs.empty() && !outputs[j].empty()) {
+        std::vector<float> e(outputs[j].size() * H);
+        model.embed(make_host_span(outputs[j]), make_host_span(e));
+        in.rows.insert(in.rows.end(), e.begin(), e.end());
+        segs.push_back({K::output, len, static_cast<index_t>(outputs[j].size()), 0});
+        len += static_cast<index_t>(outputs[j].size());
+      }
+      in.segs.insert(in.segs.end(), segs.begin(), segs.end());
+      in.seg_indptr.push_back(static_cast<index_t>(in.segs.size()));
+      in.indptr.push_back(in.indptr.back() + len);
+    }
+    return in;
+  }
+};
+
+const world& the_world() {
+  static const world w;
+  return w;
+}
+
+paged_kv_cache make_cache(const world& w, std::size_t batch) {
+  return paged_kv_cache({w.lc.layers, batch, w.lc.hidden, 4, 400});
+}
+
+std::vector<std::int32_t> argmax_tokens(const std::vector<float>& logits, index_t vocab) {
+  std::vector<std::int32_t> out;
+  for (std::size_t r = 0; r < logits.size() / static_cast<std::size_t>(vocab); ++r) {
+    const auto first = logits.begin() + static_cast<std::ptrdiff_t>(r * static_cast<std::size_t>(vocab));
+    out.push_back(static_cast<std::int32_t>(std::max_element(first, first + vocab) - first));
+  }
+  return out;
+}
+
+double max_abs_diff(const std::vector<float>& a, const std::vector<float>& b) {
+  REQUIRE(a.size() == b.size());
+  double d = 0;
+  for (std::size_t i = 0; i < a.size(); ++i) d = std::max(d, std::abs(static_cast<double>(a[i]) - b[i]));
+  return d;
+}
+
+}  // namespace
+
+TEST_SUITE("cpu") {
+  TEST_CASE("pipeline: decode without KV cache == decode with KV cache (argmax rule)") {
+    const auto& w = the_world();
+    const sparsifier_options opts{};
+    auto cache = make_cache(w, 2);
+    kv_session session(w.model, cache, online_gate_policy{opts.sparse_layer}, &w.image, &w.output, opts);
+    const auto in = w.input({0, 1});
+    std::vector<float> logits = session.prefill(in.view(w.lc.hidden), in.table());
+    CHECK(session.image_kept().indptr == std::vector<index_t>{0, 4, 6});  // floor(20*.2), floor(10*.2)
+    {
+      const auto nc = decode_without_cache(w.model, &w.image, &w.output, in.view(w.lc.hidden), in.table(), opts);
+      CHECK(max_abs_diff(nc, logits) < 1e-5);
+    }
+    std::vector<std::vector<std::int32_t>> generated(2);
+    for (int step = 0; step < 8; ++step) {
+      const auto next = argmax_tokens(logits, w.lc.vocab);
+      for (std::size_t b = 0; b < 2; ++b) generated[b].push_back(next[b]);
+      logits = session.decode(make_host_span(next));
+      const auto full = w.input({0, 1}, generated);
+      host_selection kept;
+      const auto nc = decode_without_cache(w.model, &w.image, &w.output, full.view(w.lc.hidden), full.table(),
+                                           opts, nullptr, &kept);
+      CAPTURE(step);
+      CHECK(max_abs_diff(nc, logits) < 1e-5);
+      // the kept outputs of the no-cache step are exactly the KV mode's earlier keep decisions
+      for (std::size_t b = 0; b < 2; ++b) {
+        std::vector<index_t> from_kv;
+        for (int s = 0; s < step; ++s) {
+          if (session.decisions()[static_cast<std::size_t>(s) * 2 + b]) from_kv.push_back(s);
+        }
+        CHECK(std::vector<index_t>(kept.positions.begin() + kept.indptr[b], kept.positions.begin() + kept.indptr[b + 1]) ==
+              from_kv);
+      }
+    }
+    const auto decisions = session.decisions();
+    const auto kept_count = std::count(decisions.begin(), decisions.end(), 1);
+    MESSAGE("output tokens kept by the gate: " << kept_count << " of " << decisions.size());
+    CHECK(kept_count > 0);                                               // the gate keeps some
+    CHECK(kept_count < static_cast<std::ptrdiff_t>(decisions.size()));  // and drops some
+    CHECK(session.stats().output_tokens == 16);
+  }
+
+  TEST_CASE("pipeline: keep-all equals the dense model exactly") {
+    const auto& w = the_world();
+    sparsifier_options dense_opts;
+    dense_opts.prune_images = false;
+    dense_opts.gate_outputs = false;
+    sparsifier_options open_opts;
+    open_opts.vision_keep_ratio = 1.0;
+    open_opts.gate_outputs = false;
+    auto c1 = make_cache(w, 2), c2 = make_cache(w, 2);
+    kv_session dense(w.model, c1, full_cache_policy{}, &w.image, &w.output, dense_opts);
+    kv_session open(w.model, c2, online_gate_policy{2}, &w.image, &w.output, open_opts);
+    const auto in = w.input({0, 1});
+    auto a = dense.prefill(in.view(w.lc.hidden), in.table());
+    auto b = open.prefill(in.view(w.lc.hidden), in.table());
+    CHECK(a == b);
+    for (int step = 0; step < 5; ++step) {
+      const auto next = argmax_tokens(a, w.lc.vocab);
+      a = dense.decode(make_host_span(next));
+      b = open.decode(make_host_span(next));
+      CHECK(a == b);
+    }
+    CHECK(c1.bytes_held() == c2.bytes_held());
+  }
+
+  TEST_CASE("pipeline: a ragged batch gives each sequence what it gets alone") {
+    const auto& w = the_world();
+    const sparsifier_options opts{};
+    auto cb = make_cache(w, 2);
+    kv_session batch(w.model, cb, online_gate_policy{2}, &w.image, &w.output, opts);
+    const auto in = w.input({0, 1});
+    auto lb = batch.prefill(in.view(w.lc.hidden), in.table());
+    std::vector<std::vector<float>> la(2);
+    std::vector<paged_kv_cache> caches;
+    caches.push_back(make_cache(w, 1));
+    caches.push_back(make_cache(w, 1));
+    std::vector<kv_session<llama_model, paged_kv_cache, online_gate_policy>> alone;
+    for (std::size_t b = 0; b < 2; ++b) {
+      alone.emplace_back(w.model, caches[b], online_gate_policy{2}, &w.image, &w.output, opts);
+      const auto one = w.input({b});
+      la[b] = alone[b].prefill(one.view(w.lc.hidden), one.table());
+    }
+    const auto V = static_cast<std::ptrdiff_t>(w.lc.vocab);
+    for (int step = 0; step < 4; ++step) {
+      for (std::size_t b = 0; b < 2; ++b) {
+        CHECK(std::equal(la[b].begin(), la[b].end(), lb.begin() + static_cast<std::ptrdiff_t>(b) * V));
+      }
+      const auto next = argmax_tokens(lb, w.lc.vocab);
+      lb = batch.decode(make_host_span(next));
+      for (std::size_t b = 0; b < 2; ++b) {
+        const std::vector<std::int32_t> t{next[b]};
+        la[b] = alone[b].decode(make_host_span(t));
+      }
+    }
+  }
+
+  TEST_CASE("pipeline: caches hold every token below the sparse layer, only kept ones above") {
+    const auto& w = the_world();
+    auto cache = make_cache(w, 2);
+    kv_session session(w.model, cache, online_gate_policy{2}, &w.image, &w.output, {});
+    const auto in = w.input({0, 1});
+    auto logits = session.prefill(in.view(w.lc.hidden), in.table());
+    for (int step = 0; step < 6; ++step) logits = session.decode(make_host_span(argmax_tokens(logits, w.lc.vocab)));
+    const std::vector<index_t> prompt_len{27, 15}, n_img{20, 10};
+    for (std::size_t b = 0; b < 2; ++b) {
+      std::set<index_t> kept_positions;  // original positions that layers >= 2 may hold
+      for (index_t p = 0; p < prompt_len[b]; ++p) {
+        if (p < 3 || p >= 3 + n_img[b]) kept_positions.insert(p);
+      }
+      for (index_t i = session.image_kept().indptr[b]; i < session.image_kept().indptr[b + 1]; ++i) {
+        kept_positions.insert(3 + session.image_kept().positions[static_cast<std::size_t>(i)]);
+      }
+      for (int s = 0; s < 6; ++s) {
+        if (session.decisions()[static_cast<std::size_t>(s) * 2 + b]) kept_positions.insert(prompt_len[b] + s);
+      }
+      for (index_t l = 0; l < w.lc.layers; ++l) {
+        std::vector<index_t> held;
+        for (index_t i = 0; i < cache.length(l, b); ++i) held.push_back(cache.position(l, b, i));
+        CAPTURE(l);
+        if (l < 2) {
+          CHECK(held.size() == static_cast<std::size_t>(prompt_len[b] + 6));
+          for (std::size_t i = 0; i < held.size(); ++i) CHECK(held[i] == static_cast<index_t>(i));
+        } else {
+          CHECK(held == std::vector<index_t>(kept_positions.begin(), kept_positions.end()));
+        }
+      }
+    }
+    // run statistics: rows computed per layer
+    const auto& st = session.stats();
+    CHECK(st.rows_per_layer[0] == 27 + 15 + 12);
+    CHECK(st.rows_per_layer[3] == (27 - 20 + 4) + (15 - 10 + 2) + 12);
+  }
+
+  TEST_CASE("pipeline: the released batch-max top-k rule is available and differs in kind") {
+    const auto& w = the_world();
+    sparsifier_options released;
+    released.rule = output_rule::released_batch_max_topk;
+    const auto full = w.input({0, 1}, {{1, 2, 3, 4, 5, 6, 7}, {8, 9, 10}});
+    host_selection kept_released, kept_argmax;
+    decode_without_cache(w.model, &w.image, &w.output, full.view(w.lc.hidden), full.table(), released, nullptr,
+                         &kept_released);
+    decode_without_cache(w.model, &w.image, &w.output, full.view(w.lc.hidden), full.table(), sparsifier_options{},
+                         nullptr, &kept_argmax);
+    index_t kmax = 0;
+    for (std::size_t b = 0; b < 2; ++b) kmax = std::max(kmax, kept_argmax.indptr[b + 1] - kept_argmax.indptr[b]);
+    CHECK(kept_released.indptr[1] - kept_released.indptr[0] == std::min<index_t>(kmax, 6));
+    CHECK(kept_released.indptr[2] - kept_released.indptr[1] == std::min<index_t>(kmax, 2));
+  }
+
+  TEST_CASE("pipeline: bad input is a clear error") {
+    const auto& w = the_world();
+    auto cache = make_cache(w, 2);
+    kv_session session(w.model, cache, online_gate_policy{2}, &w.image, &w.output, {});
+    auto in = w.input({0, 1});
+    in.segs[2].kind = K::image;  // prompt 0 now ends with an image token
+    CHECK_THROWS_WITH_AS(session.prefill(in.view(w.lc.hidden), in.table()), doctest::Contains("must be non-empty and end with text"),
+                         error);
+    const std::vector<std::int32_t> one{1};
+    CHECK_THROWS_WITH_AS(session.decode(make_host_span(one)), doctest::Contains("one token per sequence (2), got 1"), error);
+    auto small = paged_kv_cache({2, 2, 32, 4, 10});
+    CHECK_THROWS_WITH_AS((kv_session(w.model, small, online_gate_policy{2}, &w.image, &w.output, {})),
+                         doctest::Contains("does not fit the model"), error);
+  }
+}
