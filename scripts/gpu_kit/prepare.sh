@@ -25,23 +25,29 @@ cp build/gpu-kit/tests/dynllava_gpu_tests build/gpu-kit/bench/dynllava_bench_cud
 cp -L /usr/lib/x86_64-linux-gnu/libbenchmark.so.1debian "$kit/lib/"
 cp -r /usr/include/fmt /usr/include/doctest /usr/include/benchmark "$kit/include/"
 
-# Every binary must need nothing but libc, libm, the loader and the kit's own libbenchmark.
-allowed='^(libc\.so\.6|libm\.so\.6|ld-linux-x86-64\.so\.2|libbenchmark\.so\.1debian)$'
-for b in "$kit"/bin/*; do
+# The binaries may need only libc, libm, the loader and the kit's libbenchmark; libbenchmark
+# itself needs the GPU machine's libstdc++ (GLIBCXX recorded in the manifest) and libgcc_s.
+check_needed() {  # check_needed FILE REGEX
   while read -r lib; do
-    if ! [[ $lib =~ $allowed ]]; then
-      echo "prepare: $b needs $lib, which the GPU machine may not have" >&2
+    if ! [[ $lib =~ $2 ]]; then
+      echo "prepare: $1 needs $lib, which the GPU machine may not have" >&2
       exit 1
     fi
-  done < <(readelf -d "$b" | sed -n 's/.*Shared library: \[\(.*\)\]/\1/p')
+  done < <(readelf -d "$1" | sed -n 's/.*Shared library: \[\(.*\)\]/\1/p')
+}
+for b in "$kit"/bin/*; do
+  check_needed "$b" '^(libc\.so\.6|libm\.so\.6|ld-linux-x86-64\.so\.2|libbenchmark\.so\.1debian)$'
 done
+check_needed "$kit/lib/libbenchmark.so.1debian" '^(libc\.so\.6|libm\.so\.6|libstdc\+\+\.so\.6|libgcc_s\.so\.1)$'
 
-glibc=$(for b in "$kit"/bin/*; do objdump -T "$b"; done | grep -oE 'GLIBC_[0-9.]+' | sort -uV | tail -1)
+glibc=$(for b in "$kit"/bin/* "$kit"/lib/*; do objdump -T "$b"; done | grep -oE 'GLIBC_[0-9.]+' | sort -uV | tail -1)
 {
   echo "dynllava GPU kit"
   echo "commit: $(git rev-parse HEAD)$(git diff --quiet HEAD -- include tests bench || echo ' (+ uncommitted changes)')"
   echo "built: $(date -u +%Y-%m-%dT%H:%M:%SZ) on $(uname -m), $(nvcc --version | tail -1)"
   echo "cuda architectures: 90"
+  echo "tree: $(find include tests bench -type f \( -name '*.hpp' -o -name '*.cuh' -o -name '*.cu' -o -name '*.cpp' \) | LC_ALL=C sort | xargs sha256sum | sha256sum | cut -c1-16)"
+  echo "libbenchmark needs: $(objdump -T "$kit/lib/libbenchmark.so.1debian" | grep -oE 'GLIBCXX_[0-9.]+' | sort -uV | tail -1) (the GPU machine's libstdc++)"
   echo "prebuilt binaries need: ${glibc}"
   du -sh "$kit"/bin/* "$kit"/lib/* | sed 's/^/size: /'
 } > "$kit/MANIFEST.txt"

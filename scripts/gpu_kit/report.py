@@ -85,7 +85,7 @@ def tables(times):
     return "\n".join(out), groups
 
 
-def plot(times, groups, plot_dir, tag):
+def plot(times, groups, plot_dir, title_tag, file_tag):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -104,10 +104,10 @@ def plot(times, groups, plot_dir, tag):
         ax.set_xlabel(" x ".join(argnames))
         ax.set_yscale("log")
         ax.set_ylabel("time per call (us, log)")
-        ax.set_title(f"{title} [{tag}]")
+        ax.set_title(f"{title} [{title_tag}]")
         ax.legend(fontsize=8)
         fig.tight_layout()
-        path = os.path.join(plot_dir, f"{subject}.png")
+        path = os.path.join(plot_dir, f"{subject}-{file_tag}.png")
         fig.savefig(path, dpi=110)
         plt.close(fig)
         paths.append(path)
@@ -117,14 +117,25 @@ def plot(times, groups, plot_dir, tag):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("json", nargs="+")
-    ap.add_argument("--device", required=True)
-    ap.add_argument("--commit", required=True)
+    ap.add_argument("--summary", default=None,
+                    help="the run's summary.log: device and kit commit are read from it")
+    ap.add_argument("--device", default=None)
+    ap.add_argument("--commit", default=None)
     ap.add_argument("--command", required=True)
     ap.add_argument("--date", default=None)
     ap.add_argument("--plot-dir", default=None)
     ap.add_argument("--out", default=None, help="write the Markdown section to this file")
     ap.add_argument("--append", default=None, help="append the Markdown section to this file")
     a = ap.parse_args()
+    if a.summary:
+        with open(a.summary) as f:
+            for line in f:
+                if line.startswith("device: ") and not a.device:
+                    a.device = line[len("device: "):].strip()
+                if line.startswith("kit: commit: ") and not a.commit:
+                    a.commit = line[len("kit: commit: "):].strip()
+    if not a.device or not a.commit:
+        ap.error("--device and --commit are required (or --summary with those lines)")
     times, contexts = load(a.json)
     body, groups = tables(times)
     if not groups:
@@ -137,7 +148,8 @@ def main():
              "- Google Benchmark 1.7.1 from Debian labels itself a DEBUG build; the measured code is a release build.",
              ""]
     if a.plot_dir:
-        for p in plot(times, groups, a.plot_dir, a.device):
+        tag = re.sub(r"[^A-Za-z0-9]+", "-", f"{a.device}-{date[:10]}").strip("-").lower()
+        for p in plot(times, groups, a.plot_dir, a.device, tag):
             rel = os.path.relpath(p, os.path.dirname(a.append or a.out or "."))
             lines.append(f"![{os.path.basename(p)}]({rel})")
         lines.append("")

@@ -34,8 +34,15 @@ int main(int argc, char** argv) {
   }
   cudaDeviceProp prop{};
   if (cudaGetDeviceProperties(&prop, 0) == cudaSuccess) {
-    std::fprintf(stderr, "dynllava_gpu_tests: device 0: %s (sm_%d%d)\n", prop.name, prop.major,
-                 prop.minor);
+    int driver = 0, runtime = 0;
+    (void)cudaDriverGetVersion(&driver);
+    (void)cudaRuntimeGetVersion(&runtime);
+    std::fprintf(stderr,
+                 "dynllava_gpu_tests: device 0: %s (sm_%d%d), %d SMs, %.1f GiB, L2 %d KiB, "
+                 "%d-bit bus, driver %d, runtime %d\n",
+                 prop.name, prop.major, prop.minor, prop.multiProcessorCount,
+                 static_cast<double>(prop.totalGlobalMem) / (1ull << 30), prop.l2CacheSize / 1024,
+                 prop.memoryBusWidth, driver, runtime);
   }
   doctest::Context context(argc, argv);
   const int rc = context.run();
