@@ -35,3 +35,12 @@
 #include <dynllava/context/gather.hpp>
 #include <dynllava/context/segments.hpp>
 #include <dynllava/context/sparse_context_view.hpp>
+
+#include <dynllava/cost/exact_flops.hpp>
+#include <dynllava/cost/kv_bytes.hpp>
+#include <dynllava/cost/llama_config.hpp>
+#include <dynllava/cost/output_sweep.hpp>
+#include <dynllava/cost/paper_formula.hpp>
+#include <dynllava/cost/schedule.hpp>
+#include <dynllava/cost/schedule_trace.hpp>
+#include <dynllava/cost/trace.hpp>
