@@ -59,3 +59,12 @@
 #include <dynllava/train/gumbel.hpp>
 #include <dynllava/train/masked_softmax.hpp>
 #include <dynllava/train/philox.hpp>
+
+#include <dynllava/cost/exact_flops.hpp>
+#include <dynllava/cost/kv_bytes.hpp>
+#include <dynllava/cost/llama_config.hpp>
+#include <dynllava/cost/output_sweep.hpp>
+#include <dynllava/cost/paper_formula.hpp>
+#include <dynllava/cost/schedule.hpp>
+#include <dynllava/cost/schedule_trace.hpp>
+#include <dynllava/cost/trace.hpp>
