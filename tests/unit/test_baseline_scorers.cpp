@@ -105,6 +105,7 @@ TEST_SUITE("cpu") {
 
   TEST_CASE("h2o_scorer: append, accumulate over heads and queries, retain") {
     static_assert(stateful_token_scorer<h2o_scorer>);
+    static_assert(token_scorer<h2o_scorer>);
     h2o_scorer h2o(2);
     const std::vector<index_t> first{3, 2};
     h2o.append(host, make_host_span(first));
@@ -138,7 +139,17 @@ TEST_SUITE("cpu") {
     CHECK_THROWS_WITH_AS(h2o.retain(host, {make_host_span(ki), make_host_span(desc)}),
                          doctest::Contains("must ascend"), error);
     const std::vector<index_t> neg{-1, 0};
-    CHECK_THROWS_WITH_AS(h2o.append(host, make_host_span(neg)), doctest::Contains("counts[0] must be >= 0"),
+    const std::vector<index_t> half_bad{1, -1};
+    CHECK_THROWS_WITH_AS(h2o.append(host, make_host_span(half_bad)), doctest::Contains("counts[1] must be >= 0"),
                          error);
+    CHECK(h2o.tracked(0) == 3);  // a rejected call changes nothing
+    // as a token_scorer: one row per tracked token
+    const std::vector<index_t> ri{0, 3, 6};
+    const std::vector<float> rows(6);
+    std::vector<float> via_concept(6);
+    h2o.score(host, {make_host_span(ri), make_host_span(rows), 1}, make_host_span(via_concept));
+    std::vector<float> direct(6);
+    h2o.scores(host, make_host_span(direct));
+    CHECK(via_concept == direct);
   }
 }

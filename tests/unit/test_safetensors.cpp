@@ -125,7 +125,22 @@ TEST_SUITE("cpu") {
     CHECK(open_error(dir, make_file(R"({"a":{"dtype":"F32","shape":[0],"data_offsets":[8,0]}})", data))
               .find("begin > end") != std::string::npos);
     CHECK(open_error(dir, make_file(R"({"a":{"dtype":"F32","shape":[-2],"data_offsets":[0,8]}})", data))
-              .find("not a non-negative integer: -2") != std::string::npos);
+              .find("not a non-negative integer (number: -2)") != std::string::npos);
+    CHECK(open_error(dir, make_file(R"({"a":{"dtype":"F32","shape":[0,18446744073709551615],"data_offsets":[0,0]},)"
+                                    R"("b":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}})", data))
+              .find("beyond int64") != std::string::npos);
+    // duplicate tensor names, hostile nesting, NUL bytes
+    CHECK(open_error(dir, make_file(R"({"a":{"dtype":"I32","shape":[2],"data_offsets":[0,8]},)"
+                                    R"("a":{"dtype":"F16","shape":[4],"data_offsets":[0,8]}})", data))
+              .find("tensor a is listed twice") != std::string::npos);
+    {
+      std::string deep = R"({"a":{"dtype":"F32","shape":)" + std::string(200000, '[') +
+                         std::string(200000, ']') + R"(,"data_offsets":[0,8]}})";
+      CHECK(open_error(dir, make_file(deep, data)).find("nests deeper than the format allows") !=
+            std::string::npos);
+    }
+    CHECK(open_error(dir, make_file(ok_header + std::string(3, '\0'), data)).find("NUL bytes") !=
+          std::string::npos);
     CHECK(open_error(dir, make_file(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8.5]}})", data))
               .find("data_offsets") != std::string::npos);
     CHECK(open_error(dir, make_file(R"({"a":{"dtype":"Q4","shape":[2],"data_offsets":[0,8]}})", data))
@@ -138,6 +153,10 @@ TEST_SUITE("cpu") {
           std::string::npos);
     CHECK(open_error(dir, make_file(R"({"__metadata__":{"k":1}})", "")).find("__metadata__.k must be a string") !=
           std::string::npos);
+    // a zero-size tensor reads as an empty vector
+    test::write_file(dir.path / "z.safetensors",
+                     make_file(R"({"z":{"dtype":"F32","shape":[0,3],"data_offsets":[0,0]}})", ""));
+    CHECK(safetensors_file(dir.path / "z.safetensors").read_f32("z").empty());
     // a non-float dtype is readable as bytes but not as fp32
     test::write_file(dir.path / "i.safetensors",
                      make_file(R"({"i":{"dtype":"I32","shape":[2],"data_offsets":[0,8]}})", data));
@@ -169,7 +188,13 @@ TEST_SUITE("cpu") {
     test::write_file(index, "{\"weight_map\": 3}");
     CHECK_THROWS_WITH_AS(checkpoint{index}, doctest::Contains("no weight_map object"), error);
     test::write_file(index, "{\"weight_map\": {\"a\": \"../x.safetensors\"}}");
-    CHECK_THROWS_WITH_AS(checkpoint{index}, doctest::Contains("must be a file name inside"), error);
+    CHECK_THROWS_WITH_AS(checkpoint{index}, doctest::Contains("must be a file inside"), error);
+    test::write_file(index, "{\"weight_map\": {\"a\": \"missing.safetensors\"}}");
+    CHECK_THROWS_WITH_AS(checkpoint{index}, doctest::Contains("maps 1 tensors (e.g. a) to missing.safetensors, which is missing"),
+                         error);
+    std::filesystem::create_directory_symlink("/", tmp.path / "escape");
+    test::write_file(index, "{\"weight_map\": {\"a\": \"escape/etc/hostname\"}}");
+    CHECK_THROWS_WITH_AS(checkpoint{index}, doctest::Contains("must be a file inside"), error);
     test::write_file(index, "{oops");
     CHECK_THROWS_WITH_AS(checkpoint{index}, doctest::Contains("is not valid JSON"), error);
     std::filesystem::copy_file(dir / "model-00002-of-00002.safetensors", tmp.path / "s.safetensors");

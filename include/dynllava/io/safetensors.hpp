@@ -25,6 +25,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -153,7 +154,7 @@ class safetensors_file {
     std::vector<float> out(static_cast<std::size_t>(t.elements()));
     switch (t.type) {
       case dtype::f32:
-        std::memcpy(out.data(), bytes.data(), out.size() * 4);
+        if (!out.empty()) std::memcpy(out.data(), bytes.data(), out.size() * 4);
         break;
       case dtype::f16:
       case dtype::bf16:
@@ -174,8 +175,31 @@ class safetensors_file {
  private:
   void parse_header(const std::string& header) {
     const std::string& file = path_.string();
-    const nlohmann::json j = nlohmann::json::parse(header, nullptr, /*allow_exceptions=*/false);
+    DYNLLAVA_EXPECTS(header.find('\0') == std::string::npos,
+                     "safetensors: {}: the header contains NUL bytes", file);
+    // The format nests three levels (header -> entry -> shape / offsets); deeper input is
+    // rejected while parsing, so hostile nesting costs neither stack nor memory. Top-level keys
+    // must be unique (nlohmann would silently keep the last).
+    bool too_deep = false;
+    std::string duplicate;
+    std::set<std::string> keys;
+    const nlohmann::json::parser_callback_t guard =
+        [&](int depth, nlohmann::json::parse_event_t event, nlohmann::json& parsed) {
+          if (depth > 3) {
+            too_deep = true;
+            return false;
+          }
+          if (event == nlohmann::json::parse_event_t::key && depth == 1 && parsed.is_string()) {
+            if (!keys.insert(parsed.get<std::string>()).second && duplicate.empty()) {
+              duplicate = parsed.get<std::string>();
+            }
+          }
+          return true;
+        };
+    const nlohmann::json j = nlohmann::json::parse(header, guard, /*allow_exceptions=*/false);
+    DYNLLAVA_EXPECTS(!too_deep, "safetensors: {}: the header nests deeper than the format allows", file);
     DYNLLAVA_EXPECTS(!j.is_discarded(), "safetensors: {}: the header is not valid JSON", file);
+    DYNLLAVA_EXPECTS(duplicate.empty(), "safetensors: {}: tensor {} is listed twice", file, duplicate);
     DYNLLAVA_EXPECTS(j.is_object(), "safetensors: {}: the header must be a JSON object, got {}",
                      file, j.type_name());
     const std::uint64_t data_size = file_size_ - data_offset_;
@@ -205,8 +229,11 @@ class safetensors_file {
       for (const auto& d : *shape) {
         DYNLLAVA_EXPECTS(d.is_number_unsigned(),
                          "safetensors: {}: tensor {} has a shape entry that is not a non-negative "
-                         "integer: {}", file, name, d.dump());
+                         "integer ({}{})", file, name, d.type_name(),
+                         d.is_number_integer() ? ": " + std::to_string(d.get<std::int64_t>()) : "");
         const auto v = d.get<std::uint64_t>();
+        DYNLLAVA_EXPECTS(v <= static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max()),
+                         "safetensors: {}: tensor {} has a shape entry {} beyond int64", file, name, v);
         DYNLLAVA_EXPECTS(v == 0 || elements <= std::numeric_limits<std::uint64_t>::max() / 8 / v,
                          "safetensors: {}: tensor {} has an impossibly large shape", file, name);
         elements *= v;
@@ -337,12 +364,24 @@ class checkpoint {
                        index.string(), name);
       const auto f = file.get<std::string>();
       const std::filesystem::path rel(f);
-      DYNLLAVA_EXPECTS(!rel.is_absolute() && f.find("..") == std::string::npos && !f.empty(),
-                       "checkpoint: {}: weight_map.{} = {} must be a file name inside the "
+      bool inside = !f.empty() && !rel.is_absolute();
+      for (const auto& part : rel) inside = inside && part != "..";
+      if (inside) {  // resolve symbolic links too: the shard must really live in the folder
+        std::error_code ec;
+        const auto root = std::filesystem::weakly_canonical(index.parent_path(), ec);
+        const auto shard = std::filesystem::weakly_canonical(index.parent_path() / rel, ec);
+        const auto r = root.native();
+        inside = !ec && shard.native().compare(0, r.size(), r) == 0 &&
+                 (shard.native().size() == r.size() || shard.native()[r.size()] == '/');
+      }
+      DYNLLAVA_EXPECTS(inside, "checkpoint: {}: weight_map.{} = {} must be a file inside the "
                        "checkpoint folder", index.string(), name, f);
       by_shard[f].push_back(name);
     }
     for (const auto& [file, tensors] : by_shard) {
+      DYNLLAVA_EXPECTS(std::filesystem::is_regular_file(index.parent_path() / file),
+                       "checkpoint: {} maps {} tensors (e.g. {}) to {}, which is missing",
+                       index.string(), tensors.size(), tensors.front(), file);
       add_shard(index.parent_path() / file, &tensors);
     }
   }

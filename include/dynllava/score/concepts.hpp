@@ -36,9 +36,10 @@ concept two_way_predictor = token_scorer<S> && requires(const S& s, host_ragged_
   s.logits(host, h, out);
 };
 
-/// @brief A stateful scorer accumulates evidence across decode steps (H2O).
+/// @brief A stateful scorer accumulates evidence across decode steps (H2O): a `token_scorer`
+/// whose scores also depend on what it has seen.
 ///
-/// Requirements, for `S& s`:
+/// Additional requirements, for `S& s`:
 ///   1. `s.append(host, counts)` starts tracking `counts[b]` new tokens at the end of sequence `b`
 ///      (`host_span<const index_t>`, `[batch]`), each with score 0;
 ///   2. `s.accumulate(host, probs)` adds attention mass: `probs` is ragged by sequence, each
@@ -47,7 +48,7 @@ concept two_way_predictor = token_scorer<S> && requires(const S& s, host_ragged_
 ///   3. `s.retain(host, kept)` keeps only the tracked tokens at `kept` (CSR, local, ascending);
 ///   4. `s.scores(host, out)` writes every tracked token's score, sequence by sequence.
 template <class S>
-concept stateful_token_scorer =
+concept stateful_token_scorer = token_scorer<S> &&
     requires(S& s, const S& cs, host_span<const index_t> counts, host_ragged<const float> probs,
              host_ragged<const index_t> kept, host_span<float> out) {
       s.append(host, counts);

@@ -17,6 +17,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <vector>
 
 namespace dynllava {
@@ -47,8 +48,10 @@ struct fastv_scorer {
   ///         candidate outside the context.
   void score(host_t, host_span<const float> queries, host_ragged_rows<const float> keys,
              host_ragged<const index_t> candidates, host_span<float> scores) const {
-    DYNLLAVA_EXPECTS(heads > 0 && head_dim > 0, "fastv_scorer: heads ({}) and head_dim ({}) must "
-                     "be > 0", heads, head_dim);
+    DYNLLAVA_EXPECTS(heads > 0 && head_dim > 0 &&
+                         static_cast<long long>(heads) * head_dim <= std::numeric_limits<index_t>::max(),
+                     "fastv_scorer: heads ({}) and head_dim ({}) must be > 0 and their product fit "
+                     "index_t", heads, head_dim);
     const index_t width = heads * head_dim;
     DYNLLAVA_EXPECTS(keys.width == width, "fastv_scorer: keys must have width heads * head_dim = "
                      "{}, got {}", width, keys.width);

@@ -34,9 +34,11 @@ class h2o_scorer {
     DYNLLAVA_EXPECTS(counts.size() == acc_.size(),
                      "h2o_scorer::append: counts must have one entry per sequence ({}), got {}",
                      acc_.size(), counts.size());
-    for (std::size_t b = 0; b < acc_.size(); ++b) {
+    for (std::size_t b = 0; b < acc_.size(); ++b) {  // validate everything before changing state
       DYNLLAVA_EXPECTS(counts[b] >= 0, "h2o_scorer::append: counts[{}] must be >= 0, got {}", b,
                        counts[b]);
+    }
+    for (std::size_t b = 0; b < acc_.size(); ++b) {
       acc_[b].resize(acc_[b].size() + static_cast<std::size_t>(counts[b]), 0.0);
     }
   }
@@ -56,6 +58,10 @@ class h2o_scorer {
       DYNLLAVA_EXPECTS(n == 0 ? len == 0 : len % n == 0,
                        "h2o_scorer::accumulate: sequence {} gives {} probabilities, not a whole "
                        "number of rows of its {} tracked tokens", b, len, n);
+    }
+    for (std::size_t b = 0; b < acc_.size(); ++b) {
+      const auto n = acc_[b].size();
+      const auto len = static_cast<std::size_t>(probs.length(b));
       const auto row = probs.row(b);
       for (std::size_t i = 0; i < len; ++i) acc_[b][i % n] += row[i];
     }
@@ -69,17 +75,35 @@ class h2o_scorer {
                      "h2o_scorer::retain: kept covers {} sequences, expected {}", kept.batch(),
                      acc_.size());
     for (std::size_t b = 0; b < acc_.size(); ++b) {
-      std::vector<double> next;
       index_t prev = -1;
       for (index_t p : kept.row(b)) {
         DYNLLAVA_EXPECTS(p > prev && static_cast<std::size_t>(p) < acc_[b].size(),
                          "h2o_scorer::retain: kept position {} of sequence {} must ascend and be "
                          "below its {} tracked tokens", p, b, acc_[b].size());
-        next.push_back(acc_[b][static_cast<std::size_t>(p)]);
         prev = p;
       }
+    }
+    for (std::size_t b = 0; b < acc_.size(); ++b) {
+      std::vector<double> next;
+      for (index_t p : kept.row(b)) next.push_back(acc_[b][static_cast<std::size_t>(p)]);
       acc_[b] = std::move(next);
     }
+  }
+
+  /// @brief As a `token_scorer`: the candidates are the tracked tokens themselves, so `hidden`
+  /// must list `tracked(b)` rows for each sequence (their contents are not used) and each gets
+  /// its accumulated attention.
+  /// @throws dynllava::error when the rows do not match the tracked tokens.
+  void score(host_t, host_ragged_rows<const float> hidden, host_span<float> out) const {
+    validate(hidden, "h2o_scorer::score: hidden");
+    DYNLLAVA_EXPECTS(hidden.batch() == acc_.size(), "h2o_scorer::score: {} sequences, expected {}",
+                     hidden.batch(), acc_.size());
+    for (std::size_t b = 0; b < acc_.size(); ++b) {
+      DYNLLAVA_EXPECTS(static_cast<std::size_t>(hidden.length(b)) == acc_[b].size(),
+                       "h2o_scorer::score: sequence {} lists {} rows but tracks {} tokens", b,
+                       hidden.length(b), acc_[b].size());
+    }
+    scores(host, out);
   }
 
   /// Writes every tracked token's accumulated attention, sequence by sequence.

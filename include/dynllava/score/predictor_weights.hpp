@@ -8,6 +8,7 @@
 #include <dynllava/score/predictor_config.hpp>
 
 #include <array>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -54,6 +55,8 @@ inline void check(const linear_weights& w, index_t in, index_t out, bool bias,
   DYNLLAVA_EXPECTS(w.in == in && w.out == out,
                    "predictor weights: {} must map {} -> {} features, got {} -> {}", what, in, out,
                    w.in, w.out);
+  DYNLLAVA_EXPECTS(static_cast<long long>(in) * out <= std::numeric_limits<index_t>::max(),
+                   "predictor weights: {} ({} x {}) is too large", what, out, in);
   check_size(w.weight, in * out, what + ".weight");
   check_size(w.bias, bias ? out : 0, what + ".bias");
 }
