@@ -319,3 +319,54 @@ TEST_SUITE("cpu") {
                          doctest::Contains("does not fit the model"), error);
   }
 }
+
+#include <dynllava/cost/exact_flops.hpp>
+#include <dynllava/cost/kv_bytes.hpp>
+#include <dynllava/cost/schedule_trace.hpp>
+
+TEST_SUITE("cpu") {
+  TEST_CASE("pipeline: what it kept and held equals what the cost model predicts for the same decisions") {
+    const auto& w = the_world();
+    auto cache = make_cache(w, 1);
+    kv_session session(w.model, cache, online_gate_policy{2}, &w.image, &w.output, {});
+    const auto in = w.input({0});
+    auto logits = session.prefill(in.view(w.lc.hidden), in.table());
+    std::vector<std::int32_t> generated;
+    for (int step = 0; step < 8; ++step) {
+      const auto next = argmax_tokens(logits, w.lc.vocab);
+      generated.push_back(next[0]);
+      logits = session.decode(make_host_span(next));
+    }
+    cost::llama_config cc;
+    cc.name = "test";
+    cc.hidden = w.lc.hidden;
+    cc.layers = w.lc.layers;
+    cc.heads = w.lc.heads;
+    cc.head_dim = w.lc.head_dim();
+    cc.intermediate = w.lc.intermediate;
+    cc.vocab = w.lc.vocab;
+    cc.kv_bytes_per_element = 4;  // this cache stores fp32
+    cc.predictor = w.pc;
+    const cost::request req{3, 20, 4, 1};
+    cost::dynamic_llava_schedule d;
+    d.sparse_layer = 2;
+    d.vision_keep = 0.2;
+    d.output_decisions = session.decisions();
+    const auto& traces = session.traces();
+    REQUIRE(traces.size() == 9);
+    CHECK(traces[0] == cost::schedule_trace(cc, d, req, cost::pass_kind::prefill));
+    for (std::int64_t t = 0; t < 8; ++t) {
+      CAPTURE(t);
+      CHECK(traces[static_cast<std::size_t>(t + 1)] ==
+            cost::schedule_trace(cc, d, req, cost::pass_kind::decode_kv_cache, t));
+    }
+    // the KV bytes actually held equal the cost model's bytes for the last trace
+    CHECK(static_cast<std::int64_t>(cache.bytes_held()) == cost::kv_cache_bytes(cc, traces.back()));
+    // decode without KV cache at the last step: same decisions, the model's trace again
+    const auto full = w.input({0}, {generated});
+    cost::trace nc;
+    decode_without_cache(w.model, &w.image, &w.output, full.view(w.lc.hidden), full.table(), {}, nullptr, nullptr,
+                         &nc);
+    CHECK(nc == cost::schedule_trace(cc, d, req, cost::pass_kind::decode_no_cache, 7));
+  }
+}

@@ -13,6 +13,7 @@
 #include <dynllava/context/gather.hpp>
 #include <dynllava/context/segments.hpp>
 #include <dynllava/core/error.hpp>
+#include <dynllava/cost/trace.hpp>
 #include <dynllava/core/ragged.hpp>
 #include <dynllava/kvcache/contiguous_kv_cache.hpp>
 #include <dynllava/kvcache/gated_append.hpp>
@@ -54,6 +55,26 @@ struct run_stats {
 
 namespace detail {
 
+/// Adds one layer's work to a trace: every row of sequence `b` attends to `cached[b]` cached
+/// tokens and to the rows of its sequence up to itself.
+inline void trace_layer(cost::layer_trace& t, const std::vector<index_t>& indptr,
+                        const std::vector<index_t>& cached) {
+  for (std::size_t b = 0; b + 1 < indptr.size(); ++b) {
+    const std::int64_t n = indptr[b + 1] - indptr[b];
+    t.query_rows += n;
+    t.attention_pairs += n * (cached.empty() ? 0 : cached[b]) + n * (n + 1) / 2;
+  }
+}
+
+/// The image predictor's work: each sequence's image tokens, all pairs among them.
+inline void trace_image_predictor(cost::trace& t, const host_selection& candidates) {
+  for (std::size_t b = 0; b < candidates.batch(); ++b) {
+    const std::int64_t n = candidates.indptr[b + 1] - candidates.indptr[b];
+    t.image_tokens_scored += n;
+    t.image_attention_pairs += n * n;
+  }
+}
+
 /// Rows of `src` (ragged, width H) listed by a sparse context, as a new ragged batch.
 inline void gather_context(const std::vector<float>& src, index_t H,
                            const host_sparse_context& ctx, std::vector<float>& dst) {
@@ -76,7 +97,7 @@ inline std::vector<index_t> global_candidates(const host_selection& c, segment_t
 /// Image top-k at the sparse layer: the kept positions among each sequence's image tokens.
 inline host_selection select_images(const image_predictor* pred, const std::vector<float>& hidden,
                                     index_t H, segment_table<host_space> t,
-                                    const sparsifier_options& o, run_stats& stats) {
+                                    const sparsifier_options& o, run_stats& stats, cost::trace& work) {
   const auto cands = cpu::candidate_rows(t, segment_kind::image);
   stats.image_tokens += static_cast<index_t>(cands.positions.size());
   host_selection kept;
@@ -86,6 +107,7 @@ inline host_selection select_images(const image_predictor* pred, const std::vect
       for (index_t i = 0; i < cands.indptr[b + 1] - cands.indptr[b]; ++i) kept.positions.push_back(i);
     }
   } else {
+    trace_image_predictor(work, cands);
     const auto rows = global_candidates(cands, t);
     std::vector<float> x(rows.size() * static_cast<std::size_t>(H)), scores(rows.size());
     cpu::gather_rows(host_span<const float>(hidden.data(), hidden.size()), H, make_host_span(rows),
@@ -149,9 +171,10 @@ class kv_session {
       for (index_t i = 0; i < rows.length(b); ++i) pos[static_cast<std::size_t>(indptr[b] + i)] = next_pos_[b] + i;
     }
     const index_t l = o_.sparse_layer;
+    begin_trace();
     run(0, l, indptr, h, pos, std::vector<std::uint8_t>(pos.size(), 1));
     // Vision pruning at the sparse layer.
-    image_kept_ = detail::select_images(image_, h, H, segments, o_, stats_);
+    image_kept_ = detail::select_images(image_, h, H, segments, o_, stats_, traces_.back());
     const std::vector<kind_selection> pruned{{segment_kind::image, image_kept_.view()}};
     std::vector<index_t> offsets(next_pos_.begin(), next_pos_.end());
     const auto ctx = cpu::build_sparse_context(segments, make_host_span(std::as_const(pruned)),
@@ -160,6 +183,7 @@ class kv_session {
     detail::gather_context(h, H, ctx, hk);
     run(l, m_.layers(), ctx.indptr, hk, ctx.positions, std::vector<std::uint8_t>(ctx.rows.size(), 1));
     for (std::size_t b = 0; b < rows.batch(); ++b) next_pos_[b] += rows.length(b);
+    end_trace();
     return last_logits(ctx.indptr, hk);
   }
 
@@ -180,9 +204,11 @@ class kv_session {
       pos[b] = next_pos_[b]++;
     }
     const index_t l = o_.sparse_layer;
+    begin_trace();
     run(0, l, indptr, h, pos, std::vector<std::uint8_t>(n, 1));
     std::vector<std::uint8_t> keep(n, 1);
     if (o_.gate_outputs && output_ != nullptr && l < m_.layers()) {
+      traces_.back().output_tokens_scored += static_cast<std::int64_t>(n);
       std::vector<float> logits(2 * n);
       output_->logits(host, {make_host_span(std::as_const(indptr)), make_host_span(std::as_const(h)), H},
                       make_host_span(logits));
@@ -193,6 +219,7 @@ class kv_session {
     for (auto k : keep) stats_.output_kept += k;
     decisions_.insert(decisions_.end(), keep.begin(), keep.end());
     run(l, m_.layers(), indptr, h, pos, keep);
+    end_trace();
     return last_logits(indptr, h);
   }
 
@@ -201,15 +228,37 @@ class kv_session {
   /// Keep decisions of every decoded token, step-major (`[steps * batch]`).
   const std::vector<std::uint8_t>& decisions() const noexcept { return decisions_; }
   const run_stats& stats() const noexcept { return stats_; }
+  /// @brief The work of every call so far (prefill, then one per decode step), summed over the
+  /// batch, in the cost model's terms: per layer the query rows, the (query, key) pairs and the
+  /// tokens cached afterwards; the predictors' tokens; the logit rows. `cost::exact_flops` and
+  /// `cost::kv_cache_bytes` turn a trace into FLOPs and bytes.
+  const std::vector<cost::trace>& traces() const noexcept { return traces_; }
 
  private:
   /// Layers [from, to) on `h` (ragged by `indptr`), appending K/V under the policy.
+  void begin_trace() {
+    traces_.emplace_back();
+    traces_.back().layers.resize(static_cast<std::size_t>(m_.layers()));
+  }
+  void end_trace() {
+    auto& t = traces_.back();
+    for (index_t layer = 0; layer < m_.layers(); ++layer) {
+      std::int64_t held = 0;
+      for (std::size_t b = 0; b < cache_.batch(); ++b) held += cache_.length(layer, b);
+      t.layers[static_cast<std::size_t>(layer)].kv_tokens = held;
+    }
+    t.logit_rows += static_cast<std::int64_t>(cache_.batch());
+  }
+
   void run(index_t from, index_t to, const std::vector<index_t>& indptr, std::vector<float>& h,
            const std::vector<index_t>& pos, const std::vector<std::uint8_t>& keep) {
     const index_t H = m_.hidden();
     std::vector<float> k(h.size()), v(h.size());
     detail::count_rows(stats_, m_.layers(), from, to, pos.size());
+    std::vector<index_t> cached(cache_.batch());
     for (index_t layer = from; layer < to; ++layer) {
+      for (std::size_t b = 0; b < cache_.batch(); ++b) cached[b] = cache_.length(layer, b);
+      detail::trace_layer(traces_.back().layers[static_cast<std::size_t>(layer)], indptr, cached);
       m_.layer(layer, {make_host_span(indptr), make_host_span(h), H}, make_host_span(pos),
                static_cast<const Cache*>(&cache_), make_host_span(k), make_host_span(v));
       cpu::gated_append(cache_, policy_, layer, make_host_span(indptr), make_host_span(std::as_const(k)),
@@ -241,6 +290,7 @@ class kv_session {
   host_selection image_kept_;
   std::vector<std::uint8_t> decisions_;
   run_stats stats_;
+  std::vector<cost::trace> traces_;
 };
 
 /// @brief Decode without KV cache: recompute the whole sequence for one step.
@@ -257,7 +307,8 @@ std::vector<float> decode_without_cache(const Model& m, const image_predictor* i
                                         host_ragged_rows<const float> rows,
                                         segment_table<host_space> segments,
                                         const sparsifier_options& o, run_stats* stats = nullptr,
-                                        host_selection* kept_outputs = nullptr) {
+                                        host_selection* kept_outputs = nullptr,
+                                        cost::trace* work = nullptr) {
   const index_t total = validate(segments, "decode_without_cache: segments");
   validate(rows, "decode_without_cache: rows");
   DYNLLAVA_EXPECTS(rows.width == m.hidden() && rows.rows() == static_cast<std::size_t>(total),
@@ -274,12 +325,17 @@ std::vector<float> decode_without_cache(const Model& m, const image_predictor* i
   }
   std::vector<float> k(h.size()), v(h.size());
   const contiguous_kv_cache* none = nullptr;
+  cost::trace local_trace;
+  cost::trace& tr = work ? *work : local_trace;
+  tr = cost::trace{};
+  tr.layers.resize(static_cast<std::size_t>(m.layers()));
   detail::count_rows(s, m.layers(), 0, l, pos.size());
   for (index_t layer = 0; layer < l; ++layer) {
+    detail::trace_layer(tr.layers[static_cast<std::size_t>(layer)], indptr, {});
     m.layer(layer, {make_host_span(indptr), make_host_span(h), H}, make_host_span(std::as_const(pos)), none,
             make_host_span(k), make_host_span(v));
   }
-  const auto image_kept = detail::select_images(image, h, H, segments, o, s);
+  const auto image_kept = detail::select_images(image, h, H, segments, o, s, tr);
   // Output candidates: every generated token but the newest.
   const context_options pin{.pin_last_output = true};
   const auto cands = cpu::candidate_rows(segments, segment_kind::output, pin);
@@ -292,6 +348,7 @@ std::vector<float> decode_without_cache(const Model& m, const image_predictor* i
     }
   } else {
     const auto grows = detail::global_candidates(cands, segments);
+    tr.output_tokens_scored += static_cast<std::int64_t>(grows.size());
     std::vector<float> x(grows.size() * static_cast<std::size_t>(H)), logits(2 * grows.size());
     cpu::gather_rows(host_span<const float>(h.data(), h.size()), H, make_host_span(grows), make_host_span(x));
     output->logits(host, {make_host_span(cands.indptr), make_host_span(std::as_const(x)), H}, make_host_span(logits));
@@ -326,9 +383,11 @@ std::vector<float> decode_without_cache(const Model& m, const image_predictor* i
   v.resize(hk.size());
   detail::count_rows(s, m.layers(), l, m.layers(), ctx.rows.size());
   for (index_t layer = l; layer < m.layers(); ++layer) {
+    detail::trace_layer(tr.layers[static_cast<std::size_t>(layer)], ctx.indptr, {});
     m.layer(layer, {make_host_span(ctx.indptr), make_host_span(hk), H}, make_host_span(ctx.positions), none,
             make_host_span(k), make_host_span(v));
   }
+  tr.logit_rows += static_cast<std::int64_t>(segments.batch());
   if (kept_outputs) *kept_outputs = out_kept;
   std::vector<float> last;
   for (std::size_t b = 0; b + 1 < ctx.indptr.size(); ++b) {
