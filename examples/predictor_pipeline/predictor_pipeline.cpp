@@ -80,6 +80,7 @@ inline result run(const image_predictor& image, const output_predictor& output, 
   for (auto& v : hidden) v = normal(g);
 
   // --- prefill: image predictor + budgeted top-k ----------------------------------------------
+  // example-begin prefill-hook
   r.image_candidates = cpu::candidate_rows(r.table, K::image);
   const auto img_rows = global_rows(r.image_candidates, r.table);
   std::vector<float> img_hidden(img_rows.size() * static_cast<std::size_t>(H));
@@ -92,6 +93,7 @@ inline result run(const image_predictor& image, const output_predictor& output, 
                            keep_ratio(0.2));
   const std::vector<kind_selection> prefill_pruned{{K::image, r.image_kept.view()}};
   r.prefill = cpu::build_sparse_context(r.table, make_host_span(prefill_pruned));
+  // example-end
 
   // --- decode (without KV cache): output predictor + argmax gate, newest token pinned ----------
   const context_options pin{.pin_last_output = true};
