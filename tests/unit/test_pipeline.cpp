@@ -370,3 +370,58 @@ TEST_SUITE("cpu") {
     CHECK(nc == cost::schedule_trace(cc, d, req, cost::pass_kind::decode_no_cache, 7));
   }
 }
+
+TEST_SUITE("cpu") {
+  TEST_CASE("pipeline: a new user turn is cached in full and never pruned; KV == no-cache across turns") {
+    const auto& w = the_world();
+    auto cache = make_cache(w, 1);
+    kv_session session(w.model, cache, online_gate_policy{2}, &w.image, &w.output, {});
+    const auto in = w.input({0});
+    auto logits = session.prefill(in.view(w.lc.hidden), in.table());
+    std::vector<std::int32_t> turn1;
+    for (int s = 0; s < 3; ++s) {
+      turn1.push_back(argmax_tokens(logits, w.lc.vocab)[0]);
+      logits = session.decode(host_span<const std::int32_t>(&turn1.back(), 1));
+    }
+    // turn 2: four instruction tokens, then two generated tokens
+    const std::vector<std::int32_t> question{7, 8, 9, 10};
+    const auto H = static_cast<std::size_t>(w.lc.hidden);
+    std::vector<float> q_rows(question.size() * H);
+    w.model.embed(make_host_span(question), make_host_span(q_rows));
+    const std::vector<index_t> q_indptr{0, 4}, q_seg_indptr{0, 1};
+    const std::vector<segment> q_seg{{K::instruction, 0, 4, 1}};
+    const index_t held_before = cache.length(3, 0);
+    logits = session.prefill({make_host_span(q_indptr), make_host_span(std::as_const(q_rows)), w.lc.hidden},
+                             {make_host_span(q_seg_indptr), make_host_span(q_seg)});
+    for (index_t l = 0; l < w.lc.layers; ++l) {  // every layer caches the whole new turn
+      CHECK(cache.position(l, 0, cache.length(l, 0) - 1) == 27 + 3 + 3);
+    }
+    CHECK(cache.length(3, 0) == held_before + 4);
+    std::vector<std::int32_t> turn2;
+    for (int s = 0; s < 2; ++s) {
+      turn2.push_back(argmax_tokens(logits, w.lc.vocab)[0]);
+      logits = session.decode(host_span<const std::int32_t>(&turn2.back(), 1));
+    }
+    // the same conversation recomputed without cache
+    auto full = w.input({0}, {turn1});
+    std::vector<std::int32_t> rest = question;
+    rest.insert(rest.end(), turn2.begin(), turn2.end());
+    std::vector<float> e(rest.size() * H);
+    w.model.embed(make_host_span(std::as_const(rest)), make_host_span(e));
+    full.rows.insert(full.rows.end(), e.begin(), e.end());
+    const index_t len = full.indptr.back();
+    full.segs.push_back({K::instruction, len, 4, 1});
+    full.segs.push_back({K::output, len + 4, 2, 1});
+    full.seg_indptr.back() = static_cast<index_t>(full.segs.size());
+    full.indptr.back() = len + 6;
+    host_selection kept;
+    const auto nc = decode_without_cache(w.model, &w.image, &w.output, full.view(w.lc.hidden), full.table(), {},
+                                         nullptr, &kept);
+    CHECK(max_abs_diff(nc, logits) < 1e-5);
+    std::vector<index_t> from_kv;
+    for (std::size_t s = 0; s + 1 < session.decisions().size(); ++s) {
+      if (session.decisions()[s]) from_kv.push_back(static_cast<index_t>(s));
+    }
+    CHECK(kept.positions == from_kv);
+  }
+}
