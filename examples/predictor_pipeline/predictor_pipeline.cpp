@@ -39,19 +39,6 @@ struct result {
   std::vector<segment> segs;
 };
 
-/// Global rows of the packed batch for local candidate rows.
-inline std::vector<index_t> global_rows(const host_selection& c, segment_table<host_space> t) {
-  std::vector<index_t> out;
-  index_t base = 0;
-  for (std::size_t b = 0; b < c.batch(); ++b) {
-    for (index_t i = c.indptr[b]; i < c.indptr[b + 1]; ++i) {
-      out.push_back(base + c.positions[static_cast<std::size_t>(i)]);
-    }
-    base += t.length(b);
-  }
-  return out;
-}
-
 inline result run(const image_predictor& image, const output_predictor& output, unsigned seed) {
   result r;
   const index_t H = image.config().hidden;
@@ -82,7 +69,7 @@ inline result run(const image_predictor& image, const output_predictor& output, 
   // --- prefill: image predictor + budgeted top-k ----------------------------------------------
   // example-begin prefill-hook
   r.image_candidates = cpu::candidate_rows(r.table, K::image);
-  const auto img_rows = global_rows(r.image_candidates, r.table);
+  const auto img_rows = cpu::global_rows(r.image_candidates, r.table);
   std::vector<float> img_hidden(img_rows.size() * static_cast<std::size_t>(H));
   gather_rows(host, make_host_span(std::as_const(hidden)), H, make_host_span(img_rows),
               make_host_span(img_hidden));
@@ -98,7 +85,7 @@ inline result run(const image_predictor& image, const output_predictor& output, 
   // --- decode (without KV cache): output predictor + argmax gate, newest token pinned ----------
   const context_options pin{.pin_last_output = true};
   r.output_candidates = cpu::candidate_rows(r.table, K::output, pin);
-  const auto out_rows = global_rows(r.output_candidates, r.table);
+  const auto out_rows = cpu::global_rows(r.output_candidates, r.table);
   std::vector<float> out_hidden(out_rows.size() * static_cast<std::size_t>(H));
   gather_rows(host, make_host_span(std::as_const(hidden)), H, make_host_span(out_rows),
               make_host_span(out_hidden));

@@ -109,19 +109,6 @@ std::vector<float> probe(const std::vector<float>& hidden, index_t width,
   return out;
 }
 
-/// Local candidate rows -> global rows of the packed batch.
-std::vector<index_t> to_global(const host_selection& cands, const segment_table<host_space>& t) {
-  std::vector<index_t> out;
-  index_t base = 0;
-  for (std::size_t b = 0; b < cands.batch(); ++b) {
-    for (index_t i = cands.indptr[b]; i < cands.indptr[b + 1]; ++i) {
-      out.push_back(base + cands.positions[static_cast<std::size_t>(i)]);
-    }
-    base += t.length(b);
-  }
-  return out;
-}
-
 }  // namespace
 
 int main(int argc, char** argv) try {
@@ -161,12 +148,12 @@ int main(int argc, char** argv) try {
   // the newest token pinned.
   const context_options opts{.pin_last_output = true};
   const auto img = cpu::candidate_rows(table, I, opts);
-  const auto img_scores = probe(hidden, a.hidden, to_global(img, table), w, 1);
+  const auto img_scores = probe(hidden, a.hidden, cpu::global_rows(img, table), w, 1);
   const auto img_kept = cpu::topk({make_host_span(img.indptr), make_host_span(img_scores)},
                                   topk_budget<host_space>::keep_ratio(a.keep_ratio));
 
   const auto out = cpu::candidate_rows(table, O, opts);
-  const auto out_logits = probe(hidden, a.hidden, to_global(out, table), w, 2);
+  const auto out_logits = probe(hidden, a.hidden, cpu::global_rows(out, table), w, 2);
   host_selection out_kept;
   out_kept.indptr.resize(out.indptr.size());
   out_kept.positions.resize(out.positions.size());

@@ -185,11 +185,8 @@ TEST_SUITE("cpu") {
     const auto out = cpu::candidate_rows(t.view(), K::output);
     const std::vector<kind_selection> pruned{{K::image, img.view()}, {K::output, out.view()}};
     // candidate_rows' positions are rows; a keep-all selection lists 0..n-1 instead.
-    host_selection all_img{img.indptr, {}}, all_out{out.indptr, {}};
-    for (std::size_t b = 0; b < 2; ++b) {
-      for (index_t i = 0; i < img.indptr[b + 1] - img.indptr[b]; ++i) all_img.positions.push_back(i);
-      for (index_t i = 0; i < out.indptr[b + 1] - out.indptr[b]; ++i) all_out.positions.push_back(i);
-    }
+    const auto all_img = host_selection::keep_all(img.indptr);
+    const auto all_out = host_selection::keep_all(out.indptr);
     const std::vector<kind_selection> keep_all{{K::image, all_img.view()}, {K::output, all_out.view()}};
     const auto ctx = cpu::build_sparse_context(t.view(), make_host_span(keep_all));
     const auto dense = cpu::build_sparse_context(t.view(), host_span<const kind_selection>{});

@@ -6,6 +6,8 @@
 #include <dynllava/core/tie_break.hpp>
 #include <dynllava/core/workspace.hpp>
 
+#include <support/errors.hpp>
+
 #include <doctest/doctest.h>
 
 #include <cmath>
@@ -14,17 +16,6 @@
 #include <vector>
 
 using namespace dynllava;
-
-namespace {
-std::string message_of(auto&& f) {
-  try {
-    f();
-  } catch (const error& e) {
-    return e.what();
-  }
-  return "<no error>";
-}
-}  // namespace
 
 TEST_SUITE("cpu") {
   TEST_CASE("span: memory space is part of the type") {
@@ -53,13 +44,13 @@ TEST_SUITE("cpu") {
     CHECK_NOTHROW(validate(empty, "empty"));
 
     std::vector<index_t> bad_first{1, 2};
-    CHECK(message_of([&] { validate_indptr(make_host_span(std::as_const(bad_first)), 2, "x"); })
+    CHECK(test::error_of([&] { validate_indptr(make_host_span(std::as_const(bad_first)), 2, "x"); })
               .find("indptr[0] must be 0, got 1") != std::string::npos);
     std::vector<index_t> decreasing{0, 3, 2};
-    CHECK(message_of([&] { validate_indptr(make_host_span(std::as_const(decreasing)), 2, "x"); })
+    CHECK(test::error_of([&] { validate_indptr(make_host_span(std::as_const(decreasing)), 2, "x"); })
               .find("non-decreasing") != std::string::npos);
     std::vector<index_t> short_last{0, 3};
-    CHECK(message_of([&] { validate_indptr(make_host_span(std::as_const(short_last)), 4, "scores"); })
+    CHECK(test::error_of([&] { validate_indptr(make_host_span(std::as_const(short_last)), 4, "scores"); })
               .find("scores: indptr[batch] must equal the number of elements it indexes (4), got 3") !=
           std::string::npos);
     CHECK_THROWS_AS(validate_indptr({}, 1, "x"), error);
@@ -74,7 +65,7 @@ TEST_SUITE("cpu") {
     std::vector<index_t> out(3);
     CHECK_THROWS_AS(lengths_to_indptr(make_host_span(std::as_const(neg)), make_host_span(out)), error);
     std::vector<index_t> huge{std::numeric_limits<index_t>::max(), 1};
-    CHECK(message_of([&] {
+    CHECK(test::error_of([&] {
             lengths_to_indptr(make_host_span(std::as_const(huge)), make_host_span(out));
           }).find("exceeds the index_t maximum") != std::string::npos);
     std::vector<index_t> wrong(2);
@@ -143,7 +134,7 @@ TEST_SUITE("cpu") {
   }
 
   TEST_CASE("error: message carries the formatted text and the failed check") {
-    const auto msg = message_of([] { DYNLLAVA_EXPECTS(1 + 1 == 3, "arith: expected {} got {}", 3, 2); });
+    const auto msg = test::error_of([] { DYNLLAVA_EXPECTS(1 + 1 == 3, "arith: expected {} got {}", 3, 2); });
     CHECK(msg.find("arith: expected 3 got 2") != std::string::npos);
     CHECK(msg.find("[test_core.cpp:") != std::string::npos);
     CHECK(msg.find("/") == std::string::npos);  // no build-machine paths

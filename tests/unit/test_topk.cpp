@@ -5,6 +5,8 @@
 #include <support/random.hpp>
 #include <support/reference_topk.hpp>
 
+#include <support/errors.hpp>
+
 #include <doctest/doctest.h>
 
 #include <cmath>
@@ -22,14 +24,6 @@ host_ragged<const float> ragged_of(const std::vector<index_t>& indptr,
   return {make_host_span(indptr), make_host_span(values)};
 }
 
-std::string error_of(auto&& f) {
-  try {
-    f();
-  } catch (const error& e) {
-    return e.what();
-  }
-  return "<no error>";
-}
 
 /// Checks a selection against the independent reference, sequence by sequence.
 void check_against_reference(const std::vector<index_t>& indptr, const std::vector<float>& scores,
@@ -134,44 +128,44 @@ TEST_SUITE("cpu") {
     std::vector<index_t> indptr{0, 3, 5};
     std::vector<float> s{1, 2, 3, 5, 4};
     const auto scores = ragged_of(indptr, s);
-    CHECK(error_of([&] { cpu::topk(scores, topk_budget<host_space>::keep_count(3)); })
+    CHECK(test::error_of([&] { cpu::topk(scores, topk_budget<host_space>::keep_count(3)); })
               .find("k (3) exceeds the number of candidates (2) of sequence 1") !=
           std::string::npos);
-    CHECK(error_of([&] { cpu::topk(scores, topk_budget<host_space>::keep_count(-1)); })
+    CHECK(test::error_of([&] { cpu::topk(scores, topk_budget<host_space>::keep_count(-1)); })
               .find("k must be >= 0, got -1") != std::string::npos);
-    CHECK(error_of([&] { cpu::topk(scores, topk_budget<host_space>::keep_ratio(1.5)); })
+    CHECK(test::error_of([&] { cpu::topk(scores, topk_budget<host_space>::keep_ratio(1.5)); })
               .find("ratio must be in [0, 1], got 1.5") != std::string::npos);
-    CHECK(error_of([&] { cpu::topk(scores, topk_budget<host_space>::keep_ratio(-0.1)); })
+    CHECK(test::error_of([&] { cpu::topk(scores, topk_budget<host_space>::keep_ratio(-0.1)); })
               .find("ratio must be in [0, 1]") != std::string::npos);
-    CHECK(error_of([&] {
+    CHECK(test::error_of([&] {
             cpu::topk(scores, topk_budget<host_space>::keep_ratio(std::nan("")));
           }).find("got nan") != std::string::npos);
     std::vector<index_t> ks{1};
-    CHECK(error_of([&] {
+    CHECK(test::error_of([&] {
             cpu::topk(scores, topk_budget<host_space>::keep_per_sequence(
                                   make_host_span(std::as_const(ks))));
           }).find("counts must have one entry per sequence (2), got 1") != std::string::npos);
     std::vector<index_t> ks_big{1, 3};
-    CHECK(error_of([&] {
+    CHECK(test::error_of([&] {
             cpu::topk(scores, topk_budget<host_space>::keep_per_sequence(
                                   make_host_span(std::as_const(ks_big))));
           }).find("counts[1] must be in [0, 2]") != std::string::npos);
     std::vector<index_t> bad_indptr{0, 4, 3};
-    CHECK(error_of([&] {
+    CHECK(test::error_of([&] {
             cpu::topk(ragged_of(bad_indptr, s), topk_budget<host_space>::keep_ratio(0.5));
           }).find("non-decreasing") != std::string::npos);
     std::vector<index_t> short_indptr{0, 3};
-    CHECK(error_of([&] {
+    CHECK(test::error_of([&] {
             cpu::topk(ragged_of(short_indptr, s), topk_budget<host_space>::keep_ratio(0.5));
           }).find("indptr[batch] must equal the number of elements it indexes (5), got 3") !=
           std::string::npos);
     std::vector<index_t> out_indptr(3), out_pos(1);
-    CHECK(error_of([&] {
+    CHECK(test::error_of([&] {
             cpu::topk(scores, topk_budget<host_space>::keep_count(1), make_host_span(out_indptr),
                       make_host_span(out_pos));
           }).find("out_positions must hold at least 2 entries") != std::string::npos);
     std::vector<index_t> wrong_indptr(2);
-    CHECK(error_of([&] {
+    CHECK(test::error_of([&] {
             cpu::topk(scores, topk_budget<host_space>::keep_count(1), make_host_span(wrong_indptr),
                       make_host_span(out_pos));
           }).find("out_indptr must have batch + 1 = 3 entries, got 2") != std::string::npos);

@@ -22,6 +22,7 @@
 #include <cstddef>
 #include <limits>
 #include <optional>
+#include <vector>
 
 namespace dynllava {
 
@@ -113,6 +114,22 @@ inline host_selection candidate_rows(segment_table<host_space> table, segment_ki
   out.positions.resize(static_cast<std::size_t>(
       candidate_plan(table, kind, make_host_span(out.indptr), options)));
   candidate_rows(table, kind, make_host_span(out.indptr), make_host_span(out.positions), options);
+  return out;
+}
+
+/// @brief Global rows (into the packed batch) of local candidate rows: sequence `b`'s rows start
+/// after the rows of sequences `0 .. b-1`. @pre `candidates` came from `candidate_rows(table, ...)`.
+inline std::vector<index_t> global_rows(const host_selection& candidates,
+                                        segment_table<host_space> table) {
+  std::vector<index_t> out;
+  out.reserve(candidates.positions.size());
+  index_t base = 0;
+  for (std::size_t b = 0; b < candidates.batch(); ++b) {
+    for (index_t i = candidates.indptr[b]; i < candidates.indptr[b + 1]; ++i) {
+      out.push_back(base + candidates.positions[static_cast<std::size_t>(i)]);
+    }
+    base += table.length(b);
+  }
   return out;
 }
 

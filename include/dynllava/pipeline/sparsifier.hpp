@@ -83,17 +83,6 @@ inline void gather_context(const std::vector<float>& src, index_t H,
                    make_host_span(dst));
 }
 
-/// Global rows of local candidate rows.
-inline std::vector<index_t> global_candidates(const host_selection& c, segment_table<host_space> t) {
-  std::vector<index_t> out;
-  index_t base = 0;
-  for (std::size_t b = 0; b < c.batch(); ++b) {
-    for (index_t i = c.indptr[b]; i < c.indptr[b + 1]; ++i) out.push_back(base + c.positions[static_cast<std::size_t>(i)]);
-    base += t.length(b);
-  }
-  return out;
-}
-
 /// Image top-k at the sparse layer: the kept positions among each sequence's image tokens.
 inline host_selection select_images(const image_predictor* pred, const std::vector<float>& hidden,
                                     index_t H, segment_table<host_space> t,
@@ -102,13 +91,10 @@ inline host_selection select_images(const image_predictor* pred, const std::vect
   stats.image_tokens += static_cast<index_t>(cands.positions.size());
   host_selection kept;
   if (!o.prune_images || pred == nullptr) {
-    kept.indptr = cands.indptr;
-    for (std::size_t b = 0; b < cands.batch(); ++b) {
-      for (index_t i = 0; i < cands.indptr[b + 1] - cands.indptr[b]; ++i) kept.positions.push_back(i);
-    }
+    kept = host_selection::keep_all(cands.indptr);
   } else {
     trace_image_predictor(work, cands);
-    const auto rows = global_candidates(cands, t);
+    const auto rows = cpu::global_rows(cands, t);
     std::vector<float> x(rows.size() * static_cast<std::size_t>(H)), scores(rows.size());
     cpu::gather_rows(host_span<const float>(hidden.data(), hidden.size()), H, make_host_span(rows),
                      make_host_span(x));
@@ -342,12 +328,9 @@ std::vector<float> decode_without_cache(const Model& m, const image_predictor* i
   host_selection out_kept;
   out_kept.indptr.assign(cands.indptr.size(), 0);
   if (!o.gate_outputs || output == nullptr) {
-    out_kept.indptr = cands.indptr;
-    for (std::size_t b = 0; b < cands.batch(); ++b) {
-      for (index_t i = 0; i < cands.indptr[b + 1] - cands.indptr[b]; ++i) out_kept.positions.push_back(i);
-    }
+    out_kept = host_selection::keep_all(cands.indptr);
   } else {
-    const auto grows = detail::global_candidates(cands, segments);
+    const auto grows = cpu::global_rows(cands, segments);
     tr.output_tokens_scored += static_cast<std::int64_t>(grows.size());
     std::vector<float> x(grows.size() * static_cast<std::size_t>(H)), logits(2 * grows.size());
     cpu::gather_rows(host_span<const float>(h.data(), h.size()), H, make_host_span(grows), make_host_span(x));

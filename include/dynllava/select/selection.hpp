@@ -23,6 +23,15 @@ struct host_selection {
   }
   /// Number of sequences.
   std::size_t batch() const noexcept { return indptr.empty() ? 0 : indptr.size() - 1; }
+
+  /// The selection that keeps everything: positions `0 .. n_b - 1` for each sequence of `indptr`.
+  static host_selection keep_all(const std::vector<index_t>& indptr) {
+    host_selection s{indptr, {}};
+    for (std::size_t b = 0; b + 1 < indptr.size(); ++b) {
+      for (index_t i = 0; i < indptr[b + 1] - indptr[b]; ++i) s.positions.push_back(i);
+    }
+    return s;
+  }
 };
 
 }  // namespace dynllava
