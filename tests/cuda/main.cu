@@ -6,7 +6,7 @@
 #define DOCTEST_CONFIG_IMPLEMENT
 #include <doctest/doctest.h>
 
-#include <dynllava/core/cuda/error.cuh>
+#include <dynllava/dynllava.cuh>
 
 #include <cuda_runtime_api.h>
 

@@ -94,17 +94,21 @@ DYNLLAVA_HOST_DEVICE T gumbel_token_backward(T l0, T l1, T g0, T g1, T tau, T d_
 
 /// Checks the shared shapes of the Gumbel calls. @throws dynllava::error
 inline void check_gumbel_shapes(const char* fn, std::size_t logits, std::size_t noise,
-                                std::size_t per_token_a, std::size_t per_token_b, double tau) {
+                                const char* name_a, std::size_t per_token_a, const char* name_b,
+                                std::size_t per_token_b, double tau) {
   DYNLLAVA_EXPECTS(logits % 2 == 0, "{}: logits must be [num_tokens, 2], got {} values", fn,
                    logits);
   const std::size_t n = logits / 2;
   DYNLLAVA_EXPECTS(noise == 2 * n, "{}: noise must be [num_tokens, 2] = {} values, got {}", fn,
                    2 * n, noise);
-  DYNLLAVA_EXPECTS(per_token_a == n && per_token_b == n,
-                   "{}: per-token outputs must have num_tokens = {} values, got {} and {}", fn, n,
-                   per_token_a, per_token_b);
-  DYNLLAVA_EXPECTS(tau > 0.0 && std::isfinite(tau), "{}: tau must be finite and > 0, got {}", fn,
-                   tau);
+  DYNLLAVA_EXPECTS(per_token_a == n, "{}: {} must have num_tokens = {} values, got {}", fn, name_a,
+                   n, per_token_a);
+  DYNLLAVA_EXPECTS(per_token_b == n, "{}: {} must have num_tokens = {} values, got {}", fn, name_b,
+                   n, per_token_b);
+  // Checked in float, the narrowest type the operators run in: 1e-50 would become 0 there.
+  const auto tau_f = static_cast<float>(tau);
+  DYNLLAVA_EXPECTS(tau_f > 0.0f && std::isfinite(tau_f),
+                   "{}: tau must be finite and > 0 (in float), got {}", fn, tau);
 }
 
 namespace cpu {
@@ -142,8 +146,8 @@ template <class T>
 void gumbel_hard_forward(std::type_identity_t<host_span<const T>> logits,
                          std::type_identity_t<host_span<const T>> noise, double tau,
                          host_span<T> keep, host_span<T> soft) {
-  check_gumbel_shapes("gumbel_hard_forward", logits.size(), noise.size(), keep.size(), soft.size(),
-                      tau);
+  check_gumbel_shapes("gumbel_hard_forward", logits.size(), noise.size(), "keep", keep.size(), "soft",
+                      soft.size(), tau);
   const T t = static_cast<T>(tau);
   for (std::size_t i = 0; i < keep.size(); ++i) {
     const auto r = gumbel_token_forward<T>(logits[2 * i], logits[2 * i + 1], noise[2 * i],
@@ -164,11 +168,11 @@ template <class T>
 void gumbel_hard_backward(std::type_identity_t<host_span<const T>> logits,
                           std::type_identity_t<host_span<const T>> noise, double tau,
                           std::type_identity_t<host_span<const T>> d_keep, host_span<T> d_logits) {
-  check_gumbel_shapes("gumbel_hard_backward", logits.size(), noise.size(), d_keep.size(),
-                      d_logits.size() / 2, tau);
   DYNLLAVA_EXPECTS(d_logits.size() == logits.size(),
-                   "gumbel_hard_backward: d_logits must have {} values, got {}", logits.size(),
-                   d_logits.size());
+                   "gumbel_hard_backward: d_logits must have {} values (like logits), got {}",
+                   logits.size(), d_logits.size());
+  check_gumbel_shapes("gumbel_hard_backward", logits.size(), noise.size(), "d_keep", d_keep.size(),
+                      "d_logits / 2", d_logits.size() / 2, tau);
   const T t = static_cast<T>(tau);
   for (std::size_t i = 0; i < d_keep.size(); ++i) {
     const T g = gumbel_token_backward<T>(logits[2 * i], logits[2 * i + 1], noise[2 * i],

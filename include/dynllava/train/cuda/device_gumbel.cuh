@@ -46,11 +46,13 @@ inline bool gumbel_shapes_ok(std::size_t logits, std::size_t noise, std::size_t 
 /// @param[out] noise [num_tokens, 2] device
 /// @param[in] first_token counter of row 0
 /// @param[in] stream CUDA stream
-/// @return `cudaErrorInvalidValue` on an odd size (nothing launched), else the launch status
+/// @return `cudaErrorInvalidValue` on an odd size or when the token counter would pass 2^32
+///         (nothing launched), else the launch status
 inline cudaError_t gumbel_noise(philox_key key, device_span<float> noise, std::uint32_t first_token,
                                 cudaStream_t stream) {
   if (noise.size() % 2 != 0) return cudaErrorInvalidValue;
   const std::size_t n = noise.size() / 2;
+  if (n + first_token > (std::size_t{1} << 32)) return cudaErrorInvalidValue;
   if (n == 0) return cudaSuccess;
   detail::gumbel_noise_kernel<<<detail::elementwise_blocks(n), detail::elementwise_block_threads, 0,
                                 stream>>>(key, first_token, noise.data(), n);
@@ -123,8 +125,8 @@ inline void gumbel_noise(cuda::on_stream exec, philox_key key, device_span<float
 inline void gumbel_hard_forward(cuda::on_stream exec, device_span<const float> logits,
                                 device_span<const float> noise, double tau, device_span<float> keep,
                                 device_span<float> soft) {
-  check_gumbel_shapes("gumbel_hard_forward", logits.size(), noise.size(), keep.size(), soft.size(),
-                      tau);
+  check_gumbel_shapes("gumbel_hard_forward", logits.size(), noise.size(), "keep", keep.size(), "soft",
+                      soft.size(), tau);
   DYNLLAVA_CUDA_TRY(
       cuda::gumbel_hard_forward(logits, noise, static_cast<float>(tau), keep, soft, exec.stream));
 }
@@ -134,8 +136,8 @@ inline void gumbel_hard_forward(cuda::on_stream exec, device_span<const float> l
 inline void gumbel_hard_backward(cuda::on_stream exec, device_span<const float> logits,
                                  device_span<const float> noise, double tau,
                                  device_span<const float> d_keep, device_span<float> d_logits) {
-  check_gumbel_shapes("gumbel_hard_backward", logits.size(), noise.size(), d_keep.size(),
-                      d_logits.size() / 2, tau);
+  check_gumbel_shapes("gumbel_hard_backward", logits.size(), noise.size(), "d_keep", d_keep.size(),
+                      "d_logits / 2", d_logits.size() / 2, tau);
   DYNLLAVA_EXPECTS(d_logits.size() == logits.size(),
                    "gumbel_hard_backward: d_logits must have {} values, got {}", logits.size(),
                    d_logits.size());

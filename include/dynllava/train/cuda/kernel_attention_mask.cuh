@@ -13,6 +13,7 @@
 namespace dynllava::cuda::detail {
 
 /// One block per token row `t` (grid-stride): writes row `i` of its sequence's mask.
+template <int = 0>
 __global__ void build_attention_mask_kernel(const index_t* indptr, std::size_t batch,
                                             const long long* square_offset, const int* valid,
                                             const float* keep, float* mask, index_t nnz,
@@ -33,6 +34,7 @@ __global__ void build_attention_mask_kernel(const index_t* indptr, std::size_t b
 }
 
 /// One block per token `t` (grid-stride): `d_keep[t] = sum_{i > j} d_mask[i, j]` (sparse layers).
+template <int = 0>
 __global__ void attention_mask_backward_kernel(const index_t* indptr, std::size_t batch,
                                                const long long* square_offset, const int* valid,
                                                const float* d_mask, float* d_keep, index_t nnz,

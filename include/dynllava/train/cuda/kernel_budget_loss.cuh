@@ -36,6 +36,7 @@ __device__ inline float sequence_mean(const budget_batch& in, std::size_t b, ind
 
 /// Block `k` < image.batch handles image sequence k, the next blocks the output sequences:
 /// `terms[k] = (target - mean)^2` or 0 when inactive.
+template <int = 0>
 __global__ void budget_terms_kernel(budget_batch image, budget_batch output, const int* valid,
                                     float* terms) {
   __shared__ block_reduce_storage storage;
@@ -55,6 +56,7 @@ __global__ void budget_terms_kernel(budget_batch image, budget_batch output, con
 }
 
 /// One thread sums the terms in order: `loss = weight * (sum_img / B_img + sum_out / B_out)`.
+template <int = 0>
 __global__ void budget_sum_kernel(const float* terms, std::size_t image_batch,
                                   std::size_t output_batch, float weight, const int* valid,
                                   float* loss) {
@@ -69,6 +71,7 @@ __global__ void budget_sum_kernel(const float* terms, std::size_t image_batch,
 
 /// Gradients: one block per sequence (image sequences first), grid-stride.
 /// `d_loss` device scalar or null (= 1).
+template <int = 0>
 __global__ void budget_grad_kernel(budget_batch image, budget_batch output, float weight,
                                    const float* d_loss, const int* valid, float* d_image,
                                    float* d_output) {

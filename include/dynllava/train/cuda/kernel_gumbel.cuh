@@ -13,6 +13,7 @@
 namespace dynllava::cuda::detail {
 
 /// `noise[t, c] = gumbel(uniform(word c of philox_draw(key, first_token + t)))`; grid-stride.
+template <int = 0>
 __global__ void gumbel_noise_kernel(philox_key key, std::uint32_t first_token, float* noise,
                                     std::size_t num_tokens) {
   for (std::size_t t = blockIdx.x * static_cast<std::size_t>(blockDim.x) + threadIdx.x;
@@ -24,6 +25,7 @@ __global__ void gumbel_noise_kernel(philox_key key, std::uint32_t first_token, f
 }
 
 /// Per-token forward; grid-stride.
+template <int = 0>
 __global__ void gumbel_forward_kernel(const float* logits, const float* noise, float tau,
                                       float* keep, float* soft, std::size_t num_tokens) {
   for (std::size_t t = blockIdx.x * static_cast<std::size_t>(blockDim.x) + threadIdx.x;
@@ -36,6 +38,7 @@ __global__ void gumbel_forward_kernel(const float* logits, const float* noise, f
 }
 
 /// Per-token straight-through backward; grid-stride.
+template <int = 0>
 __global__ void gumbel_backward_kernel(const float* logits, const float* noise, float tau,
                                        const float* d_keep, float* d_logits,
                                        std::size_t num_tokens) {

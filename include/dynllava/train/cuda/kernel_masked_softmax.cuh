@@ -58,6 +58,7 @@ __device__ inline void row_max(const float* x, index_t n, index_t i, bool causal
   block_max_arg(m, arg, s);
 }
 
+template <int = 0>
 __global__ void masked_softmax_forward_kernel(const index_t* indptr, std::size_t batch,
                                               const long long* square_offset, const int* valid,
                                               const float* scores, const float* mask, float* attn,
@@ -95,6 +96,7 @@ __global__ void masked_softmax_forward_kernel(const index_t* indptr, std::size_t
   }
 }
 
+template <int = 0>
 __global__ void masked_softmax_backward_kernel(const index_t* indptr, std::size_t batch,
                                                const long long* square_offset, const int* valid,
                                                const float* scores, const float* mask,

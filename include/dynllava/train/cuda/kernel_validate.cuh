@@ -17,6 +17,7 @@ namespace dynllava::cuda::detail {
 /// `*invalid_out` (nullable) is raised to 1 then. Later kernels return early when `*valid == 0`.
 /// @param scores_expected `heads * sum n_b^2` the score tensor must hold (ignored when
 ///        `square_offset` is null); @param mask_expected `sum n_b^2` (same)
+template <int = 0>
 __global__ void validate_layout_kernel(const index_t* indptr, std::size_t batch,
                                        std::size_t nnz_expected, long long heads,
                                        std::size_t scores_expected, std::size_t mask_expected,
