@@ -425,3 +425,33 @@ TEST_SUITE("cpu") {
     CHECK(kept.positions == from_kv);
   }
 }
+
+#include <dynllava/kvcache/policies/streaming.hpp>
+
+TEST_SUITE("cpu") {
+  TEST_CASE("pipeline: StreamingLLM keeps exactly its sinks and window after every step") {
+    const auto& w = the_world();
+    auto cache = make_cache(w, 2);
+    sparsifier_options dense;
+    dense.prune_images = false;
+    dense.gate_outputs = false;
+    const streaming_policy stream{4, 10};
+    kv_session session(w.model, cache, stream, &w.image, &w.output, dense);
+    const auto in = w.input({0, 1});
+    auto logits = session.prefill(in.view(w.lc.hidden), in.table());
+    const std::vector<index_t> prompt_len{27, 15};
+    for (int step = 0; step < 6; ++step) {
+      logits = session.decode(make_host_span(argmax_tokens(logits, w.lc.vocab)));
+      for (std::size_t b = 0; b < 2; ++b) {
+        const index_t seen = prompt_len[b] + step + 1;
+        for (index_t l = 0; l < w.lc.layers; ++l) {
+          REQUIRE(cache.length(l, b) == std::min<index_t>(seen, 14));
+          for (index_t i = 0; i < cache.length(l, b); ++i) {
+            const index_t expected = i < 4 ? i : seen - (cache.length(l, b) - i);
+            CHECK(cache.position(l, b, i) == expected);
+          }
+        }
+      }
+    }
+  }
+}

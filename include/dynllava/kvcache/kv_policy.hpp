@@ -31,6 +31,11 @@ concept kv_policy = requires(const P& p, index_t l, bool keep, kv_sequence_state
   { p.retain(l, s, scores, out) } -> std::same_as<index_t>;
 };
 
+/// Opt-in: true for policies whose `retain` ranks held tokens by scores that the caller must
+/// supply (H2O's accumulated attention). Drivers enforce score-free policies by themselves.
+template <class P>
+inline constexpr bool kv_policy_needs_scores = false;
+
 namespace detail {
 /// Writes `0 .. n-1` (keep everything) and returns `n`.
 inline index_t keep_all(index_t n, host_span<index_t> out) {

@@ -205,6 +205,7 @@ class kv_session {
     for (auto k : keep) stats_.output_kept += k;
     decisions_.insert(decisions_.end(), keep.begin(), keep.end());
     run(l, m_.layers(), indptr, h, pos, keep);
+    retain();
     end_trace();
     return last_logits(indptr, h);
   }
@@ -222,6 +223,17 @@ class kv_session {
 
  private:
   /// Layers [from, to) on `h` (ragged by `indptr`), appending K/V under the policy.
+  /// After a decode step: score-free retention policies (StreamingLLM) evict here. Policies that
+  /// rank by scores (H2O) need attention statistics the decoder concept does not expose yet;
+  /// they keep everything in this driver (call `cpu::enforce_retention` from your own loop).
+  void retain() {
+    if constexpr (!kv_policy_needs_scores<Policy>) {
+      for (index_t layer = 0; layer < m_.layers(); ++layer) {
+        for (std::size_t b = 0; b < cache_.batch(); ++b) cpu::enforce_retention(cache_, policy_, layer, b);
+      }
+    }
+  }
+
   void begin_trace() {
     traces_.emplace_back();
     traces_.back().layers.resize(static_cast<std::size_t>(m_.layers()));

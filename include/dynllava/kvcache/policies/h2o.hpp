@@ -65,5 +65,7 @@ struct h2o_policy {
   }
 };
 static_assert(kv_policy<h2o_policy>);
+template <>
+inline constexpr bool kv_policy_needs_scores<h2o_policy> = true;
 
 }  // namespace dynllava
