@@ -217,7 +217,7 @@ TEST_SUITE("cpu") {
       b = open.decode(make_host_span(next));
       CHECK(a == b);
     }
-    CHECK(c1.bytes_held() == c2.bytes_held());
+    CHECK(bytes_held(c1) == bytes_held(c2));
   }
 
   TEST_CASE("pipeline: a ragged batch gives each sequence what it gets alone") {
@@ -361,7 +361,7 @@ TEST_SUITE("cpu") {
             cost::schedule_trace(cc, d, req, cost::pass_kind::decode_kv_cache, t));
     }
     // the KV bytes actually held equal the cost model's bytes for the last trace
-    CHECK(static_cast<std::int64_t>(cache.bytes_held()) == cost::kv_cache_bytes(cc, traces.back()));
+    CHECK(static_cast<std::int64_t>(bytes_held(cache)) == cost::kv_cache_bytes(cc, traces.back()));
     // decode without KV cache at the last step: same decisions, the model's trace again
     const auto full = w.input({0}, {generated});
     cost::trace nc;

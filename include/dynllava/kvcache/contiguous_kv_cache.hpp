@@ -78,16 +78,6 @@ class contiguous_kv_cache {
     len_[s] = static_cast<index_t>(kept.size());
   }
 
-  index_t held_tokens(index_t l) const noexcept {
-    index_t n = 0;
-    for (std::size_t b = 0; b < c_.batch; ++b) n += length(l, b);
-    return n;
-  }
-  std::size_t bytes_held() const noexcept {
-    std::size_t n = 0;
-    for (index_t l = 0; l < c_.layers; ++l) n += static_cast<std::size_t>(held_tokens(l));
-    return n * 2 * w() * sizeof(float);
-  }
 
  private:
   std::size_t w() const noexcept { return static_cast<std::size_t>(c_.width); }

@@ -37,4 +37,20 @@ concept kv_storage = requires(C& c, const C& cc, index_t l, std::size_t b, index
   c.retain(l, b, kept);
 };
 
+/// Tokens held by layer `l` of `cache`, summed over the batch.
+template <kv_storage C>
+index_t held_tokens(const C& cache, index_t l) noexcept {
+  index_t n = 0;
+  for (std::size_t b = 0; b < cache.batch(); ++b) n += cache.length(l, b);
+  return n;
+}
+
+/// Bytes of K and V actually held by every layer of `cache` (tokens x 2 x width x 4, fp32).
+template <kv_storage C>
+std::size_t bytes_held(const C& cache) noexcept {
+  std::size_t n = 0;
+  for (index_t l = 0; l < cache.layers(); ++l) n += static_cast<std::size_t>(held_tokens(cache, l));
+  return n * 2 * static_cast<std::size_t>(cache.width()) * sizeof(float);
+}
+
 }  // namespace dynllava

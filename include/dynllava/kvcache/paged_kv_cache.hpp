@@ -95,18 +95,6 @@ class paged_kv_cache {
     }
   }
 
-  /// Tokens held by layer `l`, summed over the batch.
-  index_t held_tokens(index_t l) const noexcept {
-    index_t n = 0;
-    for (std::size_t b = 0; b < c_.batch; ++b) n += length(l, b);
-    return n;
-  }
-  /// Bytes of K and V actually held (tokens x 2 x width x sizeof(float)), all layers.
-  std::size_t bytes_held() const noexcept {
-    std::size_t n = 0;
-    for (index_t l = 0; l < c_.layers; ++l) n += static_cast<std::size_t>(held_tokens(l));
-    return n * 2 * w() * sizeof(float);
-  }
 
   /// @brief FlashInfer-layout view of layer `l` (its page table is rebuilt on each call; the
   /// view stays valid until the next `view(l)`, `append` or `retain` on that layer).

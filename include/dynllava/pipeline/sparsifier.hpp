@@ -241,9 +241,7 @@ class kv_session {
   void end_trace() {
     auto& t = traces_.back();
     for (index_t layer = 0; layer < m_.layers(); ++layer) {
-      std::int64_t held = 0;
-      for (std::size_t b = 0; b < cache_.batch(); ++b) held += cache_.length(layer, b);
-      t.layers[static_cast<std::size_t>(layer)].kv_tokens = held;
+      t.layers[static_cast<std::size_t>(layer)].kv_tokens = held_tokens(cache_, layer);
     }
     t.logit_rows += static_cast<std::int64_t>(cache_.batch());
   }
