@@ -455,3 +455,57 @@ TEST_SUITE("cpu") {
     }
   }
 }
+
+TEST_SUITE("cpu") {
+  TEST_CASE("pipeline: FastV (K = 3, keep 25%) ranks images by the last token's attention; cost matches") {
+    const auto& w = the_world();
+    sparsifier_options fastv;
+    fastv.vision = vision_rule::fastv;
+    fastv.sparse_layer = 3;
+    fastv.vision_keep_ratio = 0.25;
+    fastv.gate_outputs = false;
+    auto cache = make_cache(w, 1);
+    kv_session session(w.model, cache, full_cache_policy{}, nullptr, nullptr, fastv);
+    const auto in = w.input({0});
+    auto logits = session.prefill(in.view(w.lc.hidden), in.table());
+    CHECK(session.image_kept().positions.size() == 5);  // floor(20 * 0.25)
+    // independent: run layers 0..2 by hand, take layer 2's queries and keys, score, top 5
+    const auto H = static_cast<std::size_t>(w.lc.hidden);
+    std::vector<float> h = in.rows, k(h.size()), v(h.size()), q(h.size());
+    std::vector<index_t> pos(h.size() / H);
+    for (std::size_t i = 0; i < pos.size(); ++i) pos[i] = static_cast<index_t>(i);
+    const paged_kv_cache* none = nullptr;
+    for (index_t l = 0; l < 3; ++l) {
+      w.model.layer(l, {make_host_span(in.indptr), make_host_span(h), w.lc.hidden}, make_host_span(std::as_const(pos)),
+                    none, make_host_span(k), make_host_span(v), l == 2 ? make_host_span(q) : host_span<float>{});
+    }
+    const std::vector<float> last_q(q.end() - static_cast<std::ptrdiff_t>(H), q.end());
+    const auto cands = cpu::candidate_rows(in.table(), K::image);
+    std::vector<float> scores(cands.positions.size());
+    fastv_scorer{w.lc.heads, w.lc.head_dim()}.score(host, make_host_span(last_q),
+                                                    {make_host_span(in.indptr), make_host_span(std::as_const(k)), w.lc.hidden},
+                                                    cands.view(), make_host_span(scores));
+    CHECK(session.image_kept().positions ==
+          cpu::topk({make_host_span(cands.indptr), make_host_span(std::as_const(scores))}, keep_count(5)).positions);
+    for (int step = 0; step < 4; ++step) logits = session.decode(make_host_span(argmax_tokens(logits, w.lc.vocab)));
+    cost::llama_config cc;
+    cc.hidden = w.lc.hidden;
+    cc.layers = w.lc.layers;
+    cc.heads = w.lc.heads;
+    cc.head_dim = w.lc.head_dim();
+    cc.intermediate = w.lc.intermediate;
+    cc.vocab = w.lc.vocab;
+    cc.kv_bytes_per_element = 4;
+    cc.predictor = w.pc;
+    const cost::request req{3, 20, 4, 1};
+    const cost::fastv_schedule f{3, 0.25};
+    CHECK(session.traces()[0] == cost::schedule_trace(cc, f, req, cost::pass_kind::prefill));
+    for (std::int64_t t = 0; t < 4; ++t) {
+      CHECK(session.traces()[static_cast<std::size_t>(t + 1)] ==
+            cost::schedule_trace(cc, f, req, cost::pass_kind::decode_kv_cache, t));
+    }
+    CHECK(static_cast<std::int64_t>(bytes_held(cache)) == cost::kv_cache_bytes(cc, session.traces().back()));
+    CHECK_THROWS_WITH_AS(decode_without_cache(w.model, nullptr, nullptr, in.view(w.lc.hidden), in.table(), fastv),
+                         doctest::Contains("supported by kv_session only"), error);
+  }
+}

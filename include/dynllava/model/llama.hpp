@@ -165,9 +165,12 @@ class llama_model {
   /// @param[in] positions [rows] original position ids (RoPE)
   /// @param[in] cache the layer's KV state, or null for none
   /// @param[out] k_out, v_out [rows, H]: the rows' keys (after RoPE) and values, to cache
+  /// @param[out] q_out optional [rows, H]: the rows' queries after RoPE (attention-based scorers
+  ///             such as FastV read them); empty: not written
   template <kv_storage C>
   void layer(index_t l, host_ragged_rows<float> hidden, host_span<const index_t> positions,
-             const C* cache, host_span<float> k_out, host_span<float> v_out) const {
+             const C* cache, host_span<float> k_out, host_span<float> v_out,
+             host_span<float> q_out = {}) const {
     DYNLLAVA_EXPECTS(l >= 0 && l < c_.layers, "llama_model::layer: layer {} is not in [0, {})", l, c_.layers);
     DYNLLAVA_EXPECTS(hidden.width == c_.hidden, "llama_model::layer: rows must have width {}, got {}",
                      c_.hidden, hidden.width);
@@ -191,6 +194,11 @@ class llama_model {
     for (std::size_t r = 0; r < n; ++r) {
       detail::rope(q.data() + r * H, heads, hd, positions[r], c_.rope_theta);
       detail::rope(k_out.data() + r * H, heads, hd, positions[r], c_.rope_theta);
+    }
+    if (!q_out.empty()) {
+      DYNLLAVA_EXPECTS(q_out.size() == n * H, "llama_model::layer: q_out must hold {} values, got {}",
+                       n * H, q_out.size());
+      std::copy(q.begin(), q.end(), q_out.begin());
     }
     const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
     std::vector<float> logit;

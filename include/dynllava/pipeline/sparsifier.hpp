@@ -19,6 +19,7 @@
 #include <dynllava/kvcache/gated_append.hpp>
 #include <dynllava/kvcache/kv_policy.hpp>
 #include <dynllava/pipeline/decoder.hpp>
+#include <dynllava/score/fastv_scorer.hpp>
 #include <dynllava/score/image_predictor.hpp>
 #include <dynllava/score/output_predictor.hpp>
 #include <dynllava/select/concepts.hpp>
@@ -38,8 +39,16 @@ enum class output_rule : std::uint8_t {
                              ///< each sequence keeps its top-k by raw logit0 (drifts from KV mode)
 };
 
+/// What ranks the image tokens at the sparse layer.
+enum class vision_rule : std::uint8_t {
+  predictor,  ///< Dynamic-LLaVA: the image predictor's logit0 - logit1 on the hidden states
+  fastv,      ///< FastV: attention of the last prompt token at layer `sparse_layer - 1`,
+              ///< averaged over heads (paper setting: sparse_layer = K = 3, keep 0.25)
+};
+
 struct sparsifier_options {
-  index_t sparse_layer = 2;        ///< METHOD.md: l = 2
+  index_t sparse_layer = 2;        ///< METHOD.md: l = 2 (FastV: K = 3)
+  vision_rule vision = vision_rule::predictor;
   double vision_keep_ratio = 0.2;  ///< image tokens kept: floor(n * ratio)
   bool prune_images = true;        ///< false: every image token is kept (dense vision)
   bool gate_outputs = true;        ///< false: every output token is kept (dense text)
@@ -158,9 +167,16 @@ class kv_session {
     }
     const index_t l = o_.sparse_layer;
     begin_trace();
-    run(0, l, indptr, h, pos, std::vector<std::uint8_t>(pos.size(), 1));
-    // Vision pruning at the sparse layer.
-    image_kept_ = detail::select_images(image_, h, H, segments, o_, stats_, traces_.back());
+    if (o_.vision == vision_rule::fastv && o_.prune_images && l > 0) {
+      // FastV: the last full layer also hands out its queries and keys.
+      std::vector<float> q, k;
+      run(0, l, indptr, h, pos, std::vector<std::uint8_t>(pos.size(), 1), &q, &k);
+      image_kept_ = select_images_fastv(q, k, indptr, segments);
+    } else {
+      run(0, l, indptr, h, pos, std::vector<std::uint8_t>(pos.size(), 1));
+      // Vision pruning at the sparse layer.
+      image_kept_ = detail::select_images(image_, h, H, segments, o_, stats_, traces_.back());
+    }
     const std::vector<kind_selection> pruned{{segment_kind::image, image_kept_.view()}};
     std::vector<index_t> offsets(next_pos_.begin(), next_pos_.end());
     const auto ctx = cpu::build_sparse_context(segments, make_host_span(std::as_const(pruned)),
@@ -246,17 +262,56 @@ class kv_session {
     t.logit_rows += static_cast<std::int64_t>(cache_.batch());
   }
 
+  /// FastV at the sparse layer: rank each sequence's image tokens by the head-averaged attention
+  /// that its last prompt row pays them in the last full layer (queries/keys of that layer).
+  host_selection select_images_fastv(const std::vector<float>& q, const std::vector<float>& k,
+                                     const std::vector<index_t>& indptr,
+                                     segment_table<host_space> segments) {
+    const index_t H = m_.hidden();
+    const auto cands = cpu::candidate_rows(segments, segment_kind::image);
+    stats_.image_tokens += static_cast<index_t>(cands.positions.size());
+    for (std::size_t b = 0; b < cache_.batch(); ++b) {
+      DYNLLAVA_EXPECTS(cands.indptr[b + 1] == cands.indptr[b] ||
+                           cache_.length(o_.sparse_layer - 1, b) == rows_in_call(indptr, b),
+                       "kv_session: FastV ranks image tokens within the prompt that holds them; "
+                       "sequence {} brings an image after earlier turns", b);
+    }
+    const auto Hs = static_cast<std::size_t>(H);
+    std::vector<float> queries;
+    for (std::size_t b = 0; b + 1 < indptr.size(); ++b) {
+      const auto last = static_cast<std::size_t>(indptr[b + 1] - 1);
+      queries.insert(queries.end(), q.begin() + static_cast<std::ptrdiff_t>(last * Hs),
+                     q.begin() + static_cast<std::ptrdiff_t>((last + 1) * Hs));
+    }
+    std::vector<float> scores(cands.positions.size());
+    const fastv_scorer fastv{m_.config().heads, m_.config().head_dim()};
+    fastv.score(host, make_host_span(std::as_const(queries)),
+                {make_host_span(indptr), make_host_span(k), H}, cands.view(), make_host_span(scores));
+    auto kept = cpu::topk({make_host_span(cands.indptr), make_host_span(std::as_const(scores))},
+                          keep_ratio(o_.vision_keep_ratio));
+    stats_.image_kept += static_cast<index_t>(kept.positions.size());
+    return kept;
+  }
+  static index_t rows_in_call(const std::vector<index_t>& indptr, std::size_t b) {
+    return indptr[b + 1] - indptr[b];
+  }
+
   void run(index_t from, index_t to, const std::vector<index_t>& indptr, std::vector<float>& h,
-           const std::vector<index_t>& pos, const std::vector<std::uint8_t>& keep) {
+           const std::vector<index_t>& pos, const std::vector<std::uint8_t>& keep,
+           std::vector<float>* q_last = nullptr, std::vector<float>* k_last = nullptr) {
     const index_t H = m_.hidden();
     std::vector<float> k(h.size()), v(h.size());
+    if (q_last != nullptr) q_last->assign(h.size(), 0.0f);
     detail::count_rows(stats_, m_.layers(), from, to, pos.size());
     std::vector<index_t> cached(cache_.batch());
     for (index_t layer = from; layer < to; ++layer) {
       for (std::size_t b = 0; b < cache_.batch(); ++b) cached[b] = cache_.length(layer, b);
       detail::trace_layer(traces_.back().layers[static_cast<std::size_t>(layer)], indptr, cached);
+      const bool capture = q_last != nullptr && layer == to - 1;
       m_.layer(layer, {make_host_span(indptr), make_host_span(h), H}, make_host_span(pos),
-               static_cast<const Cache*>(&cache_), make_host_span(k), make_host_span(v));
+               static_cast<const Cache*>(&cache_), make_host_span(k), make_host_span(v),
+               capture ? make_host_span(*q_last) : host_span<float>{});
+      if (capture && k_last != nullptr) *k_last = k;
       cpu::gated_append(cache_, policy_, layer, make_host_span(indptr), make_host_span(std::as_const(k)),
                         make_host_span(std::as_const(v)), make_host_span(keep), make_host_span(pos));
     }
@@ -305,6 +360,8 @@ std::vector<float> decode_without_cache(const Model& m, const image_predictor* i
                                         const sparsifier_options& o, run_stats* stats = nullptr,
                                         host_selection* kept_outputs = nullptr,
                                         cost::trace* work = nullptr) {
+  DYNLLAVA_EXPECTS(o.vision == vision_rule::predictor,
+                   "decode_without_cache: vision_rule::fastv is supported by kv_session only (so far)");
   const index_t total = validate(segments, "decode_without_cache: segments");
   validate(rows, "decode_without_cache: rows");
   DYNLLAVA_EXPECTS(rows.width == m.hidden() && rows.rows() == static_cast<std::size_t>(total),
