@@ -1,8 +1,12 @@
 // SPDX-License-Identifier: Apache-2.0
 /// The METHOD.md 4a invariants on a small random LLaMA decoder with random predictors.
+#include <dynllava/cost/exact_flops.hpp>
+#include <dynllava/cost/kv_bytes.hpp>
+#include <dynllava/cost/schedule_trace.hpp>
 #include <dynllava/kvcache/paged_kv_cache.hpp>
 #include <dynllava/kvcache/policies/full_cache.hpp>
 #include <dynllava/kvcache/policies/online_gate.hpp>
+#include <dynllava/kvcache/policies/streaming.hpp>
 #include <dynllava/model/llama.hpp>
 #include <dynllava/pipeline/sparsifier.hpp>
 #include <dynllava/score/random_weights.hpp>
@@ -143,6 +147,21 @@ std::vector<std::int32_t> argmax_tokens(const std::vector<float>& logits, index_
     out.push_back(static_cast<std::int32_t>(std::max_element(first, first + vocab) - first));
   }
   return out;
+}
+
+/// The cost model's description of the test world (its KV cache stores fp32).
+cost::llama_config cost_config_of(const world& w) {
+  cost::llama_config cc;
+  cc.name = "test";
+  cc.hidden = w.lc.hidden;
+  cc.layers = w.lc.layers;
+  cc.heads = w.lc.heads;
+  cc.head_dim = w.lc.head_dim();
+  cc.intermediate = w.lc.intermediate;
+  cc.vocab = w.lc.vocab;
+  cc.kv_bytes_per_element = 4;
+  cc.predictor = w.pc;
+  return cc;
 }
 
 double max_abs_diff(const std::vector<float>& a, const std::vector<float>& b) {
@@ -320,9 +339,6 @@ TEST_SUITE("cpu") {
   }
 }
 
-#include <dynllava/cost/exact_flops.hpp>
-#include <dynllava/cost/kv_bytes.hpp>
-#include <dynllava/cost/schedule_trace.hpp>
 
 TEST_SUITE("cpu") {
   TEST_CASE("pipeline: what it kept and held equals what the cost model predicts for the same decisions") {
@@ -337,16 +353,7 @@ TEST_SUITE("cpu") {
       generated.push_back(next[0]);
       logits = session.decode(make_host_span(next));
     }
-    cost::llama_config cc;
-    cc.name = "test";
-    cc.hidden = w.lc.hidden;
-    cc.layers = w.lc.layers;
-    cc.heads = w.lc.heads;
-    cc.head_dim = w.lc.head_dim();
-    cc.intermediate = w.lc.intermediate;
-    cc.vocab = w.lc.vocab;
-    cc.kv_bytes_per_element = 4;  // this cache stores fp32
-    cc.predictor = w.pc;
+    const cost::llama_config cc = cost_config_of(w);
     const cost::request req{3, 20, 4, 1};
     cost::dynamic_llava_schedule d;
     d.sparse_layer = 2;
@@ -426,7 +433,6 @@ TEST_SUITE("cpu") {
   }
 }
 
-#include <dynllava/kvcache/policies/streaming.hpp>
 
 TEST_SUITE("cpu") {
   TEST_CASE("pipeline: StreamingLLM keeps exactly its sinks and window after every step") {
@@ -488,15 +494,7 @@ TEST_SUITE("cpu") {
     CHECK(session.image_kept().positions ==
           cpu::topk({make_host_span(cands.indptr), make_host_span(std::as_const(scores))}, keep_count(5)).positions);
     for (int step = 0; step < 4; ++step) logits = session.decode(make_host_span(argmax_tokens(logits, w.lc.vocab)));
-    cost::llama_config cc;
-    cc.hidden = w.lc.hidden;
-    cc.layers = w.lc.layers;
-    cc.heads = w.lc.heads;
-    cc.head_dim = w.lc.head_dim();
-    cc.intermediate = w.lc.intermediate;
-    cc.vocab = w.lc.vocab;
-    cc.kv_bytes_per_element = 4;
-    cc.predictor = w.pc;
+    const cost::llama_config cc = cost_config_of(w);
     const cost::request req{3, 20, 4, 1};
     const cost::fastv_schedule f{3, 0.25};
     CHECK(session.traces()[0] == cost::schedule_trace(cc, f, req, cost::pass_kind::prefill));

@@ -71,9 +71,7 @@ class contiguous_kv_cache {
       const std::size_t from = row(l, b, kept[j]);
       const std::size_t to = row(l, b, static_cast<index_t>(j));
       if (from == to) continue;
-      std::copy(k_.data() + from * w(), k_.data() + (from + 1) * w(), k_.data() + to * w());
-      std::copy(v_.data() + from * w(), v_.data() + (from + 1) * w(), v_.data() + to * w());
-      pos_[to] = pos_[from];
+      detail::copy_token(k_.data(), v_.data(), pos_.data(), w(), from, to);
     }
     len_[s] = static_cast<index_t>(kept.size());
   }

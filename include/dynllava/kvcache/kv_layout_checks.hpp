@@ -1,12 +1,13 @@
 // SPDX-License-Identifier: Apache-2.0
 /// @file kv_layout_checks.hpp
-/// @brief Argument checks shared by the host KV caches.
+/// @brief Argument checks and row moves shared by the host KV caches.
 #pragma once
 
 #include <dynllava/core/config.hpp>
 #include <dynllava/core/error.hpp>
 #include <dynllava/core/span.hpp>
 
+#include <algorithm>
 #include <cstddef>
 
 namespace dynllava::detail {
@@ -16,6 +17,15 @@ inline void check_layer_sequence(const char* fn, index_t layer, index_t layers, 
   DYNLLAVA_EXPECTS(layer >= 0 && layer < layers, "{}: layer {} is not in [0, {})", fn, layer,
                    layers);
   DYNLLAVA_EXPECTS(b < batch, "{}: sequence {} is not in [0, {})", fn, b, batch);
+}
+
+/// Copies token row `from` to row `to` (K and V of `width` floats, and the position) inside one
+/// host KV storage. Shared by the caches' append and compaction.
+inline void copy_token(float* k, float* v, index_t* pos, std::size_t width, std::size_t from,
+                       std::size_t to) {
+  std::copy(k + from * width, k + (from + 1) * width, k + to * width);
+  std::copy(v + from * width, v + (from + 1) * width, v + to * width);
+  pos[to] = pos[from];
 }
 
 /// Kept positions must be strictly ascending and below `held`.
