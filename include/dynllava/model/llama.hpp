@@ -3,7 +3,8 @@
 /// @brief A reference LLaMA-architecture decoder on the CPU (fp32): RMSNorm, RoPE in the
 /// Hugging Face rotate-half convention at explicit position ids, SwiGLU MLP, multi-head causal
 /// attention over any set of kept rows plus a per-layer KV cache. It models the `decoder`
-/// concept (pipeline/decoder.hpp); the LLaVA-1.5 example builds its CPU backend on it.
+/// and `probing_decoder` concepts (pipeline/decoder.hpp); the LLaVA-1.5 example builds its CPU
+/// backend on it.
 #pragma once
 
 #include <dynllava/core/config.hpp>
@@ -11,6 +12,7 @@
 #include <dynllava/core/ragged.hpp>
 #include <dynllava/core/span.hpp>
 #include <dynllava/kvcache/kv_storage.hpp>
+#include <dynllava/pipeline/decoder.hpp>
 #include <dynllava/score/detail/layers.hpp>
 
 #include <cmath>
@@ -165,12 +167,11 @@ class llama_model {
   /// @param[in] positions [rows] original position ids (RoPE)
   /// @param[in] cache the layer's KV state, or null for none
   /// @param[out] k_out, v_out [rows, H]: the rows' keys (after RoPE) and values, to cache
-  /// @param[out] q_out optional [rows, H]: the rows' queries after RoPE (attention-based scorers
-  ///             such as FastV read them); empty: not written
+  /// @param[out] probes optional queries and per-key attention (see `layer_probes`)
   template <kv_storage C>
   void layer(index_t l, host_ragged_rows<float> hidden, host_span<const index_t> positions,
              const C* cache, host_span<float> k_out, host_span<float> v_out,
-             host_span<float> q_out = {}) const {
+             layer_probes probes = {}) const {
     DYNLLAVA_EXPECTS(l >= 0 && l < c_.layers, "llama_model::layer: layer {} is not in [0, {})", l, c_.layers);
     DYNLLAVA_EXPECTS(hidden.width == c_.hidden, "llama_model::layer: rows must have width {}, got {}",
                      c_.hidden, hidden.width);
@@ -195,10 +196,23 @@ class llama_model {
       detail::rope(q.data() + r * H, heads, hd, positions[r], c_.rope_theta);
       detail::rope(k_out.data() + r * H, heads, hd, positions[r], c_.rope_theta);
     }
-    if (!q_out.empty()) {
-      DYNLLAVA_EXPECTS(q_out.size() == n * H, "llama_model::layer: q_out must hold {} values, got {}",
-                       n * H, q_out.size());
-      std::copy(q.begin(), q.end(), q_out.begin());
+    if (!probes.queries.empty()) {
+      DYNLLAVA_EXPECTS(probes.queries.size() == n * H,
+                       "llama_model::layer: probes.queries must hold {} values, got {}", n * H,
+                       probes.queries.size());
+      std::copy(q.begin(), q.end(), probes.queries.begin());
+    }
+    float* mass = nullptr;  // key_attention of the current sequence
+    if (!probes.key_attention.empty()) {
+      std::size_t need = n;
+      for (std::size_t b = 0; cache != nullptr && b < hidden.batch(); ++b) {
+        need += static_cast<std::size_t>(cache->length(l, b));
+      }
+      DYNLLAVA_EXPECTS(probes.key_attention.size() == need,
+                       "llama_model::layer: probes.key_attention must hold {} values (cached + "
+                       "new keys), got {}", need, probes.key_attention.size());
+      std::fill(probes.key_attention.begin(), probes.key_attention.end(), 0.0f);
+      mass = probes.key_attention.data();
     }
     const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
     std::vector<float> logit;
@@ -237,9 +251,11 @@ class llama_model {
             const float a = logit[j] / sum;
             const float* vh = values[j] + h * hd;
             for (std::size_t c = 0; c < hd; ++c) o[c] += a * vh[c];
+            if (mass != nullptr) mass[j] += a;
           }
         }
       }
+      if (mass != nullptr) mass += keys.size();
     }
     detail::linear(att.data(), n, w.wo, tmp.data());
     float* hv = hidden.values.data();

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 /// @file decoder.hpp
-/// @brief The `decoder` concept: what a model offers so that dynllava's pipeline can drive it.
+/// @brief The `decoder` concept: what a model offers so that dynllava's pipeline can drive it;
+/// `layer_probes` and `probing_decoder`: what attention-based baselines (FastV, H2O) read.
 #pragma once
 
 #include <dynllava/core/config.hpp>
@@ -9,6 +10,7 @@
 #include <dynllava/kvcache/kv_storage.hpp>
 
 #include <concepts>
+#include <cstddef>
 #include <cstdint>
 
 namespace dynllava {
@@ -34,6 +36,39 @@ concept decoder = kv_storage<C> &&
       m.embed(tokens, out);
       m.layer(l, rows, positions, cache, out, out);
       m.logits(final_rows, out);
+    };
+
+/// @brief Optional outputs of one `layer` call, host memory owned by the caller; an empty span
+/// is not written.
+struct layer_probes {
+  /// `[rows, H]`: the rows' queries after RoPE (FastV reads the last prompt row's).
+  host_span<float> queries;
+  /// `[sum_b (cached(l, b) + rows(b))]`, sequence by sequence: for every key a row of sequence
+  /// `b` could attend to in this call (the tokens the cache holds for (l, b), in cache order,
+  /// then the call's rows of `b`), the attention probability it received, summed over heads and
+  /// over the call's rows of `b` (H2O accumulates it). Overwritten, not accumulated.
+  host_span<float> key_attention;
+};
+
+/// Entries `layer_probes::key_attention` needs: `sum_b (cached[b] + rows(b))`.
+/// @param[in] indptr [batch + 1] host: rows of each sequence in the call (CSR)
+/// @param[in] cached [batch] host: tokens the layer's cache holds per sequence
+inline std::size_t key_attention_size(host_span<const index_t> indptr,
+                                      host_span<const index_t> cached) noexcept {
+  std::size_t n = 0;
+  for (std::size_t b = 0; b < cached.size(); ++b) {
+    n += static_cast<std::size_t>(cached[b]) + static_cast<std::size_t>(indptr[b + 1] - indptr[b]);
+  }
+  return n;
+}
+
+/// @brief A `decoder` whose `layer` also takes `layer_probes` as a seventh argument:
+/// `m.layer(l, rows, positions, cache, k, v, probes)`. FastV and H2O need one.
+template <class M, class C>
+concept probing_decoder = decoder<M, C> &&
+    requires(const M& m, index_t l, host_ragged_rows<float> rows, host_span<const index_t> positions,
+             const C* cache, host_span<float> out, layer_probes probes) {
+      m.layer(l, rows, positions, cache, out, out, probes);
     };
 
 }  // namespace dynllava

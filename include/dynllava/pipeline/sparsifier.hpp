@@ -20,6 +20,7 @@
 #include <dynllava/kvcache/kv_policy.hpp>
 #include <dynllava/pipeline/decoder.hpp>
 #include <dynllava/score/fastv_scorer.hpp>
+#include <dynllava/score/h2o_scorer.hpp>
 #include <dynllava/score/image_predictor.hpp>
 #include <dynllava/score/output_predictor.hpp>
 #include <dynllava/select/concepts.hpp>
@@ -116,6 +117,61 @@ inline host_selection select_images(const image_predictor* pred, const std::vect
   return kept;
 }
 
+/// @brief FastV at the sparse layer: ranks each sequence's image tokens by the head-averaged
+/// attention that the sequence's last row in the call pays them, from the queries `q` and keys
+/// `k` (`[rows, H]`, ragged by `indptr`, RoPE applied) of the last full layer; keeps the top
+/// `floor(n * vision_keep_ratio)`.
+template <class Model>
+host_selection select_images_fastv(const Model& m, const std::vector<float>& q,
+                                   const std::vector<float>& k, const std::vector<index_t>& indptr,
+                                   segment_table<host_space> segments, const sparsifier_options& o,
+                                   run_stats& stats) {
+  const index_t H = m.hidden();
+  const auto Hs = static_cast<std::size_t>(H);
+  const auto cands = cpu::candidate_rows(segments, segment_kind::image);
+  stats.image_tokens += static_cast<index_t>(cands.positions.size());
+  std::vector<float> queries;
+  for (std::size_t b = 0; b + 1 < indptr.size(); ++b) {
+    const auto last = static_cast<std::size_t>(indptr[b + 1] - 1);
+    queries.insert(queries.end(), q.begin() + static_cast<std::ptrdiff_t>(last * Hs),
+                   q.begin() + static_cast<std::ptrdiff_t>((last + 1) * Hs));
+  }
+  std::vector<float> scores(cands.positions.size());
+  const fastv_scorer fastv{m.config().heads, m.config().head_dim()};
+  fastv.score(host, make_host_span(std::as_const(queries)),
+              {make_host_span(indptr), make_host_span(k), H}, cands.view(), make_host_span(scores));
+  auto kept = cpu::topk({make_host_span(cands.indptr), make_host_span(std::as_const(scores))},
+                        keep_ratio(o.vision_keep_ratio));
+  stats.image_kept += static_cast<index_t>(kept.positions.size());
+  return kept;
+}
+
+/// @throws dynllava::error when the options cannot run on a model of `layers` layers.
+template <class Model, class Cache>
+void check_options(const sparsifier_options& o, index_t layers, const char* who) {
+  DYNLLAVA_EXPECTS(o.sparse_layer >= 0 && o.sparse_layer <= layers,
+                   "{}: sparse_layer must be in [0, {}], got {}", who, layers, o.sparse_layer);
+  if (o.vision == vision_rule::fastv) {
+    DYNLLAVA_EXPECTS(o.sparse_layer >= 1,
+                     "{}: vision_rule::fastv reads the attention of layer sparse_layer - 1, so "
+                     "sparse_layer must be >= 1, got {}", who, o.sparse_layer);
+    DYNLLAVA_EXPECTS((probing_decoder<Model, Cache>),
+                     "{}: vision_rule::fastv needs a probing_decoder (one whose layer() takes "
+                     "layer_probes to hand out its queries)", who);
+  }
+}
+
+/// Runs `m.layer` with probes when the model offers them (a plain decoder gets none).
+template <class Model, class Cache>
+void run_layer(const Model& m, index_t l, host_ragged_rows<float> rows, host_span<const index_t> pos,
+               const Cache* cache, host_span<float> k, host_span<float> v, layer_probes probes) {
+  if constexpr (probing_decoder<Model, Cache>) {
+    m.layer(l, rows, pos, cache, k, v, probes);
+  } else {
+    m.layer(l, rows, pos, cache, k, v);
+  }
+}
+
 inline void count_rows(run_stats& s, index_t layers, index_t from, index_t to, std::size_t rows) {
   s.rows_per_layer.resize(static_cast<std::size_t>(layers), 0);
   for (index_t l = from; l < to; ++l) s.rows_per_layer[static_cast<std::size_t>(l)] += static_cast<index_t>(rows);
@@ -125,20 +181,39 @@ inline void count_rows(run_stats& s, index_t layers, index_t from, index_t to, s
 
 /// @brief A batch of conversations decoded with a KV cache: `prefill` once, then `decode` one
 /// token per sequence per step. With `online_gate_policy` this is Dynamic-LLaVA's KV mode; with
-/// `full_cache_policy` and no pruning it is the dense model.
+/// `full_cache_policy` and no pruning it is the dense model. Baselines through the same driver:
+/// FastV (`vision_rule::fastv`), H2O (`h2o_policy`), FastV + H2O (both), StreamingLLM
+/// (`streaming_policy`).
+///
+/// Retention: after every call (prefill or decode step) each (layer, sequence) is cut to what
+/// the policy retains. Policies that rank by scores (`kv_policy_needs_scores`, H2O) get, per
+/// layer, the attention every held token has received so far (summed over heads and queries,
+/// from the decoder's `layer_probes::key_attention`, accumulated by one `h2o_scorer` per layer).
 template <class Model, kv_storage Cache, kv_policy Policy>
   requires decoder<Model, Cache>
 class kv_session {
+  static_assert(!kv_policy_needs_scores<Policy> || probing_decoder<Model, Cache>,
+                "kv_session: a policy that ranks by attention (H2O) needs a probing_decoder");
+
  public:
   kv_session(const Model& model, Cache& cache, Policy policy, const image_predictor* image,
              const output_predictor* output, sparsifier_options options = {})
       : m_(model), cache_(cache), policy_(policy), image_(image), output_(output), o_(options),
         next_pos_(cache.batch(), 0) {
-    DYNLLAVA_EXPECTS(o_.sparse_layer >= 0 && o_.sparse_layer <= model.layers(),
-                     "kv_session: sparse_layer must be in [0, {}], got {}", model.layers(), o_.sparse_layer);
+    detail::check_options<Model, Cache>(o_, model.layers(), "kv_session");
     DYNLLAVA_EXPECTS(cache.layers() == model.layers() && cache.width() == model.hidden(),
                      "kv_session: the cache ({} layers, width {}) does not fit the model ({} layers, H {})",
                      cache.layers(), cache.width(), model.layers(), model.hidden());
+    if constexpr (kv_policy_needs_scores<Policy>) {
+      for (index_t l = 0; l < model.layers(); ++l) {
+        attention_.emplace_back(cache.batch());
+        for (std::size_t b = 0; b < cache.batch(); ++b) {
+          DYNLLAVA_EXPECTS(cache.length(l, b) == 0,
+                           "kv_session: a policy that ranks by attention needs an empty cache "
+                           "(layer {}, sequence {} holds {} tokens)", l, b, cache.length(l, b));
+        }
+      }
+    }
   }
 
   /// @brief Runs the prompts (first turn): rows `[rows, H]` ragged per sequence, described by
@@ -171,7 +246,8 @@ class kv_session {
       // FastV: the last full layer also hands out its queries and keys.
       std::vector<float> q, k;
       run(0, l, indptr, h, pos, std::vector<std::uint8_t>(pos.size(), 1), &q, &k);
-      image_kept_ = select_images_fastv(q, k, indptr, segments);
+      check_fastv_context(indptr, segments);
+      image_kept_ = detail::select_images_fastv(m_, q, k, indptr, segments, o_, stats_);
     } else {
       run(0, l, indptr, h, pos, std::vector<std::uint8_t>(pos.size(), 1));
       // Vision pruning at the sparse layer.
@@ -185,6 +261,7 @@ class kv_session {
     detail::gather_context(h, H, ctx, hk);
     run(l, m_.layers(), ctx.indptr, hk, ctx.positions, std::vector<std::uint8_t>(ctx.rows.size(), 1));
     for (std::size_t b = 0; b < rows.batch(); ++b) next_pos_[b] += rows.length(b);
+    retain();
     end_trace();
     return last_logits(ctx.indptr, hk);
   }
@@ -238,13 +315,29 @@ class kv_session {
   const std::vector<cost::trace>& traces() const noexcept { return traces_; }
 
  private:
-  /// Layers [from, to) on `h` (ragged by `indptr`), appending K/V under the policy.
-  /// After a decode step: score-free retention policies (StreamingLLM) evict here. Policies that
-  /// rank by scores (H2O) need attention statistics the decoder concept does not expose yet;
-  /// they keep everything in this driver (call `cpu::enforce_retention` from your own loop).
+  /// After every call: each (layer, sequence) keeps what the policy retains; score-based
+  /// policies rank by the attention accumulated in `attention_[layer]`.
   void retain() {
-    if constexpr (!kv_policy_needs_scores<Policy>) {
-      for (index_t layer = 0; layer < m_.layers(); ++layer) {
+    std::vector<float> scores;
+    std::vector<index_t> kept, kept_indptr, kept_all;
+    for (index_t layer = 0; layer < m_.layers(); ++layer) {
+      if constexpr (kv_policy_needs_scores<Policy>) {
+        auto& acc = attention_[static_cast<std::size_t>(layer)];
+        scores.resize(static_cast<std::size_t>(held_tokens(cache_, layer)));
+        acc.scores(host, make_host_span(scores));
+        kept_indptr.assign(1, 0);
+        kept_all.clear();
+        std::size_t first = 0;
+        for (std::size_t b = 0; b < cache_.batch(); ++b) {
+          const auto held = static_cast<std::size_t>(cache_.length(layer, b));
+          cpu::enforce_retention(cache_, policy_, layer, b,
+                                 host_span<const float>(scores.data() + first, held), &kept);
+          first += held;
+          kept_all.insert(kept_all.end(), kept.begin(), kept.end());
+          kept_indptr.push_back(static_cast<index_t>(kept_all.size()));
+        }
+        acc.retain(host, {make_host_span(std::as_const(kept_indptr)), make_host_span(std::as_const(kept_all))});
+      } else {
         for (std::size_t b = 0; b < cache_.batch(); ++b) cpu::enforce_retention(cache_, policy_, layer, b);
       }
     }
@@ -262,59 +355,75 @@ class kv_session {
     t.logit_rows += static_cast<std::int64_t>(cache_.batch());
   }
 
-  /// FastV at the sparse layer: rank each sequence's image tokens by the head-averaged attention
-  /// that its last prompt row pays them in the last full layer (queries/keys of that layer).
-  host_selection select_images_fastv(const std::vector<float>& q, const std::vector<float>& k,
-                                     const std::vector<index_t>& indptr,
-                                     segment_table<host_space> segments) {
-    const index_t H = m_.hidden();
+  /// FastV ranks image tokens within the call that brings them (its softmax is over the call's
+  /// keys), so a sequence with an image must have nothing cached before it.
+  void check_fastv_context(const std::vector<index_t>& indptr, segment_table<host_space> segments) const {
     const auto cands = cpu::candidate_rows(segments, segment_kind::image);
-    stats_.image_tokens += static_cast<index_t>(cands.positions.size());
     for (std::size_t b = 0; b < cache_.batch(); ++b) {
       DYNLLAVA_EXPECTS(cands.indptr[b + 1] == cands.indptr[b] ||
                            cache_.length(o_.sparse_layer - 1, b) == rows_in_call(indptr, b),
                        "kv_session: FastV ranks image tokens within the prompt that holds them; "
                        "sequence {} brings an image after earlier turns", b);
     }
-    const auto Hs = static_cast<std::size_t>(H);
-    std::vector<float> queries;
-    for (std::size_t b = 0; b + 1 < indptr.size(); ++b) {
-      const auto last = static_cast<std::size_t>(indptr[b + 1] - 1);
-      queries.insert(queries.end(), q.begin() + static_cast<std::ptrdiff_t>(last * Hs),
-                     q.begin() + static_cast<std::ptrdiff_t>((last + 1) * Hs));
-    }
-    std::vector<float> scores(cands.positions.size());
-    const fastv_scorer fastv{m_.config().heads, m_.config().head_dim()};
-    fastv.score(host, make_host_span(std::as_const(queries)),
-                {make_host_span(indptr), make_host_span(k), H}, cands.view(), make_host_span(scores));
-    auto kept = cpu::topk({make_host_span(cands.indptr), make_host_span(std::as_const(scores))},
-                          keep_ratio(o_.vision_keep_ratio));
-    stats_.image_kept += static_cast<index_t>(kept.positions.size());
-    return kept;
   }
   static index_t rows_in_call(const std::vector<index_t>& indptr, std::size_t b) {
     return indptr[b + 1] - indptr[b];
   }
 
+  /// Layers [from, to) on `h` (ragged by `indptr`), appending K/V under the policy (and, for
+  /// score-based policies, the attention each cached token received). With `q_last`/`k_last`
+  /// the last layer's queries and keys are handed out (FastV).
   void run(index_t from, index_t to, const std::vector<index_t>& indptr, std::vector<float>& h,
            const std::vector<index_t>& pos, const std::vector<std::uint8_t>& keep,
            std::vector<float>* q_last = nullptr, std::vector<float>* k_last = nullptr) {
     const index_t H = m_.hidden();
-    std::vector<float> k(h.size()), v(h.size());
+    std::vector<float> k(h.size()), v(h.size()), mass;
     if (q_last != nullptr) q_last->assign(h.size(), 0.0f);
     detail::count_rows(stats_, m_.layers(), from, to, pos.size());
     std::vector<index_t> cached(cache_.batch());
     for (index_t layer = from; layer < to; ++layer) {
       for (std::size_t b = 0; b < cache_.batch(); ++b) cached[b] = cache_.length(layer, b);
       detail::trace_layer(traces_.back().layers[static_cast<std::size_t>(layer)], indptr, cached);
-      const bool capture = q_last != nullptr && layer == to - 1;
-      m_.layer(layer, {make_host_span(indptr), make_host_span(h), H}, make_host_span(pos),
-               static_cast<const Cache*>(&cache_), make_host_span(k), make_host_span(v),
-               capture ? make_host_span(*q_last) : host_span<float>{});
-      if (capture && k_last != nullptr) *k_last = k;
+      layer_probes probes;
+      if (q_last != nullptr && layer == to - 1) probes.queries = make_host_span(*q_last);
+      if constexpr (kv_policy_needs_scores<Policy>) {
+        mass.resize(key_attention_size(make_host_span(indptr), make_host_span(std::as_const(cached))));
+        probes.key_attention = make_host_span(mass);
+      }
+      detail::run_layer(m_, layer, {make_host_span(indptr), make_host_span(h), H}, make_host_span(pos),
+                        static_cast<const Cache*>(&cache_), make_host_span(k), make_host_span(v), probes);
+      if (!probes.queries.empty() && k_last != nullptr) *k_last = k;
       cpu::gated_append(cache_, policy_, layer, make_host_span(indptr), make_host_span(std::as_const(k)),
                         make_host_span(std::as_const(v)), make_host_span(keep), make_host_span(pos));
+      if constexpr (kv_policy_needs_scores<Policy>) track_attention(layer, indptr, cached, keep, mass);
     }
+  }
+
+  /// Keeps `attention_[layer]` in step with the layer's cache: the admitted new tokens start
+  /// being tracked, and every tracked token adds the attention it received in this call.
+  void track_attention(index_t layer, const std::vector<index_t>& indptr,
+                       const std::vector<index_t>& cached, const std::vector<std::uint8_t>& keep,
+                       const std::vector<float>& mass) {
+    auto& acc = attention_[static_cast<std::size_t>(layer)];
+    std::vector<index_t> added(cache_.batch()), block_indptr{0};
+    std::vector<float> block;
+    std::size_t first = 0;
+    for (std::size_t b = 0; b < cache_.batch(); ++b) {
+      DYNLLAVA_EXPECTS(acc.tracked(b) == cached[b],
+                       "kv_session: layer {} sequence {} holds {} tokens but {} are tracked (was "
+                       "the cache changed outside the session?)", layer, b, cached[b], acc.tracked(b));
+      block.insert(block.end(), mass.begin() + static_cast<std::ptrdiff_t>(first),
+                   mass.begin() + static_cast<std::ptrdiff_t>(first + static_cast<std::size_t>(cached[b])));
+      first += static_cast<std::size_t>(cached[b]);
+      for (index_t r = indptr[b]; r < indptr[b + 1]; ++r, ++first) {
+        if (!policy_.admits(layer, keep[static_cast<std::size_t>(r)] != 0)) continue;
+        block.push_back(mass[first]);
+        ++added[b];
+      }
+      block_indptr.push_back(static_cast<index_t>(block.size()));
+    }
+    acc.append(host, make_host_span(std::as_const(added)));
+    acc.accumulate(host, {make_host_span(std::as_const(block_indptr)), make_host_span(std::as_const(block))});
   }
 
   std::vector<float> last_logits(const std::vector<index_t>& indptr, const std::vector<float>& h) const {
@@ -342,6 +451,7 @@ class kv_session {
   std::vector<std::uint8_t> decisions_;
   run_stats stats_;
   std::vector<cost::trace> traces_;
+  std::vector<h2o_scorer> attention_;  ///< [layers], only for score-based policies
 };
 
 /// @brief Decode without KV cache: recompute the whole sequence for one step.
@@ -360,8 +470,7 @@ std::vector<float> decode_without_cache(const Model& m, const image_predictor* i
                                         const sparsifier_options& o, run_stats* stats = nullptr,
                                         host_selection* kept_outputs = nullptr,
                                         cost::trace* work = nullptr) {
-  DYNLLAVA_EXPECTS(o.vision == vision_rule::predictor,
-                   "decode_without_cache: vision_rule::fastv is supported by kv_session only (so far)");
+  detail::check_options<Model, contiguous_kv_cache>(o, m.layers(), "decode_without_cache");
   const index_t total = validate(segments, "decode_without_cache: segments");
   validate(rows, "decode_without_cache: rows");
   DYNLLAVA_EXPECTS(rows.width == m.hidden() && rows.rows() == static_cast<std::size_t>(total),
@@ -382,13 +491,18 @@ std::vector<float> decode_without_cache(const Model& m, const image_predictor* i
   cost::trace& tr = work ? *work : local_trace;
   tr = cost::trace{};
   tr.layers.resize(static_cast<std::size_t>(m.layers()));
+  const bool fastv = o.vision == vision_rule::fastv && o.prune_images;
+  std::vector<float> q(fastv ? h.size() : 0);
   detail::count_rows(s, m.layers(), 0, l, pos.size());
   for (index_t layer = 0; layer < l; ++layer) {
     detail::trace_layer(tr.layers[static_cast<std::size_t>(layer)], indptr, {});
-    m.layer(layer, {make_host_span(indptr), make_host_span(h), H}, make_host_span(std::as_const(pos)), none,
-            make_host_span(k), make_host_span(v));
+    const layer_probes probes{layer == l - 1 ? make_host_span(q) : host_span<float>{}, {}};
+    detail::run_layer(m, layer, {make_host_span(indptr), make_host_span(h), H}, make_host_span(std::as_const(pos)),
+                      none, make_host_span(k), make_host_span(v), probes);
   }
-  const auto image_kept = detail::select_images(image, h, H, segments, o, s, tr);
+  // FastV: ranked by the newest row's attention in layer l - 1 (its queries and keys).
+  const auto image_kept = fastv ? detail::select_images_fastv(m, q, k, indptr, segments, o, s)
+                                : detail::select_images(image, h, H, segments, o, s, tr);
   // Output candidates: every generated token but the newest.
   const context_options pin{.pin_last_output = true};
   const auto cands = cpu::candidate_rows(segments, segment_kind::output, pin);

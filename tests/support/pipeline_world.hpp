@@ -1,0 +1,172 @@
+// SPDX-License-Identifier: Apache-2.0
+/// @file pipeline_world.hpp
+/// @brief The pipeline tests' world: a small random LLaMA decoder (H 32, 4 layers, 4 heads),
+/// random predictors whose output gate keeps some tokens and drops others, and two prompts
+/// `[system 3 | image 20 | instruction 4]` and `[system 3 | image 10 | instruction 2]`.
+#pragma once
+
+#include <dynllava/cost/llama_config.hpp>
+#include <dynllava/kvcache/paged_kv_cache.hpp>
+#include <dynllava/model/llama.hpp>
+#include <dynllava/pipeline/sparsifier.hpp>
+#include <dynllava/score/random_weights.hpp>
+
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <random>
+#include <vector>
+
+namespace dynllava::test {
+
+using K = segment_kind;
+
+struct world {
+  llama_config lc{32, 4, 4, 64, 50, 1e-5f, 10000.0};
+  predictor_config pc;
+  llama_model model;
+  image_predictor image;
+  output_predictor output;
+  // prompts: [system 3 | image n_img | instruction n_ins]
+  std::vector<std::vector<float>> prompt_rows;  // per sequence [len, H]
+  std::vector<std::vector<segment>> prompt_segs;
+
+  static predictor_config small(index_t H) {
+    predictor_config c;
+    c.hidden = H;
+    c.d_model = 16;
+    c.heads = 2;
+    c.ffn = 32;
+    c.local_dim = 8;
+    c.image_head = {8, 4};
+    c.output_head = {16, 8, 4};
+    return c;
+  }
+
+  /// Random output-predictor weights whose keep margin is centred on hidden states like the
+  /// model's at the sparse layer, so that the gate keeps some tokens and drops others.
+  static output_predictor centred_output(const predictor_config& pc, const llama_model& model) {
+    auto wts = random_output_predictor_weights(pc, 3);
+    std::vector<std::int32_t> ids(50);
+    for (std::size_t i = 0; i < ids.size(); ++i) ids[i] = static_cast<std::int32_t>(i);
+    const auto H = static_cast<std::size_t>(model.hidden());
+    std::vector<float> h(ids.size() * H), k(h.size()), v(h.size());
+    model.embed(make_host_span(std::as_const(ids)), make_host_span(h));
+    std::vector<index_t> indptr(ids.size() + 1), pos(ids.size(), 5);
+    for (std::size_t i = 0; i <= ids.size(); ++i) indptr[i] = static_cast<index_t>(i);
+    const paged_kv_cache* none = nullptr;
+    for (index_t l = 0; l < 2; ++l) {
+      model.layer(l, {make_host_span(std::as_const(indptr)), make_host_span(h), model.hidden()},
+                  make_host_span(std::as_const(pos)), none, make_host_span(k), make_host_span(v));
+    }
+    const output_predictor probe(pc, wts);
+    std::vector<float> logits(2 * ids.size());
+    probe.logits(host, {make_host_span(std::as_const(indptr)), make_host_span(std::as_const(h)), model.hidden()},
+                 make_host_span(logits));
+    std::vector<float> margin;
+    for (std::size_t i = 0; i < ids.size(); ++i) margin.push_back(logits[2 * i] - logits[2 * i + 1]);
+    std::nth_element(margin.begin(), margin.begin() + 25, margin.end());
+    wts.head[3].bias[0] -= margin[25];
+    return output_predictor(pc, std::move(wts));
+  }
+
+  world()
+      : pc(small(32)), model(lc, random_llama_weights(lc, 1)),
+        image(pc, random_image_predictor_weights(pc, 2)),
+        output(centred_output(pc, model)) {
+    std::mt19937 g(4);
+    std::normal_distribution<float> normal;
+    for (auto [n_img, n_ins] : {std::pair<index_t, index_t>{20, 4}, {10, 2}}) {
+      std::vector<segment> s{{K::system, 0, 3, 0}, {K::image, 3, n_img, 0}, {K::instruction, 3 + n_img, n_ins, 0}};
+      std::vector<std::int32_t> text;
+      std::vector<float> rows;
+      const auto H = static_cast<std::size_t>(lc.hidden);
+      auto add_tokens = [&](index_t n) {
+        std::vector<std::int32_t> ids(static_cast<std::size_t>(n));
+        for (auto& id : ids) id = static_cast<std::int32_t>(g() % 50);
+        std::vector<float> e(ids.size() * H);
+        model.embed(make_host_span(std::as_const(ids)), make_host_span(e));
+        rows.insert(rows.end(), e.begin(), e.end());
+      };
+      add_tokens(3);
+      for (index_t i = 0; i < n_img * lc.hidden; ++i) rows.push_back(normal(g));
+      add_tokens(n_ins);
+      prompt_rows.push_back(rows);
+      prompt_segs.push_back(s);
+    }
+  }
+
+  /// Packed rows + segments of the given sequences, each extended by `outputs[b]` tokens.
+  struct batch_input {
+    std::vector<float> rows;
+    std::vector<index_t> indptr{0}, seg_indptr{0};
+    std::vector<segment> segs;
+    host_ragged_rows<const float> view(index_t H) const { return {make_host_span(indptr), make_host_span(rows), H}; }
+    segment_table<host_space> table() const { return {make_host_span(seg_indptr), make_host_span(segs)}; }
+  };
+  batch_input input(const std::vector<std::size_t>& which,
+                    const std::vector<std::vector<std::int32_t>>& outputs = {}) const {
+    batch_input in;
+    const auto H = static_cast<std::size_t>(lc.hidden);
+    for (std::size_t j = 0; j < which.size(); ++j) {
+      const auto b = which[j];
+      in.rows.insert(in.rows.end(), prompt_rows[b].begin(), prompt_rows[b].end());
+      auto segs = prompt_segs[b];
+      index_t len = segs.back().end();
+      if (!outputs.empty() && !outputs[j].empty()) {
+        std::vector<float> e(outputs[j].size() * H);
+        model.embed(make_host_span(outputs[j]), make_host_span(e));
+        in.rows.insert(in.rows.end(), e.begin(), e.end());
+        segs.push_back({K::output, len, static_cast<index_t>(outputs[j].size()), 0});
+        len += static_cast<index_t>(outputs[j].size());
+      }
+      in.segs.insert(in.segs.end(), segs.begin(), segs.end());
+      in.seg_indptr.push_back(static_cast<index_t>(in.segs.size()));
+      in.indptr.push_back(in.indptr.back() + len);
+    }
+    return in;
+  }
+};
+
+inline const world& the_world() {
+  static const world w;
+  return w;
+}
+
+inline paged_kv_cache make_cache(const world& w, std::size_t batch) {
+  return paged_kv_cache({w.lc.layers, batch, w.lc.hidden, 4, 400});
+}
+
+inline std::vector<std::int32_t> argmax_tokens(const std::vector<float>& logits, index_t vocab) {
+  std::vector<std::int32_t> out;
+  for (std::size_t r = 0; r < logits.size() / static_cast<std::size_t>(vocab); ++r) {
+    const auto first = logits.begin() + static_cast<std::ptrdiff_t>(r * static_cast<std::size_t>(vocab));
+    out.push_back(static_cast<std::int32_t>(std::max_element(first, first + vocab) - first));
+  }
+  return out;
+}
+
+/// The cost model's description of the test world (its KV cache stores fp32).
+inline cost::llama_config cost_config_of(const world& w) {
+  cost::llama_config cc;
+  cc.name = "test";
+  cc.hidden = w.lc.hidden;
+  cc.layers = w.lc.layers;
+  cc.heads = w.lc.heads;
+  cc.head_dim = w.lc.head_dim();
+  cc.intermediate = w.lc.intermediate;
+  cc.vocab = w.lc.vocab;
+  cc.kv_bytes_per_element = 4;
+  cc.predictor = w.pc;
+  return cc;
+}
+
+inline double max_abs_diff(const std::vector<float>& a, const std::vector<float>& b) {
+  REQUIRE(a.size() == b.size());
+  double d = 0;
+  for (std::size_t i = 0; i < a.size(); ++i) d = std::max(d, std::abs(static_cast<double>(a[i]) - b[i]));
+  return d;
+}
+
+}  // namespace dynllava::test
