@@ -169,4 +169,22 @@ inline double max_abs_diff(const std::vector<float>& a, const std::vector<float>
   return d;
 }
 
+/// Dense vision and text (nothing pruned).
+inline sparsifier_options dense_options() {
+  sparsifier_options o;
+  o.prune_images = false;
+  o.gate_outputs = false;
+  return o;
+}
+
+/// FastV's paper setting: K = 3, keep 25% of the image, text dense.
+inline sparsifier_options fastv_options() {
+  sparsifier_options o;
+  o.vision = vision_rule::fastv;
+  o.sparse_layer = 3;
+  o.vision_keep_ratio = 0.25;
+  o.gate_outputs = false;
+  return o;
+}
+
 }  // namespace dynllava::test

@@ -147,22 +147,6 @@ TEST_SUITE("cpu") {
     CHECK(st.rows_per_layer[3] == (27 - 20 + 4) + (15 - 10 + 2) + 12);
   }
 
-  TEST_CASE("pipeline: the released batch-max top-k rule is available and differs in kind") {
-    const auto& w = the_world();
-    sparsifier_options released;
-    released.rule = output_rule::released_batch_max_topk;
-    const auto full = w.input({0, 1}, {{1, 2, 3, 4, 5, 6, 7}, {8, 9, 10}});
-    host_selection kept_released, kept_argmax;
-    decode_without_cache(w.model, &w.image, &w.output, full.view(w.lc.hidden), full.table(), released, nullptr,
-                         &kept_released);
-    decode_without_cache(w.model, &w.image, &w.output, full.view(w.lc.hidden), full.table(), sparsifier_options{},
-                         nullptr, &kept_argmax);
-    index_t kmax = 0;
-    for (std::size_t b = 0; b < 2; ++b) kmax = std::max(kmax, kept_argmax.indptr[b + 1] - kept_argmax.indptr[b]);
-    CHECK(kept_released.indptr[1] - kept_released.indptr[0] == std::min<index_t>(kmax, 6));
-    CHECK(kept_released.indptr[2] - kept_released.indptr[1] == std::min<index_t>(kmax, 2));
-  }
-
   TEST_CASE("pipeline: bad input is a clear error") {
     const auto& w = the_world();
     auto cache = make_cache(w, 2);
@@ -176,6 +160,36 @@ TEST_SUITE("cpu") {
     auto small = paged_kv_cache({2, 2, 32, 4, 10});
     CHECK_THROWS_WITH_AS((kv_session(w.model, small, online_gate_policy{2}, &w.image, &w.output, {})),
                          doctest::Contains("does not fit the model"), error);
+    // a null predictor where the options use it
+    CHECK_THROWS_WITH_AS((kv_session(w.model, cache, online_gate_policy{2}, nullptr, &w.output, {})),
+                         doctest::Contains("prune_images with vision_rule::predictor needs an image predictor, got null"), error);
+    CHECK_THROWS_WITH_AS((kv_session(w.model, cache, online_gate_policy{2}, &w.image, nullptr, {})),
+                         doctest::Contains("gate_outputs needs an output predictor, got null"), error);
+    CHECK_THROWS_WITH_AS(decode_without_cache(w.model, &w.image, nullptr, in.view(w.lc.hidden), in.table(), {}),
+                         doctest::Contains("decode_without_cache: gate_outputs needs an output predictor"), error);
+    // the policy's gate layer and the options' sparse layer disagree
+    CHECK_THROWS_WITH_AS((kv_session(w.model, cache, online_gate_policy{3}, &w.image, &w.output, {})),
+                         doctest::Contains("the policy caches gated-out tokens in layer 2 but drops them in layer 3"), error);
+    CHECK_THROWS_WITH_AS((kv_session(w.model, cache, online_gate_policy{1}, &w.image, &w.output, {})),
+                         doctest::Contains("layer 1 is below sparse_layer 2 and must cache every token"), error);
+    // rows and segments that agree in total but not per sequence
+    const auto good = w.input({0, 1});
+    auto merged = good;
+    merged.indptr = {0, good.indptr.back()};
+    merged.seg_indptr = {0, good.seg_indptr.back()};
+    CHECK_THROWS_WITH_AS(decode_without_cache(w.model, &w.image, &w.output, merged.view(w.lc.hidden), good.table(), {}),
+                         doctest::Contains("rows hold 1 sequences, the segments 2"), error);
+    auto swapped = good;
+    swapped.indptr = {0, 15, good.indptr.back()};
+    CHECK_THROWS_WITH_AS(decode_without_cache(w.model, &w.image, &w.output, swapped.view(w.lc.hidden), good.table(), {}),
+                         doctest::Contains("sequence 0 has 15 rows, its segments 27"), error);
+    // weights that do not fit the config
+    auto bad = random_llama_weights(w.lc, 1);
+    bad.layers[2].w_up.weight.pop_back();
+    CHECK_THROWS_WITH_AS(llama_model(w.lc, std::move(bad)), doctest::Contains("layers[2].w_up must be [out = 64, in = 32]"), error);
+    auto bad_head = random_llama_weights(w.lc, 1);
+    bad_head.lm_head.out = 49;
+    CHECK_THROWS_WITH_AS(llama_model(w.lc, std::move(bad_head)), doctest::Contains("lm_head must be"), error);
   }
 }
 
@@ -270,5 +284,190 @@ TEST_SUITE("cpu") {
       if (session.decisions()[s]) from_kv.push_back(static_cast<index_t>(s));
     }
     CHECK(kept.positions == from_kv);
+  }
+}
+
+namespace {
+
+/// A decoder that offers exactly what the `decoder` concept asks and nothing more (no config(),
+/// no heads(), no probes): it forwards to the reference model.
+struct bare_decoder {
+  const llama_model& m;
+  index_t layers() const { return m.layers(); }
+  index_t hidden() const { return m.hidden(); }
+  index_t vocab() const { return m.vocab(); }
+  void embed(host_span<const std::int32_t> t, host_span<float> out) const { m.embed(t, out); }
+  template <kv_storage C>
+  void layer(index_t l, host_ragged_rows<float> rows, host_span<const index_t> pos, const C* cache,
+             host_span<float> k, host_span<float> v) const {
+    m.layer(l, rows, pos, cache, k, v);
+  }
+  void logits(host_span<const float> rows, host_span<float> out) const { m.logits(rows, out); }
+};
+static_assert(decoder<bare_decoder, paged_kv_cache> && !probing_decoder<bare_decoder, paged_kv_cache>);
+
+}  // namespace
+
+TEST_SUITE("cpu") {
+  TEST_CASE("pipeline: any model of the decoder concept drives both modes (a bare one gives the reference's logits)") {
+    const auto& w = the_world();
+    const bare_decoder bare{w.model};
+    auto c1 = make_cache(w, 2), c2 = make_cache(w, 2);
+    kv_session ref(w.model, c1, online_gate_policy{2}, &w.image, &w.output, {});
+    kv_session mine(bare, c2, online_gate_policy{2}, &w.image, &w.output, {});
+    const auto in = w.input({0, 1});
+    auto a = ref.prefill(in.view(w.lc.hidden), in.table());
+    CHECK(mine.prefill(in.view(w.lc.hidden), in.table()) == a);
+    for (int step = 0; step < 3; ++step) {
+      const auto next = argmax_tokens(a, w.lc.vocab);
+      a = ref.decode(make_host_span(next));
+      CHECK(mine.decode(make_host_span(next)) == a);
+    }
+    CHECK(decode_without_cache(bare, &w.image, &w.output, in.view(w.lc.hidden), in.table(), {}) ==
+          decode_without_cache(w.model, &w.image, &w.output, in.view(w.lc.hidden), in.table(), {}));
+    sparsifier_options fastv;
+    fastv.vision = vision_rule::fastv;
+    fastv.sparse_layer = 3;
+    fastv.gate_outputs = false;
+    auto c3 = make_cache(w, 2);
+    CHECK_THROWS_WITH_AS((kv_session(bare, c3, full_cache_policy{}, nullptr, nullptr, fastv)),
+                         doctest::Contains("vision_rule::fastv needs a probing_decoder"), error);
+  }
+
+  TEST_CASE("pipeline: a gate that keeps every token equals the dense model exactly") {
+    const auto& w = the_world();
+    auto wts = random_output_predictor_weights(w.pc, 3);
+    wts.head[3].bias[0] += 1e4f;  // logit0 >> logit1: keep
+    const output_predictor keep_all(w.pc, std::move(wts));
+    sparsifier_options open;
+    open.vision_keep_ratio = 1.0;
+    auto c1 = make_cache(w, 2), c2 = make_cache(w, 2);
+    kv_session dense(w.model, c1, full_cache_policy{}, nullptr, nullptr, dense_options());
+    kv_session gated(w.model, c2, online_gate_policy{2}, &w.image, &keep_all, open);
+    const auto in = w.input({0, 1});
+    auto a = dense.prefill(in.view(w.lc.hidden), in.table());
+    CHECK(gated.prefill(in.view(w.lc.hidden), in.table()) == a);
+    std::vector<std::vector<std::int32_t>> generated(2);
+    for (int step = 0; step < 4; ++step) {
+      const auto next = argmax_tokens(a, w.lc.vocab);
+      for (std::size_t b = 0; b < 2; ++b) generated[b].push_back(next[b]);
+      a = dense.decode(make_host_span(next));
+      CHECK(gated.decode(make_host_span(next)) == a);
+    }
+    CHECK(std::count(gated.decisions().begin(), gated.decisions().end(), 1) == 8);
+    CHECK(gated.traces()[1].output_tokens_scored == 2);  // the gate ran and kept everything
+  }
+}
+
+TEST_SUITE("cpu") {
+  TEST_CASE("pipeline: an image in a later turn is ranked on its own, with and without KV cache alike") {
+    const auto& w = the_world();
+    const auto H = static_cast<std::size_t>(w.lc.hidden);
+    auto cache = make_cache(w, 1);
+    kv_session session(w.model, cache, online_gate_policy{2}, &w.image, &w.output, {});
+    const auto in = w.input({0});
+    auto logits = session.prefill(in.view(w.lc.hidden), in.table());
+    std::vector<std::int32_t> turn1;
+    for (int s = 0; s < 2; ++s) {
+      turn1.push_back(argmax_tokens(logits, w.lc.vocab)[0]);
+      logits = session.decode(host_span<const std::int32_t>(&turn1.back(), 1));
+    }
+    // turn 2: [instruction 2 | image 10 (the second prompt's image rows) | instruction 2]
+    const std::vector<std::int32_t> before{7, 8}, after{9, 10};
+    std::vector<float> t2(2 * H);
+    w.model.embed(make_host_span(before), make_host_span(t2));
+    const auto& img = w.prompt_rows[1];
+    t2.insert(t2.end(), img.begin() + static_cast<std::ptrdiff_t>(3 * H), img.begin() + static_cast<std::ptrdiff_t>(13 * H));
+    std::vector<float> e(2 * H);
+    w.model.embed(make_host_span(after), make_host_span(e));
+    t2.insert(t2.end(), e.begin(), e.end());
+    const std::vector<index_t> t2_indptr{0, 14}, t2_seg_indptr{0, 3};
+    const std::vector<segment> t2_seg{{K::instruction, 0, 2, 1}, {K::image, 2, 10, 1}, {K::instruction, 12, 2, 1}};
+    logits = session.prefill({make_host_span(t2_indptr), make_host_span(std::as_const(t2)), w.lc.hidden},
+                             {make_host_span(t2_seg_indptr), make_host_span(t2_seg)});
+    CHECK(session.image_kept().positions.size() == 2);  // floor(10 * 0.2) of this turn's image
+    std::vector<std::int32_t> turn2;
+    for (int s = 0; s < 2; ++s) {
+      turn2.push_back(argmax_tokens(logits, w.lc.vocab)[0]);
+      logits = session.decode(host_span<const std::int32_t>(&turn2.back(), 1));
+    }
+    // the same conversation without cache: both images in one context
+    auto full = w.input({0}, {turn1});
+    index_t len = full.indptr.back();
+    full.rows.insert(full.rows.end(), t2.begin(), t2.end());
+    for (const segment& s : t2_seg) full.segs.push_back({s.kind, len + s.begin, s.length, 1});
+    len += 14;
+    std::vector<float> o2(turn2.size() * H);
+    w.model.embed(make_host_span(std::as_const(turn2)), make_host_span(o2));
+    full.rows.insert(full.rows.end(), o2.begin(), o2.end());
+    full.segs.push_back({K::output, len, 2, 1});
+    full.seg_indptr.back() = static_cast<index_t>(full.segs.size());
+    full.indptr.back() = len + 2;
+    run_stats st;
+    const auto nc = decode_without_cache(w.model, &w.image, &w.output, full.view(w.lc.hidden), full.table(), {}, &st);
+    CHECK(st.image_tokens == 30);
+    CHECK(st.image_kept == 4 + 2);  // each turn's image keeps its own 20%
+    CHECK(max_abs_diff(nc, logits) < 1e-5);
+  }
+
+  TEST_CASE("pipeline: the released rule keeps each sequence's top-k by raw logit0, k the batch max of argmax keeps") {
+    const auto& w = the_world();
+    const auto H = static_cast<std::size_t>(w.lc.hidden);
+    const auto full = w.input({0, 1}, {{1, 2, 3, 4, 5, 6, 7}, {8, 9, 10}});
+    // by hand: layers 0 and 1 over everything, then the output predictor on each sequence's
+    // generated tokens but the newest
+    std::vector<float> h = full.rows, k(h.size()), v(h.size());
+    std::vector<index_t> pos(h.size() / H);
+    for (std::size_t b = 0; b < 2; ++b) {
+      for (index_t i = full.indptr[b]; i < full.indptr[b + 1]; ++i) pos[static_cast<std::size_t>(i)] = i - full.indptr[b];
+    }
+    const paged_kv_cache* none = nullptr;
+    for (index_t l = 0; l < 2; ++l) {
+      w.model.layer(l, {make_host_span(full.indptr), make_host_span(h), w.lc.hidden}, make_host_span(std::as_const(pos)),
+                    none, make_host_span(k), make_host_span(v));
+    }
+    const std::vector<index_t> first{27, full.indptr[1] + 15}, count{6, 2}, cand_indptr{0, 6, 8};
+    std::vector<float> x;
+    for (std::size_t b = 0; b < 2; ++b) {
+      x.insert(x.end(), h.begin() + static_cast<std::ptrdiff_t>(static_cast<std::size_t>(first[b]) * H),
+               h.begin() + static_cast<std::ptrdiff_t>(static_cast<std::size_t>(first[b] + count[b]) * H));
+    }
+    std::vector<float> lg(16);
+    w.output.logits(host, {make_host_span(cand_indptr), make_host_span(std::as_const(x)), w.lc.hidden}, make_host_span(lg));
+    std::vector<std::vector<index_t>> argmax_set(2), released_set(2);
+    index_t kmax = 0;
+    for (std::size_t b = 0; b < 2; ++b) {
+      std::vector<std::pair<float, index_t>> by_logit0;
+      for (index_t i = 0; i < count[b]; ++i) {
+        const auto r = static_cast<std::size_t>(cand_indptr[b] + i);
+        if (lg[2 * r] > lg[2 * r + 1]) argmax_set[b].push_back(i);
+        by_logit0.push_back({-lg[2 * r], i});  // descending logit0, ties to the earlier token
+      }
+      kmax = std::max(kmax, static_cast<index_t>(argmax_set[b].size()));
+      std::sort(by_logit0.begin(), by_logit0.end());
+      for (std::size_t j = 0; j < by_logit0.size(); ++j) released_set[b].push_back(by_logit0[j].second);
+    }
+    for (std::size_t b = 0; b < 2; ++b) {
+      released_set[b].resize(static_cast<std::size_t>(std::min(kmax, count[b])));
+      std::sort(released_set[b].begin(), released_set[b].end());
+    }
+    sparsifier_options released;
+    released.rule = output_rule::released_batch_max_topk;
+    host_selection kept_released, kept_argmax;
+    decode_without_cache(w.model, &w.image, &w.output, full.view(w.lc.hidden), full.table(), released, nullptr,
+                         &kept_released);
+    decode_without_cache(w.model, &w.image, &w.output, full.view(w.lc.hidden), full.table(), sparsifier_options{},
+                         nullptr, &kept_argmax);
+    for (std::size_t b = 0; b < 2; ++b) {
+      CAPTURE(b);
+      const auto row = [b](const host_selection& s) {
+        return std::vector<index_t>(s.positions.begin() + s.indptr[b], s.positions.begin() + s.indptr[b + 1]);
+      };
+      CHECK(row(kept_argmax) == argmax_set[b]);
+      CHECK(row(kept_released) == released_set[b]);
+    }
+    MESSAGE("argmax keeps " << argmax_set[0].size() << " and " << argmax_set[1].size() << "; the released rule keeps "
+                            << released_set[0].size() << " and " << released_set[1].size());
+    CHECK(kept_released.positions != kept_argmax.positions);  // on this input the rules differ
   }
 }

@@ -172,22 +172,6 @@ std::vector<index_t> held_positions(const paged_kv_cache& c, index_t l, std::siz
   return out;
 }
 
-sparsifier_options dense_options() {
-  sparsifier_options o;
-  o.prune_images = false;
-  o.gate_outputs = false;
-  return o;
-}
-
-sparsifier_options fastv_options() {
-  sparsifier_options o;
-  o.vision = vision_rule::fastv;
-  o.sparse_layer = 3;
-  o.vision_keep_ratio = 0.25;
-  o.gate_outputs = false;
-  return o;
-}
-
 /// H2O's cache size after `seen` tokens (the cost model's formula, written out again).
 index_t h2o_size(index_t seen, double ratio, index_t recent) {
   return std::min(seen, std::max(recent, static_cast<index_t>(std::floor(seen * ratio))));

@@ -18,6 +18,7 @@
 #include <cmath>
 #include <cstdint>
 #include <random>
+#include <string>
 #include <vector>
 
 namespace dynllava {
@@ -141,11 +142,28 @@ class llama_model {
                      "llama_model: expected {} layers of weights, got {}", c_.layers, w_.layers.size());
     DYNLLAVA_EXPECTS(w_.embed.size() == static_cast<std::size_t>(c_.vocab) * static_cast<std::size_t>(c_.hidden),
                      "llama_model: embed must be [vocab = {}, H = {}]", c_.vocab, c_.hidden);
+    const index_t H = c_.hidden, I = c_.intermediate;
+    for (std::size_t l = 0; l < w_.layers.size(); ++l) {
+      const auto& lw = w_.layers[l];
+      check_norm(lw.attn_norm, fmt::format("layers[{}].attn_norm", l));
+      check_norm(lw.mlp_norm, fmt::format("layers[{}].mlp_norm", l));
+      check_linear(lw.wq, H, H, fmt::format("layers[{}].wq", l));
+      check_linear(lw.wk, H, H, fmt::format("layers[{}].wk", l));
+      check_linear(lw.wv, H, H, fmt::format("layers[{}].wv", l));
+      check_linear(lw.wo, H, H, fmt::format("layers[{}].wo", l));
+      check_linear(lw.w_gate, H, I, fmt::format("layers[{}].w_gate", l));
+      check_linear(lw.w_up, H, I, fmt::format("layers[{}].w_up", l));
+      check_linear(lw.w_down, I, H, fmt::format("layers[{}].w_down", l));
+    }
+    check_norm(w_.final_norm, "final_norm");
+    check_linear(w_.lm_head, H, c_.vocab, "lm_head");
   }
 
   const llama_config& config() const noexcept { return c_; }
   index_t layers() const noexcept { return c_.layers; }
   index_t hidden() const noexcept { return c_.hidden; }
+  index_t vocab() const noexcept { return c_.vocab; }
+  index_t heads() const noexcept { return c_.heads; }
 
   /// `out[i, :] = embed[tokens[i], :]`. @throws dynllava::error on an id outside the vocabulary.
   void embed(host_span<const std::int32_t> tokens, host_span<float> out) const {
@@ -283,6 +301,20 @@ class llama_model {
   }
 
  private:
+  void check_norm(const std::vector<float>& w, const std::string& name) const {
+    DYNLLAVA_EXPECTS(w.size() == static_cast<std::size_t>(c_.hidden),
+                     "llama_model: {} must hold H = {} values, got {}", name, c_.hidden, w.size());
+  }
+  static void check_linear(const linear_weights& w, index_t in, index_t out, const std::string& name) {
+    DYNLLAVA_EXPECTS(w.in == in && w.out == out &&
+                         w.weight.size() == static_cast<std::size_t>(in) * static_cast<std::size_t>(out) &&
+                         (w.bias.empty() || w.bias.size() == static_cast<std::size_t>(out)),
+                     "llama_model: {} must be [out = {}, in = {}] ({} weights, bias empty or {}), got "
+                     "[{}, {}] with {} weights and {} bias values", name, out, in,
+                     static_cast<std::size_t>(in) * static_cast<std::size_t>(out), out, w.out, w.in,
+                     w.weight.size(), w.bias.size());
+  }
+
   llama_config c_;
   llama_weights w_;
 };

@@ -16,7 +16,8 @@
 namespace dynllava {
 
 /// @brief Requirements, for `const M& m` and a KV storage type `C`:
-///   1. `m.layers()` and `m.hidden()` give the number of decoder layers and the width H;
+///   1. `m.layers()`, `m.hidden()` and `m.vocab()` give the number of decoder layers, the
+///      width H and the vocabulary size;
 ///   2. `m.embed(tokens, out)` writes `[n, H]` input rows for `n` token ids;
 ///   3. `m.layer(l, rows, positions, cache, k, v)` runs layer `l` in place on a ragged batch of
 ///      rows (`host_ragged_rows<float>`, `[n, H]`) at the given original positions, each row
@@ -33,6 +34,7 @@ concept decoder = kv_storage<C> &&
              host_span<const float> final_rows) {
       { m.layers() } -> std::convertible_to<index_t>;
       { m.hidden() } -> std::convertible_to<index_t>;
+      { m.vocab() } -> std::convertible_to<index_t>;
       m.embed(tokens, out);
       m.layer(l, rows, positions, cache, out, out);
       m.logits(final_rows, out);
@@ -63,11 +65,14 @@ inline std::size_t key_attention_size(host_span<const index_t> indptr,
 }
 
 /// @brief A `decoder` whose `layer` also takes `layer_probes` as a seventh argument:
-/// `m.layer(l, rows, positions, cache, k, v, probes)`. FastV and H2O need one.
+/// `m.layer(l, rows, positions, cache, k, v, probes)`, and whose `m.heads()` gives the number of
+/// attention heads (H is a multiple of it; queries and keys are `[heads, H / heads]` per row).
+/// FastV and H2O need one.
 template <class M, class C>
 concept probing_decoder = decoder<M, C> &&
     requires(const M& m, index_t l, host_ragged_rows<float> rows, host_span<const index_t> positions,
              const C* cache, host_span<float> out, layer_probes probes) {
+      { m.heads() } -> std::convertible_to<index_t>;
       m.layer(l, rows, positions, cache, out, out, probes);
     };
 

@@ -1,0 +1,210 @@
+// SPDX-License-Identifier: Apache-2.0
+/// @file steps.hpp
+/// @brief The steps `kv_session` and `decode_without_cache` share: image selection at the sparse
+/// layer (predictor or FastV), option checks, layer calls with probes, work traces.
+#pragma once
+
+#include <dynllava/context/build_context.hpp>
+#include <dynllava/context/gather.hpp>
+#include <dynllava/context/segments.hpp>
+#include <dynllava/core/error.hpp>
+#include <dynllava/core/ragged.hpp>
+#include <dynllava/cost/trace.hpp>
+#include <dynllava/pipeline/decoder.hpp>
+#include <dynllava/pipeline/sparsifier_options.hpp>
+#include <dynllava/score/fastv_scorer.hpp>
+#include <dynllava/score/image_predictor.hpp>
+#include <dynllava/score/output_predictor.hpp>
+#include <dynllava/select/selection.hpp>
+#include <dynllava/select/topk.hpp>
+
+#include <cstdint>
+#include <vector>
+
+namespace dynllava {
+
+namespace detail {
+
+/// Adds one layer's work to a trace: every row of sequence `b` attends to `cached[b]` cached
+/// tokens and to the rows of its sequence up to itself.
+inline void trace_layer(cost::layer_trace& t, const std::vector<index_t>& indptr,
+                        const std::vector<index_t>& cached) {
+  for (std::size_t b = 0; b + 1 < indptr.size(); ++b) {
+    const std::int64_t n = indptr[b + 1] - indptr[b];
+    t.query_rows += n;
+    t.attention_pairs += n * (cached.empty() ? 0 : cached[b]) + n * (n + 1) / 2;
+  }
+}
+
+/// @brief Each sequence's image candidates split into groups, one per turn (a run of image
+/// segments with the same `turn`, in segment order). Each group is ranked on its own (its own
+/// predictor call, its own top-k), in prefill with KV cache, where a turn's image arrives in its
+/// own call, and without KV cache alike, so both modes keep the same tokens.
+struct image_groups {
+  std::vector<index_t> indptr{0};     ///< [groups + 1] CSR over the candidates, in their order
+  std::vector<std::size_t> sequence;  ///< [groups] the sequence of each group
+};
+
+inline image_groups group_images_by_turn(segment_table<host_space> t) {
+  image_groups g;
+  for (std::size_t b = 0; b < t.batch(); ++b) {
+    bool open = false;
+    index_t turn = 0;
+    for (index_t i = t.indptr[b]; i < t.indptr[b + 1]; ++i) {
+      const segment& seg = t.segments[static_cast<std::size_t>(i)];
+      if (seg.kind != segment_kind::image) continue;
+      if (!open || seg.turn != turn) {
+        g.indptr.push_back(g.indptr.back());
+        g.sequence.push_back(b);
+        open = true;
+        turn = seg.turn;
+      }
+      g.indptr.back() += seg.length;
+    }
+  }
+  return g;
+}
+
+/// Top `floor(n * ratio)` of each group by `scores` (candidate order), as kept positions local
+/// to each sequence's candidate list.
+inline host_selection topk_by_group(const image_groups& g, const host_selection& cands,
+                                    const std::vector<float>& scores, double ratio) {
+  DYNLLAVA_EXPECTS(static_cast<std::size_t>(g.indptr.back()) == cands.positions.size(),
+                   "image groups cover {} candidates, expected {}", g.indptr.back(),
+                   cands.positions.size());
+  const auto sel = cpu::topk({make_host_span(g.indptr), make_host_span(scores)}, keep_ratio(ratio));
+  host_selection out;
+  out.indptr.assign(cands.batch() + 1, 0);
+  for (std::size_t gi = 0; gi < g.sequence.size(); ++gi) {
+    const std::size_t b = g.sequence[gi];
+    const index_t offset = g.indptr[gi] - cands.indptr[b];
+    for (index_t i = sel.indptr[gi]; i < sel.indptr[gi + 1]; ++i) {
+      out.positions.push_back(sel.positions[static_cast<std::size_t>(i)] + offset);
+    }
+    out.indptr[b + 1] += sel.indptr[gi + 1] - sel.indptr[gi];
+  }
+  for (std::size_t b = 0; b < cands.batch(); ++b) out.indptr[b + 1] += out.indptr[b];
+  return out;
+}
+
+/// The image predictor's work: each group's image tokens, all pairs within a group.
+inline void trace_image_predictor(cost::trace& t, const image_groups& g) {
+  for (std::size_t gi = 0; gi + 1 < g.indptr.size(); ++gi) {
+    const std::int64_t n = g.indptr[gi + 1] - g.indptr[gi];
+    t.image_tokens_scored += n;
+    t.image_attention_pairs += n * n;
+  }
+}
+
+/// Rows of `src` (ragged, width H) listed by a sparse context, as a new ragged batch.
+inline void gather_context(const std::vector<float>& src, index_t H,
+                           const host_sparse_context& ctx, std::vector<float>& dst) {
+  dst.resize(ctx.rows.size() * static_cast<std::size_t>(H));
+  cpu::gather_rows(host_span<const float>(src.data(), src.size()), H, make_host_span(ctx.rows),
+                   make_host_span(dst));
+}
+
+/// Image top-k at the sparse layer by the image predictor: the kept positions among each
+/// sequence's image tokens (each turn's image ranked on its own).
+inline host_selection select_images(const image_predictor* pred, const std::vector<float>& hidden,
+                                    index_t H, segment_table<host_space> t,
+                                    const sparsifier_options& o, run_stats& stats, cost::trace& work) {
+  const auto cands = cpu::candidate_rows(t, segment_kind::image);
+  stats.image_tokens += static_cast<index_t>(cands.positions.size());
+  host_selection kept;
+  if (!o.prune_images) {
+    kept = host_selection::keep_all(cands.indptr);
+  } else {
+    DYNLLAVA_EXPECTS(pred != nullptr, "select_images: no image predictor");  // checked up front
+    const auto groups = group_images_by_turn(t);
+    trace_image_predictor(work, groups);
+    const auto rows = cpu::global_rows(cands, t);
+    std::vector<float> x(rows.size() * static_cast<std::size_t>(H)), scores(rows.size());
+    cpu::gather_rows(host_span<const float>(hidden.data(), hidden.size()), H, make_host_span(rows),
+                     make_host_span(x));
+    pred->score(host, {make_host_span(groups.indptr), make_host_span(std::as_const(x)), H},
+                make_host_span(scores));
+    kept = topk_by_group(groups, cands, scores, o.vision_keep_ratio);
+  }
+  stats.image_kept += static_cast<index_t>(kept.positions.size());
+  return kept;
+}
+
+/// @brief FastV at the sparse layer: ranks each sequence's image tokens by the head-averaged
+/// attention that the sequence's last row in the call pays them, from the queries `q` and keys
+/// `k` (`[rows, H]`, ragged by `indptr`, RoPE applied) of the last full layer; keeps the top
+/// `floor(n * vision_keep_ratio)` of each turn's image.
+template <class Model>
+host_selection select_images_fastv(const Model& m, const std::vector<float>& q,
+                                   const std::vector<float>& k, const std::vector<index_t>& indptr,
+                                   segment_table<host_space> segments, const sparsifier_options& o,
+                                   run_stats& stats) {
+  if constexpr (requires { m.heads(); }) {
+    const index_t H = m.hidden();
+    const auto Hs = static_cast<std::size_t>(H);
+    const auto cands = cpu::candidate_rows(segments, segment_kind::image);
+    stats.image_tokens += static_cast<index_t>(cands.positions.size());
+    std::vector<float> queries;
+    for (std::size_t b = 0; b + 1 < indptr.size(); ++b) {
+      const auto last = static_cast<std::size_t>(indptr[b + 1] - 1);
+      queries.insert(queries.end(), q.begin() + static_cast<std::ptrdiff_t>(last * Hs),
+                     q.begin() + static_cast<std::ptrdiff_t>((last + 1) * Hs));
+    }
+    std::vector<float> scores(cands.positions.size());
+    const fastv_scorer fastv{m.heads(), m.hidden() / m.heads()};
+    fastv.score(host, make_host_span(std::as_const(queries)),
+                {make_host_span(indptr), make_host_span(k), H}, cands.view(), make_host_span(scores));
+    auto kept = topk_by_group(group_images_by_turn(segments), cands, scores, o.vision_keep_ratio);
+    stats.image_kept += static_cast<index_t>(kept.positions.size());
+    return kept;
+  } else {
+    DYNLLAVA_FAIL("vision_rule::fastv needs a probing_decoder");  // checked up front
+  }
+}
+
+/// @throws dynllava::error when the options cannot run on a model of `layers` layers with
+/// these predictors (a null predictor is an error wherever the options say to use it).
+template <class Model, class Cache>
+void check_options(const sparsifier_options& o, index_t layers, const image_predictor* image,
+                   const output_predictor* output, const char* who) {
+  DYNLLAVA_EXPECTS(o.sparse_layer >= 0 && o.sparse_layer <= layers,
+                   "{}: sparse_layer must be in [0, {}], got {}", who, layers, o.sparse_layer);
+  DYNLLAVA_EXPECTS(o.vision_keep_ratio >= 0.0 && o.vision_keep_ratio <= 1.0,
+                   "{}: vision_keep_ratio must be in [0, 1], got {}", who, o.vision_keep_ratio);
+  if (o.vision == vision_rule::fastv) {
+    DYNLLAVA_EXPECTS(o.sparse_layer >= 1,
+                     "{}: vision_rule::fastv reads the attention of layer sparse_layer - 1, so "
+                     "sparse_layer must be >= 1, got {}", who, o.sparse_layer);
+    DYNLLAVA_EXPECTS((probing_decoder<Model, Cache>),
+                     "{}: vision_rule::fastv needs a probing_decoder (one whose layer() takes "
+                     "layer_probes to hand out its queries)", who);
+  } else {
+    DYNLLAVA_EXPECTS(!o.prune_images || image != nullptr,
+                     "{}: prune_images with vision_rule::predictor needs an image predictor, got "
+                     "null (set prune_images = false for dense vision)", who);
+  }
+  DYNLLAVA_EXPECTS(!o.gate_outputs || output != nullptr,
+                   "{}: gate_outputs needs an output predictor, got null (set gate_outputs = "
+                   "false for dense text)", who);
+}
+
+
+/// Runs `m.layer` with probes when the model offers them (a plain decoder gets none).
+template <class Model, class Cache>
+void run_layer(const Model& m, index_t l, host_ragged_rows<float> rows, host_span<const index_t> pos,
+               const Cache* cache, host_span<float> k, host_span<float> v, layer_probes probes) {
+  if constexpr (probing_decoder<Model, Cache>) {
+    m.layer(l, rows, pos, cache, k, v, probes);
+  } else {
+    m.layer(l, rows, pos, cache, k, v);
+  }
+}
+
+inline void count_rows(run_stats& s, index_t layers, index_t from, index_t to, std::size_t rows) {
+  s.rows_per_layer.resize(static_cast<std::size_t>(layers), 0);
+  for (index_t l = from; l < to; ++l) s.rows_per_layer[static_cast<std::size_t>(l)] += static_cast<index_t>(rows);
+}
+
+}  // namespace detail
+
+}  // namespace dynllava

@@ -1,0 +1,326 @@
+// SPDX-License-Identifier: Apache-2.0
+/// @file kv_session.hpp
+/// @brief Decoding with a KV cache: `prefill` with vision pruning, `decode` with the online gate,
+/// and the retention policies (METHOD.md sections 2 and 4).
+#pragma once
+
+#include <dynllava/context/build_context.hpp>
+#include <dynllava/context/segments.hpp>
+#include <dynllava/core/error.hpp>
+#include <dynllava/core/ragged.hpp>
+#include <dynllava/cost/trace.hpp>
+#include <dynllava/kvcache/gated_append.hpp>
+#include <dynllava/kvcache/kv_policy.hpp>
+#include <dynllava/kvcache/kv_storage.hpp>
+#include <dynllava/pipeline/decoder.hpp>
+#include <dynllava/pipeline/detail/steps.hpp>
+#include <dynllava/pipeline/sparsifier_options.hpp>
+#include <dynllava/score/h2o_scorer.hpp>
+#include <dynllava/score/image_predictor.hpp>
+#include <dynllava/score/output_predictor.hpp>
+#include <dynllava/select/gate.hpp>
+
+#include <cstdint>
+#include <vector>
+
+namespace dynllava {
+
+/// @brief A batch of conversations decoded with a KV cache: `prefill` once, then `decode` one
+/// token per sequence per step. With `online_gate_policy` this is Dynamic-LLaVA's KV mode; with
+/// `full_cache_policy` and no pruning it is the dense model. Baselines through the same driver:
+/// FastV (`vision_rule::fastv`), H2O (`h2o_policy`), FastV + H2O (both), StreamingLLM
+/// (`streaming_policy`).
+///
+/// Retention: after every call (prefill or decode step) each (layer, sequence) is cut to what
+/// the policy retains. Policies that rank by scores (`kv_policy_needs_scores`, H2O) get, per
+/// layer, the attention every held token has received so far (summed over heads and queries,
+/// from the decoder's `layer_probes::key_attention`, accumulated by one `h2o_scorer` per layer).
+///
+/// Errors: bad arguments throw `dynllava::error` before anything changes. A call that fails
+/// later (the paged cache runs out of pages in some layer) leaves the session and its cache
+/// valid but in an unspecified state (some layers appended): discard both.
+template <class Model, kv_storage Cache, kv_policy Policy>
+  requires decoder<Model, Cache>
+class kv_session {
+  static_assert(!kv_policy_needs_scores<Policy> || probing_decoder<Model, Cache>,
+                "kv_session: a policy that ranks by attention (H2O) needs a probing_decoder");
+
+ public:
+  kv_session(const Model& model, Cache& cache, Policy policy, const image_predictor* image,
+             const output_predictor* output, sparsifier_options options = {})
+      : m_(model), cache_(cache), policy_(policy), image_(image), output_(output), o_(options),
+        next_pos_(cache.batch(), 0) {
+    detail::check_options<Model, Cache>(o_, model.layers(), image, output, "kv_session");
+    DYNLLAVA_EXPECTS(cache.layers() == model.layers() && cache.width() == model.hidden(),
+                     "kv_session: the cache ({} layers, width {}) does not fit the model ({} layers, H {})",
+                     cache.layers(), cache.width(), model.layers(), model.hidden());
+    // The options' sparse layer and the policy's gate must agree: layers below it cache every
+    // token; the layers at or above it all follow the gate or all ignore it.
+    for (index_t l = 0; l < model.layers(); ++l) {
+      if (l < o_.sparse_layer) {
+        DYNLLAVA_EXPECTS(policy_.admits(l, false),
+                         "kv_session: layer {} is below sparse_layer {} and must cache every token, "
+                         "but the policy drops gated-out tokens there (an online_gate_policy's "
+                         "layer must equal options.sparse_layer)", l, o_.sparse_layer);
+      } else {
+        DYNLLAVA_EXPECTS(policy_.admits(l, false) == policy_.admits(o_.sparse_layer, false),
+                         "kv_session: the policy {} gated-out tokens in layer {} but {} them in "
+                         "layer {}; every layer at or above sparse_layer {} must treat them alike "
+                         "(an online_gate_policy's layer must equal options.sparse_layer)",
+                         policy_.admits(o_.sparse_layer, false) ? "caches" : "drops", o_.sparse_layer,
+                         policy_.admits(l, false) ? "caches" : "drops", l, o_.sparse_layer);
+      }
+    }
+    if constexpr (kv_policy_needs_scores<Policy>) {
+      for (index_t l = 0; l < model.layers(); ++l) {
+        attention_.emplace_back(cache.batch());
+        for (std::size_t b = 0; b < cache.batch(); ++b) {
+          DYNLLAVA_EXPECTS(cache.length(l, b) == 0,
+                           "kv_session: a policy that ranks by attention needs an empty cache "
+                           "(layer {}, sequence {} holds {} tokens)", l, b, cache.length(l, b));
+        }
+      }
+    }
+  }
+
+  /// @brief Runs a prompt per sequence: the first turn, or a later user turn appended after the
+  /// cached conversation (positions continue). Rows `[rows, H]` ragged per sequence, described
+  /// by `segments` (positions local to this call); image tokens are pruned at the sparse layer
+  /// (each turn's image on its own); everything else is kept and cached.
+  /// @return `[batch, vocab]` logits of each sequence's last prompt row.
+  /// @throws dynllava::error when shapes disagree or a prompt ends with an image token.
+  std::vector<float> prefill(host_ragged_rows<const float> rows, segment_table<host_space> segments) {
+    const index_t total = validate(segments, "kv_session::prefill: segments");
+    validate(rows, "kv_session::prefill: rows");
+    DYNLLAVA_EXPECTS(rows.width == m_.hidden() && rows.rows() == static_cast<std::size_t>(total) &&
+                         rows.batch() == cache_.batch(),
+                     "kv_session::prefill: rows ({} x {}, {} sequences) must match the segments ({} "
+                     "rows) and the cache ({} sequences)", rows.rows(), rows.width, rows.batch(),
+                     total, cache_.batch());
+    for (std::size_t b = 0; b < segments.batch(); ++b) {
+      DYNLLAVA_EXPECTS(segments.length(b) > 0 && segments.segments[static_cast<std::size_t>(segments.indptr[b + 1] - 1)].kind != segment_kind::image,
+                       "kv_session::prefill: prompt {} must be non-empty and end with text", b);
+      DYNLLAVA_EXPECTS(rows.length(b) == segments.length(b), "kv_session::prefill: sequence {} has {} rows, its segments {}",
+                       b, rows.length(b), segments.length(b));
+    }
+    const index_t H = m_.hidden();
+    std::vector<float> h(rows.values.begin(), rows.values.end());
+    std::vector<index_t> indptr(rows.indptr.begin(), rows.indptr.end()), pos(h.size() / static_cast<std::size_t>(H));
+    for (std::size_t b = 0; b < rows.batch(); ++b) {
+      for (index_t i = 0; i < rows.length(b); ++i) pos[static_cast<std::size_t>(indptr[b] + i)] = next_pos_[b] + i;
+    }
+    const index_t l = o_.sparse_layer;
+    begin_trace();
+    if (o_.vision == vision_rule::fastv && o_.prune_images && l > 0) {
+      // FastV: the last full layer also hands out its queries and keys.
+      std::vector<float> q, k;
+      run(0, l, indptr, h, pos, std::vector<std::uint8_t>(pos.size(), 1), &q, &k);
+      check_fastv_context(indptr, segments);
+      image_kept_ = detail::select_images_fastv(m_, q, k, indptr, segments, o_, stats_);
+    } else {
+      run(0, l, indptr, h, pos, std::vector<std::uint8_t>(pos.size(), 1));
+      // Vision pruning at the sparse layer.
+      image_kept_ = detail::select_images(image_, h, H, segments, o_, stats_, traces_.back());
+    }
+    const std::vector<kind_selection> pruned{{segment_kind::image, image_kept_.view()}};
+    std::vector<index_t> offsets(next_pos_.begin(), next_pos_.end());
+    const auto ctx = cpu::build_sparse_context(segments, make_host_span(std::as_const(pruned)),
+                                               {.position_offsets = make_host_span(std::as_const(offsets))});
+    std::vector<float> hk;
+    detail::gather_context(h, H, ctx, hk);
+    run(l, m_.layers(), ctx.indptr, hk, ctx.positions, std::vector<std::uint8_t>(ctx.rows.size(), 1));
+    for (std::size_t b = 0; b < rows.batch(); ++b) next_pos_[b] += rows.length(b);
+    retain();
+    end_trace();
+    return last_logits(ctx.indptr, hk);
+  }
+
+  /// @brief One decode step: `tokens[b]` is sequence `b`'s newest token. At the sparse layer the
+  /// output predictor decides keep (`logit0 > logit1`); the token attends to the cache and to
+  /// itself in every layer, and enters a layer's cache iff `policy.admits(layer, keep)`.
+  /// @return `[batch, vocab]` logits.
+  std::vector<float> decode(host_span<const std::int32_t> tokens) {
+    DYNLLAVA_EXPECTS(tokens.size() == cache_.batch(), "kv_session::decode: one token per sequence ({}), got {}",
+                     cache_.batch(), tokens.size());
+    const index_t H = m_.hidden();
+    const std::size_t n = tokens.size();
+    std::vector<float> h(n * static_cast<std::size_t>(H));
+    m_.embed(tokens, make_host_span(h));
+    std::vector<index_t> indptr(n + 1), pos(n);
+    for (std::size_t b = 0; b < n; ++b) {
+      indptr[b + 1] = static_cast<index_t>(b + 1);
+      pos[b] = next_pos_[b]++;
+    }
+    const index_t l = o_.sparse_layer;
+    begin_trace();
+    run(0, l, indptr, h, pos, std::vector<std::uint8_t>(n, 1));
+    std::vector<std::uint8_t> keep(n, 1);
+    if (o_.gate_outputs && l < m_.layers()) {
+      traces_.back().output_tokens_scored += static_cast<std::int64_t>(n);
+      std::vector<float> logits(2 * n);
+      output_->logits(host, {make_host_span(std::as_const(indptr)), make_host_span(std::as_const(h)), H},
+                      make_host_span(logits));
+      cpu::argmax_gate({make_host_span(std::as_const(indptr)), make_host_span(std::as_const(logits))},
+                       make_host_span(keep));
+    }
+    stats_.output_tokens += static_cast<index_t>(n);
+    for (auto k : keep) stats_.output_kept += k;
+    decisions_.insert(decisions_.end(), keep.begin(), keep.end());
+    run(l, m_.layers(), indptr, h, pos, keep);
+    retain();
+    end_trace();
+    return last_logits(indptr, h);
+  }
+
+  /// Kept positions among the image tokens of each sequence's last `prefill` call.
+  const host_selection& image_kept() const noexcept { return image_kept_; }
+  /// Keep decisions of every decoded token, step-major (`[steps * batch]`).
+  const std::vector<std::uint8_t>& decisions() const noexcept { return decisions_; }
+  const run_stats& stats() const noexcept { return stats_; }
+  /// @brief The work of every call so far (prefill, then one per decode step), summed over the
+  /// batch, in the cost model's terms: per layer the query rows, the (query, key) pairs and the
+  /// tokens cached afterwards; the predictors' tokens; the logit rows. `cost::exact_flops` and
+  /// `cost::kv_cache_bytes` turn a trace into FLOPs and bytes.
+  const std::vector<cost::trace>& traces() const noexcept { return traces_; }
+
+ private:
+  /// After every call: each (layer, sequence) keeps what the policy retains; score-based
+  /// policies rank by the attention accumulated in `attention_[layer]`.
+  void retain() {
+    std::vector<float> scores;
+    std::vector<index_t> kept, kept_indptr, kept_all;
+    for (index_t layer = 0; layer < m_.layers(); ++layer) {
+      if constexpr (kv_policy_needs_scores<Policy>) {
+        auto& acc = attention_[static_cast<std::size_t>(layer)];
+        scores.resize(static_cast<std::size_t>(held_tokens(cache_, layer)));
+        acc.scores(host, make_host_span(scores));
+        kept_indptr.assign(1, 0);
+        kept_all.clear();
+        std::size_t first = 0;
+        for (std::size_t b = 0; b < cache_.batch(); ++b) {
+          const auto held = static_cast<std::size_t>(cache_.length(layer, b));
+          cpu::enforce_retention(cache_, policy_, layer, b,
+                                 host_span<const float>(scores.data() + first, held), &kept);
+          first += held;
+          kept_all.insert(kept_all.end(), kept.begin(), kept.end());
+          kept_indptr.push_back(static_cast<index_t>(kept_all.size()));
+        }
+        acc.retain(host, {make_host_span(std::as_const(kept_indptr)), make_host_span(std::as_const(kept_all))});
+      } else {
+        for (std::size_t b = 0; b < cache_.batch(); ++b) cpu::enforce_retention(cache_, policy_, layer, b);
+      }
+    }
+  }
+
+  void begin_trace() {
+    traces_.emplace_back();
+    traces_.back().layers.resize(static_cast<std::size_t>(m_.layers()));
+  }
+  void end_trace() {
+    auto& t = traces_.back();
+    for (index_t layer = 0; layer < m_.layers(); ++layer) {
+      t.layers[static_cast<std::size_t>(layer)].kv_tokens = held_tokens(cache_, layer);
+    }
+    t.logit_rows += static_cast<std::int64_t>(cache_.batch());
+  }
+
+  /// FastV ranks image tokens within the call that brings them (its softmax is over the call's
+  /// keys), so a sequence with an image must have nothing cached before it.
+  void check_fastv_context(const std::vector<index_t>& indptr, segment_table<host_space> segments) const {
+    const auto cands = cpu::candidate_rows(segments, segment_kind::image);
+    for (std::size_t b = 0; b < cache_.batch(); ++b) {
+      DYNLLAVA_EXPECTS(cands.indptr[b + 1] == cands.indptr[b] ||
+                           cache_.length(o_.sparse_layer - 1, b) == rows_in_call(indptr, b),
+                       "kv_session: FastV ranks image tokens within the prompt that holds them; "
+                       "sequence {} brings an image after earlier turns", b);
+    }
+  }
+  static index_t rows_in_call(const std::vector<index_t>& indptr, std::size_t b) {
+    return indptr[b + 1] - indptr[b];
+  }
+
+  /// Layers [from, to) on `h` (ragged by `indptr`), appending K/V under the policy (and, for
+  /// score-based policies, the attention each cached token received). With `q_last`/`k_last`
+  /// the last layer's queries and keys are handed out (FastV).
+  void run(index_t from, index_t to, const std::vector<index_t>& indptr, std::vector<float>& h,
+           const std::vector<index_t>& pos, const std::vector<std::uint8_t>& keep,
+           std::vector<float>* q_last = nullptr, std::vector<float>* k_last = nullptr) {
+    const index_t H = m_.hidden();
+    std::vector<float> k(h.size()), v(h.size()), mass;
+    if (q_last != nullptr) q_last->assign(h.size(), 0.0f);
+    detail::count_rows(stats_, m_.layers(), from, to, pos.size());
+    std::vector<index_t> cached(cache_.batch());
+    for (index_t layer = from; layer < to; ++layer) {
+      for (std::size_t b = 0; b < cache_.batch(); ++b) cached[b] = cache_.length(layer, b);
+      detail::trace_layer(traces_.back().layers[static_cast<std::size_t>(layer)], indptr, cached);
+      layer_probes probes;
+      if (q_last != nullptr && layer == to - 1) probes.queries = make_host_span(*q_last);
+      if constexpr (kv_policy_needs_scores<Policy>) {
+        mass.resize(key_attention_size(make_host_span(indptr), make_host_span(std::as_const(cached))));
+        probes.key_attention = make_host_span(mass);
+      }
+      detail::run_layer(m_, layer, {make_host_span(indptr), make_host_span(h), H}, make_host_span(pos),
+                        static_cast<const Cache*>(&cache_), make_host_span(k), make_host_span(v), probes);
+      if (!probes.queries.empty() && k_last != nullptr) *k_last = k;
+      cpu::gated_append(cache_, policy_, layer, make_host_span(indptr), make_host_span(std::as_const(k)),
+                        make_host_span(std::as_const(v)), make_host_span(keep), make_host_span(pos));
+      if constexpr (kv_policy_needs_scores<Policy>) track_attention(layer, indptr, cached, keep, mass);
+    }
+  }
+
+  /// Keeps `attention_[layer]` in step with the layer's cache: the admitted new tokens start
+  /// being tracked, and every tracked token adds the attention it received in this call.
+  void track_attention(index_t layer, const std::vector<index_t>& indptr,
+                       const std::vector<index_t>& cached, const std::vector<std::uint8_t>& keep,
+                       const std::vector<float>& mass) {
+    auto& acc = attention_[static_cast<std::size_t>(layer)];
+    std::vector<index_t> added(cache_.batch()), block_indptr{0};
+    std::vector<float> block;
+    std::size_t first = 0;
+    for (std::size_t b = 0; b < cache_.batch(); ++b) {
+      DYNLLAVA_EXPECTS(acc.tracked(b) == cached[b],
+                       "kv_session: layer {} sequence {} holds {} tokens but {} are tracked (was "
+                       "the cache changed outside the session?)", layer, b, cached[b], acc.tracked(b));
+      block.insert(block.end(), mass.begin() + static_cast<std::ptrdiff_t>(first),
+                   mass.begin() + static_cast<std::ptrdiff_t>(first + static_cast<std::size_t>(cached[b])));
+      first += static_cast<std::size_t>(cached[b]);
+      for (index_t r = indptr[b]; r < indptr[b + 1]; ++r, ++first) {
+        if (!policy_.admits(layer, keep[static_cast<std::size_t>(r)] != 0)) continue;
+        block.push_back(mass[first]);
+        ++added[b];
+      }
+      block_indptr.push_back(static_cast<index_t>(block.size()));
+    }
+    acc.append(host, make_host_span(std::as_const(added)));
+    acc.accumulate(host, {make_host_span(std::as_const(block_indptr)), make_host_span(std::as_const(block))});
+  }
+
+  std::vector<float> last_logits(const std::vector<index_t>& indptr, const std::vector<float>& h) const {
+    const auto H = static_cast<std::size_t>(m_.hidden());
+    std::vector<float> last;
+    for (std::size_t b = 0; b + 1 < indptr.size(); ++b) {
+      const auto r = static_cast<std::size_t>(indptr[b + 1] - 1);
+      last.insert(last.end(), h.begin() + static_cast<std::ptrdiff_t>(r * H),
+                  h.begin() + static_cast<std::ptrdiff_t>((r + 1) * H));
+    }
+    std::vector<float> out(last.size() / H * static_cast<std::size_t>(vocab()));
+    m_.logits(make_host_span(std::as_const(last)), make_host_span(out));
+    return out;
+  }
+  index_t vocab() const { return m_.vocab(); }
+
+  const Model& m_;
+  Cache& cache_;
+  Policy policy_;
+  const image_predictor* image_;
+  const output_predictor* output_;
+  sparsifier_options o_;
+  std::vector<index_t> next_pos_;
+  host_selection image_kept_;
+  std::vector<std::uint8_t> decisions_;
+  run_stats stats_;
+  std::vector<cost::trace> traces_;
+  std::vector<h2o_scorer> attention_;  ///< [layers], only for score-based policies
+};
+
+}  // namespace dynllava
