@@ -197,6 +197,35 @@ TEST_SUITE("cpu") {
     CHECK(cache.pool().used_pages() == held);  // page size 1: one page per held token
   }
 
+  TEST_CASE_TEMPLATE("kv cache: each layer's view shows exactly what the cache holds, after appends and evictions", C,
+                     paged_kv_cache, contiguous_kv_cache) {
+    test::rng g(5);
+    C cache = make_cache<C>(2, 3, 30);
+    const online_gate_policy gate{1};
+    for (index_t t = 0; t < 20; ++t) {
+      step(cache, gate, {t, t, t}, {static_cast<std::uint8_t>(g() % 2), 1, static_cast<std::uint8_t>(g() % 2)});
+      if (t % 7 == 6) {
+        for (std::size_t b = 0; b < 3; ++b) cpu::enforce_retention(cache, streaming_policy{2, 3}, 0, b);
+      }
+    }
+    for (index_t l = 0; l < 2; ++l) {
+      const auto view = cache.view(l);
+      REQUIRE(view.batch() == 3);
+      for (std::size_t b = 0; b < 3; ++b) {
+        CAPTURE(l);
+        CAPTURE(b);
+        REQUIRE(view.length(b) == cache.length(l, b));
+        for (index_t i = 0; i < view.length(b); ++i) {
+          CHECK(view.position(b, i) == cache.position(l, b, i));
+          CHECK(view.key(b, i) == cache.key(l, b, i));
+          CHECK(view.value(b, i)[1] == cache.value(l, b, i)[1]);
+        }
+      }
+    }
+    CHECK(cache.view(0).length(1) == 2 + 3 + 6);  // sinks + window at t = 13, then 6 more tokens
+    CHECK_THROWS_WITH_AS(cache.view(2), doctest::Contains("layer 2 is not in [0, 2)"), error);
+  }
+
   TEST_CASE("kv cache: bad input is a clear error") {
     contiguous_kv_cache cache({2, 1, W, 2});
     const std::vector<float> row(W, 1.0f);

@@ -36,6 +36,13 @@ Prefill and decode FLOPs and KV-cache bytes of token schedules for LLaVA-1.5 (do
 
 model and request
   --model 7b|13b              LLaVA-1.5 preset (default 7b)
+  --hidden C                  override the preset: residual width (the predictors follow it)
+  --layers L                  override the preset: decoder layers
+  --heads N                   override the preset: attention heads
+  --head-dim D                override the preset: per-head width
+  --intermediate I            override the preset: SwiGLU MLP width
+  --vocab V                   override the preset: vocabulary size
+  --kv-bytes B                override the preset: bytes per cached K/V element (default 2)
   --schedule NAME             dense | fastv | dynamic-llava | h2o | all (default all)
   --batch B                   sequences per batch (default 1)
   --system-tokens N           prompt tokens before the image (default 35)
@@ -60,6 +67,7 @@ CSV of cost against output length (T = 0, step, ... max)
 
 struct cli_options {
   std::string model = "7b";
+  std::optional<index_t> hidden, layers, heads, head_dim, intermediate, vocab, kv_bytes;
   std::string schedule_arg = "all";
   request req{};
   std::int64_t output_tokens = 1024;
@@ -115,6 +123,20 @@ cli_options parse(int argc, char** argv) {
     if (opt == "--model") {
       DYNLLAVA_EXPECTS(v == "7b" || v == "13b", "--model: expected 7b or 13b, got '{}'", v);
       o.model = v;
+    } else if (opt == "--hidden") {
+      o.hidden = parse_index(opt, v, 1);
+    } else if (opt == "--layers") {
+      o.layers = parse_index(opt, v, 1);
+    } else if (opt == "--heads") {
+      o.heads = parse_index(opt, v, 1);
+    } else if (opt == "--head-dim") {
+      o.head_dim = parse_index(opt, v, 1);
+    } else if (opt == "--intermediate") {
+      o.intermediate = parse_index(opt, v, 1);
+    } else if (opt == "--vocab") {
+      o.vocab = parse_index(opt, v, 1);
+    } else if (opt == "--kv-bytes") {
+      o.kv_bytes = parse_index(opt, v, 1);
     } else if (opt == "--schedule") {
       DYNLLAVA_EXPECTS(v == "dense" || v == "fastv" || v == "dynamic-llava" || v == "h2o" ||
                            v == "all",
@@ -158,6 +180,22 @@ cli_options parse(int argc, char** argv) {
     }
   }
   return o;
+}
+
+/// The preset, with any size given on the command line in place of its own.
+llama_config model_config(const cli_options& o) {
+  llama_config c = o.model == "13b" ? llava_1_5_13b() : llava_1_5_7b();
+  const bool custom = o.hidden || o.layers || o.heads || o.head_dim || o.intermediate || o.vocab || o.kv_bytes;
+  if (custom) c.name = o.model == "13b" ? "llava-1.5-13b-custom" : "llava-1.5-7b-custom";
+  if (o.hidden) c.hidden = c.predictor.hidden = *o.hidden;
+  if (o.layers) c.layers = *o.layers;
+  if (o.heads) c.heads = *o.heads;
+  if (o.head_dim) c.head_dim = *o.head_dim;
+  if (o.intermediate) c.intermediate = *o.intermediate;
+  if (o.vocab) c.vocab = *o.vocab;
+  if (o.kv_bytes) c.kv_bytes_per_element = *o.kv_bytes;
+  c.validate();
+  return c;
 }
 
 std::vector<schedule> selected_schedules(const cli_options& o) {
@@ -243,7 +281,7 @@ int main(int argc, char** argv) {
     return 0;
   }
   try {
-    const llama_config config = o.model == "13b" ? llava_1_5_13b() : llava_1_5_7b();
+    const llama_config config = model_config(o);
     const std::vector<schedule> schedules = selected_schedules(o);
     for (const schedule& s : schedules) validate(s, config.layers);
     print_table(config, o, schedules);

@@ -6,6 +6,7 @@
 
 #include <dynllava/core/config.hpp>
 #include <dynllava/core/error.hpp>
+#include <dynllava/kvcache/contiguous_kv_view.hpp>
 #include <dynllava/kvcache/kv_layout_checks.hpp>
 #include <dynllava/kvcache/kv_storage.hpp>
 
@@ -76,6 +77,20 @@ class contiguous_kv_cache {
     len_[s] = static_cast<index_t>(kept.size());
   }
 
+  /// @brief View of layer `l` (`contiguous_kv_view.hpp`): it points into this cache's storage,
+  /// so it follows later appends and evictions, and stays valid as long as the cache.
+  /// @throws dynllava::error on a layer outside [0, layers).
+  contiguous_kv_view<float, host_space> view(index_t l) {
+    detail::check_layer_sequence("contiguous_kv_cache::view", l, c_.layers, 0, std::max<std::size_t>(c_.batch, 1));
+    const std::size_t first = row(l, 0, 0);
+    const std::size_t rows = c_.batch * static_cast<std::size_t>(c_.capacity);
+    return {{k_.data() + first * w(), rows * w()},
+            {v_.data() + first * w(), rows * w()},
+            {pos_.data() + first, rows},
+            {len_.data() + at(l, 0), c_.batch},
+            c_.capacity,
+            c_.width};
+  }
 
  private:
   std::size_t w() const noexcept { return static_cast<std::size_t>(c_.width); }
