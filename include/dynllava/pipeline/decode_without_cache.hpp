@@ -12,6 +12,7 @@
 #include <dynllava/kvcache/contiguous_kv_cache.hpp>
 #include <dynllava/pipeline/decoder.hpp>
 #include <dynllava/pipeline/detail/steps.hpp>
+#include <dynllava/pipeline/hooks.hpp>
 #include <dynllava/pipeline/sparsifier_options.hpp>
 #include <dynllava/score/image_predictor.hpp>
 #include <dynllava/score/output_predictor.hpp>
@@ -85,39 +86,16 @@ std::vector<float> decode_without_cache(const Model& m, const image_predictor* i
   }
   // FastV: ranked by the newest row's attention in layer l - 1 (its queries and keys).
   const auto image_kept = fastv ? detail::select_images_fastv(m, q, k, indptr, segments, o, s)
-                                : detail::select_images(image, h, H, segments, o, s, tr);
+                                : detail::select_images(image, h, segments, o, s, tr);
   // Output candidates: every generated token but the newest.
   const context_options pin{.pin_last_output = true};
   const auto cands = cpu::candidate_rows(segments, segment_kind::output, pin);
   host_selection out_kept;
-  out_kept.indptr.assign(cands.indptr.size(), 0);
   if (!o.gate_outputs) {
     out_kept = host_selection::keep_all(cands.indptr);
   } else {
-    const auto grows = cpu::global_rows(cands, segments);
-    tr.output_tokens_scored += static_cast<std::int64_t>(grows.size());
-    std::vector<float> x(grows.size() * static_cast<std::size_t>(H)), logits(2 * grows.size());
-    cpu::gather_rows(host_span<const float>(h.data(), h.size()), H, make_host_span(grows), make_host_span(x));
-    output->logits(host, {make_host_span(cands.indptr), make_host_span(std::as_const(x)), H}, make_host_span(logits));
-    const ragged_logits<host_space> lg{make_host_span(cands.indptr), make_host_span(std::as_const(logits))};
-    out_kept.positions.resize(grows.size());
-    if (o.rule == output_rule::per_sequence_argmax) {
-      out_kept.positions.resize(static_cast<std::size_t>(
-          logit_argmax{}.select(host, lg, make_host_span(out_kept.indptr), make_host_span(out_kept.positions))));
-    } else {
-      std::vector<std::uint8_t> keep(grows.size());
-      cpu::argmax_gate(lg, make_host_span(keep));
-      index_t kmax = 0;
-      for (std::size_t b = 0; b < cands.batch(); ++b) {
-        kmax = std::max<index_t>(kmax, static_cast<index_t>(std::count(keep.begin() + cands.indptr[b], keep.begin() + cands.indptr[b + 1], 1)));
-      }
-      std::vector<float> logit0(grows.size());
-      std::vector<index_t> ks(cands.batch());
-      for (std::size_t i = 0; i < grows.size(); ++i) logit0[i] = logits[2 * i];
-      for (std::size_t b = 0; b < cands.batch(); ++b) ks[b] = std::min(kmax, cands.indptr[b + 1] - cands.indptr[b]);
-      out_kept = cpu::topk({make_host_span(cands.indptr), make_host_span(std::as_const(logit0))},
-                           topk_budget<host_space>::keep_per_sequence(make_host_span(std::as_const(ks))));
-    }
+    tr.output_tokens_scored += static_cast<std::int64_t>(cands.positions.size());
+    out_kept = cpu::select_outputs(*output, make_host_span(std::as_const(h)), segments, o.rule);
   }
   s.output_tokens += static_cast<index_t>(cands.positions.size());
   s.output_kept += static_cast<index_t>(out_kept.positions.size());

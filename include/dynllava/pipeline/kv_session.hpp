@@ -14,6 +14,7 @@
 #include <dynllava/kvcache/kv_storage.hpp>
 #include <dynllava/pipeline/decoder.hpp>
 #include <dynllava/pipeline/detail/steps.hpp>
+#include <dynllava/pipeline/hooks.hpp>
 #include <dynllava/pipeline/sparsifier_options.hpp>
 #include <dynllava/score/h2o_scorer.hpp>
 #include <dynllava/score/image_predictor.hpp>
@@ -120,7 +121,7 @@ class kv_session {
     } else {
       run(0, l, indptr, h, pos, std::vector<std::uint8_t>(pos.size(), 1));
       // Vision pruning at the sparse layer.
-      image_kept_ = detail::select_images(image_, h, H, segments, o_, stats_, traces_.back());
+      image_kept_ = detail::select_images(image_, h, segments, o_, stats_, traces_.back());
     }
     const std::vector<kind_selection> pruned{{segment_kind::image, image_kept_.view()}};
     std::vector<index_t> offsets(next_pos_.begin(), next_pos_.end());
@@ -157,11 +158,8 @@ class kv_session {
     std::vector<std::uint8_t> keep(n, 1);
     if (o_.gate_outputs && l < m_.layers()) {
       traces_.back().output_tokens_scored += static_cast<std::int64_t>(n);
-      std::vector<float> logits(2 * n);
-      output_->logits(host, {make_host_span(std::as_const(indptr)), make_host_span(std::as_const(h)), H},
-                      make_host_span(logits));
-      cpu::argmax_gate({make_host_span(std::as_const(indptr)), make_host_span(std::as_const(logits))},
-                       make_host_span(keep));
+      cpu::gate_new_tokens(*output_, {make_host_span(std::as_const(indptr)), make_host_span(std::as_const(h)), H},
+                           make_host_span(keep));
     }
     stats_.output_tokens += static_cast<index_t>(n);
     for (auto k : keep) stats_.output_kept += k;

@@ -10,5 +10,6 @@
 #pragma once
 
 #include <dynllava/pipeline/decode_without_cache.hpp>
+#include <dynllava/pipeline/hooks.hpp>
 #include <dynllava/pipeline/kv_session.hpp>
 #include <dynllava/pipeline/sparsifier_options.hpp>

@@ -11,6 +11,7 @@
 #include <dynllava/core/ragged.hpp>
 #include <dynllava/cost/trace.hpp>
 #include <dynllava/pipeline/decoder.hpp>
+#include <dynllava/pipeline/hooks.hpp>
 #include <dynllava/pipeline/sparsifier_options.hpp>
 #include <dynllava/score/fastv_scorer.hpp>
 #include <dynllava/score/image_predictor.hpp>
@@ -36,55 +37,11 @@ inline void trace_layer(cost::layer_trace& t, const std::vector<index_t>& indptr
   }
 }
 
-/// @brief Each sequence's image candidates split into groups, one per turn (a run of image
-/// segments with the same `turn`, in segment order). Each group is ranked on its own (its own
-/// predictor call, its own top-k), in prefill with KV cache, where a turn's image arrives in its
-/// own call, and without KV cache alike, so both modes keep the same tokens.
-struct image_groups {
-  std::vector<index_t> indptr{0};     ///< [groups + 1] CSR over the candidates, in their order
-  std::vector<std::size_t> sequence;  ///< [groups] the sequence of each group
-};
-
-inline image_groups group_images_by_turn(segment_table<host_space> t) {
-  image_groups g;
-  for (std::size_t b = 0; b < t.batch(); ++b) {
-    bool open = false;
-    index_t turn = 0;
-    for (index_t i = t.indptr[b]; i < t.indptr[b + 1]; ++i) {
-      const segment& seg = t.segments[static_cast<std::size_t>(i)];
-      if (seg.kind != segment_kind::image) continue;
-      if (!open || seg.turn != turn) {
-        g.indptr.push_back(g.indptr.back());
-        g.sequence.push_back(b);
-        open = true;
-        turn = seg.turn;
-      }
-      g.indptr.back() += seg.length;
-    }
-  }
-  return g;
-}
-
-/// Top `floor(n * ratio)` of each group by `scores` (candidate order), as kept positions local
-/// to each sequence's candidate list.
-inline host_selection topk_by_group(const image_groups& g, const host_selection& cands,
-                                    const std::vector<float>& scores, double ratio) {
-  DYNLLAVA_EXPECTS(static_cast<std::size_t>(g.indptr.back()) == cands.positions.size(),
-                   "image groups cover {} candidates, expected {}", g.indptr.back(),
-                   cands.positions.size());
-  const auto sel = cpu::topk({make_host_span(g.indptr), make_host_span(scores)}, keep_ratio(ratio));
-  host_selection out;
-  out.indptr.assign(cands.batch() + 1, 0);
-  for (std::size_t gi = 0; gi < g.sequence.size(); ++gi) {
-    const std::size_t b = g.sequence[gi];
-    const index_t offset = g.indptr[gi] - cands.indptr[b];
-    for (index_t i = sel.indptr[gi]; i < sel.indptr[gi + 1]; ++i) {
-      out.positions.push_back(sel.positions[static_cast<std::size_t>(i)] + offset);
-    }
-    out.indptr[b + 1] += sel.indptr[gi + 1] - sel.indptr[gi];
-  }
-  for (std::size_t b = 0; b < cands.batch(); ++b) out.indptr[b + 1] += out.indptr[b];
-  return out;
+/// Image tokens the segments hold.
+inline index_t image_candidates(segment_table<host_space> t) {
+  index_t n = 0;
+  for (const segment& seg : t.segments) n += seg.kind == segment_kind::image ? seg.length : 0;
+  return n;
 }
 
 /// The image predictor's work: each group's image tokens, all pairs within a group.
@@ -104,36 +61,27 @@ inline void gather_context(const std::vector<float>& src, index_t H,
                    make_host_span(dst));
 }
 
-/// Image top-k at the sparse layer by the image predictor: the kept positions among each
-/// sequence's image tokens (each turn's image ranked on its own).
+/// Image top-k at the sparse layer by the image predictor (`cpu::select_images`), with the
+/// run's statistics and work.
 inline host_selection select_images(const image_predictor* pred, const std::vector<float>& hidden,
-                                    index_t H, segment_table<host_space> t,
-                                    const sparsifier_options& o, run_stats& stats, cost::trace& work) {
-  const auto cands = cpu::candidate_rows(t, segment_kind::image);
-  stats.image_tokens += static_cast<index_t>(cands.positions.size());
+                                    segment_table<host_space> t, const sparsifier_options& o,
+                                    run_stats& stats, cost::trace& work) {
   host_selection kept;
   if (!o.prune_images) {
-    kept = host_selection::keep_all(cands.indptr);
+    kept = host_selection::keep_all(cpu::candidate_rows(t, segment_kind::image).indptr);
   } else {
     DYNLLAVA_EXPECTS(pred != nullptr, "select_images: no image predictor");  // checked up front
-    const auto groups = group_images_by_turn(t);
-    trace_image_predictor(work, groups);
-    const auto rows = cpu::global_rows(cands, t);
-    std::vector<float> x(rows.size() * static_cast<std::size_t>(H)), scores(rows.size());
-    cpu::gather_rows(host_span<const float>(hidden.data(), hidden.size()), H, make_host_span(rows),
-                     make_host_span(x));
-    pred->score(host, {make_host_span(groups.indptr), make_host_span(std::as_const(x)), H},
-                make_host_span(scores));
-    kept = topk_by_group(groups, cands, scores, o.vision_keep_ratio);
+    trace_image_predictor(work, cpu::group_images_by_turn(t));
+    kept = cpu::select_images(*pred, make_host_span(hidden), t, o.vision_keep_ratio);
   }
+  stats.image_tokens += image_candidates(t);
   stats.image_kept += static_cast<index_t>(kept.positions.size());
   return kept;
 }
 
-/// @brief FastV at the sparse layer: ranks each sequence's image tokens by the head-averaged
-/// attention that the sequence's last row in the call pays them, from the queries `q` and keys
-/// `k` (`[rows, H]`, ragged by `indptr`, RoPE applied) of the last full layer; keeps the top
-/// `floor(n * vision_keep_ratio)` of each turn's image.
+/// FastV at the sparse layer (`cpu::select_images_fastv`): each sequence's last row in the call
+/// ranks its image tokens, from the queries `q` and keys `k` (`[rows, H]`, ragged by `indptr`)
+/// of the last full layer.
 template <class Model>
 host_selection select_images_fastv(const Model& m, const std::vector<float>& q,
                                    const std::vector<float>& k, const std::vector<index_t>& indptr,
@@ -142,19 +90,16 @@ host_selection select_images_fastv(const Model& m, const std::vector<float>& q,
   if constexpr (requires { m.heads(); }) {
     const index_t H = m.hidden();
     const auto Hs = static_cast<std::size_t>(H);
-    const auto cands = cpu::candidate_rows(segments, segment_kind::image);
-    stats.image_tokens += static_cast<index_t>(cands.positions.size());
     std::vector<float> queries;
     for (std::size_t b = 0; b + 1 < indptr.size(); ++b) {
       const auto last = static_cast<std::size_t>(indptr[b + 1] - 1);
       queries.insert(queries.end(), q.begin() + static_cast<std::ptrdiff_t>(last * Hs),
                      q.begin() + static_cast<std::ptrdiff_t>((last + 1) * Hs));
     }
-    std::vector<float> scores(cands.positions.size());
-    const fastv_scorer fastv{m.heads(), m.hidden() / m.heads()};
-    fastv.score(host, make_host_span(std::as_const(queries)),
-                {make_host_span(indptr), make_host_span(k), H}, cands.view(), make_host_span(scores));
-    auto kept = topk_by_group(group_images_by_turn(segments), cands, scores, o.vision_keep_ratio);
+    auto kept = cpu::select_images_fastv(fastv_scorer{m.heads(), H / m.heads()}, make_host_span(std::as_const(queries)),
+                                         {make_host_span(indptr), make_host_span(k), H}, segments,
+                                         o.vision_keep_ratio);
+    stats.image_tokens += image_candidates(segments);
     stats.image_kept += static_cast<index_t>(kept.positions.size());
     return kept;
   } else {
