@@ -1,16 +1,34 @@
 # SPDX-License-Identifier: Apache-2.0
-# The README's code example must be, line for line, the part of the compiled quickstart between
-# "// example-begin" and "// example-end". Usage: cmake -DREADME=... -DSOURCE=... -P <this>
-file(READ "${SOURCE}" src)
-string(REGEX MATCH "// example-begin[^\n]*\n(.*)// example-end" _ "${src}")
-set(snippet "${CMAKE_MATCH_1}")
-if(snippet STREQUAL "")
+# A document's code examples must be, line for line, the parts of a compiled source between
+# "// example-begin" and "// example-end" (every such block must appear in the document).
+# Usage: cmake -DREADME=<document> -DSOURCE=<source> -P <this>
+cmake_minimum_required(VERSION 3.25)
+file(READ "${SOURCE}" rest)
+file(READ "${README}" readme)
+set(count 0)
+while(TRUE)
+  string(FIND "${rest}" "// example-begin" begin)
+  if(begin EQUAL -1)
+    break()
+  endif()
+  string(SUBSTRING "${rest}" ${begin} -1 rest)
+  string(FIND "${rest}" "\n" newline)
+  math(EXPR first "${newline} + 1")
+  string(SUBSTRING "${rest}" ${first} -1 rest)
+  string(FIND "${rest}" "// example-end" end)
+  if(end EQUAL -1)
+    message(FATAL_ERROR "${SOURCE}: an example-begin without example-end")
+  endif()
+  string(SUBSTRING "${rest}" 0 ${end} snippet)
+  string(SUBSTRING "${rest}" ${end} -1 rest)
+  math(EXPR count "${count} + 1")
+  string(FIND "${readme}" "${snippet}" at)
+  if(at EQUAL -1)
+    message(FATAL_ERROR "${README} does not contain example block ${count} of ${SOURCE} "
+                        "verbatim; copy the block between example-begin and example-end:\n${snippet}")
+  endif()
+endwhile()
+if(count EQUAL 0)
   message(FATAL_ERROR "${SOURCE}: no example-begin/example-end block")
 endif()
-file(READ "${README}" readme)
-string(FIND "${readme}" "${snippet}" at)
-if(at EQUAL -1)
-  message(FATAL_ERROR "README.md does not contain the quickstart example of ${SOURCE} verbatim; "
-                      "copy the block between example-begin and example-end into README.md")
-endif()
-message(STATUS "README.md example matches ${SOURCE}")
+message(STATUS "${README} contains the ${count} example block(s) of ${SOURCE}")
