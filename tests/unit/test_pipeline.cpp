@@ -471,3 +471,27 @@ TEST_SUITE("cpu") {
     CHECK(kept_released.positions != kept_argmax.positions);  // on this input the rules differ
   }
 }
+
+TEST_SUITE("cpu") {
+  TEST_CASE("hooks: shapes that disagree are clear errors") {
+    const auto& w = the_world();
+    const auto in = w.input({0, 1});
+    const std::vector<float> short_hidden(in.rows.begin(), in.rows.end() - 1);
+    CHECK_THROWS_WITH_AS(cpu::select_images(w.image, make_host_span(short_hidden), in.table(), 0.2),
+                         doctest::Contains("select_images: hidden must be [rows = 42, H = 32] = 1344 values, got 1343"), error);
+    CHECK_THROWS_WITH_AS(cpu::select_outputs(w.output, make_host_span(short_hidden), in.table(), output_rule::per_sequence_argmax),
+                         doctest::Contains("select_outputs: hidden must be"), error);
+    CHECK_THROWS_WITH_AS(cpu::select_images(w.image, make_host_span(in.rows), in.table(), 1.5),
+                         doctest::Contains("must be in [0, 1]"), error);
+    const std::vector<index_t> one_seq{0, 42};
+    const std::vector<float> q(2 * 32);
+    CHECK_THROWS_WITH_AS(cpu::select_images_fastv(fastv_scorer{4, 8}, make_host_span(q),
+                                                  {make_host_span(one_seq), make_host_span(in.rows), 32}, in.table(), 0.25),
+                         doctest::Contains("keys (42 rows, 1 sequences) must match the segments (42 rows, 2 sequences)"), error);
+    // the one-call hooks agree with their parts
+    host_selection kept;
+    const auto ctx = cpu::prune_prefill(w.image, make_host_span(in.rows), in.table(), 0.2, &kept);
+    CHECK(kept.positions == cpu::select_images(w.image, make_host_span(in.rows), in.table(), 0.2).positions);
+    CHECK(ctx.indptr == std::vector<index_t>{0, 27 - 20 + 4, 27 - 20 + 4 + 15 - 10 + 2});
+  }
+}
