@@ -14,6 +14,8 @@
 /// Usage: dynllava_engine_hooks [STEPS]
 #include <dynllava/dynllava.hpp>
 
+#include "../common/small_models.hpp"
+
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -117,50 +119,15 @@ struct engine {
 /// A small world: a 4-layer LLaMA (H 32), random predictors, two prompts with an image each.
 struct world {
   llama_config config{32, 4, 4, 64, 50, 1e-5f, 10000.0};
-  predictor_config pc = [] {
-    predictor_config c;
-    c.hidden = 32;
-    c.d_model = 16;
-    c.heads = 2;
-    c.ffn = 32;
-    c.local_dim = 8;
-    c.image_head = {8, 4};
-    c.output_head = {16, 8, 4};
-    return c;
-  }();
+  predictor_config pc = examples::small_predictor_config(32);
   llama_model model{config, random_llama_weights(config, 11)};
   image_predictor image{pc, random_image_predictor_weights(pc, 12)};
-  output_predictor output{centred_output(pc, model)};
+  output_predictor output{examples::centred_output_predictor(pc, model, 13)};
   std::vector<index_t> seg_indptr{0, 3, 6};
   std::vector<segment> segs{{segment_kind::system, 0, 3, 0},      {segment_kind::image, 3, 20, 0},
                             {segment_kind::instruction, 23, 4, 0}, {segment_kind::system, 0, 3, 0},
                             {segment_kind::image, 3, 10, 0},      {segment_kind::instruction, 13, 2, 0}};
   std::vector<float> rows;  // [27 + 15, H]: embedded text, random "vision" rows
-
-  /// Random output-predictor weights with the keep margin centred on this model's hidden
-  /// states at layer 2 (its median over the vocabulary), so the gate keeps some tokens and
-  /// drops others.
-  static output_predictor centred_output(const predictor_config& pc, const llama_model& model) {
-    auto wts = random_output_predictor_weights(pc, 13);
-    const std::size_t n = static_cast<std::size_t>(model.vocab()), H = static_cast<std::size_t>(model.hidden());
-    std::vector<std::int32_t> ids(n);
-    for (std::size_t i = 0; i < n; ++i) ids[i] = static_cast<std::int32_t>(i);
-    std::vector<float> h(n * H), k(h.size()), v(h.size()), logits(2 * n), margin(n);
-    model.embed(make_host_span(std::as_const(ids)), make_host_span(h));
-    std::vector<index_t> indptr(n + 1), pos(n, 5);
-    for (std::size_t i = 0; i <= n; ++i) indptr[i] = static_cast<index_t>(i);
-    const paged_kv_cache* none = nullptr;
-    for (index_t l = 0; l < 2; ++l) {
-      model.layer(l, {make_host_span(std::as_const(indptr)), make_host_span(h), model.hidden()},
-                  make_host_span(std::as_const(pos)), none, make_host_span(k), make_host_span(v));
-    }
-    output_predictor(pc, wts).logits(host, {make_host_span(std::as_const(indptr)), make_host_span(std::as_const(h)), model.hidden()},
-                                     make_host_span(logits));
-    for (std::size_t i = 0; i < n; ++i) margin[i] = logits[2 * i] - logits[2 * i + 1];
-    std::nth_element(margin.begin(), margin.begin() + static_cast<std::ptrdiff_t>(n / 2), margin.end());
-    wts.head.back().bias[0] -= margin[n / 2];
-    return output_predictor(pc, std::move(wts));
-  }
 
   world() {
     const std::vector<std::int32_t> ids{1, 2, 3, 4, 5, 6, 7};

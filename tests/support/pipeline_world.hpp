@@ -11,6 +11,8 @@
 #include <dynllava/pipeline/sparsifier.hpp>
 #include <dynllava/score/random_weights.hpp>
 
+#include "../../examples/common/small_models.hpp"
+
 #include <doctest/doctest.h>
 
 #include <algorithm>
@@ -32,49 +34,10 @@ struct world {
   std::vector<std::vector<float>> prompt_rows;  // per sequence [len, H]
   std::vector<std::vector<segment>> prompt_segs;
 
-  static predictor_config small(index_t H) {
-    predictor_config c;
-    c.hidden = H;
-    c.d_model = 16;
-    c.heads = 2;
-    c.ffn = 32;
-    c.local_dim = 8;
-    c.image_head = {8, 4};
-    c.output_head = {16, 8, 4};
-    return c;
-  }
-
-  /// Random output-predictor weights whose keep margin is centred on hidden states like the
-  /// model's at the sparse layer, so that the gate keeps some tokens and drops others.
-  static output_predictor centred_output(const predictor_config& pc, const llama_model& model) {
-    auto wts = random_output_predictor_weights(pc, 3);
-    std::vector<std::int32_t> ids(50);
-    for (std::size_t i = 0; i < ids.size(); ++i) ids[i] = static_cast<std::int32_t>(i);
-    const auto H = static_cast<std::size_t>(model.hidden());
-    std::vector<float> h(ids.size() * H), k(h.size()), v(h.size());
-    model.embed(make_host_span(std::as_const(ids)), make_host_span(h));
-    std::vector<index_t> indptr(ids.size() + 1), pos(ids.size(), 5);
-    for (std::size_t i = 0; i <= ids.size(); ++i) indptr[i] = static_cast<index_t>(i);
-    const paged_kv_cache* none = nullptr;
-    for (index_t l = 0; l < 2; ++l) {
-      model.layer(l, {make_host_span(std::as_const(indptr)), make_host_span(h), model.hidden()},
-                  make_host_span(std::as_const(pos)), none, make_host_span(k), make_host_span(v));
-    }
-    const output_predictor probe(pc, wts);
-    std::vector<float> logits(2 * ids.size());
-    probe.logits(host, {make_host_span(std::as_const(indptr)), make_host_span(std::as_const(h)), model.hidden()},
-                 make_host_span(logits));
-    std::vector<float> margin;
-    for (std::size_t i = 0; i < ids.size(); ++i) margin.push_back(logits[2 * i] - logits[2 * i + 1]);
-    std::nth_element(margin.begin(), margin.begin() + 25, margin.end());
-    wts.head[3].bias[0] -= margin[25];
-    return output_predictor(pc, std::move(wts));
-  }
-
   world()
-      : pc(small(32)), model(lc, random_llama_weights(lc, 1)),
+      : pc(examples::small_predictor_config(32)), model(lc, random_llama_weights(lc, 1)),
         image(pc, random_image_predictor_weights(pc, 2)),
-        output(centred_output(pc, model)) {
+        output(examples::centred_output_predictor(pc, model, 3)) {
     std::mt19937 g(4);
     std::normal_distribution<float> normal;
     for (auto [n_img, n_ins] : {std::pair<index_t, index_t>{20, 4}, {10, 2}}) {
