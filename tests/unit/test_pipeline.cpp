@@ -4,7 +4,9 @@
 #include <dynllava/cost/kv_bytes.hpp>
 #include <dynllava/cost/schedule_trace.hpp>
 #include <dynllava/kvcache/policies/full_cache.hpp>
+#include <dynllava/kvcache/policies/h2o.hpp>
 #include <dynllava/kvcache/policies/online_gate.hpp>
+#include <dynllava/kvcache/policies/streaming.hpp>
 
 #include "support/pipeline_world.hpp"
 
@@ -169,7 +171,41 @@ TEST_SUITE("cpu") {
                          doctest::Contains("decode_without_cache: gate_outputs needs an output predictor"), error);
     // the policy's gate layer and the options' sparse layer disagree
     CHECK_THROWS_WITH_AS((kv_session(w.model, cache, online_gate_policy{3}, &w.image, &w.output, {})),
-                         doctest::Contains("the policy caches gated-out tokens in layer 2 but drops them in layer 3"), error);
+                         doctest::Contains("gate_outputs is on, but the policy caches gated-out tokens in layer 2 (at or above "
+                                           "sparse_layer 2); use online_gate_policy{2}"), error);
+    CHECK_THROWS_WITH_AS((kv_session(w.model, cache, online_gate_policy{100}, &w.image, &w.output, {})),
+                         doctest::Contains("gate_outputs is on, but the policy caches gated-out tokens in layer 2"), error);
+    CHECK_THROWS_WITH_AS((kv_session(w.model, cache, full_cache_policy{}, &w.image, &w.output, {})),
+                         doctest::Contains("gate_outputs = false for a policy that ignores the gate"), error);
+    // bad policy settings are caught before anything is cached
+    CHECK_THROWS_WITH_AS((kv_session(w.model, cache, h2o_policy{2.0}, nullptr, nullptr, dense_options())),
+                         doctest::Contains("h2o_policy: ratio must be in [0, 1], got 2"), error);
+    CHECK_THROWS_WITH_AS((kv_session(w.model, cache, streaming_policy{-1, 4}, nullptr, nullptr, dense_options())),
+                         doctest::Contains("streaming_policy: sinks (-1) and window (4) must be >= 0"), error);
+    CHECK(held_tokens(cache, 0) == 0);
+    // generated tokens go through decode(), not a prompt
+    auto with_output = w.input({0, 1}, {{1}, {2}});
+    CHECK_THROWS_WITH_AS(session.prefill(with_output.view(w.lc.hidden), with_output.table()),
+                         doctest::Contains("generated tokens go through decode()"), error);
+    // a user segment after the model's output must start a new turn
+    auto unlabelled = w.input({0, 1}, {{1}, {2}});
+    unlabelled.segs.push_back({K::instruction, unlabelled.segs.back().end(), 1, 0});
+    unlabelled.seg_indptr.back() += 1;
+    unlabelled.rows.insert(unlabelled.rows.end(), w.lc.hidden, 0.0f);
+    unlabelled.indptr.back() += 1;
+    CHECK_THROWS_WITH_AS(decode_without_cache(w.model, &w.image, &w.output, unlabelled.view(w.lc.hidden), unlabelled.table(), {}),
+                         doctest::Contains("follows the model's output, so it starts a new turn: its turn must be > 0, got 0"), error);
+    // the model checks the cache it is given
+    auto narrow = paged_kv_cache({4, 2, 8, 4, 10});
+    std::vector<float> h(in.rows.begin(), in.rows.end()), k(h.size()), v(h.size());
+    std::vector<index_t> pos(h.size() / 32, 0);
+    CHECK_THROWS_WITH_AS(w.model.layer(0, {make_host_span(in.indptr), make_host_span(h), 32}, make_host_span(std::as_const(pos)),
+                                       &narrow, make_host_span(k), make_host_span(v)),
+                         doctest::Contains("must hold the rows' 2 sequences, layer 0 and width H = 32"), error);
+    auto shallow = paged_kv_cache({2, 2, 32, 4, 10});
+    CHECK_THROWS_WITH_AS(w.model.layer(3, {make_host_span(in.indptr), make_host_span(h), 32}, make_host_span(std::as_const(pos)),
+                                       &shallow, make_host_span(k), make_host_span(v)),
+                         doctest::Contains("(2 sequences, 2 layers, width 32) must hold"), error);
     CHECK_THROWS_WITH_AS((kv_session(w.model, cache, online_gate_policy{1}, &w.image, &w.output, {})),
                          doctest::Contains("layer 1 is below sparse_layer 2 and must cache every token"), error);
     // rows and segments that agree in total but not per sequence
@@ -324,6 +360,9 @@ TEST_SUITE("cpu") {
       CHECK(mine.decode(make_host_span(next)) == a);
     }
     CHECK(decode_without_cache(bare, &w.image, &w.output, in.view(w.lc.hidden), in.table(), {}) ==
+          decode_without_cache(w.model, &w.image, &w.output, in.view(w.lc.hidden), in.table(), {}));
+    // a model that takes another KV type names it
+    CHECK(decode_without_cache<bare_decoder, paged_kv_cache>(bare, &w.image, &w.output, in.view(w.lc.hidden), in.table(), {}) ==
           decode_without_cache(w.model, &w.image, &w.output, in.view(w.lc.hidden), in.table(), {}));
     sparsifier_options fastv;
     fastv.vision = vision_rule::fastv;

@@ -39,7 +39,7 @@ model and request
   --hidden C                  override the preset: residual width (the predictors follow it)
   --layers L                  override the preset: decoder layers
   --heads N                   override the preset: attention heads
-  --head-dim D                override the preset: per-head width
+  --head-dim D                override the preset: per-head width (default hidden / heads)
   --intermediate I            override the preset: SwiGLU MLP width
   --vocab V                   override the preset: vocabulary size
   --kv-bytes B                override the preset: bytes per cached K/V element (default 2)
@@ -190,7 +190,16 @@ llama_config model_config(const cli_options& o) {
   if (o.hidden) c.hidden = c.predictor.hidden = *o.hidden;
   if (o.layers) c.layers = *o.layers;
   if (o.heads) c.heads = *o.heads;
-  if (o.head_dim) c.head_dim = *o.head_dim;
+  // Attention width follows the residual width (LLaMA: heads * head_dim = hidden) unless the
+  // head size is given too.
+  if (o.head_dim) {
+    c.head_dim = *o.head_dim;
+  } else if (o.hidden || o.heads) {
+    DYNLLAVA_EXPECTS(c.hidden % c.heads == 0,
+                     "--hidden {} is not a multiple of --heads {} (give --head-dim for another "
+                     "attention width)", c.hidden, c.heads);
+    c.head_dim = c.hidden / c.heads;
+  }
   if (o.intermediate) c.intermediate = *o.intermediate;
   if (o.vocab) c.vocab = *o.vocab;
   if (o.kv_bytes) c.kv_bytes_per_element = *o.kv_bytes;
@@ -215,9 +224,10 @@ std::string optional_number(const std::optional<double>& x, double scale, int de
 void print_table(const llama_config& config, const cli_options& o,
                  const std::vector<schedule>& schedules) {
   const request& r = o.req;
-  fmt::print("model {} (C {}, {} layers, MLP {}), batch {}, prompt {} = {} system + {} image + {} "
-             "instruction tokens, output length T = {}\n\n",
-             config.name, config.hidden, config.layers, config.intermediate, r.batch,
+  fmt::print("model {} (C {}, {} layers, {} heads x {}, MLP {}), batch {}, prompt {} = {} system + "
+             "{} image + {} instruction tokens, output length T = {}\n\n",
+             config.name, config.hidden, config.layers, config.heads, config.head_dim,
+             config.intermediate, r.batch,
              r.prompt_tokens(), r.system_tokens, r.image_tokens, r.instruction_tokens,
              o.output_tokens);
   fmt::print("{:<14} {:>9} {:>9} | {:>11} {:>11} | {:>11} {:>11} | {:>9}\n", "", "paper", "exact",
@@ -243,7 +253,8 @@ void print_table(const llama_config& config, const cli_options& o,
       "exact: every prompt token, LLaMA's MLP width, causal attention, norms/softmax/RoPE, "
       "lm_head for the last row, predictors.\n"
       "step = the decode step for generated token T; total = prefill + steps 0..T-1; KV cache "
-      "(fp16) after T generated tokens. '-': not defined (H2O needs a KV cache).\n");
+      "({} bytes per element) after T generated tokens. '-': not defined (H2O needs a KV cache).\n",
+      config.kv_bytes_per_element);
 }
 
 void write_csv(const llama_config& config, const cli_options& o,

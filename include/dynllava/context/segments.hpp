@@ -74,7 +74,8 @@ struct segment_table {
 };
 
 /// @brief Validates a host segment table: CSR offsets, non-negative lengths, contiguity, known
-/// kinds, non-decreasing turns, and `index_t` overflow of the total.
+/// kinds, non-decreasing turns (a user segment after an output segment must start a new turn),
+/// and `index_t` overflow of the total.
 /// @return total rows of the batch (the sum of every sequence's length)
 /// @throws dynllava::error naming the sequence, the segment and the offending value.
 inline index_t validate(segment_table<host_space> table, const char* what) {
@@ -83,6 +84,7 @@ inline index_t validate(segment_table<host_space> table, const char* what) {
   for (std::size_t b = 0; b < table.batch(); ++b) {
     index_t expected_begin = 0;
     index_t last_turn = 0;
+    bool after_output = false;
     for (index_t s = table.indptr[b]; s < table.indptr[b + 1]; ++s) {
       const segment& seg = table.segments[static_cast<std::size_t>(s)];
       DYNLLAVA_EXPECTS(static_cast<unsigned>(seg.kind) <= static_cast<unsigned>(segment_kind::output),
@@ -100,11 +102,16 @@ inline index_t validate(segment_table<host_space> table, const char* what) {
                        "{}: sequence {} segment {} has turn {} after turn {}; turns must not "
                        "decrease",
                        what, b, s - table.indptr[b], seg.turn, last_turn);
+      DYNLLAVA_EXPECTS(!after_output || seg.kind == segment_kind::output || seg.turn > last_turn,
+                       "{}: sequence {} segment {} follows the model's output, so it starts a new "
+                       "turn: its turn must be > {}, got {}",
+                       what, b, s - table.indptr[b], last_turn, seg.turn);
       DYNLLAVA_EXPECTS(static_cast<long long>(seg.begin) + seg.length <=
                            std::numeric_limits<index_t>::max(),
                        "{}: sequence {} is longer than the index_t maximum", what, b);
       expected_begin = seg.end();
       last_turn = seg.turn;
+      after_output = seg.kind == segment_kind::output;
     }
     total += expected_begin;
     DYNLLAVA_EXPECTS(total <= std::numeric_limits<index_t>::max(),

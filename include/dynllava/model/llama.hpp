@@ -199,9 +199,11 @@ class llama_model {
     DYNLLAVA_EXPECTS(positions.size() == n && k_out.size() == n * H && v_out.size() == n * H,
                      "llama_model::layer: positions ({}), k_out ({}) and v_out ({}) must match {} rows",
                      positions.size(), k_out.size(), v_out.size(), n);
-    DYNLLAVA_EXPECTS(cache == nullptr || cache->batch() == hidden.batch(),
-                     "llama_model::layer: cache holds {} sequences, rows {}", cache ? cache->batch() : 0,
-                     hidden.batch());
+    DYNLLAVA_EXPECTS(cache == nullptr || (cache->batch() == hidden.batch() && cache->layers() > l &&
+                                          cache->width() == c_.hidden),
+                     "llama_model::layer: the cache ({} sequences, {} layers, width {}) must hold the "
+                     "rows' {} sequences, layer {} and width H = {}", cache ? cache->batch() : 0,
+                     cache ? cache->layers() : 0, cache ? cache->width() : 0, hidden.batch(), l, c_.hidden);
     const auto& w = w_.layers[static_cast<std::size_t>(l)];
     const auto heads = static_cast<std::size_t>(c_.heads);
     const std::size_t hd = H / heads;

@@ -37,8 +37,10 @@ namespace dynllava {
 /// @param[out] work optional: this step's work in the cost model's terms (overwritten)
 /// @param[out] kept_outputs optional: the kept positions among each sequence's output candidates
 /// @return `[batch, vocab]` logits of each sequence's last row.
-template <class Model>
-  requires decoder<Model, contiguous_kv_cache>
+/// @tparam Cache a KV storage type the model's `layer` accepts (no cache is used: a null one is
+///         passed); name it for a model that does not take `contiguous_kv_cache`.
+template <class Model, kv_storage Cache = contiguous_kv_cache>
+  requires decoder<Model, Cache>
 std::vector<float> decode_without_cache(const Model& m, const image_predictor* image,
                                         const output_predictor* output,
                                         host_ragged_rows<const float> rows,
@@ -46,7 +48,7 @@ std::vector<float> decode_without_cache(const Model& m, const image_predictor* i
                                         const sparsifier_options& o, run_stats* stats = nullptr,
                                         host_selection* kept_outputs = nullptr,
                                         cost::trace* work = nullptr) {
-  detail::check_options<Model, contiguous_kv_cache>(o, m.layers(), image, output, "decode_without_cache");
+  detail::check_options<Model, Cache>(o, m.layers(), image, output, "decode_without_cache");
   const index_t total = validate(segments, "decode_without_cache: segments");
   validate(rows, "decode_without_cache: rows");
   DYNLLAVA_EXPECTS(rows.width == m.hidden() && rows.rows() == static_cast<std::size_t>(total),
@@ -70,7 +72,7 @@ std::vector<float> decode_without_cache(const Model& m, const image_predictor* i
     for (index_t i = 0; i < rows.length(b); ++i) pos[static_cast<std::size_t>(indptr[b] + i)] = i;
   }
   std::vector<float> k(h.size()), v(h.size());
-  const contiguous_kv_cache* none = nullptr;
+  const Cache* none = nullptr;
   cost::trace local_trace;
   cost::trace& tr = work ? *work : local_trace;
   tr = cost::trace{};

@@ -55,21 +55,23 @@ class kv_session {
     DYNLLAVA_EXPECTS(cache.layers() == model.layers() && cache.width() == model.hidden(),
                      "kv_session: the cache ({} layers, width {}) does not fit the model ({} layers, H {})",
                      cache.layers(), cache.width(), model.layers(), model.hidden());
+    if constexpr (requires { policy.validate(); }) policy_.validate();
     // The options' sparse layer and the policy's gate must agree: layers below it cache every
-    // token; the layers at or above it all follow the gate or all ignore it.
+    // token; with the output gate on, every layer at or above it caches only kept tokens, and
+    // with it off the gate has no say (full cache, H2O, StreamingLLM).
+    const bool gate = o_.gate_outputs && o_.sparse_layer < model.layers();
     for (index_t l = 0; l < model.layers(); ++l) {
       if (l < o_.sparse_layer) {
         DYNLLAVA_EXPECTS(policy_.admits(l, false),
                          "kv_session: layer {} is below sparse_layer {} and must cache every token, "
                          "but the policy drops gated-out tokens there (an online_gate_policy's "
                          "layer must equal options.sparse_layer)", l, o_.sparse_layer);
-      } else {
-        DYNLLAVA_EXPECTS(policy_.admits(l, false) == policy_.admits(o_.sparse_layer, false),
-                         "kv_session: the policy {} gated-out tokens in layer {} but {} them in "
-                         "layer {}; every layer at or above sparse_layer {} must treat them alike "
-                         "(an online_gate_policy's layer must equal options.sparse_layer)",
-                         policy_.admits(o_.sparse_layer, false) ? "caches" : "drops", o_.sparse_layer,
-                         policy_.admits(l, false) ? "caches" : "drops", l, o_.sparse_layer);
+      } else if (gate) {
+        DYNLLAVA_EXPECTS(!policy_.admits(l, false),
+                         "kv_session: gate_outputs is on, but the policy caches gated-out tokens in "
+                         "layer {} (at or above sparse_layer {}); use online_gate_policy{{{}}}, or "
+                         "gate_outputs = false for a policy that ignores the gate", l,
+                         o_.sparse_layer, o_.sparse_layer);
       }
     }
     if constexpr (kv_policy_needs_scores<Policy>) {
@@ -98,6 +100,11 @@ class kv_session {
                      "kv_session::prefill: rows ({} x {}, {} sequences) must match the segments ({} "
                      "rows) and the cache ({} sequences)", rows.rows(), rows.width, rows.batch(),
                      total, cache_.batch());
+    for (const segment& seg : segments.segments) {
+      DYNLLAVA_EXPECTS(seg.kind != segment_kind::output,
+                       "kv_session::prefill: a prompt holds system, image and instruction segments; "
+                       "generated tokens go through decode() (they are gated there)");
+    }
     for (std::size_t b = 0; b < segments.batch(); ++b) {
       DYNLLAVA_EXPECTS(segments.length(b) > 0 && segments.segments[static_cast<std::size_t>(segments.indptr[b + 1] - 1)].kind != segment_kind::image,
                        "kv_session::prefill: prompt {} must be non-empty and end with text", b);

@@ -22,7 +22,15 @@ namespace dynllava {
 struct h2o_policy {
   double ratio = 0.5;               ///< budget >= floor(ratio * tokens ever appended), in [0, 1]
   index_t recent = 32;              ///< newest tokens always kept (within the budget)
-  index_t uncompressed_layers = 0;  ///< layers below this keep everything
+  index_t uncompressed_layers = 0;  ///< layers below this keep everything (paper: 10 of 32/40)
+
+  /// @throws dynllava::error on a ratio outside [0, 1] or a negative window or layer count.
+  void validate() const {
+    DYNLLAVA_EXPECTS(ratio >= 0.0 && ratio <= 1.0, "h2o_policy: ratio must be in [0, 1], got {}", ratio);
+    DYNLLAVA_EXPECTS(recent >= 0, "h2o_policy: recent must be >= 0, got {}", recent);
+    DYNLLAVA_EXPECTS(uncompressed_layers >= 0, "h2o_policy: uncompressed_layers must be >= 0, got {}",
+                     uncompressed_layers);
+  }
 
   bool admits(index_t, bool) const noexcept { return true; }
 
@@ -36,8 +44,7 @@ struct h2o_policy {
   /// @throws dynllava::error on a bad ratio or recent window, or missing scores.
   index_t retain(index_t layer, kv_sequence_state s, host_span<const float> scores,
                  host_span<index_t> out) const {
-    DYNLLAVA_EXPECTS(ratio >= 0.0 && ratio <= 1.0, "h2o_policy: ratio must be in [0, 1], got {}", ratio);
-    DYNLLAVA_EXPECTS(recent >= 0, "h2o_policy: recent must be >= 0, got {}", recent);
+    validate();
     DYNLLAVA_EXPECTS(out.size() >= static_cast<std::size_t>(s.held),
                      "h2o_policy::retain: out must hold {} entries, got {}", s.held, out.size());
     const index_t keep = budget(layer, s);

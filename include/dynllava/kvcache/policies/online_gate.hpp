@@ -13,6 +13,12 @@ namespace dynllava {
 struct online_gate_policy {
   index_t sparse_layer = 2;  ///< METHOD.md: l = 2
 
+  /// @throws dynllava::error on a negative sparse layer.
+  void validate() const {
+    DYNLLAVA_EXPECTS(sparse_layer >= 0, "online_gate_policy: sparse_layer must be >= 0, got {}",
+                     sparse_layer);
+  }
+
   bool admits(index_t layer, bool keep) const noexcept { return layer < sparse_layer || keep; }
   index_t retain(index_t, kv_sequence_state s, host_span<const float>, host_span<index_t> out) const {
     DYNLLAVA_EXPECTS(out.size() >= static_cast<std::size_t>(s.held),

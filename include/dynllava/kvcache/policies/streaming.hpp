@@ -15,11 +15,16 @@ struct streaming_policy {
   index_t sinks = 4;
   index_t window = 1020;
 
+  /// @throws dynllava::error on a negative sink count or window.
+  void validate() const {
+    DYNLLAVA_EXPECTS(sinks >= 0 && window >= 0, "streaming_policy: sinks ({}) and window ({}) "
+                     "must be >= 0", sinks, window);
+  }
+
   bool admits(index_t, bool) const noexcept { return true; }
   /// Keeps `min(held, sinks + window)` tokens: positions `[0, sinks)` and the last `window`.
   index_t retain(index_t, kv_sequence_state s, host_span<const float>, host_span<index_t> out) const {
-    DYNLLAVA_EXPECTS(sinks >= 0 && window >= 0, "streaming_policy: sinks ({}) and window ({}) "
-                     "must be >= 0", sinks, window);
+    validate();
     DYNLLAVA_EXPECTS(out.size() >= static_cast<std::size_t>(s.held),
                      "streaming_policy::retain: out must hold {} entries, got {}", s.held, out.size());
     if (s.held <= sinks + window) return detail::keep_all(s.held, out);
