@@ -37,6 +37,12 @@ namespace dynllava {
 /// layer, the attention every held token has received so far (summed over heads and queries,
 /// from the decoder's `layer_probes::key_attention`, accumulated by one `h2o_scorer` per layer).
 ///
+/// The batch moves together: every `prefill` call gives each sequence a non-empty prompt (system,
+/// image and instruction segments; generated tokens go through `decode`), every `decode` step
+/// one token per sequence. With the output gate on, the policy must drop gated-out tokens in
+/// every layer from `sparse_layer` (`online_gate_policy{sparse_layer}`); policies that ignore
+/// the gate (full cache, H2O, StreamingLLM) run with `gate_outputs = false`.
+///
 /// Errors: bad arguments throw `dynllava::error` before anything changes. A call that fails
 /// later (the paged cache runs out of pages in some layer) leaves the session and its cache
 /// valid but in an unspecified state (some layers appended): discard both.
