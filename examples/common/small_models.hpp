@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 /// @file small_models.hpp
 /// @brief Small random models for the examples and tests: reduced predictor sizes, and an output
-/// predictor whose gate keeps about half of the tokens of a given decoder.
+/// predictor whose gate keeps about half of the tokens of a given decoder, greedy sampling.
 #pragma once
 
 #include <dynllava/kvcache/paged_kv_cache.hpp>
@@ -55,6 +55,16 @@ inline output_predictor centred_output_predictor(const predictor_config& pc, con
   std::nth_element(margin.begin(), margin.begin() + static_cast<std::ptrdiff_t>(n / 2), margin.end());
   wts.head.back().bias[0] -= margin[n / 2];
   return output_predictor(pc, std::move(wts));
+}
+
+/// Greedy sampling: the argmax token of each `[vocab]` row of `logits` (ties to the smaller id).
+inline std::vector<std::int32_t> argmax_tokens(const std::vector<float>& logits, index_t vocab) {
+  std::vector<std::int32_t> out;
+  for (std::size_t r = 0; r < logits.size() / static_cast<std::size_t>(vocab); ++r) {
+    const auto first = logits.begin() + static_cast<std::ptrdiff_t>(r * static_cast<std::size_t>(vocab));
+    out.push_back(static_cast<std::int32_t>(std::max_element(first, first + vocab) - first));
+  }
+  return out;
 }
 
 }  // namespace dynllava::examples

@@ -146,14 +146,7 @@ struct world {
   segment_table<host_space> table() const { return {make_host_span(seg_indptr), make_host_span(segs)}; }
 };
 
-inline std::vector<std::int32_t> argmax_tokens(const std::vector<float>& logits, index_t vocab) {
-  std::vector<std::int32_t> out;
-  for (std::size_t r = 0; r < logits.size() / static_cast<std::size_t>(vocab); ++r) {
-    const auto first = logits.begin() + static_cast<std::ptrdiff_t>(r * static_cast<std::size_t>(vocab));
-    out.push_back(static_cast<std::int32_t>(std::max_element(first, first + vocab) - first));
-  }
-  return out;
-}
+using examples::argmax_tokens;
 
 }  // namespace engine_hooks
 

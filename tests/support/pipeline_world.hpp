@@ -101,14 +101,7 @@ inline paged_kv_cache make_cache(const world& w, std::size_t batch) {
   return paged_kv_cache({w.lc.layers, batch, w.lc.hidden, 4, 400});
 }
 
-inline std::vector<std::int32_t> argmax_tokens(const std::vector<float>& logits, index_t vocab) {
-  std::vector<std::int32_t> out;
-  for (std::size_t r = 0; r < logits.size() / static_cast<std::size_t>(vocab); ++r) {
-    const auto first = logits.begin() + static_cast<std::ptrdiff_t>(r * static_cast<std::size_t>(vocab));
-    out.push_back(static_cast<std::int32_t>(std::max_element(first, first + vocab) - first));
-  }
-  return out;
-}
+using examples::argmax_tokens;
 
 /// The cost model's description of the test world (its KV cache stores fp32).
 inline cost::llama_config cost_config_of(const world& w) {
