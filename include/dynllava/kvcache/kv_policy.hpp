@@ -5,6 +5,7 @@
 #pragma once
 
 #include <dynllava/core/config.hpp>
+#include <dynllava/core/error.hpp>
 #include <dynllava/core/span.hpp>
 
 #include <concepts>
@@ -37,6 +38,12 @@ template <class P>
 inline constexpr bool kv_policy_needs_scores = false;
 
 namespace detail {
+/// @throws dynllava::error naming `who` when `out` cannot hold every held token.
+inline void check_retain_out(const char* who, kv_sequence_state s, host_span<index_t> out) {
+  DYNLLAVA_EXPECTS(out.size() >= static_cast<std::size_t>(s.held),
+                   "{}::retain: out must hold {} entries, got {}", who, s.held, out.size());
+}
+
 /// Writes `0 .. n-1` (keep everything) and returns `n`.
 inline index_t keep_all(index_t n, host_span<index_t> out) {
   for (index_t i = 0; i < n; ++i) out[static_cast<std::size_t>(i)] = i;

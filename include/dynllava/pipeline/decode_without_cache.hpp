@@ -16,11 +16,7 @@
 #include <dynllava/pipeline/sparsifier_options.hpp>
 #include <dynllava/score/image_predictor.hpp>
 #include <dynllava/score/output_predictor.hpp>
-#include <dynllava/select/concepts.hpp>
-#include <dynllava/select/gate.hpp>
-#include <dynllava/select/topk.hpp>
 
-#include <algorithm>
 #include <cstdint>
 #include <vector>
 
@@ -65,7 +61,7 @@ std::vector<float> decode_without_cache(const Model& m, const image_predictor* i
   run_stats local;
   run_stats& s = stats ? *stats : local;
   const index_t H = m.hidden();
-  const index_t l = std::min(o.sparse_layer, m.layers());
+  const index_t l = o.sparse_layer;
   std::vector<float> h(rows.values.begin(), rows.values.end());
   std::vector<index_t> indptr(rows.indptr.begin(), rows.indptr.end()), pos(h.size() / static_cast<std::size_t>(H));
   for (std::size_t b = 0; b < rows.batch(); ++b) {
@@ -116,15 +112,7 @@ std::vector<float> decode_without_cache(const Model& m, const image_predictor* i
   }
   tr.logit_rows += static_cast<std::int64_t>(segments.batch());
   if (kept_outputs) *kept_outputs = out_kept;
-  std::vector<float> last;
-  for (std::size_t b = 0; b + 1 < ctx.indptr.size(); ++b) {
-    const auto r = static_cast<std::size_t>(ctx.indptr[b + 1] - 1);
-    last.insert(last.end(), hk.begin() + static_cast<std::ptrdiff_t>(r * static_cast<std::size_t>(H)),
-                hk.begin() + static_cast<std::ptrdiff_t>((r + 1) * static_cast<std::size_t>(H)));
-  }
-  std::vector<float> out(last.size() / static_cast<std::size_t>(H) * static_cast<std::size_t>(m.vocab()));
-  m.logits(make_host_span(std::as_const(last)), make_host_span(out));
-  return out;
+  return detail::last_logits(m, ctx.indptr, hk);
 }
 
 }  // namespace dynllava

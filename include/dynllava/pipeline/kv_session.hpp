@@ -125,7 +125,7 @@ class kv_session {
     }
     const index_t l = o_.sparse_layer;
     begin_trace();
-    if (o_.vision == vision_rule::fastv && o_.prune_images && l > 0) {
+    if (o_.vision == vision_rule::fastv && o_.prune_images) {
       // FastV: the last full layer also hands out its queries and keys.
       std::vector<float> q, k;
       run(0, l, indptr, h, pos, std::vector<std::uint8_t>(pos.size(), 1), &q, &k);
@@ -137,16 +137,15 @@ class kv_session {
       image_kept_ = detail::select_images(image_, h, segments, o_, stats_, traces_.back());
     }
     const std::vector<kind_selection> pruned{{segment_kind::image, image_kept_.view()}};
-    std::vector<index_t> offsets(next_pos_.begin(), next_pos_.end());
     const auto ctx = cpu::build_sparse_context(segments, make_host_span(std::as_const(pruned)),
-                                               {.position_offsets = make_host_span(std::as_const(offsets))});
+                                               {.position_offsets = make_host_span(std::as_const(next_pos_))});
     std::vector<float> hk;
     detail::gather_context(h, H, ctx, hk);
     run(l, m_.layers(), ctx.indptr, hk, ctx.positions, std::vector<std::uint8_t>(ctx.rows.size(), 1));
     for (std::size_t b = 0; b < rows.batch(); ++b) next_pos_[b] += rows.length(b);
     retain();
     end_trace();
-    return last_logits(ctx.indptr, hk);
+    return detail::last_logits(m_, ctx.indptr, hk);
   }
 
   /// @brief One decode step: `tokens[b]` is sequence `b`'s newest token. At the sparse layer the
@@ -180,7 +179,7 @@ class kv_session {
     run(l, m_.layers(), indptr, h, pos, keep);
     retain();
     end_trace();
-    return last_logits(indptr, h);
+    return detail::last_logits(m_, indptr, h);
   }
 
   /// Kept positions among the image tokens of each sequence's last `prefill` call.
@@ -306,19 +305,6 @@ class kv_session {
     acc.accumulate(host, {make_host_span(std::as_const(block_indptr)), make_host_span(std::as_const(block))});
   }
 
-  std::vector<float> last_logits(const std::vector<index_t>& indptr, const std::vector<float>& h) const {
-    const auto H = static_cast<std::size_t>(m_.hidden());
-    std::vector<float> last;
-    for (std::size_t b = 0; b + 1 < indptr.size(); ++b) {
-      const auto r = static_cast<std::size_t>(indptr[b + 1] - 1);
-      last.insert(last.end(), h.begin() + static_cast<std::ptrdiff_t>(r * H),
-                  h.begin() + static_cast<std::ptrdiff_t>((r + 1) * H));
-    }
-    std::vector<float> out(last.size() / H * static_cast<std::size_t>(vocab()));
-    m_.logits(make_host_span(std::as_const(last)), make_host_span(out));
-    return out;
-  }
-  index_t vocab() const { return m_.vocab(); }
 
   const Model& m_;
   Cache& cache_;

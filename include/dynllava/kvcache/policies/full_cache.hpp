@@ -11,8 +11,7 @@ namespace dynllava {
 struct full_cache_policy {
   bool admits(index_t, bool) const noexcept { return true; }
   index_t retain(index_t, kv_sequence_state s, host_span<const float>, host_span<index_t> out) const {
-    DYNLLAVA_EXPECTS(out.size() >= static_cast<std::size_t>(s.held),
-                     "full_cache_policy::retain: out must hold {} entries, got {}", s.held, out.size());
+    detail::check_retain_out("full_cache_policy", s, out);
     return detail::keep_all(s.held, out);
   }
 };

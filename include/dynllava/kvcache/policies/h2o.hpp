@@ -45,8 +45,7 @@ struct h2o_policy {
   index_t retain(index_t layer, kv_sequence_state s, host_span<const float> scores,
                  host_span<index_t> out) const {
     validate();
-    DYNLLAVA_EXPECTS(out.size() >= static_cast<std::size_t>(s.held),
-                     "h2o_policy::retain: out must hold {} entries, got {}", s.held, out.size());
+    detail::check_retain_out("h2o_policy", s, out);
     const index_t keep = budget(layer, s);
     if (keep == s.held) return detail::keep_all(s.held, out);
     DYNLLAVA_EXPECTS(scores.size() == static_cast<std::size_t>(s.held),

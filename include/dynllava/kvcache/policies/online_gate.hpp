@@ -21,8 +21,7 @@ struct online_gate_policy {
 
   bool admits(index_t layer, bool keep) const noexcept { return layer < sparse_layer || keep; }
   index_t retain(index_t, kv_sequence_state s, host_span<const float>, host_span<index_t> out) const {
-    DYNLLAVA_EXPECTS(out.size() >= static_cast<std::size_t>(s.held),
-                     "online_gate_policy::retain: out must hold {} entries, got {}", s.held, out.size());
+    detail::check_retain_out("online_gate_policy", s, out);
     return detail::keep_all(s.held, out);
   }
 };

@@ -25,8 +25,7 @@ struct streaming_policy {
   /// Keeps `min(held, sinks + window)` tokens: positions `[0, sinks)` and the last `window`.
   index_t retain(index_t, kv_sequence_state s, host_span<const float>, host_span<index_t> out) const {
     validate();
-    DYNLLAVA_EXPECTS(out.size() >= static_cast<std::size_t>(s.held),
-                     "streaming_policy::retain: out must hold {} entries, got {}", s.held, out.size());
+    detail::check_retain_out("streaming_policy", s, out);
     if (s.held <= sinks + window) return detail::keep_all(s.held, out);
     index_t n = 0;
     for (index_t i = 0; i < sinks; ++i) out[static_cast<std::size_t>(n++)] = i;

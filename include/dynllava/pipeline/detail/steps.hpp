@@ -61,6 +61,29 @@ inline void gather_context(const std::vector<float>& src, index_t H,
                    make_host_span(dst));
 }
 
+/// The last row of each sequence of `rows` (`[rows, H]`, ragged by `indptr`): `[batch, H]`.
+inline std::vector<float> last_rows(const std::vector<float>& rows, const std::vector<index_t>& indptr,
+                                    index_t H) {
+  const auto Hs = static_cast<std::size_t>(H);
+  std::vector<float> out;
+  for (std::size_t b = 0; b + 1 < indptr.size(); ++b) {
+    const auto last = static_cast<std::size_t>(indptr[b + 1] - 1);
+    out.insert(out.end(), rows.begin() + static_cast<std::ptrdiff_t>(last * Hs),
+               rows.begin() + static_cast<std::ptrdiff_t>((last + 1) * Hs));
+  }
+  return out;
+}
+
+/// `[batch, vocab]` logits of each sequence's last row of the final hidden states `h`.
+template <class Model>
+std::vector<float> last_logits(const Model& m, const std::vector<index_t>& indptr,
+                               const std::vector<float>& h) {
+  const auto last = last_rows(h, indptr, m.hidden());
+  std::vector<float> out((indptr.size() - 1) * static_cast<std::size_t>(m.vocab()));
+  m.logits(make_host_span(last), make_host_span(out));
+  return out;
+}
+
 /// Image top-k at the sparse layer by the image predictor (`cpu::select_images`), with the
 /// run's statistics and work.
 inline host_selection select_images(const image_predictor* pred, const std::vector<float>& hidden,
@@ -89,14 +112,8 @@ host_selection select_images_fastv(const Model& m, const std::vector<float>& q,
                                    run_stats& stats) {
   if constexpr (requires { m.heads(); }) {
     const index_t H = m.hidden();
-    const auto Hs = static_cast<std::size_t>(H);
-    std::vector<float> queries;
-    for (std::size_t b = 0; b + 1 < indptr.size(); ++b) {
-      const auto last = static_cast<std::size_t>(indptr[b + 1] - 1);
-      queries.insert(queries.end(), q.begin() + static_cast<std::ptrdiff_t>(last * Hs),
-                     q.begin() + static_cast<std::ptrdiff_t>((last + 1) * Hs));
-    }
-    auto kept = cpu::select_images_fastv(fastv_scorer{m.heads(), H / m.heads()}, make_host_span(std::as_const(queries)),
+    const auto queries = last_rows(q, indptr, H);
+    auto kept = cpu::select_images_fastv(fastv_scorer{m.heads(), H / m.heads()}, make_host_span(queries),
                                          {make_host_span(indptr), make_host_span(k), H}, segments,
                                          o.vision_keep_ratio);
     stats.image_tokens += image_candidates(segments);
