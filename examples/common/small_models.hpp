@@ -57,14 +57,4 @@ inline output_predictor centred_output_predictor(const predictor_config& pc, con
   return output_predictor(pc, std::move(wts));
 }
 
-/// Greedy sampling: the argmax token of each `[vocab]` row of `logits` (ties to the smaller id).
-inline std::vector<std::int32_t> argmax_tokens(const std::vector<float>& logits, index_t vocab) {
-  std::vector<std::int32_t> out;
-  for (std::size_t r = 0; r < logits.size() / static_cast<std::size_t>(vocab); ++r) {
-    const auto first = logits.begin() + static_cast<std::ptrdiff_t>(r * static_cast<std::size_t>(vocab));
-    out.push_back(static_cast<std::int32_t>(std::max_element(first, first + vocab) - first));
-  }
-  return out;
-}
-
 }  // namespace dynllava::examples

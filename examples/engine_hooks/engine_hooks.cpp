@@ -146,7 +146,6 @@ struct world {
   segment_table<host_space> table() const { return {make_host_span(seg_indptr), make_host_span(segs)}; }
 };
 
-using examples::argmax_tokens;
 
 }  // namespace engine_hooks
 
@@ -167,7 +166,7 @@ TEST_SUITE("cpu") {
     CHECK(kept.positions == driver.image_kept().positions);
     std::vector<std::uint8_t> keep, all_keeps;
     for (int step = 0; step < 6; ++step) {
-      const auto next = engine_hooks::argmax_tokens(a, w.config.vocab);
+      const auto next = engine_hooks::greedy_tokens(a, w.config.vocab);
       a = e.decode(next, keep);
       b = driver.decode(make_host_span(next));
       CHECK(a == b);
@@ -196,7 +195,7 @@ int main(int argc, char** argv) try {
   }
   std::vector<std::uint8_t> keep;
   for (int step = 0; step < steps; ++step) {
-    const auto next = engine_hooks::argmax_tokens(logits, w.config.vocab);
+    const auto next = engine_hooks::greedy_tokens(logits, w.config.vocab);
     logits = e.decode(next, keep);
     fmt::print("step {}: tokens {} {} kept {} {}\n", step, next[0], next[1], keep[0], keep[1]);
   }

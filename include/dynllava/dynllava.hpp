@@ -23,6 +23,7 @@
 #include <dynllava/score/concepts.hpp>
 #include <dynllava/score/fastv_scorer.hpp>
 #include <dynllava/score/h2o_scorer.hpp>
+#include <dynllava/score/layer_attention.hpp>
 #include <dynllava/score/image_predictor.hpp>
 #include <dynllava/score/l2_norm_scorer.hpp>
 #include <dynllava/score/load_predictors.hpp>
@@ -45,11 +46,22 @@
 
 #include <dynllava/model/llama.hpp>
 #include <dynllava/pipeline/decoder.hpp>
-#include <dynllava/pipeline/sparsifier.hpp>
+#include <dynllava/pipeline/decode_without_cache.hpp>
+#include <dynllava/pipeline/generate.hpp>
+#include <dynllava/pipeline/hooks.hpp>
+#include <dynllava/pipeline/kv_session.hpp>
+#include <dynllava/pipeline/no_cache_session.hpp>
+#include <dynllava/pipeline/no_predictor.hpp>
+#include <dynllava/pipeline/pipeline_observer.hpp>
+#include <dynllava/pipeline/sparsifier_options.hpp>
+#include <dynllava/pipeline/token_decisions.hpp>
+#include <dynllava/pipeline/token_sampler.hpp>
+#include <dynllava/pipeline/trace_recorder.hpp>
 #include <dynllava/score/random_weights.hpp>
 
 #include <dynllava/context/build_context.hpp>
 #include <dynllava/context/gather.hpp>
+#include <dynllava/context/image_groups.hpp>
 #include <dynllava/context/segments.hpp>
 #include <dynllava/context/sparse_context_view.hpp>
 

@@ -8,7 +8,7 @@
 #include <dynllava/cost/llama_config.hpp>
 #include <dynllava/kvcache/paged_kv_cache.hpp>
 #include <dynllava/model/llama.hpp>
-#include <dynllava/pipeline/sparsifier.hpp>
+#include <dynllava/dynllava.hpp>
 #include <dynllava/score/random_weights.hpp>
 
 #include "../../examples/common/small_models.hpp"
@@ -101,7 +101,6 @@ inline paged_kv_cache make_cache(const world& w, std::size_t batch) {
   return paged_kv_cache({w.lc.layers, batch, w.lc.hidden, 4, 400});
 }
 
-using examples::argmax_tokens;
 
 /// The cost model's description of the test world (its KV cache stores fp32).
 inline cost::llama_config cost_config_of(const world& w) {

@@ -104,8 +104,8 @@ TEST_SUITE("cpu") {
   }
 
   TEST_CASE("h2o_scorer: append, accumulate over heads and queries, retain") {
-    static_assert(stateful_token_scorer<h2o_scorer>);
-    static_assert(token_scorer<h2o_scorer>);
+    static_assert(stateful_token_scorer<h2o_scorer, host_t>);
+    static_assert(token_scorer<h2o_scorer, host_t>);
     h2o_scorer h2o(2);
     const std::vector<index_t> first{3, 2};
     h2o.append(host, make_host_span(first));

@@ -44,7 +44,7 @@ TEST_SUITE("cpu") {
     CHECK(out_pos[1] == 1);
 
     const logit_argmax sel;
-    static_assert(token_selector<logit_argmax, ragged_logits<host_space>>);
+    static_assert(token_selector<logit_argmax, host_t, ragged_logits<host_space>>);
     CHECK(sel.select(host, {make_host_span(std::as_const(indptr)), make_host_span(std::as_const(logits))},
                      make_host_span(out_indptr), make_host_span(out_pos)) == 2);
   }

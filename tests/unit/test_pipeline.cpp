@@ -30,7 +30,7 @@ TEST_SUITE("cpu") {
     }
     std::vector<std::vector<std::int32_t>> generated(2);
     for (int step = 0; step < 8; ++step) {
-      const auto next = argmax_tokens(logits, w.lc.vocab);
+      const auto next = greedy_tokens(logits, w.lc.vocab);
       for (std::size_t b = 0; b < 2; ++b) generated[b].push_back(next[b]);
       logits = session.decode(make_host_span(next));
       const auto full = w.input({0, 1}, generated);
@@ -73,7 +73,7 @@ TEST_SUITE("cpu") {
     auto b = open.prefill(in.view(w.lc.hidden), in.table());
     CHECK(a == b);
     for (int step = 0; step < 5; ++step) {
-      const auto next = argmax_tokens(a, w.lc.vocab);
+      const auto next = greedy_tokens(a, w.lc.vocab);
       a = dense.decode(make_host_span(next));
       b = open.decode(make_host_span(next));
       CHECK(a == b);
@@ -92,7 +92,7 @@ TEST_SUITE("cpu") {
     std::vector<paged_kv_cache> caches;
     caches.push_back(make_cache(w, 1));
     caches.push_back(make_cache(w, 1));
-    std::vector<kv_session<llama_model, paged_kv_cache, online_gate_policy>> alone;
+    std::vector<kv_session<llama_model, paged_kv_cache, online_gate_policy, image_predictor, output_predictor>> alone;
     for (std::size_t b = 0; b < 2; ++b) {
       alone.emplace_back(w.model, caches[b], online_gate_policy{2}, &w.image, &w.output, opts);
       const auto one = w.input({b});
@@ -103,7 +103,7 @@ TEST_SUITE("cpu") {
       for (std::size_t b = 0; b < 2; ++b) {
         CHECK(std::equal(la[b].begin(), la[b].end(), lb.begin() + static_cast<std::ptrdiff_t>(b) * V));
       }
-      const auto next = argmax_tokens(lb, w.lc.vocab);
+      const auto next = greedy_tokens(lb, w.lc.vocab);
       lb = batch.decode(make_host_span(next));
       for (std::size_t b = 0; b < 2; ++b) {
         const std::vector<std::int32_t> t{next[b]};
@@ -118,7 +118,7 @@ TEST_SUITE("cpu") {
     kv_session session(w.model, cache, online_gate_policy{2}, &w.image, &w.output, {});
     const auto in = w.input({0, 1});
     auto logits = session.prefill(in.view(w.lc.hidden), in.table());
-    for (int step = 0; step < 6; ++step) logits = session.decode(make_host_span(argmax_tokens(logits, w.lc.vocab)));
+    for (int step = 0; step < 6; ++step) logits = session.decode(make_host_span(greedy_tokens(logits, w.lc.vocab)));
     const std::vector<index_t> prompt_len{27, 15}, n_img{20, 10};
     for (std::size_t b = 0; b < 2; ++b) {
       std::set<index_t> kept_positions;  // original positions that layers >= 2 may hold
@@ -235,11 +235,13 @@ TEST_SUITE("cpu") {
     const auto& w = the_world();
     auto cache = make_cache(w, 1);
     kv_session session(w.model, cache, online_gate_policy{2}, &w.image, &w.output, {});
+    trace_recorder session_work;
+    session.observe(&session_work);
     const auto in = w.input({0});
     auto logits = session.prefill(in.view(w.lc.hidden), in.table());
     std::vector<std::int32_t> generated;
     for (int step = 0; step < 8; ++step) {
-      const auto next = argmax_tokens(logits, w.lc.vocab);
+      const auto next = greedy_tokens(logits, w.lc.vocab);
       generated.push_back(next[0]);
       logits = session.decode(make_host_span(next));
     }
@@ -249,7 +251,7 @@ TEST_SUITE("cpu") {
     d.sparse_layer = 2;
     d.vision_keep = 0.2;
     d.output_decisions = session.decisions();
-    const auto& traces = session.traces();
+    const auto& traces = session_work.traces();
     REQUIRE(traces.size() == 9);
     CHECK(traces[0] == cost::schedule_trace(cc, d, req, cost::pass_kind::prefill));
     for (std::int64_t t = 0; t < 8; ++t) {
@@ -259,12 +261,29 @@ TEST_SUITE("cpu") {
     }
     // the KV bytes actually held equal the cost model's bytes for the last trace
     CHECK(static_cast<std::int64_t>(bytes_held(cache)) == cost::kv_cache_bytes(cc, traces.back()));
-    // decode without KV cache at the last step: same decisions, the model's trace again
+    // decode without KV cache: same decisions, each step's work is the model's no-cache step (the
+    // image predictor ran once, in the prompt's pass, and its selection is reused)
+    no_cache_session nc(w.model, 1, &w.image, &w.output, {});
+    const auto prompt = w.input({0});
+    nc.prefill(prompt.view(w.lc.hidden), prompt.table());
+    trace_recorder nc_work;
+    nc.observe(&nc_work);
+    for (std::int64_t t = 0; t < 8; ++t) {
+      CAPTURE(t);
+      const std::int32_t token = generated[static_cast<std::size_t>(t)];
+      nc.decode(host_span<const std::int32_t>(&token, 1));
+      REQUIRE(nc_work.traces().size() == static_cast<std::size_t>(t + 1));
+      CHECK(nc_work.traces().back() == cost::schedule_trace(cc, d, req, cost::pass_kind::decode_no_cache, t));
+    }
+    // the stateless step ranks the image again: the same step plus one image-predictor pass
     const auto full = w.input({0}, {generated});
-    cost::trace nc;
+    trace_recorder once;
     decode_without_cache(w.model, &w.image, &w.output, full.view(w.lc.hidden), full.table(), {}, nullptr, nullptr,
-                         &nc);
-    CHECK(nc == cost::schedule_trace(cc, d, req, cost::pass_kind::decode_no_cache, 7));
+                         &once);
+    auto expected = cost::schedule_trace(cc, d, req, cost::pass_kind::decode_no_cache, 7);
+    expected.image_tokens_scored = 20;
+    expected.image_attention_pairs = 20 * 20;
+    CHECK(once.traces().at(0) == expected);
   }
 }
 
@@ -277,7 +296,7 @@ TEST_SUITE("cpu") {
     auto logits = session.prefill(in.view(w.lc.hidden), in.table());
     std::vector<std::int32_t> turn1;
     for (int s = 0; s < 3; ++s) {
-      turn1.push_back(argmax_tokens(logits, w.lc.vocab)[0]);
+      turn1.push_back(greedy_tokens(logits, w.lc.vocab)[0]);
       logits = session.decode(host_span<const std::int32_t>(&turn1.back(), 1));
     }
     // turn 2: four instruction tokens, then two generated tokens
@@ -296,7 +315,7 @@ TEST_SUITE("cpu") {
     CHECK(cache.length(3, 0) == held_before + 4);
     std::vector<std::int32_t> turn2;
     for (int s = 0; s < 2; ++s) {
-      turn2.push_back(argmax_tokens(logits, w.lc.vocab)[0]);
+      turn2.push_back(greedy_tokens(logits, w.lc.vocab)[0]);
       logits = session.decode(host_span<const std::int32_t>(&turn2.back(), 1));
     }
     // the same conversation recomputed without cache
@@ -332,15 +351,15 @@ struct bare_decoder {
   index_t layers() const { return m.layers(); }
   index_t hidden() const { return m.hidden(); }
   index_t vocab() const { return m.vocab(); }
-  void embed(host_span<const std::int32_t> t, host_span<float> out) const { m.embed(t, out); }
-  template <kv_storage C>
-  void layer(index_t l, host_ragged_rows<float> rows, host_span<const index_t> pos, const C* cache,
+  void embed(host_t, host_span<const std::int32_t> t, host_span<float> out) const { m.embed(t, out); }
+  template <kv_storage<host_t> C>
+  void layer(host_t, index_t l, host_ragged_rows<float> rows, host_span<const index_t> pos, const C* cache,
              host_span<float> k, host_span<float> v) const {
     m.layer(l, rows, pos, cache, k, v);
   }
-  void logits(host_span<const float> rows, host_span<float> out) const { m.logits(rows, out); }
+  void logits(host_t, host_span<const float> rows, host_span<float> out) const { m.logits(rows, out); }
 };
-static_assert(decoder<bare_decoder, paged_kv_cache> && !probing_decoder<bare_decoder, paged_kv_cache>);
+static_assert(decoder<bare_decoder, host_t, paged_kv_cache> && !probing_decoder<bare_decoder, host_t, paged_kv_cache>);
 
 }  // namespace
 
@@ -355,7 +374,7 @@ TEST_SUITE("cpu") {
     auto a = ref.prefill(in.view(w.lc.hidden), in.table());
     CHECK(mine.prefill(in.view(w.lc.hidden), in.table()) == a);
     for (int step = 0; step < 3; ++step) {
-      const auto next = argmax_tokens(a, w.lc.vocab);
+      const auto next = greedy_tokens(a, w.lc.vocab);
       a = ref.decode(make_host_span(next));
       CHECK(mine.decode(make_host_span(next)) == a);
     }
@@ -383,18 +402,20 @@ TEST_SUITE("cpu") {
     auto c1 = make_cache(w, 2), c2 = make_cache(w, 2);
     kv_session dense(w.model, c1, full_cache_policy{}, nullptr, nullptr, dense_options());
     kv_session gated(w.model, c2, online_gate_policy{2}, &w.image, &keep_all, open);
+    trace_recorder gated_work;
+    gated.observe(&gated_work);
     const auto in = w.input({0, 1});
     auto a = dense.prefill(in.view(w.lc.hidden), in.table());
     CHECK(gated.prefill(in.view(w.lc.hidden), in.table()) == a);
     std::vector<std::vector<std::int32_t>> generated(2);
     for (int step = 0; step < 4; ++step) {
-      const auto next = argmax_tokens(a, w.lc.vocab);
+      const auto next = greedy_tokens(a, w.lc.vocab);
       for (std::size_t b = 0; b < 2; ++b) generated[b].push_back(next[b]);
       a = dense.decode(make_host_span(next));
       CHECK(gated.decode(make_host_span(next)) == a);
     }
     CHECK(std::count(gated.decisions().begin(), gated.decisions().end(), 1) == 8);
-    CHECK(gated.traces()[1].output_tokens_scored == 2);  // the gate ran and kept everything
+    CHECK(gated_work.traces()[1].output_tokens_scored == 2);  // the gate ran and kept everything
   }
 }
 
@@ -408,7 +429,7 @@ TEST_SUITE("cpu") {
     auto logits = session.prefill(in.view(w.lc.hidden), in.table());
     std::vector<std::int32_t> turn1;
     for (int s = 0; s < 2; ++s) {
-      turn1.push_back(argmax_tokens(logits, w.lc.vocab)[0]);
+      turn1.push_back(greedy_tokens(logits, w.lc.vocab)[0]);
       logits = session.decode(host_span<const std::int32_t>(&turn1.back(), 1));
     }
     // turn 2: [instruction 2 | image 10 (the second prompt's image rows) | instruction 2]
@@ -427,7 +448,7 @@ TEST_SUITE("cpu") {
     CHECK(session.image_kept().positions.size() == 2);  // floor(10 * 0.2) of this turn's image
     std::vector<std::int32_t> turn2;
     for (int s = 0; s < 2; ++s) {
-      turn2.push_back(argmax_tokens(logits, w.lc.vocab)[0]);
+      turn2.push_back(greedy_tokens(logits, w.lc.vocab)[0]);
       logits = session.decode(host_span<const std::int32_t>(&turn2.back(), 1));
     }
     // the same conversation without cache: both images in one context

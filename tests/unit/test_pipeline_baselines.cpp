@@ -15,8 +15,8 @@
 using namespace dynllava;
 using namespace dynllava::test;
 
-static_assert(probing_decoder<llama_model, paged_kv_cache>);
-static_assert(probing_decoder<llama_model, contiguous_kv_cache>);
+static_assert(probing_decoder<llama_model, host_t, paged_kv_cache>);
+static_assert(probing_decoder<llama_model, host_t, contiguous_kv_cache>);
 
 TEST_SUITE("cpu") {
   TEST_CASE("pipeline: StreamingLLM keeps exactly its sinks and window after every step") {
@@ -31,7 +31,7 @@ TEST_SUITE("cpu") {
     auto logits = session.prefill(in.view(w.lc.hidden), in.table());
     const std::vector<index_t> prompt_len{27, 15};
     for (int step = -1; step < 6; ++step) {  // -1: right after the prefill
-      if (step >= 0) logits = session.decode(make_host_span(argmax_tokens(logits, w.lc.vocab)));
+      if (step >= 0) logits = session.decode(make_host_span(greedy_tokens(logits, w.lc.vocab)));
       for (std::size_t b = 0; b < 2; ++b) {
         const index_t seen = prompt_len[b] + step + 1;
         for (index_t l = 0; l < w.lc.layers; ++l) {
@@ -56,6 +56,8 @@ TEST_SUITE("cpu") {
     fastv.gate_outputs = false;
     auto cache = make_cache(w, 1);
     kv_session session(w.model, cache, full_cache_policy{}, nullptr, nullptr, fastv);
+    trace_recorder session_work;
+    session.observe(&session_work);
     const auto in = w.input({0});
     auto logits = session.prefill(in.view(w.lc.hidden), in.table());
     CHECK(session.image_kept().positions.size() == 5);  // floor(20 * 0.25)
@@ -77,16 +79,16 @@ TEST_SUITE("cpu") {
                                                     cands.view(), make_host_span(scores));
     CHECK(session.image_kept().positions ==
           cpu::topk({make_host_span(cands.indptr), make_host_span(std::as_const(scores))}, keep_count(5)).positions);
-    for (int step = 0; step < 4; ++step) logits = session.decode(make_host_span(argmax_tokens(logits, w.lc.vocab)));
+    for (int step = 0; step < 4; ++step) logits = session.decode(make_host_span(greedy_tokens(logits, w.lc.vocab)));
     const cost::llama_config cc = cost_config_of(w);
     const cost::request req{3, 20, 4, 1};
     const cost::fastv_schedule f{3, 0.25};
-    CHECK(session.traces()[0] == cost::schedule_trace(cc, f, req, cost::pass_kind::prefill));
+    CHECK(session_work.traces()[0] == cost::schedule_trace(cc, f, req, cost::pass_kind::prefill));
     for (std::int64_t t = 0; t < 4; ++t) {
-      CHECK(session.traces()[static_cast<std::size_t>(t + 1)] ==
+      CHECK(session_work.traces()[static_cast<std::size_t>(t + 1)] ==
             cost::schedule_trace(cc, f, req, cost::pass_kind::decode_kv_cache, t));
     }
-    CHECK(static_cast<std::int64_t>(bytes_held(cache)) == cost::kv_cache_bytes(cc, session.traces().back()));
+    CHECK(static_cast<std::int64_t>(bytes_held(cache)) == cost::kv_cache_bytes(cc, session_work.traces().back()));
   }
 }
 
@@ -237,6 +239,8 @@ TEST_SUITE("cpu") {
     const h2o_policy policy{0.5, 4, 1};
     auto cache = make_cache(w, 2);
     kv_session session(w.model, cache, policy, nullptr, nullptr, dense_options());
+    trace_recorder session_work;
+    session.observe(&session_work);
     const auto in = w.input({0, 1});
     auto logits = session.prefill(in.view(w.lc.hidden), in.table());
     std::vector<h2o_reference> ref;
@@ -249,7 +253,7 @@ TEST_SUITE("cpu") {
     for (int step = -1; step < 6; ++step) {  // -1: right after the prefill
       CAPTURE(step);
       if (step >= 0) {
-        const auto next = argmax_tokens(logits, w.lc.vocab);
+        const auto next = greedy_tokens(logits, w.lc.vocab);
         logits = session.decode(make_host_span(next));
         for (std::size_t b = 0; b < 2; ++b) {
           std::vector<float> e(static_cast<std::size_t>(w.lc.hidden));
@@ -281,12 +285,12 @@ TEST_SUITE("cpu") {
       sum += cost::schedule_trace(cc, hs, r1, pass, t);
       return sum;
     };
-    REQUIRE(session.traces().size() == 7);
-    CHECK(session.traces()[0] == expected(cost::pass_kind::prefill, 0));
+    REQUIRE(session_work.traces().size() == 7);
+    CHECK(session_work.traces()[0] == expected(cost::pass_kind::prefill, 0));
     for (std::int64_t t = 0; t < 6; ++t) {
-      CHECK(session.traces()[static_cast<std::size_t>(t + 1)] == expected(cost::pass_kind::decode_kv_cache, t));
+      CHECK(session_work.traces()[static_cast<std::size_t>(t + 1)] == expected(cost::pass_kind::decode_kv_cache, t));
     }
-    CHECK(static_cast<std::int64_t>(bytes_held(cache)) == cost::kv_cache_bytes(cc, session.traces().back()));
+    CHECK(static_cast<std::int64_t>(bytes_held(cache)) == cost::kv_cache_bytes(cc, session_work.traces().back()));
   }
 
   TEST_CASE("pipeline: H2O with a budget of everything equals the dense model exactly") {
@@ -299,7 +303,7 @@ TEST_SUITE("cpu") {
     auto b = h2o.prefill(in.view(w.lc.hidden), in.table());
     CHECK(a == b);
     for (int step = 0; step < 4; ++step) {
-      const auto next = argmax_tokens(a, w.lc.vocab);
+      const auto next = greedy_tokens(a, w.lc.vocab);
       a = dense.decode(make_host_span(next));
       b = h2o.decode(make_host_span(next));
       CHECK(a == b);
@@ -312,6 +316,8 @@ TEST_SUITE("cpu") {
     const h2o_policy policy{0.5, 4, 2};
     auto cache = make_cache(w, 2), fastv_cache = make_cache(w, 2);
     kv_session session(w.model, cache, policy, nullptr, nullptr, fastv_options());
+    trace_recorder session_work;
+    session.observe(&session_work);
     kv_session fastv_only(w.model, fastv_cache, full_cache_policy{}, nullptr, nullptr, fastv_options());
     const auto in = w.input({0, 1});
     auto logits = session.prefill(in.view(w.lc.hidden), in.table());
@@ -320,7 +326,7 @@ TEST_SUITE("cpu") {
     const std::vector<index_t> n_img{20, 10}, kept_prompt{27 - 20 + 5, 15 - 10 + 2};
     for (int step = -1; step < 5; ++step) {
       CAPTURE(step);
-      if (step >= 0) logits = session.decode(make_host_span(argmax_tokens(logits, w.lc.vocab)));
+      if (step >= 0) logits = session.decode(make_host_span(greedy_tokens(logits, w.lc.vocab)));
       for (std::size_t b = 0; b < 2; ++b) {
         std::set<index_t> fastv_context;  // positions layers >= K may hold
         for (index_t p = 0; p < prompt_len[b] + step + 1; ++p) {
@@ -342,14 +348,14 @@ TEST_SUITE("cpu") {
     // rows computed per layer are FastV's: H2O changes what is held, not what is computed
     const cost::llama_config cc = cost_config_of(w);
     const cost::fastv_schedule f{3, 0.25};
-    for (std::size_t i = 0; i < session.traces().size(); ++i) {
+    for (std::size_t i = 0; i < session_work.traces().size(); ++i) {
       const auto pass = i == 0 ? cost::pass_kind::prefill : cost::pass_kind::decode_kv_cache;
       const auto t = i == 0 ? std::int64_t{0} : static_cast<std::int64_t>(i) - 1;
       cost::trace sum;
       sum += cost::schedule_trace(cc, f, {3, 20, 4, 1}, pass, t);
       sum += cost::schedule_trace(cc, f, {3, 10, 2, 1}, pass, t);
       for (std::size_t l = 0; l < sum.layers.size(); ++l) {
-        CHECK(session.traces()[i].layers[l].query_rows == sum.layers[l].query_rows);
+        CHECK(session_work.traces()[i].layers[l].query_rows == sum.layers[l].query_rows);
       }
     }
   }
@@ -401,12 +407,13 @@ TEST_SUITE("cpu") {
     std::vector<float> expected(static_cast<std::size_t>(w.lc.vocab));
     w.model.logits(host_span<const float>(hk.data() + (rows.size() - 1) * H, H), make_host_span(expected));
     run_stats stats;
-    cost::trace work;
+    trace_recorder work;
     const auto got = decode_without_cache(w.model, nullptr, nullptr, full.view(w.lc.hidden), full.table(), opts,
                                           &stats, nullptr, &work);
     CHECK(max_abs_diff(got, expected) < 1e-6);
     CHECK(stats.image_kept == 5);
-    CHECK(work == cost::schedule_trace(cost_config_of(w), cost::fastv_schedule{3, 0.25}, {3, 20, 4, 1},
+    REQUIRE(work.traces().size() == 1);
+    CHECK(work.traces()[0] == cost::schedule_trace(cost_config_of(w), cost::fastv_schedule{3, 0.25}, {3, 20, 4, 1},
                                        cost::pass_kind::decode_no_cache, 2));
     // a ragged batch gives each sequence what it gets alone
     const auto both = w.input({0, 1}, {generated, {7}});

@@ -242,7 +242,7 @@ TEST_SUITE("cpu") {
   }
 
   TEST_CASE("token_selector models: budgeted_topk through the concept") {
-    static_assert(token_selector<budgeted_topk, host_ragged<const float>>);
+    static_assert(token_selector<budgeted_topk, host_t, host_ragged<const float>>);
     std::vector<index_t> indptr{0, 4};
     std::vector<float> s{4, 3, 2, 1};
     std::vector<index_t> out_indptr(2), out_pos(4);

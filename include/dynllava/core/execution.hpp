@@ -8,6 +8,9 @@
 /// `execution_tag` and instantiated for either backend.
 #pragma once
 
+#include <dynllava/core/ragged.hpp>
+#include <dynllava/core/span.hpp>
+
 #include <concepts>
 #include <type_traits>
 
@@ -35,5 +38,29 @@ concept execution_tag = enable_execution_tag<std::remove_cvref_t<T>> &&
                         std::is_trivially_copyable_v<std::remove_cvref_t<T>>;
 
 static_assert(execution_tag<host_t>);
+
+/// @brief The memory space an execution tag works in: `execution_space<T>::type`. The host tag
+/// works in `host_space`; the CUDA tag (core/cuda/execution.cuh) in `device_space`. Concepts
+/// name their views through it, so one concept describes the host and the CUDA model of a thing.
+template <class T>
+struct execution_space;
+template <>
+struct execution_space<host_t> {
+  using type = host_space;
+};
+template <class T>
+using execution_space_t = typename execution_space<std::remove_cvref_t<T>>::type;
+
+/// A span in the memory space of execution tag `Tag`.
+template <class Tag, class T>
+using span_for = span<T, execution_space_t<Tag>>;
+/// A ragged (CSR) batch in the memory space of execution tag `Tag`.
+template <class Tag, class T>
+using ragged_for = ragged_span<T, execution_space_t<Tag>>;
+/// A ragged batch of rows in the memory space of execution tag `Tag`.
+template <class Tag, class T>
+using ragged_rows_for = ragged_rows<T, execution_space_t<Tag>>;
+
+static_assert(std::same_as<span_for<host_t, float>, host_span<float>>);
 
 }  // namespace dynllava

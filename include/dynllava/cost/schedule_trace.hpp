@@ -117,15 +117,12 @@ inline split_pass sequence_pass(const llama_config& config, const dynamic_llava_
       break;
     }
     case pass_kind::decode_no_cache: {
-      // Image top-k again (the released code reruns it each step); the candidates at layer l are
-      // generated tokens 0 .. t-1; token t is always kept.
+      // The image selection of the prompt's pass is reused (its decision cannot change: METHOD.md
+      // 4a; `no_cache_session` does so); the candidates at layer l are generated tokens
+      // 0 .. t-1; token t is always kept.
       s.full = causal_layer(0, p + t + 1, 0);
       s.sparse = causal_layer(0, kept_p + kept_outputs(d, t) + 1, 0);
-      if (predictors_run) {
-        s.image_scored = n;
-        s.image_pairs = n * n;
-        s.output_scored = t;
-      }
+      if (predictors_run) s.output_scored = t;
       break;
     }
   }

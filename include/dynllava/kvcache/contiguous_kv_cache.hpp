@@ -25,6 +25,9 @@ struct contiguous_kv_config {
 
 class contiguous_kv_cache {
  public:
+  /// Keys, values and positions live in host memory.
+  using memory_space = host_space;
+
   /// @throws dynllava::error on a non-positive size.
   explicit contiguous_kv_cache(const contiguous_kv_config& c) : c_(c) {
     DYNLLAVA_EXPECTS(c.layers > 0 && c.width > 0 && c.capacity >= 0,
@@ -103,6 +106,6 @@ class contiguous_kv_cache {
   std::vector<index_t> pos_;
   std::vector<index_t> len_, seen_;
 };
-static_assert(kv_storage<contiguous_kv_cache>);
+static_assert(kv_storage<contiguous_kv_cache, host_t>);
 
 }  // namespace dynllava

@@ -6,6 +6,7 @@
 
 #include <dynllava/core/config.hpp>
 #include <dynllava/core/error.hpp>
+#include <dynllava/core/execution.hpp>
 #include <dynllava/core/span.hpp>
 
 #include <concepts>
@@ -18,19 +19,21 @@ struct kv_sequence_state {
   index_t appended = 0;  ///< tokens ever appended (held + evicted)
 };
 
-/// @brief Requirements, for `const P& p`, layer `l`, a token's keep decision `keep`, a state
-/// `s`, per-held-token scores `scores` (`[s.held]` or empty) and `out` (`[s.held]`):
+/// @brief Requirements, for `const P& p`, an execution tag type `Tag`, layer `l`, a token's keep
+/// decision `keep`, a state `s`, per-held-token scores `scores` (`span_for<Tag, const float>`,
+/// `[s.held]` or empty) and `out` (`span_for<Tag, index_t>`, `[s.held]`):
 ///   1. `p.admits(l, keep)` says whether the token's K/V enters layer `l`'s cache (the token
-///      attends to itself in its own step either way);
+///      attends to itself in its own step either way); it is answered on the host;
 ///   2. `p.retain(l, s, scores, out)` writes the local positions (ascending) of the held tokens
 ///      to keep and returns how many; keeping all `s.held` means no eviction;
 ///   3. both are deterministic functions of their arguments.
-template <class P>
-concept kv_policy = requires(const P& p, index_t l, bool keep, kv_sequence_state s,
-                             host_span<const float> scores, host_span<index_t> out) {
-  { p.admits(l, keep) } -> std::same_as<bool>;
-  { p.retain(l, s, scores, out) } -> std::same_as<index_t>;
-};
+template <class P, class Tag>
+concept kv_policy = execution_tag<Tag> &&
+    requires(const P& p, index_t l, bool keep, kv_sequence_state s,
+             span_for<Tag, const float> scores, span_for<Tag, index_t> out) {
+      { p.admits(l, keep) } -> std::same_as<bool>;
+      { p.retain(l, s, scores, out) } -> std::same_as<index_t>;
+    };
 
 /// Opt-in: true for policies whose `retain` ranks held tokens by scores that the caller must
 /// supply (H2O's accumulated attention). Drivers enforce score-free policies by themselves.

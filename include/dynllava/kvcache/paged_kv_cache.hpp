@@ -28,6 +28,9 @@ struct paged_kv_config {
 
 class paged_kv_cache {
  public:
+  /// Keys, values and positions live in host memory.
+  using memory_space = host_space;
+
   /// @throws dynllava::error on a non-positive size.
   explicit paged_kv_cache(const paged_kv_config& c) : c_(c), pool_(c.num_pages) {
     DYNLLAVA_EXPECTS(c.layers > 0 && c.width > 0 && c.page_size > 0,
@@ -136,6 +139,6 @@ class paged_kv_cache {
   std::vector<index_t> len_, seen_;          // [layers * batch]
   std::vector<table> tables_;                // [layers]
 };
-static_assert(kv_storage<paged_kv_cache>);
+static_assert(kv_storage<paged_kv_cache, host_t>);
 
 }  // namespace dynllava

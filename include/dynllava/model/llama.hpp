@@ -11,7 +11,9 @@
 #include <dynllava/core/error.hpp>
 #include <dynllava/core/ragged.hpp>
 #include <dynllava/core/span.hpp>
+#include <dynllava/kvcache/contiguous_kv_cache.hpp>
 #include <dynllava/kvcache/kv_storage.hpp>
+#include <dynllava/kvcache/paged_kv_cache.hpp>
 #include <dynllava/pipeline/decoder.hpp>
 #include <dynllava/score/detail/layers.hpp>
 
@@ -165,6 +167,20 @@ class llama_model {
   index_t vocab() const noexcept { return c_.vocab; }
   index_t heads() const noexcept { return c_.heads; }
 
+  /// @name The `decoder` concept's calls (execution tag `host`): the same as the untagged ones.
+  /// @{
+  void embed(host_t, host_span<const std::int32_t> tokens, host_span<float> out) const {
+    embed(tokens, out);
+  }
+  template <kv_storage<host_t> C>
+  void layer(host_t, index_t l, host_ragged_rows<float> hidden, host_span<const index_t> positions,
+             const C* cache, host_span<float> k_out, host_span<float> v_out,
+             layer_probes probes = {}) const {
+    layer(l, hidden, positions, cache, k_out, v_out, probes);
+  }
+  void logits(host_t, host_span<const float> rows, host_span<float> out) const { logits(rows, out); }
+  /// @}
+
   /// `out[i, :] = embed[tokens[i], :]`. @throws dynllava::error on an id outside the vocabulary.
   void embed(host_span<const std::int32_t> tokens, host_span<float> out) const {
     const auto H = static_cast<std::size_t>(c_.hidden);
@@ -186,7 +202,7 @@ class llama_model {
   /// @param[in] cache the layer's KV state, or null for none
   /// @param[out] k_out, v_out [rows, H]: the rows' keys (after RoPE) and values, to cache
   /// @param[out] probes optional queries and per-key attention (see `layer_probes`)
-  template <kv_storage C>
+  template <kv_storage<host_t> C>
   void layer(index_t l, host_ragged_rows<float> hidden, host_span<const index_t> positions,
              const C* cache, host_span<float> k_out, host_span<float> v_out,
              layer_probes probes = {}) const {
@@ -320,5 +336,8 @@ class llama_model {
   llama_config c_;
   llama_weights w_;
 };
+
+static_assert(probing_decoder<llama_model, host_t, paged_kv_cache>);
+static_assert(probing_decoder<llama_model, host_t, contiguous_kv_cache>);
 
 }  // namespace dynllava

@@ -7,18 +7,23 @@
 ///
 /// `hidden` is always the whole batch, `[rows, H]` host, packed in the order `segments`
 /// describes (sequence by sequence). Returned positions are local to each sequence's candidate
-/// list of the kind (`cpu::candidate_rows`), ascending.
+/// list of the kind (`cpu::candidate_rows`), ascending. Every hook that ranks can also hand out
+/// what it saw (`token_decisions`: logits, margins or scores, keep flags).
+///
+/// The hooks are templates over the scorer concepts (`two_way_predictor<P, host_t>`,
+/// `attention_scorer<S, host_t>`), so an engine's own predictor plugs in as the bundled ones do.
 #pragma once
 
 #include <dynllava/context/build_context.hpp>
 #include <dynllava/context/gather.hpp>
+#include <dynllava/context/image_groups.hpp>
 #include <dynllava/context/segments.hpp>
 #include <dynllava/core/error.hpp>
+#include <dynllava/core/execution.hpp>
 #include <dynllava/core/ragged.hpp>
 #include <dynllava/pipeline/sparsifier_options.hpp>
-#include <dynllava/score/fastv_scorer.hpp>
-#include <dynllava/score/image_predictor.hpp>
-#include <dynllava/score/output_predictor.hpp>
+#include <dynllava/pipeline/token_decisions.hpp>
+#include <dynllava/score/concepts.hpp>
 #include <dynllava/select/concepts.hpp>
 #include <dynllava/select/gate.hpp>
 #include <dynllava/select/selection.hpp>
@@ -29,40 +34,6 @@
 #include <vector>
 
 namespace dynllava {
-
-/// @brief Each sequence's image candidates split into groups, one per turn (a run of image
-/// segments with the same `turn`, in segment order). Each group is ranked on its own (its own
-/// predictor call, its own top-k), in prefill with KV cache, where a turn's image arrives in its
-/// own call, and without KV cache alike, so both modes keep the same tokens.
-struct image_groups {
-  std::vector<index_t> indptr{0};     ///< [groups + 1] CSR over the candidates, in their order
-  std::vector<std::size_t> sequence;  ///< [groups] the sequence of each group
-};
-
-namespace cpu {
-
-/// Groups of `segments`' image candidates by turn (see `image_groups`).
-inline image_groups group_images_by_turn(segment_table<host_space> segments) {
-  image_groups g;
-  for (std::size_t b = 0; b < segments.batch(); ++b) {
-    bool open = false;
-    index_t turn = 0;
-    for (index_t i = segments.indptr[b]; i < segments.indptr[b + 1]; ++i) {
-      const segment& seg = segments.segments[static_cast<std::size_t>(i)];
-      if (seg.kind != segment_kind::image) continue;
-      if (!open || seg.turn != turn) {
-        g.indptr.push_back(g.indptr.back());
-        g.sequence.push_back(b);
-        open = true;
-        turn = seg.turn;
-      }
-      g.indptr.back() += seg.length;
-    }
-  }
-  return g;
-}
-
-}  // namespace cpu
 
 namespace detail {
 
@@ -110,28 +81,42 @@ namespace cpu {
 
 /// @brief Prefill (and each step without KV cache): the image tokens to keep, by the image
 /// predictor's `logit0 - logit1` and a top `floor(n * keep_ratio)` per (sequence, turn).
-/// @param[in] hidden `[rows, H]` host: hidden states entering the sparse layer (H from `image`)
+/// @param[in] hidden `[rows, H]` host: hidden states entering the sparse layer (H = `image.hidden()`)
+/// @param[out] seen optional: the candidates' logits, margins and keep flags
 /// @throws dynllava::error on shapes that disagree or a ratio outside [0, 1].
-inline host_selection select_images(const image_predictor& image, host_span<const float> hidden,
-                                    segment_table<host_space> segments, double keep_ratio) {
-  const index_t H = image.config().hidden;
+template <two_way_predictor<host_t> P>
+host_selection select_images(const P& image, host_span<const float> hidden,
+                             segment_table<host_space> segments, double keep_ratio,
+                             token_decisions* seen = nullptr) {
+  const index_t H = image.hidden();
   detail::check_hidden(hidden, H, segments, "select_images");
   const auto cands = candidate_rows(segments, segment_kind::image);
   const auto groups = group_images_by_turn(segments);
   const auto x = detail::gather_candidates(hidden, H, segments, cands);
-  std::vector<float> scores(cands.positions.size());
-  image.score(host, {make_host_span(groups.indptr), make_host_span(x), H}, make_host_span(scores));
-  return detail::topk_by_group(groups, cands, scores, keep_ratio);
+  const std::size_t n = cands.positions.size();
+  std::vector<float> logits(2 * n), scores(n);
+  image.logits(host, {make_host_span(groups.indptr), make_host_span(x), H}, make_host_span(logits));
+  for (std::size_t i = 0; i < n; ++i) scores[i] = logits[2 * i] - logits[2 * i + 1];
+  auto kept = detail::topk_by_group(groups, cands, scores, keep_ratio);
+  if (seen != nullptr) {
+    seen->set_kept(cands.indptr, kept);
+    seen->logits = std::move(logits);
+    seen->scores = std::move(scores);
+  }
+  return kept;
 }
 
 /// @brief FastV: the image tokens to keep, by the head-averaged attention that each sequence's
 /// last row pays them at layer `K - 1`, top `floor(n * keep_ratio)` per (sequence, turn).
 /// @param[in] last_queries `[batch, H]` host: each sequence's last row's query (RoPE applied)
 /// @param[in] keys ragged `[rows, H]` host: the keys of every row the segments describe
+/// @param[out] seen optional: the candidates' attention scores and keep flags (no logits)
 /// @throws dynllava::error on shapes that disagree.
-inline host_selection select_images_fastv(const fastv_scorer& fastv, host_span<const float> last_queries,
-                                          host_ragged_rows<const float> keys,
-                                          segment_table<host_space> segments, double keep_ratio) {
+template <attention_scorer<host_t> S>
+host_selection select_images_fastv(const S& fastv, host_span<const float> last_queries,
+                                   host_ragged_rows<const float> keys,
+                                   segment_table<host_space> segments, double keep_ratio,
+                                   token_decisions* seen = nullptr) {
   const index_t total = validate(segments, "select_images_fastv");
   DYNLLAVA_EXPECTS(keys.batch() == segments.batch() && keys.rows() == static_cast<std::size_t>(total),
                    "select_images_fastv: keys ({} rows, {} sequences) must match the segments ({} "
@@ -139,17 +124,24 @@ inline host_selection select_images_fastv(const fastv_scorer& fastv, host_span<c
   const auto cands = candidate_rows(segments, segment_kind::image);
   std::vector<float> scores(cands.positions.size());
   fastv.score(host, last_queries, keys, cands.view(), make_host_span(scores));
-  return detail::topk_by_group(group_images_by_turn(segments), cands, scores, keep_ratio);
+  auto kept = detail::topk_by_group(group_images_by_turn(segments), cands, scores, keep_ratio);
+  if (seen != nullptr) {
+    seen->set_kept(cands.indptr, kept);
+    seen->logits.clear();
+    seen->scores = std::move(scores);
+  }
+  return kept;
 }
 
 /// @brief Prefill in one call: `select_images`, then the sparse context (every text row, the
 /// kept image rows, original positions) that layers `>= sparse_layer` run on.
 /// @param[out] image_kept optional: the kept image positions
 /// @param[in] options `position_offsets` when the prompt continues a cached conversation
-inline host_sparse_context prune_prefill(const image_predictor& image, host_span<const float> hidden,
-                                         segment_table<host_space> segments, double keep_ratio,
-                                         host_selection* image_kept = nullptr,
-                                         const context_options& options = {}) {
+template <two_way_predictor<host_t> P>
+host_sparse_context prune_prefill(const P& image, host_span<const float> hidden,
+                                  segment_table<host_space> segments, double keep_ratio,
+                                  host_selection* image_kept = nullptr,
+                                  const context_options& options = {}) {
   const auto kept = select_images(image, hidden, segments, keep_ratio);
   const std::vector<kind_selection> pruned{{segment_kind::image, kept.view()}};
   auto ctx = build_sparse_context(segments, make_host_span(pruned), options);
@@ -161,22 +153,33 @@ inline host_sparse_context prune_prefill(const image_predictor& image, host_span
 /// (`logit0 > logit1` of the output predictor; the token attends to itself either way).
 /// @param[in] hidden ragged `[tokens, H]` host: the new tokens' hidden states at the sparse layer
 /// @param[out] keep `[tokens]` host: 1 = keep
-inline void gate_new_tokens(const output_predictor& output, host_ragged_rows<const float> hidden,
-                            host_span<std::uint8_t> keep) {
+/// @param[out] seen optional: the tokens' gate logits, margins and keep flags
+template <two_way_predictor<host_t> P>
+void gate_new_tokens(const P& output, host_ragged_rows<const float> hidden,
+                     host_span<std::uint8_t> keep, token_decisions* seen = nullptr) {
   std::vector<float> logits(2 * hidden.rows());
   output.logits(host, hidden, make_host_span(logits));
   argmax_gate({hidden.indptr, make_host_span(std::as_const(logits))}, keep);
+  if (seen != nullptr) {
+    seen->indptr.assign(hidden.indptr.begin(), hidden.indptr.end());
+    seen->keep.assign(keep.begin(), keep.end());
+    seen->logits = std::move(logits);
+    seen->margins_from_logits();
+  }
 }
 
 /// @brief Decode without KV cache: the generated tokens to keep, among each sequence's output
 /// tokens but the newest (`context_options{.pin_last_output = true}` enumerates them).
 /// `per_sequence_argmax` keeps `logit0 > logit1` (what the KV mode keeps);
 /// `released_batch_max_topk` keeps, in each sequence, the top `min(k, n)` by raw `logit0` with
-/// `k` the batch maximum of argmax keeps (the released code).
-/// @param[in] hidden `[rows, H]` host: hidden states entering the sparse layer (H from `output`)
-inline host_selection select_outputs(const output_predictor& output, host_span<const float> hidden,
-                                     segment_table<host_space> segments, output_rule rule) {
-  const index_t H = output.config().hidden;
+/// `k` the batch maximum of argmax keeps (the released code's kept sets).
+/// @param[in] hidden `[rows, H]` host: hidden states entering the sparse layer (H = `output.hidden()`)
+/// @param[out] seen optional: the candidates' logits, margins and keep flags
+template <two_way_predictor<host_t> P>
+host_selection select_outputs(const P& output, host_span<const float> hidden,
+                              segment_table<host_space> segments, output_rule rule,
+                              token_decisions* seen = nullptr) {
+  const index_t H = output.hidden();
   detail::check_hidden(hidden, H, segments, "select_outputs");
   const auto cands = candidate_rows(segments, segment_kind::output, {.pin_last_output = true});
   const auto x = detail::gather_candidates(hidden, H, segments, cands);
@@ -185,33 +188,39 @@ inline host_selection select_outputs(const output_predictor& output, host_span<c
   output.logits(host, {make_host_span(cands.indptr), make_host_span(x), H}, make_host_span(logits));
   const ragged_logits<host_space> lg{make_host_span(cands.indptr), make_host_span(std::as_const(logits))};
   host_selection kept;
-  kept.indptr.assign(cands.indptr.size(), 0);
-  kept.positions.resize(n);
   if (rule == output_rule::per_sequence_argmax) {
+    kept.indptr.assign(cands.indptr.size(), 0);
+    kept.positions.resize(n);
     kept.positions.resize(static_cast<std::size_t>(
         logit_argmax{}.select(host, lg, make_host_span(kept.indptr), make_host_span(kept.positions))));
-    return kept;
+  } else {
+    std::vector<std::uint8_t> keep(n);
+    argmax_gate(lg, make_host_span(keep));
+    index_t kmax = 0;
+    for (std::size_t b = 0; b < cands.batch(); ++b) {
+      kmax = std::max<index_t>(kmax, static_cast<index_t>(std::count(keep.begin() + cands.indptr[b],
+                                                                       keep.begin() + cands.indptr[b + 1], 1)));
+    }
+    std::vector<float> logit0(n);
+    std::vector<index_t> ks(cands.batch());
+    for (std::size_t i = 0; i < n; ++i) logit0[i] = logits[2 * i];
+    for (std::size_t b = 0; b < cands.batch(); ++b) ks[b] = std::min(kmax, cands.indptr[b + 1] - cands.indptr[b]);
+    kept = topk({make_host_span(cands.indptr), make_host_span(std::as_const(logit0))},
+                topk_budget<host_space>::keep_per_sequence(make_host_span(std::as_const(ks))));
   }
-  std::vector<std::uint8_t> keep(n);
-  argmax_gate(lg, make_host_span(keep));
-  index_t kmax = 0;
-  for (std::size_t b = 0; b < cands.batch(); ++b) {
-    kmax = std::max<index_t>(kmax, static_cast<index_t>(std::count(keep.begin() + cands.indptr[b],
-                                                                     keep.begin() + cands.indptr[b + 1], 1)));
+  if (seen != nullptr) {
+    seen->set_kept(cands.indptr, kept);
+    seen->logits = std::move(logits);
+    seen->margins_from_logits();
   }
-  std::vector<float> logit0(n);
-  std::vector<index_t> ks(cands.batch());
-  for (std::size_t i = 0; i < n; ++i) logit0[i] = logits[2 * i];
-  for (std::size_t b = 0; b < cands.batch(); ++b) ks[b] = std::min(kmax, cands.indptr[b + 1] - cands.indptr[b]);
-  return topk({make_host_span(cands.indptr), make_host_span(std::as_const(logit0))},
-              topk_budget<host_space>::keep_per_sequence(make_host_span(std::as_const(ks))));
+  return kept;
 }
 
 /// @brief Decode without KV cache in one call: images as in prefill, generated tokens by
 /// `select_outputs`, the newest token pinned; returns the context layers `>= sparse_layer` run on.
 /// @param[out] image_kept, output_kept optional: the selections
-inline host_sparse_context prune_no_cache(const image_predictor& image, const output_predictor& output,
-                                          host_span<const float> hidden,
+template <two_way_predictor<host_t> PI, two_way_predictor<host_t> PO>
+host_sparse_context prune_no_cache(const PI& image, const PO& output, host_span<const float> hidden,
                                           segment_table<host_space> segments, double keep_ratio,
                                           output_rule rule = output_rule::per_sequence_argmax,
                                           host_selection* image_kept = nullptr,

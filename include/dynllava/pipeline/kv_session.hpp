@@ -8,17 +8,18 @@
 #include <dynllava/context/segments.hpp>
 #include <dynllava/core/error.hpp>
 #include <dynllava/core/ragged.hpp>
-#include <dynllava/cost/trace.hpp>
 #include <dynllava/kvcache/gated_append.hpp>
 #include <dynllava/kvcache/kv_policy.hpp>
 #include <dynllava/kvcache/kv_storage.hpp>
 #include <dynllava/pipeline/decoder.hpp>
 #include <dynllava/pipeline/detail/steps.hpp>
 #include <dynllava/pipeline/hooks.hpp>
+#include <dynllava/pipeline/no_predictor.hpp>
+#include <dynllava/pipeline/pipeline_observer.hpp>
 #include <dynllava/pipeline/sparsifier_options.hpp>
-#include <dynllava/score/h2o_scorer.hpp>
-#include <dynllava/score/image_predictor.hpp>
-#include <dynllava/score/output_predictor.hpp>
+#include <dynllava/pipeline/token_decisions.hpp>
+#include <dynllava/score/concepts.hpp>
+#include <dynllava/score/layer_attention.hpp>
 #include <dynllava/select/gate.hpp>
 
 #include <cstdint>
@@ -43,21 +44,35 @@ namespace dynllava {
 /// every layer from `sparse_layer` (`online_gate_policy{sparse_layer}`); policies that ignore
 /// the gate (full cache, H2O, StreamingLLM) run with `gate_outputs = false`.
 ///
-/// Errors: bad arguments throw `dynllava::error` before anything changes. A call that fails
+/// Seams: any `decoder<Model, host_t, Cache>` (a `probing_decoder` for FastV and H2O), any
+/// `kv_storage`, any `kv_policy`, and any `two_way_predictor` as image and output predictor
+/// (`nullptr` for none: class template argument deduction makes it `no_predictor`).
+///
+/// After each call the decisions are readable: `image_decisions()` (the last prompt's image
+/// logits, margins and kept tokens), `gate_decisions()` (the last step's gate logits, margins and
+/// keep flags), `cache_lengths()` and `bytes_held()`. The work is reported to an optional
+/// `pipeline_observer` (`observe`), e.g. a `trace_recorder` for the cost model.
+///
+/// Errors: bad arguments throw `dynllava::error` before anything changes (shapes, predictor
+/// widths, a policy that disagrees with the options, `decode` before `prefill`). A call that fails
 /// later (the paged cache runs out of pages in some layer) leaves the session and its cache
 /// valid but in an unspecified state (some layers appended): discard both.
-template <class Model, kv_storage Cache, kv_policy Policy>
-  requires decoder<Model, Cache>
+template <class Model, kv_storage<host_t> Cache, kv_policy<host_t> Policy,
+          two_way_predictor<host_t> ImagePredictor, two_way_predictor<host_t> OutputPredictor>
+  requires decoder<Model, host_t, Cache>
 class kv_session {
-  static_assert(!kv_policy_needs_scores<Policy> || probing_decoder<Model, Cache>,
+  static_assert(!kv_policy_needs_scores<Policy> || probing_decoder<Model, host_t, Cache>,
                 "kv_session: a policy that ranks by attention (H2O) needs a probing_decoder");
 
  public:
-  kv_session(const Model& model, Cache& cache, Policy policy, const image_predictor* image,
-             const output_predictor* output, sparsifier_options options = {})
+  /// @param image, output the predictors (not owned, must outlive the session), or null where
+  ///        the options do not use them
+  /// @throws dynllava::error on options, widths or a policy that do not fit (nothing changes)
+  kv_session(const Model& model, Cache& cache, Policy policy, const ImagePredictor* image,
+             const OutputPredictor* output, sparsifier_options options = {})
       : m_(model), cache_(cache), policy_(policy), image_(image), output_(output), o_(options),
         next_pos_(cache.batch(), 0) {
-    detail::check_options<Model, Cache>(o_, model.layers(), image, output, "kv_session");
+    detail::check_options<Model, Cache>(o_, model.layers(), model.hidden(), image, output, "kv_session");
     DYNLLAVA_EXPECTS(cache.layers() == model.layers() && cache.width() == model.hidden(),
                      "kv_session: the cache ({} layers, width {}) does not fit the model ({} layers, H {})",
                      cache.layers(), cache.width(), model.layers(), model.hidden());
@@ -81,8 +96,8 @@ class kv_session {
       }
     }
     if constexpr (kv_policy_needs_scores<Policy>) {
+      attention_ = layer_attention<>(model.layers(), cache.batch());
       for (index_t l = 0; l < model.layers(); ++l) {
-        attention_.emplace_back(cache.batch());
         for (std::size_t b = 0; b < cache.batch(); ++b) {
           DYNLLAVA_EXPECTS(cache.length(l, b) == 0,
                            "kv_session: a policy that ranks by attention needs an empty cache "
@@ -123,18 +138,18 @@ class kv_session {
     for (std::size_t b = 0; b < rows.batch(); ++b) {
       for (index_t i = 0; i < rows.length(b); ++i) pos[static_cast<std::size_t>(indptr[b] + i)] = next_pos_[b] + i;
     }
+    if (o_.vision == vision_rule::fastv && o_.prune_images) check_fastv_context(segments);
     const index_t l = o_.sparse_layer;
-    begin_trace();
+    begin_call();
     if (o_.vision == vision_rule::fastv && o_.prune_images) {
       // FastV: the last full layer also hands out its queries and keys.
       std::vector<float> q, k;
       run(0, l, indptr, h, pos, std::vector<std::uint8_t>(pos.size(), 1), &q, &k);
-      check_fastv_context(indptr, segments);
-      image_kept_ = detail::select_images_fastv(m_, q, k, indptr, segments, o_, stats_);
+      image_kept_ = detail::select_images_fastv(m_, q, k, indptr, segments, o_, stats_, images_);
     } else {
       run(0, l, indptr, h, pos, std::vector<std::uint8_t>(pos.size(), 1));
       // Vision pruning at the sparse layer.
-      image_kept_ = detail::select_images(image_, h, segments, o_, stats_, traces_.back());
+      image_kept_ = detail::select_images(image_, h, segments, o_, stats_, obs_, images_);
     }
     const std::vector<kind_selection> pruned{{segment_kind::image, image_kept_.view()}};
     const auto ctx = cpu::build_sparse_context(segments, make_host_span(std::as_const(pruned)),
@@ -144,7 +159,8 @@ class kv_session {
     run(l, m_.layers(), ctx.indptr, hk, ctx.positions, std::vector<std::uint8_t>(ctx.rows.size(), 1));
     for (std::size_t b = 0; b < rows.batch(); ++b) next_pos_[b] += rows.length(b);
     retain();
-    end_trace();
+    end_call();
+    prefilled_ = true;
     return detail::last_logits(m_, ctx.indptr, hk);
   }
 
@@ -152,46 +168,72 @@ class kv_session {
   /// output predictor decides keep (`logit0 > logit1`); the token attends to the cache and to
   /// itself in every layer, and enters a layer's cache iff `policy.admits(layer, keep)`.
   /// @return `[batch, vocab]` logits.
+  /// @throws dynllava::error before `prefill`, or when `tokens` is not one id per sequence.
   std::vector<float> decode(host_span<const std::int32_t> tokens) {
     DYNLLAVA_EXPECTS(tokens.size() == cache_.batch(), "kv_session::decode: one token per sequence ({}), got {}",
                      cache_.batch(), tokens.size());
+    DYNLLAVA_EXPECTS(prefilled_, "kv_session::decode: call prefill() first (the context is empty)");
     const index_t H = m_.hidden();
     const std::size_t n = tokens.size();
     std::vector<float> h(n * static_cast<std::size_t>(H));
-    m_.embed(tokens, make_host_span(h));
+    m_.embed(host, tokens, make_host_span(h));
     std::vector<index_t> indptr(n + 1), pos(n);
     for (std::size_t b = 0; b < n; ++b) {
       indptr[b + 1] = static_cast<index_t>(b + 1);
       pos[b] = next_pos_[b]++;
     }
     const index_t l = o_.sparse_layer;
-    begin_trace();
+    begin_call();
     run(0, l, indptr, h, pos, std::vector<std::uint8_t>(n, 1));
     std::vector<std::uint8_t> keep(n, 1);
+    gate_ = token_decisions{};
     if (o_.gate_outputs && l < m_.layers()) {
-      traces_.back().output_tokens_scored += static_cast<std::int64_t>(n);
+      if (obs_ != nullptr) obs_->output_predictor(n);
       cpu::gate_new_tokens(*output_, {make_host_span(std::as_const(indptr)), make_host_span(std::as_const(h)), H},
-                           make_host_span(keep));
+                           make_host_span(keep), &gate_);
+    } else {
+      gate_.indptr = indptr;
+      gate_.keep = keep;
     }
     stats_.output_tokens += static_cast<index_t>(n);
     for (auto k : keep) stats_.output_kept += k;
     decisions_.insert(decisions_.end(), keep.begin(), keep.end());
     run(l, m_.layers(), indptr, h, pos, keep);
     retain();
-    end_trace();
+    end_call();
     return detail::last_logits(m_, indptr, h);
   }
 
+  /// Number of sequences.
+  std::size_t batch() const noexcept { return cache_.batch(); }
+  /// Vocabulary size of the model (the width of the returned logits).
+  index_t vocab() const noexcept { return m_.vocab(); }
+  /// True once `prefill` has run (a `decode` needs it).
+  bool prefilled() const noexcept { return prefilled_; }
+
   /// Kept positions among the image tokens of each sequence's last `prefill` call.
   const host_selection& image_kept() const noexcept { return image_kept_; }
+  /// What ranked the image tokens of the last `prefill` call: the predictor's logits and margins
+  /// (or FastV's attention), and the keep flags, per sequence.
+  const token_decisions& image_decisions() const noexcept { return images_; }
+  /// The last decode step's online gate: one candidate per sequence (its new token), the gate
+  /// logits and margin (empty when the gate is off) and whether its K/V were cached.
+  const token_decisions& gate_decisions() const noexcept { return gate_; }
   /// Keep decisions of every decoded token, step-major (`[steps * batch]`).
   const std::vector<std::uint8_t>& decisions() const noexcept { return decisions_; }
   const run_stats& stats() const noexcept { return stats_; }
-  /// @brief The work of every call so far (prefill, then one per decode step), summed over the
-  /// batch, in the cost model's terms: per layer the query rows, the (query, key) pairs and the
-  /// tokens cached afterwards; the predictors' tokens; the logit rows. `cost::exact_flops` and
-  /// `cost::kv_cache_bytes` turn a trace into FLOPs and bytes.
-  const std::vector<cost::trace>& traces() const noexcept { return traces_; }
+  /// `[layers * batch]`, layer-major: tokens each (layer, sequence) of the cache holds now.
+  std::vector<index_t> cache_lengths() const {
+    std::vector<index_t> out;
+    for (index_t l = 0; l < cache_.layers(); ++l) {
+      for (std::size_t b = 0; b < cache_.batch(); ++b) out.push_back(cache_.length(l, b));
+    }
+    return out;
+  }
+  /// Bytes of K and V the cache holds now (`dynllava::bytes_held`).
+  std::size_t bytes_held() const noexcept { return dynllava::bytes_held(cache_); }
+  /// Reports every later call's work to `observer` (not owned; null: none).
+  void observe(pipeline_observer* observer) noexcept { obs_ = observer; }
 
  private:
   /// After every call: each (layer, sequence) keeps what the policy retains; score-based
@@ -201,9 +243,8 @@ class kv_session {
     std::vector<index_t> kept, kept_indptr, kept_all;
     for (index_t layer = 0; layer < m_.layers(); ++layer) {
       if constexpr (kv_policy_needs_scores<Policy>) {
-        auto& acc = attention_[static_cast<std::size_t>(layer)];
         scores.resize(static_cast<std::size_t>(held_tokens(cache_, layer)));
-        acc.scores(host, make_host_span(scores));
+        attention_.scores(layer, make_host_span(scores));
         kept_indptr.assign(1, 0);
         kept_all.clear();
         std::size_t first = 0;
@@ -215,38 +256,33 @@ class kv_session {
           kept_all.insert(kept_all.end(), kept.begin(), kept.end());
           kept_indptr.push_back(static_cast<index_t>(kept_all.size()));
         }
-        acc.retain(host, {make_host_span(std::as_const(kept_indptr)), make_host_span(std::as_const(kept_all))});
+        attention_.retain(layer, {make_host_span(std::as_const(kept_indptr)), make_host_span(std::as_const(kept_all))});
       } else {
         for (std::size_t b = 0; b < cache_.batch(); ++b) cpu::enforce_retention(cache_, policy_, layer, b);
       }
     }
   }
 
-  void begin_trace() {
-    traces_.emplace_back();
-    traces_.back().layers.resize(static_cast<std::size_t>(m_.layers()));
+  void begin_call() {
+    if (obs_ != nullptr) obs_->begin_call(m_.layers());
   }
-  void end_trace() {
-    auto& t = traces_.back();
-    for (index_t layer = 0; layer < m_.layers(); ++layer) {
-      t.layers[static_cast<std::size_t>(layer)].kv_tokens = held_tokens(cache_, layer);
-    }
-    t.logit_rows += static_cast<std::int64_t>(cache_.batch());
+  void end_call() {
+    if (obs_ == nullptr) return;
+    std::vector<index_t> held(static_cast<std::size_t>(m_.layers()));
+    for (index_t layer = 0; layer < m_.layers(); ++layer) held[static_cast<std::size_t>(layer)] = held_tokens(cache_, layer);
+    obs_->end_call(cache_.batch(), make_host_span(std::as_const(held)));
   }
 
   /// FastV ranks image tokens within the call that brings them (its softmax is over the call's
   /// keys), so a sequence with an image must have nothing cached before it.
-  void check_fastv_context(const std::vector<index_t>& indptr, segment_table<host_space> segments) const {
+  /// Checked before anything runs.
+  void check_fastv_context(segment_table<host_space> segments) const {
     const auto cands = cpu::candidate_rows(segments, segment_kind::image);
     for (std::size_t b = 0; b < cache_.batch(); ++b) {
-      DYNLLAVA_EXPECTS(cands.indptr[b + 1] == cands.indptr[b] ||
-                           cache_.length(o_.sparse_layer - 1, b) == rows_in_call(indptr, b),
+      DYNLLAVA_EXPECTS(cands.indptr[b + 1] == cands.indptr[b] || cache_.length(o_.sparse_layer - 1, b) == 0,
                        "kv_session: FastV ranks image tokens within the prompt that holds them; "
                        "sequence {} brings an image after earlier turns", b);
     }
-  }
-  static index_t rows_in_call(const std::vector<index_t>& indptr, std::size_t b) {
-    return indptr[b + 1] - indptr[b];
   }
 
   /// Layers [from, to) on `h` (ragged by `indptr`), appending K/V under the policy (and, for
@@ -262,7 +298,7 @@ class kv_session {
     std::vector<index_t> cached(cache_.batch());
     for (index_t layer = from; layer < to; ++layer) {
       for (std::size_t b = 0; b < cache_.batch(); ++b) cached[b] = cache_.length(layer, b);
-      detail::trace_layer(traces_.back().layers[static_cast<std::size_t>(layer)], indptr, cached);
+      detail::observe_layer(obs_, layer, indptr, cached);
       layer_probes probes;
       if (q_last != nullptr && layer == to - 1) probes.queries = make_host_span(*q_last);
       if constexpr (kv_policy_needs_scores<Policy>) {
@@ -274,50 +310,35 @@ class kv_session {
       if (!probes.queries.empty() && k_last != nullptr) *k_last = k;
       cpu::gated_append(cache_, policy_, layer, make_host_span(indptr), make_host_span(std::as_const(k)),
                         make_host_span(std::as_const(v)), make_host_span(keep), make_host_span(pos));
-      if constexpr (kv_policy_needs_scores<Policy>) track_attention(layer, indptr, cached, keep, mass);
-    }
-  }
-
-  /// Keeps `attention_[layer]` in step with the layer's cache: the admitted new tokens start
-  /// being tracked, and every tracked token adds the attention it received in this call.
-  void track_attention(index_t layer, const std::vector<index_t>& indptr,
-                       const std::vector<index_t>& cached, const std::vector<std::uint8_t>& keep,
-                       const std::vector<float>& mass) {
-    auto& acc = attention_[static_cast<std::size_t>(layer)];
-    std::vector<index_t> added(cache_.batch()), block_indptr{0};
-    std::vector<float> block;
-    std::size_t first = 0;
-    for (std::size_t b = 0; b < cache_.batch(); ++b) {
-      DYNLLAVA_EXPECTS(acc.tracked(b) == cached[b],
-                       "kv_session: layer {} sequence {} holds {} tokens but {} are tracked (was "
-                       "the cache changed outside the session?)", layer, b, cached[b], acc.tracked(b));
-      block.insert(block.end(), mass.begin() + static_cast<std::ptrdiff_t>(first),
-                   mass.begin() + static_cast<std::ptrdiff_t>(first + static_cast<std::size_t>(cached[b])));
-      first += static_cast<std::size_t>(cached[b]);
-      for (index_t r = indptr[b]; r < indptr[b + 1]; ++r, ++first) {
-        if (!policy_.admits(layer, keep[static_cast<std::size_t>(r)] != 0)) continue;
-        block.push_back(mass[first]);
-        ++added[b];
+      if constexpr (kv_policy_needs_scores<Policy>) {
+        std::vector<std::uint8_t> admitted(keep.size());
+        for (std::size_t r = 0; r < keep.size(); ++r) admitted[r] = policy_.admits(layer, keep[r] != 0) ? 1 : 0;
+        attention_.track(layer, make_host_span(indptr), make_host_span(std::as_const(cached)),
+                         make_host_span(std::as_const(admitted)), make_host_span(std::as_const(mass)));
       }
-      block_indptr.push_back(static_cast<index_t>(block.size()));
     }
-    acc.append(host, make_host_span(std::as_const(added)));
-    acc.accumulate(host, {make_host_span(std::as_const(block_indptr)), make_host_span(std::as_const(block))});
   }
-
 
   const Model& m_;
   Cache& cache_;
   Policy policy_;
-  const image_predictor* image_;
-  const output_predictor* output_;
+  const ImagePredictor* image_;
+  const OutputPredictor* output_;
   sparsifier_options o_;
   std::vector<index_t> next_pos_;
+  bool prefilled_ = false;
   host_selection image_kept_;
+  token_decisions images_, gate_;
   std::vector<std::uint8_t> decisions_;
   run_stats stats_;
-  std::vector<cost::trace> traces_;
-  std::vector<h2o_scorer> attention_;  ///< [layers], only for score-based policies
+  pipeline_observer* obs_ = nullptr;
+  layer_attention<> attention_;  ///< only for score-based policies
 };
+
+/// `kv_session(model, cache, policy, &image, &output, options)`; `nullptr` for a predictor the
+/// options do not use gives `no_predictor`.
+template <class Model, class Cache, class Policy, predictor_argument PI, predictor_argument PO>
+kv_session(const Model&, Cache&, Policy, PI, PO, sparsifier_options = {})
+    -> kv_session<Model, Cache, Policy, predictor_type_t<PI>, predictor_type_t<PO>>;
 
 }  // namespace dynllava

@@ -13,6 +13,7 @@
 #include <dynllava/core/error.hpp>
 #include <dynllava/core/execution.hpp>
 #include <dynllava/core/ragged.hpp>
+#include <dynllava/score/concepts.hpp>
 #include <dynllava/score/detail/layers.hpp>
 
 #include <algorithm>
@@ -22,20 +23,7 @@
 
 namespace dynllava {
 
-/// @brief An attention-based scorer: needs a layer's queries and keys, not hidden states.
-///
-/// Requirements, for `const S& s`: `s.score(host, queries, keys, candidates, out)` with
-/// `queries` (`host_span<const float>`, `[batch, heads * head_dim]`, the last token of each
-/// sequence), `keys` (`host_ragged_rows<const float>`, `[context, heads * head_dim]` per
-/// sequence), `candidates` (`host_ragged<const index_t>`, context rows to score, local) writes one
-/// score per candidate into `out` (`host_span<float>`).
-template <class S>
-concept attention_scorer = requires(const S& s, host_span<const float> q,
-                                    host_ragged_rows<const float> k,
-                                    host_ragged<const index_t> c, host_span<float> out) {
-  s.score(host, q, k, c, out);
-};
-
+/// FastV's scorer: models `attention_scorer<fastv_scorer, host_t>`.
 struct fastv_scorer {
   index_t heads = 32;
   index_t head_dim = 128;
@@ -101,6 +89,6 @@ struct fastv_scorer {
     }
   }
 };
-static_assert(attention_scorer<fastv_scorer>);
+static_assert(attention_scorer<fastv_scorer, host_t>);
 
 }  // namespace dynllava

@@ -123,6 +123,6 @@ class h2o_scorer {
  private:
   std::vector<std::vector<double>> acc_;
 };
-static_assert(stateful_token_scorer<h2o_scorer>);
+static_assert(stateful_token_scorer<h2o_scorer, host_t>);
 
 }  // namespace dynllava

@@ -35,6 +35,8 @@ class image_predictor {
   }
 
   const predictor_config& config() const noexcept { return config_; }
+  /// Width H of the hidden states it reads.
+  index_t hidden() const noexcept { return config_.hidden; }
   const image_predictor_weights& weights() const noexcept { return w_; }
 
   /// @brief 2-way logits for every image token of a ragged batch.
@@ -114,6 +116,6 @@ class image_predictor {
   predictor_config config_;
   image_predictor_weights w_;
 };
-static_assert(two_way_predictor<image_predictor>);
+static_assert(two_way_predictor<image_predictor, host_t>);
 
 }  // namespace dynllava

@@ -29,6 +29,6 @@ struct l2_norm_scorer {
     }
   }
 };
-static_assert(token_scorer<l2_norm_scorer>);
+static_assert(token_scorer<l2_norm_scorer, host_t>);
 
 }  // namespace dynllava

@@ -31,6 +31,8 @@ class output_predictor {
   }
 
   const predictor_config& config() const noexcept { return config_; }
+  /// Width H of the hidden states it reads.
+  index_t hidden() const noexcept { return config_.hidden; }
 
   /// @brief 2-way logits for every token of a ragged batch (per token; batching is irrelevant).
   /// @param[in] hidden ragged `[tokens, H]` host rows
@@ -71,6 +73,6 @@ class output_predictor {
   predictor_config config_;
   output_predictor_weights w_;
 };
-static_assert(two_way_predictor<output_predictor>);
+static_assert(two_way_predictor<output_predictor, host_t>);
 
 }  // namespace dynllava

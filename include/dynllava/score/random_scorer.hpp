@@ -50,6 +50,6 @@ struct random_scorer {
     }
   }
 };
-static_assert(token_scorer<random_scorer>);
+static_assert(token_scorer<random_scorer, host_t>);
 
 }  // namespace dynllava

@@ -21,18 +21,20 @@ namespace dynllava {
 
 /// @brief A token selector turns a ragged batch of per-token inputs into kept positions.
 ///
-/// Requirements, for a selector `s` of type `S`, an input `in` of type `Input`, and host spans
-/// `indptr` (`[batch + 1]`) and `positions` (one entry per input token):
-///   1. `s.select(host, in, indptr, positions)` returns the number of kept tokens as `index_t`;
+/// Requirements, for `const S& s`, a tag `tag` of type `Tag`, an input `in` of type `Input` (a
+/// view in `execution_space_t<Tag>`), and `indptr` (`span_for<Tag, index_t>`, `[batch + 1]`) and
+/// `positions` (`span_for<Tag, index_t>`, one entry per input token):
+///   1. `s.select(tag, in, indptr, positions)` returns the number of kept tokens as `index_t`;
 ///   2. it writes kept positions per sequence in CSR form, local to each sequence and strictly
 ///      ascending; one output slot per input token is always enough;
 ///   3. the decision is a pure function of `s` and `in` (deterministic, no hidden state);
-///   4. invalid input throws `dynllava::error` and writes nothing the caller may rely on.
-template <class S, class Input>
-concept token_selector = requires(const S& s, const Input& in, host_span<index_t> indptr,
-                                  host_span<index_t> positions) {
-  { s.select(host, in, indptr, positions) } -> std::same_as<index_t>;
-};
+///   4. invalid input throws `dynllava::error` (host tag) and writes nothing the caller may rely on.
+template <class S, class Tag, class Input>
+concept token_selector = execution_tag<Tag> &&
+    requires(const S& s, Tag tag, const Input& in, span_for<Tag, index_t> indptr,
+             span_for<Tag, index_t> positions) {
+      { s.select(tag, in, indptr, positions) } -> std::same_as<index_t>;
+    };
 
 /// Keeps each sequence's `k_b` best-scoring tokens (the Dynamic-LLaVA prefill rule).
 struct budgeted_topk {
@@ -69,9 +71,9 @@ struct logit_argmax {
   }
 };
 
-static_assert(token_selector<budgeted_topk, host_ragged<const float>>);
-static_assert(token_selector<score_threshold, host_ragged<const float>>);
-static_assert(token_selector<logit_argmax, ragged_logits<host_space>>);
-static_assert(!token_selector<logit_argmax, host_ragged<const float>>);
+static_assert(token_selector<budgeted_topk, host_t, host_ragged<const float>>);
+static_assert(token_selector<score_threshold, host_t, host_ragged<const float>>);
+static_assert(token_selector<logit_argmax, host_t, ragged_logits<host_space>>);
+static_assert(!token_selector<logit_argmax, host_t, host_ragged<const float>>);
 
 }  // namespace dynllava

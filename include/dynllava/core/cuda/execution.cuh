@@ -20,5 +20,10 @@ struct on_stream {
 namespace dynllava {
 template <>
 inline constexpr bool enable_execution_tag<cuda::on_stream> = true;
+template <>
+struct execution_space<cuda::on_stream> {
+  using type = device_space;
+};
 static_assert(execution_tag<cuda::on_stream>);
+static_assert(std::same_as<span_for<cuda::on_stream, float>, device_span<float>>);
 }  // namespace dynllava

@@ -15,6 +15,6 @@ struct full_cache_policy {
     return detail::keep_all(s.held, out);
   }
 };
-static_assert(kv_policy<full_cache_policy>);
+static_assert(kv_policy<full_cache_policy, host_t>);
 
 }  // namespace dynllava

@@ -70,7 +70,7 @@ struct h2o_policy {
     return n;
   }
 };
-static_assert(kv_policy<h2o_policy>);
+static_assert(kv_policy<h2o_policy, host_t>);
 template <>
 inline constexpr bool kv_policy_needs_scores<h2o_policy> = true;
 

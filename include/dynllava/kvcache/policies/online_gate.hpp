@@ -25,6 +25,6 @@ struct online_gate_policy {
     return detail::keep_all(s.held, out);
   }
 };
-static_assert(kv_policy<online_gate_policy>);
+static_assert(kv_policy<online_gate_policy, host_t>);
 
 }  // namespace dynllava

@@ -33,6 +33,6 @@ struct streaming_policy {
     return n;
   }
 };
-static_assert(kv_policy<streaming_policy>);
+static_assert(kv_policy<streaming_policy, host_t>);
 
 }  // namespace dynllava

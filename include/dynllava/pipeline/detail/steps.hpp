@@ -1,41 +1,29 @@
 // SPDX-License-Identifier: Apache-2.0
 /// @file steps.hpp
-/// @brief The steps `kv_session` and `decode_without_cache` share: image selection at the sparse
-/// layer (predictor or FastV), option checks, layer calls with probes, work traces.
+/// @brief The steps the drivers share: image selection at the sparse layer (predictor or FastV),
+/// option and width checks, layer calls with probes, observer reports.
 #pragma once
 
 #include <dynllava/context/build_context.hpp>
 #include <dynllava/context/gather.hpp>
+#include <dynllava/context/image_groups.hpp>
 #include <dynllava/context/segments.hpp>
 #include <dynllava/core/error.hpp>
+#include <dynllava/core/execution.hpp>
 #include <dynllava/core/ragged.hpp>
-#include <dynllava/cost/trace.hpp>
 #include <dynllava/pipeline/decoder.hpp>
 #include <dynllava/pipeline/hooks.hpp>
+#include <dynllava/pipeline/pipeline_observer.hpp>
 #include <dynllava/pipeline/sparsifier_options.hpp>
+#include <dynllava/pipeline/token_decisions.hpp>
+#include <dynllava/score/concepts.hpp>
 #include <dynllava/score/fastv_scorer.hpp>
-#include <dynllava/score/image_predictor.hpp>
-#include <dynllava/score/output_predictor.hpp>
 #include <dynllava/select/selection.hpp>
-#include <dynllava/select/topk.hpp>
 
 #include <cstdint>
 #include <vector>
 
-namespace dynllava {
-
-namespace detail {
-
-/// Adds one layer's work to a trace: every row of sequence `b` attends to `cached[b]` cached
-/// tokens and to the rows of its sequence up to itself.
-inline void trace_layer(cost::layer_trace& t, const std::vector<index_t>& indptr,
-                        const std::vector<index_t>& cached) {
-  for (std::size_t b = 0; b + 1 < indptr.size(); ++b) {
-    const std::int64_t n = indptr[b + 1] - indptr[b];
-    t.query_rows += n;
-    t.attention_pairs += n * (cached.empty() ? 0 : cached[b]) + n * (n + 1) / 2;
-  }
-}
+namespace dynllava::detail {
 
 /// Image tokens the segments hold.
 inline index_t image_candidates(segment_table<host_space> t) {
@@ -44,13 +32,10 @@ inline index_t image_candidates(segment_table<host_space> t) {
   return n;
 }
 
-/// The image predictor's work: each group's image tokens, all pairs within a group.
-inline void trace_image_predictor(cost::trace& t, const image_groups& g) {
-  for (std::size_t gi = 0; gi + 1 < g.indptr.size(); ++gi) {
-    const std::int64_t n = g.indptr[gi + 1] - g.indptr[gi];
-    t.image_tokens_scored += n;
-    t.image_attention_pairs += n * n;
-  }
+/// Reports a layer call to `obs` (may be null).
+inline void observe_layer(pipeline_observer* obs, index_t l, const std::vector<index_t>& indptr,
+                          const std::vector<index_t>& cached) {
+  if (obs != nullptr) obs->layer(l, make_host_span(indptr), make_host_span(cached));
 }
 
 /// Rows of `src` (ragged, width H) listed by a sparse context, as a new ragged batch.
@@ -80,22 +65,29 @@ std::vector<float> last_logits(const Model& m, const std::vector<index_t>& indpt
                                const std::vector<float>& h) {
   const auto last = last_rows(h, indptr, m.hidden());
   std::vector<float> out((indptr.size() - 1) * static_cast<std::size_t>(m.vocab()));
-  m.logits(make_host_span(last), make_host_span(out));
+  m.logits(host, make_host_span(std::as_const(last)), make_host_span(out));
   return out;
 }
 
 /// Image top-k at the sparse layer by the image predictor (`cpu::select_images`), with the
-/// run's statistics and work.
-inline host_selection select_images(const image_predictor* pred, const std::vector<float>& hidden,
-                                    segment_table<host_space> t, const sparsifier_options& o,
-                                    run_stats& stats, cost::trace& work) {
+/// run's statistics; `seen` gets what it saw (keep-all flags and no logits when not pruning).
+template <two_way_predictor<host_t> P>
+host_selection select_images(const P* pred, const std::vector<float>& hidden,
+                             segment_table<host_space> t, const sparsifier_options& o,
+                             run_stats& stats, pipeline_observer* obs, token_decisions& seen) {
   host_selection kept;
   if (!o.prune_images) {
-    kept = host_selection::keep_all(cpu::candidate_rows(t, segment_kind::image).indptr);
+    const auto cands = cpu::candidate_rows(t, segment_kind::image).indptr;
+    kept = host_selection::keep_all(cands);
+    seen = token_decisions{};
+    seen.set_kept(cands, kept);
   } else {
     DYNLLAVA_EXPECTS(pred != nullptr, "select_images: no image predictor");  // checked up front
-    trace_image_predictor(work, cpu::group_images_by_turn(t));
-    kept = cpu::select_images(*pred, make_host_span(hidden), t, o.vision_keep_ratio);
+    if (obs != nullptr) {
+      const auto groups = cpu::group_images_by_turn(t);
+      obs->image_predictor(make_host_span(groups.indptr));
+    }
+    kept = cpu::select_images(*pred, make_host_span(hidden), t, o.vision_keep_ratio, &seen);
   }
   stats.image_tokens += image_candidates(t);
   stats.image_kept += static_cast<index_t>(kept.positions.size());
@@ -109,13 +101,13 @@ template <class Model>
 host_selection select_images_fastv(const Model& m, const std::vector<float>& q,
                                    const std::vector<float>& k, const std::vector<index_t>& indptr,
                                    segment_table<host_space> segments, const sparsifier_options& o,
-                                   run_stats& stats) {
+                                   run_stats& stats, token_decisions& seen) {
   if constexpr (requires { m.heads(); }) {
     const index_t H = m.hidden();
     const auto queries = last_rows(q, indptr, H);
     auto kept = cpu::select_images_fastv(fastv_scorer{m.heads(), H / m.heads()}, make_host_span(queries),
                                          {make_host_span(indptr), make_host_span(k), H}, segments,
-                                         o.vision_keep_ratio);
+                                         o.vision_keep_ratio, &seen);
     stats.image_tokens += image_candidates(segments);
     stats.image_kept += static_cast<index_t>(kept.positions.size());
     return kept;
@@ -124,11 +116,12 @@ host_selection select_images_fastv(const Model& m, const std::vector<float>& q,
   }
 }
 
-/// @throws dynllava::error when the options cannot run on a model of `layers` layers with
-/// these predictors (a null predictor is an error wherever the options say to use it).
-template <class Model, class Cache>
-void check_options(const sparsifier_options& o, index_t layers, const image_predictor* image,
-                   const output_predictor* output, const char* who) {
+/// @throws dynllava::error when the options cannot run on a model of `layers` layers and width
+/// `hidden` with these predictors: a null predictor wherever the options use it, a predictor of
+/// another width than the model's.
+template <class Model, class Cache, class PI, class PO>
+void check_options(const sparsifier_options& o, index_t layers, index_t hidden, const PI* image,
+                   const PO* output, const char* who) {
   DYNLLAVA_EXPECTS(o.sparse_layer >= 0 && o.sparse_layer <= layers,
                    "{}: sparse_layer must be in [0, {}], got {}", who, layers, o.sparse_layer);
   DYNLLAVA_EXPECTS(o.vision_keep_ratio >= 0.0 && o.vision_keep_ratio <= 1.0,
@@ -137,7 +130,7 @@ void check_options(const sparsifier_options& o, index_t layers, const image_pred
     DYNLLAVA_EXPECTS(o.sparse_layer >= 1,
                      "{}: vision_rule::fastv reads the attention of layer sparse_layer - 1, so "
                      "sparse_layer must be >= 1, got {}", who, o.sparse_layer);
-    DYNLLAVA_EXPECTS((probing_decoder<Model, Cache>),
+    DYNLLAVA_EXPECTS((probing_decoder<Model, host_t, Cache>),
                      "{}: vision_rule::fastv needs a probing_decoder (one whose layer() takes "
                      "layer_probes to hand out its queries)", who);
   } else {
@@ -148,17 +141,23 @@ void check_options(const sparsifier_options& o, index_t layers, const image_pred
   DYNLLAVA_EXPECTS(!o.gate_outputs || output != nullptr,
                    "{}: gate_outputs needs an output predictor, got null (set gate_outputs = "
                    "false for dense text)", who);
+  const bool image_used = o.vision == vision_rule::predictor && o.prune_images;
+  DYNLLAVA_EXPECTS(!image_used || image->hidden() == hidden,
+                   "{}: the image predictor reads width {}, but the model's hidden width is {}", who,
+                   image_used ? image->hidden() : 0, hidden);
+  DYNLLAVA_EXPECTS(!o.gate_outputs || output->hidden() == hidden,
+                   "{}: the output predictor reads width {}, but the model's hidden width is {}", who,
+                   o.gate_outputs ? output->hidden() : 0, hidden);
 }
-
 
 /// Runs `m.layer` with probes when the model offers them (a plain decoder gets none).
 template <class Model, class Cache>
 void run_layer(const Model& m, index_t l, host_ragged_rows<float> rows, host_span<const index_t> pos,
                const Cache* cache, host_span<float> k, host_span<float> v, layer_probes probes) {
-  if constexpr (probing_decoder<Model, Cache>) {
-    m.layer(l, rows, pos, cache, k, v, probes);
+  if constexpr (probing_decoder<Model, host_t, Cache>) {
+    m.layer(host, l, rows, pos, cache, k, v, probes);
   } else {
-    m.layer(l, rows, pos, cache, k, v);
+    m.layer(host, l, rows, pos, cache, k, v);
   }
 }
 
@@ -167,6 +166,4 @@ inline void count_rows(run_stats& s, index_t layers, index_t from, index_t to, s
   for (index_t l = from; l < to; ++l) s.rows_per_layer[static_cast<std::size_t>(l)] += static_cast<index_t>(rows);
 }
 
-}  // namespace detail
-
-}  // namespace dynllava
+}  // namespace dynllava::detail

@@ -1,0 +1,185 @@
+// SPDX-License-Identifier: Apache-2.0
+/// @file no_cache_session.hpp
+/// @brief `no_cache_session`: a batch of conversations decoded without KV cache, keeping the
+/// context between steps and ranking each image once (METHOD.md sections 2, 4 and 4a).
+#pragma once
+
+#include <dynllava/context/segments.hpp>
+#include <dynllava/core/error.hpp>
+#include <dynllava/core/execution.hpp>
+#include <dynllava/core/ragged.hpp>
+#include <dynllava/kvcache/contiguous_kv_cache.hpp>
+#include <dynllava/pipeline/decode_without_cache.hpp>
+#include <dynllava/pipeline/decoder.hpp>
+#include <dynllava/pipeline/no_predictor.hpp>
+#include <dynllava/pipeline/pipeline_observer.hpp>
+#include <dynllava/pipeline/sparsifier_options.hpp>
+#include <dynllava/pipeline/token_decisions.hpp>
+#include <dynllava/score/concepts.hpp>
+
+#include <cstdint>
+#include <optional>
+#include <vector>
+
+namespace dynllava {
+
+/// @brief Decoding without KV cache with the same calls as `kv_session`: `prefill` a prompt per
+/// sequence (the first turn, or a later user turn after the conversation so far), then `decode`
+/// one token per sequence per step; every call recomputes the whole context (`decode_without_cache`).
+///
+/// The image selection of a prompt is computed once, in its `prefill`, and reused at every step
+/// until the next prompt: the hidden states of image tokens entering the sparse layer do not
+/// depend on anything after them, so the predictor's decision never changes (METHOD.md 4a). FastV
+/// ranks by the newest row, so it ranks again at every step.
+///
+/// Seams as `kv_session`: any `decoder<Model, host_t, Cache>` and `two_way_predictor`s (or
+/// `nullptr`). Host memory; the session owns the context rows (`[rows, H]` per sequence).
+template <class Model, two_way_predictor<host_t> ImagePredictor,
+          two_way_predictor<host_t> OutputPredictor, kv_storage<host_t> Cache = contiguous_kv_cache>
+  requires decoder<Model, host_t, Cache>
+class no_cache_session {
+ public:
+  /// @throws dynllava::error on options or predictor widths that do not fit the model.
+  no_cache_session(const Model& model, std::size_t batch, const ImagePredictor* image,
+                   const OutputPredictor* output, sparsifier_options options = {})
+      : m_(model), image_(image), output_(output), o_(options), rows_(batch), segs_(batch) {
+    detail::check_options<Model, Cache>(o_, model.layers(), model.hidden(), image, output,
+                                        "no_cache_session");
+  }
+
+  std::size_t batch() const noexcept { return rows_.size(); }
+  index_t vocab() const noexcept { return m_.vocab(); }
+  bool prefilled() const noexcept { return prefilled_; }
+
+  /// @brief Appends a prompt per sequence (rows `[rows, H]` ragged per sequence, `segments`
+  /// local to this call with turns from 0; they are placed after the conversation so far, in a
+  /// new turn) and runs a step.
+  /// @return `[batch, vocab]` logits of each sequence's last row.
+  /// @throws dynllava::error when shapes disagree, a prompt is empty or holds output segments;
+  ///         nothing changes then.
+  std::vector<float> prefill(host_ragged_rows<const float> rows, segment_table<host_space> segments) {
+    validate(segments, "no_cache_session::prefill: segments");
+    validate(rows, "no_cache_session::prefill: rows");
+    DYNLLAVA_EXPECTS(rows.width == m_.hidden() && rows.batch() == batch() && segments.batch() == batch(),
+                     "no_cache_session::prefill: rows ({} sequences of width {}) and segments ({} "
+                     "sequences) must cover the batch ({}) at the model's width {}", rows.batch(),
+                     rows.width, segments.batch(), batch(), m_.hidden());
+    for (const segment& seg : segments.segments) {
+      DYNLLAVA_EXPECTS(seg.kind != segment_kind::output,
+                       "no_cache_session::prefill: a prompt holds system, image and instruction "
+                       "segments; generated tokens go through decode()");
+    }
+    for (std::size_t b = 0; b < batch(); ++b) {
+      DYNLLAVA_EXPECTS(rows.length(b) == segments.length(b) && rows.length(b) > 0,
+                       "no_cache_session::prefill: sequence {} has {} rows, its segments {} (must "
+                       "be equal and > 0)", b, rows.length(b), segments.length(b));
+    }
+    const auto H = static_cast<std::size_t>(m_.hidden());
+    for (std::size_t b = 0; b < batch(); ++b) {
+      const index_t first_row = length(b);
+      const index_t turn = segs_[b].empty() ? 0 : segs_[b].back().turn + 1;
+      for (index_t i = segments.indptr[b]; i < segments.indptr[b + 1]; ++i) {
+        segment seg = segments.segments[static_cast<std::size_t>(i)];
+        seg.begin += first_row;
+        seg.turn += turn;
+        segs_[b].push_back(seg);
+      }
+      const float* r = rows.row(static_cast<std::size_t>(rows.indptr[b]));
+      rows_[b].insert(rows_[b].end(), r, r + static_cast<std::size_t>(rows.length(b)) * H);
+    }
+    images_.reset();
+    auto logits = step();
+    prefilled_ = true;
+    return logits;
+  }
+
+  /// @brief One step: `tokens[b]` (embedded by the model) joins sequence `b` as a generated token
+  /// of its current turn; the whole context is recomputed with the kept images of the last prompt.
+  /// @return `[batch, vocab]` logits.
+  /// @throws dynllava::error before `prefill`, or when `tokens` is not one id per sequence.
+  std::vector<float> decode(host_span<const std::int32_t> tokens) {
+    DYNLLAVA_EXPECTS(tokens.size() == batch(), "no_cache_session::decode: one token per sequence ({}), got {}",
+                     batch(), tokens.size());
+    DYNLLAVA_EXPECTS(prefilled_, "no_cache_session::decode: call prefill() first (the context is empty)");
+    const auto H = static_cast<std::size_t>(m_.hidden());
+    std::vector<float> e(tokens.size() * H);
+    m_.embed(host, tokens, make_host_span(e));
+    for (std::size_t b = 0; b < batch(); ++b) {
+      auto& segs = segs_[b];
+      if (segs.back().kind == segment_kind::output) {
+        ++segs.back().length;
+      } else {
+        segs.push_back({segment_kind::output, length(b), 1, segs.back().turn});
+      }
+      rows_[b].insert(rows_[b].end(), e.begin() + static_cast<std::ptrdiff_t>(b * H),
+                      e.begin() + static_cast<std::ptrdiff_t>((b + 1) * H));
+    }
+    return step();
+  }
+
+  /// The image candidates of the conversation and what ranked them (computed in the last
+  /// `prefill`, reused since, unless FastV ranks again each step).
+  const token_decisions& image_decisions() const noexcept { return seen_.images; }
+  /// The last step's output candidates (every generated token but the newest): logits, margins,
+  /// keep flags.
+  const token_decisions& output_decisions() const noexcept { return seen_.outputs; }
+  const run_stats& stats() const noexcept { return stats_; }
+  /// Reports every later call's work to `observer` (not owned; null: none).
+  void observe(pipeline_observer* observer) noexcept { obs_ = observer; }
+
+  /// The conversation so far: `[rows, H]` per sequence, packed, and its segments.
+  struct context {
+    std::vector<index_t> indptr{0};  ///< [batch + 1] rows per sequence
+    std::vector<float> rows;         ///< [rows, H]
+    std::vector<index_t> seg_indptr{0};
+    std::vector<segment> segments;
+    host_ragged_rows<const float> view(index_t H) const {
+      return {make_host_span(indptr), make_host_span(rows), H};
+    }
+    segment_table<host_space> table() const { return {make_host_span(seg_indptr), make_host_span(segments)}; }
+  };
+  context current() const {
+    context c;
+    for (std::size_t b = 0; b < batch(); ++b) {
+      c.rows.insert(c.rows.end(), rows_[b].begin(), rows_[b].end());
+      c.indptr.push_back(c.indptr.back() + length(b));
+      c.segments.insert(c.segments.end(), segs_[b].begin(), segs_[b].end());
+      c.seg_indptr.push_back(static_cast<index_t>(c.segments.size()));
+    }
+    return c;
+  }
+
+ private:
+  index_t length(std::size_t b) const {
+    return static_cast<index_t>(rows_[b].size() / static_cast<std::size_t>(m_.hidden()));
+  }
+
+  std::vector<float> step() {
+    const auto ctx = current();
+    const bool reuse = images_.has_value() && o_.vision == vision_rule::predictor;
+    auto logits = detail::no_cache_step<Model, Cache>(m_, image_, output_, ctx.view(m_.hidden()), ctx.table(), o_,
+                                                      stats_, obs_, seen_, reuse ? &*images_ : nullptr,
+                                                      "no_cache_session");
+    if (!reuse) images_ = seen_.images;
+    return logits;
+  }
+
+  const Model& m_;
+  const ImagePredictor* image_;
+  const OutputPredictor* output_;
+  sparsifier_options o_;
+  std::vector<std::vector<float>> rows_;     ///< [batch] each `[rows, H]`
+  std::vector<std::vector<segment>> segs_;   ///< [batch]
+  bool prefilled_ = false;
+  std::optional<token_decisions> images_;    ///< the last prompt's image selection
+  detail::no_cache_seen seen_;
+  run_stats stats_;
+  pipeline_observer* obs_ = nullptr;
+};
+
+/// `no_cache_session(model, batch, &image, &output, options)`; `nullptr` gives `no_predictor`.
+template <class Model, predictor_argument PI, predictor_argument PO>
+no_cache_session(const Model&, std::size_t, PI, PO, sparsifier_options = {})
+    -> no_cache_session<Model, predictor_type_t<PI>, predictor_type_t<PO>>;
+
+}  // namespace dynllava

@@ -1,0 +1,216 @@
+// SPDX-License-Identifier: Apache-2.0
+// The seams hold: a decoder and a predictor written here (not the bundled ones) drive both
+// inference modes through the concepts, and the modes agree (METHOD.md 4a).
+#include <dynllava/dynllava.hpp>
+
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <cstdint>
+#include <vector>
+
+using namespace dynllava;
+
+namespace {
+
+/// A tiny attention decoder: per layer, q = k = v = the row scaled by a layer factor plus a
+/// position term; each row adds the softmax-weighted values of what it may see (the layer's
+/// cache for its sequence, then the call's rows of its sequence up to itself).
+struct toy_decoder {
+  index_t layers() const { return 3; }
+  index_t hidden() const { return 4; }
+  index_t vocab() const { return 7; }
+
+  void embed(host_t, host_span<const std::int32_t> tokens, host_span<float> out) const {
+    for (std::size_t i = 0; i < tokens.size(); ++i) {
+      for (std::size_t j = 0; j < 4; ++j) out[i * 4 + j] = std::sin(0.7f * static_cast<float>(tokens[i] + 1) * static_cast<float>(j + 1));
+    }
+  }
+
+  template <kv_storage<host_t> C>
+  void layer(host_t, index_t l, host_ragged_rows<float> rows, host_span<const index_t> pos, const C* cache,
+             host_span<float> k, host_span<float> v) const {
+    const float scale = 1.0f + 0.25f * static_cast<float>(l);
+    const std::vector<float> in(rows.values.begin(), rows.values.end());
+    for (std::size_t r = 0; r < rows.rows(); ++r) {
+      for (std::size_t j = 0; j < 4; ++j) {
+        k[r * 4 + j] = scale * in[r * 4 + j] + 0.01f * static_cast<float>(pos[r]);
+        v[r * 4 + j] = in[r * 4 + j];
+      }
+    }
+    for (std::size_t b = 0; b < rows.batch(); ++b) {
+      const index_t cached = cache == nullptr ? 0 : cache->length(l, b);
+      for (index_t r = rows.indptr[b]; r < rows.indptr[b + 1]; ++r) {
+        const float* q = &k[static_cast<std::size_t>(r) * 4];
+        std::vector<double> w;
+        std::vector<const float*> vals;
+        auto see = [&](const float* key, const float* val) {
+          double d = 0;
+          for (std::size_t j = 0; j < 4; ++j) d += static_cast<double>(q[j]) * key[j];
+          w.push_back(d / 2.0);
+          vals.push_back(val);
+        };
+        for (index_t i = 0; i < cached; ++i) see(cache->key(l, b, i), cache->value(l, b, i));
+        for (index_t s = rows.indptr[b]; s <= r; ++s) {
+          see(&k[static_cast<std::size_t>(s) * 4], &v[static_cast<std::size_t>(s) * 4]);
+        }
+        double mx = w[0], sum = 0;
+        for (double x : w) mx = std::max(mx, x);
+        for (double& x : w) sum += (x = std::exp(x - mx));
+        for (std::size_t j = 0; j < 4; ++j) {
+          double acc = 0;
+          for (std::size_t i = 0; i < w.size(); ++i) acc += w[i] / sum * vals[i][j];
+          rows.values[static_cast<std::size_t>(r) * 4 + j] = in[static_cast<std::size_t>(r) * 4 + j] + static_cast<float>(acc);
+        }
+      }
+    }
+  }
+
+  void logits(host_t, host_span<const float> rows, host_span<float> out) const {
+    for (std::size_t r = 0; r < rows.size() / 4; ++r) {
+      for (std::size_t t = 0; t < 7; ++t) {
+        double acc = 0;
+        for (std::size_t j = 0; j < 4; ++j) acc += rows[r * 4 + j] * std::cos(static_cast<double>(t * 4 + j));
+        out[r * 7 + t] = static_cast<float>(acc);
+      }
+    }
+  }
+};
+static_assert(decoder<toy_decoder, host_t, contiguous_kv_cache>);
+static_assert(!probing_decoder<toy_decoder, host_t, contiguous_kv_cache>);
+
+/// A 2-way predictor: logit0 = w . h, logit1 = bias.
+struct toy_predictor {
+  std::vector<float> w;
+  float bias = 0.0f;
+  index_t hidden() const { return static_cast<index_t>(w.size()); }
+  void logits(host_t, host_ragged_rows<const float> h, host_span<float> out) const {
+    for (std::size_t r = 0; r < h.rows(); ++r) {
+      double acc = 0;
+      for (std::size_t j = 0; j < w.size(); ++j) acc += static_cast<double>(w[j]) * h.row(r)[j];
+      out[2 * r] = static_cast<float>(acc);
+      out[2 * r + 1] = bias;
+    }
+  }
+  void score(host_t, host_ragged_rows<const float> h, host_span<float> out) const {
+    std::vector<float> l(2 * h.rows());
+    logits(host, h, make_host_span(l));
+    for (std::size_t r = 0; r < h.rows(); ++r) out[r] = l[2 * r] - l[2 * r + 1];
+  }
+};
+static_assert(two_way_predictor<toy_predictor, host_t>);
+
+using K = segment_kind;
+
+/// One prompt per sequence: [system 2 | image n | instruction 2], image rows from a formula.
+struct toy_prompt {
+  std::vector<float> rows;
+  std::vector<index_t> indptr{0}, seg_indptr{0};
+  std::vector<segment> segs;
+  explicit toy_prompt(const std::vector<index_t>& images) {
+    const toy_decoder m;
+    for (std::size_t b = 0; b < images.size(); ++b) {
+      const index_t n = images[b];
+      auto text = [&](std::int32_t first) {
+        const std::vector<std::int32_t> ids{first, static_cast<std::int32_t>((first + 3) % 7)};
+        std::vector<float> e(8);
+        m.embed(host, make_host_span(ids), make_host_span(e));
+        rows.insert(rows.end(), e.begin(), e.end());
+      };
+      text(static_cast<std::int32_t>(b + 1));
+      for (index_t i = 0; i < n * 4; ++i) rows.push_back(std::cos(0.37f * static_cast<float>(i) + static_cast<float>(b)));
+      text(static_cast<std::int32_t>(b + 2));
+      const std::vector<segment> s{{K::system, 0, 2, 0}, {K::image, 2, n, 0}, {K::instruction, 2 + n, 2, 0}};
+      segs.insert(segs.end(), s.begin(), s.end());
+      seg_indptr.push_back(static_cast<index_t>(segs.size()));
+      indptr.push_back(indptr.back() + n + 4);
+    }
+  }
+  host_ragged_rows<const float> view() const { return {make_host_span(indptr), make_host_span(rows), 4}; }
+  segment_table<host_space> table() const { return {make_host_span(seg_indptr), make_host_span(segs)}; }
+};
+
+sparsifier_options toy_options() {
+  sparsifier_options o;
+  o.sparse_layer = 1;
+  o.vision_keep_ratio = 0.5;
+  return o;
+}
+
+}  // namespace
+
+TEST_SUITE("cpu") {
+  TEST_CASE("seams: a decoder and predictors defined here drive both modes, which agree") {
+    const toy_decoder m;
+    const toy_predictor image{{0.5f, -1.0f, 0.25f, 1.0f}, 0.0f};
+    const toy_predictor output{{1.0f, 0.5f, -0.5f, 0.25f}, 0.1f};
+    const toy_prompt prompt({6, 9});
+    contiguous_kv_cache cache({3, 2, 4, 64});
+    kv_session kv(m, cache, online_gate_policy{1}, &image, &output, toy_options());
+    no_cache_session nc(m, 2, &image, &output, toy_options());
+    auto a = kv.prefill(prompt.view(), prompt.table());
+    auto b = nc.prefill(prompt.view(), prompt.table());
+    REQUIRE(a.size() == b.size());
+    for (std::size_t i = 0; i < a.size(); ++i) CHECK(a[i] == doctest::Approx(b[i]).epsilon(1e-5));
+    CHECK(kv.image_kept().positions == nc.image_decisions().kept().positions);
+    CHECK(kv.image_kept().positions.size() == 3 + 4);  // floor(6 / 2) + floor(9 / 2)
+    int dropped = 0, kept = 0;
+    for (int step = 0; step < 8; ++step) {
+      CAPTURE(step);
+      const auto next = greedy_tokens(a, m.vocab());
+      CHECK(next == greedy_tokens(b, m.vocab()));
+      a = kv.decode(make_host_span(next));
+      b = nc.decode(make_host_span(next));
+      for (std::size_t i = 0; i < a.size(); ++i) CHECK(a[i] == doctest::Approx(b[i]).epsilon(1e-5));
+      for (auto k : kv.gate_decisions().keep) (k ? kept : dropped) += 1;
+    }
+    // both gate outcomes occurred, so the output gate really pruned the context
+    CHECK(dropped > 0);
+    CHECK(kept > 0);
+    // the no-cache mode kept what the gate kept: its last step's candidates are the steps 0..6
+    const auto& outs = nc.output_decisions();
+    for (std::size_t s = 0; s < 2; ++s) {
+      for (index_t t = 0; t < 7; ++t) {
+        CHECK(outs.keep[static_cast<std::size_t>(outs.indptr[s] + t)] == kv.decisions()[static_cast<std::size_t>(t) * 2 + s]);
+      }
+    }
+  }
+
+  TEST_CASE("seams: the generate loop runs any session the same way") {
+    const toy_decoder m;
+    const toy_predictor image{{0.5f, -1.0f, 0.25f, 1.0f}, 0.0f};
+    const toy_predictor output{{1.0f, 0.5f, -0.5f, 0.25f}, 0.1f};
+    const toy_prompt prompt({5});
+    contiguous_kv_cache cache({3, 1, 4, 64});
+    kv_session kv(m, cache, online_gate_policy{1}, &image, &output, toy_options());
+    no_cache_session nc(m, 1, &image, &output, toy_options());
+    const generate_options go{.max_new_tokens = 6, .eos = std::nullopt, .sampling = {}};
+    const auto x = generate(kv, prompt.view(), prompt.table(), go);
+    const auto y = generate(nc, prompt.view(), prompt.table(), go);
+    CHECK(x.tokens == y.tokens);
+    CHECK(x.tokens[0].size() == 6);
+  }
+
+  TEST_CASE("seams: a predictor of another width than the model is refused before anything runs") {
+    const toy_decoder m;
+    const toy_predictor wide{{1, 2, 3, 4, 5}, 0.0f};
+    const toy_predictor good{{1, 2, 3, 4}, 0.0f};
+    contiguous_kv_cache cache({3, 1, 4, 16});
+    CHECK_THROWS_WITH_AS((kv_session(m, cache, online_gate_policy{1}, &wide, &good, toy_options())),
+                         doctest::Contains("the image predictor reads width 5, but the model's hidden width is 4"), error);
+    CHECK_THROWS_WITH_AS((kv_session(m, cache, online_gate_policy{1}, &good, &wide, toy_options())),
+                         doctest::Contains("the output predictor reads width 5, but the model's hidden width is 4"), error);
+    CHECK_THROWS_WITH_AS((no_cache_session(m, 1, &wide, &good, toy_options())),
+                         doctest::Contains("the image predictor reads width 5"), error);
+    CHECK(cache.length(0, 0) == 0);
+    // a predictor the options do not use is not checked (dense text)
+    sparsifier_options dense_text = toy_options();
+    dense_text.gate_outputs = false;
+    kv_session fine(m, cache, full_cache_policy{}, &good, nullptr, [&] {
+      auto o = dense_text;
+      o.sparse_layer = 1;
+      return o;
+    }());
+    CHECK_FALSE(fine.prefilled());
+  }
+}
