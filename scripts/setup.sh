@@ -2,10 +2,15 @@
 # Installs everything dynllava builds with from Debian packages (idempotent).
 # The CUDA toolkit (nvcc) is optional: without it the CUDA tier is simply not built.
 # `--with-report` also installs what the GPU kit's report step needs (matplotlib for Debian's
-# /usr/bin/python3).
+# /usr/bin/python3); `--with-format` installs clang-format (scripts/format.sh).
 set -euo pipefail
 packages=(cmake ninja-build g++ libfmt-dev doctest-dev libbenchmark-dev nlohmann-json3-dev)
-[[ ${1:-} == --with-report ]] && packages+=(python3-matplotlib)
+for opt in "$@"; do
+  case $opt in
+    --with-report) packages+=(python3-matplotlib) ;;  # the GPU kit's report step
+    --with-format) packages+=(clang-format) ;;        # scripts/format.sh
+  esac
+done
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -5,6 +5,7 @@
 
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <vector>
@@ -212,5 +213,38 @@ TEST_SUITE("cpu") {
       return o;
     }());
     CHECK_FALSE(fine.prefilled());
+  }
+}
+
+TEST_SUITE("cpu") {
+  TEST_CASE("seams: the image hook ranks by any token_scorer (L2 norm here), per turn") {
+    const toy_prompt prompt({6, 9});
+    const l2_norm_scorer l2{};
+    token_decisions seen;
+    const auto kept = cpu::select_images(l2, make_host_span(prompt.rows), prompt.table(), 0.5, &seen);
+    CHECK(seen.logits.empty());  // not a 2-way predictor: scores only
+    REQUIRE(seen.scores.size() == 15);
+    CHECK(kept.indptr == std::vector<index_t>{0, 3, 7});
+    CHECK(seen.kept().positions == kept.positions);
+    // the kept tokens of each sequence are its largest L2 norms, computed here
+    for (std::size_t b = 0; b < 2; ++b) {
+      const index_t n = b == 0 ? 6 : 9;
+      const std::size_t first_row = b == 0 ? 2 : 10 + 2;
+      std::vector<std::pair<float, index_t>> norms;
+      for (index_t i = 0; i < n; ++i) {
+        double acc = 0;
+        for (std::size_t j = 0; j < 4; ++j) {
+          const float x = prompt.rows[(first_row + static_cast<std::size_t>(i)) * 4 + j];
+          acc += static_cast<double>(x) * x;
+        }
+        norms.emplace_back(static_cast<float>(std::sqrt(acc)), i);
+      }
+      std::stable_sort(norms.begin(), norms.end(), [](auto a, auto c) { return a.first > c.first; });
+      std::vector<index_t> expected;
+      for (index_t i = 0; i < n / 2; ++i) expected.push_back(norms[static_cast<std::size_t>(i)].second);
+      std::sort(expected.begin(), expected.end());
+      const std::vector<index_t> got(kept.positions.begin() + kept.indptr[b], kept.positions.begin() + kept.indptr[b + 1]);
+      CHECK(got == expected);
+    }
   }
 }

@@ -41,7 +41,9 @@ namespace detail {
 /// to each sequence's candidate list.
 inline host_selection topk_by_group(const image_groups& g, const host_selection& cands,
                                     const std::vector<float>& scores, double ratio) {
-  const auto sel = cpu::topk({make_host_span(g.indptr), make_host_span(scores)}, keep_ratio(ratio));
+  const auto sel = cpu::select_kept(budgeted_topk{keep_ratio(ratio), {}},
+                                    host_ragged<const float>{make_host_span(g.indptr), make_host_span(scores)},
+                                    g.sequence.size(), scores.size());
   host_selection out;
   out.indptr.assign(cands.batch() + 1, 0);
   for (std::size_t gi = 0; gi < g.sequence.size(); ++gi) {
@@ -79,24 +81,39 @@ inline void check_hidden(host_span<const float> hidden, index_t H, segment_table
 
 namespace cpu {
 
-/// @brief Prefill (and each step without KV cache): the image tokens to keep, by the image
-/// predictor's `logit0 - logit1` and a top `floor(n * keep_ratio)` per (sequence, turn).
-/// @param[in] hidden `[rows, H]` host: hidden states entering the sparse layer (H = `image.hidden()`)
-/// @param[out] seen optional: the candidates' logits, margins and keep flags
+/// @brief Prefill (and each step without KV cache): the image tokens to keep, by the scorer's
+/// score (a `two_way_predictor`: `logit0 - logit1`; any other `token_scorer`, e.g. L2 norm or
+/// random, by its score) and a top `floor(n * keep_ratio)` per (sequence, turn).
+/// @param[in] hidden `[rows, H]` host: hidden states entering the sparse layer (H =
+///            `image.hidden()` for a predictor, else `hidden.size() / rows`)
+/// @param[out] seen optional: the candidates' logits (predictors only), scores and keep flags
 /// @throws dynllava::error on shapes that disagree or a ratio outside [0, 1].
-template <two_way_predictor<host_t> P>
-host_selection select_images(const P& image, host_span<const float> hidden,
+template <token_scorer<host_t> S>
+host_selection select_images(const S& image, host_span<const float> hidden,
                              segment_table<host_space> segments, double keep_ratio,
                              token_decisions* seen = nullptr) {
-  const index_t H = image.hidden();
+  constexpr bool predictor = two_way_predictor<S, host_t>;
+  index_t H = 0;
+  if constexpr (predictor) {
+    H = image.hidden();
+  } else {
+    const index_t rows = validate(segments, "select_images");
+    H = rows > 0 ? static_cast<index_t>(hidden.size() / static_cast<std::size_t>(rows)) : 0;
+  }
   detail::check_hidden(hidden, H, segments, "select_images");
   const auto cands = candidate_rows(segments, segment_kind::image);
   const auto groups = group_images_by_turn(segments);
   const auto x = detail::gather_candidates(hidden, H, segments, cands);
   const std::size_t n = cands.positions.size();
-  std::vector<float> logits(2 * n), scores(n);
-  image.logits(host, {make_host_span(groups.indptr), make_host_span(x), H}, make_host_span(logits));
-  for (std::size_t i = 0; i < n; ++i) scores[i] = logits[2 * i] - logits[2 * i + 1];
+  const host_ragged_rows<const float> rows{make_host_span(groups.indptr), make_host_span(x), H};
+  std::vector<float> logits, scores(n);
+  if constexpr (predictor) {
+    logits.resize(2 * n);
+    image.logits(host, rows, make_host_span(logits));
+    for (std::size_t i = 0; i < n; ++i) scores[i] = logits[2 * i] - logits[2 * i + 1];
+  } else {
+    image.score(host, rows, make_host_span(scores));
+  }
   auto kept = detail::topk_by_group(groups, cands, scores, keep_ratio);
   if (seen != nullptr) {
     seen->set_kept(cands.indptr, kept);
@@ -137,8 +154,8 @@ host_selection select_images_fastv(const S& fastv, host_span<const float> last_q
 /// kept image rows, original positions) that layers `>= sparse_layer` run on.
 /// @param[out] image_kept optional: the kept image positions
 /// @param[in] options `position_offsets` when the prompt continues a cached conversation
-template <two_way_predictor<host_t> P>
-host_sparse_context prune_prefill(const P& image, host_span<const float> hidden,
+template <token_scorer<host_t> S>
+host_sparse_context prune_prefill(const S& image, host_span<const float> hidden,
                                   segment_table<host_space> segments, double keep_ratio,
                                   host_selection* image_kept = nullptr,
                                   const context_options& options = {}) {
@@ -189,10 +206,7 @@ host_selection select_outputs(const P& output, host_span<const float> hidden,
   const ragged_logits<host_space> lg{make_host_span(cands.indptr), make_host_span(std::as_const(logits))};
   host_selection kept;
   if (rule == output_rule::per_sequence_argmax) {
-    kept.indptr.assign(cands.indptr.size(), 0);
-    kept.positions.resize(n);
-    kept.positions.resize(static_cast<std::size_t>(
-        logit_argmax{}.select(host, lg, make_host_span(kept.indptr), make_host_span(kept.positions))));
+    kept = select_kept(logit_argmax{}, lg, cands.batch(), n);
   } else {
     std::vector<std::uint8_t> keep(n);
     argmax_gate(lg, make_host_span(keep));

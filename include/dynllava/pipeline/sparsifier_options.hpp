@@ -13,8 +13,10 @@ namespace dynllava {
 /// How decode without KV cache chooses the kept output tokens.
 enum class output_rule : std::uint8_t {
   per_sequence_argmax,       ///< default: each token kept iff logit0 > logit1 (matches the KV mode)
-  released_batch_max_topk,   ///< the released code: k = max over the batch of argmax keeps, then
-                             ///< each sequence keeps its top-k by raw logit0 (drifts from KV mode)
+  released_batch_max_topk,   ///< the released code's kept sets: k = max over the batch of argmax
+                             ///< keeps, then each sequence keeps its top-k by raw logit0 (drifts
+                             ///< from KV mode). Not its step-0 logits: the released code feeds the
+                             ///< last prompt token twice at step 0.
 };
 
 /// What ranks the image tokens at the sparse layer.

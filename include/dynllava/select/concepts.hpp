@@ -9,6 +9,7 @@
 #include <dynllava/core/ragged.hpp>
 #include <dynllava/core/span.hpp>
 #include <dynllava/select/gate.hpp>
+#include <dynllava/select/selection.hpp>
 #include <dynllava/select/topk.hpp>
 #include <dynllava/select/topk_types.hpp>
 
@@ -70,6 +71,23 @@ struct logit_argmax {
                                   positions);
   }
 };
+
+namespace cpu {
+
+/// @brief Runs any host `token_selector` and returns its kept positions (owning CSR).
+/// @param batch, tokens the number of sequences and of input tokens in `in`
+template <class S, class Input>
+  requires token_selector<S, host_t, Input>
+host_selection select_kept(const S& selector, const Input& in, std::size_t batch, std::size_t tokens) {
+  host_selection out;
+  out.indptr.assign(batch + 1, 0);
+  out.positions.resize(tokens);
+  out.positions.resize(static_cast<std::size_t>(
+      selector.select(host, in, make_host_span(out.indptr), make_host_span(out.positions))));
+  return out;
+}
+
+}  // namespace cpu
 
 static_assert(token_selector<budgeted_topk, host_t, host_ragged<const float>>);
 static_assert(token_selector<score_threshold, host_t, host_ragged<const float>>);
