@@ -15,13 +15,13 @@
 #include <dynllava/context/segments.hpp>
 #include <dynllava/core/error.hpp>
 #include <dynllava/core/ragged.hpp>
+#include <dynllava/core/selection.hpp>
 #include <dynllava/pipeline/sparsifier_options.hpp>
 #include <dynllava/score/fastv_scorer.hpp>
 #include <dynllava/score/image_predictor.hpp>
 #include <dynllava/score/output_predictor.hpp>
 #include <dynllava/select/concepts.hpp>
 #include <dynllava/select/gate.hpp>
-#include <dynllava/select/selection.hpp>
 #include <dynllava/select/topk.hpp>
 
 #include <algorithm>

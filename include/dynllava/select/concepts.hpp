@@ -4,6 +4,7 @@
 /// 2-way logit argmax.
 #pragma once
 
+#include <dynllava/core/budget.hpp>
 #include <dynllava/core/config.hpp>
 #include <dynllava/core/execution.hpp>
 #include <dynllava/core/ragged.hpp>

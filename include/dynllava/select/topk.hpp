@@ -3,17 +3,19 @@
 /// @brief Budgeted top-k per sequence of a ragged batch, on the CPU (the reference twin).
 ///
 /// Each sequence keeps its `k_b` best tokens by `score_key` order (score descending, ties by
-/// position, NaN lowest; see core/tie_break.hpp) and reports their positions in ascending order.
+/// position, NaN lowest; see core/ranking_key.hpp) and reports their positions in ascending order.
 /// The CUDA backend selects bit-identical sets.
 #pragma once
 
+#include <dynllava/core/budget.hpp>
 #include <dynllava/core/config.hpp>
 #include <dynllava/core/error.hpp>
 #include <dynllava/core/execution.hpp>
 #include <dynllava/core/ragged.hpp>
+#include <dynllava/core/ranking_key.hpp>
+#include <dynllava/core/selection.hpp>
 #include <dynllava/core/span.hpp>
 #include <dynllava/core/tie_break.hpp>
-#include <dynllava/select/selection.hpp>
 #include <dynllava/select/topk_types.hpp>
 
 #include <algorithm>
@@ -22,15 +24,6 @@
 #include <vector>
 
 namespace dynllava {
-
-/// @brief Packs a candidate into one 64-bit sort key: sorting keys in descending order ranks
-/// candidates exactly as `ranks_before` does. Shared by the CPU and CUDA backends.
-DYNLLAVA_HOST_DEVICE constexpr std::uint64_t topk_sort_key(float score, index_t position,
-                                                           tie_break tie) noexcept {
-  const auto pos = static_cast<std::uint32_t>(position);
-  const std::uint32_t low = tie == tie_break::smaller_position ? ~pos : pos;
-  return (static_cast<std::uint64_t>(score_key(score)) << 32) | low;
-}
 
 /// @brief Checks a budget against a host ragged batch and returns sequence `b`'s budget.
 /// @throws dynllava::error naming the sequence and the values when `k_b` is out of `[0, n_b]`.

@@ -9,6 +9,7 @@
 #include <dynllava/context/segments.hpp>
 #include <dynllava/core/error.hpp>
 #include <dynllava/core/ragged.hpp>
+#include <dynllava/core/selection.hpp>
 #include <dynllava/cost/trace.hpp>
 #include <dynllava/pipeline/decoder.hpp>
 #include <dynllava/pipeline/hooks.hpp>
@@ -16,7 +17,6 @@
 #include <dynllava/score/fastv_scorer.hpp>
 #include <dynllava/score/image_predictor.hpp>
 #include <dynllava/score/output_predictor.hpp>
-#include <dynllava/select/selection.hpp>
 #include <dynllava/select/topk.hpp>
 
 #include <cstdint>
