@@ -3,18 +3,20 @@
 /// @brief Umbrella header of the host tier: every `.hpp` of dynllava (no CUDA includes).
 #pragma once
 
+#include <dynllava/core/budget.hpp>
 #include <dynllava/core/config.hpp>
 #include <dynllava/core/half.hpp>
 #include <dynllava/core/error.hpp>
 #include <dynllava/core/execution.hpp>
 #include <dynllava/core/ragged.hpp>
+#include <dynllava/core/ranking_key.hpp>
+#include <dynllava/core/selection.hpp>
 #include <dynllava/core/span.hpp>
 #include <dynllava/core/tie_break.hpp>
 #include <dynllava/core/workspace.hpp>
 
 #include <dynllava/select/concepts.hpp>
 #include <dynllava/select/gate.hpp>
-#include <dynllava/select/selection.hpp>
 #include <dynllava/select/topk.hpp>
 #include <dynllava/select/topk_types.hpp>
 

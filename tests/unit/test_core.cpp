@@ -10,7 +10,9 @@
 
 #include <doctest/doctest.h>
 
+#include <bit>
 #include <cmath>
+#include <cstdint>
 #include <limits>
 #include <string>
 #include <vector>
@@ -89,6 +91,31 @@ TEST_SUITE("cpu") {
     CHECK(score_key(nan) < score_key(-inf));
     CHECK(score_key(-0.0f) == score_key(0.0f));
     static_assert(score_key(2.0f) > score_key(1.0f));
+  }
+
+  TEST_CASE("score_key: the bit form equals the rule written with float comparisons") {
+    // The rule's text: NaN -> 0; -0 folded onto +0; then the sign-magnitude to unsigned map.
+    const auto by_comparisons = [](float s) -> std::uint32_t {
+      if (s != s) return 0u;
+      if (s == 0.0f) s = 0.0f;
+      const auto bits = std::bit_cast<std::uint32_t>(s);
+      return (bits & 0x80000000u) ? ~bits : (bits | 0x80000000u);
+    };
+    const std::uint32_t edges[] = {0x00000000u, 0x80000000u, 0x00000001u, 0x80000001u,
+                                   0x007fffffu, 0x807fffffu, 0x00800000u, 0x80800000u,
+                                   0x3f800000u, 0xbf800000u, 0x7f7fffffu, 0xff7fffffu,
+                                   0x7f800000u, 0xff800000u, 0x7f800001u, 0xff800001u,
+                                   0x7fc00000u, 0xffc00000u, 0x7fffffffu, 0xffffffffu};
+    for (const std::uint32_t bits : edges) {
+      CAPTURE(bits);
+      CHECK(score_key(std::bit_cast<float>(bits)) == by_comparisons(std::bit_cast<float>(bits)));
+    }
+    std::uint64_t mismatches = 0;
+    for (std::uint64_t bits = 0; bits <= 0xffffffffu; bits += 4093) {  // ~1M patterns, all ranges
+      const auto s = std::bit_cast<float>(static_cast<std::uint32_t>(bits));
+      mismatches += score_key(s) != by_comparisons(s);
+    }
+    CHECK(mismatches == 0);
   }
 
   TEST_CASE("ranks_before: ties by position according to tie_break") {

@@ -9,7 +9,9 @@
 
 #include <doctest/doctest.h>
 
+#include <bit>
 #include <cmath>
+#include <cstdint>
 #include <limits>
 #include <string>
 #include <vector>
@@ -38,6 +40,63 @@ void check_against_reference(const std::vector<index_t>& indptr, const std::vect
     CAPTURE(b);
     CHECK(got == expected);
   }
+}
+
+/// Checks `cpu::topk` against the previous algorithm (`test::nth_element_topk`), bit for bit.
+void check_against_nth_element(const std::vector<index_t>& indptr, const std::vector<float>& scores,
+                               const topk_budget<host_space>& budget, tie_break tie,
+                               cpu::topk_workspace& ws) {
+  std::vector<index_t> out_indptr(indptr.size()), out_pos(scores.size() + 1, -1);
+  const index_t total = cpu::topk(ragged_of(indptr, scores), budget, make_host_span(out_indptr),
+                                  make_host_span(out_pos), {tie}, ws);
+  REQUIRE(total == out_indptr.back());
+  std::vector<index_t> expected(scores.size() + 1, -1);
+  std::vector<std::uint64_t> keys;
+  for (std::size_t b = 0; b + 1 < indptr.size(); ++b) {
+    const index_t k = out_indptr[b + 1] - out_indptr[b];
+    test::nth_element_topk(scores.data() + indptr[b], indptr[b + 1] - indptr[b], k, tie,
+                           expected.data() + out_indptr[b], keys);
+  }
+  CHECK(out_pos == expected);  // includes the untouched tail
+}
+
+/// Scores drawn from a small alphabet of values chosen to stress one part of the radix select.
+std::vector<float> alphabet_scores(test::rng& g, std::size_t n, int family, int size) {
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  const float inf = std::numeric_limits<float>::infinity();
+  std::vector<float> alphabet;
+  std::uniform_int_distribution<std::uint32_t> bits;
+  for (int a = 0; a < size; ++a) {
+    float v = 0.0f;
+    switch (family) {
+      case 0: {  // special values
+        const float specials[] = {nan,  -nan, inf,  -inf, 0.0f,  -0.0f,
+                                  std::numeric_limits<float>::denorm_min(),
+                                  -std::numeric_limits<float>::denorm_min(),
+                                  1.0f, -1.0f, std::numeric_limits<float>::max(),
+                                  -std::numeric_limits<float>::max()};
+        v = specials[bits(g) % std::size(specials)];
+        break;
+      }
+      case 1:  // same three leading bytes, differ in the last one
+        v = std::bit_cast<float>(0x3f800000u | (bits(g) & 0xffu));
+        break;
+      case 2:  // same leading byte, differ below it
+        v = std::bit_cast<float>(0xbf000000u | (bits(g) & 0x00ffffffu));
+        break;
+      case 3:  // any bit pattern (NaN payloads of both signs included)
+        v = std::bit_cast<float>(bits(g));
+        break;
+      default:  // leading byte only differs
+        v = std::bit_cast<float>((bits(g) & 0xff000000u) | 0x00123456u);
+        break;
+    }
+    alphabet.push_back(v);
+  }
+  std::uniform_int_distribution<std::size_t> pick(0, alphabet.size() - 1);
+  std::vector<float> out(n);
+  for (auto& v : out) v = alphabet[pick(g)];
+  return out;
 }
 
 }  // namespace
@@ -201,6 +260,61 @@ TEST_SUITE("cpu") {
                         topk_budget<host_space>::keep_per_sequence(make_host_span(std::as_const(ks))),
                         opts);
         check_against_reference(indptr, scores, ks, sel, larger_first);
+      }
+    }
+  }
+
+  TEST_CASE("topk: the radix select equals nth_element + sort on the ranking keys") {
+    cpu::topk_workspace ws;  // reused across every call, shrinking and growing
+    for (std::uint64_t seed = 0; seed < 300; ++seed) {
+      test::rng g(seed * 7919 + 11);
+      const int family = static_cast<int>(seed % 6);
+      const int sizes[] = {1, 2, 3, 5, 17, 256};
+      const int size = sizes[(seed / 6) % std::size(sizes)];
+      const index_t max_len = seed % 10 == 0 ? 5000 : seed % 3 == 0 ? 20 : 700;
+      const auto lengths = test::random_lengths(g, 1 + static_cast<std::size_t>(seed % 7), max_len);
+      const auto indptr = test::indptr_of(lengths);
+      const auto n = static_cast<std::size_t>(indptr.back());
+      const auto scores = family == 5 ? test::random_scores(g, n, score_mix::adversarial)
+                                      : alphabet_scores(g, n, family, size);
+      CAPTURE(seed);
+      for (const auto tie : {tie_break::smaller_position, tie_break::larger_position}) {
+        CAPTURE(tie);
+        std::uniform_real_distribution<double> ratio(0.0, 1.0);
+        for (const double r : {0.0, 0.2, ratio(g), 1.0}) {
+          check_against_nth_element(indptr, scores, topk_budget<host_space>::keep_ratio(r), tie, ws);
+        }
+        std::vector<index_t> ks(lengths.size());
+        for (std::size_t b = 0; b < ks.size(); ++b) {
+          std::uniform_int_distribution<index_t> k(0, lengths[b]);
+          const int choice = static_cast<int>(g() % 5);
+          ks[b] = choice == 0 ? 0 : choice == 1 ? std::min<index_t>(1, lengths[b])
+                  : choice == 2 ? lengths[b] : choice == 3 ? std::max<index_t>(lengths[b] - 1, 0)
+                                                          : k(g);
+        }
+        check_against_nth_element(
+            indptr, scores,
+            topk_budget<host_space>::keep_per_sequence(make_host_span(std::as_const(ks))), tie, ws);
+        const index_t min_len = *std::min_element(lengths.begin(), lengths.end());
+        check_against_nth_element(indptr, scores, topk_budget<host_space>::keep_count(min_len / 2),
+                                  tie, ws);
+      }
+    }
+  }
+
+  TEST_CASE("topk: every k of short sequences over tiny alphabets equals nth_element + sort") {
+    cpu::topk_workspace ws;
+    test::rng g(424242);
+    for (int trial = 0; trial < 400; ++trial) {
+      const auto n = static_cast<index_t>(trial % 12);
+      const auto scores = alphabet_scores(g, static_cast<std::size_t>(n), trial % 6 == 5 ? 0 : trial % 5,
+                                          1 + trial % 4);
+      const std::vector<index_t> indptr{0, n};
+      CAPTURE(trial);
+      for (index_t k = 0; k <= n; ++k) {
+        for (const auto tie : {tie_break::smaller_position, tie_break::larger_position}) {
+          check_against_nth_element(indptr, scores, topk_budget<host_space>::keep_count(k), tie, ws);
+        }
       }
     }
   }

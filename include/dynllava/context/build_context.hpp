@@ -14,8 +14,8 @@
 #include <dynllava/core/config.hpp>
 #include <dynllava/core/error.hpp>
 #include <dynllava/core/ragged.hpp>
+#include <dynllava/core/selection.hpp>
 #include <dynllava/core/span.hpp>
-#include <dynllava/select/selection.hpp>
 
 #include <algorithm>
 #include <array>

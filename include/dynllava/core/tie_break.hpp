@@ -32,15 +32,19 @@ inline std::ostream& operator<<(std::ostream& os, tie_break t) { return os << to
 
 /// @brief Order-preserving key of a score: `a` ranks above `b` iff `score_key(a) > score_key(b)`,
 /// with every NaN mapped to 0 (the lowest key) and both zeros to the same key.
+/// Works on the bits only (no float comparison), so flush-to-zero or denormals-are-zero modes
+/// cannot change a key, and loops over it vectorize.
 DYNLLAVA_HOST_DEVICE constexpr std::uint32_t score_key(float s) noexcept {
-  if (s != s) return 0u;  // NaN
-  if (s == 0.0f) s = 0.0f;  // fold -0.0 onto +0.0
 #if defined(__CUDA_ARCH__)
-  const std::uint32_t bits = __float_as_uint(s);
+  std::uint32_t bits = __float_as_uint(s);
 #else
-  const std::uint32_t bits = std::bit_cast<std::uint32_t>(s);
+  std::uint32_t bits = std::bit_cast<std::uint32_t>(s);
 #endif
-  return (bits & 0x80000000u) ? ~bits : (bits | 0x80000000u);
+  const std::uint32_t magnitude = bits & 0x7fffffffu;
+  bits = magnitude == 0u ? 0u : bits;  // fold -0.0 onto +0.0
+  // Negative: flip every bit; non-negative: set the sign bit.
+  const std::uint32_t key = bits ^ (static_cast<std::uint32_t>(-(bits >> 31)) | 0x80000000u);
+  return magnitude > 0x7f800000u ? 0u : key;  // NaN (any sign or payload) -> 0
 }
 
 /// @brief Strict weak (in fact total, for distinct positions) order of candidates.

@@ -9,9 +9,9 @@
 /// docs/cost.md compares it with the count at LLaMA's real MLP width.
 #pragma once
 
+#include <dynllava/core/budget.hpp>
 #include <dynllava/cost/llama_config.hpp>
 #include <dynllava/cost/schedule.hpp>
-#include <dynllava/select/topk_types.hpp>
 
 #include <variant>
 

@@ -4,10 +4,10 @@
 /// layer, for a request (see schedule.hpp for the step convention).
 #pragma once
 
+#include <dynllava/core/budget.hpp>
 #include <dynllava/cost/llama_config.hpp>
 #include <dynllava/cost/schedule.hpp>
 #include <dynllava/cost/trace.hpp>
-#include <dynllava/select/topk_types.hpp>
 
 #include <algorithm>
 #include <cmath>

@@ -21,12 +21,12 @@
 #include <dynllava/core/error.hpp>
 #include <dynllava/core/execution.hpp>
 #include <dynllava/core/ragged.hpp>
+#include <dynllava/core/selection.hpp>
 #include <dynllava/pipeline/sparsifier_options.hpp>
 #include <dynllava/pipeline/token_decisions.hpp>
 #include <dynllava/score/concepts.hpp>
 #include <dynllava/select/concepts.hpp>
 #include <dynllava/select/gate.hpp>
-#include <dynllava/select/selection.hpp>
 #include <dynllava/select/topk.hpp>
 
 #include <algorithm>

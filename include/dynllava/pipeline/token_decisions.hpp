@@ -7,7 +7,7 @@
 
 #include <dynllava/core/config.hpp>
 #include <dynllava/core/span.hpp>
-#include <dynllava/select/selection.hpp>
+#include <dynllava/core/selection.hpp>
 
 #include <cstddef>
 #include <cstdint>

@@ -4,12 +4,13 @@
 /// 2-way logit argmax.
 #pragma once
 
+#include <dynllava/core/budget.hpp>
 #include <dynllava/core/config.hpp>
 #include <dynllava/core/execution.hpp>
 #include <dynllava/core/ragged.hpp>
+#include <dynllava/core/selection.hpp>
 #include <dynllava/core/span.hpp>
 #include <dynllava/select/gate.hpp>
-#include <dynllava/select/selection.hpp>
 #include <dynllava/select/topk.hpp>
 #include <dynllava/select/topk_types.hpp>
 

@@ -2,35 +2,26 @@
 /// @file topk.hpp
 /// @brief Budgeted top-k per sequence of a ragged batch, on the CPU (the reference twin).
 ///
-/// Each sequence keeps its `k_b` best tokens by `score_key` order (score descending, ties by
-/// position, NaN lowest; see core/tie_break.hpp) and reports their positions in ascending order.
-/// The CUDA backend selects bit-identical sets.
+/// Each sequence keeps its `k_b` best tokens by ranking key (score descending, ties by position,
+/// NaN lowest; see core/ranking_key.hpp) and reports their positions in ascending order. The
+/// per-sequence select is a byte-radix select (select/radix_select.hpp). The CUDA backend
+/// selects bit-identical sets.
 #pragma once
 
+#include <dynllava/core/budget.hpp>
 #include <dynllava/core/config.hpp>
 #include <dynllava/core/error.hpp>
 #include <dynllava/core/execution.hpp>
 #include <dynllava/core/ragged.hpp>
+#include <dynllava/core/selection.hpp>
 #include <dynllava/core/span.hpp>
 #include <dynllava/core/tie_break.hpp>
-#include <dynllava/select/selection.hpp>
+#include <dynllava/select/radix_select.hpp>
 #include <dynllava/select/topk_types.hpp>
 
-#include <algorithm>
-#include <cstdint>
-#include <functional>
-#include <vector>
+#include <cstddef>
 
 namespace dynllava {
-
-/// @brief Packs a candidate into one 64-bit sort key: sorting keys in descending order ranks
-/// candidates exactly as `ranks_before` does. Shared by the CPU and CUDA backends.
-DYNLLAVA_HOST_DEVICE constexpr std::uint64_t topk_sort_key(float score, index_t position,
-                                                           tie_break tie) noexcept {
-  const auto pos = static_cast<std::uint32_t>(position);
-  const std::uint32_t low = tie == tie_break::smaller_position ? ~pos : pos;
-  return (static_cast<std::uint64_t>(score_key(score)) << 32) | low;
-}
 
 /// @brief Checks a budget against a host ragged batch and returns sequence `b`'s budget.
 /// @throws dynllava::error naming the sequence and the values when `k_b` is out of `[0, n_b]`.
@@ -74,9 +65,10 @@ inline void validate_budget(const topk_budget<host_space>& budget, std::size_t b
 
 namespace cpu {
 
-/// Reusable scratch of the CPU top-k; keep one per thread to make repeated calls allocation-free.
+/// Reusable scratch of the CPU top-k; keep one per thread to make repeated calls allocation-free
+/// (it grows to the longest sequence seen).
 struct topk_workspace {
-  std::vector<std::uint64_t> keys;
+  radix_select_scratch radix;
 };
 
 /// @brief Phase 1: per-sequence kept counts as CSR offsets. Validates every input.
@@ -127,19 +119,10 @@ inline index_t topk(host_ragged<const float> scores, const topk_budget<host_spac
       for (index_t i = 0; i < n; ++i) out[i] = i;
       continue;
     }
-    const auto row = scores.row(b);
-    ws.keys.resize(static_cast<std::size_t>(n));
-    for (index_t i = 0; i < n; ++i) {
-      ws.keys[static_cast<std::size_t>(i)] = topk_sort_key(row[static_cast<std::size_t>(i)], i,
-                                                           options.tie);
-    }
-    std::nth_element(ws.keys.begin(), ws.keys.begin() + (k - 1), ws.keys.end(),
-                     std::greater<>{});
-    for (index_t j = 0; j < k; ++j) {
-      const auto low = static_cast<std::uint32_t>(ws.keys[static_cast<std::size_t>(j)]);
-      out[j] = static_cast<index_t>(options.tie == tie_break::smaller_position ? ~low : low);
-    }
-    std::sort(out, out + k);
+    select_top_positions(scores.row(b), k, options.tie,
+                         out_positions.subspan(static_cast<std::size_t>(out_indptr[b]),
+                                               static_cast<std::size_t>(k)),
+                         ws.radix);
   }
   return total;
 }

@@ -7,10 +7,11 @@
 /// keep everything (the paper's setting: the first 10 layers).
 #pragma once
 
+#include <dynllava/core/budget.hpp>
 #include <dynllava/core/error.hpp>
+#include <dynllava/core/ranking_key.hpp>
 #include <dynllava/core/tie_break.hpp>
 #include <dynllava/kvcache/kv_policy.hpp>
-#include <dynllava/select/topk.hpp>
 
 #include <algorithm>
 #include <cstdint>

@@ -11,6 +11,7 @@
 #include <dynllava/core/error.hpp>
 #include <dynllava/core/execution.hpp>
 #include <dynllava/core/ragged.hpp>
+#include <dynllava/core/selection.hpp>
 #include <dynllava/pipeline/decoder.hpp>
 #include <dynllava/pipeline/hooks.hpp>
 #include <dynllava/pipeline/pipeline_observer.hpp>
@@ -18,7 +19,6 @@
 #include <dynllava/pipeline/token_decisions.hpp>
 #include <dynllava/score/concepts.hpp>
 #include <dynllava/score/fastv_scorer.hpp>
-#include <dynllava/select/selection.hpp>
 
 #include <cstdint>
 #include <vector>
