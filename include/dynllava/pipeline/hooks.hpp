@@ -115,13 +115,13 @@ namespace cpu {
 inline host_selection select_images(const image_predictor& image, host_span<const float> hidden,
                                     segment_table<host_space> segments, double keep_ratio) {
   const index_t H = image.config().hidden;
-  detail::check_hidden(hidden, H, segments, "select_images");
+  dynllava::detail::check_hidden(hidden, H, segments, "select_images");
   const auto cands = candidate_rows(segments, segment_kind::image);
   const auto groups = group_images_by_turn(segments);
-  const auto x = detail::gather_candidates(hidden, H, segments, cands);
+  const auto x = dynllava::detail::gather_candidates(hidden, H, segments, cands);
   std::vector<float> scores(cands.positions.size());
   image.score(host, {make_host_span(groups.indptr), make_host_span(x), H}, make_host_span(scores));
-  return detail::topk_by_group(groups, cands, scores, keep_ratio);
+  return dynllava::detail::topk_by_group(groups, cands, scores, keep_ratio);
 }
 
 /// @brief FastV: the image tokens to keep, by the head-averaged attention that each sequence's
@@ -139,7 +139,7 @@ inline host_selection select_images_fastv(const fastv_scorer& fastv, host_span<c
   const auto cands = candidate_rows(segments, segment_kind::image);
   std::vector<float> scores(cands.positions.size());
   fastv.score(host, last_queries, keys, cands.view(), make_host_span(scores));
-  return detail::topk_by_group(group_images_by_turn(segments), cands, scores, keep_ratio);
+  return dynllava::detail::topk_by_group(group_images_by_turn(segments), cands, scores, keep_ratio);
 }
 
 /// @brief Prefill in one call: `select_images`, then the sparse context (every text row, the
@@ -177,9 +177,9 @@ inline void gate_new_tokens(const output_predictor& output, host_ragged_rows<con
 inline host_selection select_outputs(const output_predictor& output, host_span<const float> hidden,
                                      segment_table<host_space> segments, output_rule rule) {
   const index_t H = output.config().hidden;
-  detail::check_hidden(hidden, H, segments, "select_outputs");
+  dynllava::detail::check_hidden(hidden, H, segments, "select_outputs");
   const auto cands = candidate_rows(segments, segment_kind::output, {.pin_last_output = true});
-  const auto x = detail::gather_candidates(hidden, H, segments, cands);
+  const auto x = dynllava::detail::gather_candidates(hidden, H, segments, cands);
   const std::size_t n = cands.positions.size();
   std::vector<float> logits(2 * n);
   output.logits(host, {make_host_span(cands.indptr), make_host_span(x), H}, make_host_span(logits));
