@@ -121,4 +121,6 @@ if(bad)
 endif()
 list(LENGTH real_roots n_roots)
 list(JOIN tiers ", " tier_list)
-message(STATUS "header tiers ok: ${n_hpp} .hpp reach no CUDA header (${n_roots} CUDA roots checked) and nothing of a tier above theirs (host < ${tier_list}), ${n_cuh} .cuh under cuda/")
+message(STATUS "header tiers ok: ${n_hpp} .hpp reach no CUDA header (${n_roots} CUDA roots "
+               "checked) and nothing of a tier theirs does not depend on (host, ${tier_list}); "
+               "${n_cuh} .cuh under cuda/")
