@@ -12,7 +12,7 @@
 /// and checks itself against dynllava's own driver (`kv_session`): same logits, bit for bit.
 ///
 /// Usage: dynllava_engine_hooks [STEPS]
-#include <dynllava/dynllava.hpp>
+#include <dynllava/nn.hpp>
 
 #include "../common/small_models.hpp"
 

@@ -1,18 +1,22 @@
 // SPDX-License-Identifier: Apache-2.0
 /// @file dynllava.cuh
-/// @brief Umbrella header of the CUDA tier: the host tier plus every `.cuh` of dynllava.
+/// @brief Umbrella header of the CUDA tier (`dynllava::cuda`): the host tier (`dynllava.hpp`)
+/// plus every `.cuh` of dynllava. Needs nvcc, the CUDA runtime and CCCL; no BLAS or JSON
+/// (include `dynllava/nn.hpp` or `dynllava/io.hpp` too for those, and link their targets).
 #pragma once
 
 #include <dynllava/dynllava.hpp>
 
+#include <dynllava/core/cuda/block_reduce.cuh>
 #include <dynllava/core/cuda/device_buffer.cuh>
 #include <dynllava/core/cuda/error.cuh>
 #include <dynllava/core/cuda/execution.cuh>
+#include <dynllava/core/cuda/kernel_validate.cuh>
+#include <dynllava/core/cuda/stream_workspace.cuh>
 
 #include <dynllava/context/cuda/device_gather.cuh>
 #include <dynllava/context/cuda/kernel_gather.cuh>
 
-#include <dynllava/train/cuda/block_reduce.cuh>
 #include <dynllava/train/cuda/device_attention_mask.cuh>
 #include <dynllava/train/cuda/device_budget_loss.cuh>
 #include <dynllava/train/cuda/device_gumbel.cuh>
@@ -21,6 +25,4 @@
 #include <dynllava/train/cuda/kernel_budget_loss.cuh>
 #include <dynllava/train/cuda/kernel_gumbel.cuh>
 #include <dynllava/train/cuda/kernel_masked_softmax.cuh>
-#include <dynllava/train/cuda/kernel_validate.cuh>
 #include <dynllava/train/cuda/square_layout.cuh>
-#include <dynllava/train/cuda/stream_workspace.cuh>

@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 /// @file dynllava.hpp
-/// @brief Umbrella header of the host tier: every `.hpp` of dynllava (no CUDA includes).
+/// @brief Umbrella header of the host tier (`dynllava::dynllava`): C++20 and fmt only, no
+/// CUDA, BLAS or JSON includes. The learned predictors and models are in `dynllava/nn.hpp`
+/// (+ BLAS), checkpoint loading in `dynllava/io.hpp` (+ nlohmann-json), CUDA in `dynllava.cuh`.
 #pragma once
 
 #include <dynllava/core/budget.hpp>
@@ -20,18 +22,12 @@
 #include <dynllava/select/topk.hpp>
 #include <dynllava/select/topk_types.hpp>
 
-#include <dynllava/io/safetensors.hpp>
-
 #include <dynllava/score/concepts.hpp>
 #include <dynllava/score/fastv_scorer.hpp>
 #include <dynllava/score/h2o_scorer.hpp>
 #include <dynllava/score/layer_attention.hpp>
-#include <dynllava/score/image_predictor.hpp>
 #include <dynllava/score/l2_norm_scorer.hpp>
-#include <dynllava/score/load_predictors.hpp>
-#include <dynllava/score/output_predictor.hpp>
 #include <dynllava/score/predictor_config.hpp>
-#include <dynllava/score/predictor_weights.hpp>
 #include <dynllava/score/random_scorer.hpp>
 
 #include <dynllava/kvcache/contiguous_kv_cache.hpp>
@@ -46,7 +42,6 @@
 #include <dynllava/kvcache/policies/online_gate.hpp>
 #include <dynllava/kvcache/policies/streaming.hpp>
 
-#include <dynllava/model/llama.hpp>
 #include <dynllava/pipeline/decoder.hpp>
 #include <dynllava/pipeline/decode_without_cache.hpp>
 #include <dynllava/pipeline/generate.hpp>
@@ -59,7 +54,6 @@
 #include <dynllava/pipeline/token_decisions.hpp>
 #include <dynllava/pipeline/token_sampler.hpp>
 #include <dynllava/pipeline/trace_recorder.hpp>
-#include <dynllava/score/random_weights.hpp>
 
 #include <dynllava/context/build_context.hpp>
 #include <dynllava/context/gather.hpp>

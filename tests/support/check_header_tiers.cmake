@@ -1,26 +1,62 @@
 # SPDX-License-Identifier: Apache-2.0
-# Fails when a host-tier header (.hpp) reaches a CUDA or CCCL header, directly or through any
-# chain of includes, or when a .cuh lies outside a cuda/ folder.
-#   cmake -DINCLUDE_DIR=<include> -DCXX=<g++> -DINCLUDES=<a|b> -DCUDA_ROOTS=<a|b> -P <this>
-# Every .hpp is preprocessed alone with `g++ -M`; each dependency's real path (symlinks resolved,
-# e.g. /usr/local/include/cuda_runtime.h -> the toolkit) must not lie under a CUDA root, and its
-# name must not be a CUDA/CCCL header.
+# Fails when a header reaches, directly or through any chain of includes, something its tier
+# does not depend on:
+#  - a host-tier header (.hpp) a CUDA or CCCL header, or a .cuh outside a cuda/ folder;
+#  - any .hpp a header of a dynllava tier its own tier does not depend on (host < nn < io:
+#    a host header including score/image_predictor.hpp), or a header of that tier's package
+#    (its MARKER: cblas.h for nn, nlohmann/ for io).
+#   cmake -DINCLUDE_DIR=<include> -DCXX=<g++> -DINCLUDES=<a|b> -DCUDA_ROOTS=<a|b>
+#         -DTIERS=<tiers file> -P <this>
+# The tiers file (written by tests/CMakeLists.txt from dynllava_header_tier) sets `tiers` and,
+# per tier, `tier_<t>_patterns` (globs relative to INCLUDE_DIR/dynllava), `tier_<t>_marker`
+# and `tier_<t>_depends`. Headers are assigned here, so a new header needs no reconfigure.
+# Every .hpp is preprocessed alone with `g++ -M`; each dependency is checked by name and by its
+# real path (symlinks resolved, e.g. /usr/local/include/cuda_runtime.h -> the toolkit,
+# /usr/include/x86_64-linux-gnu/cblas.h -> openblas-pthread/).
+cmake_minimum_required(VERSION 3.25)  # if(IN_LIST)
 string(REPLACE "|" ";" includes "${INCLUDES}")
 string(REPLACE "|" ";" cuda_roots "${CUDA_ROOTS}")
+include("${TIERS}")
 set(real_roots "")
 foreach(r IN LISTS cuda_roots)
   file(REAL_PATH "${r}" rr)
   list(APPEND real_roots "${rr}")
 endforeach()
-set(inc_flags "")
+set(inc_flags "-I${INCLUDE_DIR}")  # the checked tree first
 foreach(i IN LISTS includes)
   list(APPEND inc_flags "-I${i}")
 endforeach()
 set(name_regex "/(cuda[_a-zA-Z0-9]*\\.h|cuda/|cub/|thrust/|cccl/|nv/|cuda_fp16|cuda_bf16|vector_types\\.h|driver_types\\.h|cublas|curand|cusparse|cooperative_groups|crt/)|\\.cuh$")
 
+# tier_of_<relative path> for every .hpp; host unless a tier's pattern claims it.
 file(GLOB_RECURSE hpps "${INCLUDE_DIR}/*.hpp")
+foreach(h IN LISTS hpps)
+  file(RELATIVE_PATH rel "${INCLUDE_DIR}" "${h}")
+  set("tier_of_${rel}" host)
+endforeach()
+foreach(t IN LISTS tiers)
+  foreach(p IN LISTS tier_${t}_patterns)
+    file(GLOB_RECURSE claimed "${INCLUDE_DIR}/dynllava/${p}")
+    foreach(h IN LISTS claimed)
+      file(RELATIVE_PATH rel "${INCLUDE_DIR}" "${h}")
+      set("tier_of_${rel}" ${t})
+    endforeach()
+  endforeach()
+endforeach()
+# allowed_<t>: the tier, host, and every tier it depends on (transitively; declared in order).
+set(allowed_host host)
+foreach(t IN LISTS tiers)
+  set(allowed_${t} host ${t})
+  foreach(d IN LISTS tier_${t}_depends)
+    list(APPEND allowed_${t} ${allowed_${d}})
+  endforeach()
+  list(REMOVE_DUPLICATES allowed_${t})
+endforeach()
+
 set(bad "")
 foreach(h IN LISTS hpps)
+  file(RELATIVE_PATH rel "${INCLUDE_DIR}" "${h}")
+  set(own "${tier_of_${rel}}")
   execute_process(COMMAND "${CXX}" -std=c++20 -M ${inc_flags} -x c++ "${h}"
                   OUTPUT_VARIABLE deps ERROR_VARIABLE err RESULT_VARIABLE rc)
   if(NOT rc EQUAL 0)
@@ -30,6 +66,7 @@ foreach(h IN LISTS hpps)
   string(REPLACE "\\\n" " " deps "${deps}")
   string(REGEX REPLACE "^[^:]*:" "" deps "${deps}")
   string(REGEX REPLACE "[ \t\n]+" ";" deps "${deps}")
+  set(reported "")  # one line per header and kind of violation: the first include (g++ -M order)
   foreach(d IN LISTS deps)
     if(d STREQUAL "")
       continue()
@@ -45,9 +82,26 @@ foreach(h IN LISTS hpps)
     if(NOT hit AND d MATCHES "${name_regex}")
       set(hit "a CUDA/CCCL header by name")
     endif()
-    if(hit)
-      file(RELATIVE_PATH rel "${INCLUDE_DIR}" "${h}")
-      list(APPEND bad "${rel} includes ${d}: ${hit}")
+    if(NOT hit)
+      file(RELATIVE_PATH drel "${INCLUDE_DIR}" "${real}")
+      if(DEFINED "tier_of_${drel}" AND NOT drel MATCHES "^\\.\\.")
+        set(dt "${tier_of_${drel}}")
+        if(NOT dt IN_LIST allowed_${own})
+          set(hit "a header of tier ${dt}, which the ${own} tier does not depend on")
+        endif()
+      endif()
+    endif()
+    if(NOT hit)
+      foreach(t IN LISTS tiers)
+        if(NOT t IN_LIST allowed_${own} AND (d MATCHES "${tier_${t}_marker}"
+                                              OR real MATCHES "${tier_${t}_marker}"))
+          set(hit "a dependency of tier ${t}, which the ${own} tier does not depend on")
+        endif()
+      endforeach()
+    endif()
+    if(hit AND NOT hit IN_LIST reported)
+      list(APPEND reported "${hit}")
+      list(APPEND bad "${rel} (tier ${own}) includes ${d}: ${hit}")
     endif()
   endforeach()
 endforeach()
@@ -66,4 +120,7 @@ if(bad)
   message(FATAL_ERROR "header tier violations:\n  ${msg}")
 endif()
 list(LENGTH real_roots n_roots)
-message(STATUS "header tiers ok: ${n_hpp} .hpp reach no CUDA header (${n_roots} CUDA roots checked), ${n_cuh} .cuh under cuda/")
+list(JOIN tiers ", " tier_list)
+message(STATUS "header tiers ok: ${n_hpp} .hpp reach no CUDA header (${n_roots} CUDA roots "
+               "checked) and nothing of a tier theirs does not depend on (host, ${tier_list}); "
+               "${n_cuh} .cuh under cuda/")

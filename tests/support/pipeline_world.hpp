@@ -8,7 +8,7 @@
 #include <dynllava/cost/llama_config.hpp>
 #include <dynllava/kvcache/paged_kv_cache.hpp>
 #include <dynllava/model/llama.hpp>
-#include <dynllava/dynllava.hpp>
+#include <dynllava/nn.hpp>
 #include <dynllava/score/random_weights.hpp>
 
 #include "../../examples/common/small_models.hpp"

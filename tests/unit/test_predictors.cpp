@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 /// Predictors against the independent numpy reference in tests/fixtures/predictors (made by
 /// tools/predictor_reference.py), loading, and invariances.
+#include <dynllava/io/load_predictors.hpp>
 #include <dynllava/io/safetensors.hpp>
-#include <dynllava/score/load_predictors.hpp>
 #include <dynllava/select/gate.hpp>
 #include <dynllava/select/topk.hpp>
 

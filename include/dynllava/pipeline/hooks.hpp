@@ -100,10 +100,10 @@ host_selection select_images(const S& image, host_span<const float> hidden,
     const index_t rows = validate(segments, "select_images");
     H = rows > 0 ? static_cast<index_t>(hidden.size() / static_cast<std::size_t>(rows)) : 0;
   }
-  detail::check_hidden(hidden, H, segments, "select_images");
+  dynllava::detail::check_hidden(hidden, H, segments, "select_images");
   const auto cands = candidate_rows(segments, segment_kind::image);
   const auto groups = group_images_by_turn(segments);
-  const auto x = detail::gather_candidates(hidden, H, segments, cands);
+  const auto x = dynllava::detail::gather_candidates(hidden, H, segments, cands);
   const std::size_t n = cands.positions.size();
   const host_ragged_rows<const float> rows{make_host_span(groups.indptr), make_host_span(x), H};
   std::vector<float> logits, scores(n);
@@ -114,7 +114,7 @@ host_selection select_images(const S& image, host_span<const float> hidden,
   } else {
     image.score(host, rows, make_host_span(scores));
   }
-  auto kept = detail::topk_by_group(groups, cands, scores, keep_ratio);
+  auto kept = dynllava::detail::topk_by_group(groups, cands, scores, keep_ratio);
   if (seen != nullptr) {
     seen->set_kept(cands.indptr, kept);
     seen->logits = std::move(logits);
@@ -141,7 +141,7 @@ host_selection select_images_fastv(const S& fastv, host_span<const float> last_q
   const auto cands = candidate_rows(segments, segment_kind::image);
   std::vector<float> scores(cands.positions.size());
   fastv.score(host, last_queries, keys, cands.view(), make_host_span(scores));
-  auto kept = detail::topk_by_group(group_images_by_turn(segments), cands, scores, keep_ratio);
+  auto kept = dynllava::detail::topk_by_group(group_images_by_turn(segments), cands, scores, keep_ratio);
   if (seen != nullptr) {
     seen->set_kept(cands.indptr, kept);
     seen->logits.clear();
@@ -197,9 +197,9 @@ host_selection select_outputs(const P& output, host_span<const float> hidden,
                               segment_table<host_space> segments, output_rule rule,
                               token_decisions* seen = nullptr) {
   const index_t H = output.hidden();
-  detail::check_hidden(hidden, H, segments, "select_outputs");
+  dynllava::detail::check_hidden(hidden, H, segments, "select_outputs");
   const auto cands = candidate_rows(segments, segment_kind::output, {.pin_last_output = true});
-  const auto x = detail::gather_candidates(hidden, H, segments, cands);
+  const auto x = dynllava::detail::gather_candidates(hidden, H, segments, cands);
   const std::size_t n = cands.positions.size();
   std::vector<float> logits(2 * n);
   output.logits(host, {make_host_span(cands.indptr), make_host_span(x), H}, make_host_span(logits));

@@ -11,11 +11,11 @@
 #include <dynllava/core/config.hpp>
 #include <dynllava/core/cuda/error.cuh>
 #include <dynllava/core/cuda/execution.cuh>
+#include <dynllava/core/cuda/stream_workspace.cuh>
 #include <dynllava/core/span.hpp>
 #include <dynllava/train/attention_mask.hpp>
 #include <dynllava/train/cuda/kernel_attention_mask.cuh>
 #include <dynllava/train/cuda/square_layout.cuh>
-#include <dynllava/train/cuda/stream_workspace.cuh>
 
 #include <cuda_runtime_api.h>
 

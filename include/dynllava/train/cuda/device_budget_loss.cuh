@@ -12,13 +12,13 @@
 #include <dynllava/core/config.hpp>
 #include <dynllava/core/cuda/error.cuh>
 #include <dynllava/core/cuda/execution.cuh>
+#include <dynllava/core/cuda/kernel_validate.cuh>
+#include <dynllava/core/cuda/stream_workspace.cuh>
 #include <dynllava/core/span.hpp>
 #include <dynllava/core/workspace.hpp>
 #include <dynllava/train/budget_loss.hpp>
 #include <dynllava/train/cuda/kernel_budget_loss.cuh>
-#include <dynllava/train/cuda/kernel_validate.cuh>
 #include <dynllava/train/cuda/square_layout.cuh>
-#include <dynllava/train/cuda/stream_workspace.cuh>
 
 #include <cuda_runtime_api.h>
 

@@ -4,9 +4,9 @@
 #pragma once
 
 #include <dynllava/core/config.hpp>
+#include <dynllava/core/cuda/block_reduce.cuh>
 #include <dynllava/train/attention_layout.hpp>
 #include <dynllava/train/attention_mask.hpp>
-#include <dynllava/train/cuda/block_reduce.cuh>
 
 #include <cstddef>
 

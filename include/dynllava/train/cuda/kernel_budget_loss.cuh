@@ -4,8 +4,8 @@
 #pragma once
 
 #include <dynllava/core/config.hpp>
+#include <dynllava/core/cuda/block_reduce.cuh>
 #include <dynllava/train/budget_loss.hpp>
-#include <dynllava/train/cuda/block_reduce.cuh>
 
 #include <cstddef>
 

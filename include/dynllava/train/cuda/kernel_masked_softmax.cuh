@@ -9,8 +9,8 @@
 #pragma once
 
 #include <dynllava/core/config.hpp>
+#include <dynllava/core/cuda/block_reduce.cuh>
 #include <dynllava/train/attention_layout.hpp>
-#include <dynllava/train/cuda/block_reduce.cuh>
 #include <dynllava/train/masked_softmax.hpp>
 
 #include <climits>

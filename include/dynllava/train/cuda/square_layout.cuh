@@ -6,9 +6,9 @@
 #pragma once
 
 #include <dynllava/core/config.hpp>
+#include <dynllava/core/cuda/kernel_validate.cuh>
 #include <dynllava/core/span.hpp>
 #include <dynllava/core/workspace.hpp>
-#include <dynllava/train/cuda/kernel_validate.cuh>
 
 #include <cuda_runtime_api.h>
 

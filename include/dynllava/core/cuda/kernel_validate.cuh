@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 /// @file kernel_validate.cuh
-/// @brief On-device check of a CSR `indptr` (and the square-matrix offsets derived from it) for
-/// the training kernels, whose host entry points cannot read device offsets without a sync.
+/// @brief On-device check of a CSR `indptr` (and, optionally, the square-matrix offsets derived
+/// from it, as the training kernels use) for entry points that cannot read device offsets
+/// without a host sync.
 #pragma once
 
 #include <dynllava/core/config.hpp>

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 /// @file block_reduce.cuh
-/// @brief Deterministic block-wide sum and max-with-index for the training kernels.
+/// @brief Deterministic block-wide sum and max-with-index (used by the training kernels; shared
+/// through core/ with every component's kernels).
 ///
 /// Every thread of the block must call these together; every thread receives the result. The
 /// reduction order depends only on `blockDim.x`, so results are reproducible run to run.

@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 /// @file stream_workspace.cuh
-/// @brief Convenience-layer helper: run a two-phase device-level call with a workspace that is
-/// allocated and freed in stream order (`cudaMallocAsync` / `cudaFreeAsync`, no host sync).
+/// @brief Convenience-layer helper for every component's CUDA calls: run a two-phase
+/// device-level call with a workspace that is allocated and freed in stream order
+/// (`cudaMallocAsync` / `cudaFreeAsync`, no host sync).
 #pragma once
 
 #include <dynllava/core/cuda/error.cuh>

@@ -1,0 +1,16 @@
+// SPDX-License-Identifier: Apache-2.0
+/// @file nn.hpp
+/// @brief Umbrella header of the nn tier (`dynllava::nn`): the host tier (`dynllava.hpp`) plus
+/// what computes with weights on the CPU (fp32 building blocks on BLAS, the learned predictors,
+/// the models). Needs BLAS (OpenBLAS); no JSON, no CUDA. The pipeline drivers, generic over the
+/// concepts, are in the host tier.
+#pragma once
+
+#include <dynllava/dynllava.hpp>
+
+#include <dynllava/score/image_predictor.hpp>
+#include <dynllava/score/output_predictor.hpp>
+#include <dynllava/score/predictor_weights.hpp>
+#include <dynllava/score/random_weights.hpp>
+
+#include <dynllava/model/llama.hpp>
