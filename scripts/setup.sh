@@ -4,7 +4,7 @@
 # `--with-report` also installs what the GPU kit's report step needs (matplotlib for Debian's
 # /usr/bin/python3).
 set -euo pipefail
-packages=(cmake ninja-build g++ libfmt-dev doctest-dev libbenchmark-dev nlohmann-json3-dev)
+packages=(cmake ninja-build g++ libfmt-dev doctest-dev libbenchmark-dev nlohmann-json3-dev libopenblas-dev)
 [[ ${1:-} == --with-report ]] && packages+=(python3-matplotlib)
 missing=()
 for p in "${packages[@]}"; do

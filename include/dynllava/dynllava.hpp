@@ -7,6 +7,8 @@
 #include <dynllava/core/half.hpp>
 #include <dynllava/core/error.hpp>
 #include <dynllava/core/execution.hpp>
+#include <dynllava/core/llama_config.hpp>
+#include <dynllava/core/predictor_config.hpp>
 #include <dynllava/core/ragged.hpp>
 #include <dynllava/core/span.hpp>
 #include <dynllava/core/tie_break.hpp>
@@ -20,6 +22,15 @@
 
 #include <dynllava/io/safetensors.hpp>
 
+#include <dynllava/nn/activations.hpp>
+#include <dynllava/nn/attention.hpp>
+#include <dynllava/nn/blas.hpp>
+#include <dynllava/nn/layer_norm.hpp>
+#include <dynllava/nn/linear.hpp>
+#include <dynllava/nn/rms_norm.hpp>
+#include <dynllava/nn/rope.hpp>
+#include <dynllava/nn/tensor_table.hpp>
+
 #include <dynllava/score/concepts.hpp>
 #include <dynllava/score/fastv_scorer.hpp>
 #include <dynllava/score/h2o_scorer.hpp>
@@ -27,7 +38,6 @@
 #include <dynllava/score/l2_norm_scorer.hpp>
 #include <dynllava/score/load_predictors.hpp>
 #include <dynllava/score/output_predictor.hpp>
-#include <dynllava/score/predictor_config.hpp>
 #include <dynllava/score/predictor_weights.hpp>
 #include <dynllava/score/random_scorer.hpp>
 
@@ -44,6 +54,8 @@
 #include <dynllava/kvcache/policies/streaming.hpp>
 
 #include <dynllava/model/llama.hpp>
+#include <dynllava/model/llama_weights.hpp>
+#include <dynllava/model/load_llama.hpp>
 #include <dynllava/pipeline/decoder.hpp>
 #include <dynllava/pipeline/sparsifier.hpp>
 #include <dynllava/score/random_weights.hpp>
@@ -62,7 +74,7 @@
 
 #include <dynllava/cost/exact_flops.hpp>
 #include <dynllava/cost/kv_bytes.hpp>
-#include <dynllava/cost/llama_config.hpp>
+#include <dynllava/cost/llava_config.hpp>
 #include <dynllava/cost/output_sweep.hpp>
 #include <dynllava/cost/paper_formula.hpp>
 #include <dynllava/cost/schedule.hpp>

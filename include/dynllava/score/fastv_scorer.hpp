@@ -13,7 +13,7 @@
 #include <dynllava/core/error.hpp>
 #include <dynllava/core/execution.hpp>
 #include <dynllava/core/ragged.hpp>
-#include <dynllava/score/detail/layers.hpp>
+#include <dynllava/nn/blas.hpp>
 
 #include <algorithm>
 #include <cmath>
@@ -85,7 +85,8 @@ struct fastv_scorer {
       for (std::size_t h = 0; h < static_cast<std::size_t>(heads); ++h) {
         float mx = -INFINITY;
         for (std::size_t j = 0; j < n; ++j) {
-          logit[j] = detail::dot(q + h * hd, keys.row(first + j) + h * hd, hd) * scale;
+          logit[j] = cblas_sdot(static_cast<int>(hd), q + h * hd, 1, keys.row(first + j) + h * hd, 1) *
+                     scale;
           mx = std::max(mx, logit[j]);
         }
         double sum = 0.0;
