@@ -10,7 +10,8 @@ CPU, one thread.
 
 RMSNorm, rotate-half RoPE from precomputed cos/sin tables, causal multi-head attention via
 F.scaled_dot_product_attention, SwiGLU MLP, no biases; random weights. Reports the median wall
-time of --reps timed calls after one warm-up.
+time and the median process CPU time of --reps timed calls after one warm-up (CPU time: the
+machine may be shared).
 
   taskset -c 1 python3 bench/torch/llama_peer.py [--reps 15] [--decode-reps 200]
 """
@@ -102,13 +103,15 @@ class Llama:
 
 
 def median_ms(fn, reps):
-    fn()  # warm-up
-    times = []
+    """Median wall and CPU (process) milliseconds of `reps` calls after one warm-up."""
+    fn()
+    wall, cpu = [], []
     for _ in range(reps):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         fn()
-        times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times)
+        wall.append((time.perf_counter() - t0) * 1e3)
+        cpu.append((time.process_time() - c0) * 1e3)
+    return statistics.median(wall), statistics.median(cpu)
 
 
 def main():
@@ -128,8 +131,10 @@ def main():
         decode_ms = median_ms(lambda: m.decode_step(token, caches), args.decode_reps)
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, "
           f"{torch.backends.cpu.get_cpu_capability()}")
-    print(f"torch_llama_prefill      median {prefill_ms:9.3f} ms  ({args.reps} reps, {TOKENS} tokens)")
-    print(f"torch_llama_decode_step  median {decode_ms:9.3f} ms  ({args.decode_reps} reps, {TOKENS} cached)")
+    print(f"torch_llama_prefill      median wall {prefill_ms[0]:9.3f} ms  cpu {prefill_ms[1]:9.3f} ms  "
+          f"({args.reps} reps, {TOKENS} tokens)")
+    print(f"torch_llama_decode_step  median wall {decode_ms[0]:9.3f} ms  cpu {decode_ms[1]:9.3f} ms  "
+          f"({args.decode_reps} reps, {TOKENS} cached)")
 
 
 if __name__ == "__main__":

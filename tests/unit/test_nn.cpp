@@ -5,6 +5,7 @@
 #include <dynllava/kvcache/contiguous_kv_cache.hpp>
 #include <dynllava/model/llama.hpp>
 #include <dynllava/model/llama_weights.hpp>
+#include <dynllava/model/load_llama.hpp>
 #include <dynllava/nn/activations.hpp>
 #include <dynllava/nn/attention.hpp>
 #include <dynllava/nn/blas.hpp>
@@ -16,9 +17,12 @@
 
 #include <doctest/doctest.h>
 
+#include "support/fixtures.hpp"
+
 #include <algorithm>
 #include <cmath>
 #include <random>
+#include <string>
 #include <utility>
 #include <vector>
 
@@ -270,5 +274,42 @@ TEST_SUITE("cpu") {
     odd.head_dim = 4;  // 2 heads of 4 != hidden 16
     CHECK_THROWS_WITH_AS(llama_model(odd, random_llama_weights(c, 4)),
                          doctest::Contains("heads (2) * head_dim (4) must equal hidden (16)"), error);
+  }
+
+  TEST_CASE("llama weights: a safetensors checkpoint written from the table loads back") {
+    const llama_config c{8, 2, 2, 12, 5};
+    const llama_weights w = random_llama_weights(c, 5);
+    // header and data from the table itself, under a prefix, plus an unrelated tensor
+    std::string header = "{", data;
+    visit_tensors(w, c, [&](const nn::tensor_spec& s, const std::vector<float>& v) {
+      header += "\"lm." + s.name + "\":{\"dtype\":\"F32\",\"shape\":[";
+      for (std::size_t i = 0; i < s.shape.size(); ++i) header += (i ? "," : "") + std::to_string(s.shape[i]);
+      header += "],\"data_offsets\":[" + std::to_string(data.size()) + "," +
+                std::to_string(data.size() + 4 * v.size()) + "]},";
+      data.append(reinterpret_cast<const char*>(v.data()), 4 * v.size());
+    });
+    header += "\"vision.x\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[" + std::to_string(data.size()) +
+              "," + std::to_string(data.size() + 4) + "]}}";
+    data.append(4, '\0');
+    std::string bytes(8, '\0');
+    for (std::size_t i = 0; i < 8; ++i) bytes[i] = static_cast<char>((header.size() >> (8 * i)) & 0xff);
+    test::temp_dir dir("llama-load");
+    test::write_file(dir.path / "m.safetensors", bytes + header + data);
+    const io::checkpoint ckpt(dir.path / "m.safetensors");
+    const llama_weights got = load_llama_weights(ckpt, c, "lm.");
+    CHECK(got.embed == w.embed);
+    CHECK(got.layers[1].w_down.weight == w.layers[1].w_down.weight);
+    CHECK(got.layers[1].w_down.in == 12);
+    CHECK(got.lm_head.weight == w.lm_head.weight);
+    CHECK(got.final_norm == w.final_norm);
+    llama_config three = c;
+    three.layers = 3;
+    CHECK_THROWS_WITH_AS(load_llama_weights(ckpt, three, "lm."),
+                         doctest::Contains("missing tensor lm.model.layers.2.input_layernorm.weight"), error);
+    llama_config wide = c;
+    wide.intermediate = 16;
+    CHECK_THROWS_WITH_AS(load_llama_weights(ckpt, wide, "lm."),
+                         doctest::Contains("lm.model.layers.0.mlp.gate_proj.weight has shape [12, 8], expected [16, 8]"),
+                         error);
   }
 }
