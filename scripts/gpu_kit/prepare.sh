@@ -8,7 +8,7 @@
 #   gpu-kit/lib/   libbenchmark.so.1debian (Debian ships no static libbenchmark) and, when a
 #                  binary calls BLAS (dynllava_bench_cpu: the llama benchmark), Debian's
 #                  libopenblas.so.0 with libgfortran.so.5 and libquadmath.so.0; found via RPATH.
-#   gpu-kit/include/  fmt, doctest and benchmark headers, for the fallback build on the GPU
+#   gpu-kit/include/  fmt, doctest, benchmark and OpenBLAS's cblas.h, for the fallback build on the GPU
 #                  machine when its glibc is older than what the prebuilt binaries need.
 #   gpu-kit/MANIFEST.txt  commit, date, required glibc, sizes.
 set -euo pipefail
@@ -37,6 +37,9 @@ for b in "$kit"/bin/*; do
   done
 done
 cp -r /usr/include/fmt /usr/include/doctest /usr/include/benchmark "$kit/include/"
+# OpenBLAS's cblas.h (the umbrella headers include nn/blas.hpp) for the fallback build.
+cblas_dir=$(dirname "$(realpath /usr/include/x86_64-linux-gnu/cblas.h)")
+cp "$cblas_dir/cblas.h" "$cblas_dir/openblas_config.h" "$kit/include/"
 
 # The binaries may need only libc, libm, the loader and the kit's libbenchmark; libbenchmark
 # itself needs the GPU machine's libstdc++ (GLIBCXX recorded in the manifest) and libgcc_s.
