@@ -1,6 +1,10 @@
 // SPDX-License-Identifier: Apache-2.0
 // The nn/ blocks against straightforward double-precision formulas, and llama_model's
 // cache-less overload.
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <cmath>
 #include <dynllava/core/error.hpp>
 #include <dynllava/kvcache/contiguous_kv_cache.hpp>
 #include <dynllava/model/llama.hpp>
@@ -14,17 +18,12 @@
 #include <dynllava/nn/rms_norm.hpp>
 #include <dynllava/nn/rope.hpp>
 #include <dynllava/nn/tensor_table.hpp>
-
-#include <doctest/doctest.h>
-
-#include "support/fixtures.hpp"
-
-#include <algorithm>
-#include <cmath>
 #include <random>
 #include <string>
 #include <utility>
 #include <vector>
+
+#include "support/fixtures.hpp"
 
 using namespace dynllava;
 
@@ -63,7 +62,9 @@ struct scattered_cache {
   }
   index_t size() const { return static_cast<index_t>(slot.size()); }
   const float* key(index_t i) const { return k.data() + slot[static_cast<std::size_t>(i)] * width; }
-  const float* value(index_t i) const { return v.data() + slot[static_cast<std::size_t>(i)] * width; }
+  const float* value(index_t i) const {
+    return v.data() + slot[static_cast<std::size_t>(i)] * width;
+  }
 };
 static_assert(nn::kv_view<scattered_cache>);
 
@@ -74,8 +75,12 @@ std::vector<double> reference_attention(const V& cached, const std::vector<float
                                         std::size_t n, std::size_t heads, std::size_t hd,
                                         bool causal, std::vector<double>* mass) {
   const std::size_t w = heads * hd, m = static_cast<std::size_t>(cached.size());
-  auto key = [&](std::size_t j) { return j < m ? cached.key(static_cast<index_t>(j)) : k.data() + (j - m) * w; };
-  auto val = [&](std::size_t j) { return j < m ? cached.value(static_cast<index_t>(j)) : v.data() + (j - m) * w; };
+  auto key = [&](std::size_t j) {
+    return j < m ? cached.key(static_cast<index_t>(j)) : k.data() + (j - m) * w;
+  };
+  auto val = [&](std::size_t j) {
+    return j < m ? cached.value(static_cast<index_t>(j)) : v.data() + (j - m) * w;
+  };
   std::vector<double> out(n * w, 0.0);
   if (mass) mass->assign(m + n, 0.0);
   for (std::size_t r = 0; r < n; ++r) {
@@ -85,7 +90,8 @@ std::vector<double> reference_attention(const V& cached, const std::vector<float
       double mx = -INFINITY;
       for (std::size_t j = 0; j < visible; ++j) {
         double dot = 0.0;
-        for (std::size_t c = 0; c < hd; ++c) dot += double(q[r * w + h * hd + c]) * key(j)[h * hd + c];
+        for (std::size_t c = 0; c < hd; ++c)
+          dot += double(q[r * w + h * hd + c]) * key(j)[h * hd + c];
         s[j] = dot / std::sqrt(double(hd));
         mx = std::max(mx, s[j]);
       }
@@ -137,7 +143,8 @@ TEST_SUITE("cpu") {
     std::vector<double> rms(rows * d), ln(rows * d);
     for (std::size_t r = 0; r < rows; ++r) {
       double ss = 0, mean = 0, var = 0;
-      for (std::size_t i = 0; i < d; ++i) ss += double(x[r * d + i]) * x[r * d + i], mean += x[r * d + i];
+      for (std::size_t i = 0; i < d; ++i)
+        ss += double(x[r * d + i]) * x[r * d + i], mean += x[r * d + i];
       const double dd = double(d);
       mean /= dd;
       for (std::size_t i = 0; i < d; ++i) var += (x[r * d + i] - mean) * (x[r * d + i] - mean);
@@ -157,7 +164,8 @@ TEST_SUITE("cpu") {
   TEST_CASE("nn: GELU, quick GELU, SiLU, SwiGLU") {
     for (float x : {-6.0f, -1.5f, -0.3f, 0.0f, 0.2f, 1.0f, 4.5f}) {
       const double xd = x;
-      CHECK(nn::gelu(x) == doctest::Approx(0.5 * xd * (1.0 + std::erf(xd / std::sqrt(2.0)))).epsilon(1e-6));
+      CHECK(nn::gelu(x) ==
+            doctest::Approx(0.5 * xd * (1.0 + std::erf(xd / std::sqrt(2.0)))).epsilon(1e-6));
       CHECK(nn::quick_gelu(x) == doctest::Approx(xd / (1.0 + std::exp(-1.702 * xd))).epsilon(1e-6));
       CHECK(nn::silu(x) == doctest::Approx(xd / (1.0 + std::exp(-xd))).epsilon(1e-6));
     }
@@ -189,16 +197,21 @@ TEST_SUITE("cpu") {
       rope.apply(x.data(), heads, pos);
       CHECK(max_abs_diff(x, ref) < 1e-5);
     }
-    CHECK_THROWS_WITH_AS(nn::rope_table(7, 10000.0, 4), doctest::Contains("head_dim must be even and > 0, got 7"), error);
+    CHECK_THROWS_WITH_AS(nn::rope_table(7, 10000.0, 4),
+                         doctest::Contains("head_dim must be even and > 0, got 7"), error);
     std::vector<float> row(hd);
-    CHECK_THROWS_WITH_AS(rope.apply(row.data(), 1, -1), doctest::Contains("position must be >= 0, got -1"), error);
+    CHECK_THROWS_WITH_AS(rope.apply(row.data(), 1, -1),
+                         doctest::Contains("position must be >= 0, got -1"), error);
   }
 
   TEST_CASE("nn: attention, causal over a scattered cache and non-causal, one block and several") {
     const std::size_t heads = 2, hd = 4, w = heads * hd;
-    struct shape { std::size_t m, n; bool causal; };
-    for (const shape s : {shape{5, 4, true}, shape{0, 6, false}, shape{0, 140, true}, shape{7, 1, true},
-                          shape{4, 130, false}}) {
+    struct shape {
+      std::size_t m, n;
+      bool causal;
+    };
+    for (const shape s : {shape{5, 4, true}, shape{0, 6, false}, shape{0, 140, true},
+                          shape{7, 1, true}, shape{4, 130, false}}) {
       CAPTURE(s.m);
       CAPTURE(s.n);
       CAPTURE(s.causal);
@@ -223,7 +236,8 @@ TEST_SUITE("cpu") {
   }
 
   TEST_CASE("nn: BLAS threads and tensor tables") {
-    CHECK_THROWS_WITH_AS(nn::set_blas_threads(0), doctest::Contains("threads must be >= 1, got 0"), error);
+    CHECK_THROWS_WITH_AS(nn::set_blas_threads(0), doctest::Contains("threads must be >= 1, got 0"),
+                         error);
     nn::set_blas_threads(1);
     CHECK(nn::blas_threads() == 1);
     const llama_config c{16, 2, 2, 24, 10};
@@ -246,11 +260,14 @@ TEST_SUITE("cpu") {
     CHECK(a.embed == b.embed);
     auto bad = a;
     bad.layers.pop_back();
-    CHECK_THROWS_WITH_AS(validate(bad, c), doctest::Contains("llama weights: layers: expected 2 entries, got 1"), error);
+    CHECK_THROWS_WITH_AS(validate(bad, c),
+                         doctest::Contains("llama weights: layers: expected 2 entries, got 1"),
+                         error);
     bad = a;
     bad.final_norm.push_back(1.0f);
-    CHECK_THROWS_WITH_AS(validate(bad, c), doctest::Contains("model.norm.weight must be [16] (16 values), got 17 values"),
-                         error);
+    CHECK_THROWS_WITH_AS(
+        validate(bad, c),
+        doctest::Contains("model.norm.weight must be [16] (16 values), got 17 values"), error);
   }
 
   TEST_CASE("llama_model: layer without a cache takes nullptr and equals an empty cache") {
@@ -273,7 +290,8 @@ TEST_SUITE("cpu") {
     llama_config odd = c;
     odd.head_dim = 4;  // 2 heads of 4 != hidden 16
     CHECK_THROWS_WITH_AS(llama_model(odd, random_llama_weights(c, 4)),
-                         doctest::Contains("heads (2) * head_dim (4) must equal hidden (16)"), error);
+                         doctest::Contains("heads (2) * head_dim (4) must equal hidden (16)"),
+                         error);
   }
 
   TEST_CASE("llama weights: a safetensors checkpoint written from the table loads back") {
@@ -283,16 +301,18 @@ TEST_SUITE("cpu") {
     std::string header = "{", data;
     visit_tensors(w, c, [&](const nn::tensor_spec& s, const std::vector<float>& v) {
       header += "\"lm." + s.name + "\":{\"dtype\":\"F32\",\"shape\":[";
-      for (std::size_t i = 0; i < s.shape.size(); ++i) header += (i ? "," : "") + std::to_string(s.shape[i]);
+      for (std::size_t i = 0; i < s.shape.size(); ++i)
+        header += (i ? "," : "") + std::to_string(s.shape[i]);
       header += "],\"data_offsets\":[" + std::to_string(data.size()) + "," +
                 std::to_string(data.size() + 4 * v.size()) + "]},";
       data.append(reinterpret_cast<const char*>(v.data()), 4 * v.size());
     });
-    header += "\"vision.x\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[" + std::to_string(data.size()) +
-              "," + std::to_string(data.size() + 4) + "]}}";
+    header += "\"vision.x\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[" +
+              std::to_string(data.size()) + "," + std::to_string(data.size() + 4) + "]}}";
     data.append(4, '\0');
     std::string bytes(8, '\0');
-    for (std::size_t i = 0; i < 8; ++i) bytes[i] = static_cast<char>((header.size() >> (8 * i)) & 0xff);
+    for (std::size_t i = 0; i < 8; ++i)
+      bytes[i] = static_cast<char>((header.size() >> (8 * i)) & 0xff);
     test::temp_dir dir("llama-load");
     test::write_file(dir.path / "m.safetensors", bytes + header + data);
     const io::checkpoint ckpt(dir.path / "m.safetensors");
@@ -304,12 +324,15 @@ TEST_SUITE("cpu") {
     CHECK(got.final_norm == w.final_norm);
     llama_config three = c;
     three.layers = 3;
-    CHECK_THROWS_WITH_AS(load_llama_weights(ckpt, three, "lm."),
-                         doctest::Contains("missing tensor lm.model.layers.2.input_layernorm.weight"), error);
+    CHECK_THROWS_WITH_AS(
+        load_llama_weights(ckpt, three, "lm."),
+        doctest::Contains("missing tensor lm.model.layers.2.input_layernorm.weight"), error);
     llama_config wide = c;
     wide.intermediate = 16;
-    CHECK_THROWS_WITH_AS(load_llama_weights(ckpt, wide, "lm."),
-                         doctest::Contains("lm.model.layers.0.mlp.gate_proj.weight has shape [12, 8], expected [16, 8]"),
-                         error);
+    CHECK_THROWS_WITH_AS(
+        load_llama_weights(ckpt, wide, "lm."),
+        doctest::Contains(
+            "lm.model.layers.0.mlp.gate_proj.weight has shape [12, 8], expected [16, 8]"),
+        error);
   }
 }

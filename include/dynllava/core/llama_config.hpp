@@ -4,10 +4,9 @@
 /// cost model (cost/).
 #pragma once
 
+#include <cstdint>
 #include <dynllava/core/config.hpp>
 #include <dynllava/core/error.hpp>
-
-#include <cstdint>
 #include <string_view>
 
 namespace dynllava {
@@ -26,7 +25,7 @@ struct llama_config {
   float rms_eps = 1e-5f;
   double rope_theta = 10000.0;
   index_t head_dim = heads > 0 ? hidden / heads : 0;  ///< per-head width
-  index_t max_positions = 4096;  ///< trained context length; the model's RoPE table covers it
+  index_t max_positions = 4096;      ///< trained context length; the model's RoPE table covers it
   std::string_view name = "custom";  ///< label for tables ("llava-1.5-7b", ...)
 
   /// Attention width `heads * head_dim` (= `hidden` for LLaMA-1/2 and Vicuna).

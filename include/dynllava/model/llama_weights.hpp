@@ -4,13 +4,12 @@
 /// which validation, checkpoint loading (load_llama.hpp) and random init derive.
 #pragma once
 
+#include <cstdint>
 #include <dynllava/core/config.hpp>
 #include <dynllava/core/error.hpp>
 #include <dynllava/core/llama_config.hpp>
 #include <dynllava/nn/linear.hpp>
 #include <dynllava/nn/tensor_table.hpp>
-
-#include <cstdint>
 #include <random>
 #include <string>
 #include <vector>
@@ -52,8 +51,7 @@ void visit_tensors(W& w, const llama_config& c, F&& f) {
     nn::visit_linear(lw.wk, p + ".self_attn.k_proj", H, H, false, f);
     nn::visit_linear(lw.wv, p + ".self_attn.v_proj", H, H, false, f);
     nn::visit_linear(lw.wo, p + ".self_attn.o_proj", H, H, false, f);
-    f(nn::tensor_spec{p + ".post_attention_layernorm.weight", {H}, nn::tensor_role::norm_weight,
-                      0},
+    f(nn::tensor_spec{p + ".post_attention_layernorm.weight", {H}, nn::tensor_role::norm_weight, 0},
       lw.mlp_norm);
     nn::visit_linear(lw.w_gate, p + ".mlp.gate_proj", H, I, false, f);
     nn::visit_linear(lw.w_up, p + ".mlp.up_proj", H, I, false, f);

@@ -4,11 +4,10 @@
 /// tables computed once.
 #pragma once
 
-#include <dynllava/core/config.hpp>
-#include <dynllava/core/error.hpp>
-
 #include <cmath>
 #include <cstddef>
+#include <dynllava/core/config.hpp>
+#include <dynllava/core/error.hpp>
 #include <vector>
 
 namespace dynllava::nn {
@@ -30,7 +29,8 @@ class rope_table {
     }
     cos_.resize(static_cast<std::size_t>(positions) * half);
     sin_.resize(cos_.size());
-    for (index_t p = 0; p < positions; ++p) angles(p, cos_.data() + p * half, sin_.data() + p * half);
+    for (index_t p = 0; p < positions; ++p)
+      angles(p, cos_.data() + p * half, sin_.data() + p * half);
   }
 
   index_t head_dim() const noexcept { return head_dim_; }

@@ -10,15 +10,14 @@
 /// mutable ones (loading, random init: counts and layer sizes are set).
 #pragma once
 
-#include <dynllava/core/config.hpp>
-#include <dynllava/core/error.hpp>
-#include <dynllava/nn/layer_norm.hpp>
-#include <dynllava/nn/linear.hpp>
-
 #include <cmath>
 #include <concepts>
 #include <cstddef>
 #include <cstdint>
+#include <dynllava/core/config.hpp>
+#include <dynllava/core/error.hpp>
+#include <dynllava/nn/layer_norm.hpp>
+#include <dynllava/nn/linear.hpp>
 #include <random>
 #include <string>
 #include <type_traits>
@@ -37,10 +36,10 @@ enum class tensor_role {
 
 /// One row of a model's tensor table.
 struct tensor_spec {
-  std::string name;                  ///< checkpoint name, relative to the model's prefix
-  std::vector<std::int64_t> shape;   ///< from the config
+  std::string name;                 ///< checkpoint name, relative to the model's prefix
+  std::vector<std::int64_t> shape;  ///< from the config
   tensor_role role = tensor_role::linear_weight;
-  index_t fan_in = 0;                ///< input features of the Linear (linear roles)
+  index_t fan_in = 0;  ///< input features of the Linear (linear roles)
 
   std::size_t elements() const noexcept {
     std::size_t n = 1;
@@ -75,8 +74,10 @@ void expect_count(V& items, index_t count, const std::string& what) {
 template <maybe_const<linear_weights> W, class F>
 void visit_linear(W& w, const std::string& name, index_t in, index_t out, bool bias, F&& f) {
   if constexpr (std::is_const_v<W>) {
-    DYNLLAVA_EXPECTS(w.in == in && w.out == out, "linear {} must be [out = {}, in = {}], got [out = {}, "
-                     "in = {}]", name, out, in, w.out, w.in);
+    DYNLLAVA_EXPECTS(w.in == in && w.out == out,
+                     "linear {} must be [out = {}, in = {}], got [out = {}, "
+                     "in = {}]",
+                     name, out, in, w.out, w.in);
     DYNLLAVA_EXPECTS(bias || w.bias.empty(), "linear {} has no bias, got {} bias values", name,
                      w.bias.size());
   } else {
