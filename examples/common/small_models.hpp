@@ -7,7 +7,7 @@
 #include <dynllava/kvcache/paged_kv_cache.hpp>
 #include <dynllava/model/llama.hpp>
 #include <dynllava/score/output_predictor.hpp>
-#include <dynllava/score/predictor_config.hpp>
+#include <dynllava/core/predictor_config.hpp>
 #include <dynllava/score/random_weights.hpp>
 
 #include <algorithm>

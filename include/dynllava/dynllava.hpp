@@ -10,6 +10,8 @@
 #include <dynllava/core/half.hpp>
 #include <dynllava/core/error.hpp>
 #include <dynllava/core/execution.hpp>
+#include <dynllava/core/llama_config.hpp>
+#include <dynllava/core/predictor_config.hpp>
 #include <dynllava/core/ragged.hpp>
 #include <dynllava/core/ranking_key.hpp>
 #include <dynllava/core/selection.hpp>
@@ -27,7 +29,7 @@
 #include <dynllava/score/h2o_scorer.hpp>
 #include <dynllava/score/layer_attention.hpp>
 #include <dynllava/score/l2_norm_scorer.hpp>
-#include <dynllava/score/predictor_config.hpp>
+#include <dynllava/core/predictor_config.hpp>
 #include <dynllava/score/random_scorer.hpp>
 
 #include <dynllava/kvcache/contiguous_kv_cache.hpp>
@@ -70,7 +72,7 @@
 
 #include <dynllava/cost/exact_flops.hpp>
 #include <dynllava/cost/kv_bytes.hpp>
-#include <dynllava/cost/llama_config.hpp>
+#include <dynllava/cost/llava_config.hpp>
 #include <dynllava/cost/output_sweep.hpp>
 #include <dynllava/cost/paper_formula.hpp>
 #include <dynllava/cost/schedule.hpp>

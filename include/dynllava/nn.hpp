@@ -8,9 +8,19 @@
 
 #include <dynllava/dynllava.hpp>
 
+#include <dynllava/nn/activations.hpp>
+#include <dynllava/nn/attention.hpp>
+#include <dynllava/nn/blas.hpp>
+#include <dynllava/nn/layer_norm.hpp>
+#include <dynllava/nn/linear.hpp>
+#include <dynllava/nn/rms_norm.hpp>
+#include <dynllava/nn/rope.hpp>
+#include <dynllava/nn/tensor_table.hpp>
+
 #include <dynllava/score/image_predictor.hpp>
 #include <dynllava/score/output_predictor.hpp>
 #include <dynllava/score/predictor_weights.hpp>
 #include <dynllava/score/random_weights.hpp>
 
 #include <dynllava/model/llama.hpp>
+#include <dynllava/model/llama_weights.hpp>

@@ -222,7 +222,7 @@ TEST_SUITE("cpu") {
     // weights that do not fit the config
     auto bad = random_llama_weights(w.lc, 1);
     bad.layers[2].w_up.weight.pop_back();
-    CHECK_THROWS_WITH_AS(llama_model(w.lc, std::move(bad)), doctest::Contains("layers[2].w_up must be [out = 64, in = 32]"), error);
+    CHECK_THROWS_WITH_AS(llama_model(w.lc, std::move(bad)), doctest::Contains("model.layers.2.mlp.up_proj.weight must be [64, 32] (2048 values), got 2047 values"), error);
     auto bad_head = random_llama_weights(w.lc, 1);
     bad_head.lm_head.out = 49;
     CHECK_THROWS_WITH_AS(llama_model(w.lc, std::move(bad_head)), doctest::Contains("lm_head must be"), error);
@@ -245,7 +245,7 @@ TEST_SUITE("cpu") {
       generated.push_back(next[0]);
       logits = session.decode(make_host_span(next));
     }
-    const cost::llama_config cc = cost_config_of(w);
+    const cost::llava_config cc = cost_config_of(w);
     const cost::request req{3, 20, 4, 1};
     cost::dynamic_llava_schedule d;
     d.sparse_layer = 2;

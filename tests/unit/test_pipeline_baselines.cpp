@@ -74,13 +74,13 @@ TEST_SUITE("cpu") {
     const std::vector<float> last_q(q.end() - static_cast<std::ptrdiff_t>(H), q.end());
     const auto cands = cpu::candidate_rows(in.table(), K::image);
     std::vector<float> scores(cands.positions.size());
-    fastv_scorer{w.lc.heads, w.lc.head_dim()}.score(host, make_host_span(last_q),
+    fastv_scorer{w.lc.heads, w.lc.head_dim}.score(host, make_host_span(last_q),
                                                     {make_host_span(in.indptr), make_host_span(std::as_const(k)), w.lc.hidden},
                                                     cands.view(), make_host_span(scores));
     CHECK(session.image_kept().positions ==
           cpu::topk({make_host_span(cands.indptr), make_host_span(std::as_const(scores))}, keep_count(5)).positions);
     for (int step = 0; step < 4; ++step) logits = session.decode(make_host_span(greedy_tokens(logits, w.lc.vocab)));
-    const cost::llama_config cc = cost_config_of(w);
+    const cost::llava_config cc = cost_config_of(w);
     const cost::request req{3, 20, 4, 1};
     const cost::fastv_schedule f{3, 0.25};
     CHECK(session_work.traces()[0] == cost::schedule_trace(cc, f, req, cost::pass_kind::prefill));
@@ -100,7 +100,7 @@ namespace {
 std::vector<double> received_attention(const world& w, const float* q, const std::vector<float>& keys,
                                        std::size_t cached, std::size_t rows) {
   const auto H = static_cast<std::size_t>(w.lc.hidden);
-  const fastv_scorer attention{w.lc.heads, w.lc.head_dim()};
+  const fastv_scorer attention{w.lc.heads, w.lc.head_dim};
   std::vector<double> mass(cached + rows, 0.0);
   for (std::size_t r = 0; r < rows; ++r) {
     const std::size_t ctx = cached + r + 1;
@@ -276,7 +276,7 @@ TEST_SUITE("cpu") {
     // heavy hitters are not just the newest tokens: some survivors are older than the window
     CHECK(held_positions(cache, 3, 0).front() < prompt_len[0] + 6 - h2o_size(prompt_len[0] + 6, 0.5, 4));
     // the work and the bytes: the cost model's H2O schedule, summed over the two prompts
-    const cost::llama_config cc = cost_config_of(w);
+    const cost::llava_config cc = cost_config_of(w);
     const cost::h2o_schedule hs{0.5, 4, 1};
     const cost::request r0{3, 20, 4, 1}, r1{3, 10, 2, 1};
     auto expected = [&](cost::pass_kind pass, std::int64_t t) {
@@ -346,7 +346,7 @@ TEST_SUITE("cpu") {
       }
     }
     // rows computed per layer are FastV's: H2O changes what is held, not what is computed
-    const cost::llama_config cc = cost_config_of(w);
+    const cost::llava_config cc = cost_config_of(w);
     const cost::fastv_schedule f{3, 0.25};
     for (std::size_t i = 0; i < session_work.traces().size(); ++i) {
       const auto pass = i == 0 ? cost::pass_kind::prefill : cost::pass_kind::decode_kv_cache;
@@ -386,7 +386,7 @@ TEST_SUITE("cpu") {
     }
     const auto cands = cpu::candidate_rows(full.table(), K::image);
     std::vector<float> scores(cands.positions.size());
-    fastv_scorer{w.lc.heads, w.lc.head_dim()}.score(
+    fastv_scorer{w.lc.heads, w.lc.head_dim}.score(
         host, host_span<const float>(q.data() + (n - 1) * H, H),
         {make_host_span(full.indptr), make_host_span(std::as_const(k)), w.lc.hidden}, cands.view(), make_host_span(scores));
     const auto kept = cpu::topk({make_host_span(cands.indptr), make_host_span(std::as_const(scores))}, keep_count(5));

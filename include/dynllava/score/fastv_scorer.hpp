@@ -14,7 +14,6 @@
 #include <dynllava/core/execution.hpp>
 #include <dynllava/core/ragged.hpp>
 #include <dynllava/score/concepts.hpp>
-#include <dynllava/score/detail/layers.hpp>
 
 #include <algorithm>
 #include <cmath>
@@ -73,7 +72,7 @@ struct fastv_scorer {
       for (std::size_t h = 0; h < static_cast<std::size_t>(heads); ++h) {
         float mx = -INFINITY;
         for (std::size_t j = 0; j < n; ++j) {
-          logit[j] = detail::dot(q + h * hd, keys.row(first + j) + h * hd, hd) * scale;
+          logit[j] = dot(q + h * hd, keys.row(first + j) + h * hd, hd) * scale;
           mx = std::max(mx, logit[j]);
         }
         double sum = 0.0;
@@ -87,6 +86,15 @@ struct fastv_scorer {
         scores[static_cast<std::size_t>(c)] = static_cast<float>(prob[j] / heads);
       }
     }
+  }
+
+ private:
+  /// `a . b` over `n` floats, accumulated in double (one query row against one key row: a dot
+  /// product, not a GEMM; keeps this scorer in the host tier).
+  static float dot(const float* a, const float* b, std::size_t n) noexcept {
+    double acc = 0.0;
+    for (std::size_t i = 0; i < n; ++i) acc += static_cast<double>(a[i]) * b[i];
+    return static_cast<float>(acc);
   }
 };
 static_assert(attention_scorer<fastv_scorer, host_t>);

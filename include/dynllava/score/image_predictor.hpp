@@ -15,8 +15,11 @@
 #include <dynllava/core/execution.hpp>
 #include <dynllava/core/ragged.hpp>
 #include <dynllava/score/concepts.hpp>
-#include <dynllava/score/detail/layers.hpp>
-#include <dynllava/score/predictor_config.hpp>
+#include <dynllava/nn/activations.hpp>
+#include <dynllava/nn/attention.hpp>
+#include <dynllava/nn/layer_norm.hpp>
+#include <dynllava/nn/linear.hpp>
+#include <dynllava/core/predictor_config.hpp>
 #include <dynllava/score/predictor_weights.hpp>
 
 #include <cstddef>
@@ -78,21 +81,23 @@ class image_predictor {
     const auto d = static_cast<std::size_t>(config_.d_model);
     const float eps = config_.layer_norm_eps;
     std::vector<float> t(n * static_cast<std::size_t>(config_.hidden));
-    detail::layer_norm(x, n, w_.down_norm, eps, t.data());
-    std::vector<float> h = detail::linear(t, n, w_.down);
-    detail::gelu_inplace(h);
+    nn::layer_norm(x, n, w_.down_norm, eps, t.data());
+    std::vector<float> h = nn::linear(t, n, w_.down);
+    nn::gelu_inplace(h);
     std::vector<float> a(n * d), qkv(n * 3 * d), att(n * d), m(n * static_cast<std::size_t>(config_.ffn)),
         r(n * d);
     for (const auto& blk : w_.blocks) {
-      detail::layer_norm(h.data(), n, blk.norm1, eps, a.data());
-      detail::linear(a.data(), n, blk.qkv, qkv.data());
-      detail::attention(qkv.data(), n, d, static_cast<std::size_t>(config_.heads), att.data());
-      detail::linear(att.data(), n, blk.proj, r.data());
+      nn::layer_norm(h.data(), n, blk.norm1, eps, a.data());
+      nn::linear(a.data(), n, blk.qkv, qkv.data());
+      const nn::attention_options opt{config_.heads, config_.d_model / config_.heads, false};
+      nn::attention(opt, nn::no_cached_kv{}, {qkv.data(), 3 * d}, {qkv.data() + d, 3 * d},
+                    {qkv.data() + 2 * d, 3 * d}, n, att.data(), d);
+      nn::linear(att.data(), n, blk.proj, r.data());
       for (std::size_t i = 0; i < h.size(); ++i) h[i] += r[i];
-      detail::layer_norm(h.data(), n, blk.norm2, eps, a.data());
-      detail::linear(a.data(), n, blk.fc1, m.data());
-      detail::gelu_inplace(m);
-      detail::linear(m.data(), n, blk.fc2, r.data());
+      nn::layer_norm(h.data(), n, blk.norm2, eps, a.data());
+      nn::linear(a.data(), n, blk.fc1, m.data());
+      nn::gelu_inplace(m);
+      nn::linear(m.data(), n, blk.fc2, r.data());
       for (std::size_t i = 0; i < h.size(); ++i) h[i] += r[i];
     }
     // Local/global split: the global half is the sequence's mean, broadcast to every token.
@@ -106,11 +111,11 @@ class image_predictor {
         h[i * d + c] = static_cast<float>(mean[c - local] / static_cast<double>(n));
       }
     }
-    std::vector<float> z1 = detail::linear(h, n, w_.head[0]);
-    detail::gelu_inplace(z1);
-    std::vector<float> z2 = detail::linear(z1, n, w_.head[1]);
-    detail::gelu_inplace(z2);
-    detail::linear(z2.data(), n, w_.head[2], out);
+    std::vector<float> z1 = nn::linear(h, n, w_.head[0]);
+    nn::gelu_inplace(z1);
+    std::vector<float> z2 = nn::linear(z1, n, w_.head[1]);
+    nn::gelu_inplace(z2);
+    nn::linear(z2.data(), n, w_.head[2], out);
   }
 
   predictor_config config_;

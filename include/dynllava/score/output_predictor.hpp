@@ -10,8 +10,10 @@
 #include <dynllava/core/execution.hpp>
 #include <dynllava/core/ragged.hpp>
 #include <dynllava/score/concepts.hpp>
-#include <dynllava/score/detail/layers.hpp>
-#include <dynllava/score/predictor_config.hpp>
+#include <dynllava/nn/activations.hpp>
+#include <dynllava/nn/layer_norm.hpp>
+#include <dynllava/nn/linear.hpp>
+#include <dynllava/core/predictor_config.hpp>
 #include <dynllava/score/predictor_weights.hpp>
 
 #include <algorithm>
@@ -49,12 +51,12 @@ class output_predictor {
                      logits.size());
     if (n == 0) return;
     std::vector<float> t(hidden.values.size());
-    detail::layer_norm(hidden.values.data(), n, w_.norm, config_.layer_norm_eps, t.data());
+    nn::layer_norm(hidden.values.data(), n, w_.norm, config_.layer_norm_eps, t.data());
     for (std::size_t i = 0; i < 3; ++i) {
-      t = detail::linear(t, n, w_.head[i]);
-      detail::gelu_inplace(t);
+      t = nn::linear(t, n, w_.head[i]);
+      nn::gelu_inplace(t);
     }
-    detail::linear(t.data(), n, w_.head[3], logits.data());
+    nn::linear(t.data(), n, w_.head[3], logits.data());
   }
 
   /// @brief Ranking scores `logit0 - logit1` (the keep gate is `logit0 > logit1`, see gate.hpp).

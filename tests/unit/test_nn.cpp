@@ -1,0 +1,338 @@
+// SPDX-License-Identifier: Apache-2.0
+// The nn/ blocks against straightforward double-precision formulas, and llama_model's
+// cache-less overload.
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <dynllava/core/error.hpp>
+#include <dynllava/kvcache/contiguous_kv_cache.hpp>
+#include <dynllava/model/llama.hpp>
+#include <dynllava/model/llama_weights.hpp>
+#include <dynllava/io/load_llama.hpp>
+#include <dynllava/nn/activations.hpp>
+#include <dynllava/nn/attention.hpp>
+#include <dynllava/nn/blas.hpp>
+#include <dynllava/nn/layer_norm.hpp>
+#include <dynllava/nn/linear.hpp>
+#include <dynllava/nn/rms_norm.hpp>
+#include <dynllava/nn/rope.hpp>
+#include <dynllava/nn/tensor_table.hpp>
+#include <random>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "support/fixtures.hpp"
+
+using namespace dynllava;
+
+namespace {
+
+std::vector<float> random_values(std::size_t n, std::uint64_t seed) {
+  std::mt19937_64 g(seed);
+  std::normal_distribution<float> d(0.0f, 1.0f);
+  std::vector<float> v(n);
+  for (auto& x : v) x = d(g);
+  return v;
+}
+
+double max_abs_diff(const std::vector<float>& got, const std::vector<double>& ref) {
+  REQUIRE(got.size() == ref.size());
+  double e = 0.0;
+  for (std::size_t i = 0; i < got.size(); ++i) e = std::max(e, std::abs(got[i] - ref[i]));
+  return e;
+}
+
+/// Keys and values of `m` cached tokens, stored in reverse order so that the view is not
+/// contiguous (each token is its own segment), except tokens 1 and 2, which lie back to back.
+struct scattered_cache {
+  std::vector<float> k, v;
+  std::vector<std::size_t> slot;
+  std::size_t width;
+  scattered_cache(std::size_t m, std::size_t w, std::uint64_t seed)
+      : k(random_values(m * w, seed)), v(random_values(m * w, seed + 1)), slot(m), width(w) {
+    for (std::size_t i = 0; i < m; ++i) slot[i] = m - 1 - i;
+    if (m >= 4) {
+      slot[1] = 0;
+      slot[2] = 1;
+      slot[0] = m - 1;
+      for (std::size_t i = 3; i < m; ++i) slot[i] = m - 1 - (i - 2);
+    }
+  }
+  index_t size() const { return static_cast<index_t>(slot.size()); }
+  const float* key(index_t i) const { return k.data() + slot[static_cast<std::size_t>(i)] * width; }
+  const float* value(index_t i) const {
+    return v.data() + slot[static_cast<std::size_t>(i)] * width;
+  }
+};
+static_assert(nn::kv_view<scattered_cache>);
+
+/// Double-precision attention of `n` rows over `m` cached keys then the rows' own.
+template <class V>
+std::vector<double> reference_attention(const V& cached, const std::vector<float>& q,
+                                        const std::vector<float>& k, const std::vector<float>& v,
+                                        std::size_t n, std::size_t heads, std::size_t hd,
+                                        bool causal, std::vector<double>* mass) {
+  const std::size_t w = heads * hd, m = static_cast<std::size_t>(cached.size());
+  auto key = [&](std::size_t j) {
+    return j < m ? cached.key(static_cast<index_t>(j)) : k.data() + (j - m) * w;
+  };
+  auto val = [&](std::size_t j) {
+    return j < m ? cached.value(static_cast<index_t>(j)) : v.data() + (j - m) * w;
+  };
+  std::vector<double> out(n * w, 0.0);
+  if (mass) mass->assign(m + n, 0.0);
+  for (std::size_t r = 0; r < n; ++r) {
+    const std::size_t visible = causal ? m + r + 1 : m + n;
+    for (std::size_t h = 0; h < heads; ++h) {
+      std::vector<double> s(visible);
+      double mx = -INFINITY;
+      for (std::size_t j = 0; j < visible; ++j) {
+        double dot = 0.0;
+        for (std::size_t c = 0; c < hd; ++c)
+          dot += double(q[r * w + h * hd + c]) * key(j)[h * hd + c];
+        s[j] = dot / std::sqrt(double(hd));
+        mx = std::max(mx, s[j]);
+      }
+      double sum = 0.0;
+      for (auto& x : s) sum += (x = std::exp(x - mx));
+      for (std::size_t j = 0; j < visible; ++j) {
+        const double p = s[j] / sum;
+        if (mass) (*mass)[j] += p;
+        for (std::size_t c = 0; c < hd; ++c) out[r * w + h * hd + c] += p * val(j)[h * hd + c];
+      }
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
+TEST_SUITE("cpu") {
+  TEST_CASE("nn: linear with and without bias, one row and many") {
+    const std::size_t in = 37, out = 11;
+    nn::linear_weights w{random_values(in * out, 1), random_values(out, 2), 37, 11};
+    for (std::size_t rows : {1u, 3u, 70u}) {
+      const auto x = random_values(rows * in, 3 + rows);
+      for (bool bias : {true, false}) {
+        auto wb = w;
+        if (!bias) wb.bias.clear();
+        std::vector<double> ref(rows * out);
+        for (std::size_t r = 0; r < rows; ++r) {
+          for (std::size_t o = 0; o < out; ++o) {
+            double s = bias ? w.bias[o] : 0.0;
+            for (std::size_t i = 0; i < in; ++i) s += double(x[r * in + i]) * w.weight[o * in + i];
+            ref[r * out + o] = s;
+          }
+        }
+        std::vector<float> got(rows * out, NAN);  // NaN: never read, even without a bias
+        nn::linear(x.data(), rows, wb, got.data());
+        CHECK(max_abs_diff(got, ref) < 1e-5);
+        CHECK(max_abs_diff(nn::linear(x, rows, wb), ref) < 1e-5);
+      }
+    }
+    CHECK_THROWS_WITH_AS(nn::linear(std::vector<float>(5), 1, w),
+                         doctest::Contains("x must hold rows * in = 37 values, got 5"), error);
+  }
+
+  TEST_CASE("nn: RMSNorm and LayerNorm") {
+    const std::size_t rows = 4, d = 19;
+    const auto x = random_values(rows * d, 5);
+    const auto g = random_values(d, 6), b = random_values(d, 7);
+    std::vector<double> rms(rows * d), ln(rows * d);
+    for (std::size_t r = 0; r < rows; ++r) {
+      double ss = 0, mean = 0, var = 0;
+      for (std::size_t i = 0; i < d; ++i)
+        ss += double(x[r * d + i]) * x[r * d + i], mean += x[r * d + i];
+      const double dd = double(d);
+      mean /= dd;
+      for (std::size_t i = 0; i < d; ++i) var += (x[r * d + i] - mean) * (x[r * d + i] - mean);
+      var /= dd;
+      for (std::size_t i = 0; i < d; ++i) {
+        rms[r * d + i] = x[r * d + i] / std::sqrt(ss / dd + 1e-5) * g[i];
+        ln[r * d + i] = (x[r * d + i] - mean) / std::sqrt(var + 1e-5) * g[i] + b[i];
+      }
+    }
+    std::vector<float> got(rows * d);
+    nn::rms_norm(x.data(), rows, g, 1e-5f, got.data());
+    CHECK(max_abs_diff(got, rms) < 1e-5);
+    nn::layer_norm(x.data(), rows, nn::layer_norm_weights{g, b}, 1e-5f, got.data());
+    CHECK(max_abs_diff(got, ln) < 1e-5);
+  }
+
+  TEST_CASE("nn: GELU, quick GELU, SiLU, SwiGLU") {
+    for (float x : {-6.0f, -1.5f, -0.3f, 0.0f, 0.2f, 1.0f, 4.5f}) {
+      const double xd = x;
+      CHECK(nn::gelu(x) ==
+            doctest::Approx(0.5 * xd * (1.0 + std::erf(xd / std::sqrt(2.0)))).epsilon(1e-6));
+      CHECK(nn::quick_gelu(x) == doctest::Approx(xd / (1.0 + std::exp(-1.702 * xd))).epsilon(1e-6));
+      CHECK(nn::silu(x) == doctest::Approx(xd / (1.0 + std::exp(-xd))).epsilon(1e-6));
+    }
+    std::vector<float> gate{-2.0f, 0.5f, 3.0f}, up{1.5f, -2.0f, 0.25f};
+    nn::swiglu_inplace(gate.data(), up.data(), gate.size());
+    CHECK(gate[0] == doctest::Approx(-2.0 / (1.0 + std::exp(2.0)) * 1.5).epsilon(1e-6));
+    CHECK(gate[1] == doctest::Approx(0.5 / (1.0 + std::exp(-0.5)) * -2.0).epsilon(1e-6));
+    CHECK(gate[2] == doctest::Approx(3.0 / (1.0 + std::exp(-3.0)) * 0.25).epsilon(1e-6));
+    std::vector<float> q{-1.0f, 2.0f};
+    nn::quick_gelu_inplace(q.data(), q.size());
+    CHECK(q[1] == doctest::Approx(2.0 / (1.0 + std::exp(-3.404))).epsilon(1e-6));
+  }
+
+  TEST_CASE("nn: RoPE from the table and past its end equals the rotate-half formula") {
+    const std::size_t heads = 3, hd = 8;
+    const nn::rope_table rope(static_cast<index_t>(hd), 10000.0, 16);
+    CHECK(rope.positions() == 16);
+    for (index_t pos : {0, 5, 15, 16, 300}) {  // 16 and 300: computed, not in the table
+      auto x = random_values(heads * hd, 9 + static_cast<std::uint64_t>(pos));
+      std::vector<double> ref(x.size());
+      for (std::size_t h = 0; h < heads; ++h) {
+        for (std::size_t i = 0; i < hd / 2; ++i) {
+          const double a = std::pow(10000.0, -2.0 * double(i) / double(hd)) * pos;
+          const double x0 = x[h * hd + i], x1 = x[h * hd + i + hd / 2];
+          ref[h * hd + i] = x0 * std::cos(a) - x1 * std::sin(a);
+          ref[h * hd + i + hd / 2] = x1 * std::cos(a) + x0 * std::sin(a);
+        }
+      }
+      rope.apply(x.data(), heads, pos);
+      CHECK(max_abs_diff(x, ref) < 1e-5);
+    }
+    CHECK_THROWS_WITH_AS(nn::rope_table(7, 10000.0, 4),
+                         doctest::Contains("head_dim must be even and > 0, got 7"), error);
+    std::vector<float> row(hd);
+    CHECK_THROWS_WITH_AS(rope.apply(row.data(), 1, -1),
+                         doctest::Contains("position must be >= 0, got -1"), error);
+  }
+
+  TEST_CASE("nn: attention, causal over a scattered cache and non-causal, one block and several") {
+    const std::size_t heads = 2, hd = 4, w = heads * hd;
+    struct shape {
+      std::size_t m, n;
+      bool causal;
+    };
+    for (const shape s : {shape{5, 4, true}, shape{0, 6, false}, shape{0, 140, true},
+                          shape{7, 1, true}, shape{4, 130, false}}) {
+      CAPTURE(s.m);
+      CAPTURE(s.n);
+      CAPTURE(s.causal);
+      const scattered_cache cache(s.m, w, 20 + s.m);
+      // q, k, v packed in one [n, 3w] buffer, as in the image predictor
+      const auto qkv = random_values(s.n * 3 * w, 30 + s.n);
+      std::vector<float> q(s.n * w), k(s.n * w), v(s.n * w);
+      for (std::size_t r = 0; r < s.n; ++r) {
+        std::copy_n(qkv.begin() + r * 3 * w, w, q.begin() + r * w);
+        std::copy_n(qkv.begin() + r * 3 * w + w, w, k.begin() + r * w);
+        std::copy_n(qkv.begin() + r * 3 * w + 2 * w, w, v.begin() + r * w);
+      }
+      std::vector<double> ref_mass;
+      const auto ref = reference_attention(cache, q, k, v, s.n, heads, hd, s.causal, &ref_mass);
+      std::vector<float> out(s.n * w, NAN), mass(s.m + s.n, 0.0f);
+      nn::attention({static_cast<index_t>(heads), static_cast<index_t>(hd), s.causal}, cache,
+                    {qkv.data(), 3 * w}, {qkv.data() + w, 3 * w}, {qkv.data() + 2 * w, 3 * w}, s.n,
+                    out.data(), w, mass.data());
+      CHECK(max_abs_diff(out, ref) < 1e-5);
+      CHECK(max_abs_diff(mass, ref_mass) < 1e-4);
+    }
+  }
+
+  TEST_CASE("nn: BLAS threads and tensor tables") {
+    CHECK_THROWS_WITH_AS(nn::set_blas_threads(0), doctest::Contains("threads must be >= 1, got 0"),
+                         error);
+    nn::set_blas_threads(1);
+    CHECK(nn::blas_threads() == 1);
+    const llama_config c{16, 2, 2, 24, 10};
+    CHECK(c.head_dim == 8);
+    // the table gives names and shapes once; random init is deterministic in its order
+    std::vector<std::string> names;
+    llama_weights shaped;
+    visit_tensors(shaped, c, [&](const nn::tensor_spec& s, std::vector<float>&) {
+      names.push_back(s.name + " " + s.shape_string());
+    });
+    CHECK(names.size() == 1 + 2 * 9 + 2);
+    CHECK(names.front() == "model.embed_tokens.weight [10, 16]");
+    CHECK(names[3] == "model.layers.0.self_attn.k_proj.weight [16, 16]");
+    CHECK(names[8] == "model.layers.0.mlp.up_proj.weight [24, 16]");
+    CHECK(names.back() == "lm_head.weight [10, 16]");
+    CHECK(shaped.layers.size() == 2);
+    CHECK(shaped.layers[1].w_down.in == 24);
+    const auto a = random_llama_weights(c, 3), b = random_llama_weights(c, 3);
+    CHECK(a.layers[1].w_up.weight == b.layers[1].w_up.weight);
+    CHECK(a.embed == b.embed);
+    auto bad = a;
+    bad.layers.pop_back();
+    CHECK_THROWS_WITH_AS(validate(bad, c),
+                         doctest::Contains("llama weights: layers: expected 2 entries, got 1"),
+                         error);
+    bad = a;
+    bad.final_norm.push_back(1.0f);
+    CHECK_THROWS_WITH_AS(
+        validate(bad, c),
+        doctest::Contains("model.norm.weight must be [16] (16 values), got 17 values"), error);
+  }
+
+  TEST_CASE("llama_model: layer without a cache takes nullptr and equals an empty cache") {
+    const llama_config c{16, 2, 2, 24, 10};
+    const llama_model model(c, random_llama_weights(c, 4));
+    const std::vector<index_t> indptr{0, 3, 5};
+    const std::vector<index_t> pos{0, 1, 2, 0, 1};
+    const auto h0 = random_values(5 * 16, 8);
+    auto h1 = h0, h2 = h0;
+    std::vector<float> k1(h0.size()), v1(h0.size()), k2(h0.size()), v2(h0.size());
+    model.layer(1, {make_host_span(indptr), make_host_span(h1), 16}, make_host_span(pos), nullptr,
+                make_host_span(k1), make_host_span(v1));
+    contiguous_kv_cache empty({2, 2, 16, 8});
+    model.layer(1, {make_host_span(indptr), make_host_span(h2), 16}, make_host_span(pos), &empty,
+                make_host_span(k2), make_host_span(v2));
+    CHECK(h1 == h2);
+    CHECK(k1 == k2);
+    CHECK(v1 == v2);
+    CHECK(h1 != h0);
+    llama_config odd = c;
+    odd.head_dim = 4;  // 2 heads of 4 != hidden 16
+    CHECK_THROWS_WITH_AS(llama_model(odd, random_llama_weights(c, 4)),
+                         doctest::Contains("heads (2) * head_dim (4) must equal hidden (16)"),
+                         error);
+  }
+
+  TEST_CASE("llama weights: a safetensors checkpoint written from the table loads back") {
+    const llama_config c{8, 2, 2, 12, 5};
+    const llama_weights w = random_llama_weights(c, 5);
+    // header and data from the table itself, under a prefix, plus an unrelated tensor
+    std::string header = "{", data;
+    visit_tensors(w, c, [&](const nn::tensor_spec& s, const std::vector<float>& v) {
+      header += "\"lm." + s.name + "\":{\"dtype\":\"F32\",\"shape\":[";
+      for (std::size_t i = 0; i < s.shape.size(); ++i)
+        header += (i ? "," : "") + std::to_string(s.shape[i]);
+      header += "],\"data_offsets\":[" + std::to_string(data.size()) + "," +
+                std::to_string(data.size() + 4 * v.size()) + "]},";
+      data.append(reinterpret_cast<const char*>(v.data()), 4 * v.size());
+    });
+    header += "\"vision.x\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[" +
+              std::to_string(data.size()) + "," + std::to_string(data.size() + 4) + "]}}";
+    data.append(4, '\0');
+    std::string bytes(8, '\0');
+    for (std::size_t i = 0; i < 8; ++i)
+      bytes[i] = static_cast<char>((header.size() >> (8 * i)) & 0xff);
+    test::temp_dir dir("llama-load");
+    test::write_file(dir.path / "m.safetensors", bytes + header + data);
+    const io::checkpoint ckpt(dir.path / "m.safetensors");
+    const llama_weights got = load_llama_weights(ckpt, c, "lm.");
+    CHECK(got.embed == w.embed);
+    CHECK(got.layers[1].w_down.weight == w.layers[1].w_down.weight);
+    CHECK(got.layers[1].w_down.in == 12);
+    CHECK(got.lm_head.weight == w.lm_head.weight);
+    CHECK(got.final_norm == w.final_norm);
+    llama_config three = c;
+    three.layers = 3;
+    CHECK_THROWS_WITH_AS(
+        load_llama_weights(ckpt, three, "lm."),
+        doctest::Contains("missing tensor lm.model.layers.2.input_layernorm.weight"), error);
+    llama_config wide = c;
+    wide.intermediate = 16;
+    CHECK_THROWS_WITH_AS(
+        load_llama_weights(ckpt, wide, "lm."),
+        doctest::Contains(
+            "lm.model.layers.0.mlp.gate_proj.weight has shape [12, 8], expected [16, 8]"),
+        error);
+  }
+}
