@@ -5,14 +5,13 @@
 /// previous `cpu::topk`), and `std::partial_sort` of (score, position) pairs.
 ///
 /// Shapes: batch x n candidates, keep ratio 0.2 (LLaVA: n = 576 image tokens -> 115).
-#include <dynllava/core/budget.hpp>
-#include <dynllava/core/ranking_key.hpp>
-#include <dynllava/select/topk.hpp>
-
 #include <benchmark/benchmark.h>
 
 #include <algorithm>
 #include <cstdint>
+#include <dynllava/core/budget.hpp>
+#include <dynllava/core/ranking_key.hpp>
+#include <dynllava/select/topk.hpp>
 #include <functional>
 #include <numeric>
 #include <random>
@@ -47,7 +46,8 @@ void bm_dynllava_cpu_topk(benchmark::State& state) {
   const host_ragged<const float> scores{make_host_span(d.indptr), make_host_span(d.scores)};
   for (auto _ : state) {
     benchmark::DoNotOptimize(cpu::topk(scores, topk_budget<host_space>::keep_ratio(0.2),
-                                       make_host_span(out_indptr), make_host_span(out_pos), {}, ws));
+                                       make_host_span(out_indptr), make_host_span(out_pos), {},
+                                       ws));
     benchmark::ClobberMemory();
   }
   state.SetItemsProcessed(state.iterations() * batch * n);

@@ -7,8 +7,6 @@
 /// 40 text rows, hidden 4096 (7B) or 5120 (13B), fp16; the kept context is 35 + 115 + 40 rows.
 /// Timed with CUDA events, L2 flushed before every iteration. Without a device every case
 /// reports "no CUDA device" and nothing is timed.
-#include <dynllava/context/cuda/device_gather.cuh>
-
 #include <benchmark/benchmark.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime_api.h>
@@ -16,6 +14,7 @@
 #include <algorithm>
 #include <cstddef>
 #include <cstdio>
+#include <dynllava/context/cuda/device_gather.cuh>
 #include <numeric>
 #include <random>
 #include <vector>
@@ -137,7 +136,8 @@ void bm_dynllava_cuda_gather(benchmark::State& state) {
   }
   (void)cudaMemcpy(d_rows.ptr, rows.data(), rows.size() * sizeof(index_t), cudaMemcpyHostToDevice);
   cuda_timing timing;
-  const dynllava::device_span<const __half> src_view(static_cast<const __half*>(src.ptr), src_elems);
+  const dynllava::device_span<const __half> src_view(static_cast<const __half*>(src.ptr),
+                                                     src_elems);
   const dynllava::device_span<const index_t> rows_view(static_cast<const index_t*>(d_rows.ptr),
                                                        rows.size());
   const dynllava::device_span<__half> dst_view(static_cast<__half*>(dst.ptr), dst_elems);

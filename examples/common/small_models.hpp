@@ -4,14 +4,13 @@
 /// predictor whose gate keeps about half of the tokens of a given decoder, greedy sampling.
 #pragma once
 
+#include <algorithm>
+#include <cstdint>
+#include <dynllava/core/predictor_config.hpp>
 #include <dynllava/kvcache/paged_kv_cache.hpp>
 #include <dynllava/model/llama.hpp>
 #include <dynllava/score/output_predictor.hpp>
-#include <dynllava/core/predictor_config.hpp>
 #include <dynllava/score/random_weights.hpp>
-
-#include <algorithm>
-#include <cstdint>
 #include <vector>
 
 namespace dynllava::examples {
@@ -33,8 +32,9 @@ inline predictor_config small_predictor_config(index_t H) {
 /// centred on `model`'s hidden states entering layer `sparse_layer`: every vocabulary token is
 /// run alone at position 5 through layers `0 .. sparse_layer-1`, and the median margin is
 /// subtracted from the keep logit's bias, so the gate keeps some tokens and drops others.
-inline output_predictor centred_output_predictor(const predictor_config& pc, const llama_model& model,
-                                                 std::uint64_t seed, index_t sparse_layer = 2) {
+inline output_predictor centred_output_predictor(const predictor_config& pc,
+                                                 const llama_model& model, std::uint64_t seed,
+                                                 index_t sparse_layer = 2) {
   auto wts = random_output_predictor_weights(pc, seed);
   const auto n = static_cast<std::size_t>(model.vocab());
   const auto H = static_cast<std::size_t>(model.hidden());
@@ -49,10 +49,13 @@ inline output_predictor centred_output_predictor(const predictor_config& pc, con
     model.layer(l, {make_host_span(std::as_const(indptr)), make_host_span(h), model.hidden()},
                 make_host_span(std::as_const(pos)), none, make_host_span(k), make_host_span(v));
   }
-  output_predictor(pc, wts).logits(host, {make_host_span(std::as_const(indptr)), make_host_span(std::as_const(h)), model.hidden()},
-                                   make_host_span(logits));
+  output_predictor(pc, wts).logits(
+      host,
+      {make_host_span(std::as_const(indptr)), make_host_span(std::as_const(h)), model.hidden()},
+      make_host_span(logits));
   for (std::size_t i = 0; i < n; ++i) margin[i] = logits[2 * i] - logits[2 * i + 1];
-  std::nth_element(margin.begin(), margin.begin() + static_cast<std::ptrdiff_t>(n / 2), margin.end());
+  std::nth_element(margin.begin(), margin.begin() + static_cast<std::ptrdiff_t>(n / 2),
+                   margin.end());
   wts.head.back().bias[0] -= margin[n / 2];
   return output_predictor(pc, std::move(wts));
 }

@@ -12,16 +12,15 @@
 /// and checks itself against dynllava's own driver (`kv_session`): same logits, bit for bit.
 ///
 /// Usage: dynllava_engine_hooks [STEPS]
-#include <dynllava/nn.hpp>
-
-#include "../common/small_models.hpp"
-
 #include <fmt/format.h>
 
 #include <algorithm>
 #include <cstdint>
+#include <dynllava/nn.hpp>
 #include <string>
 #include <vector>
+
+#include "../common/small_models.hpp"
 
 namespace engine_hooks {
 
@@ -51,7 +50,8 @@ struct engine {
   }
 
   /// Logits of each sequence's last row.
-  std::vector<float> last_logits(const std::vector<index_t>& indptr, const std::vector<float>& rows) const {
+  std::vector<float> last_logits(const std::vector<index_t>& indptr,
+                                 const std::vector<float>& rows) const {
     const auto H = static_cast<std::size_t>(model.hidden());
     std::vector<float> last, out;
     for (std::size_t b = 0; b + 1 < indptr.size(); ++b) {
@@ -59,7 +59,8 @@ struct engine {
       last.insert(last.end(), rows.begin() + static_cast<std::ptrdiff_t>(r * H),
                   rows.begin() + static_cast<std::ptrdiff_t>((r + 1) * H));
     }
-    out.resize(indptr.size() - 1 == 0 ? 0 : (indptr.size() - 1) * static_cast<std::size_t>(model.vocab()));
+    out.resize(
+        indptr.size() - 1 == 0 ? 0 : (indptr.size() - 1) * static_cast<std::size_t>(model.vocab()));
     model.logits(make_host_span(std::as_const(last)), make_host_span(out));
     return out;
   }
@@ -78,12 +79,14 @@ struct engine {
     }
     // example-begin engine-hooks-prefill
     // at the sparse layer: which image tokens stay, and the context that layers >= l run on
-    const auto ctx = cpu::prune_prefill(image, make_host_span(std::as_const(rows)), segments,
-                                        image_keep, image_kept,
-                                        {.position_offsets = make_host_span(std::as_const(next_position))});
+    const auto ctx = cpu::prune_prefill(
+        image, make_host_span(std::as_const(rows)), segments, image_keep, image_kept,
+        {.position_offsets = make_host_span(std::as_const(next_position))});
     std::vector<float> kept(ctx.rows.size() * static_cast<std::size_t>(H));
-    cpu::gather_rows(make_host_span(std::as_const(rows)), H, make_host_span(ctx.rows), make_host_span(kept));
-    for (index_t l = sparse_layer; l < model.layers(); ++l) {  // original positions, never renumbered
+    cpu::gather_rows(make_host_span(std::as_const(rows)), H, make_host_span(ctx.rows),
+                     make_host_span(kept));
+    for (index_t l = sparse_layer; l < model.layers();
+         ++l) {  // original positions, never renumbered
       layer(l, ctx.indptr, kept, ctx.positions, std::vector<std::uint8_t>(ctx.rows.size(), 1));
     }
     // example-end
@@ -92,7 +95,8 @@ struct engine {
   }
 
   /// One step: `tokens[b]` is sequence `b`'s newest token; `keep` receives the gate's decisions.
-  std::vector<float> decode(const std::vector<std::int32_t>& tokens, std::vector<std::uint8_t>& keep) {
+  std::vector<float> decode(const std::vector<std::int32_t>& tokens,
+                            std::vector<std::uint8_t>& keep) {
     const index_t H = model.hidden();
     const std::size_t n = tokens.size();
     std::vector<float> rows(n * static_cast<std::size_t>(H));
@@ -107,8 +111,9 @@ struct engine {
     // example-begin engine-hooks-decode
     // at the sparse layer: does each new token's K/V enter the layers >= l?
     keep.assign(n, 0);
-    cpu::gate_new_tokens(output, {make_host_span(std::as_const(indptr)), make_host_span(std::as_const(rows)), H},
-                         make_host_span(keep));
+    cpu::gate_new_tokens(
+        output, {make_host_span(std::as_const(indptr)), make_host_span(std::as_const(rows)), H},
+        make_host_span(keep));
     // it attends to the cache and itself either way; gated_append caches it only if kept
     for (index_t l = sparse_layer; l < model.layers(); ++l) layer(l, indptr, rows, positions, keep);
     // example-end
@@ -124,9 +129,10 @@ struct world {
   image_predictor image{pc, random_image_predictor_weights(pc, 12)};
   output_predictor output{examples::centred_output_predictor(pc, model, 13)};
   std::vector<index_t> seg_indptr{0, 3, 6};
-  std::vector<segment> segs{{segment_kind::system, 0, 3, 0},      {segment_kind::image, 3, 20, 0},
-                            {segment_kind::instruction, 23, 4, 0}, {segment_kind::system, 0, 3, 0},
-                            {segment_kind::image, 3, 10, 0},      {segment_kind::instruction, 13, 2, 0}};
+  std::vector<segment> segs{
+      {segment_kind::system, 0, 3, 0},       {segment_kind::image, 3, 20, 0},
+      {segment_kind::instruction, 23, 4, 0}, {segment_kind::system, 0, 3, 0},
+      {segment_kind::image, 3, 10, 0},       {segment_kind::instruction, 13, 2, 0}};
   std::vector<float> rows;  // [27 + 15, H]: embedded text, random "vision" rows
 
   world() {
@@ -139,29 +145,34 @@ struct world {
                   e.begin() + static_cast<std::ptrdiff_t>((first + n) * H));
     };
     auto vision = [&](std::size_t n, float scale) {
-      for (std::size_t i = 0; i < n * H; ++i) rows.push_back(scale * static_cast<float>((i * 7919) % 23) / 23.0f - 0.5f);
+      for (std::size_t i = 0; i < n * H; ++i)
+        rows.push_back(scale * static_cast<float>((i * 7919) % 23) / 23.0f - 0.5f);
     };
     text(0, 3), vision(20, 1.0f), text(3, 4), text(0, 3), vision(10, 0.7f), text(5, 2);
   }
-  segment_table<host_space> table() const { return {make_host_span(seg_indptr), make_host_span(segs)}; }
+  segment_table<host_space> table() const {
+    return {make_host_span(seg_indptr), make_host_span(segs)};
+  }
 };
-
 
 }  // namespace engine_hooks
 
 #if defined(DYNLLAVA_ENGINE_HOOKS_AS_TEST)
 #include <doctest/doctest.h>
 TEST_SUITE("cpu") {
-  TEST_CASE("engine hooks: an engine's own loop with the hooks equals dynllava's driver bit for bit") {
+  TEST_CASE(
+      "engine hooks: an engine's own loop with the hooks equals dynllava's driver bit for bit") {
     using namespace dynllava;
     const engine_hooks::world w;
-    paged_kv_cache mine({w.config.layers, 2, w.config.hidden, 4, 200}), theirs({w.config.layers, 2, w.config.hidden, 4, 200});
+    paged_kv_cache mine({w.config.layers, 2, w.config.hidden, 4, 200}),
+        theirs({w.config.layers, 2, w.config.hidden, 4, 200});
     engine_hooks::engine e{w.model, w.image, w.output, mine};
     kv_session driver(w.model, theirs, online_gate_policy{2}, &w.image, &w.output, {});
     const std::vector<index_t> row_indptr{0, 27, 42};
     host_selection kept;
     auto a = e.prefill(w.rows, w.table(), &kept);
-    auto b = driver.prefill({make_host_span(row_indptr), make_host_span(w.rows), w.config.hidden}, w.table());
+    auto b = driver.prefill({make_host_span(row_indptr), make_host_span(w.rows), w.config.hidden},
+                            w.table());
     CHECK(a == b);
     CHECK(kept.positions == driver.image_kept().positions);
     std::vector<std::uint8_t> keep, all_keeps;
@@ -176,7 +187,8 @@ TEST_SUITE("cpu") {
     for (index_t l = 0; l < w.config.layers; ++l) {
       for (std::size_t s = 0; s < 2; ++s) {
         REQUIRE(mine.length(l, s) == theirs.length(l, s));
-        for (index_t i = 0; i < mine.length(l, s); ++i) CHECK(mine.position(l, s, i) == theirs.position(l, s, i));
+        for (index_t i = 0; i < mine.length(l, s); ++i)
+          CHECK(mine.position(l, s, i) == theirs.position(l, s, i));
       }
     }
   }
@@ -191,7 +203,8 @@ int main(int argc, char** argv) try {
   host_selection kept;
   auto logits = e.prefill(w.rows, w.table(), &kept);
   for (std::size_t b = 0; b < 2; ++b) {
-    fmt::print("sequence {}: image tokens kept {} of {}\n", b, kept.indptr[b + 1] - kept.indptr[b], b == 0 ? 20 : 10);
+    fmt::print("sequence {}: image tokens kept {} of {}\n", b, kept.indptr[b + 1] - kept.indptr[b],
+               b == 0 ? 20 : 10);
   }
   std::vector<std::uint8_t> keep;
   for (int step = 0; step < steps; ++step) {

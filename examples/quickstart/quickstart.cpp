@@ -2,9 +2,8 @@
 /// @file quickstart.cpp
 /// @brief The README's example: budgeted top-k over a ragged batch. Built as a program and, with
 /// DYNLLAVA_QUICKSTART_AS_TEST, as a unit test that checks what the README promises.
-#include <dynllava/dynllava.hpp>
-
 #include <cmath>
+#include <dynllava/dynllava.hpp>
 #include <vector>
 
 namespace quickstart {
@@ -14,8 +13,8 @@ inline dynllava::host_selection run() {
   using namespace dynllava;
   // Two sequences with 6 and 4 candidate image tokens, scored by a predictor (logit0 - logit1).
   std::vector<index_t> indptr = {0, 6, 10};
-  std::vector<float> scores = {0.1f, 2.0f, -1.0f, 2.0f, 0.5f, NAN,  // sequence 0
-                               3.0f, 3.0f, 1.0f, -INFINITY};        // sequence 1
+  std::vector<float> scores = {0.1f, 2.0f, -1.0f, 2.0f,     0.5f, NAN,  // sequence 0
+                               3.0f, 3.0f, 1.0f,  -INFINITY};           // sequence 1
   host_ragged<const float> batch{make_host_span(indptr), make_host_span(scores)};
 
   // Keep floor(n * 0.5) tokens of each sequence: 3 and 2.

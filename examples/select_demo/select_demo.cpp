@@ -8,19 +8,18 @@
 /// the learned predictors (which are a later component); everything else is the library's.
 ///
 /// Usage: dynllava_select_demo [--seed N] [--keep-ratio R] [--hidden H] (see --help)
-#include <dynllava/dynllava.hpp>
-
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
+#include <dynllava/dynllava.hpp>
 #include <exception>
-#include <string>
-#include <type_traits>
 #include <random>
+#include <string>
 #include <string_view>
+#include <type_traits>
 #include <vector>
 
 using namespace dynllava;
@@ -173,7 +172,8 @@ int main(int argc, char** argv) try {
   for (std::size_t b = 0; b < table.batch(); ++b) {
     // Original positions of the first kept image tokens (image rows start at 35).
     std::vector<index_t> image_positions;
-    for (index_t i = img_kept.indptr[b]; i < img_kept.indptr[b + 1] && image_positions.size() < 10; ++i) {
+    for (index_t i = img_kept.indptr[b]; i < img_kept.indptr[b + 1] && image_positions.size() < 10;
+         ++i) {
       image_positions.push_back(img.positions[static_cast<std::size_t>(
           img.indptr[b] + img_kept.positions[static_cast<std::size_t>(i)])]);
     }

@@ -5,18 +5,15 @@
 /// (include `dynllava/nn.hpp` or `dynllava/io.hpp` too for those, and link their targets).
 #pragma once
 
-#include <dynllava/dynllava.hpp>
-
+#include <dynllava/context/cuda/device_gather.cuh>
+#include <dynllava/context/cuda/kernel_gather.cuh>
 #include <dynllava/core/cuda/block_reduce.cuh>
 #include <dynllava/core/cuda/device_buffer.cuh>
 #include <dynllava/core/cuda/error.cuh>
 #include <dynllava/core/cuda/execution.cuh>
 #include <dynllava/core/cuda/kernel_validate.cuh>
 #include <dynllava/core/cuda/stream_workspace.cuh>
-
-#include <dynllava/context/cuda/device_gather.cuh>
-#include <dynllava/context/cuda/kernel_gather.cuh>
-
+#include <dynllava/dynllava.hpp>
 #include <dynllava/train/cuda/device_attention_mask.cuh>
 #include <dynllava/train/cuda/device_budget_loss.cuh>
 #include <dynllava/train/cuda/device_gumbel.cuh>

@@ -6,8 +6,7 @@
 /// Needs nlohmann-json on top of BLAS; no CUDA.
 #pragma once
 
-#include <dynllava/nn.hpp>
-
 #include <dynllava/io/load_llama.hpp>
 #include <dynllava/io/load_predictors.hpp>
 #include <dynllava/io/safetensors.hpp>
+#include <dynllava/nn.hpp>

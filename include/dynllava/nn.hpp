@@ -7,7 +7,8 @@
 #pragma once
 
 #include <dynllava/dynllava.hpp>
-
+#include <dynllava/model/llama.hpp>
+#include <dynllava/model/llama_weights.hpp>
 #include <dynllava/nn/activations.hpp>
 #include <dynllava/nn/attention.hpp>
 #include <dynllava/nn/blas.hpp>
@@ -16,11 +17,7 @@
 #include <dynllava/nn/rms_norm.hpp>
 #include <dynllava/nn/rope.hpp>
 #include <dynllava/nn/tensor_table.hpp>
-
 #include <dynllava/score/image_predictor.hpp>
 #include <dynllava/score/output_predictor.hpp>
 #include <dynllava/score/predictor_weights.hpp>
 #include <dynllava/score/random_weights.hpp>
-
-#include <dynllava/model/llama.hpp>
-#include <dynllava/model/llama_weights.hpp>

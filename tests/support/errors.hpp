@@ -4,7 +4,6 @@
 #pragma once
 
 #include <dynllava/core/error.hpp>
-
 #include <string>
 
 namespace dynllava::test {

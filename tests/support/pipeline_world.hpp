@@ -5,20 +5,19 @@
 /// `[system 3 | image 20 | instruction 4]` and `[system 3 | image 10 | instruction 2]`.
 #pragma once
 
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <cmath>
 #include <dynllava/cost/llava_config.hpp>
 #include <dynllava/kvcache/paged_kv_cache.hpp>
 #include <dynllava/model/llama.hpp>
 #include <dynllava/nn.hpp>
 #include <dynllava/score/random_weights.hpp>
-
-#include "../../examples/common/small_models.hpp"
-
-#include <doctest/doctest.h>
-
-#include <algorithm>
-#include <cmath>
 #include <random>
 #include <vector>
+
+#include "../../examples/common/small_models.hpp"
 
 namespace dynllava::test {
 
@@ -35,13 +34,15 @@ struct world {
   std::vector<std::vector<segment>> prompt_segs;
 
   world()
-      : pc(examples::small_predictor_config(32)), model(lc, random_llama_weights(lc, 1)),
+      : pc(examples::small_predictor_config(32)),
+        model(lc, random_llama_weights(lc, 1)),
         image(pc, random_image_predictor_weights(pc, 2)),
         output(examples::centred_output_predictor(pc, model, 3)) {
     std::mt19937 g(4);
     std::normal_distribution<float> normal;
     for (auto [n_img, n_ins] : {std::pair<index_t, index_t>{20, 4}, {10, 2}}) {
-      std::vector<segment> s{{K::system, 0, 3, 0}, {K::image, 3, n_img, 0}, {K::instruction, 3 + n_img, n_ins, 0}};
+      std::vector<segment> s{
+          {K::system, 0, 3, 0}, {K::image, 3, n_img, 0}, {K::instruction, 3 + n_img, n_ins, 0}};
       std::vector<std::int32_t> text;
       std::vector<float> rows;
       const auto H = static_cast<std::size_t>(lc.hidden);
@@ -65,8 +66,12 @@ struct world {
     std::vector<float> rows;
     std::vector<index_t> indptr{0}, seg_indptr{0};
     std::vector<segment> segs;
-    host_ragged_rows<const float> view(index_t H) const { return {make_host_span(indptr), make_host_span(rows), H}; }
-    segment_table<host_space> table() const { return {make_host_span(seg_indptr), make_host_span(segs)}; }
+    host_ragged_rows<const float> view(index_t H) const {
+      return {make_host_span(indptr), make_host_span(rows), H};
+    }
+    segment_table<host_space> table() const {
+      return {make_host_span(seg_indptr), make_host_span(segs)};
+    }
   };
   batch_input input(const std::vector<std::size_t>& which,
                     const std::vector<std::vector<std::int32_t>>& outputs = {}) const {
@@ -101,7 +106,6 @@ inline paged_kv_cache make_cache(const world& w, std::size_t batch) {
   return paged_kv_cache({w.lc.layers, batch, w.lc.hidden, 4, 400});
 }
 
-
 /// The cost model's description of the test world (its KV cache stores fp32).
 inline cost::llava_config cost_config_of(const world& w) {
   cost::llava_config cc;
@@ -120,7 +124,8 @@ inline cost::llava_config cost_config_of(const world& w) {
 inline double max_abs_diff(const std::vector<float>& a, const std::vector<float>& b) {
   REQUIRE(a.size() == b.size());
   double d = 0;
-  for (std::size_t i = 0; i < a.size(); ++i) d = std::max(d, std::abs(static_cast<double>(a[i]) - b[i]));
+  for (std::size_t i = 0; i < a.size(); ++i)
+    d = std::max(d, std::abs(static_cast<double>(a[i]) - b[i]));
   return d;
 }
 

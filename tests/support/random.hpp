@@ -3,10 +3,9 @@
 /// @brief Seeded generators of ragged batches and adversarial scores for property tests.
 #pragma once
 
-#include <dynllava/core/config.hpp>
-
 #include <cmath>
 #include <cstdint>
+#include <dynllava/core/config.hpp>
 #include <limits>
 #include <random>
 #include <vector>
@@ -49,21 +48,47 @@ inline std::vector<float> random_scores(rng& g, std::size_t n, score_mix mix) {
   const float inf = std::numeric_limits<float>::infinity();
   for (auto& s : out) {
     switch (mix) {
-      case score_mix::distinct: s = normal(g); break;
-      case score_mix::heavy_ties: s = static_cast<float>(pick(g) % 4) - 1.5f; break;
+      case score_mix::distinct:
+        s = normal(g);
+        break;
+      case score_mix::heavy_ties:
+        s = static_cast<float>(pick(g) % 4) - 1.5f;
+        break;
       case score_mix::adversarial:
         switch (pick(g)) {
-          case 0: s = nan; break;
-          case 1: s = -nan; break;
-          case 2: s = inf; break;
-          case 3: s = -inf; break;
-          case 4: s = 0.0f; break;
-          case 5: s = -0.0f; break;
-          case 6: s = std::numeric_limits<float>::denorm_min(); break;
-          case 7: s = 1.0f; break;
-          case 8: s = std::nextafter(1.0f, 2.0f); break;
-          case 9: s = -std::numeric_limits<float>::max(); break;
-          default: s = normal(g); break;
+          case 0:
+            s = nan;
+            break;
+          case 1:
+            s = -nan;
+            break;
+          case 2:
+            s = inf;
+            break;
+          case 3:
+            s = -inf;
+            break;
+          case 4:
+            s = 0.0f;
+            break;
+          case 5:
+            s = -0.0f;
+            break;
+          case 6:
+            s = std::numeric_limits<float>::denorm_min();
+            break;
+          case 7:
+            s = 1.0f;
+            break;
+          case 8:
+            s = std::nextafter(1.0f, 2.0f);
+            break;
+          case 9:
+            s = -std::numeric_limits<float>::max();
+            break;
+          default:
+            s = normal(g);
+            break;
         }
         break;
     }

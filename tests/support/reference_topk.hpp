@@ -6,13 +6,12 @@
 /// to check that the radix select returns bit-identical results.
 #pragma once
 
-#include <dynllava/core/config.hpp>
-#include <dynllava/core/ranking_key.hpp>
-#include <dynllava/core/tie_break.hpp>
-
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <dynllava/core/config.hpp>
+#include <dynllava/core/ranking_key.hpp>
+#include <dynllava/core/tie_break.hpp>
 #include <functional>
 #include <numeric>
 #include <vector>
@@ -58,7 +57,8 @@ inline void nth_element_topk(const float* row, index_t n, index_t k, tie_break t
     keys[static_cast<std::size_t>(i)] = topk_sort_key(row[i], i, tie);
   }
   std::nth_element(keys.begin(), keys.begin() + (k - 1), keys.end(), std::greater<>{});
-  for (index_t j = 0; j < k; ++j) out[j] = topk_key_position(keys[static_cast<std::size_t>(j)], tie);
+  for (index_t j = 0; j < k; ++j)
+    out[j] = topk_key_position(keys[static_cast<std::size_t>(j)], tie);
   std::sort(out, out + k);
 }
 

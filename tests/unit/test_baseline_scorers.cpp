@@ -1,16 +1,14 @@
 // SPDX-License-Identifier: Apache-2.0
+#include <doctest/doctest.h>
+
+#include <cmath>
 #include <dynllava/score/fastv_scorer.hpp>
 #include <dynllava/score/h2o_scorer.hpp>
 #include <dynllava/score/l2_norm_scorer.hpp>
 #include <dynllava/score/random_scorer.hpp>
-
-#include <support/random.hpp>
-
-#include <doctest/doctest.h>
-
-#include <cmath>
 #include <numeric>
 #include <set>
+#include <support/random.hpp>
 #include <vector>
 
 using namespace dynllava;
@@ -25,9 +23,10 @@ TEST_SUITE("cpu") {
     CHECK(s[1] == 0.0f);
     CHECK(s[2] == doctest::Approx(std::sqrt(2.0)));
     std::vector<float> wrong(2);
-    CHECK_THROWS_WITH_AS(l2_norm_scorer{}.score(host, {make_host_span(indptr), make_host_span(x), 2},
-                                                make_host_span(wrong)),
-                         doctest::Contains("one entry per token (3), got 2"), error);
+    CHECK_THROWS_WITH_AS(
+        l2_norm_scorer{}.score(host, {make_host_span(indptr), make_host_span(x), 2},
+                               make_host_span(wrong)),
+        doctest::Contains("one entry per token (3), got 2"), error);
   }
 
   TEST_CASE("random_scorer: reproducible, seeded, uniform on 0..1") {
@@ -63,7 +62,8 @@ TEST_SUITE("cpu") {
     const std::vector<index_t> cands{1, 2, 3, 8, 0, 1, 2, 3, 4};  // seq 2: every context row
     std::vector<float> s(cands.size());
     const fastv_scorer fastv{heads, hd};
-    fastv.score(host, make_host_span(queries), {make_host_span(ctx_indptr), make_host_span(keys), width},
+    fastv.score(host, make_host_span(queries),
+                {make_host_span(ctx_indptr), make_host_span(keys), width},
                 {make_host_span(cand_indptr), make_host_span(cands)}, make_host_span(s));
     // explicit: full attention matrix of the last query, per head
     for (std::size_t b : {0u, 2u}) {
@@ -74,17 +74,20 @@ TEST_SUITE("cpu") {
         for (index_t j = 0; j < n; ++j) {
           double dotp = 0;
           for (index_t c = 0; c < hd; ++c) {
-            dotp += static_cast<double>(queries[static_cast<std::size_t>(static_cast<index_t>(b) * width + h * hd + c)]) *
+            dotp += static_cast<double>(queries[static_cast<std::size_t>(
+                        static_cast<index_t>(b) * width + h * hd + c)]) *
                     keys[static_cast<std::size_t>((ctx_indptr[b] + j) * width + h * hd + c)];
           }
           e[static_cast<std::size_t>(j)] = std::exp(dotp / 2.0);
         }
         const double z = std::accumulate(e.begin(), e.end(), 0.0);
-        for (index_t j = 0; j < n; ++j) avg[static_cast<std::size_t>(j)] += e[static_cast<std::size_t>(j)] / z / heads;
+        for (index_t j = 0; j < n; ++j)
+          avg[static_cast<std::size_t>(j)] += e[static_cast<std::size_t>(j)] / z / heads;
       }
       for (index_t c = cand_indptr[b]; c < cand_indptr[b + 1]; ++c) {
         CHECK(s[static_cast<std::size_t>(c)] ==
-              doctest::Approx(avg[static_cast<std::size_t>(cands[static_cast<std::size_t>(c)])]).epsilon(1e-5));
+              doctest::Approx(avg[static_cast<std::size_t>(cands[static_cast<std::size_t>(c)])])
+                  .epsilon(1e-5));
       }
     }
     // all rows of a context as candidates: the scores sum to 1
@@ -92,15 +95,17 @@ TEST_SUITE("cpu") {
 
     const std::vector<index_t> bad{0, 1, 1, 1};
     const std::vector<index_t> out_of_range{9};
-    CHECK_THROWS_WITH_AS(fastv.score(host, make_host_span(queries),
-                                     {make_host_span(ctx_indptr), make_host_span(keys), width},
-                                     {make_host_span(bad), make_host_span(out_of_range)},
-                                     host_span<float>(s.data(), 1)),
-                         doctest::Contains("candidate 9 of sequence 0 is outside its 9 context rows"), error);
-    CHECK_THROWS_WITH_AS(fastv.score(host, host_span<const float>(queries.data(), 5),
-                                     {make_host_span(ctx_indptr), make_host_span(keys), width},
-                                     {make_host_span(cand_indptr), make_host_span(cands)}, make_host_span(s)),
-                         doctest::Contains("queries must be [batch = 3, 12]"), error);
+    CHECK_THROWS_WITH_AS(
+        fastv.score(host, make_host_span(queries),
+                    {make_host_span(ctx_indptr), make_host_span(keys), width},
+                    {make_host_span(bad), make_host_span(out_of_range)},
+                    host_span<float>(s.data(), 1)),
+        doctest::Contains("candidate 9 of sequence 0 is outside its 9 context rows"), error);
+    CHECK_THROWS_WITH_AS(
+        fastv.score(host, host_span<const float>(queries.data(), 5),
+                    {make_host_span(ctx_indptr), make_host_span(keys), width},
+                    {make_host_span(cand_indptr), make_host_span(cands)}, make_host_span(s)),
+        doctest::Contains("queries must be [batch = 3, 12]"), error);
   }
 
   TEST_CASE("h2o_scorer: append, accumulate over heads and queries, retain") {
@@ -132,16 +137,17 @@ TEST_SUITE("cpu") {
 
     const std::vector<index_t> bad_pi{0, 4, 4};
     const std::vector<float> bad_p(4, 0.25f);
-    CHECK_THROWS_WITH_AS(h2o.accumulate(host, {make_host_span(bad_pi), make_host_span(bad_p)}),
-                         doctest::Contains("sequence 0 gives 4 probabilities, not a whole number of rows of its 3"),
-                         error);
+    CHECK_THROWS_WITH_AS(
+        h2o.accumulate(host, {make_host_span(bad_pi), make_host_span(bad_p)}),
+        doctest::Contains("sequence 0 gives 4 probabilities, not a whole number of rows of its 3"),
+        error);
     const std::vector<index_t> desc{1, 0, 0, 1};
     CHECK_THROWS_WITH_AS(h2o.retain(host, {make_host_span(ki), make_host_span(desc)}),
                          doctest::Contains("must ascend"), error);
     const std::vector<index_t> neg{-1, 0};
     const std::vector<index_t> half_bad{1, -1};
-    CHECK_THROWS_WITH_AS(h2o.append(host, make_host_span(half_bad)), doctest::Contains("counts[1] must be >= 0"),
-                         error);
+    CHECK_THROWS_WITH_AS(h2o.append(host, make_host_span(half_bad)),
+                         doctest::Contains("counts[1] must be >= 0"), error);
     CHECK(h2o.tracked(0) == 3);  // a rejected call changes nothing
     // as a token_scorer: one row per tracked token
     const std::vector<index_t> ri{0, 3, 6};

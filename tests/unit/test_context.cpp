@@ -1,15 +1,13 @@
 // SPDX-License-Identifier: Apache-2.0
+#include <doctest/doctest.h>
+
+#include <algorithm>
 #include <dynllava/context/build_context.hpp>
 #include <dynllava/context/segments.hpp>
 #include <dynllava/select/gate.hpp>
 #include <dynllava/select/topk.hpp>
-
-#include <support/random.hpp>
-
-#include <doctest/doctest.h>
-
-#include <algorithm>
 #include <limits>
+#include <support/random.hpp>
 #include <vector>
 
 using namespace dynllava;
@@ -51,18 +49,21 @@ host_sparse_context reference_context(const table_builder& t,
     std::vector<int> kind_of(static_cast<std::size_t>(len));
     for (index_t s = t.indptr[b]; s < t.indptr[b + 1]; ++s) {
       const auto& sg = t.segs[static_cast<std::size_t>(s)];
-      for (index_t r = sg.begin; r < sg.end(); ++r) kind_of[static_cast<std::size_t>(r)] = static_cast<int>(sg.kind);
+      for (index_t r = sg.begin; r < sg.end(); ++r)
+        kind_of[static_cast<std::size_t>(r)] = static_cast<int>(sg.kind);
     }
     std::vector<bool> keep(static_cast<std::size_t>(len), true);
     for (const auto& [kind, sel] : pruned) {
       std::vector<index_t> cands;
       for (index_t r = 0; r < len; ++r) {
         const bool pinned = pin_last_output && kind == K::output && r == len - 1;
-        if (kind_of[static_cast<std::size_t>(r)] == static_cast<int>(kind) && !pinned) cands.push_back(r);
+        if (kind_of[static_cast<std::size_t>(r)] == static_cast<int>(kind) && !pinned)
+          cands.push_back(r);
       }
       for (index_t r : cands) keep[static_cast<std::size_t>(r)] = false;
       for (index_t i = sel.indptr[b]; i < sel.indptr[b + 1]; ++i) {
-        keep[static_cast<std::size_t>(cands[static_cast<std::size_t>(sel.positions[static_cast<std::size_t>(i)])])] = true;
+        keep[static_cast<std::size_t>(
+            cands[static_cast<std::size_t>(sel.positions[static_cast<std::size_t>(i)])])] = true;
       }
     }
     for (index_t r = 0; r < len; ++r) {
@@ -100,8 +101,8 @@ TEST_SUITE("cpu") {
                          error);
     auto turns = t;
     turns.segs[3].turn = 2;  // sequence 2 segment 0 in turn 2, later segments in turn 0
-    CHECK_THROWS_WITH_AS(validate(turns.view(), "segments"), doctest::Contains("turns must not decrease"),
-                         error);
+    CHECK_THROWS_WITH_AS(validate(turns.view(), "segments"),
+                         doctest::Contains("turns must not decrease"), error);
     auto neg_turn = t;
     neg_turn.segs[0].turn = -5;
     CHECK_THROWS_WITH_AS(validate(neg_turn.view(), "segments"),
@@ -148,8 +149,8 @@ TEST_SUITE("cpu") {
 
     // Position offsets continue an earlier context.
     const std::vector<index_t> offsets{100, 7};
-    const auto shifted = cpu::build_sparse_context(
-        t.view(), make_host_span(pruned), {.position_offsets = make_host_span(offsets)});
+    const auto shifted = cpu::build_sparse_context(t.view(), make_host_span(pruned),
+                                                   {.position_offsets = make_host_span(offsets)});
     CHECK(shifted.rows == ctx.rows);
     CHECK(shifted.positions == std::vector<index_t>{100, 101, 103, 105, 107, 108, 7, 8, 9, 13});
   }
@@ -162,13 +163,14 @@ TEST_SUITE("cpu") {
     CHECK(out_cands.positions == std::vector<index_t>{6, 7, 8});  // row 9 is pinned
     const std::vector<float> logits{1, 0, /**/ 0, 1, /**/ 3, 2};
     std::vector<std::uint8_t> keep(3);
-    cpu::argmax_gate({make_host_span(out_cands.indptr), make_host_span(logits)}, make_host_span(keep));
+    cpu::argmax_gate({make_host_span(out_cands.indptr), make_host_span(logits)},
+                     make_host_span(keep));
     host_selection out_kept;
     out_kept.indptr.resize(2);
     out_kept.positions.resize(3);
-    out_kept.positions.resize(static_cast<std::size_t>(
-        cpu::mask_to_positions(make_host_span(out_cands.indptr), make_host_span(std::as_const(keep)),
-                               make_host_span(out_kept.indptr), make_host_span(out_kept.positions))));
+    out_kept.positions.resize(static_cast<std::size_t>(cpu::mask_to_positions(
+        make_host_span(out_cands.indptr), make_host_span(std::as_const(keep)),
+        make_host_span(out_kept.indptr), make_host_span(out_kept.positions))));
     host_selection img_kept{{0, 2}, {0, 3}};
     const std::vector<kind_selection> pruned{{K::image, img_kept.view()},
                                              {K::output, out_kept.view()}};
@@ -187,7 +189,8 @@ TEST_SUITE("cpu") {
     // candidate_rows' positions are rows; a keep-all selection lists 0..n-1 instead.
     const auto all_img = host_selection::keep_all(img.indptr);
     const auto all_out = host_selection::keep_all(out.indptr);
-    const std::vector<kind_selection> keep_all{{K::image, all_img.view()}, {K::output, all_out.view()}};
+    const std::vector<kind_selection> keep_all{{K::image, all_img.view()},
+                                               {K::output, all_out.view()}};
     const auto ctx = cpu::build_sparse_context(t.view(), make_host_span(keep_all));
     const auto dense = cpu::build_sparse_context(t.view(), host_span<const kind_selection>{});
     std::vector<index_t> identity(14 + 13);
@@ -208,7 +211,8 @@ TEST_SUITE("cpu") {
           t.sequence({});
           continue;
         }
-        std::vector<segment> parts{seg(K::system, len(g)), seg(K::image, len(g)), seg(K::instruction, len(g))};
+        std::vector<segment> parts{seg(K::system, len(g)), seg(K::image, len(g)),
+                                   seg(K::instruction, len(g))};
         const index_t turns = static_cast<index_t>(g() % 3);
         for (index_t turn = 0; turn < turns; ++turn) {
           parts.push_back(seg(K::output, len(g), turn));
@@ -230,10 +234,11 @@ TEST_SUITE("cpu") {
       for (K kind : {K::image, K::output}) {
         if (g() % 4 == 0) continue;  // this kind kept whole
         const auto cands = cpu::candidate_rows(t.view(), kind, opts);
-        scores_store.push_back(test::random_scores(g, cands.positions.size(), test::score_mix::adversarial));
-        pruned_ref.emplace_back(kind, cpu::topk({make_host_span(cands.indptr),
-                                                 make_host_span(scores_store.back())},
-                                                topk_budget<host_space>::keep_ratio(0.3 + 0.1 * (trial % 5))));
+        scores_store.push_back(
+            test::random_scores(g, cands.positions.size(), test::score_mix::adversarial));
+        pruned_ref.emplace_back(
+            kind, cpu::topk({make_host_span(cands.indptr), make_host_span(scores_store.back())},
+                            topk_budget<host_space>::keep_ratio(0.3 + 0.1 * (trial % 5))));
       }
       std::vector<kind_selection> pruned;
       for (const auto& [kind, sel] : pruned_ref) pruned.push_back({kind, sel.view()});
@@ -269,21 +274,23 @@ TEST_SUITE("cpu") {
     CHECK_NOTHROW(run({0, 2}, {0, 2}));
     CHECK_THROWS_WITH_AS(run({0, 2}, {2, 0}), doctest::Contains("strictly ascending"), error);
     CHECK_THROWS_WITH_AS(run({0, 2}, {1, 1}), doctest::Contains("strictly ascending"), error);
-    CHECK_THROWS_WITH_AS(run({0, 1}, {3}), doctest::Contains("kept position 3 of sequence 0 is not a valid candidate"),
-                         error);
+    CHECK_THROWS_WITH_AS(
+        run({0, 1}, {3}),
+        doctest::Contains("kept position 3 of sequence 0 is not a valid candidate"), error);
     CHECK_THROWS_WITH_AS(run({0, 1}, {-1}), doctest::Contains("not a valid candidate"), error);
-    CHECK_THROWS_WITH_AS(run({0, 0, 0}, {}), doctest::Contains("covers 2 sequences, expected 1"), error);
-    CHECK_THROWS_WITH_AS(run({0, 1}, {0}, K::system), doctest::Contains("must be image or output, got system"),
+    CHECK_THROWS_WITH_AS(run({0, 0, 0}, {}), doctest::Contains("covers 2 sequences, expected 1"),
                          error);
+    CHECK_THROWS_WITH_AS(run({0, 1}, {0}, K::system),
+                         doctest::Contains("must be image or output, got system"), error);
     host_selection s{{0, 1}, {0}};
     const std::vector<kind_selection> twice{{K::image, s.view()}, {K::image, s.view()}};
     CHECK_THROWS_WITH_AS(cpu::build_sparse_context(t.view(), make_host_span(twice)),
                          doctest::Contains("listed twice"), error);
     const std::vector<index_t> offsets{1, 2};
-    CHECK_THROWS_WITH_AS(cpu::build_sparse_context(t.view(), host_span<const kind_selection>{},
-                                                   {.position_offsets = make_host_span(offsets)}),
-                         doctest::Contains("position_offsets must have one entry per sequence (1), got 2"),
-                         error);
+    CHECK_THROWS_WITH_AS(
+        cpu::build_sparse_context(t.view(), host_span<const kind_selection>{},
+                                  {.position_offsets = make_host_span(offsets)}),
+        doctest::Contains("position_offsets must have one entry per sequence (1), got 2"), error);
     for (index_t bad : {-1, std::numeric_limits<index_t>::max() - 2}) {
       const std::vector<index_t> one{bad};
       CHECK_THROWS_WITH_AS(cpu::build_sparse_context(t.view(), host_span<const kind_selection>{},
@@ -291,9 +298,9 @@ TEST_SUITE("cpu") {
                            doctest::Contains("position_offsets[0] = "), error);
     }
     std::vector<index_t> oi(2), rows(1), pos(1);
-    CHECK_THROWS_WITH_AS(cpu::build_sparse_context(t.view(), host_span<const kind_selection>{},
-                                                   make_host_span(oi), make_host_span(rows),
-                                                   make_host_span(pos)),
-                         doctest::Contains("too few"), error);
+    CHECK_THROWS_WITH_AS(
+        cpu::build_sparse_context(t.view(), host_span<const kind_selection>{}, make_host_span(oi),
+                                  make_host_span(rows), make_host_span(pos)),
+        doctest::Contains("too few"), error);
   }
 }

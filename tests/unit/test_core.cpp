@@ -1,20 +1,18 @@
 // SPDX-License-Identifier: Apache-2.0
+#include <doctest/doctest.h>
+
+#include <bit>
+#include <cmath>
+#include <cstdint>
 #include <dynllava/core/error.hpp>
 #include <dynllava/core/execution.hpp>
 #include <dynllava/core/ragged.hpp>
 #include <dynllava/core/span.hpp>
 #include <dynllava/core/tie_break.hpp>
 #include <dynllava/core/workspace.hpp>
-
-#include <support/errors.hpp>
-
-#include <doctest/doctest.h>
-
-#include <bit>
-#include <cmath>
-#include <cstdint>
 #include <limits>
 #include <string>
+#include <support/errors.hpp>
 #include <vector>
 
 using namespace dynllava;
@@ -46,15 +44,19 @@ TEST_SUITE("cpu") {
     CHECK_NOTHROW(validate(empty, "empty"));
 
     std::vector<index_t> bad_first{1, 2};
-    CHECK(test::error_of([&] { validate_indptr(make_host_span(std::as_const(bad_first)), 2, "x"); })
-              .find("indptr[0] must be 0, got 1") != std::string::npos);
+    CHECK(test::error_of([&] {
+            validate_indptr(make_host_span(std::as_const(bad_first)), 2, "x");
+          }).find("indptr[0] must be 0, got 1") != std::string::npos);
     std::vector<index_t> decreasing{0, 3, 2};
-    CHECK(test::error_of([&] { validate_indptr(make_host_span(std::as_const(decreasing)), 2, "x"); })
-              .find("non-decreasing") != std::string::npos);
+    CHECK(test::error_of([&] {
+            validate_indptr(make_host_span(std::as_const(decreasing)), 2, "x");
+          }).find("non-decreasing") != std::string::npos);
     std::vector<index_t> short_last{0, 3};
-    CHECK(test::error_of([&] { validate_indptr(make_host_span(std::as_const(short_last)), 4, "scores"); })
-              .find("scores: indptr[batch] must equal the number of elements it indexes (4), got 3") !=
-          std::string::npos);
+    CHECK(
+        test::error_of([&] {
+          validate_indptr(make_host_span(std::as_const(short_last)), 4, "scores");
+        }).find("scores: indptr[batch] must equal the number of elements it indexes (4), got 3") !=
+        std::string::npos);
     CHECK_THROWS_AS(validate_indptr({}, 1, "x"), error);
   }
 
@@ -65,24 +67,30 @@ TEST_SUITE("cpu") {
     CHECK(indptr == std::vector<index_t>{0, 3, 3, 7});
     std::vector<index_t> neg{1, -1};
     std::vector<index_t> out(3);
-    CHECK_THROWS_AS(lengths_to_indptr(make_host_span(std::as_const(neg)), make_host_span(out)), error);
+    CHECK_THROWS_AS(lengths_to_indptr(make_host_span(std::as_const(neg)), make_host_span(out)),
+                    error);
     std::vector<index_t> huge{std::numeric_limits<index_t>::max(), 1};
     CHECK(test::error_of([&] {
             lengths_to_indptr(make_host_span(std::as_const(huge)), make_host_span(out));
           }).find("exceeds the index_t maximum") != std::string::npos);
     std::vector<index_t> wrong(2);
-    CHECK_THROWS_AS(lengths_to_indptr(make_host_span(std::as_const(lengths)), make_host_span(wrong)),
-                    error);
+    CHECK_THROWS_AS(
+        lengths_to_indptr(make_host_span(std::as_const(lengths)), make_host_span(wrong)), error);
   }
 
   TEST_CASE("score_key: monotone, NaN lowest, zeros tie") {
     const float nan = std::numeric_limits<float>::quiet_NaN();
     const float inf = std::numeric_limits<float>::infinity();
-    const std::vector<float> ascending{-inf, -std::numeric_limits<float>::max(), -1.0f,
-                                       -std::numeric_limits<float>::denorm_min(), 0.0f,
-                                       std::numeric_limits<float>::denorm_min(), 1.0f,
+    const std::vector<float> ascending{-inf,
+                                       -std::numeric_limits<float>::max(),
+                                       -1.0f,
+                                       -std::numeric_limits<float>::denorm_min(),
+                                       0.0f,
+                                       std::numeric_limits<float>::denorm_min(),
+                                       1.0f,
                                        std::nextafter(1.0f, 2.0f),
-                                       std::numeric_limits<float>::max(), inf};
+                                       std::numeric_limits<float>::max(),
+                                       inf};
     for (std::size_t i = 0; i + 1 < ascending.size(); ++i) {
       CHECK(score_key(ascending[i]) < score_key(ascending[i + 1]));
     }
@@ -101,11 +109,10 @@ TEST_SUITE("cpu") {
       const auto bits = std::bit_cast<std::uint32_t>(s);
       return (bits & 0x80000000u) ? ~bits : (bits | 0x80000000u);
     };
-    const std::uint32_t edges[] = {0x00000000u, 0x80000000u, 0x00000001u, 0x80000001u,
-                                   0x007fffffu, 0x807fffffu, 0x00800000u, 0x80800000u,
-                                   0x3f800000u, 0xbf800000u, 0x7f7fffffu, 0xff7fffffu,
-                                   0x7f800000u, 0xff800000u, 0x7f800001u, 0xff800001u,
-                                   0x7fc00000u, 0xffc00000u, 0x7fffffffu, 0xffffffffu};
+    const std::uint32_t edges[] = {0x00000000u, 0x80000000u, 0x00000001u, 0x80000001u, 0x007fffffu,
+                                   0x807fffffu, 0x00800000u, 0x80800000u, 0x3f800000u, 0xbf800000u,
+                                   0x7f7fffffu, 0xff7fffffu, 0x7f800000u, 0xff800000u, 0x7f800001u,
+                                   0xff800001u, 0x7fc00000u, 0xffc00000u, 0x7fffffffu, 0xffffffffu};
     for (const std::uint32_t bits : edges) {
       CAPTURE(bits);
       CHECK(score_key(std::bit_cast<float>(bits)) == by_comparisons(std::bit_cast<float>(bits)));
@@ -161,7 +168,8 @@ TEST_SUITE("cpu") {
   }
 
   TEST_CASE("error: message carries the formatted text and the failed check") {
-    const auto msg = test::error_of([] { DYNLLAVA_EXPECTS(1 + 1 == 3, "arith: expected {} got {}", 3, 2); });
+    const auto msg =
+        test::error_of([] { DYNLLAVA_EXPECTS(1 + 1 == 3, "arith: expected {} got {}", 3, 2); });
     CHECK(msg.find("arith: expected 3 got 2") != std::string::npos);
     CHECK(msg.find("[test_core.cpp:") != std::string::npos);
     CHECK(msg.find("/") == std::string::npos);  // no build-machine paths

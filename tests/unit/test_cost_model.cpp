@@ -2,16 +2,15 @@
 /// @file test_cost_model.cpp
 /// @brief Cost model: the paper's prefill table, the exact count (hand-computed and against the
 /// paper's formula), KV-cache bytes.
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <cstdint>
 #include <dynllava/cost/exact_flops.hpp>
 #include <dynllava/cost/kv_bytes.hpp>
 #include <dynllava/cost/llava_config.hpp>
 #include <dynllava/cost/paper_formula.hpp>
 #include <dynllava/cost/schedule_trace.hpp>
-
-#include <doctest/doctest.h>
-
-#include <cmath>
-#include <cstdint>
 #include <vector>
 
 using namespace dynllava;
@@ -68,8 +67,10 @@ TEST_SUITE("cpu") {
     CHECK(table_tflops(paper_prefill_flops(b13, dyn, 1, 576)) == doctest::Approx(4.7));
     CHECK(table_tflops(paper_prefill_flops(b13, fastv, 1, 576)) == doctest::Approx(6.0));
     // H2O's prefill is dense; the formula is linear in the batch.
-    CHECK(paper_prefill_flops(b7, h2o_schedule{}, 1, 576) == paper_prefill_flops(b7, dense, 1, 576));
-    CHECK(paper_prefill_flops(b7, dyn, 8, 576) == doctest::Approx(8 * paper_prefill_flops(b7, dyn, 1, 576)));
+    CHECK(paper_prefill_flops(b7, h2o_schedule{}, 1, 576) ==
+          paper_prefill_flops(b7, dense, 1, 576));
+    CHECK(paper_prefill_flops(b7, dyn, 8, 576) ==
+          doctest::Approx(8 * paper_prefill_flops(b7, dyn, 1, 576)));
     // Image tokens per layer: 2 full + 115, 3 full + 144.
     CHECK(paper_image_tokens(dyn, 576, 1) == 576);
     CHECK(paper_image_tokens(dyn, 576, 2) == 115);
@@ -77,8 +78,9 @@ TEST_SUITE("cpu") {
     CHECK(paper_image_tokens(fastv, 576, 3) == 144);
   }
 
-  TEST_CASE("cost: the paper's formula is the exact count with MLP 4C, square attention, "
-            "image tokens only, no element-wise work") {
+  TEST_CASE(
+      "cost: the paper's formula is the exact count with MLP 4C, square attention, "
+      "image tokens only, no element-wise work") {
     for (llava_config c : {llava_1_5_7b(), llava_1_5_13b()}) {
       c.intermediate = 4 * c.hidden;
       for (const schedule& s : {schedule{dense_schedule{}}, schedule{dynamic_llava_schedule{}},
@@ -130,7 +132,7 @@ TEST_SUITE("cpu") {
     CHECK(bare.mlp == 5 * 3 * 2 * 8 * 16);         // 3840
     CHECK(bare.attention_scores == 9 * 2 * 8);     // 144
     CHECK(bare.attention_values == 9 * 2 * 8);
-    CHECK(bare.lm_head == 2 * 8 * 10);             // 160
+    CHECK(bare.lm_head == 2 * 8 * 10);  // 160
     CHECK(bare.elementwise == 0);
     CHECK(bare.total() == 6848);
 
@@ -157,8 +159,7 @@ TEST_SUITE("cpu") {
     t.image_attention_pairs = 25;
     t.output_tokens_scored = 2;
     const flop_breakdown with_predictors = exact_flops(c, t);
-    CHECK(with_predictors.image_predictor ==
-          5 * (image_bare + image_extra) + 25 * (4 * 8 + 6 * 2));
+    CHECK(with_predictors.image_predictor == 5 * (image_bare + image_extra) + 25 * (4 * 8 + 6 * 2));
     CHECK(with_predictors.output_predictor == 2 * output_predictor_flops_per_token(c));
   }
 
@@ -210,7 +211,8 @@ TEST_SUITE("cpu") {
                          dynllava::error);
     c = llava_1_5_13b();
     c.predictor.hidden = 4096;
-    CHECK_THROWS_WITH_AS(c.validate(), doctest::Contains("predictor.hidden must equal hidden (5120)"),
+    CHECK_THROWS_WITH_AS(c.validate(),
+                         doctest::Contains("predictor.hidden must equal hidden (5120)"),
                          dynllava::error);
     c = llava_1_5_7b();
     c.kv_bytes_per_element = -2;
@@ -223,15 +225,16 @@ TEST_SUITE("cpu") {
     const llava_config ok = tiny_config();
     trace t;
     t.layers = {{1, 1, 1}};
-    CHECK_THROWS_WITH_AS((void)exact_flops(ok, t), doctest::Contains("one entry per layer (2), got 1"),
-                         dynllava::error);
-    t.layers = {{1, 1, 1}, {3, 2, 0}};
     CHECK_THROWS_WITH_AS((void)exact_flops(ok, t),
-                         doctest::Contains("layer 1: attention_pairs (2) must be >= query_rows (3)"),
-                         dynllava::error);
+                         doctest::Contains("one entry per layer (2), got 1"), dynllava::error);
+    t.layers = {{1, 1, 1}, {3, 2, 0}};
+    CHECK_THROWS_WITH_AS(
+        (void)exact_flops(ok, t),
+        doctest::Contains("layer 1: attention_pairs (2) must be >= query_rows (3)"),
+        dynllava::error);
     t.layers = {{1, 1, 1}, {1, 1, -1}};
-    CHECK_THROWS_WITH_AS((void)kv_cache_bytes(ok, t), doctest::Contains("layer 1 has a negative count"),
-                         dynllava::error);
+    CHECK_THROWS_WITH_AS((void)kv_cache_bytes(ok, t),
+                         doctest::Contains("layer 1 has a negative count"), dynllava::error);
     t.layers = {{1, 1, 1}, {1, 1, 1}};
     t.logit_rows = -1;
     CHECK_THROWS_AS((void)exact_flops(ok, t), dynllava::error);
@@ -240,7 +243,8 @@ TEST_SUITE("cpu") {
     a.layers.resize(2);
     trace b;
     b.layers.resize(3);
-    CHECK_THROWS_WITH_AS(a += b, doctest::Contains("layer counts differ (2 vs 3)"), dynllava::error);
+    CHECK_THROWS_WITH_AS(a += b, doctest::Contains("layer counts differ (2 vs 3)"),
+                         dynllava::error);
 
     CHECK_THROWS_WITH_AS((void)paper_prefill_flops(ok, dense_schedule{}, 0, 576),
                          doctest::Contains("batch must be > 0, got 0"), dynllava::error);

@@ -2,12 +2,11 @@
 /// @file test_cost_schedules.cpp
 /// @brief Cost model: analytic traces of dense, FastV, Dynamic-LLaVA and H2O, and the sweep
 /// against output length.
-#include <dynllava/cost/output_sweep.hpp>
-#include <dynllava/cost/schedule_trace.hpp>
-
 #include <doctest/doctest.h>
 
 #include <cstdint>
+#include <dynllava/cost/output_sweep.hpp>
+#include <dynllava/cost/schedule_trace.hpp>
 #include <limits>
 #include <vector>
 
@@ -131,7 +130,8 @@ TEST_SUITE("cpu") {
     keep_all.output_decisions.assign(400, 1);
     keep_all.output_keep = 0.0;  // ignored when decisions are given
     const trace a = schedule_trace(c, keep_all, req, pass_kind::decode_kv_cache, 299);
-    CHECK(a.layers == schedule_trace(c, dense_schedule{}, req, pass_kind::decode_kv_cache, 299).layers);
+    CHECK(a.layers ==
+          schedule_trace(c, dense_schedule{}, req, pass_kind::decode_kv_cache, 299).layers);
   }
 
   TEST_CASE("cost: explicit output decisions") {
@@ -254,8 +254,9 @@ TEST_SUITE("cpu") {
     CHECK_THROWS_WITH_AS((void)schedule_trace(c, fastv_schedule{-1, 0.25}, req, pass_kind::prefill),
                          doctest::Contains("fastv: layer must be in [0, 32], got -1"),
                          dynllava::error);
-    CHECK_THROWS_WITH_AS((void)schedule_trace(c, h2o_schedule{0.5, -3, 10}, req, pass_kind::prefill),
-                         doctest::Contains("h2o: recent must be >= 0, got -3"), dynllava::error);
+    CHECK_THROWS_WITH_AS(
+        (void)schedule_trace(c, h2o_schedule{0.5, -3, 10}, req, pass_kind::prefill),
+        doctest::Contains("h2o: recent must be >= 0, got -3"), dynllava::error);
     CHECK_THROWS_WITH_AS(
         (void)schedule_trace(c, dense_schedule{}, req, pass_kind::decode_kv_cache, -1),
         doctest::Contains("step must be >= 0, got -1"), dynllava::error);

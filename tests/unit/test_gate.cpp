@@ -1,13 +1,11 @@
 // SPDX-License-Identifier: Apache-2.0
-#include <dynllava/select/concepts.hpp>
-#include <dynllava/select/gate.hpp>
-
-#include <support/random.hpp>
-
 #include <doctest/doctest.h>
 
 #include <cmath>
+#include <dynllava/select/concepts.hpp>
+#include <dynllava/select/gate.hpp>
 #include <limits>
+#include <support/random.hpp>
 #include <vector>
 
 using namespace dynllava;
@@ -45,7 +43,8 @@ TEST_SUITE("cpu") {
 
     const logit_argmax sel;
     static_assert(token_selector<logit_argmax, host_t, ragged_logits<host_space>>);
-    CHECK(sel.select(host, {make_host_span(std::as_const(indptr)), make_host_span(std::as_const(logits))},
+    CHECK(sel.select(host,
+                     {make_host_span(std::as_const(indptr)), make_host_span(std::as_const(logits))},
                      make_host_span(out_indptr), make_host_span(out_pos)) == 2);
   }
 
@@ -64,9 +63,9 @@ TEST_SUITE("cpu") {
                                           make_host_span(short_keep)),
                          doctest::Contains("one entry per token (2), got 1"), error);
     std::vector<index_t> bad{0, 3};
-    CHECK_THROWS_AS(cpu::argmax_gate({make_host_span(std::as_const(bad)),
-                                      make_host_span(std::as_const(logits))},
-                                     make_host_span(keep)),
+    CHECK_THROWS_AS(cpu::argmax_gate(
+                        {make_host_span(std::as_const(bad)), make_host_span(std::as_const(logits))},
+                        make_host_span(keep)),
                     error);
   }
 
@@ -75,7 +74,8 @@ TEST_SUITE("cpu") {
     std::vector<index_t> indptr{0, 4};
     std::vector<float> s{0.5f, 0.25f, nan, 1.0f};
     std::vector<std::uint8_t> keep(4);
-    host_ragged<const float> scores{make_host_span(std::as_const(indptr)), make_host_span(std::as_const(s))};
+    host_ragged<const float> scores{make_host_span(std::as_const(indptr)),
+                                    make_host_span(std::as_const(s))};
     cpu::threshold_gate(scores, 0.25f, make_host_span(keep));
     CHECK(keep == std::vector<std::uint8_t>{1, 0, 0, 1});
     CHECK_THROWS_WITH_AS(cpu::threshold_gate(scores, nan, make_host_span(keep)),
@@ -108,9 +108,11 @@ TEST_SUITE("cpu") {
     }
     std::vector<std::uint8_t> all(3, 1);
     std::vector<index_t> one{0, 3}, small(2), oi(2);
-    CHECK_THROWS_WITH_AS(cpu::mask_to_positions(make_host_span(std::as_const(one)),
-                                                make_host_span(std::as_const(all)),
-                                                make_host_span(oi), make_host_span(small)),
-                         doctest::Contains("out_positions must hold at least 3 entries (the kept tokens), got 2"), error);
+    CHECK_THROWS_WITH_AS(
+        cpu::mask_to_positions(make_host_span(std::as_const(one)),
+                               make_host_span(std::as_const(all)), make_host_span(oi),
+                               make_host_span(small)),
+        doctest::Contains("out_positions must hold at least 3 entries (the kept tokens), got 2"),
+        error);
   }
 }

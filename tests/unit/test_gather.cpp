@@ -1,11 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0
-#include <dynllava/context/build_context.hpp>
-#include <dynllava/context/gather.hpp>
-
-#include <support/random.hpp>
-
 #include <doctest/doctest.h>
 
+#include <dynllava/context/build_context.hpp>
+#include <dynllava/context/gather.hpp>
+#include <support/random.hpp>
 #include <vector>
 
 using namespace dynllava;
@@ -40,7 +38,8 @@ TEST_SUITE("cpu") {
     std::vector<int> src{1, 2, 3, 4};
     std::vector<index_t> rows{1, 1, 0};
     std::vector<int> dst(6);
-    cpu::gather_rows(make_host_span(std::as_const(src)), 2, make_host_span(rows), make_host_span(dst));
+    cpu::gather_rows(make_host_span(std::as_const(src)), 2, make_host_span(rows),
+                     make_host_span(dst));
     CHECK(dst == std::vector<int>{3, 4, 3, 4, 1, 2});
     std::vector<int> none;
     cpu::gather_rows(make_host_span(std::as_const(src)), 2, host_span<const index_t>{},
@@ -51,27 +50,27 @@ TEST_SUITE("cpu") {
     std::vector<float> src(6);
     std::vector<float> dst(4);
     std::vector<index_t> rows{0, 3};
-    CHECK_THROWS_WITH_AS(cpu::gather_rows(make_host_span(std::as_const(src)), 2, make_host_span(rows),
-                                          make_host_span(dst)),
+    CHECK_THROWS_WITH_AS(cpu::gather_rows(make_host_span(std::as_const(src)), 2,
+                                          make_host_span(rows), make_host_span(dst)),
                          doctest::Contains("rows[1] = 3 is out of range [0, 3)"), error);
-    CHECK_THROWS_WITH_AS(cpu::gather_rows(make_host_span(std::as_const(src)), 4, make_host_span(rows),
-                                          make_host_span(dst)),
+    CHECK_THROWS_WITH_AS(cpu::gather_rows(make_host_span(std::as_const(src)), 4,
+                                          make_host_span(rows), make_host_span(dst)),
                          doctest::Contains("multiple of width"), error);
-    CHECK_THROWS_WITH_AS(cpu::gather_rows(make_host_span(std::as_const(src)), 0, make_host_span(rows),
-                                          make_host_span(dst)),
+    CHECK_THROWS_WITH_AS(cpu::gather_rows(make_host_span(std::as_const(src)), 0,
+                                          make_host_span(rows), make_host_span(dst)),
                          doctest::Contains("width must be > 0"), error);
     std::vector<float> small(3);
-    CHECK_THROWS_WITH_AS(cpu::gather_rows(make_host_span(std::as_const(src)), 2, make_host_span(rows),
-                                          make_host_span(small)),
+    CHECK_THROWS_WITH_AS(cpu::gather_rows(make_host_span(std::as_const(src)), 2,
+                                          make_host_span(rows), make_host_span(small)),
                          doctest::Contains("rows.size() * width = 4 elements, got 3"), error);
     std::vector<index_t> dup{1, 1};
     std::vector<float> packed(4);
-    CHECK_THROWS_WITH_AS(cpu::scatter_rows(make_host_span(std::as_const(packed)), 2, make_host_span(dup),
-                                           make_host_span(src)),
+    CHECK_THROWS_WITH_AS(cpu::scatter_rows(make_host_span(std::as_const(packed)), 2,
+                                           make_host_span(dup), make_host_span(src)),
                          doctest::Contains("row 1 is listed twice"), error);
     std::vector<index_t> neg{-1, 0};
-    CHECK_THROWS_WITH_AS(cpu::scatter_rows(make_host_span(std::as_const(packed)), 2, make_host_span(neg),
-                                           make_host_span(src)),
+    CHECK_THROWS_WITH_AS(cpu::scatter_rows(make_host_span(std::as_const(packed)), 2,
+                                           make_host_span(neg), make_host_span(src)),
                          doctest::Contains("rows[0] = -1 is out of range"), error);
   }
 }

@@ -1,4 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
+#include <doctest/doctest.h>
+
 #include <dynllava/kvcache/contiguous_kv_cache.hpp>
 #include <dynllava/kvcache/gated_append.hpp>
 #include <dynllava/kvcache/paged_kv_cache.hpp>
@@ -7,13 +9,9 @@
 #include <dynllava/kvcache/policies/online_gate.hpp>
 #include <dynllava/kvcache/policies/streaming.hpp>
 #include <dynllava/score/h2o_scorer.hpp>
-
-#include <support/random.hpp>
-
-#include <doctest/doctest.h>
-
 #include <numeric>
 #include <set>
+#include <support/random.hpp>
 #include <vector>
 
 using namespace dynllava;
@@ -26,7 +24,8 @@ constexpr index_t W = 3;
 std::vector<float> rows_of(const std::vector<index_t>& positions, float sign) {
   std::vector<float> out;
   for (index_t p : positions) {
-    for (index_t c = 0; c < W; ++c) out.push_back(sign * (static_cast<float>(p) + 0.1f * static_cast<float>(c)));
+    for (index_t c = 0; c < W; ++c)
+      out.push_back(sign * (static_cast<float>(p) + 0.1f * static_cast<float>(c)));
   }
   return out;
 }
@@ -36,10 +35,12 @@ C make_cache(index_t layers, std::size_t batch, index_t tokens);
 
 template <>
 paged_kv_cache make_cache<paged_kv_cache>(index_t layers, std::size_t batch, index_t tokens) {
-  return paged_kv_cache({layers, batch, W, /*page_size=*/3, /*num_pages=*/layers * static_cast<index_t>(batch) * ((tokens + 2) / 3)});
+  return paged_kv_cache({layers, batch, W, /*page_size=*/3,
+                         /*num_pages=*/layers * static_cast<index_t>(batch) * ((tokens + 2) / 3)});
 }
 template <>
-contiguous_kv_cache make_cache<contiguous_kv_cache>(index_t layers, std::size_t batch, index_t tokens) {
+contiguous_kv_cache make_cache<contiguous_kv_cache>(index_t layers, std::size_t batch,
+                                                    index_t tokens) {
   return contiguous_kv_cache({layers, batch, W, tokens});
 }
 
@@ -57,7 +58,8 @@ void step(C& cache, const P& policy, const std::vector<index_t>& positions,
 }
 
 template <class C>
-void check_contents(const C& cache, index_t l, std::size_t b, const std::vector<index_t>& positions) {
+void check_contents(const C& cache, index_t l, std::size_t b,
+                    const std::vector<index_t>& positions) {
   REQUIRE(cache.length(l, b) == static_cast<index_t>(positions.size()));
   for (index_t i = 0; i < cache.length(l, b); ++i) {
     const index_t p = positions[static_cast<std::size_t>(i)];
@@ -70,8 +72,8 @@ void check_contents(const C& cache, index_t l, std::size_t b, const std::vector<
 }  // namespace
 
 TEST_SUITE("cpu") {
-  TEST_CASE_TEMPLATE("kv cache: online gate, per-layer lengths, positions preserved", C, paged_kv_cache,
-                     contiguous_kv_cache) {
+  TEST_CASE_TEMPLATE("kv cache: online gate, per-layer lengths, positions preserved", C,
+                     paged_kv_cache, contiguous_kv_cache) {
     static_assert(kv_storage<C, host_t>);
     C cache = make_cache<C>(4, 2, 12);
     const online_gate_policy gate{2};
@@ -82,8 +84,8 @@ TEST_SUITE("cpu") {
       const std::vector<std::uint8_t> keep(6, 1);
       const auto k = rows_of(pos, 1), v = rows_of(pos, -1);
       for (index_t l = 0; l < 4; ++l) {
-        cpu::gated_append(cache, gate, l, make_host_span(indptr), make_host_span(k), make_host_span(v),
-                          make_host_span(keep), make_host_span(pos));
+        cpu::gated_append(cache, gate, l, make_host_span(indptr), make_host_span(k),
+                          make_host_span(v), make_host_span(keep), make_host_span(pos));
       }
     }
     // decode: positions 3, 4, 5; sequence 0 keeps 3 and 5, sequence 1 keeps only 4
@@ -99,7 +101,8 @@ TEST_SUITE("cpu") {
       check_contents(cache, l, 1, {0, 1, 2, 4});
     }
     CHECK(cache.appended(3, 1) == 4);
-    CHECK(bytes_held(cache) == static_cast<std::size_t>(2 * 12 + 2 * (5 + 4)) * 2 * W * sizeof(float));
+    CHECK(bytes_held(cache) ==
+          static_cast<std::size_t>(2 * 12 + 2 * (5 + 4)) * 2 * W * sizeof(float));
   }
 
   TEST_CASE_TEMPLATE("kv cache: StreamingLLM and H2O keep exactly their budgets", C, paged_kv_cache,
@@ -114,9 +117,11 @@ TEST_SUITE("cpu") {
     // H2O on layer 1: budget floor(0.5 * 20) = 10 = 4 recent + 6 heavy hitters
     const h2o_policy h2o{0.5, 4, 0};
     std::vector<float> scores(20);
-    for (index_t i = 0; i < 20; ++i) scores[static_cast<std::size_t>(i)] = static_cast<float>((i * 7) % 11);
+    for (index_t i = 0; i < 20; ++i)
+      scores[static_cast<std::size_t>(i)] = static_cast<float>((i * 7) % 11);
     std::vector<index_t> kept;
-    CHECK(cpu::enforce_retention(cache, h2o, 1, 0, make_host_span(std::as_const(scores)), &kept) == 10);
+    CHECK(cpu::enforce_retention(cache, h2o, 1, 0, make_host_span(std::as_const(scores)), &kept) ==
+          10);
     // heavy hitters among positions 0..15 by score (i*7)%11, ties to the earlier token
     std::vector<index_t> older(16);
     std::iota(older.begin(), older.end(), 0);
@@ -130,12 +135,15 @@ TEST_SUITE("cpu") {
     check_contents(cache, 1, 0, expected);
     // uncompressed layers keep everything
     const h2o_policy first_layers{0.5, 4, 2};
-    CHECK(cpu::enforce_retention(cache, first_layers, 1, 0, make_host_span(std::as_const(scores))) == 0);
+    CHECK(cpu::enforce_retention(cache, first_layers, 1, 0,
+                                 make_host_span(std::as_const(scores))) == 0);
     CHECK_THROWS_WITH_AS(cpu::enforce_retention(cache, h2o_policy{0.2, 2, 0}, 1, 0),
-                         doctest::Contains("scores must have one entry per held token (10), got 0"), error);
+                         doctest::Contains("scores must have one entry per held token (10), got 0"),
+                         error);
   }
 
-  TEST_CASE("paged kv cache: eviction frees whole pages and they are reused; overflow is an error") {
+  TEST_CASE(
+      "paged kv cache: eviction frees whole pages and they are reused; overflow is an error") {
     paged_kv_cache cache({1, 2, W, 4, 6});
     const full_cache_policy full;
     for (index_t t = 0; t < 10; ++t) step(cache, full, {t, 100 + t}, {1, 1});  // 3 pages each
@@ -144,8 +152,8 @@ TEST_SUITE("cpu") {
     CHECK(cache.length(0, 0) == 10);
     step(cache, full, {10, 110}, {1, 1});  // fits in the partly filled third pages
     step(cache, full, {11, 111}, {1, 1});
-    CHECK_THROWS_WITH_AS(step(cache, full, {12, 112}, {1, 1}), doctest::Contains("out of KV pages (all 6 in use)"),
-                         error);
+    CHECK_THROWS_WITH_AS(step(cache, full, {12, 112}, {1, 1}),
+                         doctest::Contains("out of KV pages (all 6 in use)"), error);
     CHECK(cache.length(0, 0) == 12);
     // StreamingLLM keeps 1 + 4 tokens of sequence 0: two of its three pages return to the pool
     const auto before = cache.pages(0, 0);
@@ -172,7 +180,8 @@ TEST_SUITE("cpu") {
     std::vector<std::vector<std::vector<index_t>>> ref(2, std::vector<std::vector<index_t>>(3));
     const online_gate_policy gate{1};
     for (index_t t = 0; t < 40; ++t) {
-      std::vector<std::uint8_t> keep{static_cast<std::uint8_t>(g() % 2), static_cast<std::uint8_t>(g() % 2),
+      std::vector<std::uint8_t> keep{static_cast<std::uint8_t>(g() % 2),
+                                     static_cast<std::uint8_t>(g() % 2),
                                      static_cast<std::uint8_t>(g() % 2)};
       step(cache, gate, {t, t, t}, keep);
       for (std::size_t b = 0; b < 3; ++b) {
@@ -190,22 +199,26 @@ TEST_SUITE("cpu") {
       }
     }
     for (index_t l = 0; l < 2; ++l) {
-      for (std::size_t b = 0; b < 3; ++b) check_contents(cache, l, b, ref[static_cast<std::size_t>(l)][b]);
+      for (std::size_t b = 0; b < 3; ++b)
+        check_contents(cache, l, b, ref[static_cast<std::size_t>(l)][b]);
     }
     index_t held = 0;
     for (index_t l = 0; l < 2; ++l) held += held_tokens(cache, l);
     CHECK(cache.pool().used_pages() == held);  // page size 1: one page per held token
   }
 
-  TEST_CASE_TEMPLATE("kv cache: each layer's view shows exactly what the cache holds, after appends and evictions", C,
-                     paged_kv_cache, contiguous_kv_cache) {
+  TEST_CASE_TEMPLATE(
+      "kv cache: each layer's view shows exactly what the cache holds, after appends and evictions",
+      C, paged_kv_cache, contiguous_kv_cache) {
     test::rng g(5);
     C cache = make_cache<C>(2, 3, 30);
     const online_gate_policy gate{1};
     for (index_t t = 0; t < 20; ++t) {
-      step(cache, gate, {t, t, t}, {static_cast<std::uint8_t>(g() % 2), 1, static_cast<std::uint8_t>(g() % 2)});
+      step(cache, gate, {t, t, t},
+           {static_cast<std::uint8_t>(g() % 2), 1, static_cast<std::uint8_t>(g() % 2)});
       if (t % 7 == 6) {
-        for (std::size_t b = 0; b < 3; ++b) cpu::enforce_retention(cache, streaming_policy{2, 3}, 0, b);
+        for (std::size_t b = 0; b < 3; ++b)
+          cpu::enforce_retention(cache, streaming_policy{2, 3}, 0, b);
       }
     }
     for (index_t l = 0; l < 2; ++l) {
@@ -233,21 +246,24 @@ TEST_SUITE("cpu") {
     cache.append(0, 0, row.data(), row.data(), 1);
     CHECK_THROWS_WITH_AS(cache.append(0, 0, row.data(), row.data(), 2),
                          doctest::Contains("layer 0 sequence 0 is full (2 tokens)"), error);
-    CHECK_THROWS_WITH_AS(cache.append(2, 0, row.data(), row.data(), 0), doctest::Contains("layer 2 is not in [0, 2)"),
-                         error);
+    CHECK_THROWS_WITH_AS(cache.append(2, 0, row.data(), row.data(), 0),
+                         doctest::Contains("layer 2 is not in [0, 2)"), error);
     const std::vector<index_t> bad{1, 0};
-    CHECK_THROWS_WITH_AS(cache.retain(0, 0, make_host_span(bad)), doctest::Contains("must be ascending"), error);
+    CHECK_THROWS_WITH_AS(cache.retain(0, 0, make_host_span(bad)),
+                         doctest::Contains("must be ascending"), error);
     page_pool pool(2);
     const index_t p = pool.allocate();
     pool.release(p);
     CHECK_THROWS_WITH_AS(pool.release(p), doctest::Contains("not in use"), error);
-    CHECK_THROWS_WITH_AS(h2o_policy{1.5}.retain(0, {4, 4}, {}, {}), doctest::Contains("ratio must be in [0, 1]"), error);
+    CHECK_THROWS_WITH_AS(h2o_policy{1.5}.retain(0, {4, 4}, {}, {}),
+                         doctest::Contains("ratio must be in [0, 1]"), error);
     const std::vector<index_t> indptr{0, 1};
     const std::vector<std::uint8_t> keep{1};
     const std::vector<index_t> pos{0};
     const std::vector<float> short_k(2);
-    CHECK_THROWS_WITH_AS(cpu::gated_append(cache, full_cache_policy{}, 1, make_host_span(indptr), make_host_span(short_k),
-                                           make_host_span(short_k), make_host_span(keep), make_host_span(pos)),
+    CHECK_THROWS_WITH_AS(cpu::gated_append(cache, full_cache_policy{}, 1, make_host_span(indptr),
+                                           make_host_span(short_k), make_host_span(short_k),
+                                           make_host_span(keep), make_host_span(pos)),
                          doctest::Contains("k and v must be [tokens = 1, width = 3]"), error);
   }
 

@@ -6,10 +6,10 @@
 #include <algorithm>
 #include <cmath>
 #include <dynllava/core/error.hpp>
+#include <dynllava/io/load_llama.hpp>
 #include <dynllava/kvcache/contiguous_kv_cache.hpp>
 #include <dynllava/model/llama.hpp>
 #include <dynllava/model/llama_weights.hpp>
-#include <dynllava/io/load_llama.hpp>
 #include <dynllava/nn/activations.hpp>
 #include <dynllava/nn/attention.hpp>
 #include <dynllava/nn/blas.hpp>

@@ -7,10 +7,9 @@
 #include <dynllava/kvcache/policies/full_cache.hpp>
 #include <dynllava/kvcache/policies/h2o.hpp>
 #include <dynllava/kvcache/policies/streaming.hpp>
+#include <set>
 
 #include "support/pipeline_world.hpp"
-
-#include <set>
 
 using namespace dynllava;
 using namespace dynllava::test;
@@ -47,7 +46,9 @@ TEST_SUITE("cpu") {
 }
 
 TEST_SUITE("cpu") {
-  TEST_CASE("pipeline: FastV (K = 3, keep 25%) ranks images by the last token's attention; cost matches") {
+  TEST_CASE(
+      "pipeline: FastV (K = 3, keep 25%) ranks images by the last token's attention; cost "
+      "matches") {
     const auto& w = the_world();
     sparsifier_options fastv;
     fastv.vision = vision_rule::fastv;
@@ -68,18 +69,23 @@ TEST_SUITE("cpu") {
     for (std::size_t i = 0; i < pos.size(); ++i) pos[i] = static_cast<index_t>(i);
     const paged_kv_cache* none = nullptr;
     for (index_t l = 0; l < 3; ++l) {
-      w.model.layer(l, {make_host_span(in.indptr), make_host_span(h), w.lc.hidden}, make_host_span(std::as_const(pos)),
-                    none, make_host_span(k), make_host_span(v), {l == 2 ? make_host_span(q) : host_span<float>{}, {}});
+      w.model.layer(l, {make_host_span(in.indptr), make_host_span(h), w.lc.hidden},
+                    make_host_span(std::as_const(pos)), none, make_host_span(k), make_host_span(v),
+                    {l == 2 ? make_host_span(q) : host_span<float>{}, {}});
     }
     const std::vector<float> last_q(q.end() - static_cast<std::ptrdiff_t>(H), q.end());
     const auto cands = cpu::candidate_rows(in.table(), K::image);
     std::vector<float> scores(cands.positions.size());
-    fastv_scorer{w.lc.heads, w.lc.head_dim}.score(host, make_host_span(last_q),
-                                                    {make_host_span(in.indptr), make_host_span(std::as_const(k)), w.lc.hidden},
-                                                    cands.view(), make_host_span(scores));
+    fastv_scorer{w.lc.heads, w.lc.head_dim}.score(
+        host, make_host_span(last_q),
+        {make_host_span(in.indptr), make_host_span(std::as_const(k)), w.lc.hidden}, cands.view(),
+        make_host_span(scores));
     CHECK(session.image_kept().positions ==
-          cpu::topk({make_host_span(cands.indptr), make_host_span(std::as_const(scores))}, keep_count(5)).positions);
-    for (int step = 0; step < 4; ++step) logits = session.decode(make_host_span(greedy_tokens(logits, w.lc.vocab)));
+          cpu::topk({make_host_span(cands.indptr), make_host_span(std::as_const(scores))},
+                    keep_count(5))
+              .positions);
+    for (int step = 0; step < 4; ++step)
+      logits = session.decode(make_host_span(greedy_tokens(logits, w.lc.vocab)));
     const cost::llava_config cc = cost_config_of(w);
     const cost::request req{3, 20, 4, 1};
     const cost::fastv_schedule f{3, 0.25};
@@ -88,7 +94,8 @@ TEST_SUITE("cpu") {
       CHECK(session_work.traces()[static_cast<std::size_t>(t + 1)] ==
             cost::schedule_trace(cc, f, req, cost::pass_kind::decode_kv_cache, t));
     }
-    CHECK(static_cast<std::int64_t>(bytes_held(cache)) == cost::kv_cache_bytes(cc, session_work.traces().back()));
+    CHECK(static_cast<std::int64_t>(bytes_held(cache)) ==
+          cost::kv_cache_bytes(cc, session_work.traces().back()));
   }
 }
 
@@ -97,8 +104,9 @@ namespace {
 /// Attention each of `keys` (`[cached + rows, H]`: cached keys, then the call's) received from the
 /// call's `rows` queries (`q`, `[rows, H]`), summed over heads; row `r` sees keys
 /// `[0, cached + r]`. Computed with `fastv_scorer`, independently of the decoder's probe.
-std::vector<double> received_attention(const world& w, const float* q, const std::vector<float>& keys,
-                                       std::size_t cached, std::size_t rows) {
+std::vector<double> received_attention(const world& w, const float* q,
+                                       const std::vector<float>& keys, std::size_t cached,
+                                       std::size_t rows) {
   const auto H = static_cast<std::size_t>(w.lc.hidden);
   const fastv_scorer attention{w.lc.heads, w.lc.head_dim};
   std::vector<double> mass(cached + rows, 0.0);
@@ -108,9 +116,10 @@ std::vector<double> received_attention(const world& w, const float* q, const std
     std::vector<index_t> all(ctx);
     for (std::size_t j = 0; j < ctx; ++j) all[j] = static_cast<index_t>(j);
     std::vector<float> p(ctx);
-    attention.score(host, host_span<const float>(q + r * H, H),
-                    {make_host_span(indptr), host_span<const float>(keys.data(), ctx * H), w.lc.hidden},
-                    {make_host_span(indptr), make_host_span(std::as_const(all))}, make_host_span(p));
+    attention.score(
+        host, host_span<const float>(q + r * H, H),
+        {make_host_span(indptr), host_span<const float>(keys.data(), ctx * H), w.lc.hidden},
+        {make_host_span(indptr), make_host_span(std::as_const(all))}, make_host_span(p));
     for (std::size_t j = 0; j < ctx; ++j) mass[j] += static_cast<double>(p[j]) * w.lc.heads;
   }
   return mass;
@@ -126,7 +135,10 @@ struct h2o_reference {
   index_t next = 0;
 
   h2o_reference(const world& world_, h2o_policy p)
-      : w(world_), policy(p), cache(make_cache(world_, 1)), mass(static_cast<std::size_t>(world_.lc.layers)) {}
+      : w(world_),
+        policy(p),
+        cache(make_cache(world_, 1)),
+        mass(static_cast<std::size_t>(world_.lc.layers)) {}
 
   /// Runs `h` (`[n, H]`, the call's input rows) through every layer; returns the last row's logits.
   std::vector<float> run(std::vector<float> h) {
@@ -143,11 +155,13 @@ struct h2o_reference {
         const float* key = cache.key(l, 0, static_cast<index_t>(i));
         keys.insert(keys.end(), key, key + H);
       }
-      w.model.layer(l, {make_host_span(indptr), make_host_span(h), w.lc.hidden}, make_host_span(std::as_const(pos)),
-                    &cache, make_host_span(k), make_host_span(v), {make_host_span(q), {}});
+      w.model.layer(l, {make_host_span(indptr), make_host_span(h), w.lc.hidden},
+                    make_host_span(std::as_const(pos)), &cache, make_host_span(k),
+                    make_host_span(v), {make_host_span(q), {}});
       keys.insert(keys.end(), k.begin(), k.end());
       const auto add = received_attention(w, q.data(), keys, held, n);
-      for (std::size_t r = 0; r < n; ++r) cache.append(l, 0, k.data() + r * H, v.data() + r * H, pos[r]);
+      for (std::size_t r = 0; r < n; ++r)
+        cache.append(l, 0, k.data() + r * H, v.data() + r * H, pos[r]);
       auto& m = mass[static_cast<std::size_t>(l)];
       m.resize(held + n, 0.0);
       for (std::size_t j = 0; j < m.size(); ++j) m[j] += add[j];
@@ -192,11 +206,13 @@ TEST_SUITE("cpu") {
     std::vector<float> h = in.rows, k(h.size()), v(h.size()), q(h.size());
     std::vector<index_t> pos(h.size() / H);
     for (std::size_t b = 0; b < 2; ++b) {
-      for (index_t i = in.indptr[b]; i < in.indptr[b + 1]; ++i) pos[static_cast<std::size_t>(i)] = i - in.indptr[b];
+      for (index_t i = in.indptr[b]; i < in.indptr[b + 1]; ++i)
+        pos[static_cast<std::size_t>(i)] = i - in.indptr[b];
     }
     std::vector<float> mass(pos.size());
-    w.model.layer(0, {make_host_span(in.indptr), make_host_span(h), w.lc.hidden}, make_host_span(std::as_const(pos)),
-                  &cache, make_host_span(k), make_host_span(v), {make_host_span(q), make_host_span(mass)});
+    w.model.layer(0, {make_host_span(in.indptr), make_host_span(h), w.lc.hidden},
+                  make_host_span(std::as_const(pos)), &cache, make_host_span(k), make_host_span(v),
+                  {make_host_span(q), make_host_span(mass)});
     for (std::size_t b = 0; b < 2; ++b) {
       const auto first = static_cast<std::size_t>(in.indptr[b]);
       const auto n = static_cast<std::size_t>(in.indptr[b + 1]) - first;
@@ -208,33 +224,42 @@ TEST_SUITE("cpu") {
         CHECK(mass[first + j] == doctest::Approx(expected[j]).epsilon(1e-5));
         total += mass[first + j];
       }
-      CHECK(total == doctest::Approx(static_cast<double>(n) * w.lc.heads).epsilon(1e-5));  // rows sum to 1 per head
-      for (std::size_t r = first; r < first + n; ++r) cache.append(0, b, k.data() + r * H, v.data() + r * H, pos[r]);
+      CHECK(total == doctest::Approx(static_cast<double>(n) * w.lc.heads)
+                         .epsilon(1e-5));  // rows sum to 1 per head
+      for (std::size_t r = first; r < first + n; ++r)
+        cache.append(0, b, k.data() + r * H, v.data() + r * H, pos[r]);
     }
     // one new row per sequence over the cache: cached keys first, then the row itself
     const std::vector<std::int32_t> next{3, 4};
     const std::vector<index_t> one{0, 1, 2}, npos{27, 15};
     std::vector<float> h1(2 * H), k1(2 * H), v1(2 * H), q1(2 * H), m1(27 + 1 + 15 + 1);
     w.model.embed(make_host_span(next), make_host_span(h1));
-    w.model.layer(0, {make_host_span(one), make_host_span(h1), w.lc.hidden}, make_host_span(npos), &cache,
-                  make_host_span(k1), make_host_span(v1), {make_host_span(q1), make_host_span(m1)});
+    w.model.layer(0, {make_host_span(one), make_host_span(h1), w.lc.hidden}, make_host_span(npos),
+                  &cache, make_host_span(k1), make_host_span(v1),
+                  {make_host_span(q1), make_host_span(m1)});
     std::size_t at = 0;
     for (std::size_t b = 0; b < 2; ++b) {
       const auto held = static_cast<std::size_t>(cache.length(0, b));
       std::vector<float> keys;
-      for (index_t i = 0; i < cache.length(0, b); ++i) keys.insert(keys.end(), cache.key(0, b, i), cache.key(0, b, i) + H);
-      keys.insert(keys.end(), k1.begin() + static_cast<std::ptrdiff_t>(b * H), k1.begin() + static_cast<std::ptrdiff_t>((b + 1) * H));
+      for (index_t i = 0; i < cache.length(0, b); ++i)
+        keys.insert(keys.end(), cache.key(0, b, i), cache.key(0, b, i) + H);
+      keys.insert(keys.end(), k1.begin() + static_cast<std::ptrdiff_t>(b * H),
+                  k1.begin() + static_cast<std::ptrdiff_t>((b + 1) * H));
       const auto expected = received_attention(w, q1.data() + b * H, keys, held, 1);
-      for (std::size_t j = 0; j <= held; ++j) CHECK(m1[at + j] == doctest::Approx(expected[j]).epsilon(1e-5));
+      for (std::size_t j = 0; j <= held; ++j)
+        CHECK(m1[at + j] == doctest::Approx(expected[j]).epsilon(1e-5));
       at += held + 1;
     }
     std::vector<float> short_mass(m1.size() - 1);
-    CHECK_THROWS_WITH_AS(w.model.layer(0, {make_host_span(one), make_host_span(h1), w.lc.hidden}, make_host_span(npos),
-                                       &cache, make_host_span(k1), make_host_span(v1), {{}, make_host_span(short_mass)}),
+    CHECK_THROWS_WITH_AS(w.model.layer(0, {make_host_span(one), make_host_span(h1), w.lc.hidden},
+                                       make_host_span(npos), &cache, make_host_span(k1),
+                                       make_host_span(v1), {{}, make_host_span(short_mass)}),
                          doctest::Contains("probes.key_attention must hold 44 values"), error);
   }
 
-  TEST_CASE("pipeline: H2O keeps its budget of heavy hitters and recent tokens, as a hand-run does; cost matches") {
+  TEST_CASE(
+      "pipeline: H2O keeps its budget of heavy hitters and recent tokens, as a hand-run does; cost "
+      "matches") {
     const auto& w = the_world();
     const h2o_policy policy{0.5, 4, 1};
     auto cache = make_cache(w, 2);
@@ -274,7 +299,8 @@ TEST_SUITE("cpu") {
       }
     }
     // heavy hitters are not just the newest tokens: some survivors are older than the window
-    CHECK(held_positions(cache, 3, 0).front() < prompt_len[0] + 6 - h2o_size(prompt_len[0] + 6, 0.5, 4));
+    CHECK(held_positions(cache, 3, 0).front() <
+          prompt_len[0] + 6 - h2o_size(prompt_len[0] + 6, 0.5, 4));
     // the work and the bytes: the cost model's H2O schedule, summed over the two prompts
     const cost::llava_config cc = cost_config_of(w);
     const cost::h2o_schedule hs{0.5, 4, 1};
@@ -288,9 +314,11 @@ TEST_SUITE("cpu") {
     REQUIRE(session_work.traces().size() == 7);
     CHECK(session_work.traces()[0] == expected(cost::pass_kind::prefill, 0));
     for (std::int64_t t = 0; t < 6; ++t) {
-      CHECK(session_work.traces()[static_cast<std::size_t>(t + 1)] == expected(cost::pass_kind::decode_kv_cache, t));
+      CHECK(session_work.traces()[static_cast<std::size_t>(t + 1)] ==
+            expected(cost::pass_kind::decode_kv_cache, t));
     }
-    CHECK(static_cast<std::int64_t>(bytes_held(cache)) == cost::kv_cache_bytes(cc, session_work.traces().back()));
+    CHECK(static_cast<std::int64_t>(bytes_held(cache)) ==
+          cost::kv_cache_bytes(cc, session_work.traces().back()));
   }
 
   TEST_CASE("pipeline: H2O with a budget of everything equals the dense model exactly") {
@@ -311,18 +339,22 @@ TEST_SUITE("cpu") {
     CHECK(bytes_held(c1) == bytes_held(c2));
   }
 
-  TEST_CASE("pipeline: FastV + H2O cuts the image once in prefill, then keeps H2O's budget of what remains") {
+  TEST_CASE(
+      "pipeline: FastV + H2O cuts the image once in prefill, then keeps H2O's budget of what "
+      "remains") {
     const auto& w = the_world();
     const h2o_policy policy{0.5, 4, 2};
     auto cache = make_cache(w, 2), fastv_cache = make_cache(w, 2);
     kv_session session(w.model, cache, policy, nullptr, nullptr, fastv_options());
     trace_recorder session_work;
     session.observe(&session_work);
-    kv_session fastv_only(w.model, fastv_cache, full_cache_policy{}, nullptr, nullptr, fastv_options());
+    kv_session fastv_only(w.model, fastv_cache, full_cache_policy{}, nullptr, nullptr,
+                          fastv_options());
     const auto in = w.input({0, 1});
     auto logits = session.prefill(in.view(w.lc.hidden), in.table());
     fastv_only.prefill(in.view(w.lc.hidden), in.table());
-    CHECK(session.image_kept().positions == fastv_only.image_kept().positions);  // H2O evicts after the cut
+    CHECK(session.image_kept().positions ==
+          fastv_only.image_kept().positions);  // H2O evicts after the cut
     const std::vector<index_t> n_img{20, 10}, kept_prompt{27 - 20 + 5, 15 - 10 + 2};
     for (int step = -1; step < 5; ++step) {
       CAPTURE(step);
@@ -332,7 +364,8 @@ TEST_SUITE("cpu") {
         for (index_t p = 0; p < prompt_len[b] + step + 1; ++p) {
           if (p < 3 || p >= 3 + n_img[b]) fastv_context.insert(p);
         }
-        for (index_t i = session.image_kept().indptr[b]; i < session.image_kept().indptr[b + 1]; ++i) {
+        for (index_t i = session.image_kept().indptr[b]; i < session.image_kept().indptr[b + 1];
+             ++i) {
           fastv_context.insert(3 + session.image_kept().positions[static_cast<std::size_t>(i)]);
         }
         for (index_t l = 0; l < w.lc.layers; ++l) {
@@ -360,7 +393,9 @@ TEST_SUITE("cpu") {
     }
   }
 
-  TEST_CASE("pipeline: FastV without KV cache ranks images by the newest token's attention at every step") {
+  TEST_CASE(
+      "pipeline: FastV without KV cache ranks images by the newest token's attention at every "
+      "step") {
     const auto& w = the_world();
     const auto opts = fastv_options();
     const auto H = static_cast<std::size_t>(w.lc.hidden);
@@ -370,7 +405,9 @@ TEST_SUITE("cpu") {
       kv_session session(w.model, cache, full_cache_policy{}, nullptr, nullptr, opts);
       const auto in = w.input({0, 1});
       const auto kv = session.prefill(in.view(w.lc.hidden), in.table());
-      CHECK(max_abs_diff(decode_without_cache(w.model, nullptr, nullptr, in.view(w.lc.hidden), in.table(), opts), kv) < 1e-6);
+      CHECK(max_abs_diff(decode_without_cache(w.model, nullptr, nullptr, in.view(w.lc.hidden),
+                                              in.table(), opts),
+                         kv) < 1e-6);
     }
     // with three generated tokens: by hand, layers 0..2, the newest row's attention, top 5 images
     const std::vector<std::int32_t> generated{5, 9, 11};
@@ -381,45 +418,55 @@ TEST_SUITE("cpu") {
     for (std::size_t i = 0; i < n; ++i) pos[i] = static_cast<index_t>(i);
     const paged_kv_cache* none = nullptr;
     for (index_t l = 0; l < 3; ++l) {
-      w.model.layer(l, {make_host_span(full.indptr), make_host_span(h), w.lc.hidden}, make_host_span(std::as_const(pos)),
-                    none, make_host_span(k), make_host_span(v), {make_host_span(q), {}});
+      w.model.layer(l, {make_host_span(full.indptr), make_host_span(h), w.lc.hidden},
+                    make_host_span(std::as_const(pos)), none, make_host_span(k), make_host_span(v),
+                    {make_host_span(q), {}});
     }
     const auto cands = cpu::candidate_rows(full.table(), K::image);
     std::vector<float> scores(cands.positions.size());
     fastv_scorer{w.lc.heads, w.lc.head_dim}.score(
         host, host_span<const float>(q.data() + (n - 1) * H, H),
-        {make_host_span(full.indptr), make_host_span(std::as_const(k)), w.lc.hidden}, cands.view(), make_host_span(scores));
-    const auto kept = cpu::topk({make_host_span(cands.indptr), make_host_span(std::as_const(scores))}, keep_count(5));
+        {make_host_span(full.indptr), make_host_span(std::as_const(k)), w.lc.hidden}, cands.view(),
+        make_host_span(scores));
+    const auto kept = cpu::topk(
+        {make_host_span(cands.indptr), make_host_span(std::as_const(scores))}, keep_count(5));
     std::vector<index_t> rows;
     for (std::size_t i = 0; i < n; ++i) {
       const bool image = i >= 3 && i < 23;
-      if (!image || std::count(kept.positions.begin(), kept.positions.end(), static_cast<index_t>(i - 3)) == 1) {
+      if (!image || std::count(kept.positions.begin(), kept.positions.end(),
+                               static_cast<index_t>(i - 3)) == 1) {
         rows.push_back(static_cast<index_t>(i));
       }
     }
     std::vector<float> hk(rows.size() * H), kk(hk.size()), vk(hk.size());
-    cpu::gather_rows(host_span<const float>(h.data(), h.size()), w.lc.hidden, make_host_span(rows), make_host_span(hk));
+    cpu::gather_rows(host_span<const float>(h.data(), h.size()), w.lc.hidden, make_host_span(rows),
+                     make_host_span(hk));
     const std::vector<index_t> kindptr{0, static_cast<index_t>(rows.size())};
     for (index_t l = 3; l < w.lc.layers; ++l) {
-      w.model.layer(l, {make_host_span(kindptr), make_host_span(hk), w.lc.hidden}, make_host_span(std::as_const(rows)),
-                    none, make_host_span(kk), make_host_span(vk));
+      w.model.layer(l, {make_host_span(kindptr), make_host_span(hk), w.lc.hidden},
+                    make_host_span(std::as_const(rows)), none, make_host_span(kk),
+                    make_host_span(vk));
     }
     std::vector<float> expected(static_cast<std::size_t>(w.lc.vocab));
-    w.model.logits(host_span<const float>(hk.data() + (rows.size() - 1) * H, H), make_host_span(expected));
+    w.model.logits(host_span<const float>(hk.data() + (rows.size() - 1) * H, H),
+                   make_host_span(expected));
     run_stats stats;
     trace_recorder work;
-    const auto got = decode_without_cache(w.model, nullptr, nullptr, full.view(w.lc.hidden), full.table(), opts,
-                                          &stats, nullptr, &work);
+    const auto got = decode_without_cache(w.model, nullptr, nullptr, full.view(w.lc.hidden),
+                                          full.table(), opts, &stats, nullptr, &work);
     CHECK(max_abs_diff(got, expected) < 1e-6);
     CHECK(stats.image_kept == 5);
     REQUIRE(work.traces().size() == 1);
-    CHECK(work.traces()[0] == cost::schedule_trace(cost_config_of(w), cost::fastv_schedule{3, 0.25}, {3, 20, 4, 1},
-                                       cost::pass_kind::decode_no_cache, 2));
+    CHECK(work.traces()[0] == cost::schedule_trace(cost_config_of(w), cost::fastv_schedule{3, 0.25},
+                                                   {3, 20, 4, 1}, cost::pass_kind::decode_no_cache,
+                                                   2));
     // a ragged batch gives each sequence what it gets alone
     const auto both = w.input({0, 1}, {generated, {7}});
-    const auto batch = decode_without_cache(w.model, nullptr, nullptr, both.view(w.lc.hidden), both.table(), opts);
+    const auto batch =
+        decode_without_cache(w.model, nullptr, nullptr, both.view(w.lc.hidden), both.table(), opts);
     const auto alone = w.input({1}, {{7}});
-    const auto one = decode_without_cache(w.model, nullptr, nullptr, alone.view(w.lc.hidden), alone.table(), opts);
+    const auto one = decode_without_cache(w.model, nullptr, nullptr, alone.view(w.lc.hidden),
+                                          alone.table(), opts);
     CHECK(std::equal(got.begin(), got.end(), batch.begin()));
     CHECK(std::equal(one.begin(), one.end(), batch.begin() + w.lc.vocab));
   }
@@ -432,11 +479,13 @@ TEST_SUITE("cpu") {
     CHECK_THROWS_WITH_AS((kv_session(w.model, cache, full_cache_policy{}, nullptr, nullptr, opts)),
                          doctest::Contains("sparse_layer must be >= 1, got 0"), error);
     const auto in = w.input({0});
-    CHECK_THROWS_WITH_AS(decode_without_cache(w.model, nullptr, nullptr, in.view(w.lc.hidden), in.table(), opts),
-                         doctest::Contains("decode_without_cache: vision_rule::fastv reads the attention"), error);
+    CHECK_THROWS_WITH_AS(
+        decode_without_cache(w.model, nullptr, nullptr, in.view(w.lc.hidden), in.table(), opts),
+        doctest::Contains("decode_without_cache: vision_rule::fastv reads the attention"), error);
     const std::vector<float> kv(static_cast<std::size_t>(w.lc.hidden), 0.0f);
     cache.append(0, 0, kv.data(), kv.data(), 0);
-    CHECK_THROWS_WITH_AS((kv_session(w.model, cache, h2o_policy{}, nullptr, nullptr, dense_options())),
-                         doctest::Contains("needs an empty cache (layer 0, sequence 0 holds 1 tokens)"), error);
+    CHECK_THROWS_WITH_AS(
+        (kv_session(w.model, cache, h2o_policy{}, nullptr, nullptr, dense_options())),
+        doctest::Contains("needs an empty cache (layer 0, sequence 0 holds 1 tokens)"), error);
   }
 }

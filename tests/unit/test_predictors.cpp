@@ -1,21 +1,19 @@
 // SPDX-License-Identifier: Apache-2.0
 /// Predictors against the independent numpy reference in tests/fixtures/predictors (made by
 /// tools/predictor_reference.py), loading, and invariances.
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <cmath>
 #include <dynllava/io/load_predictors.hpp>
 #include <dynllava/io/safetensors.hpp>
 #include <dynllava/select/gate.hpp>
 #include <dynllava/select/topk.hpp>
-
-#include <support/fixtures.hpp>
-
-#include <doctest/doctest.h>
-#include <nlohmann/json.hpp>
-
-#include <algorithm>
-#include <cmath>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <numeric>
 #include <random>
+#include <support/fixtures.hpp>
 #include <vector>
 
 using namespace dynllava;
@@ -111,24 +109,27 @@ TEST_SUITE("cpu") {
       // order-free), up to float summation order.
       std::vector<float> reversed(n * H);
       for (std::size_t i = 0; i < n; ++i) {
-        std::copy(rows.data() + (n - 1 - i) * H, rows.data() + (n - i) * H, reversed.data() + i * H);
+        std::copy(rows.data() + (n - 1 - i) * H, rows.data() + (n - i) * H,
+                  reversed.data() + i * H);
       }
       std::vector<float> rev_logits(2 * n);
-      pred.logits(host, {make_host_span(one), make_host_span(std::as_const(reversed)), f.config.hidden},
+      pred.logits(host,
+                  {make_host_span(one), make_host_span(std::as_const(reversed)), f.config.hidden},
                   make_host_span(rev_logits));
       double err = 0;
       for (std::size_t i = 0; i < n; ++i) {
         for (std::size_t c = 0; c < 2; ++c) {
-          err = std::max(err, static_cast<double>(std::abs(rev_logits[2 * i + c] - alone[2 * (n - 1 - i) + c])));
+          err = std::max(err, static_cast<double>(
+                                  std::abs(rev_logits[2 * i + c] - alone[2 * (n - 1 - i) + c])));
         }
       }
       CHECK(err < 1e-4);
     }
     // An empty sequence in the batch is fine and changes nothing.
     std::vector<index_t> with_empty{0, 0, f.image_indptr[1]};
-    const host_ragged_rows<const float> first{make_host_span(std::as_const(with_empty)),
-                                              host_span<const float>(f.image_hidden.data(), 576 * H),
-                                              f.config.hidden};
+    const host_ragged_rows<const float> first{
+        make_host_span(std::as_const(with_empty)),
+        host_span<const float>(f.image_hidden.data(), 576 * H), f.config.hidden};
     std::vector<float> l(2 * 576);
     pred.logits(host, first, make_host_span(l));
     CHECK(std::equal(l.begin(), l.end(), batched.begin()));
@@ -146,16 +147,22 @@ TEST_SUITE("cpu") {
     const float* s2 = f.image_hidden.data() + static_cast<std::size_t>(f.image_indptr[2]) * H;
     std::vector<float> swapped(s2, s2 + n2 * H);
     swapped.insert(swapped.end(), s1, s1 + n1 * H);
-    const std::vector<index_t> sw_indptr{0, static_cast<index_t>(n2), static_cast<index_t>(n1 + n2)};
+    const std::vector<index_t> sw_indptr{0, static_cast<index_t>(n2),
+                                         static_cast<index_t>(n1 + n2)};
     std::vector<float> sw_logits(2 * (n1 + n2)), ref_logits(2 * (n1 + n2));
-    img.logits(host, {make_host_span(sw_indptr), make_host_span(std::as_const(swapped)), f.config.hidden},
+    img.logits(host,
+               {make_host_span(sw_indptr), make_host_span(std::as_const(swapped)), f.config.hidden},
                make_host_span(sw_logits));
-    const std::vector<index_t> in_indptr{0, static_cast<index_t>(n1), static_cast<index_t>(n1 + n2)};
-    img.logits(host, {make_host_span(in_indptr), host_span<const float>(s1, (n1 + n2) * H), f.config.hidden},
-               make_host_span(ref_logits));
+    const std::vector<index_t> in_indptr{0, static_cast<index_t>(n1),
+                                         static_cast<index_t>(n1 + n2)};
+    img.logits(
+        host,
+        {make_host_span(in_indptr), host_span<const float>(s1, (n1 + n2) * H), f.config.hidden},
+        make_host_span(ref_logits));
     CHECK(std::equal(sw_logits.begin(), sw_logits.begin() + 2 * static_cast<std::ptrdiff_t>(n2),
                      ref_logits.begin() + 2 * static_cast<std::ptrdiff_t>(n1)));
-    CHECK(std::equal(sw_logits.begin() + 2 * static_cast<std::ptrdiff_t>(n2), sw_logits.end(), ref_logits.begin()));
+    CHECK(std::equal(sw_logits.begin() + 2 * static_cast<std::ptrdiff_t>(n2), sw_logits.end(),
+                     ref_logits.begin()));
     // output: per token, so a permutation of tokens permutes logits exactly
     const std::size_t n = f.output_hidden.size() / H;
     std::vector<std::size_t> perm(n);
@@ -170,8 +177,11 @@ TEST_SUITE("cpu") {
     }
     const std::vector<index_t> one{0, static_cast<index_t>(n)};
     std::vector<float> a(2 * n), b(2 * n);
-    out.logits(host, {make_host_span(one), make_host_span(f.output_hidden), f.config.hidden}, make_host_span(a));
-    out.logits(host, {make_host_span(one), make_host_span(std::as_const(shuffled)), f.config.hidden}, make_host_span(b));
+    out.logits(host, {make_host_span(one), make_host_span(f.output_hidden), f.config.hidden},
+               make_host_span(a));
+    out.logits(host,
+               {make_host_span(one), make_host_span(std::as_const(shuffled)), f.config.hidden},
+               make_host_span(b));
     for (std::size_t i = 0; i < n; ++i) {
       CHECK(b[2 * i] == a[2 * perm[i]]);
       CHECK(b[2 * i + 1] == a[2 * perm[i] + 1]);
@@ -181,8 +191,10 @@ TEST_SUITE("cpu") {
   TEST_CASE("output predictor: reproduces the reference logits and gate decisions") {
     const auto& f = the_fixture();
     const output_predictor pred = load_output_predictor(f.ckpt, f.config);
-    const auto n = static_cast<index_t>(f.output_hidden.size() / static_cast<std::size_t>(f.config.hidden));
-    const std::vector<index_t> indptr{0, 20, 20, n};  // ragged: per-token, so batching is irrelevant
+    const auto n =
+        static_cast<index_t>(f.output_hidden.size() / static_cast<std::size_t>(f.config.hidden));
+    const std::vector<index_t> indptr{0, 20, 20,
+                                      n};  // ragged: per-token, so batching is irrelevant
     std::vector<float> logits(2 * static_cast<std::size_t>(n));
     pred.logits(host, {make_host_span(indptr), make_host_span(f.output_hidden), f.config.hidden},
                 make_host_span(logits));
@@ -191,7 +203,8 @@ TEST_SUITE("cpu") {
     MESSAGE("output predictor: max relative error " << rel);
     CHECK(rel < 1e-5);
     std::vector<std::uint8_t> keep(static_cast<std::size_t>(n));
-    cpu::argmax_gate({make_host_span(indptr), make_host_span(std::as_const(logits))}, make_host_span(keep));
+    cpu::argmax_gate({make_host_span(indptr), make_host_span(std::as_const(logits))},
+                     make_host_span(keep));
     const auto expected_keep = f.expected["output_keep"].get<std::vector<int>>();
     for (std::size_t i = 0; i < keep.size(); ++i) {
       if (std::abs(ref[2 * i] - ref[2 * i + 1]) < 1e-4) continue;  // too close to call in fp32
@@ -203,26 +216,32 @@ TEST_SUITE("cpu") {
     const auto& f = the_fixture();
     predictor_config wrong_h = f.config;
     wrong_h.hidden = 64;
-    CHECK_THROWS_WITH_AS(load_image_predictor(f.ckpt, wrong_h),
-                         doctest::Contains("tensor model.image_score_predictor.down_mlp.0.weight has shape [48], expected [64]"),
-                         error);
+    CHECK_THROWS_WITH_AS(
+        load_image_predictor(f.ckpt, wrong_h),
+        doctest::Contains(
+            "tensor model.image_score_predictor.down_mlp.0.weight has shape [48], expected [64]"),
+        error);
     CHECK_THROWS_WITH_AS(load_output_predictor(f.ckpt, wrong_h),
-                         doctest::Contains("output_mlp.0.weight has shape [48], expected [64]"), error);
+                         doctest::Contains("output_mlp.0.weight has shape [48], expected [64]"),
+                         error);
     predictor_config one_block = f.config;
     one_block.blocks = 1;
-    CHECK_THROWS_WITH_AS(load_image_predictor(f.ckpt, one_block),
-                         doctest::Contains("unexpected tensor model.image_score_predictor.transformer.1."),
-                         error);
+    CHECK_THROWS_WITH_AS(
+        load_image_predictor(f.ckpt, one_block),
+        doctest::Contains("unexpected tensor model.image_score_predictor.transformer.1."), error);
     predictor_config three = f.config;
     three.blocks = 3;
-    CHECK_THROWS_WITH_AS(load_image_predictor(f.ckpt, three),
-                         doctest::Contains("missing tensor model.image_score_predictor.transformer.2.norm1.weight"),
-                         error);
-    CHECK_THROWS_WITH_AS(load_image_predictor(f.ckpt, f.config, "model.vision_predictor."),
-                         doctest::Contains("missing tensor model.vision_predictor.down_mlp.0.weight"), error);
+    CHECK_THROWS_WITH_AS(
+        load_image_predictor(f.ckpt, three),
+        doctest::Contains("missing tensor model.image_score_predictor.transformer.2.norm1.weight"),
+        error);
+    CHECK_THROWS_WITH_AS(
+        load_image_predictor(f.ckpt, f.config, "model.vision_predictor."),
+        doctest::Contains("missing tensor model.vision_predictor.down_mlp.0.weight"), error);
     predictor_config bad = f.config;
     bad.heads = 5;
-    CHECK_THROWS_WITH_AS(load_image_predictor(f.ckpt, bad), doctest::Contains("multiple of heads"), error);
+    CHECK_THROWS_WITH_AS(load_image_predictor(f.ckpt, bad), doctest::Contains("multiple of heads"),
+                         error);
 
     // A wrongly typed tensor: rewrite the output predictor's first tensor as I32.
     test::temp_dir dir("pred-types");
@@ -243,13 +262,15 @@ TEST_SUITE("cpu") {
     const std::vector<index_t> indptr{0, 2};
     std::vector<float> x(2 * 40);
     std::vector<float> out(4);
-    CHECK_THROWS_WITH_AS(img.logits(host, {make_host_span(indptr), make_host_span(std::as_const(x)), 40},
-                                    make_host_span(out)),
-                         doctest::Contains("width H = 48, got 40"), error);
+    CHECK_THROWS_WITH_AS(
+        img.logits(host, {make_host_span(indptr), make_host_span(std::as_const(x)), 40},
+                   make_host_span(out)),
+        doctest::Contains("width H = 48, got 40"), error);
     std::vector<float> x48(2 * 48);
     std::vector<float> small(3);
-    CHECK_THROWS_WITH_AS(img.logits(host, {make_host_span(indptr), make_host_span(std::as_const(x48)), 48},
-                                    make_host_span(small)),
-                         doctest::Contains("logits must have 4 entries (2 per token), got 3"), error);
+    CHECK_THROWS_WITH_AS(
+        img.logits(host, {make_host_span(indptr), make_host_span(std::as_const(x48)), 48},
+                   make_host_span(small)),
+        doctest::Contains("logits must have 4 entries (2 per token), got 3"), error);
   }
 }

@@ -1,13 +1,11 @@
 // SPDX-License-Identifier: Apache-2.0
-#include <dynllava/io/safetensors.hpp>
-
-#include <support/fixtures.hpp>
-
 #include <doctest/doctest.h>
 
 #include <cmath>
 #include <cstdint>
+#include <dynllava/io/safetensors.hpp>
 #include <string>
+#include <support/fixtures.hpp>
 #include <vector>
 
 using namespace dynllava;
@@ -20,7 +18,8 @@ std::string make_file(const std::string& header, const std::string& data,
                       std::uint64_t header_len_override = 0) {
   std::string out(8, '\0');
   const std::uint64_t n = header_len_override ? header_len_override : header.size();
-  for (int i = 0; i < 8; ++i) out[static_cast<std::size_t>(i)] = static_cast<char>((n >> (8 * i)) & 0xff);
+  for (int i = 0; i < 8; ++i)
+    out[static_cast<std::size_t>(i)] = static_cast<char>((n >> (8 * i)) & 0xff);
   return out + header + data;
 }
 
@@ -48,11 +47,10 @@ TEST_SUITE("cpu") {
     const std::string f16("\x00\x3c\x00\xc0\xff\x7b", 6);
     const std::string bf16("\x80\x3f\x00\xbf", 4);
     const std::string f32 = f32_bytes({1.5f, -0.25f, 1e-30f});
-    const std::string header =
-        R"({"a":{"dtype":"F32","shape":[3],"data_offsets":[0,12]},)"
-        R"("b":{"dtype":"F16","shape":[3,1],"data_offsets":[12,18]},)"
-        R"("c":{"dtype":"BF16","shape":[2],"data_offsets":[18,22]},)"
-        R"("__metadata__":{"format":"pt"}})";
+    const std::string header = R"({"a":{"dtype":"F32","shape":[3],"data_offsets":[0,12]},)"
+                               R"("b":{"dtype":"F16","shape":[3,1],"data_offsets":[12,18]},)"
+                               R"("c":{"dtype":"BF16","shape":[2],"data_offsets":[18,22]},)"
+                               R"("__metadata__":{"format":"pt"}})";
     test::write_file(dir.path / "t.safetensors", make_file(header, f32 + f16 + bf16));
     safetensors_file f(dir.path / "t.safetensors");
     CHECK(f.tensors().size() == 3);
@@ -83,7 +81,8 @@ TEST_SUITE("cpu") {
         REQUIRE((m == 0 ? std::isinf(f) : std::isnan(f)));
         continue;
       }
-      const double expected = e == 0 ? sign * std::ldexp(m, -24) : sign * std::ldexp(1.0 + m / 1024.0, e - 15);
+      const double expected =
+          e == 0 ? sign * std::ldexp(m, -24) : sign * std::ldexp(1.0 + m / 1024.0, e - 15);
       REQUIRE(static_cast<double>(f) == expected);
     }
   }
@@ -105,10 +104,12 @@ TEST_SUITE("cpu") {
     CHECK(open_error(dir, make_file(ok_header, data.substr(0, 4))).find("truncated file?") !=
           std::string::npos);
     // offsets out of range
-    CHECK(open_error(dir, make_file(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[8,16]}})", data))
+    CHECK(open_error(dir,
+                     make_file(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[8,16]}})", data))
               .find("ends at byte 16 but the data buffer holds 8 bytes") != std::string::npos);
     // size disagrees with shape
-    CHECK(open_error(dir, make_file(R"({"a":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}})", data))
+    CHECK(open_error(dir,
+                     make_file(R"({"a":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}})", data))
               .find("needs 12 bytes, its offsets span 8") != std::string::npos);
     // overlapping tensors
     CHECK(open_error(dir, make_file(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},)"
@@ -116,22 +117,31 @@ TEST_SUITE("cpu") {
                                     data))
               .find("overlap") != std::string::npos);
     // a hole in the buffer
-    CHECK(open_error(dir, make_file(R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}})", data))
+    CHECK(open_error(dir,
+                     make_file(R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}})", data))
               .find("bytes [0, 4) of the data buffer belong to no tensor") != std::string::npos);
     // trailing bytes nobody owns
-    CHECK(open_error(dir, make_file(R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}})", data))
+    CHECK(open_error(dir,
+                     make_file(R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}})", data))
               .find("holds 8 bytes but the tensors cover 4") != std::string::npos);
     // begin > end, negative or non-integer values, unknown dtype, missing fields
-    CHECK(open_error(dir, make_file(R"({"a":{"dtype":"F32","shape":[0],"data_offsets":[8,0]}})", data))
+    CHECK(open_error(dir,
+                     make_file(R"({"a":{"dtype":"F32","shape":[0],"data_offsets":[8,0]}})", data))
               .find("begin > end") != std::string::npos);
-    CHECK(open_error(dir, make_file(R"({"a":{"dtype":"F32","shape":[-2],"data_offsets":[0,8]}})", data))
+    CHECK(open_error(dir,
+                     make_file(R"({"a":{"dtype":"F32","shape":[-2],"data_offsets":[0,8]}})", data))
               .find("not a non-negative integer (number: -2)") != std::string::npos);
-    CHECK(open_error(dir, make_file(R"({"a":{"dtype":"F32","shape":[0,18446744073709551615],"data_offsets":[0,0]},)"
-                                    R"("b":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}})", data))
+    CHECK(open_error(
+              dir,
+              make_file(
+                  R"({"a":{"dtype":"F32","shape":[0,18446744073709551615],"data_offsets":[0,0]},)"
+                  R"("b":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}})",
+                  data))
               .find("beyond int64") != std::string::npos);
     // duplicate tensor names, hostile nesting, NUL bytes
     CHECK(open_error(dir, make_file(R"({"a":{"dtype":"I32","shape":[2],"data_offsets":[0,8]},)"
-                                    R"("a":{"dtype":"F16","shape":[4],"data_offsets":[0,8]}})", data))
+                                    R"("a":{"dtype":"F16","shape":[4],"data_offsets":[0,8]}})",
+                                    data))
               .find("tensor a is listed twice") != std::string::npos);
     {
       std::string deep = R"({"a":{"dtype":"F32","shape":)" + std::string(200000, '[') +
@@ -141,18 +151,24 @@ TEST_SUITE("cpu") {
     }
     CHECK(open_error(dir, make_file(ok_header + std::string(3, '\0'), data)).find("NUL bytes") !=
           std::string::npos);
-    CHECK(open_error(dir, make_file(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8.5]}})", data))
+    CHECK(open_error(dir,
+                     make_file(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8.5]}})", data))
               .find("data_offsets") != std::string::npos);
-    CHECK(open_error(dir, make_file(R"({"a":{"dtype":"Q4","shape":[2],"data_offsets":[0,8]}})", data))
-              .find("unknown dtype Q4") != std::string::npos);
+    CHECK(
+        open_error(dir, make_file(R"({"a":{"dtype":"Q4","shape":[2],"data_offsets":[0,8]}})", data))
+            .find("unknown dtype Q4") != std::string::npos);
     CHECK(open_error(dir, make_file(R"({"a":{"shape":[2],"data_offsets":[0,8]}})", data))
               .find("no string dtype") != std::string::npos);
-    CHECK(open_error(dir, make_file(R"({"a":{"dtype":"F32","shape":[4294967296,4294967296],"data_offsets":[0,8]}})", data))
+    CHECK(open_error(
+              dir,
+              make_file(
+                  R"({"a":{"dtype":"F32","shape":[4294967296,4294967296],"data_offsets":[0,8]}})",
+                  data))
               .find("impossibly large shape") != std::string::npos);
     CHECK(open_error(dir, make_file(R"({"a":7})", data)).find("entry a must be an object") !=
           std::string::npos);
-    CHECK(open_error(dir, make_file(R"({"__metadata__":{"k":1}})", "")).find("__metadata__.k must be a string") !=
-          std::string::npos);
+    CHECK(open_error(dir, make_file(R"({"__metadata__":{"k":1}})", ""))
+              .find("__metadata__.k must be a string") != std::string::npos);
     // a zero-size tensor reads as an empty vector
     test::write_file(dir.path / "z.safetensors",
                      make_file(R"({"z":{"dtype":"F32","shape":[0,3],"data_offsets":[0,0]}})", ""));
@@ -161,7 +177,8 @@ TEST_SUITE("cpu") {
     test::write_file(dir.path / "i.safetensors",
                      make_file(R"({"i":{"dtype":"I32","shape":[2],"data_offsets":[0,8]}})", data));
     safetensors_file ints(dir.path / "i.safetensors");
-    CHECK_THROWS_WITH_AS(ints.read_f32("i"), doctest::Contains("tensor i has dtype I32; expected F32, F16 or BF16"),
+    CHECK_THROWS_WITH_AS(ints.read_f32("i"),
+                         doctest::Contains("tensor i has dtype I32; expected F32, F16 or BF16"),
                          error);
     CHECK_THROWS_WITH_AS(safetensors_file(dir.path / "missing.safetensors"),
                          doctest::Contains("cannot open"), error);
@@ -175,10 +192,11 @@ TEST_SUITE("cpu") {
       CHECK(ck.find("model.output_text_score_predictor.output_mlp.7.weight")->type == dtype::bf16);
       CHECK(ck.find("lm_head.weight") != nullptr);
       CHECK(ck.read_f32("lm_head.weight").size() == 16 * 8);
-      CHECK_THROWS_WITH_AS(ck.read_f32("lm_head.weight", {8, 16}),
-                           doctest::Contains("tensor lm_head.weight has shape [16, 8], expected [8, 16]"),
+      CHECK_THROWS_WITH_AS(
+          ck.read_f32("lm_head.weight", {8, 16}),
+          doctest::Contains("tensor lm_head.weight has shape [16, 8], expected [8, 16]"), error);
+      CHECK_THROWS_WITH_AS(ck.read_f32("nope", {1}), doctest::Contains("missing tensor nope"),
                            error);
-      CHECK_THROWS_WITH_AS(ck.read_f32("nope", {1}), doctest::Contains("missing tensor nope"), error);
     }
     checkpoint single(dir / "model-00002-of-00002.safetensors");
     CHECK(single.find("model.image_score_predictor.down_mlp.1.weight") == nullptr);
@@ -190,19 +208,24 @@ TEST_SUITE("cpu") {
     test::write_file(index, "{\"weight_map\": {\"a\": \"../x.safetensors\"}}");
     CHECK_THROWS_WITH_AS(checkpoint{index}, doctest::Contains("must be a file inside"), error);
     test::write_file(index, "{\"weight_map\": {\"a\": \"missing.safetensors\"}}");
-    CHECK_THROWS_WITH_AS(checkpoint{index}, doctest::Contains("maps 1 tensors (e.g. a) to missing.safetensors, which is missing"),
-                         error);
+    CHECK_THROWS_WITH_AS(
+        checkpoint{index},
+        doctest::Contains("maps 1 tensors (e.g. a) to missing.safetensors, which is missing"),
+        error);
     std::filesystem::create_directory_symlink("/", tmp.path / "escape");
     test::write_file(index, "{\"weight_map\": {\"a\": \"escape/etc/hostname\"}}");
     CHECK_THROWS_WITH_AS(checkpoint{index}, doctest::Contains("must be a file inside"), error);
     test::write_file(index, "{oops");
     CHECK_THROWS_WITH_AS(checkpoint{index}, doctest::Contains("is not valid JSON"), error);
-    std::filesystem::copy_file(dir / "model-00002-of-00002.safetensors", tmp.path / "s.safetensors");
+    std::filesystem::copy_file(dir / "model-00002-of-00002.safetensors",
+                               tmp.path / "s.safetensors");
     test::write_file(index, "{\"weight_map\": {\"ghost\": \"s.safetensors\"}}");
     CHECK_THROWS_WITH_AS(checkpoint{index}, doctest::Contains("maps ghost to"), error);
     std::filesystem::remove(index);
-    std::filesystem::copy_file(dir / "model-00002-of-00002.safetensors", tmp.path / "t.safetensors");
+    std::filesystem::copy_file(dir / "model-00002-of-00002.safetensors",
+                               tmp.path / "t.safetensors");
     CHECK_THROWS_WITH_AS(checkpoint{tmp.path}, doctest::Contains("appears in"), error);
-    CHECK_THROWS_WITH_AS(checkpoint{tmp.path / "nothing"}, doctest::Contains("does not exist"), error);
+    CHECK_THROWS_WITH_AS(checkpoint{tmp.path / "nothing"}, doctest::Contains("does not exist"),
+                         error);
   }
 }

@@ -1,13 +1,12 @@
 // SPDX-License-Identifier: Apache-2.0
 // The seams hold: a decoder and a predictor written here (not the bundled ones) drive both
 // inference modes through the concepts, and the modes agree (METHOD.md 4a).
-#include <dynllava/dynllava.hpp>
-
 #include <doctest/doctest.h>
 
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <dynllava/dynllava.hpp>
 #include <vector>
 
 using namespace dynllava;
@@ -24,13 +23,15 @@ struct toy_decoder {
 
   void embed(host_t, host_span<const std::int32_t> tokens, host_span<float> out) const {
     for (std::size_t i = 0; i < tokens.size(); ++i) {
-      for (std::size_t j = 0; j < 4; ++j) out[i * 4 + j] = std::sin(0.7f * static_cast<float>(tokens[i] + 1) * static_cast<float>(j + 1));
+      for (std::size_t j = 0; j < 4; ++j)
+        out[i * 4 + j] =
+            std::sin(0.7f * static_cast<float>(tokens[i] + 1) * static_cast<float>(j + 1));
     }
   }
 
   template <kv_storage<host_t> C>
-  void layer(host_t, index_t l, host_ragged_rows<float> rows, host_span<const index_t> pos, const C* cache,
-             host_span<float> k, host_span<float> v) const {
+  void layer(host_t, index_t l, host_ragged_rows<float> rows, host_span<const index_t> pos,
+             const C* cache, host_span<float> k, host_span<float> v) const {
     const float scale = 1.0f + 0.25f * static_cast<float>(l);
     const std::vector<float> in(rows.values.begin(), rows.values.end());
     for (std::size_t r = 0; r < rows.rows(); ++r) {
@@ -61,7 +62,8 @@ struct toy_decoder {
         for (std::size_t j = 0; j < 4; ++j) {
           double acc = 0;
           for (std::size_t i = 0; i < w.size(); ++i) acc += w[i] / sum * vals[i][j];
-          rows.values[static_cast<std::size_t>(r) * 4 + j] = in[static_cast<std::size_t>(r) * 4 + j] + static_cast<float>(acc);
+          rows.values[static_cast<std::size_t>(r) * 4 + j] =
+              in[static_cast<std::size_t>(r) * 4 + j] + static_cast<float>(acc);
         }
       }
     }
@@ -71,7 +73,8 @@ struct toy_decoder {
     for (std::size_t r = 0; r < rows.size() / 4; ++r) {
       for (std::size_t t = 0; t < 7; ++t) {
         double acc = 0;
-        for (std::size_t j = 0; j < 4; ++j) acc += rows[r * 4 + j] * std::cos(static_cast<double>(t * 4 + j));
+        for (std::size_t j = 0; j < 4; ++j)
+          acc += rows[r * 4 + j] * std::cos(static_cast<double>(t * 4 + j));
         out[r * 7 + t] = static_cast<float>(acc);
       }
     }
@@ -119,16 +122,22 @@ struct toy_prompt {
         rows.insert(rows.end(), e.begin(), e.end());
       };
       text(static_cast<std::int32_t>(b + 1));
-      for (index_t i = 0; i < n * 4; ++i) rows.push_back(std::cos(0.37f * static_cast<float>(i) + static_cast<float>(b)));
+      for (index_t i = 0; i < n * 4; ++i)
+        rows.push_back(std::cos(0.37f * static_cast<float>(i) + static_cast<float>(b)));
       text(static_cast<std::int32_t>(b + 2));
-      const std::vector<segment> s{{K::system, 0, 2, 0}, {K::image, 2, n, 0}, {K::instruction, 2 + n, 2, 0}};
+      const std::vector<segment> s{
+          {K::system, 0, 2, 0}, {K::image, 2, n, 0}, {K::instruction, 2 + n, 2, 0}};
       segs.insert(segs.end(), s.begin(), s.end());
       seg_indptr.push_back(static_cast<index_t>(segs.size()));
       indptr.push_back(indptr.back() + n + 4);
     }
   }
-  host_ragged_rows<const float> view() const { return {make_host_span(indptr), make_host_span(rows), 4}; }
-  segment_table<host_space> table() const { return {make_host_span(seg_indptr), make_host_span(segs)}; }
+  host_ragged_rows<const float> view() const {
+    return {make_host_span(indptr), make_host_span(rows), 4};
+  }
+  segment_table<host_space> table() const {
+    return {make_host_span(seg_indptr), make_host_span(segs)};
+  }
 };
 
 sparsifier_options toy_options() {
@@ -172,7 +181,8 @@ TEST_SUITE("cpu") {
     const auto& outs = nc.output_decisions();
     for (std::size_t s = 0; s < 2; ++s) {
       for (index_t t = 0; t < 7; ++t) {
-        CHECK(outs.keep[static_cast<std::size_t>(outs.indptr[s] + t)] == kv.decisions()[static_cast<std::size_t>(t) * 2 + s]);
+        CHECK(outs.keep[static_cast<std::size_t>(outs.indptr[s] + t)] ==
+              kv.decisions()[static_cast<std::size_t>(t) * 2 + s]);
       }
     }
   }
@@ -197,10 +207,14 @@ TEST_SUITE("cpu") {
     const toy_predictor wide{{1, 2, 3, 4, 5}, 0.0f};
     const toy_predictor good{{1, 2, 3, 4}, 0.0f};
     contiguous_kv_cache cache({3, 1, 4, 16});
-    CHECK_THROWS_WITH_AS((kv_session(m, cache, online_gate_policy{1}, &wide, &good, toy_options())),
-                         doctest::Contains("the image predictor reads width 5, but the model's hidden width is 4"), error);
-    CHECK_THROWS_WITH_AS((kv_session(m, cache, online_gate_policy{1}, &good, &wide, toy_options())),
-                         doctest::Contains("the output predictor reads width 5, but the model's hidden width is 4"), error);
+    CHECK_THROWS_WITH_AS(
+        (kv_session(m, cache, online_gate_policy{1}, &wide, &good, toy_options())),
+        doctest::Contains("the image predictor reads width 5, but the model's hidden width is 4"),
+        error);
+    CHECK_THROWS_WITH_AS(
+        (kv_session(m, cache, online_gate_policy{1}, &good, &wide, toy_options())),
+        doctest::Contains("the output predictor reads width 5, but the model's hidden width is 4"),
+        error);
     CHECK_THROWS_WITH_AS((no_cache_session(m, 1, &wide, &good, toy_options())),
                          doctest::Contains("the image predictor reads width 5"), error);
     CHECK(cache.length(0, 0) == 0);
@@ -221,7 +235,8 @@ TEST_SUITE("cpu") {
     const toy_prompt prompt({6, 9});
     const l2_norm_scorer l2{};
     token_decisions seen;
-    const auto kept = cpu::select_images(l2, make_host_span(prompt.rows), prompt.table(), 0.5, &seen);
+    const auto kept =
+        cpu::select_images(l2, make_host_span(prompt.rows), prompt.table(), 0.5, &seen);
     CHECK(seen.logits.empty());  // not a 2-way predictor: scores only
     REQUIRE(seen.scores.size() == 15);
     CHECK(kept.indptr == std::vector<index_t>{0, 3, 7});
@@ -239,11 +254,14 @@ TEST_SUITE("cpu") {
         }
         norms.emplace_back(static_cast<float>(std::sqrt(acc)), i);
       }
-      std::stable_sort(norms.begin(), norms.end(), [](auto a, auto c) { return a.first > c.first; });
+      std::stable_sort(norms.begin(), norms.end(),
+                       [](auto a, auto c) { return a.first > c.first; });
       std::vector<index_t> expected;
-      for (index_t i = 0; i < n / 2; ++i) expected.push_back(norms[static_cast<std::size_t>(i)].second);
+      for (index_t i = 0; i < n / 2; ++i)
+        expected.push_back(norms[static_cast<std::size_t>(i)].second);
       std::sort(expected.begin(), expected.end());
-      const std::vector<index_t> got(kept.positions.begin() + kept.indptr[b], kept.positions.begin() + kept.indptr[b + 1]);
+      const std::vector<index_t> got(kept.positions.begin() + kept.indptr[b],
+                                     kept.positions.begin() + kept.indptr[b + 1]);
       CHECK(got == expected);
     }
   }

@@ -1,8 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 // The session API: the generate loop (greedy, sampling, EOS, budget, streaming callback), the
 // decision views after each call, and the guards checked before anything changes.
-#include "support/pipeline_world.hpp"
-
 #include <doctest/doctest.h>
 
 #include <algorithm>
@@ -10,6 +8,8 @@
 #include <cstdint>
 #include <utility>
 #include <vector>
+
+#include "support/pipeline_world.hpp"
 
 using namespace dynllava;
 using namespace dynllava::test;
@@ -20,7 +20,9 @@ namespace {
 struct counting_observer final : pipeline_observer {
   int calls = 0, image_runs = 0, output_runs = 0, layer_calls = 0;
   void begin_call(index_t) override { ++calls; }
-  void layer(index_t, host_span<const index_t>, host_span<const index_t>) override { ++layer_calls; }
+  void layer(index_t, host_span<const index_t>, host_span<const index_t>) override {
+    ++layer_calls;
+  }
   void image_predictor(host_span<const index_t>) override { ++image_runs; }
   void output_predictor(std::size_t) override { ++output_runs; }
 };
@@ -28,14 +30,16 @@ struct counting_observer final : pipeline_observer {
 }  // namespace
 
 TEST_SUITE("cpu") {
-  TEST_CASE("generate: greedy equals a hand-written loop; the callback streams every token in order") {
+  TEST_CASE(
+      "generate: greedy equals a hand-written loop; the callback streams every token in order") {
     const auto& w = the_world();
     const auto in = w.input({0, 1});
     auto c1 = make_cache(w, 2), c2 = make_cache(w, 2);
     kv_session s1(w.model, c1, online_gate_policy{2}, &w.image, &w.output, {});
     kv_session s2(w.model, c2, online_gate_policy{2}, &w.image, &w.output, {});
     std::vector<std::pair<std::size_t, std::int32_t>> streamed;
-    const auto g = generate(s1, in.view(w.lc.hidden), in.table(), {.max_new_tokens = 5, .eos = std::nullopt, .sampling = {}},
+    const auto g = generate(s1, in.view(w.lc.hidden), in.table(),
+                            {.max_new_tokens = 5, .eos = std::nullopt, .sampling = {}},
                             [&](std::size_t b, std::int32_t t) { streamed.emplace_back(b, t); });
     std::vector<std::vector<std::int32_t>> manual(2);
     auto logits = s2.prefill(in.view(w.lc.hidden), in.table());
@@ -60,12 +64,14 @@ TEST_SUITE("cpu") {
     const auto in = w.input({0, 1});
     auto c0 = make_cache(w, 2);
     kv_session probe(w.model, c0, online_gate_policy{2}, &w.image, &w.output, {});
-    const auto free_run = generate(probe, in.view(w.lc.hidden), in.table(), {.max_new_tokens = 6, .eos = std::nullopt, .sampling = {}});
+    const auto free_run = generate(probe, in.view(w.lc.hidden), in.table(),
+                                   {.max_new_tokens = 6, .eos = std::nullopt, .sampling = {}});
     // pick sequence 0's third token as EOS, unless sequence 1 generates it earlier
     const std::int32_t eos = free_run.tokens[0][2];
     auto c1 = make_cache(w, 2);
     kv_session s(w.model, c1, online_gate_policy{2}, &w.image, &w.output, {});
-    const auto g = generate(s, in.view(w.lc.hidden), in.table(), {.max_new_tokens = 6, .eos = eos, .sampling = {}});
+    const auto g = generate(s, in.view(w.lc.hidden), in.table(),
+                            {.max_new_tokens = 6, .eos = eos, .sampling = {}});
     for (std::size_t b = 0; b < 2; ++b) {
       CAPTURE(b);
       const auto& ref = free_run.tokens[b];
@@ -84,19 +90,23 @@ TEST_SUITE("cpu") {
     // a budget of 0 runs the prompt only
     auto c2 = make_cache(w, 2);
     kv_session z(w.model, c2, online_gate_policy{2}, &w.image, &w.output, {});
-    const auto none = generate(z, in.view(w.lc.hidden), in.table(), {.max_new_tokens = 0, .eos = std::nullopt, .sampling = {}});
+    const auto none = generate(z, in.view(w.lc.hidden), in.table(),
+                               {.max_new_tokens = 0, .eos = std::nullopt, .sampling = {}});
     CHECK(none.tokens == std::vector<std::vector<std::int32_t>>(2));
     CHECK(z.prefilled());
   }
 
-  TEST_CASE("generate: sampling is reproducible by seed, batch == alone, and differs across seeds") {
+  TEST_CASE(
+      "generate: sampling is reproducible by seed, batch == alone, and differs across seeds") {
     const auto& w = the_world();
     auto run = [&](std::vector<std::size_t> which, std::uint64_t seed, float top_p) {
       const auto in = w.input(which);
       auto cache = make_cache(w, which.size());
       kv_session s(w.model, cache, online_gate_policy{2}, &w.image, &w.output, {});
       return generate(s, in.view(w.lc.hidden), in.table(),
-                      {.max_new_tokens = 8, .eos = std::nullopt, .sampling = {.temperature = 1.5f, .top_p = top_p, .seed = seed}});
+                      {.max_new_tokens = 8,
+                       .eos = std::nullopt,
+                       .sampling = {.temperature = 1.5f, .top_p = top_p, .seed = seed}});
     };
     const auto a = run({0, 1}, 7, 0.9f);
     CHECK(a.tokens == run({0, 1}, 7, 0.9f).tokens);
@@ -106,7 +116,8 @@ TEST_SUITE("cpu") {
     const auto in = w.input({0, 1});
     auto cache = make_cache(w, 2);
     kv_session s(w.model, cache, online_gate_policy{2}, &w.image, &w.output, {});
-    const auto greedy = generate(s, in.view(w.lc.hidden), in.table(), {.max_new_tokens = 8, .eos = std::nullopt, .sampling = {}});
+    const auto greedy = generate(s, in.view(w.lc.hidden), in.table(),
+                                 {.max_new_tokens = 8, .eos = std::nullopt, .sampling = {}});
     CHECK(run({0, 1}, 3, 1e-6f).tokens == greedy.tokens);
   }
 
@@ -115,8 +126,10 @@ TEST_SUITE("cpu") {
     CHECK(token_sampler::greedy(make_host_span(tie)) == 1);
     const std::vector<float> nan_first{NAN, -1.0f, 2.0f};
     CHECK(token_sampler::greedy(make_host_span(nan_first)) == 2);
-    CHECK(greedy_tokens(std::vector<float>{0, 1, 5, 4, 3, 9}, 3) == std::vector<std::int32_t>{2, 2});
-    CHECK_THROWS_WITH_AS(greedy_tokens(std::vector<float>{0, 1, 5, 4}, 3), doctest::Contains("whole rows of vocab = 3"), error);
+    CHECK(greedy_tokens(std::vector<float>{0, 1, 5, 4, 3, 9}, 3) ==
+          std::vector<std::int32_t>{2, 2});
+    CHECK_THROWS_WITH_AS(greedy_tokens(std::vector<float>{0, 1, 5, 4}, 3),
+                         doctest::Contains("whole rows of vocab = 3"), error);
     // p = softmax([0, log 3]) = [0.25, 0.75]
     token_sampler s({.temperature = 1.0f, .top_p = 1.0f, .seed = 11}, 0);
     const std::vector<float> two{0.0f, std::log(3.0f), NAN};
@@ -128,13 +141,17 @@ TEST_SUITE("cpu") {
     // top_p = 0.7 keeps only the 0.75 token
     token_sampler nucleus({.temperature = 1.0f, .top_p = 0.7f, .seed = 11}, 0);
     for (int i = 0; i < 100; ++i) CHECK(nucleus.next(make_host_span(two)) == 1);
-    CHECK_THROWS_WITH_AS((token_sampler({.temperature = -1.0f, .top_p = 1.0f, .seed = 0}, 0)), doctest::Contains("temperature must be finite and >= 0, got -1"), error);
-    CHECK_THROWS_WITH_AS((token_sampler({.temperature = 1.0f, .top_p = 0.0f, .seed = 0}, 0)), doctest::Contains("top_p must be in (0, 1], got 0"), error);
+    CHECK_THROWS_WITH_AS((token_sampler({.temperature = -1.0f, .top_p = 1.0f, .seed = 0}, 0)),
+                         doctest::Contains("temperature must be finite and >= 0, got -1"), error);
+    CHECK_THROWS_WITH_AS((token_sampler({.temperature = 1.0f, .top_p = 0.0f, .seed = 0}, 0)),
+                         doctest::Contains("top_p must be in (0, 1], got 0"), error);
     const std::vector<float> none{-INFINITY, NAN};
     CHECK_THROWS_WITH_AS(s.next(make_host_span(none)), doctest::Contains("no finite logit"), error);
   }
 
-  TEST_CASE("decision views: image logits and margins, gate logits and margins, cache lengths and bytes") {
+  TEST_CASE(
+      "decision views: image logits and margins, gate logits and margins, cache lengths and "
+      "bytes") {
     const auto& w = the_world();
     const auto in = w.input({0, 1});
     auto cache = make_cache(w, 2);
@@ -144,7 +161,8 @@ TEST_SUITE("cpu") {
     REQUIRE(img.indptr == std::vector<index_t>{0, 20, 30});
     REQUIRE(img.logits.size() == 60);
     REQUIRE(img.scores.size() == 30);
-    for (std::size_t i = 0; i < 30; ++i) CHECK(img.scores[i] == img.logits[2 * i] - img.logits[2 * i + 1]);
+    for (std::size_t i = 0; i < 30; ++i)
+      CHECK(img.scores[i] == img.logits[2 * i] - img.logits[2 * i + 1]);
     CHECK(img.kept().positions == s.image_kept().positions);
     CHECK(img.kept().indptr == std::vector<index_t>{0, 4, 6});  // floor(20 * 0.2), floor(10 * 0.2)
     // the kept tokens are the top margins of each sequence
@@ -170,17 +188,20 @@ TEST_SUITE("cpu") {
       std::vector<float> k(h.size()), v(h.size());
       const paged_kv_cache* none = nullptr;
       for (index_t l = 0; l < 2; ++l) {
-        w.model.layer(l, {make_host_span(in.indptr), make_host_span(h), w.lc.hidden}, make_host_span(std::as_const(pos)),
-                      none, make_host_span(k), make_host_span(v));
+        w.model.layer(l, {make_host_span(in.indptr), make_host_span(h), w.lc.hidden},
+                      make_host_span(std::as_const(pos)), none, make_host_span(k),
+                      make_host_span(v));
       }
       const auto H = static_cast<std::size_t>(w.lc.hidden);
       std::vector<float> x;
       for (auto [first, n] : {std::pair<std::size_t, std::size_t>{3, 20}, {27 + 3, 10}}) {
-        x.insert(x.end(), h.begin() + static_cast<std::ptrdiff_t>(first * H), h.begin() + static_cast<std::ptrdiff_t>((first + n) * H));
+        x.insert(x.end(), h.begin() + static_cast<std::ptrdiff_t>(first * H),
+                 h.begin() + static_cast<std::ptrdiff_t>((first + n) * H));
       }
       const std::vector<index_t> groups{0, 20, 30};
       std::vector<float> expected(60);
-      w.image.logits(host, {make_host_span(groups), make_host_span(std::as_const(x)), w.lc.hidden}, make_host_span(expected));
+      w.image.logits(host, {make_host_span(groups), make_host_span(std::as_const(x)), w.lc.hidden},
+                     make_host_span(expected));
       CHECK(max_abs_diff(img.logits, expected) < 1e-6);
     }
     const std::vector<index_t> lengths_before = s.cache_lengths();
@@ -215,14 +236,19 @@ TEST_SUITE("cpu") {
     auto cache = make_cache(w, 1);
     kv_session s(w.model, cache, online_gate_policy{2}, &w.image, &w.output, {});
     const std::vector<std::int32_t> t{1};
-    CHECK_THROWS_WITH_AS(s.decode(make_host_span(t)), doctest::Contains("kv_session::decode: call prefill() first"), error);
+    CHECK_THROWS_WITH_AS(s.decode(make_host_span(t)),
+                         doctest::Contains("kv_session::decode: call prefill() first"), error);
     CHECK(cache.length(0, 0) == 0);
     no_cache_session nc(w.model, 1, &w.image, &w.output, {});
-    CHECK_THROWS_WITH_AS(nc.decode(make_host_span(t)), doctest::Contains("no_cache_session::decode: call prefill() first"), error);
+    CHECK_THROWS_WITH_AS(nc.decode(make_host_span(t)),
+                         doctest::Contains("no_cache_session::decode: call prefill() first"),
+                         error);
     CHECK_FALSE(nc.prefilled());
   }
 
-  TEST_CASE("no-cache session: the image predictor runs once per prompt; logits and decisions equal the stateless step") {
+  TEST_CASE(
+      "no-cache session: the image predictor runs once per prompt; logits and decisions equal the "
+      "stateless step") {
     const auto& w = the_world();
     const auto in = w.input({0, 1});
     no_cache_session nc(w.model, 2, &w.image, &w.output, {});
@@ -237,8 +263,8 @@ TEST_SUITE("cpu") {
       logits = nc.decode(make_host_span(next));
       const auto full = w.input({0, 1}, generated);
       host_selection kept;
-      const auto stateless = decode_without_cache(w.model, &w.image, &w.output, full.view(w.lc.hidden), full.table(), {},
-                                                  nullptr, &kept);
+      const auto stateless = decode_without_cache(
+          w.model, &w.image, &w.output, full.view(w.lc.hidden), full.table(), {}, nullptr, &kept);
       CHECK(logits == stateless);  // same computation, bit for bit
       CHECK(nc.output_decisions().kept().positions == kept.positions);
     }

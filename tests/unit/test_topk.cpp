@@ -1,19 +1,16 @@
 // SPDX-License-Identifier: Apache-2.0
-#include <dynllava/select/concepts.hpp>
-#include <dynllava/select/topk.hpp>
-
-#include <support/random.hpp>
-#include <support/reference_topk.hpp>
-
-#include <support/errors.hpp>
-
 #include <doctest/doctest.h>
 
 #include <bit>
 #include <cmath>
 #include <cstdint>
+#include <dynllava/select/concepts.hpp>
+#include <dynllava/select/topk.hpp>
 #include <limits>
 #include <string>
+#include <support/errors.hpp>
+#include <support/random.hpp>
+#include <support/reference_topk.hpp>
 #include <vector>
 
 using namespace dynllava;
@@ -25,7 +22,6 @@ host_ragged<const float> ragged_of(const std::vector<index_t>& indptr,
                                    const std::vector<float>& values) {
   return {make_host_span(indptr), make_host_span(values)};
 }
-
 
 /// Checks a selection against the independent reference, sequence by sequence.
 void check_against_reference(const std::vector<index_t>& indptr, const std::vector<float>& scores,
@@ -70,10 +66,17 @@ std::vector<float> alphabet_scores(test::rng& g, std::size_t n, int family, int 
     float v = 0.0f;
     switch (family) {
       case 0: {  // special values
-        const float specials[] = {nan,  -nan, inf,  -inf, 0.0f,  -0.0f,
+        const float specials[] = {nan,
+                                  -nan,
+                                  inf,
+                                  -inf,
+                                  0.0f,
+                                  -0.0f,
                                   std::numeric_limits<float>::denorm_min(),
                                   -std::numeric_limits<float>::denorm_min(),
-                                  1.0f, -1.0f, std::numeric_limits<float>::max(),
+                                  1.0f,
+                                  -1.0f,
+                                  std::numeric_limits<float>::max(),
                                   -std::numeric_limits<float>::max()};
         v = specials[bits(g) % std::size(specials)];
         break;
@@ -122,8 +125,7 @@ TEST_SUITE("cpu") {
           std::vector<index_t>{3});
     CHECK(cpu::topk(scores, topk_budget<host_space>::keep_count(2)).positions ==
           std::vector<index_t>{2, 3});
-    CHECK(cpu::topk(scores, topk_budget<host_space>::keep_count(2),
-                    {tie_break::larger_position})
+    CHECK(cpu::topk(scores, topk_budget<host_space>::keep_count(2), {tie_break::larger_position})
               .positions == std::vector<index_t>{3, 4});
     // +0 and -0 tie: the earlier (-0 at 5) wins.
     CHECK(cpu::topk(scores, topk_budget<host_space>::keep_count(4)).positions ==
@@ -164,7 +166,8 @@ TEST_SUITE("cpu") {
     auto sel = cpu::topk(ragged_of(indptr, none), topk_budget<host_space>::keep_ratio(0.5));
     CHECK(sel.indptr == std::vector<index_t>{0});
     CHECK(sel.positions.empty());
-    CHECK(cpu::topk(host_ragged<const float>{}, topk_budget<host_space>::keep_count(0)).batch() == 0);
+    CHECK(cpu::topk(host_ragged<const float>{}, topk_budget<host_space>::keep_count(0)).batch() ==
+          0);
 
     std::vector<index_t> ragged{0, 0, 3, 3};
     std::vector<float> s{1, 3, 2};
@@ -177,8 +180,9 @@ TEST_SUITE("cpu") {
     std::vector<index_t> indptr{0, 3, 5};
     std::vector<float> s{1, 2, 3, 5, 4};
     std::vector<index_t> ks{2, 1};
-    auto sel = cpu::topk(ragged_of(indptr, s),
-                         topk_budget<host_space>::keep_per_sequence(make_host_span(std::as_const(ks))));
+    auto sel =
+        cpu::topk(ragged_of(indptr, s),
+                  topk_budget<host_space>::keep_per_sequence(make_host_span(std::as_const(ks))));
     CHECK(sel.indptr == std::vector<index_t>{0, 2, 3});
     CHECK(sel.positions == std::vector<index_t>{1, 2, 0});
   }
@@ -187,15 +191,18 @@ TEST_SUITE("cpu") {
     std::vector<index_t> indptr{0, 3, 5};
     std::vector<float> s{1, 2, 3, 5, 4};
     const auto scores = ragged_of(indptr, s);
-    CHECK(test::error_of([&] { cpu::topk(scores, topk_budget<host_space>::keep_count(3)); })
-              .find("k (3) exceeds the number of candidates (2) of sequence 1") !=
-          std::string::npos);
-    CHECK(test::error_of([&] { cpu::topk(scores, topk_budget<host_space>::keep_count(-1)); })
-              .find("k must be >= 0, got -1") != std::string::npos);
-    CHECK(test::error_of([&] { cpu::topk(scores, topk_budget<host_space>::keep_ratio(1.5)); })
-              .find("ratio must be in [0, 1], got 1.5") != std::string::npos);
-    CHECK(test::error_of([&] { cpu::topk(scores, topk_budget<host_space>::keep_ratio(-0.1)); })
-              .find("ratio must be in [0, 1]") != std::string::npos);
+    CHECK(test::error_of([&] {
+            cpu::topk(scores, topk_budget<host_space>::keep_count(3));
+          }).find("k (3) exceeds the number of candidates (2) of sequence 1") != std::string::npos);
+    CHECK(test::error_of([&] {
+            cpu::topk(scores, topk_budget<host_space>::keep_count(-1));
+          }).find("k must be >= 0, got -1") != std::string::npos);
+    CHECK(test::error_of([&] {
+            cpu::topk(scores, topk_budget<host_space>::keep_ratio(1.5));
+          }).find("ratio must be in [0, 1], got 1.5") != std::string::npos);
+    CHECK(test::error_of([&] {
+            cpu::topk(scores, topk_budget<host_space>::keep_ratio(-0.1));
+          }).find("ratio must be in [0, 1]") != std::string::npos);
     CHECK(test::error_of([&] {
             cpu::topk(scores, topk_budget<host_space>::keep_ratio(std::nan("")));
           }).find("got nan") != std::string::npos);
@@ -247,18 +254,21 @@ TEST_SUITE("cpu") {
         const double r = trial % 5 == 0 ? 1.0 : trial % 5 == 1 ? 0.0 : ratio(g);
         std::vector<index_t> ks(lengths.size());
         for (std::size_t b = 0; b < ks.size(); ++b) ks[b] = ratio_budget(lengths[b], r);
-        auto sel = cpu::topk(ragged_of(indptr, scores), topk_budget<host_space>::keep_ratio(r), opts);
+        auto sel =
+            cpu::topk(ragged_of(indptr, scores), topk_budget<host_space>::keep_ratio(r), opts);
         check_against_reference(indptr, scores, ks, sel, larger_first);
         // explicit per-sequence budgets, including 0, 1 and n
         for (std::size_t b = 0; b < ks.size(); ++b) {
           std::uniform_int_distribution<index_t> k(0, lengths[b]);
           const int choice = static_cast<int>(g() % 4);
-          ks[b] = choice == 0 ? 0 : choice == 1 ? std::min<index_t>(1, lengths[b])
-                                  : choice == 2 ? lengths[b] : k(g);
+          ks[b] = choice == 0   ? 0
+                  : choice == 1 ? std::min<index_t>(1, lengths[b])
+                  : choice == 2 ? lengths[b]
+                                : k(g);
         }
-        sel = cpu::topk(ragged_of(indptr, scores),
-                        topk_budget<host_space>::keep_per_sequence(make_host_span(std::as_const(ks))),
-                        opts);
+        sel = cpu::topk(
+            ragged_of(indptr, scores),
+            topk_budget<host_space>::keep_per_sequence(make_host_span(std::as_const(ks))), opts);
         check_against_reference(indptr, scores, ks, sel, larger_first);
       }
     }
@@ -282,15 +292,18 @@ TEST_SUITE("cpu") {
         CAPTURE(tie);
         std::uniform_real_distribution<double> ratio(0.0, 1.0);
         for (const double r : {0.0, 0.2, ratio(g), 1.0}) {
-          check_against_nth_element(indptr, scores, topk_budget<host_space>::keep_ratio(r), tie, ws);
+          check_against_nth_element(indptr, scores, topk_budget<host_space>::keep_ratio(r), tie,
+                                    ws);
         }
         std::vector<index_t> ks(lengths.size());
         for (std::size_t b = 0; b < ks.size(); ++b) {
           std::uniform_int_distribution<index_t> k(0, lengths[b]);
           const int choice = static_cast<int>(g() % 5);
-          ks[b] = choice == 0 ? 0 : choice == 1 ? std::min<index_t>(1, lengths[b])
-                  : choice == 2 ? lengths[b] : choice == 3 ? std::max<index_t>(lengths[b] - 1, 0)
-                                                          : k(g);
+          ks[b] = choice == 0   ? 0
+                  : choice == 1 ? std::min<index_t>(1, lengths[b])
+                  : choice == 2 ? lengths[b]
+                  : choice == 3 ? std::max<index_t>(lengths[b] - 1, 0)
+                                : k(g);
         }
         check_against_nth_element(
             indptr, scores,
@@ -307,13 +320,14 @@ TEST_SUITE("cpu") {
     test::rng g(424242);
     for (int trial = 0; trial < 400; ++trial) {
       const auto n = static_cast<index_t>(trial % 12);
-      const auto scores = alphabet_scores(g, static_cast<std::size_t>(n), trial % 6 == 5 ? 0 : trial % 5,
-                                          1 + trial % 4);
+      const auto scores = alphabet_scores(g, static_cast<std::size_t>(n),
+                                          trial % 6 == 5 ? 0 : trial % 5, 1 + trial % 4);
       const std::vector<index_t> indptr{0, n};
       CAPTURE(trial);
       for (index_t k = 0; k <= n; ++k) {
         for (const auto tie : {tie_break::smaller_position, tie_break::larger_position}) {
-          check_against_nth_element(indptr, scores, topk_budget<host_space>::keep_count(k), tie, ws);
+          check_against_nth_element(indptr, scores, topk_budget<host_space>::keep_count(k), tie,
+                                    ws);
         }
       }
     }
@@ -323,8 +337,8 @@ TEST_SUITE("cpu") {
     test::rng g(7);
     const auto lengths = test::random_lengths(g, 12, 200);
     const auto indptr = test::indptr_of(lengths);
-    const auto scores = test::random_scores(g, static_cast<std::size_t>(indptr.back()),
-                                            score_mix::adversarial);
+    const auto scores =
+        test::random_scores(g, static_cast<std::size_t>(indptr.back()), score_mix::adversarial);
     const auto budget = topk_budget<host_space>::keep_ratio(0.2);
     const auto batched = cpu::topk(ragged_of(indptr, scores), budget);
     for (std::size_t b = 0; b < lengths.size(); ++b) {
@@ -343,13 +357,15 @@ TEST_SUITE("cpu") {
     for (int trial = 0; trial < 10; ++trial) {
       const auto lengths = test::random_lengths(g, 4, 100);
       const auto indptr = test::indptr_of(lengths);
-      const auto scores = test::random_scores(g, static_cast<std::size_t>(indptr.back()),
-                                              score_mix::heavy_ties);
+      const auto scores =
+          test::random_scores(g, static_cast<std::size_t>(indptr.back()), score_mix::heavy_ties);
       std::vector<index_t> out_indptr(indptr.size()), out_pos(scores.size());
-      const index_t n = cpu::topk(ragged_of(indptr, scores), topk_budget<host_space>::keep_ratio(0.5),
-                                  make_host_span(out_indptr), make_host_span(out_pos), {}, ws);
+      const index_t n =
+          cpu::topk(ragged_of(indptr, scores), topk_budget<host_space>::keep_ratio(0.5),
+                    make_host_span(out_indptr), make_host_span(out_pos), {}, ws);
       out_pos.resize(static_cast<std::size_t>(n));
-      const auto fresh = cpu::topk(ragged_of(indptr, scores), topk_budget<host_space>::keep_ratio(0.5));
+      const auto fresh =
+          cpu::topk(ragged_of(indptr, scores), topk_budget<host_space>::keep_ratio(0.5));
       CHECK(out_indptr == fresh.indptr);
       CHECK(out_pos == fresh.positions);
     }

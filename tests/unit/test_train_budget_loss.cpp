@@ -2,14 +2,12 @@
 /// @file test_train_budget_loss.cpp
 /// @brief Budget loss on the CPU: hand-computed values, short answers, gradients by finite
 /// differences (fp64), ragged batch versus sequences alone, error cases.
-#include <dynllava/train/budget_loss.hpp>
-
-#include <support/random.hpp>
-
 #include <doctest/doctest.h>
 
 #include <cmath>
+#include <dynllava/train/budget_loss.hpp>
 #include <random>
+#include <support/random.hpp>
 #include <utility>
 #include <vector>
 
@@ -150,7 +148,8 @@ TEST_SUITE("cpu") {
         cpu::budget_loss_forward<float>(make_host_span(indptr),
                                         make_host_span(std::as_const(small)),
                                         make_host_span(indptr), make_host_span(std::as_const(m))),
-        doctest::Contains("image_indptr: indptr[batch] must equal the number of elements it indexes (3), got 4"),
+        doctest::Contains(
+            "image_indptr: indptr[batch] must equal the number of elements it indexes (3), got 4"),
         dynllava::error);
     CHECK_THROWS_WITH_AS(
         cpu::budget_loss_backward<float>(make_host_span(indptr), make_host_span(std::as_const(m)),

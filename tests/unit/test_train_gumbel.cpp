@@ -2,17 +2,15 @@
 /// @file test_train_gumbel.cpp
 /// @brief Philox known answers, reproducible Gumbel noise, keep frequency versus the softmax
 /// probability, straight-through gradient by finite differences (fp64), temperature schedule.
-#include <dynllava/train/gumbel.hpp>
-#include <dynllava/train/philox.hpp>
-
-#include <support/random.hpp>
-
 #include <doctest/doctest.h>
 
 #include <cmath>
 #include <cstdint>
+#include <dynllava/train/gumbel.hpp>
+#include <dynllava/train/philox.hpp>
 #include <random>
 #include <set>
+#include <support/random.hpp>
 #include <utility>
 #include <vector>
 
@@ -221,11 +219,10 @@ TEST_SUITE("cpu") {
                                           make_host_span(keep), make_host_span(soft)),
           doctest::Contains("tau must be finite and > 0"), dynllava::error);
     }
-    CHECK_THROWS_WITH_AS(cpu::gumbel_hard_backward<float>(make_host_span(std::as_const(logits)),
-                                                          make_host_span(std::as_const(noise)), 1.0,
-                                                          make_host_span(std::as_const(keep)),
-                                                          make_host_span(d_logits).subspan(0, 5)),
-                         doctest::Contains("d_logits must have 6 values (like logits), got 5"),
-                         dynllava::error);
+    CHECK_THROWS_WITH_AS(
+        cpu::gumbel_hard_backward<float>(
+            make_host_span(std::as_const(logits)), make_host_span(std::as_const(noise)), 1.0,
+            make_host_span(std::as_const(keep)), make_host_span(d_logits).subspan(0, 5)),
+        doctest::Contains("d_logits must have 6 values (like logits), got 5"), dynllava::error);
   }
 }

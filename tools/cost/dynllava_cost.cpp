@@ -3,6 +3,12 @@
 /// @brief `dynllava_cost`: prefill and decode FLOPs and KV-cache bytes of dense, FastV,
 /// Dynamic-LLaVA and H2O schedules for LLaVA-1.5 7B / 13B; prints a table and writes a CSV of
 /// cost against output length (tools/plot_cost.py turns it into docs/plots/).
+#include <fmt/format.h>
+#include <fmt/os.h>
+
+#include <charconv>
+#include <cmath>
+#include <cstdint>
 #include <dynllava/cost/exact_flops.hpp>
 #include <dynllava/cost/kv_bytes.hpp>
 #include <dynllava/cost/llava_config.hpp>
@@ -10,13 +16,6 @@
 #include <dynllava/cost/paper_formula.hpp>
 #include <dynllava/cost/schedule.hpp>
 #include <dynllava/cost/schedule_trace.hpp>
-
-#include <fmt/format.h>
-#include <fmt/os.h>
-
-#include <charconv>
-#include <cmath>
-#include <cstdint>
 #include <exception>
 #include <limits>
 #include <optional>
@@ -102,8 +101,8 @@ double parse_fraction(std::string_view option, std::string_view text) {
   const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
   DYNLLAVA_EXPECTS(ec == std::errc{} && end == text.data() + text.size(),
                    "{}: expected a number, got '{}'", option, text);
-  DYNLLAVA_EXPECTS(value >= 0.0 && value <= 1.0, "{}: expected a value in [0, 1], got {}",
-                   option, value);
+  DYNLLAVA_EXPECTS(value >= 0.0 && value <= 1.0, "{}: expected a value in [0, 1], got {}", option,
+                   value);
   return value;
 }
 
@@ -138,9 +137,9 @@ cli_options parse(int argc, char** argv) {
     } else if (opt == "--kv-bytes") {
       o.kv_bytes = parse_index(opt, v, 1);
     } else if (opt == "--schedule") {
-      DYNLLAVA_EXPECTS(v == "dense" || v == "fastv" || v == "dynamic-llava" || v == "h2o" ||
-                           v == "all",
-                       "--schedule: expected dense, fastv, dynamic-llava, h2o or all, got '{}'", v);
+      DYNLLAVA_EXPECTS(
+          v == "dense" || v == "fastv" || v == "dynamic-llava" || v == "h2o" || v == "all",
+          "--schedule: expected dense, fastv, dynamic-llava, h2o or all, got '{}'", v);
       o.schedule_arg = v;
     } else if (opt == "--batch") {
       o.req.batch = static_cast<index_t>(parse_int(opt, v, 1, 4096));
@@ -185,7 +184,8 @@ cli_options parse(int argc, char** argv) {
 /// The preset, with any size given on the command line in place of its own.
 llava_config model_config(const cli_options& o) {
   llava_config c = o.model == "13b" ? llava_1_5_13b() : llava_1_5_7b();
-  const bool custom = o.hidden || o.layers || o.heads || o.head_dim || o.intermediate || o.vocab || o.kv_bytes;
+  const bool custom =
+      o.hidden || o.layers || o.heads || o.head_dim || o.intermediate || o.vocab || o.kv_bytes;
   if (custom) c.name = o.model == "13b" ? "llava-1.5-13b-custom" : "llava-1.5-7b-custom";
   if (o.hidden) c.hidden = c.predictor.hidden = *o.hidden;
   if (o.layers) c.layers = *o.layers;
@@ -197,7 +197,8 @@ llava_config model_config(const cli_options& o) {
   } else if (o.hidden || o.heads) {
     DYNLLAVA_EXPECTS(c.hidden % c.heads == 0,
                      "--hidden {} is not a multiple of --heads {} (give --head-dim for another "
-                     "attention width)", c.hidden, c.heads);
+                     "attention width)",
+                     c.hidden, c.heads);
     c.head_dim = c.hidden / c.heads;
   }
   if (o.intermediate) c.intermediate = *o.intermediate;
@@ -224,23 +225,22 @@ std::string optional_number(const std::optional<double>& x, double scale, int de
 void print_table(const llava_config& config, const cli_options& o,
                  const std::vector<schedule>& schedules) {
   const request& r = o.req;
-  fmt::print("model {} (C {}, {} layers, {} heads x {}, MLP {}), batch {}, prompt {} = {} system + "
-             "{} image + {} instruction tokens, output length T = {}\n\n",
-             config.name, config.hidden, config.layers, config.heads, config.head_dim,
-             config.intermediate, r.batch,
-             r.prompt_tokens(), r.system_tokens, r.image_tokens, r.instruction_tokens,
-             o.output_tokens);
+  fmt::print(
+      "model {} (C {}, {} layers, {} heads x {}, MLP {}), batch {}, prompt {} = {} system + "
+      "{} image + {} instruction tokens, output length T = {}\n\n",
+      config.name, config.hidden, config.layers, config.heads, config.head_dim, config.intermediate,
+      r.batch, r.prompt_tokens(), r.system_tokens, r.image_tokens, r.instruction_tokens,
+      o.output_tokens);
   fmt::print("{:<14} {:>9} {:>9} | {:>11} {:>11} | {:>11} {:>11} | {:>9}\n", "", "paper", "exact",
              "step no-KV", "step KV", "total no-KV", "total KV", "KV cache");
-  fmt::print("{:<14} {:>9} {:>9} | {:>11} {:>11} | {:>11} {:>11} | {:>9}\n", "schedule",
-             "prefill", "prefill", "decode", "decode", "T tokens", "T tokens", "at T");
-  fmt::print("{:<14} {:>9} {:>9} | {:>11} {:>11} | {:>11} {:>11} | {:>9}\n", "", "TFLOPs",
-             "TFLOPs", "GFLOPs", "GFLOPs", "TFLOPs", "TFLOPs", "GiB");
+  fmt::print("{:<14} {:>9} {:>9} | {:>11} {:>11} | {:>11} {:>11} | {:>9}\n", "schedule", "prefill",
+             "prefill", "decode", "decode", "T tokens", "T tokens", "at T");
+  fmt::print("{:<14} {:>9} {:>9} | {:>11} {:>11} | {:>11} {:>11} | {:>9}\n", "", "TFLOPs", "TFLOPs",
+             "GFLOPs", "GFLOPs", "TFLOPs", "TFLOPs", "GiB");
   for (const schedule& s : schedules) {
     const double paper = paper_prefill_flops(config, s, r.batch, r.image_tokens);
-    const auto points = cost_vs_output_length(config, s, r, o.output_tokens, o.output_tokens > 0
-                                                                                 ? o.output_tokens
-                                                                                 : 1);
+    const auto points = cost_vs_output_length(config, s, r, o.output_tokens,
+                                              o.output_tokens > 0 ? o.output_tokens : 1);
     const length_point& at = points.back();
     fmt::print("{:<14} {:>9.1f} {:>9.2f} | {:>11} {:>11.1f} | {:>11} {:>11.1f} | {:>9.2f}\n",
                schedule_name(s), paper / 1e12, at.prefill_flops / 1e12,
@@ -260,17 +260,18 @@ void print_table(const llava_config& config, const cli_options& o,
 void write_csv(const llava_config& config, const cli_options& o,
                const std::vector<schedule>& schedules) {
   auto out = fmt::output_file(*o.csv);
-  out.print("model,schedule,batch,prompt_tokens,output_tokens,prefill_flops,step_flops_no_cache,"
-            "total_flops_no_cache,step_flops_kv_cache,total_flops_kv_cache,kv_cache_bytes\n");
+  out.print(
+      "model,schedule,batch,prompt_tokens,output_tokens,prefill_flops,step_flops_no_cache,"
+      "total_flops_no_cache,step_flops_kv_cache,total_flops_kv_cache,kv_cache_bytes\n");
   const auto cell = [](const std::optional<double>& x) {
     return x ? fmt::format("{:.17g}", *x) : std::string();
   };
   for (const schedule& s : schedules) {
     for (const length_point& p : cost_vs_output_length(config, s, o.req, o.csv_max, o.csv_step)) {
-      out.print("{},{},{},{},{},{:.17g},{},{},{:.17g},{:.17g},{}\n", config.name,
-                schedule_name(s), o.req.batch, o.req.prompt_tokens(), p.output_tokens,
-                p.prefill_flops, cell(p.step_flops_no_cache), cell(p.total_flops_no_cache),
-                p.step_flops_kv_cache, p.total_flops_kv_cache, p.kv_cache_bytes);
+      out.print("{},{},{},{},{},{:.17g},{},{},{:.17g},{:.17g},{}\n", config.name, schedule_name(s),
+                o.req.batch, o.req.prompt_tokens(), p.output_tokens, p.prefill_flops,
+                cell(p.step_flops_no_cache), cell(p.total_flops_no_cache), p.step_flops_kv_cache,
+                p.total_flops_kv_cache, p.kv_cache_bytes);
     }
   }
   out.close();

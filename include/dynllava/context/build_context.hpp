@@ -9,6 +9,9 @@
 ///   3. `cpu::build_sparse_context` merges every never-pruned row with the kept candidates.
 #pragma once
 
+#include <algorithm>
+#include <array>
+#include <cstddef>
 #include <dynllava/context/segments.hpp>
 #include <dynllava/context/sparse_context_view.hpp>
 #include <dynllava/core/config.hpp>
@@ -16,10 +19,6 @@
 #include <dynllava/core/ragged.hpp>
 #include <dynllava/core/selection.hpp>
 #include <dynllava/core/span.hpp>
-
-#include <algorithm>
-#include <array>
-#include <cstddef>
 #include <limits>
 #include <optional>
 #include <vector>
@@ -47,8 +46,7 @@ struct context_options {
 /// True when row `r` of sequence `b` is the pinned final output row.
 inline bool is_pinned_row(segment_table<host_space> table, std::size_t b, const segment& seg,
                           index_t r, const context_options& options) {
-  return options.pin_last_output && seg.kind == segment_kind::output &&
-         r == table.length(b) - 1;
+  return options.pin_last_output && seg.kind == segment_kind::output && r == table.length(b) - 1;
 }
 
 namespace cpu {
@@ -111,14 +109,15 @@ inline host_selection candidate_rows(segment_table<host_space> table, segment_ki
                                      const context_options& options = {}) {
   host_selection out;
   out.indptr.resize(table.batch() + 1);
-  out.positions.resize(static_cast<std::size_t>(
-      candidate_plan(table, kind, make_host_span(out.indptr), options)));
+  out.positions.resize(
+      static_cast<std::size_t>(candidate_plan(table, kind, make_host_span(out.indptr), options)));
   candidate_rows(table, kind, make_host_span(out.indptr), make_host_span(out.positions), options);
   return out;
 }
 
 /// @brief Global rows (into the packed batch) of local candidate rows: sequence `b`'s rows start
-/// after the rows of sequences `0 .. b-1`. @pre `candidates` came from `candidate_rows(table, ...)`.
+/// after the rows of sequences `0 .. b-1`. @pre `candidates` came from `candidate_rows(table,
+/// ...)`.
 inline std::vector<index_t> global_rows(const host_selection& candidates,
                                         segment_table<host_space> table) {
   std::vector<index_t> out;
@@ -178,8 +177,10 @@ inline index_t build_sparse_context(segment_table<host_space> table,
                      "build_sparse_context: pruned[{}].kind must be image or output, got {} ({})",
                      p, to_string(sel.kind), static_cast<unsigned>(sel.kind));
     const auto k = static_cast<std::size_t>(sel.kind);
-    DYNLLAVA_EXPECTS(which[k] < 0, "build_sparse_context: kind {} is listed twice (pruned[{}] "
-                     "and pruned[{}])", to_string(sel.kind), which[k], p);
+    DYNLLAVA_EXPECTS(which[k] < 0,
+                     "build_sparse_context: kind {} is listed twice (pruned[{}] "
+                     "and pruned[{}])",
+                     to_string(sel.kind), which[k], p);
     which[k] = static_cast<int>(p);
     validate(sel.kept, "build_sparse_context: pruned[].kept");
     DYNLLAVA_EXPECTS(sel.kept.batch() == batch,
@@ -211,12 +212,11 @@ inline index_t build_sparse_context(segment_table<host_space> table,
           keep = cursor[k] < end && kept.values[static_cast<std::size_t>(cursor[k])] == c;
           if (keep) {
             ++cursor[k];
-            DYNLLAVA_EXPECTS(cursor[k] == end ||
-                                 kept.values[static_cast<std::size_t>(cursor[k])] > c,
-                             "build_sparse_context: {} kept positions of sequence {} must be "
-                             "strictly ascending, got {} after {}",
-                             to_string(seg.kind), b,
-                             kept.values[static_cast<std::size_t>(cursor[k])], c);
+            DYNLLAVA_EXPECTS(
+                cursor[k] == end || kept.values[static_cast<std::size_t>(cursor[k])] > c,
+                "build_sparse_context: {} kept positions of sequence {} must be "
+                "strictly ascending, got {} after {}",
+                to_string(seg.kind), b, kept.values[static_cast<std::size_t>(cursor[k])], c);
           }
         }
         if (!keep) continue;
@@ -232,12 +232,13 @@ inline index_t build_sparse_context(segment_table<host_space> table,
     for (std::size_t p = 0; p < pruned.size(); ++p) {
       const auto k = static_cast<std::size_t>(pruned[p].kind);
       const index_t end = pruned[p].kept.indptr[b + 1];
-      DYNLLAVA_EXPECTS(cursor[k] == end,
-                       "build_sparse_context: {} kept position {} of sequence {} is not a valid "
-                       "candidate (the sequence has {} {} candidates; positions must ascend)",
-                       to_string(pruned[p].kind),
-                       cursor[k] < end ? pruned[p].kept.values[static_cast<std::size_t>(cursor[k])] : -1,
-                       b, candidate[k], to_string(pruned[p].kind));
+      DYNLLAVA_EXPECTS(
+          cursor[k] == end,
+          "build_sparse_context: {} kept position {} of sequence {} is not a valid "
+          "candidate (the sequence has {} {} candidates; positions must ascend)",
+          to_string(pruned[p].kind),
+          cursor[k] < end ? pruned[p].kept.values[static_cast<std::size_t>(cursor[k])] : -1, b,
+          candidate[k], to_string(pruned[p].kind));
     }
     row_base += table.length(b);
     out_indptr[b + 1] = o;
@@ -254,9 +255,9 @@ inline host_sparse_context build_sparse_context(segment_table<host_space> table,
   ctx.indptr.resize(table.batch() + 1);
   ctx.rows.resize(static_cast<std::size_t>(rows));
   ctx.positions.resize(static_cast<std::size_t>(rows));
-  const index_t kept = build_sparse_context(table, pruned, make_host_span(ctx.indptr),
-                                            make_host_span(ctx.rows),
-                                            make_host_span(ctx.positions), options);
+  const index_t kept =
+      build_sparse_context(table, pruned, make_host_span(ctx.indptr), make_host_span(ctx.rows),
+                           make_host_span(ctx.positions), options);
   ctx.rows.resize(static_cast<std::size_t>(kept));
   ctx.positions.resize(static_cast<std::size_t>(kept));
   return ctx;

@@ -4,18 +4,18 @@
 ///
 /// `gather_rows` builds the shorter context (`dst[i] = src[rows[i]]`); `scatter_rows` writes
 /// results back to their original rows (`dst[rows[i]] = src[i]`). Rows are `width` contiguous
-/// elements (row-major `[num_rows, width]`). The CUDA twins are in `context/cuda/device_gather.cuh`.
+/// elements (row-major `[num_rows, width]`). The CUDA twins are in
+/// `context/cuda/device_gather.cuh`.
 #pragma once
 
+#include <algorithm>
+#include <cstddef>
 #include <dynllava/core/config.hpp>
 #include <dynllava/core/error.hpp>
 #include <dynllava/core/execution.hpp>
 #include <dynllava/core/span.hpp>
-
-#include <algorithm>
-#include <vector>
-#include <cstddef>
 #include <type_traits>
+#include <vector>
 
 namespace dynllava {
 
@@ -45,9 +45,9 @@ namespace cpu {
 /// @param[out] dst [m, width] host
 /// @throws dynllava::error on a shape mismatch or a row index out of range.
 template <class T>
-  requires std::is_trivially_copyable_v<T>
-void gather_rows(std::type_identity_t<host_span<const T>> src, index_t width, host_span<const index_t> rows,
-                 host_span<T> dst) {
+requires std::is_trivially_copyable_v<T>
+void gather_rows(std::type_identity_t<host_span<const T>> src, index_t width,
+                 host_span<const index_t> rows, host_span<T> dst) {
   const std::size_t n = check_row_shapes("gather_rows", src.size(), dst.size(), rows.size(), width);
   const auto w = static_cast<std::size_t>(width);
   for (std::size_t i = 0; i < rows.size(); ++i) {
@@ -65,9 +65,9 @@ void gather_rows(std::type_identity_t<host_span<const T>> src, index_t width, ho
 /// @param[in,out] dst [num_rows, width] host
 /// @throws dynllava::error on a shape mismatch, an index out of range or a repeated index.
 template <class T>
-  requires std::is_trivially_copyable_v<T>
-void scatter_rows(std::type_identity_t<host_span<const T>> src, index_t width, host_span<const index_t> rows,
-                  host_span<T> dst) {
+requires std::is_trivially_copyable_v<T>
+void scatter_rows(std::type_identity_t<host_span<const T>> src, index_t width,
+                  host_span<const index_t> rows, host_span<T> dst) {
   const std::size_t n =
       check_row_shapes("scatter_rows", dst.size(), src.size(), rows.size(), width);
   const auto w = static_cast<std::size_t>(width);
@@ -77,7 +77,8 @@ void scatter_rows(std::type_identity_t<host_span<const T>> src, index_t width, h
                      "scatter_rows: rows[{}] = {} is out of range [0, {})", i, rows[i], n);
     DYNLLAVA_EXPECTS(!seen[static_cast<std::size_t>(rows[i])],
                      "scatter_rows: row {} is listed twice (rows[{}]); a scatter needs distinct "
-                     "rows", rows[i], i);
+                     "rows",
+                     rows[i], i);
     seen[static_cast<std::size_t>(rows[i])] = true;
   }
   for (std::size_t i = 0; i < rows.size(); ++i) {
@@ -90,17 +91,17 @@ void scatter_rows(std::type_identity_t<host_span<const T>> src, index_t width, h
 
 /// Execution-tag entry point: gather on the host. @see cpu::gather_rows
 template <class T>
-  requires std::is_trivially_copyable_v<T>
-void gather_rows(host_t, std::type_identity_t<host_span<const T>> src, index_t width, host_span<const index_t> rows,
-                 host_span<T> dst) {
+requires std::is_trivially_copyable_v<T>
+void gather_rows(host_t, std::type_identity_t<host_span<const T>> src, index_t width,
+                 host_span<const index_t> rows, host_span<T> dst) {
   cpu::gather_rows(src, width, rows, dst);
 }
 
 /// Execution-tag entry point: scatter on the host. @see cpu::scatter_rows
 template <class T>
-  requires std::is_trivially_copyable_v<T>
-void scatter_rows(host_t, std::type_identity_t<host_span<const T>> src, index_t width, host_span<const index_t> rows,
-                  host_span<T> dst) {
+requires std::is_trivially_copyable_v<T>
+void scatter_rows(host_t, std::type_identity_t<host_span<const T>> src, index_t width,
+                  host_span<const index_t> rows, host_span<T> dst) {
   cpu::scatter_rows(src, width, rows, dst);
 }
 

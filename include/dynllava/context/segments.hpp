@@ -8,13 +8,12 @@
 /// (in decoding) are candidates for pruning; system prompts and user instructions never are.
 #pragma once
 
+#include <cstddef>
+#include <cstdint>
 #include <dynllava/core/config.hpp>
 #include <dynllava/core/error.hpp>
 #include <dynllava/core/ragged.hpp>
 #include <dynllava/core/span.hpp>
-
-#include <cstddef>
-#include <cstdint>
 #include <ostream>
 #include <string_view>
 #include <type_traits>
@@ -31,10 +30,14 @@ enum class segment_kind : std::uint8_t {
 
 constexpr std::string_view to_string(segment_kind k) noexcept {
   switch (k) {
-    case segment_kind::system: return "system";
-    case segment_kind::image: return "image";
-    case segment_kind::instruction: return "instruction";
-    case segment_kind::output: return "output";
+    case segment_kind::system:
+      return "system";
+    case segment_kind::image:
+      return "image";
+    case segment_kind::instruction:
+      return "instruction";
+    case segment_kind::output:
+      return "output";
   }
   return "unknown segment kind";
 }
@@ -87,17 +90,18 @@ inline index_t validate(segment_table<host_space> table, const char* what) {
     bool after_output = false;
     for (index_t s = table.indptr[b]; s < table.indptr[b + 1]; ++s) {
       const segment& seg = table.segments[static_cast<std::size_t>(s)];
-      DYNLLAVA_EXPECTS(static_cast<unsigned>(seg.kind) <= static_cast<unsigned>(segment_kind::output),
-                       "{}: sequence {} segment {} has an unknown kind {}", what, b,
-                       s - table.indptr[b], static_cast<unsigned>(seg.kind));
-      DYNLLAVA_EXPECTS(seg.length >= 0, "{}: sequence {} segment {} has a negative length {}",
-                       what, b, s - table.indptr[b], seg.length);
+      DYNLLAVA_EXPECTS(
+          static_cast<unsigned>(seg.kind) <= static_cast<unsigned>(segment_kind::output),
+          "{}: sequence {} segment {} has an unknown kind {}", what, b, s - table.indptr[b],
+          static_cast<unsigned>(seg.kind));
+      DYNLLAVA_EXPECTS(seg.length >= 0, "{}: sequence {} segment {} has a negative length {}", what,
+                       b, s - table.indptr[b], seg.length);
       DYNLLAVA_EXPECTS(seg.begin == expected_begin,
                        "{}: sequence {} segment {} must begin at row {} (where the previous one "
                        "ends), got {}",
                        what, b, s - table.indptr[b], expected_begin, seg.begin);
-      DYNLLAVA_EXPECTS(seg.turn >= 0, "{}: sequence {} segment {} has a negative turn {}", what,
-                       b, s - table.indptr[b], seg.turn);
+      DYNLLAVA_EXPECTS(seg.turn >= 0, "{}: sequence {} segment {} has a negative turn {}", what, b,
+                       s - table.indptr[b], seg.turn);
       DYNLLAVA_EXPECTS(seg.turn >= last_turn,
                        "{}: sequence {} segment {} has turn {} after turn {}; turns must not "
                        "decrease",
@@ -106,9 +110,9 @@ inline index_t validate(segment_table<host_space> table, const char* what) {
                        "{}: sequence {} segment {} follows the model's output, so it starts a new "
                        "turn: its turn must be > {}, got {}",
                        what, b, s - table.indptr[b], last_turn, seg.turn);
-      DYNLLAVA_EXPECTS(static_cast<long long>(seg.begin) + seg.length <=
-                           std::numeric_limits<index_t>::max(),
-                       "{}: sequence {} is longer than the index_t maximum", what, b);
+      DYNLLAVA_EXPECTS(
+          static_cast<long long>(seg.begin) + seg.length <= std::numeric_limits<index_t>::max(),
+          "{}: sequence {} is longer than the index_t maximum", what, b);
       expected_begin = seg.end();
       last_turn = seg.turn;
       after_output = seg.kind == segment_kind::output;

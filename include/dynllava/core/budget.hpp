@@ -4,11 +4,10 @@
 /// `keep_ratio`, `keep_count`, `ratio_budget`). Shared by select/, kvcache/ and cost/.
 #pragma once
 
-#include <dynllava/core/config.hpp>
-#include <dynllava/core/span.hpp>
-
 #include <cmath>
 #include <cstdint>
+#include <dynllava/core/config.hpp>
+#include <dynllava/core/span.hpp>
 #include <ostream>
 #include <string_view>
 
@@ -23,9 +22,12 @@ enum class budget_kind : std::uint8_t {
 
 constexpr std::string_view to_string(budget_kind k) noexcept {
   switch (k) {
-    case budget_kind::ratio: return "ratio";
-    case budget_kind::count: return "count";
-    case budget_kind::per_sequence: return "per_sequence";
+    case budget_kind::ratio:
+      return "ratio";
+    case budget_kind::count:
+      return "count";
+    case budget_kind::per_sequence:
+      return "per_sequence";
   }
   return "?";
 }
@@ -56,7 +58,8 @@ struct topk_budget {
 constexpr topk_budget<host_space> keep_ratio(double r) noexcept {
   return topk_budget<host_space>::keep_ratio(r);
 }
-/// Host budget `k_b = k` for every sequence: shorthand for `topk_budget<host_space>::keep_count(k)`.
+/// Host budget `k_b = k` for every sequence: shorthand for
+/// `topk_budget<host_space>::keep_count(k)`.
 constexpr topk_budget<host_space> keep_count(index_t k) noexcept {
   return topk_budget<host_space>::keep_count(k);
 }

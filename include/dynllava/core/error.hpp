@@ -41,12 +41,13 @@ constexpr const char* file_basename(const char* path) noexcept {
 
 /// Throws `dynllava::error` with an fmt-formatted message when `cond` is false. The message
 /// ends with `[file.hpp:line]` of the check.
-/// Example: `DYNLLAVA_EXPECTS(k <= n, "topk: k ({}) must not exceed n ({}) for sequence {}", k, n, b);`
-#define DYNLLAVA_EXPECTS(cond, ...)                                                            \
-  do {                                                                                         \
-    if (!(cond)) {                                                                             \
-      ::dynllava::detail::throw_error(__FILE__, __LINE__, ::fmt::format(__VA_ARGS__));        \
-    }                                                                                          \
+/// Example: `DYNLLAVA_EXPECTS(k <= n, "topk: k ({}) must not exceed n ({}) for sequence {}", k, n,
+/// b);`
+#define DYNLLAVA_EXPECTS(cond, ...)                                                    \
+  do {                                                                                 \
+    if (!(cond)) {                                                                     \
+      ::dynllava::detail::throw_error(__FILE__, __LINE__, ::fmt::format(__VA_ARGS__)); \
+    }                                                                                  \
   } while (false)
 
 /// Throws `dynllava::error` unconditionally with an fmt-formatted message.

@@ -8,10 +8,9 @@
 /// `execution_tag` and instantiated for either backend.
 #pragma once
 
+#include <concepts>
 #include <dynllava/core/ragged.hpp>
 #include <dynllava/core/span.hpp>
-
-#include <concepts>
 #include <type_traits>
 
 namespace dynllava {
@@ -35,7 +34,7 @@ inline constexpr bool enable_execution_tag<host_t> = true;
 ///   2. `enable_execution_tag<T>` is true (explicit opt-in).
 template <class T>
 concept execution_tag = enable_execution_tag<std::remove_cvref_t<T>> &&
-                        std::is_trivially_copyable_v<std::remove_cvref_t<T>>;
+    std::is_trivially_copyable_v<std::remove_cvref_t<T>>;
 
 static_assert(execution_tag<host_t>);
 

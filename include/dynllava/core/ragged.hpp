@@ -7,11 +7,10 @@
 /// empty `indptr` span is accepted as an empty batch too. Empty sequences are allowed.
 #pragma once
 
+#include <cstddef>
 #include <dynllava/core/config.hpp>
 #include <dynllava/core/error.hpp>
 #include <dynllava/core/span.hpp>
-
-#include <cstddef>
 #include <limits>
 #include <type_traits>
 
@@ -30,17 +29,14 @@ struct ragged_span {
     return indptr.size() == 0 ? 0 : indptr.size() - 1;
   }
   /// Offset of sequence `b` in `values`. @pre `b <= batch()` and `indptr` non-empty.
-  DYNLLAVA_HOST_DEVICE constexpr index_t offset(std::size_t b) const noexcept {
-    return indptr[b];
-  }
+  DYNLLAVA_HOST_DEVICE constexpr index_t offset(std::size_t b) const noexcept { return indptr[b]; }
   /// Number of elements of sequence `b`. @pre `b < batch()`.
   DYNLLAVA_HOST_DEVICE constexpr index_t length(std::size_t b) const noexcept {
     return indptr[b + 1] - indptr[b];
   }
   /// Elements of sequence `b`. @pre `b < batch()`.
   DYNLLAVA_HOST_DEVICE constexpr span<T, Space> row(std::size_t b) const noexcept {
-    return values.subspan(static_cast<std::size_t>(indptr[b]),
-                          static_cast<std::size_t>(length(b)));
+    return values.subspan(static_cast<std::size_t>(indptr[b]), static_cast<std::size_t>(length(b)));
   }
   /// Read-only view of the same data.
   DYNLLAVA_HOST_DEVICE constexpr ragged_span<const T, Space> as_const() const noexcept {
@@ -48,8 +44,8 @@ struct ragged_span {
   }
   /// Implicit conversion to the read-only view (as `span<T>` -> `span<const T>`).
   template <class U = T>
-    requires(!std::is_const_v<U>)
-  DYNLLAVA_HOST_DEVICE constexpr operator ragged_span<const U, Space>() const noexcept {
+  requires(!std::is_const_v<U>) DYNLLAVA_HOST_DEVICE constexpr
+  operator ragged_span<const U, Space>() const noexcept {
     return {indptr, values};
   }
 };
@@ -69,8 +65,8 @@ static_assert(std::is_trivially_copyable_v<device_ragged<const float>>);
 /// @throws dynllava::error naming `what`, the offending index and the values found.
 inline void validate_indptr(host_span<const index_t> indptr, std::size_t nnz, const char* what) {
   if (indptr.empty()) {
-    DYNLLAVA_EXPECTS(nnz == 0, "{}: empty indptr describes an empty batch, but {} values were given",
-                     what, nnz);
+    DYNLLAVA_EXPECTS(
+        nnz == 0, "{}: empty indptr describes an empty batch, but {} values were given", what, nnz);
     return;
   }
   DYNLLAVA_EXPECTS(indptr[0] == 0, "{}: indptr[0] must be 0, got {}", what, indptr[0]);
@@ -118,8 +114,9 @@ inline index_t lengths_to_indptr(host_span<const index_t> lengths, host_span<ind
 namespace dynllava {
 
 /// @brief A ragged batch of rows of `width` elements (row-major), CSR by sequence: sequence `b`
-/// owns rows `indptr[b] .. indptr[b + 1])`, i.e. `values[indptr[b] * width .. indptr[b+1] * width)`.
-/// Non-owning, trivially copyable. Typical use: hidden states `[tokens, H]` of a ragged batch.
+/// owns rows `indptr[b] .. indptr[b + 1])`, i.e. `values[indptr[b] * width .. indptr[b+1] *
+/// width)`. Non-owning, trivially copyable. Typical use: hidden states `[tokens, H]` of a ragged
+/// batch.
 template <class T, memory_space Space>
 struct ragged_rows {
   span<const index_t, Space> indptr;  ///< [batch + 1] row offsets

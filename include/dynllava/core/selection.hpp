@@ -5,7 +5,6 @@
 
 #include <dynllava/core/config.hpp>
 #include <dynllava/core/ragged.hpp>
-
 #include <vector>
 
 namespace dynllava {

@@ -7,10 +7,9 @@
 /// trivially copyable (pointer + size) and are passed to kernels by value.
 #pragma once
 
-#include <dynllava/core/config.hpp>
-
 #include <concepts>
 #include <cstddef>
+#include <dynllava/core/config.hpp>
 #include <type_traits>
 #include <vector>
 
@@ -46,8 +45,8 @@ class span {
       : data_(data), size_(size) {}
   /// Adds `const` to the element type; same memory space only.
   template <class U>
-    requires(!std::same_as<U, T> && std::same_as<const U, T>)
-  DYNLLAVA_HOST_DEVICE constexpr span(span<U, Space> other) noexcept  // NOLINT: implicit
+  requires(!std::same_as<U, T> && std::same_as<const U, T>)
+      DYNLLAVA_HOST_DEVICE constexpr span(span<U, Space> other) noexcept  // NOLINT: implicit
       : data_(other.data()), size_(other.size()) {}
 
   DYNLLAVA_HOST_DEVICE constexpr T* data() const noexcept { return data_; }
@@ -57,7 +56,8 @@ class span {
   DYNLLAVA_HOST_DEVICE constexpr T* begin() const noexcept { return data_; }
   DYNLLAVA_HOST_DEVICE constexpr T* end() const noexcept { return data_ + size_; }
   /// Elements `[offset, offset + count)`. @pre `offset + count <= size()`.
-  DYNLLAVA_HOST_DEVICE constexpr span subspan(std::size_t offset, std::size_t count) const noexcept {
+  DYNLLAVA_HOST_DEVICE constexpr span subspan(std::size_t offset,
+                                              std::size_t count) const noexcept {
     return span(data_ + offset, count);
   }
 

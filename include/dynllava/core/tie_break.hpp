@@ -10,10 +10,9 @@
 ///   4. ties are broken by position according to `tie_break` (smaller position first by default).
 #pragma once
 
-#include <dynllava/core/config.hpp>
-
 #include <bit>
 #include <cstdint>
+#include <dynllava/core/config.hpp>
 #include <ostream>
 #include <string_view>
 
@@ -49,9 +48,9 @@ DYNLLAVA_HOST_DEVICE constexpr std::uint32_t score_key(float s) noexcept {
 
 /// @brief Strict weak (in fact total, for distinct positions) order of candidates.
 /// @return true when the candidate (`key_a`, `pos_a`) ranks before (`key_b`, `pos_b`).
-DYNLLAVA_HOST_DEVICE constexpr bool ranks_before(std::uint32_t key_a, index_t pos_a,
-                                                 std::uint32_t key_b, index_t pos_b,
-                                                 tie_break tie = tie_break::smaller_position) noexcept {
+DYNLLAVA_HOST_DEVICE constexpr bool ranks_before(
+    std::uint32_t key_a, index_t pos_a, std::uint32_t key_b, index_t pos_b,
+    tie_break tie = tie_break::smaller_position) noexcept {
   if (key_a != key_b) return key_a > key_b;
   return tie == tie_break::smaller_position ? pos_a < pos_b : pos_a > pos_b;
 }

@@ -50,18 +50,18 @@ constexpr workspace_status alias_temporaries(void* temp, std::size_t& temp_bytes
   }
   // Over-allocate by one alignment unit so that any base address can be aligned. Sizes that do
   // not fit in size_t saturate: the query answers `workspace_saturated`, which no buffer meets.
-  const std::size_t required =
-      total == 0 ? 1
-      : total > workspace_saturated - workspace_alignment ? workspace_saturated
-                                                          : total + workspace_alignment - 1;
+  const std::size_t required = total == 0 ? 1
+                               : total > workspace_saturated - workspace_alignment
+                                   ? workspace_saturated
+                                   : total + workspace_alignment - 1;
   if (temp == nullptr) {
     temp_bytes = required;
     return workspace_status::size_query;
   }
   if (temp_bytes < required || required == workspace_saturated) return workspace_status::too_small;
   const auto base = reinterpret_cast<std::uintptr_t>(temp);
-  const std::uintptr_t aligned = (base + workspace_alignment - 1) / workspace_alignment *
-                                 workspace_alignment;
+  const std::uintptr_t aligned =
+      (base + workspace_alignment - 1) / workspace_alignment * workspace_alignment;
   for (std::size_t i = 0; i < N; ++i) {
     parts[i] = sizes[i] == 0 ? nullptr : reinterpret_cast<void*>(aligned + offsets[i]);
   }

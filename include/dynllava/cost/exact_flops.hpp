@@ -23,10 +23,9 @@
 ///   schedule: they run before the LLM).
 #pragma once
 
+#include <cstdint>
 #include <dynllava/cost/llava_config.hpp>
 #include <dynllava/cost/trace.hpp>
-
-#include <cstdint>
 
 namespace dynllava::cost {
 
@@ -83,7 +82,7 @@ constexpr double linear_row(std::int64_t in, std::int64_t out, bool bias, bool e
 /// section 3: LayerNorm + Linear(H, d) + GELU, `blocks` pre-LN transformer blocks, the
 /// local/global mean, and the 256 -> 128 -> 2 head).
 [[nodiscard]] inline double image_predictor_flops_per_token(const llava_config& config,
-                                                           const count_options& options = {}) {
+                                                            const count_options& options = {}) {
   const predictor_config& p = config.predictor;
   const bool e = options.elementwise;
   const std::int64_t d = p.d_model;
@@ -91,10 +90,10 @@ constexpr double linear_row(std::int64_t in, std::int64_t out, bool bias, bool e
   if (e) f += detail::to_flops(7 * std::int64_t{p.hidden} + 5 * d);  // LayerNorm(H), GELU
   f += detail::linear_row(p.hidden, d, true, e);
   for (index_t b = 0; b < p.blocks; ++b) {
-    f += detail::linear_row(d, 3 * d, false, e);  // qkv, no bias
-    f += detail::linear_row(d, d, true, e);       // attn.proj
-    f += detail::linear_row(d, p.ffn, true, e);   // fc1
-    f += detail::linear_row(p.ffn, d, true, e);   // fc2
+    f += detail::linear_row(d, 3 * d, false, e);                                // qkv, no bias
+    f += detail::linear_row(d, d, true, e);                                     // attn.proj
+    f += detail::linear_row(d, p.ffn, true, e);                                 // fc1
+    f += detail::linear_row(p.ffn, d, true, e);                                 // fc2
     if (e) f += detail::to_flops(2 * 7 * d + 5 * std::int64_t{p.ffn} + 2 * d);  // norms, GELU, adds
   }
   if (e) f += detail::to_flops(d - p.local_dim);  // the global half's mean (one add per channel)
@@ -111,7 +110,7 @@ constexpr double linear_row(std::int64_t in, std::int64_t out, bool bias, bool e
 /// FLOPs of the image predictor per (query, key) pair of one sequence's image tokens, over all
 /// its blocks: `2 d` for scores, `2 d` for values, and the softmax (6 per score and head).
 [[nodiscard]] inline double image_predictor_flops_per_pair(const llava_config& config,
-                                                          const count_options& options = {}) {
+                                                           const count_options& options = {}) {
   const predictor_config& p = config.predictor;
   const std::int64_t per_block =
       4 * std::int64_t{p.d_model} + (options.elementwise ? 6 * std::int64_t{p.heads} : 0);
@@ -121,7 +120,7 @@ constexpr double linear_row(std::int64_t in, std::int64_t out, bool bias, bool e
 /// FLOPs of the output-text predictor per scored token: LayerNorm(H), then Linear layers
 /// H -> 512 -> 256 -> 128 -> 2 with exact GELU after each but the last.
 [[nodiscard]] inline double output_predictor_flops_per_token(const llava_config& config,
-                                                            const count_options& options = {}) {
+                                                             const count_options& options = {}) {
   const predictor_config& p = config.predictor;
   const bool e = options.elementwise;
   double f = e ? detail::to_flops(7 * std::int64_t{p.hidden}) : 0.0;
@@ -164,19 +163,20 @@ constexpr double linear_row(std::int64_t in, std::int64_t out, bool bias, bool e
   f.attention_scores = p * detail::to_flops(2 * a);
   f.attention_values = p * detail::to_flops(2 * a);
   if (e) {
-    const std::int64_t per_row = 2 * 4 * c   // two RMSNorms
+    const std::int64_t per_row = 2 * 4 * c    // two RMSNorms
                                  + 2 * 3 * a  // RoPE on q and k
                                  + 5 * i      // SiLU(gate) * up
                                  + 2 * c;     // two residual adds
-    f.elementwise = r * detail::to_flops(per_row) + p * detail::to_flops(6 * std::int64_t{config.heads});
+    f.elementwise =
+        r * detail::to_flops(per_row) + p * detail::to_flops(6 * std::int64_t{config.heads});
   }
-  f.lm_head = detail::to_flops(t.logit_rows) *
-              detail::to_flops(2 * c * config.vocab + (e ? 4 * c : 0));
+  f.lm_head =
+      detail::to_flops(t.logit_rows) * detail::to_flops(2 * c * config.vocab + (e ? 4 * c : 0));
   f.image_predictor =
       detail::to_flops(t.image_tokens_scored) * image_predictor_flops_per_token(config, options) +
       detail::to_flops(t.image_attention_pairs) * image_predictor_flops_per_pair(config, options);
-  f.output_predictor = detail::to_flops(t.output_tokens_scored) *
-                       output_predictor_flops_per_token(config, options);
+  f.output_predictor =
+      detail::to_flops(t.output_tokens_scored) * output_predictor_flops_per_token(config, options);
   return f;
 }
 

@@ -4,13 +4,12 @@
 /// and the KV-cache bytes held (the data behind the paper's Figure 1).
 #pragma once
 
+#include <cstdint>
 #include <dynllava/cost/exact_flops.hpp>
 #include <dynllava/cost/kv_bytes.hpp>
 #include <dynllava/cost/llava_config.hpp>
 #include <dynllava/cost/schedule.hpp>
 #include <dynllava/cost/schedule_trace.hpp>
-
-#include <cstdint>
 #include <optional>
 #include <vector>
 
@@ -20,13 +19,13 @@ namespace dynllava::cost {
 /// (prefill, then decode steps `0 .. T-1`). Exact FLOPs (exact_flops.hpp), predictors included.
 /// Without-KV-cache fields are empty for schedules that do not define that mode (H2O).
 struct length_point {
-  std::int64_t output_tokens = 0;                  ///< T
-  double prefill_flops = 0;                        ///< the prefill pass
-  std::optional<double> step_flops_no_cache;       ///< decode step T without KV cache
-  std::optional<double> total_flops_no_cache;      ///< prefill + steps 0 .. T-1 without KV cache
-  double step_flops_kv_cache = 0;                  ///< decode step T with KV cache
-  double total_flops_kv_cache = 0;                 ///< prefill + steps 0 .. T-1 with KV cache
-  std::int64_t kv_cache_bytes = 0;                 ///< held after step T-1 (after prefill if T = 0)
+  std::int64_t output_tokens = 0;              ///< T
+  double prefill_flops = 0;                    ///< the prefill pass
+  std::optional<double> step_flops_no_cache;   ///< decode step T without KV cache
+  std::optional<double> total_flops_no_cache;  ///< prefill + steps 0 .. T-1 without KV cache
+  double step_flops_kv_cache = 0;              ///< decode step T with KV cache
+  double total_flops_kv_cache = 0;             ///< prefill + steps 0 .. T-1 with KV cache
+  std::int64_t kv_cache_bytes = 0;             ///< held after step T-1 (after prefill if T = 0)
 };
 
 /// Costs at `T = 0, stride, 2 stride, ...` up to `max_output_tokens` (included when it is a

@@ -12,7 +12,6 @@
 #include <dynllava/core/budget.hpp>
 #include <dynllava/cost/llava_config.hpp>
 #include <dynllava/cost/schedule.hpp>
-
 #include <variant>
 
 namespace dynllava::cost {

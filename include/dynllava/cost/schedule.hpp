@@ -4,11 +4,10 @@
 /// request they run on (prompt shape, batch) and the three kinds of forward pass.
 #pragma once
 
-#include <dynllava/core/config.hpp>
-#include <dynllava/core/error.hpp>
-
 #include <cstddef>
 #include <cstdint>
+#include <dynllava/core/config.hpp>
+#include <dynllava/core/error.hpp>
 #include <string_view>
 #include <variant>
 #include <vector>
@@ -37,9 +36,9 @@ struct fastv_schedule {
 /// "token `i` is kept iff `floor((i + 1) r) > floor(i r)`", so that `floor(t r)` of the first
 /// `t` tokens are kept (r = `output_keep`; the paper's training target is 0.5).
 struct dynamic_llava_schedule {
-  index_t sparse_layer = 2;                  ///< l: layers before it are full
-  double vision_keep = 0.2;                  ///< kept fraction of the image tokens
-  double output_keep = 0.5;                  ///< expected kept fraction of generated tokens
+  index_t sparse_layer = 2;                    ///< l: layers before it are full
+  double vision_keep = 0.2;                    ///< kept fraction of the image tokens
+  double output_keep = 0.5;                    ///< expected kept fraction of generated tokens
   std::vector<std::uint8_t> output_decisions;  ///< optional, `[generated tokens]`, 1 = keep
 };
 
@@ -60,10 +59,14 @@ using schedule = std::variant<dense_schedule, fastv_schedule, dynamic_llava_sche
 /// Short name of a schedule: "dense", "fastv", "dynamic-llava", "h2o".
 [[nodiscard]] inline std::string_view schedule_name(const schedule& s) noexcept {
   switch (s.index()) {
-    case 0: return "dense";
-    case 1: return "fastv";
-    case 2: return "dynamic-llava";
-    default: return "h2o";
+    case 0:
+      return "dense";
+    case 1:
+      return "fastv";
+    case 2:
+      return "dynamic-llava";
+    default:
+      return "h2o";
   }
 }
 
@@ -76,9 +79,12 @@ enum class pass_kind : std::uint8_t {
 
 [[nodiscard]] constexpr std::string_view to_string(pass_kind k) noexcept {
   switch (k) {
-    case pass_kind::prefill: return "prefill";
-    case pass_kind::decode_no_cache: return "decode_no_cache";
-    case pass_kind::decode_kv_cache: return "decode_kv_cache";
+    case pass_kind::prefill:
+      return "prefill";
+    case pass_kind::decode_no_cache:
+      return "decode_no_cache";
+    case pass_kind::decode_kv_cache:
+      return "decode_kv_cache";
   }
   return "?";
 }
@@ -106,8 +112,7 @@ struct request {
   void validate() const {
     DYNLLAVA_EXPECTS(system_tokens >= 0, "request: system_tokens must be >= 0, got {}",
                      system_tokens);
-    DYNLLAVA_EXPECTS(image_tokens >= 0, "request: image_tokens must be >= 0, got {}",
-                     image_tokens);
+    DYNLLAVA_EXPECTS(image_tokens >= 0, "request: image_tokens must be >= 0, got {}", image_tokens);
     DYNLLAVA_EXPECTS(instruction_tokens >= 0, "request: instruction_tokens must be >= 0, got {}",
                      instruction_tokens);
     DYNLLAVA_EXPECTS(batch > 0, "request: batch must be > 0, got {}", batch);
@@ -127,8 +132,8 @@ inline void expect_fraction(double value, std::string_view what) {
 /// @throws dynllava::error naming the schedule and parameter, with the expected range.
 inline void validate(const schedule& s, index_t layers) {
   if (const auto* f = std::get_if<fastv_schedule>(&s)) {
-    DYNLLAVA_EXPECTS(f->layer >= 0 && f->layer <= layers,
-                     "fastv: layer must be in [0, {}], got {}", layers, f->layer);
+    DYNLLAVA_EXPECTS(f->layer >= 0 && f->layer <= layers, "fastv: layer must be in [0, {}], got {}",
+                     layers, f->layer);
     detail::expect_fraction(f->image_keep, "fastv: image_keep");
   } else if (const auto* d = std::get_if<dynamic_llava_schedule>(&s)) {
     DYNLLAVA_EXPECTS(d->sparse_layer >= 0 && d->sparse_layer <= layers,

@@ -4,15 +4,14 @@
 /// layer, for a request (see schedule.hpp for the step convention).
 #pragma once
 
-#include <dynllava/core/budget.hpp>
-#include <dynllava/cost/llava_config.hpp>
-#include <dynllava/cost/schedule.hpp>
-#include <dynllava/cost/trace.hpp>
-
 #include <algorithm>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <dynllava/core/budget.hpp>
+#include <dynllava/cost/llava_config.hpp>
+#include <dynllava/cost/schedule.hpp>
+#include <dynllava/cost/trace.hpp>
 #include <variant>
 
 namespace dynllava::cost {
@@ -61,9 +60,15 @@ inline split_pass sequence_pass(const llava_config& config, const dense_schedule
   split_pass s;
   s.split = config.layers;
   switch (pass) {
-    case pass_kind::prefill: s.full = causal_layer(0, p, p); break;
-    case pass_kind::decode_kv_cache: s.full = causal_layer(p + t, 1, p + t + 1); break;
-    case pass_kind::decode_no_cache: s.full = causal_layer(0, p + t + 1, 0); break;
+    case pass_kind::prefill:
+      s.full = causal_layer(0, p, p);
+      break;
+    case pass_kind::decode_kv_cache:
+      s.full = causal_layer(p + t, 1, p + t + 1);
+      break;
+    case pass_kind::decode_no_cache:
+      s.full = causal_layer(0, p + t + 1, 0);
+      break;
   }
   return s;
 }
@@ -144,8 +149,9 @@ inline split_pass sequence_pass(const llava_config&, const h2o_schedule& h, cons
       s.sparse = causal_layer(h2o_held(h, p + t), 1, h2o_held(h, p + t + 1));
       break;
     case pass_kind::decode_no_cache:
-      DYNLLAVA_FAIL("h2o: H2O only evicts from a KV cache; decode without KV cache is not "
-                    "defined for it (use dense)");
+      DYNLLAVA_FAIL(
+          "h2o: H2O only evicts from a KV cache; decode without KV cache is not "
+          "defined for it (use dense)");
   }
   return s;
 }

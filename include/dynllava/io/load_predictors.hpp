@@ -15,13 +15,12 @@
 #pragma once
 
 #include <dynllava/core/error.hpp>
+#include <dynllava/core/predictor_config.hpp>
 #include <dynllava/io/safetensors.hpp>
 #include <dynllava/nn/tensor_table.hpp>
 #include <dynllava/score/image_predictor.hpp>
 #include <dynllava/score/output_predictor.hpp>
-#include <dynllava/core/predictor_config.hpp>
 #include <dynllava/score/predictor_weights.hpp>
-
 #include <set>
 #include <string>
 #include <vector>
@@ -53,8 +52,8 @@ class prefixed_reader {
     }
     DYNLLAVA_EXPECTS(extra.empty(),
                      "load {}: unexpected tensor {} (and {} more) under {}: the checkpoint does "
-                     "not match the configured architecture", what,
-                     extra.empty() ? "" : extra.front(), extra.empty() ? 0 : extra.size() - 1,
+                     "not match the configured architecture",
+                     what, extra.empty() ? "" : extra.front(), extra.empty() ? 0 : extra.size() - 1,
                      prefix_);
   }
 

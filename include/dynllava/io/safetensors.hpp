@@ -11,19 +11,17 @@
 /// go out of bounds. Tensors are read on demand (no mapping, no whole-file load).
 #pragma once
 
-#include <dynllava/core/error.hpp>
-#include <dynllava/core/half.hpp>
-
-#include <nlohmann/json.hpp>
-
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <dynllava/core/error.hpp>
+#include <dynllava/core/half.hpp>
 #include <filesystem>
 #include <fstream>
 #include <limits>
 #include <map>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <set>
 #include <string>
@@ -34,22 +32,50 @@
 namespace dynllava::io {
 
 /// Element type of a stored tensor.
-enum class dtype : std::uint8_t { f64, f32, f16, bf16, i64, i32, i16, i8, u64, u32, u16, u8, boolean, f8_e4m3, f8_e5m2 };
+enum class dtype : std::uint8_t {
+  f64,
+  f32,
+  f16,
+  bf16,
+  i64,
+  i32,
+  i16,
+  i8,
+  u64,
+  u32,
+  u16,
+  u8,
+  boolean,
+  f8_e4m3,
+  f8_e5m2
+};
 
 /// Bytes per element.
 constexpr std::size_t size_of(dtype t) noexcept {
   switch (t) {
-    case dtype::f64: case dtype::i64: case dtype::u64: return 8;
-    case dtype::f32: case dtype::i32: case dtype::u32: return 4;
-    case dtype::f16: case dtype::bf16: case dtype::i16: case dtype::u16: return 2;
-    default: return 1;
+    case dtype::f64:
+    case dtype::i64:
+    case dtype::u64:
+      return 8;
+    case dtype::f32:
+    case dtype::i32:
+    case dtype::u32:
+      return 4;
+    case dtype::f16:
+    case dtype::bf16:
+    case dtype::i16:
+    case dtype::u16:
+      return 2;
+    default:
+      return 1;
   }
 }
 
 /// The safetensors name of a dtype ("F32", "BF16", ...).
 constexpr std::string_view to_string(dtype t) noexcept {
-  constexpr std::string_view names[] = {"F64", "F32", "F16", "BF16", "I64", "I32", "I16", "I8",
-                                        "U64", "U32", "U16", "U8", "BOOL", "F8_E4M3", "F8_E5M2"};
+  constexpr std::string_view names[] = {"F64", "F32", "F16",  "BF16",    "I64",
+                                        "I32", "I16", "I8",   "U64",     "U32",
+                                        "U16", "U8",  "BOOL", "F8_E4M3", "F8_E5M2"};
   return names[static_cast<std::size_t>(t)];
 }
 
@@ -124,8 +150,9 @@ class safetensors_file {
 
   /// The entry of `name`, or null.
   const tensor_info* find(std::string_view name) const noexcept {
-    const auto it = std::lower_bound(tensors_.begin(), tensors_.end(), name,
-                                     [](const tensor_info& t, std::string_view n) { return t.name < n; });
+    const auto it =
+        std::lower_bound(tensors_.begin(), tensors_.end(), name,
+                         [](const tensor_info& t, std::string_view n) { return t.name < n; });
     return it != tensors_.end() && it->name == name ? &*it : nullptr;
   }
 
@@ -197,22 +224,27 @@ class safetensors_file {
           return true;
         };
     const nlohmann::json j = nlohmann::json::parse(header, guard, /*allow_exceptions=*/false);
-    DYNLLAVA_EXPECTS(!too_deep, "safetensors: {}: the header nests deeper than the format allows", file);
+    DYNLLAVA_EXPECTS(!too_deep, "safetensors: {}: the header nests deeper than the format allows",
+                     file);
     DYNLLAVA_EXPECTS(!j.is_discarded(), "safetensors: {}: the header is not valid JSON", file);
-    DYNLLAVA_EXPECTS(duplicate.empty(), "safetensors: {}: tensor {} is listed twice", file, duplicate);
+    DYNLLAVA_EXPECTS(duplicate.empty(), "safetensors: {}: tensor {} is listed twice", file,
+                     duplicate);
     DYNLLAVA_EXPECTS(j.is_object(), "safetensors: {}: the header must be a JSON object, got {}",
                      file, j.type_name());
     const std::uint64_t data_size = file_size_ - data_offset_;
     for (const auto& [name, entry] : j.items()) {
       if (name == "__metadata__") {
-        DYNLLAVA_EXPECTS(entry.is_object(), "safetensors: {}: __metadata__ must be an object", file);
+        DYNLLAVA_EXPECTS(entry.is_object(), "safetensors: {}: __metadata__ must be an object",
+                         file);
         for (const auto& [k, v] : entry.items()) {
-          DYNLLAVA_EXPECTS(v.is_string(), "safetensors: {}: __metadata__.{} must be a string", file, k);
+          DYNLLAVA_EXPECTS(v.is_string(), "safetensors: {}: __metadata__.{} must be a string", file,
+                           k);
           metadata_[k] = v.get<std::string>();
         }
         continue;
       }
-      DYNLLAVA_EXPECTS(entry.is_object(), "safetensors: {}: entry {} must be an object", file, name);
+      DYNLLAVA_EXPECTS(entry.is_object(), "safetensors: {}: entry {} must be an object", file,
+                       name);
       tensor_info t;
       t.name = name;
       const auto dt = entry.find("dtype");
@@ -229,11 +261,13 @@ class safetensors_file {
       for (const auto& d : *shape) {
         DYNLLAVA_EXPECTS(d.is_number_unsigned(),
                          "safetensors: {}: tensor {} has a shape entry that is not a non-negative "
-                         "integer ({}{})", file, name, d.type_name(),
+                         "integer ({}{})",
+                         file, name, d.type_name(),
                          d.is_number_integer() ? ": " + std::to_string(d.get<std::int64_t>()) : "");
         const auto v = d.get<std::uint64_t>();
         DYNLLAVA_EXPECTS(v <= static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max()),
-                         "safetensors: {}: tensor {} has a shape entry {} beyond int64", file, name, v);
+                         "safetensors: {}: tensor {} has a shape entry {} beyond int64", file, name,
+                         v);
         DYNLLAVA_EXPECTS(v == 0 || elements <= std::numeric_limits<std::uint64_t>::max() / 8 / v,
                          "safetensors: {}: tensor {} has an impossibly large shape", file, name);
         elements *= v;
@@ -243,14 +277,18 @@ class safetensors_file {
       DYNLLAVA_EXPECTS(off != entry.end() && off->is_array() && off->size() == 2 &&
                            (*off)[0].is_number_unsigned() && (*off)[1].is_number_unsigned(),
                        "safetensors: {}: tensor {} needs data_offsets [begin, end] of non-negative "
-                       "integers", file, name);
+                       "integers",
+                       file, name);
       t.begin = (*off)[0].get<std::uint64_t>();
       t.end = (*off)[1].get<std::uint64_t>();
-      DYNLLAVA_EXPECTS(t.begin <= t.end, "safetensors: {}: tensor {} has data_offsets [{}, {}] with "
-                       "begin > end", file, name, t.begin, t.end);
+      DYNLLAVA_EXPECTS(t.begin <= t.end,
+                       "safetensors: {}: tensor {} has data_offsets [{}, {}] with "
+                       "begin > end",
+                       file, name, t.begin, t.end);
       DYNLLAVA_EXPECTS(t.end <= data_size,
                        "safetensors: {}: tensor {} ends at byte {} but the data buffer holds {} "
-                       "bytes (truncated file?)", file, name, t.end, data_size);
+                       "bytes (truncated file?)",
+                       file, name, t.end, data_size);
       DYNLLAVA_EXPECTS(t.end - t.begin == elements * size_of(t.type),
                        "safetensors: {}: tensor {} ({} {}) needs {} bytes, its offsets span {}",
                        file, name, to_string(t.type), shape_string(t.shape),
@@ -333,7 +371,8 @@ class checkpoint {
     const auto it = where_.find(std::string(name));
     return it == where_.end() ? nullptr : shards_[it->second]->find(name);
   }
-  /// Reads a floating-point tensor as fp32. @throws dynllava::error when absent or not F32/F16/BF16.
+  /// Reads a floating-point tensor as fp32. @throws dynllava::error when absent or not
+  /// F32/F16/BF16.
   std::vector<float> read_f32(std::string_view name) const {
     const auto it = where_.find(std::string(name));
     DYNLLAVA_EXPECTS(it != where_.end(), "checkpoint: no tensor named {}", name);
@@ -374,8 +413,10 @@ class checkpoint {
         inside = !ec && shard.native().compare(0, r.size(), r) == 0 &&
                  (shard.native().size() == r.size() || shard.native()[r.size()] == '/');
       }
-      DYNLLAVA_EXPECTS(inside, "checkpoint: {}: weight_map.{} = {} must be a file inside the "
-                       "checkpoint folder", index.string(), name, f);
+      DYNLLAVA_EXPECTS(inside,
+                       "checkpoint: {}: weight_map.{} = {} must be a file inside the "
+                       "checkpoint folder",
+                       index.string(), name, f);
       by_shard[f].push_back(name);
     }
     for (const auto& [file, tensors] : by_shard) {

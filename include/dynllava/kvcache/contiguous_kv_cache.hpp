@@ -4,14 +4,13 @@
 /// `capacity` rows; overflow is an error. Compaction moves kept rows to the front in place.
 #pragma once
 
+#include <algorithm>
+#include <cstddef>
 #include <dynllava/core/config.hpp>
 #include <dynllava/core/error.hpp>
 #include <dynllava/kvcache/contiguous_kv_view.hpp>
 #include <dynllava/kvcache/kv_layout_checks.hpp>
 #include <dynllava/kvcache/kv_storage.hpp>
-
-#include <algorithm>
-#include <cstddef>
 #include <vector>
 
 namespace dynllava {
@@ -32,8 +31,10 @@ class contiguous_kv_cache {
   explicit contiguous_kv_cache(const contiguous_kv_config& c) : c_(c) {
     DYNLLAVA_EXPECTS(c.layers > 0 && c.width > 0 && c.capacity >= 0,
                      "contiguous_kv_cache: layers ({}) and width ({}) must be > 0, capacity ({}) "
-                     ">= 0", c.layers, c.width, c.capacity);
-    const std::size_t rows = static_cast<std::size_t>(c.layers) * c.batch * static_cast<std::size_t>(c.capacity);
+                     ">= 0",
+                     c.layers, c.width, c.capacity);
+    const std::size_t rows =
+        static_cast<std::size_t>(c.layers) * c.batch * static_cast<std::size_t>(c.capacity);
     k_.resize(rows * static_cast<std::size_t>(c.width));
     v_.resize(k_.size());
     pos_.resize(rows);
@@ -47,9 +48,15 @@ class contiguous_kv_cache {
   index_t capacity() const noexcept { return c_.capacity; }
   index_t length(index_t l, std::size_t b) const noexcept { return len_[at(l, b)]; }
   index_t appended(index_t l, std::size_t b) const noexcept { return seen_[at(l, b)]; }
-  const float* key(index_t l, std::size_t b, index_t i) const noexcept { return k_.data() + row(l, b, i) * w(); }
-  const float* value(index_t l, std::size_t b, index_t i) const noexcept { return v_.data() + row(l, b, i) * w(); }
-  index_t position(index_t l, std::size_t b, index_t i) const noexcept { return pos_[row(l, b, i)]; }
+  const float* key(index_t l, std::size_t b, index_t i) const noexcept {
+    return k_.data() + row(l, b, i) * w();
+  }
+  const float* value(index_t l, std::size_t b, index_t i) const noexcept {
+    return v_.data() + row(l, b, i) * w();
+  }
+  index_t position(index_t l, std::size_t b, index_t i) const noexcept {
+    return pos_[row(l, b, i)];
+  }
 
   /// Appends one token. @throws dynllava::error when (layer, sequence) is full.
   void append(index_t l, std::size_t b, const float* k, const float* v, index_t position) {
@@ -57,7 +64,8 @@ class contiguous_kv_cache {
     const std::size_t s = at(l, b);
     DYNLLAVA_EXPECTS(len_[s] < c_.capacity,
                      "contiguous_kv_cache: layer {} sequence {} is full ({} tokens); evict or "
-                     "allocate a larger capacity", l, b, c_.capacity);
+                     "allocate a larger capacity",
+                     l, b, c_.capacity);
     const std::size_t r = row(l, b, len_[s]);
     std::copy(k, k + w(), k_.data() + r * w());
     std::copy(v, v + w(), v_.data() + r * w());
@@ -84,7 +92,8 @@ class contiguous_kv_cache {
   /// so it follows later appends and evictions, and stays valid as long as the cache.
   /// @throws dynllava::error on a layer outside [0, layers).
   contiguous_kv_view<float, host_space> view(index_t l) {
-    detail::check_layer_sequence("contiguous_kv_cache::view", l, c_.layers, 0, std::max<std::size_t>(c_.batch, 1));
+    detail::check_layer_sequence("contiguous_kv_cache::view", l, c_.layers, 0,
+                                 std::max<std::size_t>(c_.batch, 1));
     const std::size_t first = row(l, 0, 0);
     const std::size_t rows = c_.batch * static_cast<std::size_t>(c_.capacity);
     return {{k_.data() + first * w(), rows * w()},
@@ -97,7 +106,9 @@ class contiguous_kv_cache {
 
  private:
   std::size_t w() const noexcept { return static_cast<std::size_t>(c_.width); }
-  std::size_t at(index_t l, std::size_t b) const noexcept { return static_cast<std::size_t>(l) * c_.batch + b; }
+  std::size_t at(index_t l, std::size_t b) const noexcept {
+    return static_cast<std::size_t>(l) * c_.batch + b;
+  }
   std::size_t row(index_t l, std::size_t b, index_t i) const noexcept {
     return at(l, b) * static_cast<std::size_t>(c_.capacity) + static_cast<std::size_t>(i);
   }

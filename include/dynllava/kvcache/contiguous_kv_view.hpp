@@ -8,22 +8,21 @@
 /// (original) positions at `positions + b * capacity + i`. Rows past `lengths[b]` are unused.
 #pragma once
 
+#include <cstddef>
 #include <dynllava/core/config.hpp>
 #include <dynllava/core/span.hpp>
-
-#include <cstddef>
 #include <type_traits>
 
 namespace dynllava {
 
 template <class T, memory_space Space>
 struct contiguous_kv_view {
-  span<T, Space> k_data;              ///< [batch, capacity, width]
-  span<T, Space> v_data;              ///< [batch, capacity, width]
-  span<index_t, Space> positions;     ///< [batch, capacity] logical positions
-  span<const index_t, Space> lengths; ///< [batch] tokens held per sequence
-  index_t capacity = 0;               ///< rows per sequence
-  index_t width = 0;                  ///< heads * head_dim
+  span<T, Space> k_data;               ///< [batch, capacity, width]
+  span<T, Space> v_data;               ///< [batch, capacity, width]
+  span<index_t, Space> positions;      ///< [batch, capacity] logical positions
+  span<const index_t, Space> lengths;  ///< [batch] tokens held per sequence
+  index_t capacity = 0;                ///< rows per sequence
+  index_t width = 0;                   ///< heads * head_dim
 
   DYNLLAVA_HOST_DEVICE constexpr std::size_t batch() const noexcept { return lengths.size(); }
   /// Tokens held for sequence `b`.

@@ -4,12 +4,11 @@
 /// tokens a layer keeps.
 #pragma once
 
+#include <concepts>
 #include <dynllava/core/config.hpp>
 #include <dynllava/core/error.hpp>
 #include <dynllava/core/execution.hpp>
 #include <dynllava/core/span.hpp>
-
-#include <concepts>
 
 namespace dynllava {
 
@@ -31,9 +30,9 @@ template <class P, class Tag>
 concept kv_policy = execution_tag<Tag> &&
     requires(const P& p, index_t l, bool keep, kv_sequence_state s,
              span_for<Tag, const float> scores, span_for<Tag, index_t> out) {
-      { p.admits(l, keep) } -> std::same_as<bool>;
-      { p.retain(l, s, scores, out) } -> std::same_as<index_t>;
-    };
+  { p.admits(l, keep) } -> std::same_as<bool>;
+  { p.retain(l, s, scores, out) } -> std::same_as<index_t>;
+};
 
 /// Opt-in: true for policies whose `retain` ranks held tokens by scores that the caller must
 /// supply (H2O's accumulated attention). Drivers enforce score-free policies by themselves.

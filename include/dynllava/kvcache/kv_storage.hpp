@@ -5,12 +5,11 @@
 /// at or above it only the kept ones), with each token's logical position stored alongside.
 #pragma once
 
+#include <concepts>
+#include <cstddef>
 #include <dynllava/core/config.hpp>
 #include <dynllava/core/execution.hpp>
 #include <dynllava/core/span.hpp>
-
-#include <concepts>
-#include <cstddef>
 
 namespace dynllava {
 
@@ -32,17 +31,17 @@ concept kv_storage = execution_tag<Tag> &&
     std::same_as<typename C::memory_space, execution_space_t<Tag>> &&
     requires(C& c, const C& cc, index_t l, std::size_t b, index_t i, const float* row,
              span_for<Tag, const index_t> kept) {
-      { cc.layers() } -> std::convertible_to<index_t>;
-      { cc.batch() } -> std::convertible_to<std::size_t>;
-      { cc.width() } -> std::convertible_to<index_t>;
-      { cc.length(l, b) } -> std::convertible_to<index_t>;
-      { cc.appended(l, b) } -> std::convertible_to<index_t>;
-      { cc.key(l, b, i) } -> std::convertible_to<const float*>;
-      { cc.value(l, b, i) } -> std::convertible_to<const float*>;
-      { cc.position(l, b, i) } -> std::convertible_to<index_t>;
-      c.append(l, b, row, row, i);
-      c.retain(l, b, kept);
-    };
+  { cc.layers() } -> std::convertible_to<index_t>;
+  { cc.batch() } -> std::convertible_to<std::size_t>;
+  { cc.width() } -> std::convertible_to<index_t>;
+  { cc.length(l, b) } -> std::convertible_to<index_t>;
+  { cc.appended(l, b) } -> std::convertible_to<index_t>;
+  { cc.key(l, b, i) } -> std::convertible_to<const float*>;
+  { cc.value(l, b, i) } -> std::convertible_to<const float*>;
+  { cc.position(l, b, i) } -> std::convertible_to<index_t>;
+  c.append(l, b, row, row, i);
+  c.retain(l, b, kept);
+};
 
 /// Tokens held by layer `l` of `cache`, summed over the batch.
 template <kv_storage<host_t> C>

@@ -6,7 +6,6 @@
 
 #include <dynllava/core/config.hpp>
 #include <dynllava/core/error.hpp>
-
 #include <vector>
 
 namespace dynllava {
@@ -30,7 +29,8 @@ class page_pool {
   index_t allocate() {
     DYNLLAVA_EXPECTS(!free_.empty(),
                      "page_pool: out of KV pages (all {} in use); evict, or give the cache more "
-                     "pages", capacity_);
+                     "pages",
+                     capacity_);
     const index_t p = free_.back();
     free_.pop_back();
     in_use_[static_cast<std::size_t>(p)] = true;
@@ -41,8 +41,10 @@ class page_pool {
   void release(index_t page) {
     DYNLLAVA_EXPECTS(page >= 0 && page < capacity_, "page_pool: page {} is not in [0, {})", page,
                      capacity_);
-    DYNLLAVA_EXPECTS(in_use_[static_cast<std::size_t>(page)], "page_pool: page {} is not in use "
-                     "(released twice?)", page);
+    DYNLLAVA_EXPECTS(in_use_[static_cast<std::size_t>(page)],
+                     "page_pool: page {} is not in use "
+                     "(released twice?)",
+                     page);
     in_use_[static_cast<std::size_t>(page)] = false;
     free_.push_back(page);
   }

@@ -5,15 +5,14 @@
 /// whole pages back to the pool, and FlashInfer-layout views per layer.
 #pragma once
 
+#include <algorithm>
+#include <cstddef>
 #include <dynllava/core/config.hpp>
 #include <dynllava/core/error.hpp>
 #include <dynllava/kvcache/kv_layout_checks.hpp>
 #include <dynllava/kvcache/kv_storage.hpp>
 #include <dynllava/kvcache/page_pool.hpp>
 #include <dynllava/kvcache/paged_kv_view.hpp>
-
-#include <algorithm>
-#include <cstddef>
 #include <vector>
 
 namespace dynllava {
@@ -36,7 +35,8 @@ class paged_kv_cache {
     DYNLLAVA_EXPECTS(c.layers > 0 && c.width > 0 && c.page_size > 0,
                      "paged_kv_cache: layers ({}), width ({}) and page_size ({}) must be > 0",
                      c.layers, c.width, c.page_size);
-    const std::size_t rows = static_cast<std::size_t>(c.num_pages) * static_cast<std::size_t>(c.page_size);
+    const std::size_t rows =
+        static_cast<std::size_t>(c.num_pages) * static_cast<std::size_t>(c.page_size);
     k_.resize(rows * static_cast<std::size_t>(c.width));
     v_.resize(k_.size());
     pos_.resize(rows);
@@ -56,11 +56,19 @@ class paged_kv_cache {
   index_t length(index_t l, std::size_t b) const noexcept { return len_[at(l, b)]; }
   index_t appended(index_t l, std::size_t b) const noexcept { return seen_[at(l, b)]; }
   /// Page ids of (layer, sequence), in token order.
-  const std::vector<index_t>& pages(index_t l, std::size_t b) const noexcept { return pages_[at(l, b)]; }
+  const std::vector<index_t>& pages(index_t l, std::size_t b) const noexcept {
+    return pages_[at(l, b)];
+  }
 
-  const float* key(index_t l, std::size_t b, index_t i) const noexcept { return k_.data() + row(l, b, i) * w(); }
-  const float* value(index_t l, std::size_t b, index_t i) const noexcept { return v_.data() + row(l, b, i) * w(); }
-  index_t position(index_t l, std::size_t b, index_t i) const noexcept { return pos_[row(l, b, i)]; }
+  const float* key(index_t l, std::size_t b, index_t i) const noexcept {
+    return k_.data() + row(l, b, i) * w();
+  }
+  const float* value(index_t l, std::size_t b, index_t i) const noexcept {
+    return v_.data() + row(l, b, i) * w();
+  }
+  index_t position(index_t l, std::size_t b, index_t i) const noexcept {
+    return pos_[row(l, b, i)];
+  }
 
   /// Appends one token. @throws dynllava::error on a bad layer/sequence or when the pool is empty.
   void append(index_t l, std::size_t b, const float* k, const float* v, index_t position) {
@@ -96,11 +104,11 @@ class paged_kv_cache {
     }
   }
 
-
   /// @brief FlashInfer-layout view of layer `l` (its page table is rebuilt on each call; the
   /// view stays valid until the next `view(l)`, `append` or `retain` on that layer).
   paged_kv_view<float, host_space> view(index_t l) {
-    detail::check_layer_sequence("paged_kv_cache::view", l, c_.layers, 0, std::max<std::size_t>(c_.batch, 1));
+    detail::check_layer_sequence("paged_kv_cache::view", l, c_.layers, 0,
+                                 std::max<std::size_t>(c_.batch, 1));
     auto& t = tables_[static_cast<std::size_t>(l)];
     t.indptr.assign(1, 0);
     t.indices.clear();
@@ -112,9 +120,14 @@ class paged_kv_cache {
       const index_t n = length(l, b);
       t.last.push_back(n == 0 ? 0 : (n - 1) % c_.page_size + 1);
     }
-    return {make_host_span(k_), make_host_span(v_), make_host_span(pos_),
-            make_host_span(std::as_const(t.indptr)), make_host_span(std::as_const(t.indices)),
-            make_host_span(std::as_const(t.last)), c_.page_size, c_.width};
+    return {make_host_span(k_),
+            make_host_span(v_),
+            make_host_span(pos_),
+            make_host_span(std::as_const(t.indptr)),
+            make_host_span(std::as_const(t.indices)),
+            make_host_span(std::as_const(t.last)),
+            c_.page_size,
+            c_.width};
   }
 
  private:

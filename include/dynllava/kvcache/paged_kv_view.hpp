@@ -10,21 +10,20 @@
 
 #include <dynllava/core/config.hpp>
 #include <dynllava/core/span.hpp>
-
 #include <type_traits>
 
 namespace dynllava {
 
 template <class T, memory_space Space>
 struct paged_kv_view {
-  span<T, Space> k_data;                    ///< [num_pages, page_size, width]
-  span<T, Space> v_data;                    ///< [num_pages, page_size, width]
-  span<index_t, Space> positions;           ///< [num_pages, page_size] logical positions
-  span<const index_t, Space> indptr;        ///< [batch + 1] page offsets
-  span<const index_t, Space> indices;       ///< [indptr[batch]] page ids
-  span<const index_t, Space> last_page_len; ///< [batch] tokens in each sequence's last page
+  span<T, Space> k_data;                     ///< [num_pages, page_size, width]
+  span<T, Space> v_data;                     ///< [num_pages, page_size, width]
+  span<index_t, Space> positions;            ///< [num_pages, page_size] logical positions
+  span<const index_t, Space> indptr;         ///< [batch + 1] page offsets
+  span<const index_t, Space> indices;        ///< [indptr[batch]] page ids
+  span<const index_t, Space> last_page_len;  ///< [batch] tokens in each sequence's last page
   index_t page_size = 1;
-  index_t width = 0;                        ///< heads * head_dim
+  index_t width = 0;  ///< heads * head_dim
 
   DYNLLAVA_HOST_DEVICE constexpr std::size_t batch() const noexcept {
     return indptr.size() == 0 ? 0 : indptr.size() - 1;

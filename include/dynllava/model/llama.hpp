@@ -7,6 +7,9 @@
 /// example builds its CPU backend on it.
 #pragma once
 
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
 #include <dynllava/core/config.hpp>
 #include <dynllava/core/error.hpp>
 #include <dynllava/core/llama_config.hpp>
@@ -22,10 +25,6 @@
 #include <dynllava/nn/rms_norm.hpp>
 #include <dynllava/nn/rope.hpp>
 #include <dynllava/pipeline/decoder.hpp>
-
-#include <algorithm>
-#include <cstddef>
-#include <cstdint>
 #include <utility>
 #include <vector>
 
@@ -73,17 +72,21 @@ class llama_model {
              layer_probes probes = {}) const {
     layer(l, hidden, positions, cache, k_out, v_out, probes);
   }
-  void logits(host_t, host_span<const float> rows, host_span<float> out) const { logits(rows, out); }
+  void logits(host_t, host_span<const float> rows, host_span<float> out) const {
+    logits(rows, out);
+  }
   /// @}
 
   /// `out[i, :] = embed[tokens[i], :]`. @throws dynllava::error on an id outside the vocabulary.
   void embed(host_span<const std::int32_t> tokens, host_span<float> out) const {
     const auto H = static_cast<std::size_t>(c_.hidden);
-    DYNLLAVA_EXPECTS(out.size() == tokens.size() * H, "llama_model::embed: out must hold {} values, got {}",
-                     tokens.size() * H, out.size());
+    DYNLLAVA_EXPECTS(out.size() == tokens.size() * H,
+                     "llama_model::embed: out must hold {} values, got {}", tokens.size() * H,
+                     out.size());
     for (std::size_t i = 0; i < tokens.size(); ++i) {
       DYNLLAVA_EXPECTS(tokens[i] >= 0 && tokens[i] < c_.vocab,
-                       "llama_model::embed: token {} is outside the vocabulary [0, {})", tokens[i], c_.vocab);
+                       "llama_model::embed: token {} is outside the vocabulary [0, {})", tokens[i],
+                       c_.vocab);
       const float* e = w_.embed.data() + static_cast<std::size_t>(tokens[i]) * H;
       std::copy(e, e + H, out.data() + i * H);
     }
@@ -102,18 +105,24 @@ class llama_model {
   void layer(index_t l, host_ragged_rows<float> hidden, host_span<const index_t> positions,
              const C* cache, host_span<float> k_out, host_span<float> v_out,
              layer_probes probes = {}) const {
-    DYNLLAVA_EXPECTS(cache == nullptr || (cache->batch() == hidden.batch() && cache->layers() > l &&
-                                          cache->width() == c_.hidden),
-                     "llama_model::layer: the cache ({} sequences, {} layers, width {}) must hold the "
-                     "rows' {} sequences, layer {} and width H = {}", cache ? cache->batch() : 0,
-                     cache ? cache->layers() : 0, cache ? cache->width() : 0, hidden.batch(), l, c_.hidden);
+    DYNLLAVA_EXPECTS(
+        cache == nullptr || (cache->batch() == hidden.batch() && cache->layers() > l &&
+                             cache->width() == c_.hidden),
+        "llama_model::layer: the cache ({} sequences, {} layers, width {}) must hold the "
+        "rows' {} sequences, layer {} and width H = {}",
+        cache ? cache->batch() : 0, cache ? cache->layers() : 0, cache ? cache->width() : 0,
+        hidden.batch(), l, c_.hidden);
     if (cache == nullptr) {
-      run_layer(l, hidden, positions, [](std::size_t) { return nn::no_cached_kv{}; }, k_out, v_out,
-                probes);
+      run_layer(
+          l, hidden, positions, [](std::size_t) { return nn::no_cached_kv{}; }, k_out, v_out,
+          probes);
     } else {
-      run_layer(l, hidden, positions,
-                [&](std::size_t b) { return detail::cached_layer_view<C>{cache, l, b}; }, k_out,
-                v_out, probes);
+      run_layer(
+          l, hidden, positions,
+          [&](std::size_t b) {
+            return detail::cached_layer_view<C>{cache, l, b};
+          },
+          k_out, v_out, probes);
     }
   }
 
@@ -122,8 +131,8 @@ class llama_model {
   void layer(index_t l, host_ragged_rows<float> hidden, host_span<const index_t> positions,
              std::nullptr_t, host_span<float> k_out, host_span<float> v_out,
              layer_probes probes = {}) const {
-    run_layer(l, hidden, positions, [](std::size_t) { return nn::no_cached_kv{}; }, k_out, v_out,
-              probes);
+    run_layer(
+        l, hidden, positions, [](std::size_t) { return nn::no_cached_kv{}; }, k_out, v_out, probes);
   }
 
   /// Final RMSNorm + lm_head: `rows [n, H]` -> `logits [n, vocab]`.
@@ -136,15 +145,18 @@ class llama_model {
     nn::rms_norm(rows.data(), n, w_.final_norm, c_.rms_eps, x.data());
     // Row by row, so that a row's logits do not depend on the other rows (bit for bit).
     const auto V = static_cast<std::size_t>(c_.vocab);
-    for (std::size_t r = 0; r < n; ++r) nn::linear(x.data() + r * H, 1, w_.lm_head, out.data() + r * V);
+    for (std::size_t r = 0; r < n; ++r)
+      nn::linear(x.data() + r * H, 1, w_.lm_head, out.data() + r * V);
   }
 
  private:
   static const llama_config& checked(const llama_config& c) {
     c.validate();
-    DYNLLAVA_EXPECTS(static_cast<std::int64_t>(c.heads) * c.head_dim == c.hidden && c.head_dim % 2 == 0,
-                     "llama_model: heads ({}) * head_dim ({}) must equal hidden ({}) with an even "
-                     "head_dim", c.heads, c.head_dim, c.hidden);
+    DYNLLAVA_EXPECTS(
+        static_cast<std::int64_t>(c.heads) * c.head_dim == c.hidden && c.head_dim % 2 == 0,
+        "llama_model: heads ({}) * head_dim ({}) must equal hidden ({}) with an even "
+        "head_dim",
+        c.heads, c.head_dim, c.hidden);
     return c;
   }
 
@@ -153,15 +165,18 @@ class llama_model {
   void run_layer(index_t l, host_ragged_rows<float> hidden, host_span<const index_t> positions,
                  ViewOf view_of, host_span<float> k_out, host_span<float> v_out,
                  layer_probes probes) const {
-    DYNLLAVA_EXPECTS(l >= 0 && l < c_.layers, "llama_model::layer: layer {} is not in [0, {})", l, c_.layers);
-    DYNLLAVA_EXPECTS(hidden.width == c_.hidden, "llama_model::layer: rows must have width {}, got {}",
-                     c_.hidden, hidden.width);
+    DYNLLAVA_EXPECTS(l >= 0 && l < c_.layers, "llama_model::layer: layer {} is not in [0, {})", l,
+                     c_.layers);
+    DYNLLAVA_EXPECTS(hidden.width == c_.hidden,
+                     "llama_model::layer: rows must have width {}, got {}", c_.hidden,
+                     hidden.width);
     validate(hidden, "llama_model::layer: hidden");
     const std::size_t n = hidden.rows();
     const auto H = static_cast<std::size_t>(c_.hidden);
-    DYNLLAVA_EXPECTS(positions.size() == n && k_out.size() == n * H && v_out.size() == n * H,
-                     "llama_model::layer: positions ({}), k_out ({}) and v_out ({}) must match {} rows",
-                     positions.size(), k_out.size(), v_out.size(), n);
+    DYNLLAVA_EXPECTS(
+        positions.size() == n && k_out.size() == n * H && v_out.size() == n * H,
+        "llama_model::layer: positions ({}), k_out ({}) and v_out ({}) must match {} rows",
+        positions.size(), k_out.size(), v_out.size(), n);
     if (!probes.queries.empty()) {
       DYNLLAVA_EXPECTS(probes.queries.size() == n * H,
                        "llama_model::layer: probes.queries must hold {} values, got {}", n * H,
@@ -175,7 +190,8 @@ class llama_model {
       }
       DYNLLAVA_EXPECTS(probes.key_attention.size() == need,
                        "llama_model::layer: probes.key_attention must hold {} values (cached + "
-                       "new keys), got {}", need, probes.key_attention.size());
+                       "new keys), got {}",
+                       need, probes.key_attention.size());
       std::fill(probes.key_attention.begin(), probes.key_attention.end(), 0.0f);
       mass = probes.key_attention.data();
     }
@@ -188,10 +204,10 @@ class llama_model {
       const auto first = static_cast<std::size_t>(hidden.indptr[b]);
       const auto rows = static_cast<std::size_t>(hidden.length(b));
       const auto view = view_of(b);
-      sequence_layer(w_.layers[static_cast<std::size_t>(l)], hidden.values.data() + first * H, rows,
-                     positions.data() + first, view, k_out.data() + first * H,
-                     v_out.data() + first * H,
-                     probes.queries.empty() ? nullptr : probes.queries.data() + first * H, mass, buf);
+      sequence_layer(
+          w_.layers[static_cast<std::size_t>(l)], hidden.values.data() + first * H, rows,
+          positions.data() + first, view, k_out.data() + first * H, v_out.data() + first * H,
+          probes.queries.empty() ? nullptr : probes.queries.data() + first * H, mass, buf);
       if (mass != nullptr) mass += static_cast<std::size_t>(view.size()) + rows;
     }
   }
@@ -208,9 +224,9 @@ class llama_model {
   /// @param h [n, H] in/out; @param k, v [n, H] out; @param queries null or [n, H] out;
   /// @param mass null or [cached + n] (added to)
   template <nn::kv_view V>
-  void sequence_layer(const llama_layer_weights& w, float* h, std::size_t n, const index_t* positions,
-                      const V& cached, float* k, float* v, float* queries, float* mass,
-                      scratch& s) const {
+  void sequence_layer(const llama_layer_weights& w, float* h, std::size_t n,
+                      const index_t* positions, const V& cached, float* k, float* v, float* queries,
+                      float* mass, scratch& s) const {
     if (n == 0) return;
     const auto H = static_cast<std::size_t>(c_.hidden);
     const auto heads = static_cast<std::size_t>(c_.heads);

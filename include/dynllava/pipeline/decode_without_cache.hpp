@@ -4,6 +4,7 @@
 /// with the image top-k and output-text sparsification (METHOD.md sections 2 and 4).
 #pragma once
 
+#include <cstdint>
 #include <dynllava/context/build_context.hpp>
 #include <dynllava/context/segments.hpp>
 #include <dynllava/core/error.hpp>
@@ -18,8 +19,6 @@
 #include <dynllava/pipeline/sparsifier_options.hpp>
 #include <dynllava/pipeline/token_decisions.hpp>
 #include <dynllava/score/concepts.hpp>
-
-#include <cstdint>
 #include <vector>
 
 namespace dynllava {
@@ -57,14 +56,17 @@ std::vector<float> no_cache_step(const Model& m, const PI* image, const PO* outp
   }
   const bool fastv = o.vision == vision_rule::fastv && o.prune_images;
   if (reuse_images != nullptr) {
-    DYNLLAVA_EXPECTS(!fastv && reuse_images->indptr == cpu::candidate_rows(segments, segment_kind::image).indptr,
-                     "{}: the reused image selection must be a predictor's over the same image "
-                     "candidates", who);
+    DYNLLAVA_EXPECTS(
+        !fastv && reuse_images->indptr == cpu::candidate_rows(segments, segment_kind::image).indptr,
+        "{}: the reused image selection must be a predictor's over the same image "
+        "candidates",
+        who);
   }
   const index_t H = m.hidden();
   const index_t l = o.sparse_layer;
   std::vector<float> h(rows.values.begin(), rows.values.end());
-  std::vector<index_t> indptr(rows.indptr.begin(), rows.indptr.end()), pos(h.size() / static_cast<std::size_t>(H));
+  std::vector<index_t> indptr(rows.indptr.begin(), rows.indptr.end()),
+      pos(h.size() / static_cast<std::size_t>(H));
   for (std::size_t b = 0; b < rows.batch(); ++b) {
     for (index_t i = 0; i < rows.length(b); ++i) pos[static_cast<std::size_t>(indptr[b] + i)] = i;
   }
@@ -77,8 +79,9 @@ std::vector<float> no_cache_step(const Model& m, const PI* image, const PO* outp
   for (index_t layer = 0; layer < l; ++layer) {
     observe_layer(obs, layer, indptr, nothing_cached);
     const layer_probes probes{layer == l - 1 ? make_host_span(q) : host_span<float>{}, {}};
-    run_layer(m, layer, {make_host_span(indptr), make_host_span(h), H}, make_host_span(std::as_const(pos)),
-              none, make_host_span(k), make_host_span(v), probes);
+    run_layer(m, layer, {make_host_span(indptr), make_host_span(h), H},
+              make_host_span(std::as_const(pos)), none, make_host_span(k), make_host_span(v),
+              probes);
   }
   // Images: reused, or ranked by the predictor, or by FastV (the newest row's attention in
   // layer l - 1).
@@ -102,7 +105,8 @@ std::vector<float> no_cache_step(const Model& m, const PI* image, const PO* outp
     seen.outputs.set_kept(cands.indptr, out_kept);
   } else {
     if (obs != nullptr) obs->output_predictor(cands.positions.size());
-    out_kept = cpu::select_outputs(*output, make_host_span(std::as_const(h)), segments, o.rule, &seen.outputs);
+    out_kept = cpu::select_outputs(*output, make_host_span(std::as_const(h)), segments, o.rule,
+                                   &seen.outputs);
   }
   s.output_tokens += static_cast<index_t>(cands.positions.size());
   s.output_kept += static_cast<index_t>(out_kept.positions.size());
@@ -142,20 +146,17 @@ std::vector<float> no_cache_step(const Model& m, const PI* image, const PO* outp
 ///         passed); name it for a model that does not take `contiguous_kv_cache`.
 template <class Model, kv_storage<host_t> Cache = contiguous_kv_cache, predictor_argument PI,
           predictor_argument PO>
-  requires decoder<Model, host_t, Cache>
-std::vector<float> decode_without_cache(const Model& m, PI image, PO output,
-                                        host_ragged_rows<const float> rows,
-                                        segment_table<host_space> segments,
-                                        const sparsifier_options& o, run_stats* stats = nullptr,
-                                        host_selection* kept_outputs = nullptr,
-                                        pipeline_observer* observer = nullptr) {
+requires decoder<Model, host_t, Cache> std::vector<float> decode_without_cache(
+    const Model& m, PI image, PO output, host_ragged_rows<const float> rows,
+    segment_table<host_space> segments, const sparsifier_options& o, run_stats* stats = nullptr,
+    host_selection* kept_outputs = nullptr, pipeline_observer* observer = nullptr) {
   using image_t = predictor_type_t<PI>;
   using output_t = predictor_type_t<PO>;
   run_stats local;
   detail::no_cache_seen seen;
   auto logits = detail::no_cache_step<Model, Cache>(
-      m, static_cast<const image_t*>(image), static_cast<const output_t*>(output), rows, segments, o,
-      stats ? *stats : local, observer, seen, nullptr, "decode_without_cache");
+      m, static_cast<const image_t*>(image), static_cast<const output_t*>(output), rows, segments,
+      o, stats ? *stats : local, observer, seen, nullptr, "decode_without_cache");
   if (kept_outputs) *kept_outputs = seen.outputs.kept();
   return logits;
 }

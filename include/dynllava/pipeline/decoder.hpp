@@ -4,15 +4,14 @@
 /// `layer_probes` and `probing_decoder`: what attention-based baselines (FastV, H2O) read.
 #pragma once
 
+#include <concepts>
+#include <cstddef>
+#include <cstdint>
 #include <dynllava/core/config.hpp>
 #include <dynllava/core/execution.hpp>
 #include <dynllava/core/ragged.hpp>
 #include <dynllava/core/span.hpp>
 #include <dynllava/kvcache/kv_storage.hpp>
-
-#include <concepts>
-#include <cstddef>
-#include <cstdint>
 
 namespace dynllava {
 
@@ -56,13 +55,13 @@ concept decoder = kv_storage<C, Tag> &&
              span_for<Tag, float> out, ragged_rows_for<Tag, float> rows,
              span_for<Tag, const index_t> positions, const C* cache,
              span_for<Tag, const float> final_rows) {
-      { m.layers() } -> std::convertible_to<index_t>;
-      { m.hidden() } -> std::convertible_to<index_t>;
-      { m.vocab() } -> std::convertible_to<index_t>;
-      m.embed(tag, tokens, out);
-      m.layer(tag, l, rows, positions, cache, out, out);
-      m.logits(tag, final_rows, out);
-    };
+  { m.layers() } -> std::convertible_to<index_t>;
+  { m.hidden() } -> std::convertible_to<index_t>;
+  { m.vocab() } -> std::convertible_to<index_t>;
+  m.embed(tag, tokens, out);
+  m.layer(tag, l, rows, positions, cache, out, out);
+  m.logits(tag, final_rows, out);
+};
 
 /// Entries `layer_probes::key_attention` needs: `sum_b (cached[b] + rows(b))`.
 /// @param[in] indptr [batch + 1] host: rows of each sequence in the call (CSR)
@@ -87,8 +86,8 @@ concept probing_decoder = decoder<M, Tag, C> &&
     requires(const M& m, Tag tag, index_t l, ragged_rows_for<Tag, float> rows,
              span_for<Tag, const index_t> positions, const C* cache, span_for<Tag, float> out,
              layer_probes_for<Tag> probes) {
-      { m.heads() } -> std::convertible_to<index_t>;
-      m.layer(tag, l, rows, positions, cache, out, out, probes);
-    };
+  { m.heads() } -> std::convertible_to<index_t>;
+  m.layer(tag, l, rows, positions, cache, out, out, probes);
+};
 
 }  // namespace dynllava

@@ -5,16 +5,15 @@
 /// per generated token for streaming.
 #pragma once
 
+#include <concepts>
+#include <cstddef>
+#include <cstdint>
 #include <dynllava/context/segments.hpp>
 #include <dynllava/core/config.hpp>
 #include <dynllava/core/error.hpp>
 #include <dynllava/core/ragged.hpp>
 #include <dynllava/core/span.hpp>
 #include <dynllava/pipeline/token_sampler.hpp>
-
-#include <concepts>
-#include <cstddef>
-#include <cstdint>
 #include <optional>
 #include <vector>
 
@@ -38,9 +37,9 @@ concept decoding_session = requires(S& s, host_ragged_rows<const float> rows,
 
 /// When to stop and how to choose tokens.
 struct generate_options {
-  index_t max_new_tokens = 64;       ///< the token budget per sequence, >= 0
-  std::optional<std::int32_t> eos;   ///< a sequence stops after generating it (it is included)
-  sampling_options sampling{};       ///< greedy by default
+  index_t max_new_tokens = 64;      ///< the token budget per sequence, >= 0
+  std::optional<std::int32_t> eos;  ///< a sequence stops after generating it (it is included)
+  sampling_options sampling{};      ///< greedy by default
 };
 
 /// What `generate` produced. Host memory, owning.
@@ -61,12 +60,14 @@ struct ignore_tokens {
 /// the others stop (its later tokens are not reported). The last chosen tokens are not decoded.
 /// @throws dynllava::error on bad options (nothing runs) or whatever the session throws.
 template <decoding_session S, class OnToken = ignore_tokens>
-  requires std::invocable<OnToken&, std::size_t, std::int32_t>
-generation generate(S& s, host_ragged_rows<const float> prompt, segment_table<host_space> segments,
-                    const generate_options& o, OnToken&& on_token = {}) {
-  DYNLLAVA_EXPECTS(o.max_new_tokens >= 0, "generate: max_new_tokens must be >= 0, got {}", o.max_new_tokens);
+requires std::invocable<OnToken&, std::size_t, std::int32_t> generation
+generate(S& s, host_ragged_rows<const float> prompt, segment_table<host_space> segments,
+         const generate_options& o, OnToken&& on_token = {}) {
+  DYNLLAVA_EXPECTS(o.max_new_tokens >= 0, "generate: max_new_tokens must be >= 0, got {}",
+                   o.max_new_tokens);
   DYNLLAVA_EXPECTS(!o.eos || (*o.eos >= 0 && *o.eos < s.vocab()),
-                   "generate: eos must be a token id in [0, {}), got {}", s.vocab(), o.eos.value_or(-1));
+                   "generate: eos must be a token id in [0, {}), got {}", s.vocab(),
+                   o.eos.value_or(-1));
   o.sampling.validate();
   const std::size_t batch = s.batch();
   std::vector<token_sampler> samplers;

@@ -14,6 +14,8 @@
 /// `attention_scorer<S, host_t>`), so an engine's own predictor plugs in as the bundled ones do.
 #pragma once
 
+#include <algorithm>
+#include <cstdint>
 #include <dynllava/context/build_context.hpp>
 #include <dynllava/context/gather.hpp>
 #include <dynllava/context/image_groups.hpp>
@@ -28,9 +30,6 @@
 #include <dynllava/select/concepts.hpp>
 #include <dynllava/select/gate.hpp>
 #include <dynllava/select/topk.hpp>
-
-#include <algorithm>
-#include <cstdint>
 #include <vector>
 
 namespace dynllava {
@@ -41,9 +40,10 @@ namespace detail {
 /// to each sequence's candidate list.
 inline host_selection topk_by_group(const image_groups& g, const host_selection& cands,
                                     const std::vector<float>& scores, double ratio) {
-  const auto sel = cpu::select_kept(budgeted_topk{keep_ratio(ratio), {}},
-                                    host_ragged<const float>{make_host_span(g.indptr), make_host_span(scores)},
-                                    g.sequence.size(), scores.size());
+  const auto sel =
+      cpu::select_kept(budgeted_topk{keep_ratio(ratio), {}},
+                       host_ragged<const float>{make_host_span(g.indptr), make_host_span(scores)},
+                       g.sequence.size(), scores.size());
   host_selection out;
   out.indptr.assign(cands.batch() + 1, 0);
   for (std::size_t gi = 0; gi < g.sequence.size(); ++gi) {
@@ -69,12 +69,13 @@ inline std::vector<float> gather_candidates(host_span<const float> hidden, index
 }
 
 /// @throws dynllava::error unless `hidden` is `[rows of segments, H]`.
-inline void check_hidden(host_span<const float> hidden, index_t H, segment_table<host_space> segments,
-                         const char* who) {
+inline void check_hidden(host_span<const float> hidden, index_t H,
+                         segment_table<host_space> segments, const char* who) {
   const index_t total = validate(segments, who);
-  DYNLLAVA_EXPECTS(H > 0 && hidden.size() == static_cast<std::size_t>(total) * static_cast<std::size_t>(H),
-                   "{}: hidden must be [rows = {}, H = {}] = {} values, got {}", who, total, H,
-                   static_cast<std::size_t>(total) * static_cast<std::size_t>(H), hidden.size());
+  DYNLLAVA_EXPECTS(
+      H > 0 && hidden.size() == static_cast<std::size_t>(total) * static_cast<std::size_t>(H),
+      "{}: hidden must be [rows = {}, H = {}] = {} values, got {}", who, total, H,
+      static_cast<std::size_t>(total) * static_cast<std::size_t>(H), hidden.size());
 }
 
 }  // namespace detail
@@ -135,13 +136,16 @@ host_selection select_images_fastv(const S& fastv, host_span<const float> last_q
                                    segment_table<host_space> segments, double keep_ratio,
                                    token_decisions* seen = nullptr) {
   const index_t total = validate(segments, "select_images_fastv");
-  DYNLLAVA_EXPECTS(keys.batch() == segments.batch() && keys.rows() == static_cast<std::size_t>(total),
-                   "select_images_fastv: keys ({} rows, {} sequences) must match the segments ({} "
-                   "rows, {} sequences)", keys.rows(), keys.batch(), total, segments.batch());
+  DYNLLAVA_EXPECTS(
+      keys.batch() == segments.batch() && keys.rows() == static_cast<std::size_t>(total),
+      "select_images_fastv: keys ({} rows, {} sequences) must match the segments ({} "
+      "rows, {} sequences)",
+      keys.rows(), keys.batch(), total, segments.batch());
   const auto cands = candidate_rows(segments, segment_kind::image);
   std::vector<float> scores(cands.positions.size());
   fastv.score(host, last_queries, keys, cands.view(), make_host_span(scores));
-  auto kept = dynllava::detail::topk_by_group(group_images_by_turn(segments), cands, scores, keep_ratio);
+  auto kept =
+      dynllava::detail::topk_by_group(group_images_by_turn(segments), cands, scores, keep_ratio);
   if (seen != nullptr) {
     seen->set_kept(cands.indptr, kept);
     seen->logits.clear();
@@ -190,7 +194,8 @@ void gate_new_tokens(const P& output, host_ragged_rows<const float> hidden,
 /// `per_sequence_argmax` keeps `logit0 > logit1` (what the KV mode keeps);
 /// `released_batch_max_topk` keeps, in each sequence, the top `min(k, n)` by raw `logit0` with
 /// `k` the batch maximum of argmax keeps (the released code's kept sets).
-/// @param[in] hidden `[rows, H]` host: hidden states entering the sparse layer (H = `output.hidden()`)
+/// @param[in] hidden `[rows, H]` host: hidden states entering the sparse layer (H =
+/// `output.hidden()`)
 /// @param[out] seen optional: the candidates' logits, margins and keep flags
 template <two_way_predictor<host_t> P>
 host_selection select_outputs(const P& output, host_span<const float> hidden,
@@ -203,7 +208,8 @@ host_selection select_outputs(const P& output, host_span<const float> hidden,
   const std::size_t n = cands.positions.size();
   std::vector<float> logits(2 * n);
   output.logits(host, {make_host_span(cands.indptr), make_host_span(x), H}, make_host_span(logits));
-  const ragged_logits<host_space> lg{make_host_span(cands.indptr), make_host_span(std::as_const(logits))};
+  const ragged_logits<host_space> lg{make_host_span(cands.indptr),
+                                     make_host_span(std::as_const(logits))};
   host_selection kept;
   if (rule == output_rule::per_sequence_argmax) {
     kept = select_kept(logit_argmax{}, lg, cands.batch(), n);
@@ -212,13 +218,15 @@ host_selection select_outputs(const P& output, host_span<const float> hidden,
     argmax_gate(lg, make_host_span(keep));
     index_t kmax = 0;
     for (std::size_t b = 0; b < cands.batch(); ++b) {
-      kmax = std::max<index_t>(kmax, static_cast<index_t>(std::count(keep.begin() + cands.indptr[b],
-                                                                       keep.begin() + cands.indptr[b + 1], 1)));
+      kmax = std::max<index_t>(
+          kmax, static_cast<index_t>(std::count(keep.begin() + cands.indptr[b],
+                                                keep.begin() + cands.indptr[b + 1], 1)));
     }
     std::vector<float> logit0(n);
     std::vector<index_t> ks(cands.batch());
     for (std::size_t i = 0; i < n; ++i) logit0[i] = logits[2 * i];
-    for (std::size_t b = 0; b < cands.batch(); ++b) ks[b] = std::min(kmax, cands.indptr[b + 1] - cands.indptr[b]);
+    for (std::size_t b = 0; b < cands.batch(); ++b)
+      ks[b] = std::min(kmax, cands.indptr[b + 1] - cands.indptr[b]);
     kept = topk({make_host_span(cands.indptr), make_host_span(std::as_const(logit0))},
                 topk_budget<host_space>::keep_per_sequence(make_host_span(std::as_const(ks))));
   }
@@ -235,10 +243,10 @@ host_selection select_outputs(const P& output, host_span<const float> hidden,
 /// @param[out] image_kept, output_kept optional: the selections
 template <two_way_predictor<host_t> PI, two_way_predictor<host_t> PO>
 host_sparse_context prune_no_cache(const PI& image, const PO& output, host_span<const float> hidden,
-                                          segment_table<host_space> segments, double keep_ratio,
-                                          output_rule rule = output_rule::per_sequence_argmax,
-                                          host_selection* image_kept = nullptr,
-                                          host_selection* output_kept = nullptr) {
+                                   segment_table<host_space> segments, double keep_ratio,
+                                   output_rule rule = output_rule::per_sequence_argmax,
+                                   host_selection* image_kept = nullptr,
+                                   host_selection* output_kept = nullptr) {
   const auto images = select_images(image, hidden, segments, keep_ratio);
   const auto outputs = select_outputs(output, hidden, segments, rule);
   const std::vector<kind_selection> pruned{{segment_kind::image, images.view()},

@@ -4,6 +4,7 @@
 /// and the retention policies (METHOD.md sections 2 and 4).
 #pragma once
 
+#include <cstdint>
 #include <dynllava/context/build_context.hpp>
 #include <dynllava/context/segments.hpp>
 #include <dynllava/core/error.hpp>
@@ -21,8 +22,6 @@
 #include <dynllava/score/concepts.hpp>
 #include <dynllava/score/layer_attention.hpp>
 #include <dynllava/select/gate.hpp>
-
-#include <cstdint>
 #include <vector>
 
 namespace dynllava {
@@ -59,7 +58,7 @@ namespace dynllava {
 /// valid but in an unspecified state (some layers appended): discard both.
 template <class Model, kv_storage<host_t> Cache, kv_policy<host_t> Policy,
           two_way_predictor<host_t> ImagePredictor, two_way_predictor<host_t> OutputPredictor>
-  requires decoder<Model, host_t, Cache>
+requires decoder<Model, host_t, Cache>
 class kv_session {
   static_assert(!kv_policy_needs_scores<Policy> || probing_decoder<Model, host_t, Cache>,
                 "kv_session: a policy that ranks by attention (H2O) needs a probing_decoder");
@@ -70,12 +69,19 @@ class kv_session {
   /// @throws dynllava::error on options, widths or a policy that do not fit (nothing changes)
   kv_session(const Model& model, Cache& cache, Policy policy, const ImagePredictor* image,
              const OutputPredictor* output, sparsifier_options options = {})
-      : m_(model), cache_(cache), policy_(policy), image_(image), output_(output), o_(options),
+      : m_(model),
+        cache_(cache),
+        policy_(policy),
+        image_(image),
+        output_(output),
+        o_(options),
         next_pos_(cache.batch(), 0) {
-    detail::check_options<Model, Cache>(o_, model.layers(), model.hidden(), image, output, "kv_session");
-    DYNLLAVA_EXPECTS(cache.layers() == model.layers() && cache.width() == model.hidden(),
-                     "kv_session: the cache ({} layers, width {}) does not fit the model ({} layers, H {})",
-                     cache.layers(), cache.width(), model.layers(), model.hidden());
+    detail::check_options<Model, Cache>(o_, model.layers(), model.hidden(), image, output,
+                                        "kv_session");
+    DYNLLAVA_EXPECTS(
+        cache.layers() == model.layers() && cache.width() == model.hidden(),
+        "kv_session: the cache ({} layers, width {}) does not fit the model ({} layers, H {})",
+        cache.layers(), cache.width(), model.layers(), model.hidden());
     if constexpr (requires { policy.validate(); }) policy_.validate();
     // The options' sparse layer and the policy's gate must agree: layers below it cache every
     // token; with the output gate on, every layer at or above it caches only kept tokens, and
@@ -83,16 +89,19 @@ class kv_session {
     const bool gate = o_.gate_outputs && o_.sparse_layer < model.layers();
     for (index_t l = 0; l < model.layers(); ++l) {
       if (l < o_.sparse_layer) {
-        DYNLLAVA_EXPECTS(policy_.admits(l, false),
-                         "kv_session: layer {} is below sparse_layer {} and must cache every token, "
-                         "but the policy drops gated-out tokens there (an online_gate_policy's "
-                         "layer must equal options.sparse_layer)", l, o_.sparse_layer);
+        DYNLLAVA_EXPECTS(
+            policy_.admits(l, false),
+            "kv_session: layer {} is below sparse_layer {} and must cache every token, "
+            "but the policy drops gated-out tokens there (an online_gate_policy's "
+            "layer must equal options.sparse_layer)",
+            l, o_.sparse_layer);
       } else if (gate) {
-        DYNLLAVA_EXPECTS(!policy_.admits(l, false),
-                         "kv_session: gate_outputs is on, but the policy caches gated-out tokens in "
-                         "layer {} (at or above sparse_layer {}); use online_gate_policy{{{}}}, or "
-                         "gate_outputs = false for a policy that ignores the gate", l,
-                         o_.sparse_layer, o_.sparse_layer);
+        DYNLLAVA_EXPECTS(
+            !policy_.admits(l, false),
+            "kv_session: gate_outputs is on, but the policy caches gated-out tokens in "
+            "layer {} (at or above sparse_layer {}); use online_gate_policy{{{}}}, or "
+            "gate_outputs = false for a policy that ignores the gate",
+            l, o_.sparse_layer, o_.sparse_layer);
       }
     }
     if constexpr (kv_policy_needs_scores<Policy>) {
@@ -101,7 +110,8 @@ class kv_session {
         for (std::size_t b = 0; b < cache.batch(); ++b) {
           DYNLLAVA_EXPECTS(cache.length(l, b) == 0,
                            "kv_session: a policy that ranks by attention needs an empty cache "
-                           "(layer {}, sequence {} holds {} tokens)", l, b, cache.length(l, b));
+                           "(layer {}, sequence {} holds {} tokens)",
+                           l, b, cache.length(l, b));
         }
       }
     }
@@ -113,30 +123,39 @@ class kv_session {
   /// (each turn's image on its own); everything else is kept and cached.
   /// @return `[batch, vocab]` logits of each sequence's last prompt row.
   /// @throws dynllava::error when shapes disagree or a prompt ends with an image token.
-  std::vector<float> prefill(host_ragged_rows<const float> rows, segment_table<host_space> segments) {
+  std::vector<float> prefill(host_ragged_rows<const float> rows,
+                             segment_table<host_space> segments) {
     const index_t total = validate(segments, "kv_session::prefill: segments");
     validate(rows, "kv_session::prefill: rows");
-    DYNLLAVA_EXPECTS(rows.width == m_.hidden() && rows.rows() == static_cast<std::size_t>(total) &&
-                         rows.batch() == cache_.batch(),
-                     "kv_session::prefill: rows ({} x {}, {} sequences) must match the segments ({} "
-                     "rows) and the cache ({} sequences)", rows.rows(), rows.width, rows.batch(),
-                     total, cache_.batch());
+    DYNLLAVA_EXPECTS(
+        rows.width == m_.hidden() && rows.rows() == static_cast<std::size_t>(total) &&
+            rows.batch() == cache_.batch(),
+        "kv_session::prefill: rows ({} x {}, {} sequences) must match the segments ({} "
+        "rows) and the cache ({} sequences)",
+        rows.rows(), rows.width, rows.batch(), total, cache_.batch());
     for (const segment& seg : segments.segments) {
-      DYNLLAVA_EXPECTS(seg.kind != segment_kind::output,
-                       "kv_session::prefill: a prompt holds system, image and instruction segments; "
-                       "generated tokens go through decode() (they are gated there)");
+      DYNLLAVA_EXPECTS(
+          seg.kind != segment_kind::output,
+          "kv_session::prefill: a prompt holds system, image and instruction segments; "
+          "generated tokens go through decode() (they are gated there)");
     }
     for (std::size_t b = 0; b < segments.batch(); ++b) {
-      DYNLLAVA_EXPECTS(segments.length(b) > 0 && segments.segments[static_cast<std::size_t>(segments.indptr[b + 1] - 1)].kind != segment_kind::image,
-                       "kv_session::prefill: prompt {} must be non-empty and end with text", b);
-      DYNLLAVA_EXPECTS(rows.length(b) == segments.length(b), "kv_session::prefill: sequence {} has {} rows, its segments {}",
-                       b, rows.length(b), segments.length(b));
+      DYNLLAVA_EXPECTS(
+          segments.length(b) > 0 &&
+              segments.segments[static_cast<std::size_t>(segments.indptr[b + 1] - 1)].kind !=
+                  segment_kind::image,
+          "kv_session::prefill: prompt {} must be non-empty and end with text", b);
+      DYNLLAVA_EXPECTS(rows.length(b) == segments.length(b),
+                       "kv_session::prefill: sequence {} has {} rows, its segments {}", b,
+                       rows.length(b), segments.length(b));
     }
     const index_t H = m_.hidden();
     std::vector<float> h(rows.values.begin(), rows.values.end());
-    std::vector<index_t> indptr(rows.indptr.begin(), rows.indptr.end()), pos(h.size() / static_cast<std::size_t>(H));
+    std::vector<index_t> indptr(rows.indptr.begin(), rows.indptr.end()),
+        pos(h.size() / static_cast<std::size_t>(H));
     for (std::size_t b = 0; b < rows.batch(); ++b) {
-      for (index_t i = 0; i < rows.length(b); ++i) pos[static_cast<std::size_t>(indptr[b] + i)] = next_pos_[b] + i;
+      for (index_t i = 0; i < rows.length(b); ++i)
+        pos[static_cast<std::size_t>(indptr[b] + i)] = next_pos_[b] + i;
     }
     if (o_.vision == vision_rule::fastv && o_.prune_images) check_fastv_context(segments);
     const index_t l = o_.sparse_layer;
@@ -152,11 +171,13 @@ class kv_session {
       image_kept_ = detail::select_images(image_, h, segments, o_, stats_, obs_, images_);
     }
     const std::vector<kind_selection> pruned{{segment_kind::image, image_kept_.view()}};
-    const auto ctx = cpu::build_sparse_context(segments, make_host_span(std::as_const(pruned)),
-                                               {.position_offsets = make_host_span(std::as_const(next_pos_))});
+    const auto ctx =
+        cpu::build_sparse_context(segments, make_host_span(std::as_const(pruned)),
+                                  {.position_offsets = make_host_span(std::as_const(next_pos_))});
     std::vector<float> hk;
     detail::gather_context(h, H, ctx, hk);
-    run(l, m_.layers(), ctx.indptr, hk, ctx.positions, std::vector<std::uint8_t>(ctx.rows.size(), 1));
+    run(l, m_.layers(), ctx.indptr, hk, ctx.positions,
+        std::vector<std::uint8_t>(ctx.rows.size(), 1));
     for (std::size_t b = 0; b < rows.batch(); ++b) next_pos_[b] += rows.length(b);
     retain();
     end_call();
@@ -170,8 +191,9 @@ class kv_session {
   /// @return `[batch, vocab]` logits.
   /// @throws dynllava::error before `prefill`, or when `tokens` is not one id per sequence.
   std::vector<float> decode(host_span<const std::int32_t> tokens) {
-    DYNLLAVA_EXPECTS(tokens.size() == cache_.batch(), "kv_session::decode: one token per sequence ({}), got {}",
-                     cache_.batch(), tokens.size());
+    DYNLLAVA_EXPECTS(tokens.size() == cache_.batch(),
+                     "kv_session::decode: one token per sequence ({}), got {}", cache_.batch(),
+                     tokens.size());
     DYNLLAVA_EXPECTS(prefilled_, "kv_session::decode: call prefill() first (the context is empty)");
     const index_t H = m_.hidden();
     const std::size_t n = tokens.size();
@@ -189,8 +211,9 @@ class kv_session {
     gate_ = token_decisions{};
     if (o_.gate_outputs && l < m_.layers()) {
       if (obs_ != nullptr) obs_->output_predictor(n);
-      cpu::gate_new_tokens(*output_, {make_host_span(std::as_const(indptr)), make_host_span(std::as_const(h)), H},
-                           make_host_span(keep), &gate_);
+      cpu::gate_new_tokens(
+          *output_, {make_host_span(std::as_const(indptr)), make_host_span(std::as_const(h)), H},
+          make_host_span(keep), &gate_);
     } else {
       gate_.indptr = indptr;
       gate_.keep = keep;
@@ -256,9 +279,11 @@ class kv_session {
           kept_all.insert(kept_all.end(), kept.begin(), kept.end());
           kept_indptr.push_back(static_cast<index_t>(kept_all.size()));
         }
-        attention_.retain(layer, {make_host_span(std::as_const(kept_indptr)), make_host_span(std::as_const(kept_all))});
+        attention_.retain(layer, {make_host_span(std::as_const(kept_indptr)),
+                                  make_host_span(std::as_const(kept_all))});
       } else {
-        for (std::size_t b = 0; b < cache_.batch(); ++b) cpu::enforce_retention(cache_, policy_, layer, b);
+        for (std::size_t b = 0; b < cache_.batch(); ++b)
+          cpu::enforce_retention(cache_, policy_, layer, b);
       }
     }
   }
@@ -269,7 +294,8 @@ class kv_session {
   void end_call() {
     if (obs_ == nullptr) return;
     std::vector<index_t> held(static_cast<std::size_t>(m_.layers()));
-    for (index_t layer = 0; layer < m_.layers(); ++layer) held[static_cast<std::size_t>(layer)] = held_tokens(cache_, layer);
+    for (index_t layer = 0; layer < m_.layers(); ++layer)
+      held[static_cast<std::size_t>(layer)] = held_tokens(cache_, layer);
     obs_->end_call(cache_.batch(), make_host_span(std::as_const(held)));
   }
 
@@ -279,9 +305,11 @@ class kv_session {
   void check_fastv_context(segment_table<host_space> segments) const {
     const auto cands = cpu::candidate_rows(segments, segment_kind::image);
     for (std::size_t b = 0; b < cache_.batch(); ++b) {
-      DYNLLAVA_EXPECTS(cands.indptr[b + 1] == cands.indptr[b] || cache_.length(o_.sparse_layer - 1, b) == 0,
-                       "kv_session: FastV ranks image tokens within the prompt that holds them; "
-                       "sequence {} brings an image after earlier turns", b);
+      DYNLLAVA_EXPECTS(
+          cands.indptr[b + 1] == cands.indptr[b] || cache_.length(o_.sparse_layer - 1, b) == 0,
+          "kv_session: FastV ranks image tokens within the prompt that holds them; "
+          "sequence {} brings an image after earlier turns",
+          b);
     }
   }
 
@@ -302,19 +330,24 @@ class kv_session {
       layer_probes probes;
       if (q_last != nullptr && layer == to - 1) probes.queries = make_host_span(*q_last);
       if constexpr (kv_policy_needs_scores<Policy>) {
-        mass.resize(key_attention_size(make_host_span(indptr), make_host_span(std::as_const(cached))));
+        mass.resize(
+            key_attention_size(make_host_span(indptr), make_host_span(std::as_const(cached))));
         probes.key_attention = make_host_span(mass);
       }
-      detail::run_layer(m_, layer, {make_host_span(indptr), make_host_span(h), H}, make_host_span(pos),
-                        static_cast<const Cache*>(&cache_), make_host_span(k), make_host_span(v), probes);
+      detail::run_layer(m_, layer, {make_host_span(indptr), make_host_span(h), H},
+                        make_host_span(pos), static_cast<const Cache*>(&cache_), make_host_span(k),
+                        make_host_span(v), probes);
       if (!probes.queries.empty() && k_last != nullptr) *k_last = k;
-      cpu::gated_append(cache_, policy_, layer, make_host_span(indptr), make_host_span(std::as_const(k)),
-                        make_host_span(std::as_const(v)), make_host_span(keep), make_host_span(pos));
+      cpu::gated_append(cache_, policy_, layer, make_host_span(indptr),
+                        make_host_span(std::as_const(k)), make_host_span(std::as_const(v)),
+                        make_host_span(keep), make_host_span(pos));
       if constexpr (kv_policy_needs_scores<Policy>) {
         std::vector<std::uint8_t> admitted(keep.size());
-        for (std::size_t r = 0; r < keep.size(); ++r) admitted[r] = policy_.admits(layer, keep[r] != 0) ? 1 : 0;
+        for (std::size_t r = 0; r < keep.size(); ++r)
+          admitted[r] = policy_.admits(layer, keep[r] != 0) ? 1 : 0;
         attention_.track(layer, make_host_span(indptr), make_host_span(std::as_const(cached)),
-                         make_host_span(std::as_const(admitted)), make_host_span(std::as_const(mass)));
+                         make_host_span(std::as_const(admitted)),
+                         make_host_span(std::as_const(mass)));
       }
     }
   }

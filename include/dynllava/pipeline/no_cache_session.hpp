@@ -4,6 +4,7 @@
 /// context between steps and ranking each image once (METHOD.md sections 2, 4 and 4a).
 #pragma once
 
+#include <cstdint>
 #include <dynllava/context/segments.hpp>
 #include <dynllava/core/error.hpp>
 #include <dynllava/core/execution.hpp>
@@ -16,8 +17,6 @@
 #include <dynllava/pipeline/sparsifier_options.hpp>
 #include <dynllava/pipeline/token_decisions.hpp>
 #include <dynllava/score/concepts.hpp>
-
-#include <cstdint>
 #include <optional>
 #include <vector>
 
@@ -25,7 +24,8 @@ namespace dynllava {
 
 /// @brief Decoding without KV cache with the same calls as `kv_session`: `prefill` a prompt per
 /// sequence (the first turn, or a later user turn after the conversation so far), then `decode`
-/// one token per sequence per step; every call recomputes the whole context (`decode_without_cache`).
+/// one token per sequence per step; every call recomputes the whole context
+/// (`decode_without_cache`).
 ///
 /// The image selection of a prompt is computed once, in its `prefill`, and reused at every step
 /// until the next prompt: the hidden states of image tokens entering the sparse layer do not
@@ -36,7 +36,7 @@ namespace dynllava {
 /// `nullptr`). Host memory; the session owns the context rows (`[rows, H]` per sequence).
 template <class Model, two_way_predictor<host_t> ImagePredictor,
           two_way_predictor<host_t> OutputPredictor, kv_storage<host_t> Cache = contiguous_kv_cache>
-  requires decoder<Model, host_t, Cache>
+requires decoder<Model, host_t, Cache>
 class no_cache_session {
  public:
   /// @throws dynllava::error on options or predictor widths that do not fit the model.
@@ -57,13 +57,15 @@ class no_cache_session {
   /// @return `[batch, vocab]` logits of each sequence's last row.
   /// @throws dynllava::error when shapes disagree, a prompt is empty or holds output segments;
   ///         nothing changes then.
-  std::vector<float> prefill(host_ragged_rows<const float> rows, segment_table<host_space> segments) {
+  std::vector<float> prefill(host_ragged_rows<const float> rows,
+                             segment_table<host_space> segments) {
     validate(segments, "no_cache_session::prefill: segments");
     validate(rows, "no_cache_session::prefill: rows");
-    DYNLLAVA_EXPECTS(rows.width == m_.hidden() && rows.batch() == batch() && segments.batch() == batch(),
-                     "no_cache_session::prefill: rows ({} sequences of width {}) and segments ({} "
-                     "sequences) must cover the batch ({}) at the model's width {}", rows.batch(),
-                     rows.width, segments.batch(), batch(), m_.hidden());
+    DYNLLAVA_EXPECTS(
+        rows.width == m_.hidden() && rows.batch() == batch() && segments.batch() == batch(),
+        "no_cache_session::prefill: rows ({} sequences of width {}) and segments ({} "
+        "sequences) must cover the batch ({}) at the model's width {}",
+        rows.batch(), rows.width, segments.batch(), batch(), m_.hidden());
     for (const segment& seg : segments.segments) {
       DYNLLAVA_EXPECTS(seg.kind != segment_kind::output,
                        "no_cache_session::prefill: a prompt holds system, image and instruction "
@@ -72,7 +74,8 @@ class no_cache_session {
     for (std::size_t b = 0; b < batch(); ++b) {
       DYNLLAVA_EXPECTS(rows.length(b) == segments.length(b) && rows.length(b) > 0,
                        "no_cache_session::prefill: sequence {} has {} rows, its segments {} (must "
-                       "be equal and > 0)", b, rows.length(b), segments.length(b));
+                       "be equal and > 0)",
+                       b, rows.length(b), segments.length(b));
     }
     const auto H = static_cast<std::size_t>(m_.hidden());
     for (std::size_t b = 0; b < batch(); ++b) {
@@ -98,9 +101,11 @@ class no_cache_session {
   /// @return `[batch, vocab]` logits.
   /// @throws dynllava::error before `prefill`, or when `tokens` is not one id per sequence.
   std::vector<float> decode(host_span<const std::int32_t> tokens) {
-    DYNLLAVA_EXPECTS(tokens.size() == batch(), "no_cache_session::decode: one token per sequence ({}), got {}",
-                     batch(), tokens.size());
-    DYNLLAVA_EXPECTS(prefilled_, "no_cache_session::decode: call prefill() first (the context is empty)");
+    DYNLLAVA_EXPECTS(tokens.size() == batch(),
+                     "no_cache_session::decode: one token per sequence ({}), got {}", batch(),
+                     tokens.size());
+    DYNLLAVA_EXPECTS(prefilled_,
+                     "no_cache_session::decode: call prefill() first (the context is empty)");
     const auto H = static_cast<std::size_t>(m_.hidden());
     std::vector<float> e(tokens.size() * H);
     m_.embed(host, tokens, make_host_span(e));
@@ -136,7 +141,9 @@ class no_cache_session {
     host_ragged_rows<const float> view(index_t H) const {
       return {make_host_span(indptr), make_host_span(rows), H};
     }
-    segment_table<host_space> table() const { return {make_host_span(seg_indptr), make_host_span(segments)}; }
+    segment_table<host_space> table() const {
+      return {make_host_span(seg_indptr), make_host_span(segments)};
+    }
   };
   context current() const {
     context c;
@@ -157,9 +164,9 @@ class no_cache_session {
   std::vector<float> step() {
     const auto ctx = current();
     const bool reuse = images_.has_value() && o_.vision == vision_rule::predictor;
-    auto logits = detail::no_cache_step<Model, Cache>(m_, image_, output_, ctx.view(m_.hidden()), ctx.table(), o_,
-                                                      stats_, obs_, seen_, reuse ? &*images_ : nullptr,
-                                                      "no_cache_session");
+    auto logits = detail::no_cache_step<Model, Cache>(
+        m_, image_, output_, ctx.view(m_.hidden()), ctx.table(), o_, stats_, obs_, seen_,
+        reuse ? &*images_ : nullptr, "no_cache_session");
     if (!reuse) images_ = seen_.images;
     return logits;
   }
@@ -168,10 +175,10 @@ class no_cache_session {
   const ImagePredictor* image_;
   const OutputPredictor* output_;
   sparsifier_options o_;
-  std::vector<std::vector<float>> rows_;     ///< [batch] each `[rows, H]`
-  std::vector<std::vector<segment>> segs_;   ///< [batch]
+  std::vector<std::vector<float>> rows_;    ///< [batch] each `[rows, H]`
+  std::vector<std::vector<segment>> segs_;  ///< [batch]
   bool prefilled_ = false;
-  std::optional<token_decisions> images_;    ///< the last prompt's image selection
+  std::optional<token_decisions> images_;  ///< the last prompt's image selection
   detail::no_cache_seen seen_;
   run_stats stats_;
   pipeline_observer* obs_ = nullptr;

@@ -4,12 +4,11 @@
 /// vision or dense text); `predictor_type_t` maps a pointer argument to its predictor type.
 #pragma once
 
+#include <cstddef>
 #include <dynllava/core/config.hpp>
 #include <dynllava/core/error.hpp>
 #include <dynllava/core/execution.hpp>
 #include <dynllava/score/concepts.hpp>
-
-#include <cstddef>
 #include <type_traits>
 
 namespace dynllava {
@@ -22,7 +21,9 @@ struct no_predictor {
   void logits(host_t, host_ragged_rows<const float>, host_span<float>) const { fail(); }
 
  private:
-  [[noreturn]] static void fail() { DYNLLAVA_FAIL("no_predictor: this driver was given no predictor"); }
+  [[noreturn]] static void fail() {
+    DYNLLAVA_FAIL("no_predictor: this driver was given no predictor");
+  }
 };
 static_assert(two_way_predictor<no_predictor, host_t>);
 
@@ -36,7 +37,7 @@ using predictor_type_t =
 /// A predictor argument: a pointer to a `two_way_predictor<host_t>`, or `nullptr`.
 template <class T>
 concept predictor_argument =
-    (std::is_null_pointer_v<std::remove_cvref_t<T>> || std::is_pointer_v<std::remove_cvref_t<T>>) &&
-    two_way_predictor<predictor_type_t<T>, host_t>;
+    (std::is_null_pointer_v<std::remove_cvref_t<T>> ||
+     std::is_pointer_v<std::remove_cvref_t<T>>)&&two_way_predictor<predictor_type_t<T>, host_t>;
 
 }  // namespace dynllava

@@ -1,22 +1,22 @@
 // SPDX-License-Identifier: Apache-2.0
 /// @file sparsifier_options.hpp
-/// @brief What the sparsifier prunes and how (`sparsifier_options`), and what a run kept (`run_stats`).
+/// @brief What the sparsifier prunes and how (`sparsifier_options`), and what a run kept
+/// (`run_stats`).
 #pragma once
 
-#include <dynllava/core/config.hpp>
-
 #include <cstdint>
+#include <dynllava/core/config.hpp>
 #include <vector>
 
 namespace dynllava {
 
 /// How decode without KV cache chooses the kept output tokens.
 enum class output_rule : std::uint8_t {
-  per_sequence_argmax,       ///< default: each token kept iff logit0 > logit1 (matches the KV mode)
-  released_batch_max_topk,   ///< the released code's kept sets: k = max over the batch of argmax
-                             ///< keeps, then each sequence keeps its top-k by raw logit0 (drifts
-                             ///< from KV mode). Not its step-0 logits: the released code feeds the
-                             ///< last prompt token twice at step 0.
+  per_sequence_argmax,      ///< default: each token kept iff logit0 > logit1 (matches the KV mode)
+  released_batch_max_topk,  ///< the released code's kept sets: k = max over the batch of argmax
+                            ///< keeps, then each sequence keeps its top-k by raw logit0 (drifts
+                            ///< from KV mode). Not its step-0 logits: the released code feeds the
+                            ///< last prompt token twice at step 0.
 };
 
 /// What ranks the image tokens at the sparse layer.
@@ -27,7 +27,7 @@ enum class vision_rule : std::uint8_t {
 };
 
 struct sparsifier_options {
-  index_t sparse_layer = 2;        ///< METHOD.md: l = 2 (FastV: K = 3)
+  index_t sparse_layer = 2;  ///< METHOD.md: l = 2 (FastV: K = 3)
   vision_rule vision = vision_rule::predictor;
   double vision_keep_ratio = 0.2;  ///< image tokens kept: floor(n * ratio)
   bool prune_images = true;        ///< false: every image token is kept (dense vision)

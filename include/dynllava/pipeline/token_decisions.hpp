@@ -5,12 +5,11 @@
 /// KV cache), for visualisation and an engine's logs.
 #pragma once
 
-#include <dynllava/core/config.hpp>
-#include <dynllava/core/span.hpp>
-#include <dynllava/core/selection.hpp>
-
 #include <cstddef>
 #include <cstdint>
+#include <dynllava/core/config.hpp>
+#include <dynllava/core/selection.hpp>
+#include <dynllava/core/span.hpp>
 #include <vector>
 
 namespace dynllava {
@@ -48,7 +47,8 @@ struct token_decisions {
     keep.assign(static_cast<std::size_t>(indptr.back()), 0);
     for (std::size_t b = 0; b + 1 < indptr.size(); ++b) {
       for (index_t i = kept_sel.indptr[b]; i < kept_sel.indptr[b + 1]; ++i) {
-        keep[static_cast<std::size_t>(indptr[b] + kept_sel.positions[static_cast<std::size_t>(i)])] = 1;
+        keep[static_cast<std::size_t>(indptr[b] +
+                                      kept_sel.positions[static_cast<std::size_t>(i)])] = 1;
       }
     }
   }

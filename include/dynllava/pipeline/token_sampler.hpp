@@ -4,14 +4,13 @@
 /// temperature, nucleus (top-p) and a seed, reproducibly on every platform.
 #pragma once
 
-#include <dynllava/core/config.hpp>
-#include <dynllava/core/error.hpp>
-#include <dynllava/core/span.hpp>
-
 #include <algorithm>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <dynllava/core/config.hpp>
+#include <dynllava/core/error.hpp>
+#include <dynllava/core/span.hpp>
 #include <numeric>
 #include <vector>
 
@@ -29,8 +28,8 @@ struct sampling_options {
   void validate() const {
     DYNLLAVA_EXPECTS(std::isfinite(temperature) && temperature >= 0.0f,
                      "sampling_options: temperature must be finite and >= 0, got {}", temperature);
-    DYNLLAVA_EXPECTS(top_p > 0.0f && top_p <= 1.0f, "sampling_options: top_p must be in (0, 1], got {}",
-                     top_p);
+    DYNLLAVA_EXPECTS(top_p > 0.0f && top_p <= 1.0f,
+                     "sampling_options: top_p must be in (0, 1], got {}", top_p);
   }
 };
 
@@ -38,7 +37,8 @@ struct sampling_options {
 /// sequence index (splitmix64), so a sequence samples the same tokens alone or in any batch.
 class token_sampler {
  public:
-  token_sampler(sampling_options o, std::uint64_t sequence) : o_(o), state_(o.seed ^ mix(sequence + 1)) {
+  token_sampler(sampling_options o, std::uint64_t sequence)
+      : o_(o), state_(o.seed ^ mix(sequence + 1)) {
     o_.validate();
   }
 
@@ -62,12 +62,14 @@ class token_sampler {
     }
     order_.resize(n);
     std::iota(order_.begin(), order_.end(), std::int32_t{0});
-    std::stable_sort(order_.begin(), order_.end(),
-                     [&](std::int32_t a, std::int32_t b) { return probs_[static_cast<std::size_t>(a)] > probs_[static_cast<std::size_t>(b)]; });
+    std::stable_sort(order_.begin(), order_.end(), [&](std::int32_t a, std::int32_t b) {
+      return probs_[static_cast<std::size_t>(a)] > probs_[static_cast<std::size_t>(b)];
+    });
     // The nucleus: the shortest prefix whose mass reaches top_p (at least one token).
     std::size_t keep = 0;
     double mass = 0.0;
-    while (keep < n && (keep == 0 || mass < o_.top_p * sum)) mass += probs_[static_cast<std::size_t>(order_[keep++])];
+    while (keep < n && (keep == 0 || mass < o_.top_p * sum))
+      mass += probs_[static_cast<std::size_t>(order_[keep++])];
     const double u = uniform() * mass;
     double acc = 0.0;
     for (std::size_t i = 0; i < keep; ++i) {
@@ -111,7 +113,8 @@ class token_sampler {
 /// smaller id, NaN never chosen). @throws dynllava::error unless `logits` holds whole rows.
 inline std::vector<std::int32_t> greedy_tokens(host_span<const float> logits, index_t vocab) {
   DYNLLAVA_EXPECTS(vocab > 0 && logits.size() % static_cast<std::size_t>(vocab) == 0,
-                   "greedy_tokens: logits ({} values) must be whole rows of vocab = {}", logits.size(), vocab);
+                   "greedy_tokens: logits ({} values) must be whole rows of vocab = {}",
+                   logits.size(), vocab);
   const auto V = static_cast<std::size_t>(vocab);
   std::vector<std::int32_t> out(logits.size() / V);
   for (std::size_t r = 0; r < out.size(); ++r) {

@@ -5,13 +5,12 @@
 /// describes the host and the CUDA model of the same scorer.
 #pragma once
 
+#include <concepts>
+#include <cstddef>
 #include <dynllava/core/config.hpp>
 #include <dynllava/core/execution.hpp>
 #include <dynllava/core/ragged.hpp>
 #include <dynllava/core/span.hpp>
-
-#include <concepts>
-#include <cstddef>
 
 namespace dynllava {
 
@@ -28,8 +27,8 @@ namespace dynllava {
 template <class S, class Tag>
 concept token_scorer = execution_tag<Tag> &&
     requires(const S& s, Tag tag, ragged_rows_for<Tag, const float> h, span_for<Tag, float> out) {
-      s.score(tag, h, out);
-    };
+  s.score(tag, h, out);
+};
 
 /// @brief A 2-way predictor (the Dynamic-LLaVA image and output predictors): a token scorer that
 /// also exposes its logits and the width it reads.
@@ -43,9 +42,9 @@ concept token_scorer = execution_tag<Tag> &&
 template <class S, class Tag>
 concept two_way_predictor = token_scorer<S, Tag> &&
     requires(const S& s, Tag tag, ragged_rows_for<Tag, const float> h, span_for<Tag, float> out) {
-      s.logits(tag, h, out);
-      { s.hidden() } -> std::convertible_to<index_t>;
-    };
+  s.logits(tag, h, out);
+  { s.hidden() } -> std::convertible_to<index_t>;
+};
 
 /// @brief A stateful scorer accumulates evidence across decode steps (H2O): a `token_scorer`
 /// whose scores also depend on what it has seen.
@@ -65,12 +64,12 @@ concept stateful_token_scorer = token_scorer<S, Tag> && std::constructible_from<
     requires(S& s, const S& cs, Tag tag, std::size_t b, span_for<Tag, const index_t> counts,
              ragged_for<Tag, const float> probs, ragged_for<Tag, const index_t> kept,
              span_for<Tag, float> out) {
-      { cs.tracked(b) } -> std::convertible_to<index_t>;
-      s.append(tag, counts);
-      s.accumulate(tag, probs);
-      s.retain(tag, kept);
-      cs.scores(tag, out);
-    };
+  { cs.tracked(b) } -> std::convertible_to<index_t>;
+  s.append(tag, counts);
+  s.accumulate(tag, probs);
+  s.retain(tag, kept);
+  cs.scores(tag, out);
+};
 
 /// @brief An attention-based scorer (FastV): ranks candidates by a layer's queries and keys, not
 /// by hidden states.
@@ -86,7 +85,7 @@ template <class S, class Tag>
 concept attention_scorer = execution_tag<Tag> &&
     requires(const S& s, Tag tag, span_for<Tag, const float> q, ragged_rows_for<Tag, const float> k,
              ragged_for<Tag, const index_t> c, span_for<Tag, float> out) {
-      s.score(tag, q, k, c, out);
-    };
+  s.score(tag, q, k, c, out);
+};
 
 }  // namespace dynllava

@@ -10,13 +10,12 @@
 /// `mean_h p_h[j]`. Ranking the image candidates by it and keeping 25% is FastV (K = 3).
 #pragma once
 
+#include <algorithm>
+#include <cmath>
 #include <dynllava/core/error.hpp>
 #include <dynllava/core/execution.hpp>
 #include <dynllava/core/ragged.hpp>
 #include <dynllava/score/concepts.hpp>
-
-#include <algorithm>
-#include <cmath>
 #include <limits>
 #include <vector>
 
@@ -35,13 +34,17 @@ struct fastv_scorer {
   ///         candidate outside the context.
   void score(host_t, host_span<const float> queries, host_ragged_rows<const float> keys,
              host_ragged<const index_t> candidates, host_span<float> scores) const {
-    DYNLLAVA_EXPECTS(heads > 0 && head_dim > 0 &&
-                         static_cast<long long>(heads) * head_dim <= std::numeric_limits<index_t>::max(),
-                     "fastv_scorer: heads ({}) and head_dim ({}) must be > 0 and their product fit "
-                     "index_t", heads, head_dim);
+    DYNLLAVA_EXPECTS(
+        heads > 0 && head_dim > 0 &&
+            static_cast<long long>(heads) * head_dim <= std::numeric_limits<index_t>::max(),
+        "fastv_scorer: heads ({}) and head_dim ({}) must be > 0 and their product fit "
+        "index_t",
+        heads, head_dim);
     const index_t width = heads * head_dim;
-    DYNLLAVA_EXPECTS(keys.width == width, "fastv_scorer: keys must have width heads * head_dim = "
-                     "{}, got {}", width, keys.width);
+    DYNLLAVA_EXPECTS(keys.width == width,
+                     "fastv_scorer: keys must have width heads * head_dim = "
+                     "{}, got {}",
+                     width, keys.width);
     validate(keys, "fastv_scorer: keys");
     validate(candidates, "fastv_scorer: candidates");
     const std::size_t batch = keys.batch();
@@ -49,7 +52,8 @@ struct fastv_scorer {
                      "fastv_scorer: queries must be [batch = {}, {}] = {} values, got {}", batch,
                      width, batch * static_cast<std::size_t>(width), queries.size());
     DYNLLAVA_EXPECTS(candidates.batch() == batch,
-                     "fastv_scorer: candidates cover {} sequences, keys {}", candidates.batch(), batch);
+                     "fastv_scorer: candidates cover {} sequences, keys {}", candidates.batch(),
+                     batch);
     DYNLLAVA_EXPECTS(scores.size() == candidates.values.size(),
                      "fastv_scorer: scores must have one entry per candidate ({}), got {}",
                      candidates.values.size(), scores.size());

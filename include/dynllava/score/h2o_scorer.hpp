@@ -9,12 +9,11 @@
 /// retention policy that ranks by these scores lives in kvcache/ (a later component).
 #pragma once
 
+#include <cstddef>
 #include <dynllava/core/error.hpp>
 #include <dynllava/core/execution.hpp>
 #include <dynllava/core/ragged.hpp>
 #include <dynllava/score/concepts.hpp>
-
-#include <cstddef>
 #include <vector>
 
 namespace dynllava {
@@ -50,14 +49,15 @@ class h2o_scorer {
   void accumulate(host_t, host_ragged<const float> probs) {
     validate(probs, "h2o_scorer::accumulate: probs");
     DYNLLAVA_EXPECTS(probs.batch() == acc_.size(),
-                     "h2o_scorer::accumulate: probs cover {} sequences, expected {}",
-                     probs.batch(), acc_.size());
+                     "h2o_scorer::accumulate: probs cover {} sequences, expected {}", probs.batch(),
+                     acc_.size());
     for (std::size_t b = 0; b < acc_.size(); ++b) {
       const auto n = acc_[b].size();
       const auto len = static_cast<std::size_t>(probs.length(b));
       DYNLLAVA_EXPECTS(n == 0 ? len == 0 : len % n == 0,
                        "h2o_scorer::accumulate: sequence {} gives {} probabilities, not a whole "
-                       "number of rows of its {} tracked tokens", b, len, n);
+                       "number of rows of its {} tracked tokens",
+                       b, len, n);
     }
     for (std::size_t b = 0; b < acc_.size(); ++b) {
       const auto n = acc_[b].size();
@@ -79,7 +79,8 @@ class h2o_scorer {
       for (index_t p : kept.row(b)) {
         DYNLLAVA_EXPECTS(p > prev && static_cast<std::size_t>(p) < acc_[b].size(),
                          "h2o_scorer::retain: kept position {} of sequence {} must ascend and be "
-                         "below its {} tracked tokens", p, b, acc_[b].size());
+                         "below its {} tracked tokens",
+                         p, b, acc_[b].size());
         prev = p;
       }
     }

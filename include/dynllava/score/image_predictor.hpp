@@ -11,18 +11,17 @@
 ///   logits = Linear(GELU(Linear(GELU(Linear(z)))))                    [n, 2], channel 0 = keep
 #pragma once
 
+#include <cstddef>
 #include <dynllava/core/error.hpp>
 #include <dynllava/core/execution.hpp>
+#include <dynllava/core/predictor_config.hpp>
 #include <dynllava/core/ragged.hpp>
-#include <dynllava/score/concepts.hpp>
 #include <dynllava/nn/activations.hpp>
 #include <dynllava/nn/attention.hpp>
 #include <dynllava/nn/layer_norm.hpp>
 #include <dynllava/nn/linear.hpp>
-#include <dynllava/core/predictor_config.hpp>
+#include <dynllava/score/concepts.hpp>
 #include <dynllava/score/predictor_weights.hpp>
-
-#include <cstddef>
 #include <utility>
 #include <vector>
 
@@ -69,8 +68,8 @@ class image_predictor {
   void check_input(host_ragged_rows<const float> hidden, std::size_t out_size, std::size_t per,
                    const char* out_name) const {
     DYNLLAVA_EXPECTS(hidden.width == config_.hidden,
-                     "image_predictor: hidden rows must have width H = {}, got {}",
-                     config_.hidden, hidden.width);
+                     "image_predictor: hidden rows must have width H = {}, got {}", config_.hidden,
+                     hidden.width);
     validate(hidden, "image_predictor: hidden");
     DYNLLAVA_EXPECTS(out_size == per * hidden.rows(),
                      "image_predictor: {} must have {} entries ({} per token), got {}", out_name,
@@ -84,8 +83,8 @@ class image_predictor {
     nn::layer_norm(x, n, w_.down_norm, eps, t.data());
     std::vector<float> h = nn::linear(t, n, w_.down);
     nn::gelu_inplace(h);
-    std::vector<float> a(n * d), qkv(n * 3 * d), att(n * d), m(n * static_cast<std::size_t>(config_.ffn)),
-        r(n * d);
+    std::vector<float> a(n * d), qkv(n * 3 * d), att(n * d),
+        m(n * static_cast<std::size_t>(config_.ffn)), r(n * d);
     for (const auto& blk : w_.blocks) {
       nn::layer_norm(h.data(), n, blk.norm1, eps, a.data());
       nn::linear(a.data(), n, blk.qkv, qkv.data());

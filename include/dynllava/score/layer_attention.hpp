@@ -4,15 +4,14 @@
 /// sequence, kept in step with a KV cache (what H2O ranks held tokens by).
 #pragma once
 
+#include <cstddef>
+#include <cstdint>
 #include <dynllava/core/config.hpp>
 #include <dynllava/core/error.hpp>
 #include <dynllava/core/execution.hpp>
 #include <dynllava/core/span.hpp>
 #include <dynllava/score/concepts.hpp>
 #include <dynllava/score/h2o_scorer.hpp>
-
-#include <cstddef>
-#include <cstdint>
 #include <vector>
 
 namespace dynllava {
@@ -24,7 +23,8 @@ template <stateful_token_scorer<host_t> S = h2o_scorer>
 class layer_attention {
  public:
   layer_attention() = default;
-  layer_attention(index_t layers, std::size_t batch) : per_layer_(static_cast<std::size_t>(layers), S(batch)) {}
+  layer_attention(index_t layers, std::size_t batch)
+      : per_layer_(static_cast<std::size_t>(layers), S(batch)) {}
 
   std::size_t layers() const noexcept { return per_layer_.size(); }
   const S& layer(index_t l) const { return per_layer_[static_cast<std::size_t>(l)]; }
@@ -44,7 +44,8 @@ class layer_attention {
     for (std::size_t b = 0; b < cached.size(); ++b) {
       DYNLLAVA_EXPECTS(acc.tracked(b) == cached[b],
                        "layer_attention: layer {} sequence {} holds {} tokens but {} are tracked "
-                       "(was the cache changed outside the session?)", l, b, cached[b], acc.tracked(b));
+                       "(was the cache changed outside the session?)",
+                       l, b, cached[b], acc.tracked(b));
       const auto held = static_cast<std::size_t>(cached[b]);
       block.insert(block.end(), mass.begin() + static_cast<std::ptrdiff_t>(first),
                    mass.begin() + static_cast<std::ptrdiff_t>(first + held));
@@ -57,7 +58,8 @@ class layer_attention {
       block_indptr.push_back(static_cast<index_t>(block.size()));
     }
     acc.append(host, make_host_span(std::as_const(added)));
-    acc.accumulate(host, {make_host_span(std::as_const(block_indptr)), make_host_span(std::as_const(block))});
+    acc.accumulate(
+        host, {make_host_span(std::as_const(block_indptr)), make_host_span(std::as_const(block))});
   }
 
   /// Every tracked token's score in layer `l`, sequence by sequence (`[tracked]`).

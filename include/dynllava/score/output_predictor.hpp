@@ -6,18 +6,17 @@
 /// `logits = L7(GELU(L5(GELU(L3(GELU(L1(LayerNorm(x))))))))`, `[tokens, 2]`, channel 0 = keep.
 #pragma once
 
+#include <algorithm>
+#include <cstddef>
 #include <dynllava/core/error.hpp>
 #include <dynllava/core/execution.hpp>
+#include <dynllava/core/predictor_config.hpp>
 #include <dynllava/core/ragged.hpp>
-#include <dynllava/score/concepts.hpp>
 #include <dynllava/nn/activations.hpp>
 #include <dynllava/nn/layer_norm.hpp>
 #include <dynllava/nn/linear.hpp>
-#include <dynllava/core/predictor_config.hpp>
+#include <dynllava/score/concepts.hpp>
 #include <dynllava/score/predictor_weights.hpp>
-
-#include <algorithm>
-#include <cstddef>
 #include <utility>
 #include <vector>
 
@@ -42,8 +41,8 @@ class output_predictor {
   /// @throws dynllava::error on a width other than H or a wrongly sized output.
   void logits(host_t, host_ragged_rows<const float> hidden, host_span<float> logits) const {
     DYNLLAVA_EXPECTS(hidden.width == config_.hidden,
-                     "output_predictor: hidden rows must have width H = {}, got {}",
-                     config_.hidden, hidden.width);
+                     "output_predictor: hidden rows must have width H = {}, got {}", config_.hidden,
+                     hidden.width);
     validate(hidden, "output_predictor: hidden");
     const std::size_t n = hidden.rows();
     DYNLLAVA_EXPECTS(logits.size() == 2 * n,

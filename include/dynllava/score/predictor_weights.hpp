@@ -4,13 +4,12 @@
 /// which validation, loading (load_predictors.hpp) and random init (random_weights.hpp) derive.
 #pragma once
 
+#include <array>
 #include <dynllava/core/error.hpp>
+#include <dynllava/core/predictor_config.hpp>
 #include <dynllava/nn/layer_norm.hpp>
 #include <dynllava/nn/linear.hpp>
 #include <dynllava/nn/tensor_table.hpp>
-#include <dynllava/core/predictor_config.hpp>
-
-#include <array>
 #include <string>
 #include <vector>
 
@@ -69,8 +68,8 @@ void visit_tensors(W& w, const predictor_config& c, F&& f) {
 template <nn::maybe_const<output_predictor_weights> W, class F>
 void visit_tensors(W& w, const predictor_config& c, F&& f) {
   nn::visit_layer_norm(w.norm, "output_mlp.0", c.hidden, f);
-  const std::array<index_t, 5> dims{c.hidden, c.output_head[0], c.output_head[1],
-                                    c.output_head[2], 2};
+  const std::array<index_t, 5> dims{c.hidden, c.output_head[0], c.output_head[1], c.output_head[2],
+                                    2};
   for (std::size_t i = 0; i < 4; ++i) {
     nn::visit_linear(w.head[i], "output_mlp." + std::to_string(2 * i + 1), dims[i], dims[i + 1],
                      true, f);

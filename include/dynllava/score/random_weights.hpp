@@ -6,11 +6,10 @@
 /// weights.
 #pragma once
 
-#include <dynllava/nn/tensor_table.hpp>
-#include <dynllava/core/predictor_config.hpp>
-#include <dynllava/score/predictor_weights.hpp>
-
 #include <cstdint>
+#include <dynllava/core/predictor_config.hpp>
+#include <dynllava/nn/tensor_table.hpp>
+#include <dynllava/score/predictor_weights.hpp>
 #include <random>
 
 namespace dynllava {

@@ -4,6 +4,8 @@
 /// 2-way logit argmax.
 #pragma once
 
+#include <concepts>
+#include <cstdint>
 #include <dynllava/core/budget.hpp>
 #include <dynllava/core/config.hpp>
 #include <dynllava/core/execution.hpp>
@@ -13,9 +15,6 @@
 #include <dynllava/select/gate.hpp>
 #include <dynllava/select/topk.hpp>
 #include <dynllava/select/topk_types.hpp>
-
-#include <concepts>
-#include <cstdint>
 #include <utility>
 #include <vector>
 
@@ -30,13 +29,14 @@ namespace dynllava {
 ///   2. it writes kept positions per sequence in CSR form, local to each sequence and strictly
 ///      ascending; one output slot per input token is always enough;
 ///   3. the decision is a pure function of `s` and `in` (deterministic, no hidden state);
-///   4. invalid input throws `dynllava::error` (host tag) and writes nothing the caller may rely on.
+///   4. invalid input throws `dynllava::error` (host tag) and writes nothing the caller may rely
+///   on.
 template <class S, class Tag, class Input>
 concept token_selector = execution_tag<Tag> &&
     requires(const S& s, Tag tag, const Input& in, span_for<Tag, index_t> indptr,
              span_for<Tag, index_t> positions) {
-      { s.select(tag, in, indptr, positions) } -> std::same_as<index_t>;
-    };
+  { s.select(tag, in, indptr, positions) } -> std::same_as<index_t>;
+};
 
 /// Keeps each sequence's `k_b` best-scoring tokens (the Dynamic-LLaVA prefill rule).
 struct budgeted_topk {
@@ -78,8 +78,10 @@ namespace cpu {
 /// @brief Runs any host `token_selector` and returns its kept positions (owning CSR).
 /// @param batch, tokens the number of sequences and of input tokens in `in`
 template <class S, class Input>
-  requires token_selector<S, host_t, Input>
-host_selection select_kept(const S& selector, const Input& in, std::size_t batch, std::size_t tokens) {
+requires token_selector<S, host_t, Input> host_selection select_kept(const S& selector,
+                                                                     const Input& in,
+                                                                     std::size_t batch,
+                                                                     std::size_t tokens) {
   host_selection out;
   out.indptr.assign(batch + 1, 0);
   out.positions.resize(tokens);

@@ -6,14 +6,13 @@
 /// (`1` = keep) or, through `cpu::mask_to_positions`, as kept positions in CSR.
 #pragma once
 
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
 #include <dynllava/core/config.hpp>
 #include <dynllava/core/error.hpp>
 #include <dynllava/core/ragged.hpp>
 #include <dynllava/core/span.hpp>
-
-#include <algorithm>
-#include <cstddef>
-#include <cstdint>
 
 namespace dynllava {
 
@@ -84,8 +83,9 @@ inline void threshold_gate(host_ragged<const float> scores, float threshold,
 /// @param[out] out_positions [>= kept] host; positions local to each sequence, ascending
 /// @return total number of kept tokens
 /// @throws dynllava::error on an invalid indptr or when `out_positions` is too small.
-inline index_t mask_to_positions(host_span<const index_t> indptr, host_span<const std::uint8_t> keep,
-                                 host_span<index_t> out_indptr, host_span<index_t> out_positions) {
+inline index_t mask_to_positions(host_span<const index_t> indptr,
+                                 host_span<const std::uint8_t> keep, host_span<index_t> out_indptr,
+                                 host_span<index_t> out_positions) {
   const std::size_t batch = indptr.empty() ? 0 : indptr.size() - 1;
   DYNLLAVA_EXPECTS(indptr.empty() || static_cast<std::size_t>(indptr[batch]) == keep.size(),
                    "mask_to_positions: keep must have indptr[batch] = {} entries, got {}",
@@ -98,7 +98,8 @@ inline index_t mask_to_positions(host_span<const index_t> indptr, host_span<cons
       std::count_if(keep.begin(), keep.end(), [](std::uint8_t k) { return k != 0; }));
   DYNLLAVA_EXPECTS(out_positions.size() >= kept,
                    "mask_to_positions: out_positions must hold at least {} entries (the kept "
-                   "tokens), got {}", kept, out_positions.size());
+                   "tokens), got {}",
+                   kept, out_positions.size());
   index_t nnz = 0;
   out_indptr[0] = 0;
   for (std::size_t b = 0; b < batch; ++b) {

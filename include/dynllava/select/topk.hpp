@@ -8,6 +8,7 @@
 /// selects bit-identical sets.
 #pragma once
 
+#include <cstddef>
 #include <dynllava/core/budget.hpp>
 #include <dynllava/core/config.hpp>
 #include <dynllava/core/error.hpp>
@@ -18,8 +19,6 @@
 #include <dynllava/core/tie_break.hpp>
 #include <dynllava/select/radix_select.hpp>
 #include <dynllava/select/topk_types.hpp>
-
-#include <cstddef>
 
 namespace dynllava {
 
@@ -36,8 +35,8 @@ inline index_t budget_of(const topk_budget<host_space>& budget, std::size_t b, i
       return budget.count;
     case budget_kind::per_sequence:
       DYNLLAVA_EXPECTS(budget.counts[b] >= 0 && budget.counts[b] <= n,
-                       "topk: counts[{}] must be in [0, {}] (the sequence's candidates), got {}",
-                       b, n, budget.counts[b]);
+                       "topk: counts[{}] must be in [0, {}] (the sequence's candidates), got {}", b,
+                       n, budget.counts[b]);
       return budget.counts[b];
   }
   DYNLLAVA_FAIL("topk: unknown budget kind {}", static_cast<int>(budget.kind));
@@ -119,10 +118,10 @@ inline index_t topk(host_ragged<const float> scores, const topk_budget<host_spac
       for (index_t i = 0; i < n; ++i) out[i] = i;
       continue;
     }
-    select_top_positions(scores.row(b), k, options.tie,
-                         out_positions.subspan(static_cast<std::size_t>(out_indptr[b]),
-                                               static_cast<std::size_t>(k)),
-                         ws.radix);
+    select_top_positions(
+        scores.row(b), k, options.tie,
+        out_positions.subspan(static_cast<std::size_t>(out_indptr[b]), static_cast<std::size_t>(k)),
+        ws.radix);
   }
   return total;
 }
@@ -141,8 +140,8 @@ inline host_selection topk(host_ragged<const float> scores, const topk_budget<ho
   host_selection sel;
   sel.indptr.resize(scores.batch() + 1);
   sel.positions.resize(scores.values.size());
-  const index_t total = topk(scores, budget, make_host_span(sel.indptr),
-                             make_host_span(sel.positions), options);
+  const index_t total =
+      topk(scores, budget, make_host_span(sel.indptr), make_host_span(sel.positions), options);
   sel.positions.resize(static_cast<std::size_t>(total));
   return sel;
 }

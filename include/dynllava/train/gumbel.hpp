@@ -21,15 +21,14 @@
 /// (`philox.hpp`), so token `t`'s noise does not depend on the batch layout or on the backend.
 #pragma once
 
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
 #include <dynllava/core/config.hpp>
 #include <dynllava/core/error.hpp>
 #include <dynllava/core/execution.hpp>
 #include <dynllava/core/span.hpp>
 #include <dynllava/train/philox.hpp>
-
-#include <cmath>
-#include <cstddef>
-#include <cstdint>
 #include <limits>
 #include <type_traits>
 
@@ -146,8 +145,8 @@ template <class T>
 void gumbel_hard_forward(std::type_identity_t<host_span<const T>> logits,
                          std::type_identity_t<host_span<const T>> noise, double tau,
                          host_span<T> keep, host_span<T> soft) {
-  check_gumbel_shapes("gumbel_hard_forward", logits.size(), noise.size(), "keep", keep.size(), "soft",
-                      soft.size(), tau);
+  check_gumbel_shapes("gumbel_hard_forward", logits.size(), noise.size(), "keep", keep.size(),
+                      "soft", soft.size(), tau);
   const T t = static_cast<T>(tau);
   for (std::size_t i = 0; i < keep.size(); ++i) {
     const auto r = gumbel_token_forward<T>(logits[2 * i], logits[2 * i + 1], noise[2 * i],

@@ -1,10 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0
 // Uses the installed CUDA tier: a gather on the device. Exits 77 without a usable device.
-#include <dynllava/dynllava.cuh>
-
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <dynllava/dynllava.cuh>
 #include <utility>
 #include <vector>
 
@@ -16,7 +15,8 @@ int main() {
     const char* require = std::getenv("DYNLLAVA_REQUIRE_GPU");
     const bool required = require != nullptr && *require != '\0' && std::strcmp(require, "0") != 0;
     std::printf("consumer_cuda: no CUDA device (%s); compiled and linked, %s\n",
-                cudaGetErrorName(status), required ? "DYNLLAVA_REQUIRE_GPU is set: failing" : "skipping");
+                cudaGetErrorName(status),
+                required ? "DYNLLAVA_REQUIRE_GPU is set: failing" : "skipping");
     return required ? 1 : 77;
   }
   cuda::device_buffer<float> src(std::vector<float>{1, 2, 3, 4, 5, 6});

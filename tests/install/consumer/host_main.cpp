@@ -1,8 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 // Uses the installed host tier: top-k over a tiny ragged batch.
-#include <dynllava/dynllava.hpp>
-
 #include <cstdio>
+#include <dynllava/dynllava.hpp>
 #include <vector>
 
 int main() {

@@ -1,9 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 // Uses the installed io tier (and through it the nn tier): opening a missing checkpoint throws
 // dynllava::error naming the path.
-#include <dynllava/io.hpp>
-
 #include <cstdio>
+#include <dynllava/io.hpp>
 #include <string>
 
 int main() {

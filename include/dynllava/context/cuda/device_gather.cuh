@@ -9,19 +9,18 @@
 /// precondition violation (the CPU twin rejects them; here the last write is unspecified).
 #pragma once
 
+#include <cuda_runtime_api.h>
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
 #include <dynllava/context/cuda/kernel_gather.cuh>
 #include <dynllava/context/gather.hpp>
 #include <dynllava/core/config.hpp>
 #include <dynllava/core/cuda/error.cuh>
 #include <dynllava/core/cuda/execution.cuh>
 #include <dynllava/core/span.hpp>
-
-#include <cuda_runtime_api.h>
-
-#include <algorithm>
-#include <cstddef>
 #include <type_traits>
-#include <cstdint>
 
 namespace dynllava::cuda {
 
@@ -54,8 +53,8 @@ cudaError_t launch_row_kernel(const T* src, std::size_t width, const index_t* ro
     scatter_rows_kernel<<<blocks, gather_block_threads, 0, stream>>>(src, width, rows, m,
                                                                      other_rows, dst, flag);
   } else {
-    gather_rows_kernel<<<blocks, gather_block_threads, 0, stream>>>(src, width, rows, m,
-                                                                    other_rows, dst, flag);
+    gather_rows_kernel<<<blocks, gather_block_threads, 0, stream>>>(src, width, rows, m, other_rows,
+                                                                    dst, flag);
   }
   return cudaPeekAtLastError();
 }
@@ -73,9 +72,9 @@ cudaError_t launch_row_kernel(const T* src, std::size_t width, const index_t* ro
 /// @param[in] stream CUDA stream
 /// @return `cudaErrorInvalidValue` on a shape mismatch (nothing launched), else the launch status
 template <class T>
-  requires std::is_trivially_copyable_v<T>
-cudaError_t gather_rows(std::type_identity_t<device_span<const T>> src, index_t width, device_span<const index_t> rows,
-                        device_span<T> dst, int* d_out_of_range, cudaStream_t stream) {
+requires std::is_trivially_copyable_v<T> cudaError_t gather_rows(
+    std::type_identity_t<device_span<const T>> src, index_t width, device_span<const index_t> rows,
+    device_span<T> dst, int* d_out_of_range, cudaStream_t stream) {
   if (width <= 0 || src.size() % static_cast<std::size_t>(width) != 0 ||
       dst.size() != rows.size() * static_cast<std::size_t>(width)) {
     return cudaErrorInvalidValue;
@@ -92,9 +91,9 @@ cudaError_t gather_rows(std::type_identity_t<device_span<const T>> src, index_t 
 /// @param[out] d_out_of_range device int or null; set to 1 if any index is out of range
 /// @return `cudaErrorInvalidValue` on a shape mismatch (nothing launched), else the launch status
 template <class T>
-  requires std::is_trivially_copyable_v<T>
-cudaError_t scatter_rows(std::type_identity_t<device_span<const T>> src, index_t width, device_span<const index_t> rows,
-                         device_span<T> dst, int* d_out_of_range, cudaStream_t stream) {
+requires std::is_trivially_copyable_v<T> cudaError_t scatter_rows(
+    std::type_identity_t<device_span<const T>> src, index_t width, device_span<const index_t> rows,
+    device_span<T> dst, int* d_out_of_range, cudaStream_t stream) {
   if (width <= 0 || dst.size() % static_cast<std::size_t>(width) != 0 ||
       src.size() != rows.size() * static_cast<std::size_t>(width)) {
     return cudaErrorInvalidValue;
@@ -111,9 +110,9 @@ namespace dynllava {
 /// Execution-tag entry point: gather on a CUDA stream (asynchronous).
 /// @throws dynllava::error on a shape mismatch, dynllava::cuda_error on a launch failure.
 template <class T>
-  requires std::is_trivially_copyable_v<T>
-void gather_rows(cuda::on_stream exec, std::type_identity_t<device_span<const T>> src, index_t width,
-                 device_span<const index_t> rows, device_span<T> dst,
+requires std::is_trivially_copyable_v<T>
+void gather_rows(cuda::on_stream exec, std::type_identity_t<device_span<const T>> src,
+                 index_t width, device_span<const index_t> rows, device_span<T> dst,
                  int* d_out_of_range = nullptr) {
   check_row_shapes("gather_rows", src.size(), dst.size(), rows.size(), width);
   DYNLLAVA_CUDA_TRY(cuda::gather_rows(src, width, rows, dst, d_out_of_range, exec.stream));
@@ -122,9 +121,9 @@ void gather_rows(cuda::on_stream exec, std::type_identity_t<device_span<const T>
 /// Execution-tag entry point: scatter on a CUDA stream (asynchronous).
 /// @throws dynllava::error on a shape mismatch, dynllava::cuda_error on a launch failure.
 template <class T>
-  requires std::is_trivially_copyable_v<T>
-void scatter_rows(cuda::on_stream exec, std::type_identity_t<device_span<const T>> src, index_t width,
-                  device_span<const index_t> rows, device_span<T> dst,
+requires std::is_trivially_copyable_v<T>
+void scatter_rows(cuda::on_stream exec, std::type_identity_t<device_span<const T>> src,
+                  index_t width, device_span<const index_t> rows, device_span<T> dst,
                   int* d_out_of_range = nullptr) {
   check_row_shapes("scatter_rows", dst.size(), src.size(), rows.size(), width);
   DYNLLAVA_CUDA_TRY(cuda::scatter_rows(src, width, rows, dst, d_out_of_range, exec.stream));

@@ -3,9 +3,8 @@
 /// @brief `__global__` kernels of the row gather/scatter (see device_gather.cuh for the API).
 #pragma once
 
-#include <dynllava/core/config.hpp>
-
 #include <cstddef>
+#include <dynllava/core/config.hpp>
 
 namespace dynllava::cuda::detail {
 

@@ -7,9 +7,8 @@
 /// reduction order depends only on `blockDim.x`, so results are reproducible run to run.
 #pragma once
 
-#include <dynllava/core/config.hpp>
-
 #include <climits>
+#include <dynllava/core/config.hpp>
 
 namespace dynllava::cuda::detail {
 

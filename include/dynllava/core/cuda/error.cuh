@@ -3,10 +3,9 @@
 /// @brief `dynllava::cuda_error` and `DYNLLAVA_CUDA_TRY` for the throwing host layer over CUDA.
 #pragma once
 
-#include <dynllava/core/error.hpp>
-
 #include <cuda_runtime_api.h>
 
+#include <dynllava/core/error.hpp>
 #include <string>
 
 namespace dynllava {
@@ -28,8 +27,7 @@ namespace detail {
                                           int line) {
   (void)cudaGetLastError();
   throw cuda_error(code, fmt::format("dynllava: CUDA call `{}` failed: {} ({}) at {}:{}", call,
-                                     cudaGetErrorName(code), cudaGetErrorString(code), file,
-                                     line));
+                                     cudaGetErrorName(code), cudaGetErrorString(code), file, line));
 }
 
 }  // namespace detail
@@ -42,10 +40,10 @@ inline bool is_no_device_error(cudaError_t code) noexcept {
 }  // namespace dynllava
 
 /// Evaluates a `cudaError_t` expression and throws `dynllava::cuda_error` when it fails.
-#define DYNLLAVA_CUDA_TRY(call)                                                        \
-  do {                                                                                 \
-    const cudaError_t dynllava_status_ = (call);                                       \
-    if (dynllava_status_ != cudaSuccess) {                                             \
+#define DYNLLAVA_CUDA_TRY(call)                                                          \
+  do {                                                                                   \
+    const cudaError_t dynllava_status_ = (call);                                         \
+    if (dynllava_status_ != cudaSuccess) {                                               \
       ::dynllava::detail::throw_cuda_error(dynllava_status_, #call, __FILE__, __LINE__); \
-    }                                                                                  \
+    }                                                                                    \
   } while (false)

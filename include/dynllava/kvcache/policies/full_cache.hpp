@@ -10,7 +10,8 @@ namespace dynllava {
 
 struct full_cache_policy {
   bool admits(index_t, bool) const noexcept { return true; }
-  index_t retain(index_t, kv_sequence_state s, host_span<const float>, host_span<index_t> out) const {
+  index_t retain(index_t, kv_sequence_state s, host_span<const float>,
+                 host_span<index_t> out) const {
     detail::check_retain_out("full_cache_policy", s, out);
     return detail::keep_all(s.held, out);
   }

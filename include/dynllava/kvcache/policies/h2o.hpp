@@ -7,14 +7,13 @@
 /// keep everything (the paper's setting: the first 10 layers).
 #pragma once
 
+#include <algorithm>
+#include <cstdint>
 #include <dynllava/core/budget.hpp>
 #include <dynllava/core/error.hpp>
 #include <dynllava/core/ranking_key.hpp>
 #include <dynllava/core/tie_break.hpp>
 #include <dynllava/kvcache/kv_policy.hpp>
-
-#include <algorithm>
-#include <cstdint>
 #include <functional>
 #include <vector>
 
@@ -27,10 +26,11 @@ struct h2o_policy {
 
   /// @throws dynllava::error on a ratio outside [0, 1] or a negative window or layer count.
   void validate() const {
-    DYNLLAVA_EXPECTS(ratio >= 0.0 && ratio <= 1.0, "h2o_policy: ratio must be in [0, 1], got {}", ratio);
+    DYNLLAVA_EXPECTS(ratio >= 0.0 && ratio <= 1.0, "h2o_policy: ratio must be in [0, 1], got {}",
+                     ratio);
     DYNLLAVA_EXPECTS(recent >= 0, "h2o_policy: recent must be >= 0, got {}", recent);
-    DYNLLAVA_EXPECTS(uncompressed_layers >= 0, "h2o_policy: uncompressed_layers must be >= 0, got {}",
-                     uncompressed_layers);
+    DYNLLAVA_EXPECTS(uncompressed_layers >= 0,
+                     "h2o_policy: uncompressed_layers must be >= 0, got {}", uncompressed_layers);
   }
 
   bool admits(index_t, bool) const noexcept { return true; }

@@ -20,7 +20,8 @@ struct online_gate_policy {
   }
 
   bool admits(index_t layer, bool keep) const noexcept { return layer < sparse_layer || keep; }
-  index_t retain(index_t, kv_sequence_state s, host_span<const float>, host_span<index_t> out) const {
+  index_t retain(index_t, kv_sequence_state s, host_span<const float>,
+                 host_span<index_t> out) const {
     detail::check_retain_out("online_gate_policy", s, out);
     return detail::keep_all(s.held, out);
   }

@@ -4,10 +4,9 @@
 /// `window` tokens; evict the middle.
 #pragma once
 
+#include <algorithm>
 #include <dynllava/core/error.hpp>
 #include <dynllava/kvcache/kv_policy.hpp>
-
-#include <algorithm>
 
 namespace dynllava {
 
@@ -17,13 +16,16 @@ struct streaming_policy {
 
   /// @throws dynllava::error on a negative sink count or window.
   void validate() const {
-    DYNLLAVA_EXPECTS(sinks >= 0 && window >= 0, "streaming_policy: sinks ({}) and window ({}) "
-                     "must be >= 0", sinks, window);
+    DYNLLAVA_EXPECTS(sinks >= 0 && window >= 0,
+                     "streaming_policy: sinks ({}) and window ({}) "
+                     "must be >= 0",
+                     sinks, window);
   }
 
   bool admits(index_t, bool) const noexcept { return true; }
   /// Keeps `min(held, sinks + window)` tokens: positions `[0, sinks)` and the last `window`.
-  index_t retain(index_t, kv_sequence_state s, host_span<const float>, host_span<index_t> out) const {
+  index_t retain(index_t, kv_sequence_state s, host_span<const float>,
+                 host_span<index_t> out) const {
     validate();
     detail::check_retain_out("streaming_policy", s, out);
     if (s.held <= sinks + window) return detail::keep_all(s.held, out);

@@ -4,6 +4,7 @@
 /// option and width checks, layer calls with probes, observer reports.
 #pragma once
 
+#include <cstdint>
 #include <dynllava/context/build_context.hpp>
 #include <dynllava/context/gather.hpp>
 #include <dynllava/context/image_groups.hpp>
@@ -19,8 +20,6 @@
 #include <dynllava/pipeline/token_decisions.hpp>
 #include <dynllava/score/concepts.hpp>
 #include <dynllava/score/fastv_scorer.hpp>
-
-#include <cstdint>
 #include <vector>
 
 namespace dynllava::detail {
@@ -39,16 +38,16 @@ inline void observe_layer(pipeline_observer* obs, index_t l, const std::vector<i
 }
 
 /// Rows of `src` (ragged, width H) listed by a sparse context, as a new ragged batch.
-inline void gather_context(const std::vector<float>& src, index_t H,
-                           const host_sparse_context& ctx, std::vector<float>& dst) {
+inline void gather_context(const std::vector<float>& src, index_t H, const host_sparse_context& ctx,
+                           std::vector<float>& dst) {
   dst.resize(ctx.rows.size() * static_cast<std::size_t>(H));
   cpu::gather_rows(host_span<const float>(src.data(), src.size()), H, make_host_span(ctx.rows),
                    make_host_span(dst));
 }
 
 /// The last row of each sequence of `rows` (`[rows, H]`, ragged by `indptr`): `[batch, H]`.
-inline std::vector<float> last_rows(const std::vector<float>& rows, const std::vector<index_t>& indptr,
-                                    index_t H) {
+inline std::vector<float> last_rows(const std::vector<float>& rows,
+                                    const std::vector<index_t>& indptr, index_t H) {
   const auto Hs = static_cast<std::size_t>(H);
   std::vector<float> out;
   for (std::size_t b = 0; b + 1 < indptr.size(); ++b) {
@@ -105,9 +104,9 @@ host_selection select_images_fastv(const Model& m, const std::vector<float>& q,
   if constexpr (requires { m.heads(); }) {
     const index_t H = m.hidden();
     const auto queries = last_rows(q, indptr, H);
-    auto kept = cpu::select_images_fastv(fastv_scorer{m.heads(), H / m.heads()}, make_host_span(queries),
-                                         {make_host_span(indptr), make_host_span(k), H}, segments,
-                                         o.vision_keep_ratio, &seen);
+    auto kept = cpu::select_images_fastv(
+        fastv_scorer{m.heads(), H / m.heads()}, make_host_span(queries),
+        {make_host_span(indptr), make_host_span(k), H}, segments, o.vision_keep_ratio, &seen);
     stats.image_tokens += image_candidates(segments);
     stats.image_kept += static_cast<index_t>(kept.positions.size());
     return kept;
@@ -129,31 +128,36 @@ void check_options(const sparsifier_options& o, index_t layers, index_t hidden, 
   if (o.vision == vision_rule::fastv) {
     DYNLLAVA_EXPECTS(o.sparse_layer >= 1,
                      "{}: vision_rule::fastv reads the attention of layer sparse_layer - 1, so "
-                     "sparse_layer must be >= 1, got {}", who, o.sparse_layer);
+                     "sparse_layer must be >= 1, got {}",
+                     who, o.sparse_layer);
     DYNLLAVA_EXPECTS((probing_decoder<Model, host_t, Cache>),
                      "{}: vision_rule::fastv needs a probing_decoder (one whose layer() takes "
-                     "layer_probes to hand out its queries)", who);
+                     "layer_probes to hand out its queries)",
+                     who);
   } else {
     DYNLLAVA_EXPECTS(!o.prune_images || image != nullptr,
                      "{}: prune_images with vision_rule::predictor needs an image predictor, got "
-                     "null (set prune_images = false for dense vision)", who);
+                     "null (set prune_images = false for dense vision)",
+                     who);
   }
   DYNLLAVA_EXPECTS(!o.gate_outputs || output != nullptr,
                    "{}: gate_outputs needs an output predictor, got null (set gate_outputs = "
-                   "false for dense text)", who);
+                   "false for dense text)",
+                   who);
   const bool image_used = o.vision == vision_rule::predictor && o.prune_images;
   DYNLLAVA_EXPECTS(!image_used || image->hidden() == hidden,
-                   "{}: the image predictor reads width {}, but the model's hidden width is {}", who,
-                   image_used ? image->hidden() : 0, hidden);
+                   "{}: the image predictor reads width {}, but the model's hidden width is {}",
+                   who, image_used ? image->hidden() : 0, hidden);
   DYNLLAVA_EXPECTS(!o.gate_outputs || output->hidden() == hidden,
-                   "{}: the output predictor reads width {}, but the model's hidden width is {}", who,
-                   o.gate_outputs ? output->hidden() : 0, hidden);
+                   "{}: the output predictor reads width {}, but the model's hidden width is {}",
+                   who, o.gate_outputs ? output->hidden() : 0, hidden);
 }
 
 /// Runs `m.layer` with probes when the model offers them (a plain decoder gets none).
 template <class Model, class Cache>
-void run_layer(const Model& m, index_t l, host_ragged_rows<float> rows, host_span<const index_t> pos,
-               const Cache* cache, host_span<float> k, host_span<float> v, layer_probes probes) {
+void run_layer(const Model& m, index_t l, host_ragged_rows<float> rows,
+               host_span<const index_t> pos, const Cache* cache, host_span<float> k,
+               host_span<float> v, layer_probes probes) {
   if constexpr (probing_decoder<Model, host_t, Cache>) {
     m.layer(host, l, rows, pos, cache, k, v, probes);
   } else {
@@ -163,7 +167,8 @@ void run_layer(const Model& m, index_t l, host_ragged_rows<float> rows, host_spa
 
 inline void count_rows(run_stats& s, index_t layers, index_t from, index_t to, std::size_t rows) {
   s.rows_per_layer.resize(static_cast<std::size_t>(layers), 0);
-  for (index_t l = from; l < to; ++l) s.rows_per_layer[static_cast<std::size_t>(l)] += static_cast<index_t>(rows);
+  for (index_t l = from; l < to; ++l)
+    s.rows_per_layer[static_cast<std::size_t>(l)] += static_cast<index_t>(rows);
 }
 
 }  // namespace dynllava::detail

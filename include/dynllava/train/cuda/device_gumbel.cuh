@@ -7,6 +7,12 @@
 /// uniforms as the CPU bit for bit, whatever the launch configuration (counter = token index).
 #pragma once
 
+#include <cuda_runtime_api.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
 #include <dynllava/core/config.hpp>
 #include <dynllava/core/cuda/error.cuh>
 #include <dynllava/core/cuda/execution.cuh>
@@ -14,13 +20,6 @@
 #include <dynllava/train/cuda/kernel_gumbel.cuh>
 #include <dynllava/train/gumbel.hpp>
 #include <dynllava/train/philox.hpp>
-
-#include <cuda_runtime_api.h>
-
-#include <algorithm>
-#include <cmath>
-#include <cstddef>
-#include <cstdint>
 
 namespace dynllava::cuda {
 
@@ -125,8 +124,8 @@ inline void gumbel_noise(cuda::on_stream exec, philox_key key, device_span<float
 inline void gumbel_hard_forward(cuda::on_stream exec, device_span<const float> logits,
                                 device_span<const float> noise, double tau, device_span<float> keep,
                                 device_span<float> soft) {
-  check_gumbel_shapes("gumbel_hard_forward", logits.size(), noise.size(), "keep", keep.size(), "soft",
-                      soft.size(), tau);
+  check_gumbel_shapes("gumbel_hard_forward", logits.size(), noise.size(), "keep", keep.size(),
+                      "soft", soft.size(), tau);
   DYNLLAVA_CUDA_TRY(
       cuda::gumbel_hard_forward(logits, noise, static_cast<float>(tau), keep, soft, exec.stream));
 }

@@ -5,15 +5,14 @@
 /// `alias_temporaries` (two-phase: a null `temp` reports the bytes needed).
 #pragma once
 
-#include <dynllava/core/config.hpp>
-#include <dynllava/core/cuda/kernel_validate.cuh>
-#include <dynllava/core/span.hpp>
-#include <dynllava/core/workspace.hpp>
-
 #include <cuda_runtime_api.h>
 
 #include <array>
 #include <cstddef>
+#include <dynllava/core/config.hpp>
+#include <dynllava/core/cuda/kernel_validate.cuh>
+#include <dynllava/core/span.hpp>
+#include <dynllava/core/workspace.hpp>
 
 namespace dynllava::cuda::detail {
 
