@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 /// @file small_models.hpp
 /// @brief Small random models for the examples and tests: reduced predictor sizes, and an output
-/// predictor whose gate keeps about half of the tokens of a given decoder, greedy sampling.
+/// predictor whose gate keeps about half of the tokens of a given decoder.
 #pragma once
 
 #include <algorithm>

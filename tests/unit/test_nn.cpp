@@ -287,6 +287,13 @@ TEST_SUITE("cpu") {
     CHECK(k1 == k2);
     CHECK(v1 == v2);
     CHECK(h1 != h0);
+    // the decoder concept's tagged call takes nullptr too
+    auto h3 = h0;
+    std::vector<float> k3(h0.size()), v3(h0.size());
+    model.layer(host, 1, {make_host_span(indptr), make_host_span(h3), 16}, make_host_span(pos),
+                nullptr, make_host_span(k3), make_host_span(v3));
+    CHECK(h3 == h1);
+    CHECK(k3 == k1);
     llama_config odd = c;
     odd.head_dim = 4;  // 2 heads of 4 != hidden 16
     CHECK_THROWS_WITH_AS(llama_model(odd, random_llama_weights(c, 4)),

@@ -266,3 +266,43 @@ TEST_SUITE("cpu") {
     }
   }
 }
+
+namespace {
+
+/// The toy decoder as an engine's model would be: `layer` takes one concrete storage type only.
+struct paged_only_decoder {
+  toy_decoder m;
+  index_t layers() const { return m.layers(); }
+  index_t hidden() const { return m.hidden(); }
+  index_t vocab() const { return m.vocab(); }
+  void embed(host_t, host_span<const std::int32_t> t, host_span<float> out) const {
+    m.embed(host, t, out);
+  }
+  void layer(host_t, index_t l, host_ragged_rows<float> rows, host_span<const index_t> pos,
+             const paged_kv_cache* cache, host_span<float> k, host_span<float> v) const {
+    m.layer(host, l, rows, pos, cache, k, v);
+  }
+  void logits(host_t, host_span<const float> rows, host_span<float> out) const {
+    m.logits(host, rows, out);
+  }
+};
+static_assert(decoder<paged_only_decoder, host_t, paged_kv_cache>);
+static_assert(!decoder<paged_only_decoder, host_t, contiguous_kv_cache>);
+
+}  // namespace
+
+TEST_SUITE("cpu") {
+  TEST_CASE("seams: the no-cache drivers need no cache type from a model that takes only its own") {
+    const paged_only_decoder engine{};
+    const toy_decoder m;
+    const toy_predictor image{{0.5f, -1.0f, 0.25f, 1.0f}, 0.0f};
+    const toy_predictor output{{1.0f, 0.5f, -0.5f, 0.25f}, 0.1f};
+    const toy_prompt prompt({6});
+    no_cache_session a(engine, 1, &image, &output, toy_options());  // deduces paged_kv_cache
+    no_cache_session b(m, 1, &image, &output, toy_options());
+    CHECK(a.prefill(prompt.view(), prompt.table()) == b.prefill(prompt.view(), prompt.table()));
+    CHECK(decode_without_cache(engine, &image, &output, prompt.view(), prompt.table(),
+                               toy_options()) ==
+          decode_without_cache(m, &image, &output, prompt.view(), prompt.table(), toy_options()));
+  }
+}

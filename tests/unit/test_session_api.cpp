@@ -14,16 +14,24 @@
 using namespace dynllava;
 using namespace dynllava::test;
 
+static_assert(decoding_session<kv_session<llama_model, paged_kv_cache, online_gate_policy,
+                                          image_predictor, output_predictor>>);
+static_assert(decoding_session<no_cache_session<llama_model, image_predictor, output_predictor>>);
+
 namespace {
 
 /// Counts what a driver reports.
 struct counting_observer final : pipeline_observer {
   int calls = 0, image_runs = 0, output_runs = 0, layer_calls = 0;
+  index_t image_tokens = 0;
   void begin_call(index_t) override { ++calls; }
   void layer(index_t, host_span<const index_t>, host_span<const index_t>) override {
     ++layer_calls;
   }
-  void image_predictor(host_span<const index_t>) override { ++image_runs; }
+  void image_predictor(host_span<const index_t> groups) override {
+    ++image_runs;
+    image_tokens += groups.empty() ? 0 : groups[groups.size() - 1];
+  }
   void output_predictor(std::size_t) override { ++output_runs; }
 };
 
@@ -272,10 +280,115 @@ TEST_SUITE("cpu") {
     CHECK(seen.image_runs == 1);
     CHECK(seen.output_runs == 6);
     CHECK(seen.layer_calls == 6 * 4);
-    // a new user turn brings its own ranking
+    CHECK(seen.image_tokens == 30);
+    // a new user turn: only its own image is ranked; the earlier decisions stay as they were
+    const token_decisions first = nc.image_decisions();
     const auto more = w.input({1, 0});
     nc.prefill(more.view(w.lc.hidden), more.table());
     CHECK(seen.image_runs == 2);
-    CHECK(nc.image_decisions().indptr == std::vector<index_t>{0, 30, 60});  // both turns' images
+    CHECK(seen.image_tokens == 30 + 30);
+    const auto& both = nc.image_decisions();
+    REQUIRE(both.indptr == std::vector<index_t>{0, 30, 60});  // both turns' images
+    for (std::size_t b = 0; b < 2; ++b) {
+      const index_t n_old = first.indptr[b + 1] - first.indptr[b];
+      for (index_t i = 0; i < n_old; ++i) {
+        CHECK(both.keep[static_cast<std::size_t>(both.indptr[b] + i)] ==
+              first.keep[static_cast<std::size_t>(first.indptr[b] + i)]);
+        CHECK(both.logits[2 * static_cast<std::size_t>(both.indptr[b] + i)] ==
+              first.logits[2 * static_cast<std::size_t>(first.indptr[b] + i)]);
+      }
+    }
+    // the new turn's image gets its own floor(n * 0.2): 4 + 2 in sequence 0, 2 + 4 in 1
+    CHECK(both.kept().indptr == std::vector<index_t>{0, 4 + 2, 12});
+    // a prompt without images ranks nothing
+    const std::vector<segment> text_only{{segment_kind::instruction, 0, 2, 0}};
+    std::vector<float> rows(2 * 2 * static_cast<std::size_t>(w.lc.hidden), 0.25f);
+    const std::vector<index_t> indptr{0, 2, 4}, seg_indptr{0, 1, 2};
+    std::vector<segment> segs{text_only[0], text_only[0]};
+    nc.prefill({make_host_span(indptr), make_host_span(rows), w.lc.hidden},
+               {make_host_span(seg_indptr), make_host_span(segs)});
+    CHECK(seen.image_runs == 2);
+    CHECK(nc.image_decisions().keep == both.keep);
+  }
+
+  TEST_CASE(
+      "guards: prompts ending with an image, token ids outside the vocabulary, a used cache") {
+    const auto& w = the_world();
+    const auto in = w.input({0});
+    // [system 3 | image 20]: the last row would be an image row
+    std::vector<float> rows(in.rows.begin(), in.rows.begin() + 23 * w.lc.hidden);
+    const std::vector<index_t> indptr{0, 23}, seg_indptr{0, 2};
+    const std::vector<segment> segs{{segment_kind::system, 0, 3, 0},
+                                    {segment_kind::image, 3, 20, 0}};
+    const host_ragged_rows<const float> view{make_host_span(indptr), make_host_span(rows),
+                                             w.lc.hidden};
+    const segment_table<host_space> table{make_host_span(seg_indptr), make_host_span(segs)};
+    no_cache_session nc(w.model, 1, &w.image, &w.output, {});
+    CHECK_THROWS_WITH_AS(nc.prefill(view, table), doctest::Contains("prompt 0 must end with text"),
+                         error);
+    CHECK_FALSE(nc.prefilled());
+    CHECK(nc.current().rows.empty());
+    CHECK_THROWS_WITH_AS(decode_without_cache(w.model, &w.image, &w.output, view, table, {}),
+                         doctest::Contains("sequence 0 ends with an image token"), error);
+    auto cache = make_cache(w, 1);
+    kv_session kv(w.model, cache, online_gate_policy{2}, &w.image, &w.output, {});
+    CHECK_THROWS_WITH_AS(kv.prefill(view, table),
+                         doctest::Contains("must be non-empty and end with text"), error);
+    // token ids
+    kv.prefill(in.view(w.lc.hidden), in.table());
+    nc.prefill(in.view(w.lc.hidden), in.table());
+    const auto lengths = kv.cache_lengths();
+    for (std::int32_t bad : {-1, 50}) {
+      const std::vector<std::int32_t> t{bad};
+      CHECK_THROWS_WITH_AS(kv.decode(make_host_span(t)),
+                           doctest::Contains("is outside the vocabulary [0, 50)"), error);
+      CHECK_THROWS_WITH_AS(nc.decode(make_host_span(t)),
+                           doctest::Contains("is outside the vocabulary [0, 50)"), error);
+    }
+    CHECK(kv.cache_lengths() == lengths);
+    CHECK(nc.current().rows.size() == in.rows.size());
+    // a session starts from an empty cache
+    CHECK_THROWS_WITH_AS(
+        (kv_session(w.model, cache, online_gate_policy{2}, &w.image, &w.output, {})),
+        doctest::Contains("a session needs an empty cache (layer 0, sequence 0 holds 27 tokens); "
+                          "27 were appended"),
+        error);
+  }
+
+  TEST_CASE(
+      "gate decisions start empty after each prompt; generate checks what a session returns") {
+    const auto& w = the_world();
+    const auto in = w.input({0});
+    auto cache = make_cache(w, 1);
+    kv_session kv(w.model, cache, online_gate_policy{2}, &w.image, &w.output, {});
+    auto logits = kv.prefill(in.view(w.lc.hidden), in.table());
+    CHECK(kv.gate_decisions().candidates() == 0);
+    kv.decode(make_host_span(greedy_tokens(logits, w.lc.vocab)));
+    CHECK(kv.gate_decisions().candidates() == 1);
+    const std::vector<segment> turn{{segment_kind::instruction, 0, 2, 0}};
+    std::vector<float> rows(2 * static_cast<std::size_t>(w.lc.hidden), 0.5f);
+    const std::vector<index_t> indptr{0, 2}, seg_indptr{0, 1};
+    kv.prefill({make_host_span(indptr), make_host_span(rows), w.lc.hidden},
+               {make_host_span(seg_indptr), make_host_span(turn)});
+    CHECK(kv.gate_decisions().candidates() == 0);
+
+    struct short_session {
+      std::size_t batch() const { return 2; }
+      index_t vocab() const { return 5; }
+      std::vector<float> prefill(host_ragged_rows<const float>, segment_table<host_space>) {
+        return std::vector<float>(9, 0.0f);  // one value short of 2 x 5
+      }
+      std::vector<float> decode(host_span<const std::int32_t>) { return std::vector<float>(10); }
+    } fake;
+    static_assert(decoding_session<short_session>);
+    CHECK_THROWS_WITH_AS(
+        generate(fake, {}, {}, {.max_new_tokens = 3, .eos = std::nullopt, .sampling = {}}),
+        doctest::Contains(
+            "the session's prefill returned 9 logits, expected batch x vocab = 2 x 5"),
+        error);
+    // an infinite logit takes all the mass
+    token_sampler s({.temperature = 1.0f, .top_p = 1.0f, .seed = 3}, 0);
+    const std::vector<float> inf{0.0f, INFINITY, 1.0f, INFINITY};
+    for (int i = 0; i < 10; ++i) CHECK(s.next(make_host_span(inf)) == 1);
   }
 }

@@ -72,6 +72,11 @@ class llama_model {
              layer_probes probes = {}) const {
     layer(l, hidden, positions, cache, k_out, v_out, probes);
   }
+  void layer(host_t, index_t l, host_ragged_rows<float> hidden, host_span<const index_t> positions,
+             std::nullptr_t, host_span<float> k_out, host_span<float> v_out,
+             layer_probes probes = {}) const {
+    layer(l, hidden, positions, nullptr, k_out, v_out, probes);
+  }
   void logits(host_t, host_span<const float> rows, host_span<float> out) const {
     logits(rows, out);
   }

@@ -4,6 +4,7 @@
 /// with the image top-k and output-text sparsification (METHOD.md sections 2 and 4).
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <dynllava/context/build_context.hpp>
 #include <dynllava/context/segments.hpp>
@@ -11,6 +12,7 @@
 #include <dynllava/core/execution.hpp>
 #include <dynllava/core/ragged.hpp>
 #include <dynllava/kvcache/contiguous_kv_cache.hpp>
+#include <dynllava/kvcache/paged_kv_cache.hpp>
 #include <dynllava/pipeline/decoder.hpp>
 #include <dynllava/pipeline/detail/steps.hpp>
 #include <dynllava/pipeline/hooks.hpp>
@@ -19,9 +21,17 @@
 #include <dynllava/pipeline/sparsifier_options.hpp>
 #include <dynllava/pipeline/token_decisions.hpp>
 #include <dynllava/score/concepts.hpp>
+#include <type_traits>
 #include <vector>
 
 namespace dynllava {
+
+/// @brief The KV storage type a driver without cache names for a model `M` (it passes a null
+/// `const C*`): `contiguous_kv_cache` when `M` accepts it, else `paged_kv_cache`. An engine
+/// decoder that takes another storage type names it explicitly.
+template <class M>
+using no_cache_storage_t = std::conditional_t<decoder<M, host_t, contiguous_kv_cache>,
+                                              contiguous_kv_cache, paged_kv_cache>;
 
 namespace detail {
 
@@ -32,9 +42,10 @@ struct no_cache_seen {
 };
 
 /// One step without KV cache (see `decode_without_cache`). With `reuse_images`, the image
-/// selection of an earlier step over the same image candidates is taken as it is (the image
-/// predictor's decision never changes while the image rows do not: METHOD.md 4a) and the image
-/// predictor does not run.
+/// decisions of an earlier step, covering the first image candidates of each sequence (the
+/// images of earlier prompts), are taken as they are (the image predictor's decision never
+/// changes while the image rows do not: METHOD.md 4a) and the image predictor runs only on the
+/// image tokens after them (none within a prompt's decode steps).
 template <class Model, class Cache, class PI, class PO>
 std::vector<float> no_cache_step(const Model& m, const PI* image, const PO* output,
                                  host_ragged_rows<const float> rows,
@@ -54,13 +65,39 @@ std::vector<float> no_cache_step(const Model& m, const PI* image, const PO* outp
                      "{}: sequence {} has {} rows, its segments {} (must be equal and > 0)", who, b,
                      rows.length(b), segments.length(b));
   }
+  for (std::size_t b = 0; b < segments.batch(); ++b) {
+    const segment& last = segments.segments[static_cast<std::size_t>(segments.indptr[b + 1] - 1)];
+    DYNLLAVA_EXPECTS(last.kind != segment_kind::image,
+                     "{}: sequence {} ends with an image token; its last row (whose logits are "
+                     "returned) must be text or output",
+                     who, b);
+  }
   const bool fastv = o.vision == vision_rule::fastv && o.prune_images;
-  if (reuse_images != nullptr) {
-    DYNLLAVA_EXPECTS(
-        !fastv && reuse_images->indptr == cpu::candidate_rows(segments, segment_kind::image).indptr,
-        "{}: the reused image selection must be a predictor's over the same image "
-        "candidates",
-        who);
+  const bool reuse = reuse_images != nullptr && !fastv && o.prune_images;
+  std::vector<segment> fresh_segments;  // the segments with the reused images marked as text
+  if (reuse) {
+    const auto cands = cpu::candidate_rows(segments, segment_kind::image).indptr;
+    DYNLLAVA_EXPECTS(reuse_images->batch() == segments.batch(),
+                     "{}: the reused image selection covers {} sequences, the segments {}", who,
+                     reuse_images->batch(), segments.batch());
+    fresh_segments.assign(segments.segments.begin(), segments.segments.end());
+    for (std::size_t b = 0; b < segments.batch(); ++b) {
+      index_t covered = reuse_images->indptr[b + 1] - reuse_images->indptr[b];
+      DYNLLAVA_EXPECTS(covered <= cands[b + 1] - cands[b],
+                       "{}: the reused image selection covers {} image tokens of sequence {}, "
+                       "which holds {}",
+                       who, covered, b, cands[b + 1] - cands[b]);
+      for (index_t i = segments.indptr[b]; i < segments.indptr[b + 1] && covered > 0; ++i) {
+        segment& seg = fresh_segments[static_cast<std::size_t>(i)];
+        if (seg.kind != segment_kind::image) continue;
+        DYNLLAVA_EXPECTS(seg.length <= covered,
+                         "{}: the reused image selection of sequence {} ends inside an image "
+                         "segment",
+                         who, b);
+        covered -= seg.length;
+        seg.kind = segment_kind::instruction;  // decided earlier: not a candidate now
+      }
+    }
   }
   const index_t H = m.hidden();
   const index_t l = o.sparse_layer;
@@ -86,11 +123,21 @@ std::vector<float> no_cache_step(const Model& m, const PI* image, const PO* outp
   // Images: reused, or ranked by the predictor, or by FastV (the newest row's attention in
   // layer l - 1).
   host_selection image_kept;
-  if (reuse_images != nullptr) {
-    seen.images = *reuse_images;
+  if (reuse) {
+    // Earlier prompts' images keep their decisions; only images new since then are ranked.
+    const segment_table<host_space> fresh{segments.indptr,
+                                          make_host_span(std::as_const(fresh_segments))};
+    token_decisions now;
+    if (image_candidates(fresh) > 0) {
+      select_images(image, h, fresh, o, s, obs, now);
+    } else {
+      now.indptr.assign(segments.batch() + 1, 0);
+    }
+    seen.images = token_decisions::concat_by_sequence(*reuse_images, now);
     image_kept = seen.images.kept();
-    s.image_tokens += image_candidates(segments);
-    s.image_kept += static_cast<index_t>(image_kept.positions.size());
+    const auto& old = *reuse_images;
+    s.image_tokens += static_cast<index_t>(old.candidates());
+    s.image_kept += static_cast<index_t>(std::count(old.keep.begin(), old.keep.end(), 1));
   } else {
     image_kept = fastv ? select_images_fastv(m, q, k, indptr, segments, o, s, seen.images)
                        : select_images(image, h, segments, o, s, obs, seen.images);
@@ -144,7 +191,7 @@ std::vector<float> no_cache_step(const Model& m, const PI* image, const PO* outp
 /// @return `[batch, vocab]` logits of each sequence's last row.
 /// @tparam Cache a KV storage type the model's `layer` accepts (no cache is used: a null one is
 ///         passed); name it for a model that does not take `contiguous_kv_cache`.
-template <class Model, kv_storage<host_t> Cache = contiguous_kv_cache, predictor_argument PI,
+template <class Model, kv_storage<host_t> Cache = no_cache_storage_t<Model>, predictor_argument PI,
           predictor_argument PO>
 requires decoder<Model, host_t, Cache> std::vector<float> decode_without_cache(
     const Model& m, PI image, PO output, host_ragged_rows<const float> rows,

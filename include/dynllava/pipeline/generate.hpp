@@ -73,9 +73,16 @@ generate(S& s, host_ragged_rows<const float> prompt, segment_table<host_space> s
   std::vector<token_sampler> samplers;
   for (std::size_t b = 0; b < batch; ++b) samplers.emplace_back(o.sampling, b);
   generation g{std::vector<std::vector<std::int32_t>>(batch), std::vector<std::uint8_t>(batch, 0)};
-  auto logits = s.prefill(prompt, segments);
-  if (o.max_new_tokens == 0) return g;
   const auto V = static_cast<std::size_t>(s.vocab());
+  auto checked = [&](std::vector<float> logits, const char* call) {
+    DYNLLAVA_EXPECTS(
+        logits.size() == batch * V,
+        "generate: the session's {} returned {} logits, expected batch x vocab = {} x {}", call,
+        logits.size(), batch, V);
+    return logits;
+  };
+  auto logits = checked(s.prefill(prompt, segments), "prefill");
+  if (o.max_new_tokens == 0) return g;
   std::vector<std::int32_t> next(batch);
   for (index_t step = 0;; ++step) {
     bool running = false;
@@ -91,7 +98,7 @@ generate(S& s, host_ragged_rows<const float> prompt, segment_table<host_space> s
       }
     }
     if (!running || step + 1 >= o.max_new_tokens) break;
-    logits = s.decode(make_host_span(std::as_const(next)));
+    logits = checked(s.decode(make_host_span(std::as_const(next))), "decode");
   }
   return g;
 }

@@ -66,7 +66,9 @@ class kv_session {
  public:
   /// @param image, output the predictors (not owned, must outlive the session), or null where
   ///        the options do not use them
-  /// @throws dynllava::error on options, widths or a policy that do not fit (nothing changes)
+  /// @param cache empty (nothing ever appended); the session fills it
+  /// @throws dynllava::error on options, widths, a policy or a cache that do not fit (nothing
+  ///         changes)
   kv_session(const Model& model, Cache& cache, Policy policy, const ImagePredictor* image,
              const OutputPredictor* output, sparsifier_options options = {})
       : m_(model),
@@ -104,16 +106,19 @@ class kv_session {
             l, o_.sparse_layer, o_.sparse_layer);
       }
     }
+    // The session numbers positions from 0 and tracks what it cached: it starts from an empty
+    // cache (a used one would repeat positions and, for H2O, hold untracked tokens).
+    for (index_t l = 0; l < model.layers(); ++l) {
+      for (std::size_t b = 0; b < cache.batch(); ++b) {
+        DYNLLAVA_EXPECTS(
+            cache.appended(l, b) == 0,
+            "kv_session: a session needs an empty cache (layer {}, sequence {} holds {} "
+            "tokens); {} were appended",
+            l, b, cache.length(l, b), cache.appended(l, b));
+      }
+    }
     if constexpr (kv_policy_needs_scores<Policy>) {
       attention_ = layer_attention<>(model.layers(), cache.batch());
-      for (index_t l = 0; l < model.layers(); ++l) {
-        for (std::size_t b = 0; b < cache.batch(); ++b) {
-          DYNLLAVA_EXPECTS(cache.length(l, b) == 0,
-                           "kv_session: a policy that ranks by attention needs an empty cache "
-                           "(layer {}, sequence {} holds {} tokens)",
-                           l, b, cache.length(l, b));
-        }
-      }
     }
   }
 
@@ -181,6 +186,7 @@ class kv_session {
     for (std::size_t b = 0; b < rows.batch(); ++b) next_pos_[b] += rows.length(b);
     retain();
     end_call();
+    gate_ = token_decisions{};  // no decode step since this prompt
     prefilled_ = true;
     return detail::last_logits(m_, ctx.indptr, hk);
   }
@@ -195,6 +201,11 @@ class kv_session {
                      "kv_session::decode: one token per sequence ({}), got {}", cache_.batch(),
                      tokens.size());
     DYNLLAVA_EXPECTS(prefilled_, "kv_session::decode: call prefill() first (the context is empty)");
+    for (std::size_t b = 0; b < tokens.size(); ++b) {
+      DYNLLAVA_EXPECTS(tokens[b] >= 0 && tokens[b] < m_.vocab(),
+                       "kv_session::decode: tokens[{}] = {} is outside the vocabulary [0, {})", b,
+                       tokens[b], m_.vocab());
+    }
     const index_t H = m_.hidden();
     const std::size_t n = tokens.size();
     std::vector<float> h(n * static_cast<std::size_t>(H));

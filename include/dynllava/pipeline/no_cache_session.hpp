@@ -27,15 +27,16 @@ namespace dynllava {
 /// one token per sequence per step; every call recomputes the whole context
 /// (`decode_without_cache`).
 ///
-/// The image selection of a prompt is computed once, in its `prefill`, and reused at every step
-/// until the next prompt: the hidden states of image tokens entering the sparse layer do not
-/// depend on anything after them, so the predictor's decision never changes (METHOD.md 4a). FastV
-/// ranks by the newest row, so it ranks again at every step.
+/// Each image is ranked once, in the `prefill` that brings it, and its decisions are reused at
+/// every later call (steps and later prompts): the hidden states of image tokens entering the
+/// sparse layer do not depend on anything after them, so the predictor's decision never changes
+/// (METHOD.md 4a). FastV ranks by the newest row, so it ranks again at every call.
 ///
 /// Seams as `kv_session`: any `decoder<Model, host_t, Cache>` and `two_way_predictor`s (or
 /// `nullptr`). Host memory; the session owns the context rows (`[rows, H]` per sequence).
 template <class Model, two_way_predictor<host_t> ImagePredictor,
-          two_way_predictor<host_t> OutputPredictor, kv_storage<host_t> Cache = contiguous_kv_cache>
+          two_way_predictor<host_t> OutputPredictor,
+          kv_storage<host_t> Cache = no_cache_storage_t<Model>>
 requires decoder<Model, host_t, Cache>
 class no_cache_session {
  public:
@@ -76,6 +77,12 @@ class no_cache_session {
                        "no_cache_session::prefill: sequence {} has {} rows, its segments {} (must "
                        "be equal and > 0)",
                        b, rows.length(b), segments.length(b));
+      DYNLLAVA_EXPECTS(
+          segments.segments[static_cast<std::size_t>(segments.indptr[b + 1] - 1)].kind !=
+              segment_kind::image,
+          "no_cache_session::prefill: prompt {} must end with text (its last row's logits are "
+          "returned)",
+          b);
     }
     const auto H = static_cast<std::size_t>(m_.hidden());
     for (std::size_t b = 0; b < batch(); ++b) {
@@ -90,7 +97,6 @@ class no_cache_session {
       const float* r = rows.row(static_cast<std::size_t>(rows.indptr[b]));
       rows_[b].insert(rows_[b].end(), r, r + static_cast<std::size_t>(rows.length(b)) * H);
     }
-    images_.reset();
     auto logits = step();
     prefilled_ = true;
     return logits;
@@ -106,6 +112,13 @@ class no_cache_session {
                      tokens.size());
     DYNLLAVA_EXPECTS(prefilled_,
                      "no_cache_session::decode: call prefill() first (the context is empty)");
+    for (std::size_t b = 0; b < tokens.size(); ++b) {
+      DYNLLAVA_EXPECTS(
+          tokens[b] >= 0 && tokens[b] < m_.vocab(),
+          "no_cache_session::decode: tokens[{}] = {} is outside the vocabulary [0, {})", b,
+          tokens[b], m_.vocab());
+    }
+
     const auto H = static_cast<std::size_t>(m_.hidden());
     std::vector<float> e(tokens.size() * H);
     m_.embed(host, tokens, make_host_span(e));
@@ -122,8 +135,8 @@ class no_cache_session {
     return step();
   }
 
-  /// The image candidates of the conversation and what ranked them (computed in the last
-  /// `prefill`, reused since, unless FastV ranks again each step).
+  /// The image candidates of the conversation and what ranked them (each image ranked in the
+  /// `prefill` that brought it and reused since; FastV ranks again at every call).
   const token_decisions& image_decisions() const noexcept { return seen_.images; }
   /// The last step's output candidates (every generated token but the newest): logits, margins,
   /// keep flags.
@@ -163,11 +176,12 @@ class no_cache_session {
 
   std::vector<float> step() {
     const auto ctx = current();
-    const bool reuse = images_.has_value() && o_.vision == vision_rule::predictor;
+    const bool reuse =
+        images_.has_value() && o_.vision == vision_rule::predictor && o_.prune_images;
     auto logits = detail::no_cache_step<Model, Cache>(
         m_, image_, output_, ctx.view(m_.hidden()), ctx.table(), o_, stats_, obs_, seen_,
         reuse ? &*images_ : nullptr, "no_cache_session");
-    if (!reuse) images_ = seen_.images;
+    images_ = seen_.images;
     return logits;
   }
 
@@ -178,7 +192,7 @@ class no_cache_session {
   std::vector<std::vector<float>> rows_;    ///< [batch] each `[rows, H]`
   std::vector<std::vector<segment>> segs_;  ///< [batch]
   bool prefilled_ = false;
-  std::optional<token_decisions> images_;  ///< the last prompt's image selection
+  std::optional<token_decisions> images_;  ///< the image decisions so far (every prompt's)
   detail::no_cache_seen seen_;
   run_stats stats_;
   pipeline_observer* obs_ = nullptr;
@@ -187,6 +201,7 @@ class no_cache_session {
 /// `no_cache_session(model, batch, &image, &output, options)`; `nullptr` gives `no_predictor`.
 template <class Model, predictor_argument PI, predictor_argument PO>
 no_cache_session(const Model&, std::size_t, PI, PO, sparsifier_options = {})
-    -> no_cache_session<Model, predictor_type_t<PI>, predictor_type_t<PO>>;
+    -> no_cache_session<Model, predictor_type_t<PI>, predictor_type_t<PO>,
+                        no_cache_storage_t<Model>>;
 
 }  // namespace dynllava

@@ -53,6 +53,35 @@ struct token_decisions {
     }
   }
 
+  /// Per sequence, `a`'s candidates then `b`'s (same batch; both with logits or neither, and both
+  /// with scores or neither, else the result has none of that field).
+  static token_decisions concat_by_sequence(const token_decisions& a, const token_decisions& b) {
+    token_decisions out;
+    const bool logits =
+        a.logits.size() == 2 * a.candidates() && b.logits.size() == 2 * b.candidates();
+    const bool scores = a.scores.size() == a.candidates() && b.scores.size() == b.candidates();
+    for (std::size_t s = 0; s < a.batch(); ++s) {
+      for (const token_decisions* d : {&a, &b}) {
+        const auto first = static_cast<std::size_t>(d->indptr[s]);
+        const auto last = static_cast<std::size_t>(d->indptr[s + 1]);
+        out.keep.insert(out.keep.end(), d->keep.begin() + static_cast<std::ptrdiff_t>(first),
+                        d->keep.begin() + static_cast<std::ptrdiff_t>(last));
+        if (logits) {
+          out.logits.insert(out.logits.end(),
+                            d->logits.begin() + static_cast<std::ptrdiff_t>(2 * first),
+                            d->logits.begin() + static_cast<std::ptrdiff_t>(2 * last));
+        }
+        if (scores) {
+          out.scores.insert(out.scores.end(),
+                            d->scores.begin() + static_cast<std::ptrdiff_t>(first),
+                            d->scores.begin() + static_cast<std::ptrdiff_t>(last));
+        }
+      }
+      out.indptr.push_back(static_cast<index_t>(out.keep.size()));
+    }
+    return out;
+  }
+
   /// Sets `scores` to the margins `logit0 - logit1` of `logits`.
   void margins_from_logits() {
     scores.resize(logits.size() / 2);

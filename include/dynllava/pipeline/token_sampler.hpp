@@ -34,7 +34,8 @@ struct sampling_options {
 };
 
 /// @brief Draws tokens for one sequence. The stream of draws depends only on `seed` and the
-/// sequence index (splitmix64), so a sequence samples the same tokens alone or in any batch.
+/// sequence's index in the batch (splitmix64): the same (seed, index) draws the same numbers
+/// whatever the other sequences are (e.g. sequence 0 samples alike alone and in a batch).
 class token_sampler {
  public:
   token_sampler(sampling_options o, std::uint64_t sequence)
@@ -42,8 +43,9 @@ class token_sampler {
     o_.validate();
   }
 
-  /// @brief The next token of `logits` (`[vocab]`, host). NaN logits are never chosen; a row of
-  /// only NaN or -inf gives token 0 greedily and is an error when sampling.
+  /// @brief The next token of `logits` (`[vocab]`, host). NaN logits are never chosen; a `+inf`
+  /// logit takes all the mass (the first such token, as greedily); a row of only NaN or -inf gives
+  /// token 0 greedily and is an error when sampling.
   std::int32_t next(host_span<const float> logits) {
     DYNLLAVA_EXPECTS(!logits.empty(), "token_sampler: logits must not be empty");
     if (o_.temperature == 0.0f) return greedy(logits);
@@ -52,6 +54,7 @@ class token_sampler {
     for (float x : logits) {
       if (!std::isnan(x)) max = std::max(max, x);
     }
+    if (max == INFINITY) return greedy(logits);  // an infinite logit takes all the mass
     DYNLLAVA_EXPECTS(std::isfinite(max), "token_sampler: no finite logit to sample from");
     probs_.assign(n, 0.0);
     double sum = 0.0;
