@@ -304,14 +304,19 @@ TEST_SUITE("cpu") {
     // image predictor ran once, in the prompt's pass, and its selection is reused)
     no_cache_session nc(w.model, 1, &w.image, &w.output, {});
     const auto prompt = w.input({0});
-    nc.prefill(prompt.view(w.lc.hidden), prompt.table());
     trace_recorder nc_work;
     nc.observe(&nc_work);
+    nc.prefill(prompt.view(w.lc.hidden), prompt.table());
+    // the prompt's pass is the prefill's work with nothing cached
+    auto prompt_pass = cost::schedule_trace(cc, d, req, cost::pass_kind::prefill);
+    for (auto& layer : prompt_pass.layers) layer.kv_tokens = 0;
+    REQUIRE(nc_work.traces().size() == 1);
+    CHECK(nc_work.traces()[0] == prompt_pass);
     for (std::int64_t t = 0; t < 8; ++t) {
       CAPTURE(t);
       const std::int32_t token = generated[static_cast<std::size_t>(t)];
       nc.decode(host_span<const std::int32_t>(&token, 1));
-      REQUIRE(nc_work.traces().size() == static_cast<std::size_t>(t + 1));
+      REQUIRE(nc_work.traces().size() == static_cast<std::size_t>(t + 2));
       CHECK(nc_work.traces().back() ==
             cost::schedule_trace(cc, d, req, cost::pass_kind::decode_no_cache, t));
     }

@@ -237,6 +237,14 @@ TEST_SUITE("cpu") {
     }
     CHECK(kept > 0);
     CHECK(dropped > 0);
+    // the whole history: every step's gate logits, step-major, agreeing with the keep flags
+    REQUIRE(s.gate_logits().size() == 8 * 2 * 2);
+    REQUIRE(s.decisions().size() == 8 * 2);
+    for (std::size_t i = 0; i < 16; ++i) {
+      CHECK((s.decisions()[i] != 0) == (s.gate_logits()[2 * i] > s.gate_logits()[2 * i + 1]));
+    }
+    const auto& last = s.gate_decisions().logits;
+    CHECK(std::equal(last.begin(), last.end(), s.gate_logits().end() - 4));
   }
 
   TEST_CASE("guards: decode before prefill, in both sessions, changes nothing") {

@@ -22,6 +22,7 @@
 #include <dynllava/score/concepts.hpp>
 #include <dynllava/score/layer_attention.hpp>
 #include <dynllava/select/gate.hpp>
+#include <limits>
 #include <vector>
 
 namespace dynllava {
@@ -232,6 +233,11 @@ class kv_session {
     stats_.output_tokens += static_cast<index_t>(n);
     for (auto k : keep) stats_.output_kept += k;
     decisions_.insert(decisions_.end(), keep.begin(), keep.end());
+    if (gate_.logits.size() == 2 * n) {
+      gate_logits_.insert(gate_logits_.end(), gate_.logits.begin(), gate_.logits.end());
+    } else {
+      gate_logits_.insert(gate_logits_.end(), 2 * n, std::numeric_limits<float>::quiet_NaN());
+    }
     run(l, m_.layers(), indptr, h, pos, keep);
     retain();
     end_call();
@@ -255,6 +261,9 @@ class kv_session {
   const token_decisions& gate_decisions() const noexcept { return gate_; }
   /// Keep decisions of every decoded token, step-major (`[steps * batch]`).
   const std::vector<std::uint8_t>& decisions() const noexcept { return decisions_; }
+  /// Gate logits of every decoded token, step-major (`[steps * batch, 2]`, channel 0 = keep; NaN
+  /// where the gate did not run: `gate_outputs = false` or no layer at or above `sparse_layer`).
+  const std::vector<float>& gate_logits() const noexcept { return gate_logits_; }
   const run_stats& stats() const noexcept { return stats_; }
   /// `[layers * batch]`, layer-major: tokens each (layer, sequence) of the cache holds now.
   std::vector<index_t> cache_lengths() const {
@@ -374,6 +383,7 @@ class kv_session {
   host_selection image_kept_;
   token_decisions images_, gate_;
   std::vector<std::uint8_t> decisions_;
+  std::vector<float> gate_logits_;  ///< [steps * batch, 2]
   run_stats stats_;
   pipeline_observer* obs_ = nullptr;
   layer_attention<> attention_;  ///< only for score-based policies
