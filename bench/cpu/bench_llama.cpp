@@ -6,13 +6,14 @@
 ///
 /// Shape: hidden 1024, 8 heads of 128, SwiGLU MLP 2816, 4 layers, vocab 1000, random weights.
 /// Run with one BLAS thread (OPENBLAS_NUM_THREADS=1 or --threads, see main) and pinned.
-#include <benchmark/benchmark.h>
-
-#include <cstdint>
 #include <dynllava/kvcache/contiguous_kv_cache.hpp>
 #include <dynllava/model/llama.hpp>
 #include <dynllava/model/llama_weights.hpp>
 #include <dynllava/nn/blas.hpp>
+
+#include <benchmark/benchmark.h>
+
+#include <cstdint>
 #include <numeric>
 #include <vector>
 

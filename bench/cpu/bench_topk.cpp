@@ -5,13 +5,14 @@
 /// previous `cpu::topk`), and `std::partial_sort` of (score, position) pairs.
 ///
 /// Shapes: batch x n candidates, keep ratio 0.2 (LLaVA: n = 576 image tokens -> 115).
+#include <dynllava/core/budget.hpp>
+#include <dynllava/core/ranking_key.hpp>
+#include <dynllava/select/topk.hpp>
+
 #include <benchmark/benchmark.h>
 
 #include <algorithm>
 #include <cstdint>
-#include <dynllava/core/budget.hpp>
-#include <dynllava/core/ranking_key.hpp>
-#include <dynllava/select/topk.hpp>
 #include <functional>
 #include <numeric>
 #include <random>

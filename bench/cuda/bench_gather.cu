@@ -7,6 +7,8 @@
 /// 40 text rows, hidden 4096 (7B) or 5120 (13B), fp16; the kept context is 35 + 115 + 40 rows.
 /// Timed with CUDA events, L2 flushed before every iteration. Without a device every case
 /// reports "no CUDA device" and nothing is timed.
+#include <dynllava/context/cuda/device_gather.cuh>
+
 #include <benchmark/benchmark.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime_api.h>
@@ -14,7 +16,6 @@
 #include <algorithm>
 #include <cstddef>
 #include <cstdio>
-#include <dynllava/context/cuda/device_gather.cuh>
 #include <numeric>
 #include <random>
 #include <vector>

@@ -4,13 +4,14 @@
 /// predictor whose gate keeps about half of the tokens of a given decoder.
 #pragma once
 
-#include <algorithm>
-#include <cstdint>
 #include <dynllava/core/predictor_config.hpp>
 #include <dynllava/kvcache/paged_kv_cache.hpp>
 #include <dynllava/model/llama.hpp>
 #include <dynllava/score/output_predictor.hpp>
 #include <dynllava/score/random_weights.hpp>
+
+#include <algorithm>
+#include <cstdint>
 #include <vector>
 
 namespace dynllava::examples {

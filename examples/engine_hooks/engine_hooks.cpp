@@ -12,15 +12,16 @@
 /// and checks itself against dynllava's own driver (`kv_session`): same logits, bit for bit.
 ///
 /// Usage: dynllava_engine_hooks [STEPS]
+#include <dynllava/nn.hpp>
+
+#include "../common/small_models.hpp"
+
 #include <fmt/format.h>
 
 #include <algorithm>
 #include <cstdint>
-#include <dynllava/nn.hpp>
 #include <string>
 #include <vector>
-
-#include "../common/small_models.hpp"
 
 namespace engine_hooks {
 

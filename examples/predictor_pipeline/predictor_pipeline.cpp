@@ -13,12 +13,13 @@
 ///   Without arguments it runs on the small test checkpoint (H = 48, reduced predictor sizes).
 ///   With a real Dynamic-LLaVA checkpoint: `dynllava_predictor_pipeline /path/to/ckpt 5120`
 ///   (hidden states are random here: the LLM that produces them is a later component).
+#include <dynllava/io.hpp>
+
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
 #include <algorithm>
 #include <cstdlib>
-#include <dynllava/io.hpp>
 #include <numeric>
 #include <random>
 #include <string>

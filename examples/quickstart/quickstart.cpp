@@ -2,8 +2,9 @@
 /// @file quickstart.cpp
 /// @brief The README's example: budgeted top-k over a ragged batch. Built as a program and, with
 /// DYNLLAVA_QUICKSTART_AS_TEST, as a unit test that checks what the README promises.
-#include <cmath>
 #include <dynllava/dynllava.hpp>
+
+#include <cmath>
 #include <vector>
 
 namespace quickstart {

@@ -8,13 +8,14 @@
 /// the learned predictors (which are a later component); everything else is the library's.
 ///
 /// Usage: dynllava_select_demo [--seed N] [--keep-ratio R] [--hidden H] (see --help)
+#include <dynllava/dynllava.hpp>
+
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
-#include <dynllava/dynllava.hpp>
 #include <exception>
 #include <random>
 #include <string>

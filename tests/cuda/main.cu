@@ -4,13 +4,14 @@
 /// unless DYNLLAVA_REQUIRE_GPU=1, which turns the skip into a failure. Any device fault during
 /// the tests is a failure, never a skip.
 #define DOCTEST_CONFIG_IMPLEMENT
+#include <dynllava/dynllava.cuh>
+
 #include <cuda_runtime_api.h>
 #include <doctest/doctest.h>
 
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <dynllava/dynllava.cuh>
 
 int main(int argc, char** argv) {
   const char* require = std::getenv("DYNLLAVA_REQUIRE_GPU");

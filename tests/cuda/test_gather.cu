@@ -2,16 +2,18 @@
 /// @file test_gather.cu
 /// @brief CUDA gather/scatter against the CPU twin: random ragged contexts, odd widths (scalar
 /// path), 16-byte widths (vector path), empty inputs, out-of-range reporting.
+#include <dynllava/context/build_context.hpp>
+#include <dynllava/context/cuda/device_gather.cuh>
+#include <dynllava/context/gather.hpp>
+#include <dynllava/core/cuda/device_buffer.cuh>
+
+#include <support/random.hpp>
+
 #include <cuda_fp16.h>
 #include <doctest/doctest.h>
 
 #include <algorithm>
 #include <cstring>
-#include <dynllava/context/build_context.hpp>
-#include <dynllava/context/cuda/device_gather.cuh>
-#include <dynllava/context/gather.hpp>
-#include <dynllava/core/cuda/device_buffer.cuh>
-#include <support/random.hpp>
 #include <utility>
 #include <vector>
 

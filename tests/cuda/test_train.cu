@@ -4,9 +4,6 @@
 /// uniforms), hard Gumbel forward/backward, attention-mask build/backward, MaskedSoftmax
 /// forward/backward on random and adversarial ragged batches (empty sequences, n = 1, rows longer
 /// than a block, -inf rows, huge scores, several heads), budget loss, workspace and error paths.
-#include <doctest/doctest.h>
-
-#include <cmath>
 #include <dynllava/core/cuda/device_buffer.cuh>
 #include <dynllava/train/attention_mask.hpp>
 #include <dynllava/train/budget_loss.hpp>
@@ -16,9 +13,14 @@
 #include <dynllava/train/cuda/device_masked_softmax.cuh>
 #include <dynllava/train/gumbel.hpp>
 #include <dynllava/train/masked_softmax.hpp>
+
+#include <support/random.hpp>
+
+#include <doctest/doctest.h>
+
+#include <cmath>
 #include <limits>
 #include <random>
-#include <support/random.hpp>
 #include <utility>
 #include <vector>
 

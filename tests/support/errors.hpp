@@ -4,6 +4,7 @@
 #pragma once
 
 #include <dynllava/core/error.hpp>
+
 #include <string>
 
 namespace dynllava::test {

@@ -5,19 +5,20 @@
 /// `[system 3 | image 20 | instruction 4]` and `[system 3 | image 10 | instruction 2]`.
 #pragma once
 
-#include <doctest/doctest.h>
-
-#include <algorithm>
-#include <cmath>
 #include <dynllava/cost/llava_config.hpp>
 #include <dynllava/kvcache/paged_kv_cache.hpp>
 #include <dynllava/model/llama.hpp>
 #include <dynllava/nn.hpp>
 #include <dynllava/score/random_weights.hpp>
-#include <random>
-#include <vector>
 
 #include "../../examples/common/small_models.hpp"
+
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <random>
+#include <vector>
 
 namespace dynllava::test {
 

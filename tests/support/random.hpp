@@ -3,9 +3,10 @@
 /// @brief Seeded generators of ragged batches and adversarial scores for property tests.
 #pragma once
 
+#include <dynllava/core/config.hpp>
+
 #include <cmath>
 #include <cstdint>
-#include <dynllava/core/config.hpp>
 #include <limits>
 #include <random>
 #include <vector>

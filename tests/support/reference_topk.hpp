@@ -6,12 +6,13 @@
 /// to check that the radix select returns bit-identical results.
 #pragma once
 
-#include <algorithm>
-#include <cmath>
-#include <cstdint>
 #include <dynllava/core/config.hpp>
 #include <dynllava/core/ranking_key.hpp>
 #include <dynllava/core/tie_break.hpp>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
 #include <functional>
 #include <numeric>
 #include <vector>

@@ -1,14 +1,16 @@
 // SPDX-License-Identifier: Apache-2.0
-#include <doctest/doctest.h>
-
-#include <cmath>
 #include <dynllava/score/fastv_scorer.hpp>
 #include <dynllava/score/h2o_scorer.hpp>
 #include <dynllava/score/l2_norm_scorer.hpp>
 #include <dynllava/score/random_scorer.hpp>
+
+#include <support/random.hpp>
+
+#include <doctest/doctest.h>
+
+#include <cmath>
 #include <numeric>
 #include <set>
-#include <support/random.hpp>
 #include <vector>
 
 using namespace dynllava;

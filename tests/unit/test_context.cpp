@@ -1,13 +1,15 @@
 // SPDX-License-Identifier: Apache-2.0
-#include <doctest/doctest.h>
-
-#include <algorithm>
 #include <dynllava/context/build_context.hpp>
 #include <dynllava/context/segments.hpp>
 #include <dynllava/select/gate.hpp>
 #include <dynllava/select/topk.hpp>
-#include <limits>
+
 #include <support/random.hpp>
+
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <limits>
 #include <vector>
 
 using namespace dynllava;

@@ -1,18 +1,20 @@
 // SPDX-License-Identifier: Apache-2.0
-#include <doctest/doctest.h>
-
-#include <bit>
-#include <cmath>
-#include <cstdint>
 #include <dynllava/core/error.hpp>
 #include <dynllava/core/execution.hpp>
 #include <dynllava/core/ragged.hpp>
 #include <dynllava/core/span.hpp>
 #include <dynllava/core/tie_break.hpp>
 #include <dynllava/core/workspace.hpp>
+
+#include <support/errors.hpp>
+
+#include <doctest/doctest.h>
+
+#include <bit>
+#include <cmath>
+#include <cstdint>
 #include <limits>
 #include <string>
-#include <support/errors.hpp>
 #include <vector>
 
 using namespace dynllava;

@@ -2,15 +2,16 @@
 /// @file test_cost_model.cpp
 /// @brief Cost model: the paper's prefill table, the exact count (hand-computed and against the
 /// paper's formula), KV-cache bytes.
-#include <doctest/doctest.h>
-
-#include <cmath>
-#include <cstdint>
 #include <dynllava/cost/exact_flops.hpp>
 #include <dynllava/cost/kv_bytes.hpp>
 #include <dynllava/cost/llava_config.hpp>
 #include <dynllava/cost/paper_formula.hpp>
 #include <dynllava/cost/schedule_trace.hpp>
+
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <cstdint>
 #include <vector>
 
 using namespace dynllava;

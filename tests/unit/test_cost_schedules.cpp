@@ -2,11 +2,12 @@
 /// @file test_cost_schedules.cpp
 /// @brief Cost model: analytic traces of dense, FastV, Dynamic-LLaVA and H2O, and the sweep
 /// against output length.
+#include <dynllava/cost/output_sweep.hpp>
+#include <dynllava/cost/schedule_trace.hpp>
+
 #include <doctest/doctest.h>
 
 #include <cstdint>
-#include <dynllava/cost/output_sweep.hpp>
-#include <dynllava/cost/schedule_trace.hpp>
 #include <limits>
 #include <vector>
 

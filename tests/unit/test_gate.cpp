@@ -1,11 +1,13 @@
 // SPDX-License-Identifier: Apache-2.0
+#include <dynllava/select/concepts.hpp>
+#include <dynllava/select/gate.hpp>
+
+#include <support/random.hpp>
+
 #include <doctest/doctest.h>
 
 #include <cmath>
-#include <dynllava/select/concepts.hpp>
-#include <dynllava/select/gate.hpp>
 #include <limits>
-#include <support/random.hpp>
 #include <vector>
 
 using namespace dynllava;

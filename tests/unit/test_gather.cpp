@@ -1,9 +1,11 @@
 // SPDX-License-Identifier: Apache-2.0
-#include <doctest/doctest.h>
-
 #include <dynllava/context/build_context.hpp>
 #include <dynllava/context/gather.hpp>
+
 #include <support/random.hpp>
+
+#include <doctest/doctest.h>
+
 #include <vector>
 
 using namespace dynllava;

@@ -1,6 +1,4 @@
 // SPDX-License-Identifier: Apache-2.0
-#include <doctest/doctest.h>
-
 #include <dynllava/kvcache/contiguous_kv_cache.hpp>
 #include <dynllava/kvcache/gated_append.hpp>
 #include <dynllava/kvcache/paged_kv_cache.hpp>
@@ -9,9 +7,13 @@
 #include <dynllava/kvcache/policies/online_gate.hpp>
 #include <dynllava/kvcache/policies/streaming.hpp>
 #include <dynllava/score/h2o_scorer.hpp>
+
+#include <support/random.hpp>
+
+#include <doctest/doctest.h>
+
 #include <numeric>
 #include <set>
-#include <support/random.hpp>
 #include <vector>
 
 using namespace dynllava;

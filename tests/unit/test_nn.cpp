@@ -1,10 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 // The nn/ blocks against straightforward double-precision formulas, and llama_model's
 // cache-less overload.
-#include <doctest/doctest.h>
-
-#include <algorithm>
-#include <cmath>
 #include <dynllava/core/error.hpp>
 #include <dynllava/io/load_llama.hpp>
 #include <dynllava/kvcache/contiguous_kv_cache.hpp>
@@ -18,12 +14,17 @@
 #include <dynllava/nn/rms_norm.hpp>
 #include <dynllava/nn/rope.hpp>
 #include <dynllava/nn/tensor_table.hpp>
+
+#include "support/fixtures.hpp"
+
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <cmath>
 #include <random>
 #include <string>
 #include <utility>
 #include <vector>
-
-#include "support/fixtures.hpp"
 
 using namespace dynllava;
 

@@ -7,9 +7,10 @@
 #include <dynllava/kvcache/policies/h2o.hpp>
 #include <dynllava/kvcache/policies/online_gate.hpp>
 #include <dynllava/kvcache/policies/streaming.hpp>
-#include <set>
 
 #include "support/pipeline_world.hpp"
+
+#include <set>
 
 using namespace dynllava;
 using namespace dynllava::test;

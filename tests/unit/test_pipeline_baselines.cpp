@@ -7,9 +7,10 @@
 #include <dynllava/kvcache/policies/full_cache.hpp>
 #include <dynllava/kvcache/policies/h2o.hpp>
 #include <dynllava/kvcache/policies/streaming.hpp>
-#include <set>
 
 #include "support/pipeline_world.hpp"
+
+#include <set>
 
 using namespace dynllava;
 using namespace dynllava::test;

@@ -1,19 +1,21 @@
 // SPDX-License-Identifier: Apache-2.0
 /// Predictors against the independent numpy reference in tests/fixtures/predictors (made by
 /// tools/predictor_reference.py), loading, and invariances.
-#include <doctest/doctest.h>
-
-#include <algorithm>
-#include <cmath>
 #include <dynllava/io/load_predictors.hpp>
 #include <dynllava/io/safetensors.hpp>
 #include <dynllava/select/gate.hpp>
 #include <dynllava/select/topk.hpp>
-#include <fstream>
+
+#include <support/fixtures.hpp>
+
+#include <doctest/doctest.h>
 #include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <cmath>
+#include <fstream>
 #include <numeric>
 #include <random>
-#include <support/fixtures.hpp>
 #include <vector>
 
 using namespace dynllava;

@@ -1,11 +1,13 @@
 // SPDX-License-Identifier: Apache-2.0
+#include <dynllava/io/safetensors.hpp>
+
+#include <support/fixtures.hpp>
+
 #include <doctest/doctest.h>
 
 #include <cmath>
 #include <cstdint>
-#include <dynllava/io/safetensors.hpp>
 #include <string>
-#include <support/fixtures.hpp>
 #include <vector>
 
 using namespace dynllava;

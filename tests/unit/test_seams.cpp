@@ -1,12 +1,13 @@
 // SPDX-License-Identifier: Apache-2.0
 // The seams hold: a decoder and a predictor written here (not the bundled ones) drive both
 // inference modes through the concepts, and the modes agree (METHOD.md 4a).
+#include <dynllava/dynllava.hpp>
+
 #include <doctest/doctest.h>
 
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
-#include <dynllava/dynllava.hpp>
 #include <vector>
 
 using namespace dynllava;

@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 // The session API: the generate loop (greedy, sampling, EOS, budget, streaming callback), the
 // decision views after each call, and the guards checked before anything changes.
+#include "support/pipeline_world.hpp"
+
 #include <doctest/doctest.h>
 
 #include <algorithm>
@@ -8,8 +10,6 @@
 #include <cstdint>
 #include <utility>
 #include <vector>
-
-#include "support/pipeline_world.hpp"
 
 using namespace dynllava;
 using namespace dynllava::test;

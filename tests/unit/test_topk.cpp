@@ -1,16 +1,18 @@
 // SPDX-License-Identifier: Apache-2.0
+#include <dynllava/select/concepts.hpp>
+#include <dynllava/select/topk.hpp>
+
+#include <support/errors.hpp>
+#include <support/random.hpp>
+#include <support/reference_topk.hpp>
+
 #include <doctest/doctest.h>
 
 #include <bit>
 #include <cmath>
 #include <cstdint>
-#include <dynllava/select/concepts.hpp>
-#include <dynllava/select/topk.hpp>
 #include <limits>
 #include <string>
-#include <support/errors.hpp>
-#include <support/random.hpp>
-#include <support/reference_topk.hpp>
 #include <vector>
 
 using namespace dynllava;

@@ -2,12 +2,14 @@
 /// @file test_train_budget_loss.cpp
 /// @brief Budget loss on the CPU: hand-computed values, short answers, gradients by finite
 /// differences (fp64), ragged batch versus sequences alone, error cases.
+#include <dynllava/train/budget_loss.hpp>
+
+#include <support/random.hpp>
+
 #include <doctest/doctest.h>
 
 #include <cmath>
-#include <dynllava/train/budget_loss.hpp>
 #include <random>
-#include <support/random.hpp>
 #include <utility>
 #include <vector>
 

@@ -2,15 +2,17 @@
 /// @file test_train_gumbel.cpp
 /// @brief Philox known answers, reproducible Gumbel noise, keep frequency versus the softmax
 /// probability, straight-through gradient by finite differences (fp64), temperature schedule.
+#include <dynllava/train/gumbel.hpp>
+#include <dynllava/train/philox.hpp>
+
+#include <support/random.hpp>
+
 #include <doctest/doctest.h>
 
 #include <cmath>
 #include <cstdint>
-#include <dynllava/train/gumbel.hpp>
-#include <dynllava/train/philox.hpp>
 #include <random>
 #include <set>
-#include <support/random.hpp>
 #include <utility>
 #include <vector>
 

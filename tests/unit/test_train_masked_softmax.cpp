@@ -3,17 +3,19 @@
 /// @brief MaskedSoftmax and the keep-mask -> attention-mask build on the CPU: gradients by finite
 /// differences in fp64, all-ones mask versus ordinary softmax, fully masked rows, ragged batches
 /// versus each sequence alone, heads, error cases.
+#include <dynllava/train/attention_layout.hpp>
+#include <dynllava/train/attention_mask.hpp>
+#include <dynllava/train/masked_softmax.hpp>
+
+#include <support/random.hpp>
+
 #include <doctest/doctest.h>
 
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
-#include <dynllava/train/attention_layout.hpp>
-#include <dynllava/train/attention_mask.hpp>
-#include <dynllava/train/masked_softmax.hpp>
 #include <limits>
 #include <random>
-#include <support/random.hpp>
 #include <utility>
 #include <vector>
 

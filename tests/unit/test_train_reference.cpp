@@ -6,15 +6,16 @@
 /// Tolerances: the fp64 instantiation must agree to 1e-9 (relative, absolute floor 1e-12; the
 /// two sides sum in different orders); the fp32 instantiation to 2e-5 relative with an absolute
 /// floor of 1e-6 (fp32 rounding of exp and of the row sums).
-#include <doctest/doctest.h>
-
-#include <cmath>
 #include <dynllava/train/attention_mask.hpp>
 #include <dynllava/train/budget_loss.hpp>
 #include <dynllava/train/gumbel.hpp>
 #include <dynllava/train/masked_softmax.hpp>
-#include <fstream>
+
+#include <doctest/doctest.h>
 #include <nlohmann/json.hpp>
+
+#include <cmath>
+#include <fstream>
 #include <string>
 #include <vector>
 

@@ -3,12 +3,6 @@
 /// @brief `dynllava_cost`: prefill and decode FLOPs and KV-cache bytes of dense, FastV,
 /// Dynamic-LLaVA and H2O schedules for LLaVA-1.5 7B / 13B; prints a table and writes a CSV of
 /// cost against output length (tools/plot_cost.py turns it into docs/plots/).
-#include <fmt/format.h>
-#include <fmt/os.h>
-
-#include <charconv>
-#include <cmath>
-#include <cstdint>
 #include <dynllava/cost/exact_flops.hpp>
 #include <dynllava/cost/kv_bytes.hpp>
 #include <dynllava/cost/llava_config.hpp>
@@ -16,6 +10,13 @@
 #include <dynllava/cost/paper_formula.hpp>
 #include <dynllava/cost/schedule.hpp>
 #include <dynllava/cost/schedule_trace.hpp>
+
+#include <fmt/format.h>
+#include <fmt/os.h>
+
+#include <charconv>
+#include <cmath>
+#include <cstdint>
 #include <exception>
 #include <limits>
 #include <optional>

@@ -9,9 +9,6 @@
 ///   3. `cpu::build_sparse_context` merges every never-pruned row with the kept candidates.
 #pragma once
 
-#include <algorithm>
-#include <array>
-#include <cstddef>
 #include <dynllava/context/segments.hpp>
 #include <dynllava/context/sparse_context_view.hpp>
 #include <dynllava/core/config.hpp>
@@ -19,6 +16,10 @@
 #include <dynllava/core/ragged.hpp>
 #include <dynllava/core/selection.hpp>
 #include <dynllava/core/span.hpp>
+
+#include <algorithm>
+#include <array>
+#include <cstddef>
 #include <limits>
 #include <optional>
 #include <vector>

@@ -8,12 +8,13 @@
 /// `context/cuda/device_gather.cuh`.
 #pragma once
 
-#include <algorithm>
-#include <cstddef>
 #include <dynllava/core/config.hpp>
 #include <dynllava/core/error.hpp>
 #include <dynllava/core/execution.hpp>
 #include <dynllava/core/span.hpp>
+
+#include <algorithm>
+#include <cstddef>
 #include <type_traits>
 #include <vector>
 

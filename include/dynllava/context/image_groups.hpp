@@ -4,10 +4,11 @@
 /// every turn's image is ranked on its own.
 #pragma once
 
-#include <cstddef>
 #include <dynllava/context/segments.hpp>
 #include <dynllava/core/config.hpp>
 #include <dynllava/core/span.hpp>
+
+#include <cstddef>
 #include <vector>
 
 namespace dynllava {

@@ -8,12 +8,13 @@
 /// (in decoding) are candidates for pruning; system prompts and user instructions never are.
 #pragma once
 
-#include <cstddef>
-#include <cstdint>
 #include <dynllava/core/config.hpp>
 #include <dynllava/core/error.hpp>
 #include <dynllava/core/ragged.hpp>
 #include <dynllava/core/span.hpp>
+
+#include <cstddef>
+#include <cstdint>
 #include <ostream>
 #include <string_view>
 #include <type_traits>

@@ -4,10 +4,11 @@
 /// `keep_ratio`, `keep_count`, `ratio_budget`). Shared by select/, kvcache/ and cost/.
 #pragma once
 
-#include <cmath>
-#include <cstdint>
 #include <dynllava/core/config.hpp>
 #include <dynllava/core/span.hpp>
+
+#include <cmath>
+#include <cstdint>
 #include <ostream>
 #include <string_view>
 

@@ -8,9 +8,10 @@
 /// `execution_tag` and instantiated for either backend.
 #pragma once
 
-#include <concepts>
 #include <dynllava/core/ragged.hpp>
 #include <dynllava/core/span.hpp>
+
+#include <concepts>
 #include <type_traits>
 
 namespace dynllava {

@@ -3,9 +3,10 @@
 /// @brief Bit-exact conversion of IEEE fp16 and bfloat16 storage to fp32, host and device.
 #pragma once
 
+#include <dynllava/core/config.hpp>
+
 #include <bit>
 #include <cstdint>
-#include <dynllava/core/config.hpp>
 
 namespace dynllava {
 

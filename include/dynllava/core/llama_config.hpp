@@ -4,9 +4,10 @@
 /// cost model (cost/).
 #pragma once
 
-#include <cstdint>
 #include <dynllava/core/config.hpp>
 #include <dynllava/core/error.hpp>
+
+#include <cstdint>
 #include <string_view>
 
 namespace dynllava {

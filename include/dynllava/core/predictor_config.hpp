@@ -5,9 +5,10 @@
 /// hidden size H: 4096 for 7B, 5120 for 13B) must be set. Smaller sizes serve tests.
 #pragma once
 
-#include <array>
 #include <dynllava/core/config.hpp>
 #include <dynllava/core/error.hpp>
+
+#include <array>
 
 namespace dynllava {
 

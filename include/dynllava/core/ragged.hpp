@@ -7,10 +7,11 @@
 /// empty `indptr` span is accepted as an empty batch too. Empty sequences are allowed.
 #pragma once
 
-#include <cstddef>
 #include <dynllava/core/config.hpp>
 #include <dynllava/core/error.hpp>
 #include <dynllava/core/span.hpp>
+
+#include <cstddef>
 #include <limits>
 #include <type_traits>
 

@@ -8,9 +8,10 @@
 /// keys. Shared verbatim by the CPU and CUDA backends and by retention policies.
 #pragma once
 
-#include <cstdint>
 #include <dynllava/core/config.hpp>
 #include <dynllava/core/tie_break.hpp>
+
+#include <cstdint>
 
 namespace dynllava {
 

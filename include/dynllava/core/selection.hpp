@@ -5,6 +5,7 @@
 
 #include <dynllava/core/config.hpp>
 #include <dynllava/core/ragged.hpp>
+
 #include <vector>
 
 namespace dynllava {

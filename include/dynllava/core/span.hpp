@@ -7,9 +7,10 @@
 /// trivially copyable (pointer + size) and are passed to kernels by value.
 #pragma once
 
+#include <dynllava/core/config.hpp>
+
 #include <concepts>
 #include <cstddef>
-#include <dynllava/core/config.hpp>
 #include <type_traits>
 #include <vector>
 

@@ -10,9 +10,10 @@
 ///   4. ties are broken by position according to `tie_break` (smaller position first by default).
 #pragma once
 
+#include <dynllava/core/config.hpp>
+
 #include <bit>
 #include <cstdint>
-#include <dynllava/core/config.hpp>
 #include <ostream>
 #include <string_view>
 

@@ -23,9 +23,10 @@
 ///   schedule: they run before the LLM).
 #pragma once
 
-#include <cstdint>
 #include <dynllava/cost/llava_config.hpp>
 #include <dynllava/cost/trace.hpp>
+
+#include <cstdint>
 
 namespace dynllava::cost {
 

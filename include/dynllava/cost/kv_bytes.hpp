@@ -3,9 +3,10 @@
 /// @brief KV-cache bytes held after a forward pass, from a config and a `cost::trace`.
 #pragma once
 
-#include <cstdint>
 #include <dynllava/cost/llava_config.hpp>
 #include <dynllava/cost/trace.hpp>
+
+#include <cstdint>
 #include <limits>
 
 namespace dynllava::cost {

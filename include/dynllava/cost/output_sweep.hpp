@@ -4,12 +4,13 @@
 /// and the KV-cache bytes held (the data behind the paper's Figure 1).
 #pragma once
 
-#include <cstdint>
 #include <dynllava/cost/exact_flops.hpp>
 #include <dynllava/cost/kv_bytes.hpp>
 #include <dynllava/cost/llava_config.hpp>
 #include <dynllava/cost/schedule.hpp>
 #include <dynllava/cost/schedule_trace.hpp>
+
+#include <cstdint>
 #include <optional>
 #include <vector>
 

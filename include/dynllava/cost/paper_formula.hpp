@@ -12,6 +12,7 @@
 #include <dynllava/core/budget.hpp>
 #include <dynllava/cost/llava_config.hpp>
 #include <dynllava/cost/schedule.hpp>
+
 #include <variant>
 
 namespace dynllava::cost {

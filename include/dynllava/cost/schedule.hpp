@@ -4,10 +4,11 @@
 /// request they run on (prompt shape, batch) and the three kinds of forward pass.
 #pragma once
 
-#include <cstddef>
-#include <cstdint>
 #include <dynllava/core/config.hpp>
 #include <dynllava/core/error.hpp>
+
+#include <cstddef>
+#include <cstdint>
 #include <string_view>
 #include <variant>
 #include <vector>

@@ -4,14 +4,15 @@
 /// layer, for a request (see schedule.hpp for the step convention).
 #pragma once
 
-#include <algorithm>
-#include <cmath>
-#include <cstddef>
-#include <cstdint>
 #include <dynllava/core/budget.hpp>
 #include <dynllava/cost/llava_config.hpp>
 #include <dynllava/cost/schedule.hpp>
 #include <dynllava/cost/trace.hpp>
+
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
 #include <variant>
 
 namespace dynllava::cost {

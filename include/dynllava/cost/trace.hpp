@@ -5,9 +5,10 @@
 /// functions of a config and a trace; analytic schedules and the real pipeline both produce one.
 #pragma once
 
+#include <dynllava/cost/llava_config.hpp>
+
 #include <cstddef>
 #include <cstdint>
-#include <dynllava/cost/llava_config.hpp>
 #include <vector>
 
 namespace dynllava::cost {

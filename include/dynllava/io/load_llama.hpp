@@ -8,6 +8,7 @@
 #include <dynllava/io/safetensors.hpp>
 #include <dynllava/model/llama_weights.hpp>
 #include <dynllava/nn/tensor_table.hpp>
+
 #include <string>
 #include <vector>
 

@@ -21,6 +21,7 @@
 #include <dynllava/score/image_predictor.hpp>
 #include <dynllava/score/output_predictor.hpp>
 #include <dynllava/score/predictor_weights.hpp>
+
 #include <set>
 #include <string>
 #include <vector>

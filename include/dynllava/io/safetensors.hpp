@@ -11,17 +11,19 @@
 /// go out of bounds. Tensors are read on demand (no mapping, no whole-file load).
 #pragma once
 
+#include <dynllava/core/error.hpp>
+#include <dynllava/core/half.hpp>
+
+#include <nlohmann/json.hpp>
+
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
-#include <dynllava/core/error.hpp>
-#include <dynllava/core/half.hpp>
 #include <filesystem>
 #include <fstream>
 #include <limits>
 #include <map>
 #include <memory>
-#include <nlohmann/json.hpp>
 #include <optional>
 #include <set>
 #include <string>

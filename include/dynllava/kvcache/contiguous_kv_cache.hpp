@@ -4,13 +4,14 @@
 /// `capacity` rows; overflow is an error. Compaction moves kept rows to the front in place.
 #pragma once
 
-#include <algorithm>
-#include <cstddef>
 #include <dynllava/core/config.hpp>
 #include <dynllava/core/error.hpp>
 #include <dynllava/kvcache/contiguous_kv_view.hpp>
 #include <dynllava/kvcache/kv_layout_checks.hpp>
 #include <dynllava/kvcache/kv_storage.hpp>
+
+#include <algorithm>
+#include <cstddef>
 #include <vector>
 
 namespace dynllava {

@@ -8,9 +8,10 @@
 /// (original) positions at `positions + b * capacity + i`. Rows past `lengths[b]` are unused.
 #pragma once
 
-#include <cstddef>
 #include <dynllava/core/config.hpp>
 #include <dynllava/core/span.hpp>
+
+#include <cstddef>
 #include <type_traits>
 
 namespace dynllava {

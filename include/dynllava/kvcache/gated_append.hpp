@@ -4,11 +4,12 @@
 /// retention, on the host.
 #pragma once
 
-#include <cstdint>
 #include <dynllava/core/error.hpp>
 #include <dynllava/core/ragged.hpp>
 #include <dynllava/kvcache/kv_policy.hpp>
 #include <dynllava/kvcache/kv_storage.hpp>
+
+#include <cstdint>
 #include <utility>
 #include <vector>
 

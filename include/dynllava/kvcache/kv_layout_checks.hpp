@@ -3,11 +3,12 @@
 /// @brief Argument checks and row moves shared by the host KV caches.
 #pragma once
 
-#include <algorithm>
-#include <cstddef>
 #include <dynllava/core/config.hpp>
 #include <dynllava/core/error.hpp>
 #include <dynllava/core/span.hpp>
+
+#include <algorithm>
+#include <cstddef>
 
 namespace dynllava::detail {
 

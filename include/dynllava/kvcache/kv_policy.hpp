@@ -4,11 +4,12 @@
 /// tokens a layer keeps.
 #pragma once
 
-#include <concepts>
 #include <dynllava/core/config.hpp>
 #include <dynllava/core/error.hpp>
 #include <dynllava/core/execution.hpp>
 #include <dynllava/core/span.hpp>
+
+#include <concepts>
 
 namespace dynllava {
 

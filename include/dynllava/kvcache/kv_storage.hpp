@@ -5,11 +5,12 @@
 /// at or above it only the kept ones), with each token's logical position stored alongside.
 #pragma once
 
-#include <concepts>
-#include <cstddef>
 #include <dynllava/core/config.hpp>
 #include <dynllava/core/execution.hpp>
 #include <dynllava/core/span.hpp>
+
+#include <concepts>
+#include <cstddef>
 
 namespace dynllava {
 

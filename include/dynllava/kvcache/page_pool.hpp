@@ -6,6 +6,7 @@
 
 #include <dynllava/core/config.hpp>
 #include <dynllava/core/error.hpp>
+
 #include <vector>
 
 namespace dynllava {

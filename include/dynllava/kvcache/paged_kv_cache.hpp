@@ -5,14 +5,15 @@
 /// whole pages back to the pool, and FlashInfer-layout views per layer.
 #pragma once
 
-#include <algorithm>
-#include <cstddef>
 #include <dynllava/core/config.hpp>
 #include <dynllava/core/error.hpp>
 #include <dynllava/kvcache/kv_layout_checks.hpp>
 #include <dynllava/kvcache/kv_storage.hpp>
 #include <dynllava/kvcache/page_pool.hpp>
 #include <dynllava/kvcache/paged_kv_view.hpp>
+
+#include <algorithm>
+#include <cstddef>
 #include <vector>
 
 namespace dynllava {

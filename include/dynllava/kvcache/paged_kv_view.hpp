@@ -10,6 +10,7 @@
 
 #include <dynllava/core/config.hpp>
 #include <dynllava/core/span.hpp>
+
 #include <type_traits>
 
 namespace dynllava {

@@ -7,9 +7,6 @@
 /// example builds its CPU backend on it.
 #pragma once
 
-#include <algorithm>
-#include <cstddef>
-#include <cstdint>
 #include <dynllava/core/config.hpp>
 #include <dynllava/core/error.hpp>
 #include <dynllava/core/llama_config.hpp>
@@ -25,6 +22,10 @@
 #include <dynllava/nn/rms_norm.hpp>
 #include <dynllava/nn/rope.hpp>
 #include <dynllava/pipeline/decoder.hpp>
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
 #include <utility>
 #include <vector>
 

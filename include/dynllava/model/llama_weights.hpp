@@ -4,12 +4,13 @@
 /// which validation, checkpoint loading (load_llama.hpp) and random init derive.
 #pragma once
 
-#include <cstdint>
 #include <dynllava/core/config.hpp>
 #include <dynllava/core/error.hpp>
 #include <dynllava/core/llama_config.hpp>
 #include <dynllava/nn/linear.hpp>
 #include <dynllava/nn/tensor_table.hpp>
+
+#include <cstdint>
 #include <random>
 #include <string>
 #include <vector>

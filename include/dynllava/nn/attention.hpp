@@ -5,14 +5,15 @@
 /// PV products are SGEMMs.
 #pragma once
 
+#include <dynllava/core/config.hpp>
+#include <dynllava/core/error.hpp>
+#include <dynllava/nn/blas.hpp>
+
 #include <algorithm>
 #include <cmath>
 #include <concepts>
 #include <cstddef>
 #include <cstdint>
-#include <dynllava/core/config.hpp>
-#include <dynllava/core/error.hpp>
-#include <dynllava/nn/blas.hpp>
 #include <vector>
 
 namespace dynllava::nn {

@@ -3,9 +3,9 @@
 /// @brief The CBLAS that the nn blocks call (Debian's OpenBLAS), and its thread count.
 #pragma once
 
-#include <cblas.h>
-
 #include <dynllava/core/error.hpp>
+
+#include <cblas.h>
 
 extern "C" {
 // Declared by OpenBLAS's cblas.h; repeated so that the dependency on OpenBLAS is explicit.

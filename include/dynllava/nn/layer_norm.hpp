@@ -3,9 +3,10 @@
 /// @brief Affine LayerNorm over the last dimension of host fp32 rows (biased variance).
 #pragma once
 
+#include <dynllava/core/config.hpp>
+
 #include <cmath>
 #include <cstddef>
-#include <dynllava/core/config.hpp>
 #include <vector>
 
 namespace dynllava::nn {

@@ -3,11 +3,12 @@
 /// @brief A Linear layer `y = x W^T (+ b)` on host fp32 rows, one SGEMM (SGEMV for one row).
 #pragma once
 
-#include <algorithm>
-#include <cstddef>
 #include <dynllava/core/config.hpp>
 #include <dynllava/core/error.hpp>
 #include <dynllava/nn/blas.hpp>
+
+#include <algorithm>
+#include <cstddef>
 #include <vector>
 
 namespace dynllava::nn {

@@ -4,10 +4,11 @@
 /// tables computed once.
 #pragma once
 
-#include <cmath>
-#include <cstddef>
 #include <dynllava/core/config.hpp>
 #include <dynllava/core/error.hpp>
+
+#include <cmath>
+#include <cstddef>
 #include <vector>
 
 namespace dynllava::nn {

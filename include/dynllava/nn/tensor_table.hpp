@@ -10,14 +10,15 @@
 /// mutable ones (loading, random init: counts and layer sizes are set).
 #pragma once
 
-#include <cmath>
-#include <concepts>
-#include <cstddef>
-#include <cstdint>
 #include <dynllava/core/config.hpp>
 #include <dynllava/core/error.hpp>
 #include <dynllava/nn/layer_norm.hpp>
 #include <dynllava/nn/linear.hpp>
+
+#include <cmath>
+#include <concepts>
+#include <cstddef>
+#include <cstdint>
 #include <random>
 #include <string>
 #include <type_traits>

@@ -4,8 +4,6 @@
 /// with the image top-k and output-text sparsification (METHOD.md sections 2 and 4).
 #pragma once
 
-#include <algorithm>
-#include <cstdint>
 #include <dynllava/context/build_context.hpp>
 #include <dynllava/context/segments.hpp>
 #include <dynllava/core/error.hpp>
@@ -21,6 +19,9 @@
 #include <dynllava/pipeline/sparsifier_options.hpp>
 #include <dynllava/pipeline/token_decisions.hpp>
 #include <dynllava/score/concepts.hpp>
+
+#include <algorithm>
+#include <cstdint>
 #include <type_traits>
 #include <vector>
 

@@ -4,14 +4,15 @@
 /// `layer_probes` and `probing_decoder`: what attention-based baselines (FastV, H2O) read.
 #pragma once
 
-#include <concepts>
-#include <cstddef>
-#include <cstdint>
 #include <dynllava/core/config.hpp>
 #include <dynllava/core/execution.hpp>
 #include <dynllava/core/ragged.hpp>
 #include <dynllava/core/span.hpp>
 #include <dynllava/kvcache/kv_storage.hpp>
+
+#include <concepts>
+#include <cstddef>
+#include <cstdint>
 
 namespace dynllava {
 

@@ -5,15 +5,16 @@
 /// per generated token for streaming.
 #pragma once
 
-#include <concepts>
-#include <cstddef>
-#include <cstdint>
 #include <dynllava/context/segments.hpp>
 #include <dynllava/core/config.hpp>
 #include <dynllava/core/error.hpp>
 #include <dynllava/core/ragged.hpp>
 #include <dynllava/core/span.hpp>
 #include <dynllava/pipeline/token_sampler.hpp>
+
+#include <concepts>
+#include <cstddef>
+#include <cstdint>
 #include <optional>
 #include <vector>
 

@@ -14,8 +14,6 @@
 /// `attention_scorer<S, host_t>`), so an engine's own predictor plugs in as the bundled ones do.
 #pragma once
 
-#include <algorithm>
-#include <cstdint>
 #include <dynllava/context/build_context.hpp>
 #include <dynllava/context/gather.hpp>
 #include <dynllava/context/image_groups.hpp>
@@ -30,6 +28,9 @@
 #include <dynllava/select/concepts.hpp>
 #include <dynllava/select/gate.hpp>
 #include <dynllava/select/topk.hpp>
+
+#include <algorithm>
+#include <cstdint>
 #include <vector>
 
 namespace dynllava {

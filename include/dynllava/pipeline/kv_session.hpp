@@ -4,7 +4,6 @@
 /// and the retention policies (METHOD.md sections 2 and 4).
 #pragma once
 
-#include <cstdint>
 #include <dynllava/context/build_context.hpp>
 #include <dynllava/context/segments.hpp>
 #include <dynllava/core/error.hpp>
@@ -22,6 +21,8 @@
 #include <dynllava/score/concepts.hpp>
 #include <dynllava/score/layer_attention.hpp>
 #include <dynllava/select/gate.hpp>
+
+#include <cstdint>
 #include <limits>
 #include <vector>
 

@@ -4,7 +4,6 @@
 /// context between steps and ranking each image once (METHOD.md sections 2, 4 and 4a).
 #pragma once
 
-#include <cstdint>
 #include <dynllava/context/segments.hpp>
 #include <dynllava/core/error.hpp>
 #include <dynllava/core/execution.hpp>
@@ -17,6 +16,8 @@
 #include <dynllava/pipeline/sparsifier_options.hpp>
 #include <dynllava/pipeline/token_decisions.hpp>
 #include <dynllava/score/concepts.hpp>
+
+#include <cstdint>
 #include <optional>
 #include <vector>
 

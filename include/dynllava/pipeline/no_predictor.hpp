@@ -4,11 +4,12 @@
 /// vision or dense text); `predictor_type_t` maps a pointer argument to its predictor type.
 #pragma once
 
-#include <cstddef>
 #include <dynllava/core/config.hpp>
 #include <dynllava/core/error.hpp>
 #include <dynllava/core/execution.hpp>
 #include <dynllava/score/concepts.hpp>
+
+#include <cstddef>
 #include <type_traits>
 
 namespace dynllava {

@@ -5,9 +5,10 @@
 /// caller owns the observer and hands the driver a pointer; the driver never stores results in it.
 #pragma once
 
-#include <cstddef>
 #include <dynllava/core/config.hpp>
 #include <dynllava/core/span.hpp>
+
+#include <cstddef>
 
 namespace dynllava {
 

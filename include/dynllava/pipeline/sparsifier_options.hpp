@@ -4,8 +4,9 @@
 /// (`run_stats`).
 #pragma once
 
-#include <cstdint>
 #include <dynllava/core/config.hpp>
+
+#include <cstdint>
 #include <vector>
 
 namespace dynllava {

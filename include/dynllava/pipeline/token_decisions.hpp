@@ -5,11 +5,12 @@
 /// KV cache), for visualisation and an engine's logs.
 #pragma once
 
-#include <cstddef>
-#include <cstdint>
 #include <dynllava/core/config.hpp>
 #include <dynllava/core/selection.hpp>
 #include <dynllava/core/span.hpp>
+
+#include <cstddef>
+#include <cstdint>
 #include <vector>
 
 namespace dynllava {

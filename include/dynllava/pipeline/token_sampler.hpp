@@ -4,13 +4,14 @@
 /// temperature, nucleus (top-p) and a seed, reproducibly on every platform.
 #pragma once
 
+#include <dynllava/core/config.hpp>
+#include <dynllava/core/error.hpp>
+#include <dynllava/core/span.hpp>
+
 #include <algorithm>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
-#include <dynllava/core/config.hpp>
-#include <dynllava/core/error.hpp>
-#include <dynllava/core/span.hpp>
 #include <numeric>
 #include <vector>
 

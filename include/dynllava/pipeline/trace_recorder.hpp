@@ -5,12 +5,13 @@
 /// turn into FLOPs and bytes.
 #pragma once
 
-#include <cstddef>
-#include <cstdint>
 #include <dynllava/core/config.hpp>
 #include <dynllava/core/span.hpp>
 #include <dynllava/cost/trace.hpp>
 #include <dynllava/pipeline/pipeline_observer.hpp>
+
+#include <cstddef>
+#include <cstdint>
 #include <vector>
 
 namespace dynllava {

@@ -5,12 +5,13 @@
 /// describes the host and the CUDA model of the same scorer.
 #pragma once
 
-#include <concepts>
-#include <cstddef>
 #include <dynllava/core/config.hpp>
 #include <dynllava/core/execution.hpp>
 #include <dynllava/core/ragged.hpp>
 #include <dynllava/core/span.hpp>
+
+#include <concepts>
+#include <cstddef>
 
 namespace dynllava {
 

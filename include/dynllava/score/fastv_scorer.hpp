@@ -10,12 +10,13 @@
 /// `mean_h p_h[j]`. Ranking the image candidates by it and keeping 25% is FastV (K = 3).
 #pragma once
 
-#include <algorithm>
-#include <cmath>
 #include <dynllava/core/error.hpp>
 #include <dynllava/core/execution.hpp>
 #include <dynllava/core/ragged.hpp>
 #include <dynllava/score/concepts.hpp>
+
+#include <algorithm>
+#include <cmath>
 #include <limits>
 #include <vector>
 

@@ -9,11 +9,12 @@
 /// retention policy that ranks by these scores lives in kvcache/ (a later component).
 #pragma once
 
-#include <cstddef>
 #include <dynllava/core/error.hpp>
 #include <dynllava/core/execution.hpp>
 #include <dynllava/core/ragged.hpp>
 #include <dynllava/score/concepts.hpp>
+
+#include <cstddef>
 #include <vector>
 
 namespace dynllava {

@@ -11,7 +11,6 @@
 ///   logits = Linear(GELU(Linear(GELU(Linear(z)))))                    [n, 2], channel 0 = keep
 #pragma once
 
-#include <cstddef>
 #include <dynllava/core/error.hpp>
 #include <dynllava/core/execution.hpp>
 #include <dynllava/core/predictor_config.hpp>
@@ -22,6 +21,8 @@
 #include <dynllava/nn/linear.hpp>
 #include <dynllava/score/concepts.hpp>
 #include <dynllava/score/predictor_weights.hpp>
+
+#include <cstddef>
 #include <utility>
 #include <vector>
 

@@ -3,11 +3,12 @@
 /// @brief Training-free baseline: score = L2 norm of the token's hidden state.
 #pragma once
 
-#include <cmath>
 #include <dynllava/core/error.hpp>
 #include <dynllava/core/execution.hpp>
 #include <dynllava/core/ragged.hpp>
 #include <dynllava/score/concepts.hpp>
+
+#include <cmath>
 
 namespace dynllava {
 

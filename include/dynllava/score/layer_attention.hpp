@@ -4,14 +4,15 @@
 /// sequence, kept in step with a KV cache (what H2O ranks held tokens by).
 #pragma once
 
-#include <cstddef>
-#include <cstdint>
 #include <dynllava/core/config.hpp>
 #include <dynllava/core/error.hpp>
 #include <dynllava/core/execution.hpp>
 #include <dynllava/core/span.hpp>
 #include <dynllava/score/concepts.hpp>
 #include <dynllava/score/h2o_scorer.hpp>
+
+#include <cstddef>
+#include <cstdint>
 #include <vector>
 
 namespace dynllava {

@@ -6,8 +6,6 @@
 /// `logits = L7(GELU(L5(GELU(L3(GELU(L1(LayerNorm(x))))))))`, `[tokens, 2]`, channel 0 = keep.
 #pragma once
 
-#include <algorithm>
-#include <cstddef>
 #include <dynllava/core/error.hpp>
 #include <dynllava/core/execution.hpp>
 #include <dynllava/core/predictor_config.hpp>
@@ -17,6 +15,9 @@
 #include <dynllava/nn/linear.hpp>
 #include <dynllava/score/concepts.hpp>
 #include <dynllava/score/predictor_weights.hpp>
+
+#include <algorithm>
+#include <cstddef>
 #include <utility>
 #include <vector>
 

@@ -4,12 +4,13 @@
 /// which validation, loading (load_predictors.hpp) and random init (random_weights.hpp) derive.
 #pragma once
 
-#include <array>
 #include <dynllava/core/error.hpp>
 #include <dynllava/core/predictor_config.hpp>
 #include <dynllava/nn/layer_norm.hpp>
 #include <dynllava/nn/linear.hpp>
 #include <dynllava/nn/tensor_table.hpp>
+
+#include <array>
 #include <string>
 #include <vector>
 

@@ -7,12 +7,13 @@
 /// host and the device (`random_score` is host/device).
 #pragma once
 
-#include <cstdint>
 #include <dynllava/core/config.hpp>
 #include <dynllava/core/error.hpp>
 #include <dynllava/core/execution.hpp>
 #include <dynllava/core/ragged.hpp>
 #include <dynllava/score/concepts.hpp>
+
+#include <cstdint>
 
 namespace dynllava {
 

@@ -6,10 +6,11 @@
 /// weights.
 #pragma once
 
-#include <cstdint>
 #include <dynllava/core/predictor_config.hpp>
 #include <dynllava/nn/tensor_table.hpp>
 #include <dynllava/score/predictor_weights.hpp>
+
+#include <cstdint>
 #include <random>
 
 namespace dynllava {

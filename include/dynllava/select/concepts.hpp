@@ -4,8 +4,6 @@
 /// 2-way logit argmax.
 #pragma once
 
-#include <concepts>
-#include <cstdint>
 #include <dynllava/core/budget.hpp>
 #include <dynllava/core/config.hpp>
 #include <dynllava/core/execution.hpp>
@@ -15,6 +13,9 @@
 #include <dynllava/select/gate.hpp>
 #include <dynllava/select/topk.hpp>
 #include <dynllava/select/topk_types.hpp>
+
+#include <concepts>
+#include <cstdint>
 #include <utility>
 #include <vector>
 

@@ -6,13 +6,14 @@
 /// (`1` = keep) or, through `cpu::mask_to_positions`, as kept positions in CSR.
 #pragma once
 
-#include <algorithm>
-#include <cstddef>
-#include <cstdint>
 #include <dynllava/core/config.hpp>
 #include <dynllava/core/error.hpp>
 #include <dynllava/core/ragged.hpp>
 #include <dynllava/core/span.hpp>
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
 
 namespace dynllava {
 

@@ -13,13 +13,14 @@
 /// output needs no sort.
 #pragma once
 
+#include <dynllava/core/config.hpp>
+#include <dynllava/core/span.hpp>
+#include <dynllava/core/tie_break.hpp>
+
 #include <algorithm>
 #include <array>
 #include <cstddef>
 #include <cstdint>
-#include <dynllava/core/config.hpp>
-#include <dynllava/core/span.hpp>
-#include <dynllava/core/tie_break.hpp>
 #include <functional>
 #include <vector>
 

@@ -8,7 +8,6 @@
 /// selects bit-identical sets.
 #pragma once
 
-#include <cstddef>
 #include <dynllava/core/budget.hpp>
 #include <dynllava/core/config.hpp>
 #include <dynllava/core/error.hpp>
@@ -19,6 +18,8 @@
 #include <dynllava/core/tie_break.hpp>
 #include <dynllava/select/radix_select.hpp>
 #include <dynllava/select/topk_types.hpp>
+
+#include <cstddef>
 
 namespace dynllava {
 

@@ -9,12 +9,13 @@
 /// long sequences easily exceeds 2^31 elements.
 #pragma once
 
-#include <cstddef>
-#include <cstdint>
 #include <dynllava/core/config.hpp>
 #include <dynllava/core/error.hpp>
 #include <dynllava/core/ragged.hpp>
 #include <dynllava/core/span.hpp>
+
+#include <cstddef>
+#include <cstdint>
 
 namespace dynllava {
 

@@ -14,12 +14,13 @@
 /// `attention_layout.hpp` with `heads = 1` (the mask is shared by every head).
 #pragma once
 
-#include <cstddef>
 #include <dynllava/core/config.hpp>
 #include <dynllava/core/error.hpp>
 #include <dynllava/core/execution.hpp>
 #include <dynllava/core/span.hpp>
 #include <dynllava/train/attention_layout.hpp>
+
+#include <cstddef>
 #include <type_traits>
 
 namespace dynllava {

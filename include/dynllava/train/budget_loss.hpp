@@ -18,13 +18,14 @@
 ///     dL/dM_out_b,j = weight * 2 (mean(M_out_b) - r_out) / (B_out * n_out_b) * d_loss  (long b)
 #pragma once
 
-#include <cmath>
-#include <cstddef>
 #include <dynllava/core/config.hpp>
 #include <dynllava/core/error.hpp>
 #include <dynllava/core/execution.hpp>
 #include <dynllava/core/ragged.hpp>
 #include <dynllava/core/span.hpp>
+
+#include <cmath>
+#include <cstddef>
 #include <type_traits>
 
 namespace dynllava {

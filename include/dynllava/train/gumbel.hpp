@@ -21,14 +21,15 @@
 /// (`philox.hpp`), so token `t`'s noise does not depend on the batch layout or on the backend.
 #pragma once
 
-#include <cmath>
-#include <cstddef>
-#include <cstdint>
 #include <dynllava/core/config.hpp>
 #include <dynllava/core/error.hpp>
 #include <dynllava/core/execution.hpp>
 #include <dynllava/core/span.hpp>
 #include <dynllava/train/philox.hpp>
+
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
 #include <limits>
 #include <type_traits>
 

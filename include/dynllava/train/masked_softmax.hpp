@@ -34,13 +34,14 @@
 /// its gradient are `[n_b, n_b]` per sequence; both packed as in `attention_layout.hpp`.
 #pragma once
 
-#include <cmath>
-#include <cstddef>
 #include <dynllava/core/config.hpp>
 #include <dynllava/core/error.hpp>
 #include <dynllava/core/execution.hpp>
 #include <dynllava/core/span.hpp>
 #include <dynllava/train/attention_layout.hpp>
+
+#include <cmath>
+#include <cstddef>
 #include <limits>
 #include <type_traits>
 

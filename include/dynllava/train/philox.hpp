@@ -9,10 +9,11 @@
 /// instance the training step) for every fresh set of draws.
 #pragma once
 
+#include <dynllava/core/config.hpp>
+
 #include <array>
 #include <cmath>
 #include <cstdint>
-#include <dynllava/core/config.hpp>
 
 namespace dynllava {
 

@@ -1,9 +1,10 @@
 // SPDX-License-Identifier: Apache-2.0
 // Uses the installed CUDA tier: a gather on the device. Exits 77 without a usable device.
+#include <dynllava/dynllava.cuh>
+
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <dynllava/dynllava.cuh>
 #include <utility>
 #include <vector>
 

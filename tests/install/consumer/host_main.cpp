@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 // Uses the installed host tier: top-k over a tiny ragged batch.
-#include <cstdio>
 #include <dynllava/dynllava.hpp>
+
+#include <cstdio>
 #include <vector>
 
 int main() {

@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0
 // Uses the installed io tier (and through it the nn tier): opening a missing checkpoint throws
 // dynllava::error naming the path.
-#include <cstdio>
 #include <dynllava/io.hpp>
+
+#include <cstdio>
 #include <string>
 
 int main() {

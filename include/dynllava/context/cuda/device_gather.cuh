@@ -9,17 +9,18 @@
 /// precondition violation (the CPU twin rejects them; here the last write is unspecified).
 #pragma once
 
-#include <cuda_runtime_api.h>
-
-#include <algorithm>
-#include <cstddef>
-#include <cstdint>
 #include <dynllava/context/cuda/kernel_gather.cuh>
 #include <dynllava/context/gather.hpp>
 #include <dynllava/core/config.hpp>
 #include <dynllava/core/cuda/error.cuh>
 #include <dynllava/core/cuda/execution.cuh>
 #include <dynllava/core/span.hpp>
+
+#include <cuda_runtime_api.h>
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
 #include <type_traits>
 
 namespace dynllava::cuda {

@@ -3,8 +3,9 @@
 /// @brief `__global__` kernels of the row gather/scatter (see device_gather.cuh for the API).
 #pragma once
 
-#include <cstddef>
 #include <dynllava/core/config.hpp>
+
+#include <cstddef>
 
 namespace dynllava::cuda::detail {
 

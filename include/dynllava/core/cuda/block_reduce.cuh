@@ -7,8 +7,9 @@
 /// reduction order depends only on `blockDim.x`, so results are reproducible run to run.
 #pragma once
 
-#include <climits>
 #include <dynllava/core/config.hpp>
+
+#include <climits>
 
 namespace dynllava::cuda::detail {
 

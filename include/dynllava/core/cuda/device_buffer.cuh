@@ -7,11 +7,12 @@
 /// synchronous and throw `dynllava::cuda_error` on failure.
 #pragma once
 
+#include <dynllava/core/cuda/error.cuh>
+#include <dynllava/core/span.hpp>
+
 #include <cuda_runtime_api.h>
 
 #include <cstddef>
-#include <dynllava/core/cuda/error.cuh>
-#include <dynllava/core/span.hpp>
 #include <utility>
 #include <vector>
 

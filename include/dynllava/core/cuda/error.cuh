@@ -3,9 +3,10 @@
 /// @brief `dynllava::cuda_error` and `DYNLLAVA_CUDA_TRY` for the throwing host layer over CUDA.
 #pragma once
 
+#include <dynllava/core/error.hpp>
+
 #include <cuda_runtime_api.h>
 
-#include <dynllava/core/error.hpp>
 #include <string>
 
 namespace dynllava {

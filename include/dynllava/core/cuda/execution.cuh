@@ -3,9 +3,9 @@
 /// @brief The CUDA execution tag: run on a given stream, stream-ordered, no host synchronisation.
 #pragma once
 
-#include <cuda_runtime_api.h>
-
 #include <dynllava/core/execution.hpp>
+
+#include <cuda_runtime_api.h>
 
 namespace dynllava::cuda {
 

@@ -5,9 +5,10 @@
 /// without a host sync.
 #pragma once
 
+#include <dynllava/core/config.hpp>
+
 #include <cstddef>
 #include <cstdint>
-#include <dynllava/core/config.hpp>
 
 namespace dynllava::cuda::detail {
 

@@ -5,10 +5,11 @@
 /// (`cudaMallocAsync` / `cudaFreeAsync`, no host sync).
 #pragma once
 
+#include <dynllava/core/cuda/error.cuh>
+
 #include <cuda_runtime_api.h>
 
 #include <cstddef>
-#include <dynllava/core/cuda/error.cuh>
 
 namespace dynllava::cuda::detail {
 

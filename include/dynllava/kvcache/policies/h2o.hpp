@@ -7,13 +7,14 @@
 /// keep everything (the paper's setting: the first 10 layers).
 #pragma once
 
-#include <algorithm>
-#include <cstdint>
 #include <dynllava/core/budget.hpp>
 #include <dynllava/core/error.hpp>
 #include <dynllava/core/ranking_key.hpp>
 #include <dynllava/core/tie_break.hpp>
 #include <dynllava/kvcache/kv_policy.hpp>
+
+#include <algorithm>
+#include <cstdint>
 #include <functional>
 #include <vector>
 

@@ -4,9 +4,10 @@
 /// `window` tokens; evict the middle.
 #pragma once
 
-#include <algorithm>
 #include <dynllava/core/error.hpp>
 #include <dynllava/kvcache/kv_policy.hpp>
+
+#include <algorithm>
 
 namespace dynllava {
 

@@ -4,7 +4,6 @@
 /// option and width checks, layer calls with probes, observer reports.
 #pragma once
 
-#include <cstdint>
 #include <dynllava/context/build_context.hpp>
 #include <dynllava/context/gather.hpp>
 #include <dynllava/context/image_groups.hpp>
@@ -20,6 +19,8 @@
 #include <dynllava/pipeline/token_decisions.hpp>
 #include <dynllava/score/concepts.hpp>
 #include <dynllava/score/fastv_scorer.hpp>
+
+#include <cstdint>
 #include <vector>
 
 namespace dynllava::detail {

@@ -8,9 +8,6 @@
 /// layout writes nothing and raises the optional `d_invalid` flag.
 #pragma once
 
-#include <cuda_runtime_api.h>
-
-#include <cstddef>
 #include <dynllava/core/config.hpp>
 #include <dynllava/core/cuda/error.cuh>
 #include <dynllava/core/cuda/execution.cuh>
@@ -19,6 +16,10 @@
 #include <dynllava/train/attention_mask.hpp>
 #include <dynllava/train/cuda/kernel_attention_mask.cuh>
 #include <dynllava/train/cuda/square_layout.cuh>
+
+#include <cuda_runtime_api.h>
+
+#include <cstddef>
 #include <limits>
 
 namespace dynllava::cuda {

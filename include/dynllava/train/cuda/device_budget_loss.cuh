@@ -9,11 +9,6 @@
 /// optional `d_invalid` flag.
 #pragma once
 
-#include <cuda_runtime_api.h>
-
-#include <array>
-#include <cmath>
-#include <cstddef>
 #include <dynllava/core/config.hpp>
 #include <dynllava/core/cuda/error.cuh>
 #include <dynllava/core/cuda/execution.cuh>
@@ -24,6 +19,12 @@
 #include <dynllava/train/budget_loss.hpp>
 #include <dynllava/train/cuda/kernel_budget_loss.cuh>
 #include <dynllava/train/cuda/square_layout.cuh>
+
+#include <cuda_runtime_api.h>
+
+#include <array>
+#include <cmath>
+#include <cstddef>
 
 namespace dynllava::cuda {
 

@@ -7,12 +7,6 @@
 /// uniforms as the CPU bit for bit, whatever the launch configuration (counter = token index).
 #pragma once
 
-#include <cuda_runtime_api.h>
-
-#include <algorithm>
-#include <cmath>
-#include <cstddef>
-#include <cstdint>
 #include <dynllava/core/config.hpp>
 #include <dynllava/core/cuda/error.cuh>
 #include <dynllava/core/cuda/execution.cuh>
@@ -20,6 +14,13 @@
 #include <dynllava/train/cuda/kernel_gumbel.cuh>
 #include <dynllava/train/gumbel.hpp>
 #include <dynllava/train/philox.hpp>
+
+#include <cuda_runtime_api.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
 
 namespace dynllava::cuda {
 

@@ -9,10 +9,6 @@
 /// raises the optional `d_invalid` flag.
 #pragma once
 
-#include <cuda_runtime_api.h>
-
-#include <cmath>
-#include <cstddef>
 #include <dynllava/core/config.hpp>
 #include <dynllava/core/cuda/error.cuh>
 #include <dynllava/core/cuda/execution.cuh>
@@ -21,6 +17,11 @@
 #include <dynllava/train/cuda/kernel_masked_softmax.cuh>
 #include <dynllava/train/cuda/square_layout.cuh>
 #include <dynllava/train/masked_softmax.hpp>
+
+#include <cuda_runtime_api.h>
+
+#include <cmath>
+#include <cstddef>
 #include <limits>
 
 namespace dynllava::cuda {

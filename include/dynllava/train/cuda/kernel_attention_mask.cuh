@@ -3,11 +3,12 @@
 /// @brief `__global__` kernels of the keep-mask -> attention-mask build and its backward.
 #pragma once
 
-#include <cstddef>
 #include <dynllava/core/config.hpp>
 #include <dynllava/core/cuda/block_reduce.cuh>
 #include <dynllava/train/attention_layout.hpp>
 #include <dynllava/train/attention_mask.hpp>
+
+#include <cstddef>
 
 namespace dynllava::cuda::detail {
 

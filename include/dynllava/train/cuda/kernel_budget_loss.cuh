@@ -3,10 +3,11 @@
 /// @brief `__global__` kernels of the budget loss (API: device_budget_loss.cuh).
 #pragma once
 
-#include <cstddef>
 #include <dynllava/core/config.hpp>
 #include <dynllava/core/cuda/block_reduce.cuh>
 #include <dynllava/train/budget_loss.hpp>
+
+#include <cstddef>
 
 namespace dynllava::cuda::detail {
 

@@ -3,11 +3,12 @@
 /// @brief `__global__` kernels of the hard Gumbel-Softmax (see device_gumbel.cuh for the API).
 #pragma once
 
-#include <cstddef>
-#include <cstdint>
 #include <dynllava/core/config.hpp>
 #include <dynllava/train/gumbel.hpp>
 #include <dynllava/train/philox.hpp>
+
+#include <cstddef>
+#include <cstdint>
 
 namespace dynllava::cuda::detail {
 

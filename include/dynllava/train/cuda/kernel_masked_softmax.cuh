@@ -8,12 +8,13 @@
 /// in ascending order, deterministic).
 #pragma once
 
-#include <climits>
-#include <cstddef>
 #include <dynllava/core/config.hpp>
 #include <dynllava/core/cuda/block_reduce.cuh>
 #include <dynllava/train/attention_layout.hpp>
 #include <dynllava/train/masked_softmax.hpp>
+
+#include <climits>
+#include <cstddef>
 
 namespace dynllava::cuda::detail {
 

@@ -5,14 +5,15 @@
 /// `alias_temporaries` (two-phase: a null `temp` reports the bytes needed).
 #pragma once
 
-#include <cuda_runtime_api.h>
-
-#include <array>
-#include <cstddef>
 #include <dynllava/core/config.hpp>
 #include <dynllava/core/cuda/kernel_validate.cuh>
 #include <dynllava/core/span.hpp>
 #include <dynllava/core/workspace.hpp>
+
+#include <cuda_runtime_api.h>
+
+#include <array>
+#include <cstddef>
 
 namespace dynllava::cuda::detail {
 
