@@ -1,0 +1,100 @@
+// SPDX-License-Identifier: Apache-2.0
+/// @file test_concepts.cu
+/// @brief One concept describes the host and the CUDA model of the same thing: archetypes of
+/// device-memory models (declarations only) satisfy each concept with the CUDA tag and not with
+/// the host tag, and the bundled host models do not pass for CUDA ones. Checked when this file
+/// compiles (every CI run builds it).
+#include <dynllava/dynllava.cuh>
+
+#include <cstddef>
+#include <cstdint>
+
+namespace dynllava::test::device_archetypes {
+
+using cuda::on_stream;
+template <class T>
+using dspan = span<T, device_space>;
+
+/// A 2-way predictor whose inputs and outputs live in device memory.
+struct device_predictor {
+  index_t hidden() const;
+  void score(on_stream, ragged_rows<const float, device_space>, dspan<float>) const;
+  void logits(on_stream, ragged_rows<const float, device_space>, dspan<float>) const;
+};
+static_assert(two_way_predictor<device_predictor, on_stream>);
+static_assert(!token_scorer<device_predictor, host_t>);
+static_assert(!token_scorer<l2_norm_scorer, on_stream>);
+static_assert(token_scorer<l2_norm_scorer, host_t>);
+
+/// FastV-like scorer on device queries and keys.
+struct device_attention_scorer {
+  void score(on_stream, dspan<const float>, ragged_rows<const float, device_space>,
+             ragged_span<const index_t, device_space>, dspan<float>) const;
+};
+static_assert(attention_scorer<device_attention_scorer, on_stream>);
+static_assert(!attention_scorer<fastv_scorer, on_stream>);
+
+/// H2O-like accumulator in device memory.
+struct device_stateful_scorer {
+  explicit device_stateful_scorer(std::size_t batch);
+  index_t tracked(std::size_t b) const;
+  void score(on_stream, ragged_rows<const float, device_space>, dspan<float>) const;
+  void append(on_stream, dspan<const index_t>);
+  void accumulate(on_stream, ragged_span<const float, device_space>);
+  void retain(on_stream, ragged_span<const index_t, device_space>);
+  void scores(on_stream, dspan<float>) const;
+};
+static_assert(stateful_token_scorer<device_stateful_scorer, on_stream>);
+static_assert(!stateful_token_scorer<h2o_scorer, on_stream>);
+
+/// A selector over device scores.
+struct device_selector {
+  index_t select(on_stream, const ragged_span<const float, device_space>&, dspan<index_t>,
+                 dspan<index_t>) const;
+};
+static_assert(token_selector<device_selector, on_stream, ragged_span<const float, device_space>>);
+static_assert(!token_selector<budgeted_topk, on_stream, ragged_span<const float, device_space>>);
+
+/// A KV cache whose keys and values live in device memory (shape queries on the host).
+struct device_cache {
+  using memory_space = device_space;
+  index_t layers() const;
+  std::size_t batch() const;
+  index_t width() const;
+  index_t length(index_t, std::size_t) const;
+  index_t appended(index_t, std::size_t) const;
+  const float* key(index_t, std::size_t, index_t) const;
+  const float* value(index_t, std::size_t, index_t) const;
+  index_t position(index_t, std::size_t, index_t) const;
+  void append(index_t, std::size_t, const float*, const float*, index_t);
+  void retain(index_t, std::size_t, dspan<const index_t>);
+};
+static_assert(kv_storage<device_cache, on_stream>);
+static_assert(!kv_storage<device_cache, host_t>);
+static_assert(!kv_storage<paged_kv_cache, on_stream>);
+
+/// A retention policy that ranks device scores.
+struct device_policy {
+  bool admits(index_t, bool) const;
+  index_t retain(index_t, kv_sequence_state, dspan<const float>, dspan<index_t>) const;
+};
+static_assert(kv_policy<device_policy, on_stream>);
+static_assert(!kv_policy<device_policy, host_t>);
+
+/// A decoder on device rows, probing for FastV/H2O.
+struct device_decoder {
+  index_t layers() const;
+  index_t hidden() const;
+  index_t vocab() const;
+  index_t heads() const;
+  void embed(on_stream, dspan<const std::int32_t>, dspan<float>) const;
+  void layer(on_stream, index_t, ragged_rows<float, device_space>, dspan<const index_t>,
+             const device_cache*, dspan<float>, dspan<float>) const;
+  void layer(on_stream, index_t, ragged_rows<float, device_space>, dspan<const index_t>,
+             const device_cache*, dspan<float>, dspan<float>, layer_probes_for<on_stream>) const;
+  void logits(on_stream, dspan<const float>, dspan<float>) const;
+};
+static_assert(probing_decoder<device_decoder, on_stream, device_cache>);
+static_assert(!decoder<device_decoder, host_t, paged_kv_cache>);
+
+}  // namespace dynllava::test::device_archetypes
