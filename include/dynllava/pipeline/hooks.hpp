@@ -69,10 +69,9 @@ inline std::vector<float> gather_candidates(host_span<const float> hidden, index
   return x;
 }
 
-/// @throws dynllava::error unless `hidden` is `[rows of segments, H]`.
-inline void check_hidden(host_span<const float> hidden, index_t H,
-                         segment_table<host_space> segments, const char* who) {
-  const index_t total = validate(segments, who);
+/// @throws dynllava::error unless `hidden` is `[total, H]`.
+/// @param total the segments' rows (`validate(segments, who)`)
+inline void check_hidden(host_span<const float> hidden, index_t H, index_t total, const char* who) {
   DYNLLAVA_EXPECTS(
       H > 0 && hidden.size() == static_cast<std::size_t>(total) * static_cast<std::size_t>(H),
       "{}: hidden must be [rows = {}, H = {}] = {} values, got {}", who, total, H,
@@ -95,14 +94,14 @@ host_selection select_images(const S& image, host_span<const float> hidden,
                              segment_table<host_space> segments, double keep_ratio,
                              token_decisions* seen = nullptr) {
   constexpr bool predictor = two_way_predictor<S, host_t>;
+  const index_t total = validate(segments, "select_images");
   index_t H = 0;
   if constexpr (predictor) {
     H = image.hidden();
   } else {
-    const index_t rows = validate(segments, "select_images");
-    H = rows > 0 ? static_cast<index_t>(hidden.size() / static_cast<std::size_t>(rows)) : 0;
+    H = total > 0 ? static_cast<index_t>(hidden.size() / static_cast<std::size_t>(total)) : 0;
   }
-  dynllava::detail::check_hidden(hidden, H, segments, "select_images");
+  dynllava::detail::check_hidden(hidden, H, total, "select_images");
   const auto cands = candidate_rows(segments, segment_kind::image);
   const auto groups = group_images_by_turn(segments);
   const auto x = dynllava::detail::gather_candidates(hidden, H, segments, cands);
@@ -203,7 +202,7 @@ host_selection select_outputs(const P& output, host_span<const float> hidden,
                               segment_table<host_space> segments, output_rule rule,
                               token_decisions* seen = nullptr) {
   const index_t H = output.hidden();
-  dynllava::detail::check_hidden(hidden, H, segments, "select_outputs");
+  dynllava::detail::check_hidden(hidden, H, validate(segments, "select_outputs"), "select_outputs");
   const auto cands = candidate_rows(segments, segment_kind::output, {.pin_last_output = true});
   const auto x = dynllava::detail::gather_candidates(hidden, H, segments, cands);
   const std::size_t n = cands.positions.size();
