@@ -20,8 +20,8 @@ namespace dynllava {
 
 /// The projector between the vision tower and the language model (`mm_projector_type`).
 enum class projector_type : std::uint8_t {
-  linear,       ///< one Linear(D, H) with bias
-  mlp2x_gelu,   ///< Linear(D, H) -> exact GELU -> Linear(H, H), both with bias (LLaVA-1.5)
+  linear,      ///< one Linear(D, H) with bias
+  mlp2x_gelu,  ///< Linear(D, H) -> exact GELU -> Linear(H, H), both with bias (LLaVA-1.5)
 };
 
 /// Which tower outputs become image rows (`mm_vision_select_feature`).
@@ -38,8 +38,8 @@ enum class image_aspect : std::uint8_t {
 
 /// @brief A LLaVA-1.5 model.
 struct llava_config {
-  llama_config text;     ///< the language model
-  clip_config vision;    ///< the CLIP tower
+  llama_config text;   ///< the language model
+  clip_config vision;  ///< the CLIP tower
   projector_type projector = projector_type::mlp2x_gelu;
   /// Hidden states of this tower layer are the image features: `-2` is the second-to-last
   /// (LLaVA-1.5), non-negative values count from the embeddings (0 = the pre-LayerNorm
@@ -55,15 +55,13 @@ struct llava_config {
   /// Dynamic-LLaVA predictors (`sparse_config`); empty for a plain LLaVA checkpoint.
   std::optional<predictor_config> predictors;
 
-  /// The tower layer whose output is taken, in `[0, vision.layers]`, or -1 when
-  /// `vision_select_layer` is out of range.
+  /// The tower layer whose output is taken, in `[0, vision.layers]` (also the number of encoder
+  /// layers that must run), or -1 when `vision_select_layer` is out of range.
   [[nodiscard]] constexpr index_t vision_layer() const noexcept {
-    const index_t l = vision_select_layer < 0 ? vision.layers + 1 + vision_select_layer
-                                              : vision_select_layer;
+    const index_t l =
+        vision_select_layer < 0 ? vision.layers + 1 + vision_select_layer : vision_select_layer;
     return l >= 0 && l <= vision.layers ? l : -1;
   }
-  /// Tower layers that must run: `vision_layer()`.
-  [[nodiscard]] constexpr index_t vision_layers_run() const noexcept { return vision_layer(); }
   /// Image rows spliced where `<image>` stands: 576 for LLaVA-1.5.
   [[nodiscard]] constexpr index_t image_tokens() const noexcept {
     return select_feature == vision_select_feature::patch ? vision.num_patches()
