@@ -41,9 +41,9 @@ std::vector<float> features(int images, int rows) {
 
 prompt_rows build(const std::vector<index_t>& indptr, const std::vector<std::int64_t>& ids,
                   const std::vector<float>& f, prompt_rows_options o) {
-  return build_prompt_rows(id_embedder{}, host_ragged<const std::int64_t>{make_host_span(indptr),
-                                                                          make_host_span(ids)},
-                           make_host_span(f), o);
+  return build_prompt_rows(
+      id_embedder{}, host_ragged<const std::int64_t>{make_host_span(indptr), make_host_span(ids)},
+      make_host_span(f), o);
 }
 
 }  // namespace
@@ -92,16 +92,22 @@ TEST_CASE("build_prompt_rows: a later prompt has no system segment; text only") 
 TEST_CASE("build_prompt_rows: errors name the problem") {
   const std::vector<index_t> indptr = {0, 4};
   const auto f = features(1, 3);
-  CHECK(error_of([&] { build(indptr, {1, -200, -200, 2}, f, {.image_rows = 3}); })
-            .find("2 consecutive image placeholders at token 1") != std::string::npos);
-  CHECK(error_of([&] { build(indptr, {1, -200, 2, -200}, f, {.image_rows = 3}); })
-            .find("more images than the 1 given") != std::string::npos);
-  CHECK(error_of([&] { build(indptr, {1, 2, 3, 4}, f, {.image_rows = 3}); })
-            .find("1 images' features were given but the tokens hold 0") != std::string::npos);
-  CHECK(error_of([&] { build(indptr, {1, 2, 3, 4}, {1.0f}, {.image_rows = 3}); })
-            .find("whole images of 3 x 2") != std::string::npos);
-  CHECK(error_of([&] { build({0, 0}, {}, {}, {}); }).find("sequence 0 is empty") !=
-        std::string::npos);
-  CHECK(error_of([&] { build(indptr, {1, 2, 3, std::int64_t{1} << 40}, {}, {}); })
-            .find("token 3 = 1099511627776 is not a valid id") != std::string::npos);
+  CHECK(error_of([&] {
+          build(indptr, {1, -200, -200, 2}, f, {.image_rows = 3});
+        }).find("2 consecutive image placeholders at token 1") != std::string::npos);
+  CHECK(error_of([&] {
+          build(indptr, {1, -200, 2, -200}, f, {.image_rows = 3});
+        }).find("more images than the 1 given") != std::string::npos);
+  CHECK(error_of([&] {
+          build(indptr, {1, 2, 3, 4}, f, {.image_rows = 3});
+        }).find("1 images' features were given but the tokens hold 0") != std::string::npos);
+  CHECK(error_of([&] {
+          build(indptr, {1, 2, 3, 4}, {1.0f}, {.image_rows = 3});
+        }).find("whole images of 3 x 2") != std::string::npos);
+  CHECK(error_of([&] {
+          build({0, 0}, {}, {}, {});
+        }).find("sequence 0 is empty") != std::string::npos);
+  CHECK(error_of([&] {
+          build(indptr, {1, 2, 3, std::int64_t{1} << 40}, {}, {});
+        }).find("token 3 = 1099511627776 is not a valid id") != std::string::npos);
 }

@@ -10,6 +10,7 @@
 #include <dynllava/nn/tensor_table.hpp>
 
 #include <string>
+#include <type_traits>
 #include <vector>
 
 namespace dynllava {
@@ -21,8 +22,13 @@ inline llama_weights load_llama_weights(const io::checkpoint& ckpt, const llama_
                                         const std::string& prefix = "") {
   config.validate();
   llama_weights w;
-  visit_tensors(w, config, [&](const nn::tensor_spec& s, std::vector<float>& values) {
-    values = ckpt.read_f32(prefix + s.name, s.shape);
+  visit_tensors(w, config, [&](const nn::tensor_spec& s, auto& values) {
+    if constexpr (std::is_same_v<std::remove_cvref_t<decltype(values)>, nn::stored_matrix>) {
+      values = nn::stored_matrix(ckpt.read_f32(prefix + s.name, s.shape), s.matrix_rows(),
+                                 s.matrix_cols());
+    } else {
+      values = ckpt.read_f32(prefix + s.name, s.shape);
+    }
   });
   return w;
 }

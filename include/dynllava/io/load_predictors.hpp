@@ -41,9 +41,11 @@ class prefixed_reader {
 
   /// A tensor-table visitor: reads `prefix + s.name` of shape `s.shape` into `values`.
   void operator()(const nn::tensor_spec& s, std::vector<float>& values) {
-    const std::string full = prefix_ + s.name;
-    used_.insert(full);
-    values = ckpt_.read_f32(full, s.shape);
+    values = ckpt_.read_f32(use(s), s.shape);
+  }
+  /// Matrices too are read as fp32 (the predictors are small).
+  void operator()(const nn::tensor_spec& s, nn::stored_matrix& m) {
+    m = nn::stored_matrix(ckpt_.read_f32(use(s), s.shape), s.matrix_rows(), s.matrix_cols());
   }
   /// @throws dynllava::error listing tensors under the prefix that no layer uses.
   void expect_all_used(const char* what) const {
@@ -59,6 +61,12 @@ class prefixed_reader {
   }
 
  private:
+  std::string use(const nn::tensor_spec& s) {
+    std::string full = prefix_ + s.name;
+    used_.insert(full);
+    return full;
+  }
+
   const io::checkpoint& ckpt_;
   std::string prefix_;
   std::set<std::string> used_;

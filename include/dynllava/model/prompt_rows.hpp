@@ -42,9 +42,9 @@ struct prompt_rows_options {
 /// `k`-th image of a sequence (0-based) and the text after it have turn `k`; so each image is
 /// ranked on its own (context/image_groups.hpp).
 struct prompt_rows {
-  index_t hidden = 0;                    ///< H, the row width
-  std::vector<index_t> row_indptr{0};    ///< [batch + 1]
-  std::vector<float> rows;               ///< [row_indptr[batch], H]
+  index_t hidden = 0;                      ///< H, the row width
+  std::vector<index_t> row_indptr{0};      ///< [batch + 1]
+  std::vector<float> rows;                 ///< [row_indptr[batch], H]
   std::vector<index_t> segment_indptr{0};  ///< [batch + 1]
   std::vector<segment> segments;
   std::vector<index_t> image_begin;  ///< [images] first row of each image, local to its sequence

@@ -8,12 +8,17 @@
 /// shape computed from the config, its role) together with the host vector that holds it. The
 /// same function serves `const` weights (validation: counts and layer sizes are checked) and
 /// mutable ones (loading, random init: counts and layer sizes are set).
+///
+/// A tensor is held either by a `std::vector<float>` (small ones: norms, biases; always fp32) or
+/// by a `stored_matrix` (the big ones: Linear weights, embeddings; kept in their stored width,
+/// `[shape[0], product of the rest]`). A visitor takes both (a generic lambda, or two overloads).
 #pragma once
 
 #include <dynllava/core/config.hpp>
 #include <dynllava/core/error.hpp>
 #include <dynllava/nn/layer_norm.hpp>
 #include <dynllava/nn/linear.hpp>
+#include <dynllava/nn/stored_matrix.hpp>
 
 #include <cmath>
 #include <concepts>
@@ -22,6 +27,7 @@
 #include <random>
 #include <string>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 namespace dynllava::nn {
@@ -46,6 +52,16 @@ struct tensor_spec {
     std::size_t n = 1;
     for (auto d : shape) n *= static_cast<std::size_t>(d);
     return n;
+  }
+  /// `shape[0]`, the rows of the tensor as a matrix (1 for a scalar).
+  index_t matrix_rows() const noexcept {
+    return shape.empty() ? 1 : static_cast<index_t>(shape[0]);
+  }
+  /// The product of the other extents, the columns of the tensor as a matrix.
+  index_t matrix_cols() const noexcept {
+    std::size_t n = 1;
+    for (std::size_t i = 1; i < shape.size(); ++i) n *= static_cast<std::size_t>(shape[i]);
+    return static_cast<index_t>(n);
   }
   std::string shape_string() const {
     std::string s = "[";
@@ -103,6 +119,11 @@ struct size_checker {
     DYNLLAVA_EXPECTS(v.size() == s.elements(), "{}: {} must be {} ({} values), got {} values",
                      model, s.name, s.shape_string(), s.elements(), v.size());
   }
+  void operator()(const tensor_spec& s, const stored_matrix& m) const {
+    DYNLLAVA_EXPECTS(m.rows() == s.matrix_rows() && m.cols() == s.matrix_cols(),
+                     "{}: {} must be {} ([{}, {}] as a matrix), got [{}, {}]", model, s.name,
+                     s.shape_string(), s.matrix_rows(), s.matrix_cols(), m.rows(), m.cols());
+  }
 };
 
 /// @brief A table visitor that fills tensors with seeded random values, deterministic in the
@@ -138,6 +159,12 @@ struct random_filler {
         for (auto& x : v) x = norm(gen);
         break;
     }
+  }
+  /// Owned fp32 values, drawn as for a vector.
+  void operator()(const tensor_spec& s, stored_matrix& m) {
+    std::vector<float> v;
+    (*this)(s, v);
+    m = stored_matrix(std::move(v), s.matrix_rows(), s.matrix_cols());
   }
 };
 
