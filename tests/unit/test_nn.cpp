@@ -15,12 +15,14 @@
 #include <dynllava/nn/rms_norm.hpp>
 #include <dynllava/nn/rope.hpp>
 #include <dynllava/nn/tensor_table.hpp>
+#include <dynllava/nn/widen.hpp>
 
 #include "support/fixtures.hpp"
 
 #include <doctest/doctest.h>
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
 #include <cstring>
 #include <memory>
@@ -151,6 +153,33 @@ TEST_SUITE("cpu") {
     CHECK(unaligned == nn::stored_matrix(v, 2, 3));
     CHECK_THROWS_WITH_AS(nn::stored_matrix(v, 4, 2), doctest::Contains("6 values cannot be [4, 2]"),
                          error);
+  }
+
+  TEST_CASE("nn: bulk widening of every fp16 and bf16 bit pattern equals the scalar conversion") {
+    // All 65536 patterns, at an odd address, lengths that leave a tail after the 8-wide paths.
+    std::vector<std::byte> bytes(1 + 2 * 65536);
+    for (std::uint32_t b = 0; b < 65536; ++b) {
+      bytes[1 + 2 * b] = std::byte(b & 0xFF);
+      bytes[2 + 2 * b] = std::byte(b >> 8);
+    }
+    for (std::size_t n : {std::size_t{65536}, std::size_t{65531}, std::size_t{7}}) {
+      std::vector<float> h(n), bf(n);
+      nn::widen_f16(bytes.data() + 1, n, h.data());
+      nn::widen_bf16(bytes.data() + 1, n, bf.data());
+      std::size_t bad = 0;
+      for (std::size_t b = 0; b < n; ++b) {
+        const float eh = half_bits_to_float(static_cast<std::uint16_t>(b));
+        const float eb = bfloat16_bits_to_float(static_cast<std::uint16_t>(b));
+        const bool ok_h =
+            std::isnan(eh) ? std::isnan(h[b])
+                           : std::bit_cast<std::uint32_t>(eh) == std::bit_cast<std::uint32_t>(h[b]);
+        const bool ok_b = std::isnan(eb) ? std::isnan(bf[b])
+                                         : std::bit_cast<std::uint32_t>(eb) ==
+                                               std::bit_cast<std::uint32_t>(bf[b]);
+        bad += (ok_h ? 0 : 1) + (ok_b ? 0 : 1);
+      }
+      CHECK(bad == 0);
+    }
   }
 
   TEST_CASE("nn: linear over bf16 and f16 weights equals linear over their fp32 values") {

@@ -13,6 +13,7 @@
 #include <dynllava/core/config.hpp>
 #include <dynllava/core/error.hpp>
 #include <dynllava/core/half.hpp>
+#include <dynllava/nn/widen.hpp>
 
 #include <cstddef>
 #include <cstdint>
@@ -82,7 +83,8 @@ class stored_matrix {
   /// else null: widen them with `widen_rows`.
   const float* f32() const noexcept {
     if (owned()) return owned_.data();
-    if (type_ == element_type::f32 && reinterpret_cast<std::uintptr_t>(bytes_) % alignof(float) == 0)
+    if (type_ == element_type::f32 &&
+        reinterpret_cast<std::uintptr_t>(bytes_) % alignof(float) == 0)
       return reinterpret_cast<const float*>(bytes_);
     return nullptr;
   }
@@ -102,10 +104,10 @@ class stored_matrix {
         if (len != 0) std::memcpy(out, p, len * sizeof(float));
         break;
       case element_type::f16:
-        for (std::size_t i = 0; i < len; ++i) out[i] = half_bits_to_float(load16(p + 2 * i));
+        widen_f16(p, len, out);
         break;
       case element_type::bf16:
-        for (std::size_t i = 0; i < len; ++i) out[i] = bfloat16_bits_to_float(load16(p + 2 * i));
+        widen_bf16(p, len, out);
         break;
     }
   }
@@ -121,9 +123,9 @@ class stored_matrix {
         return v;
       }
       case element_type::f16:
-        return half_bits_to_float(load16(p));
+        return half_bits_to_float(detail::load_u16(p));
       case element_type::bf16:
-        return bfloat16_bits_to_float(load16(p));
+        return bfloat16_bits_to_float(detail::load_u16(p));
     }
     return 0.0f;
   }
@@ -149,11 +151,6 @@ class stored_matrix {
   static std::size_t count(index_t rows, index_t cols) noexcept {
     return static_cast<std::size_t>(rows) * static_cast<std::size_t>(cols);
   }
-  static std::uint16_t load16(const std::byte* p) noexcept {
-    return static_cast<std::uint16_t>(static_cast<unsigned>(p[0]) |
-                                      (static_cast<unsigned>(p[1]) << 8));
-  }
-
   std::vector<float> owned_;
   const std::byte* bytes_ = nullptr;  ///< null: owned
   std::shared_ptr<const void> owner_;
