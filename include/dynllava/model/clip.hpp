@@ -60,8 +60,8 @@ class clip_vision_tower {
     DYNLLAVA_EXPECTS(pixels.size() == images * pixels_per_image(),
                      "clip_vision_tower::encode: pixel_values must be [images = {}, C = {}, S = "
                      "{}, S = {}] ({} values), got {} values",
-                     images, c_.channels, c_.image_size, c_.image_size,
-                     images * pixels_per_image(), pixels.size());
+                     images, c_.channels, c_.image_size, c_.image_size, images * pixels_per_image(),
+                     pixels.size());
     DYNLLAVA_EXPECTS(layer >= 0 && layer <= held_layers(),
                      "clip_vision_tower::encode: layer {} is not in [0, {}] (layers held)", layer,
                      held_layers());

@@ -27,11 +27,11 @@ namespace dynllava {
 
 /// One pre-norm encoder layer, row-major `[out, in]` like the checkpoints, all with biases.
 struct clip_layer_weights {
-  nn::layer_norm_weights norm1;                   ///< layer_norm1: [D]
+  nn::layer_norm_weights norm1;                         ///< layer_norm1: [D]
   nn::linear_weights q_proj, k_proj, v_proj, out_proj;  ///< self_attn.*: [D, D] + [D]
-  nn::layer_norm_weights norm2;                   ///< layer_norm2: [D]
-  nn::linear_weights fc1;                         ///< mlp.fc1: [I, D] + [I]
-  nn::linear_weights fc2;                         ///< mlp.fc2: [D, I] + [D]
+  nn::layer_norm_weights norm2;                         ///< layer_norm2: [D]
+  nn::linear_weights fc1;                               ///< mlp.fc1: [I, D] + [I]
+  nn::linear_weights fc2;                               ///< mlp.fc2: [D, I] + [D]
 };
 
 /// The weights of a tower's embeddings, pre-LayerNorm and first `layers.size()` layers.
@@ -59,8 +59,8 @@ void visit_tensors(W& w, const clip_config& c, index_t layers, F&& f) {
   DYNLLAVA_EXPECTS(layers >= 0 && layers <= c.layers,
                    "clip weights: {} layers requested of a {}-layer tower", layers, c.layers);
   const index_t D = c.hidden, I = c.intermediate;
-  nn::visit_conv_as_linear(w.patch_embed, "embeddings.patch_embedding", c.channels, c.patch_size,
-                           D, f);
+  nn::visit_conv_as_linear(w.patch_embed, "embeddings.patch_embedding", c.channels, c.patch_size, D,
+                           f);
   f(nn::tensor_spec{"embeddings.class_embedding", {D}, nn::tensor_role::embedding, 0},
     w.class_embed);
   f(nn::tensor_spec{"embeddings.position_embedding.weight",
@@ -89,8 +89,7 @@ void visit_tensors(W& w, const clip_config& c, index_t layers, F&& f) {
 inline void validate(const clip_weights& w, const clip_config& c) {
   c.validate();
   DYNLLAVA_EXPECTS(w.held_layers() <= c.layers,
-                   "clip weights: {} layers held, but the tower has {}", w.held_layers(),
-                   c.layers);
+                   "clip weights: {} layers held, but the tower has {}", w.held_layers(), c.layers);
   visit_tensors(w, c, w.held_layers(), nn::size_checker{"clip weights"});
 }
 

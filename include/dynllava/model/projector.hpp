@@ -81,8 +81,7 @@ inline void validate(const projector_weights& w, const projector_config& c) {
 inline projector_weights random_projector_weights(const projector_config& c, std::uint64_t seed) {
   c.validate();
   projector_weights w;
-  visit_tensors(w, c, projector_names{"first", "second"},
-                nn::random_filler{std::mt19937_64(seed)});
+  visit_tensors(w, c, projector_names{"first", "second"}, nn::random_filler{std::mt19937_64(seed)});
   return w;
 }
 
