@@ -221,7 +221,9 @@ TEST_SUITE("clip") {
     }
   }
 
-  TEST_CASE("clip tower: an image's features do not depend on the batch; a truncated tower") {
+  TEST_CASE(
+      "clip tower: an image's features depend neither on the batch nor on the layers held beyond "
+      "the one taken") {
     const clip_config c{42, 14, 3, 16, 3, 4, 32, 1e-5f, clip_activation::quick_gelu};
     const clip_vision_tower full(c, random_clip_weights(c, 3));
     const clip_vision_tower first_two(c, random_clip_weights(c, 3, 2));
@@ -270,7 +272,7 @@ TEST_SUITE("clip") {
           tower.encode(px, f.batch, select, vision_select_feature::patch));
   }
 
-  TEST_CASE("projector: mlp2x_gelu matches torch; linear matches a double reference") {
+  TEST_CASE("projector: mlp2x_gelu matches torch and linear a double-precision reference") {
     const hf_fixture f;
     const io::checkpoint ckpt(f.dir / "projector.safetensors");
     const projector proj(f.projector(), load_projector_weights(ckpt, f.projector(), llava_names));
