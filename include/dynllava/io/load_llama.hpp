@@ -5,12 +5,12 @@
 #pragma once
 
 #include <dynllava/core/llama_config.hpp>
+#include <dynllava/io/read_tensor.hpp>
 #include <dynllava/io/safetensors.hpp>
 #include <dynllava/model/llama_weights.hpp>
 #include <dynllava/nn/tensor_table.hpp>
 
 #include <string>
-#include <type_traits>
 #include <vector>
 
 namespace dynllava {
@@ -22,14 +22,7 @@ inline llama_weights load_llama_weights(const io::checkpoint& ckpt, const llama_
                                         const std::string& prefix = "") {
   config.validate();
   llama_weights w;
-  visit_tensors(w, config, [&](const nn::tensor_spec& s, auto& values) {
-    if constexpr (std::is_same_v<std::remove_cvref_t<decltype(values)>, nn::stored_matrix>) {
-      values = nn::stored_matrix(ckpt.read_f32(prefix + s.name, s.shape), s.matrix_rows(),
-                                 s.matrix_cols());
-    } else {
-      values = ckpt.read_f32(prefix + s.name, s.shape);
-    }
-  });
+  visit_tensors(w, config, io::prefixed_tensor_reader{ckpt, prefix});
   return w;
 }
 

@@ -16,6 +16,7 @@
 
 #include <dynllava/core/error.hpp>
 #include <dynllava/core/predictor_config.hpp>
+#include <dynllava/io/read_tensor.hpp>
 #include <dynllava/io/safetensors.hpp>
 #include <dynllava/nn/tensor_table.hpp>
 #include <dynllava/score/image_predictor.hpp>
@@ -40,12 +41,9 @@ class prefixed_reader {
       : ckpt_(ckpt), prefix_(std::move(prefix)) {}
 
   /// A tensor-table visitor: reads `prefix + s.name` of shape `s.shape` into `values`.
-  void operator()(const nn::tensor_spec& s, std::vector<float>& values) {
-    values = ckpt_.read_f32(use(s), s.shape);
-  }
-  /// Matrices too are read as fp32 (the predictors are small).
-  void operator()(const nn::tensor_spec& s, nn::stored_matrix& m) {
-    m = nn::stored_matrix(ckpt_.read_f32(use(s), s.shape), s.matrix_rows(), s.matrix_cols());
+  template <class T>
+  void operator()(const nn::tensor_spec& s, T& out) {
+    io::read_tensor(ckpt_, use(s), s, out);
   }
   /// @throws dynllava::error listing tensors under the prefix that no layer uses.
   void expect_all_used(const char* what) const {

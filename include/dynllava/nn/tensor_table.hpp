@@ -38,7 +38,8 @@ enum class tensor_role {
   linear_bias,    ///< `[out]`
   norm_weight,    ///< a LayerNorm's gamma or an RMSNorm's weight, `[dim]`
   norm_bias,      ///< a LayerNorm's beta, `[dim]`
-  embedding,      ///< `[vocab, H]`
+  embedding,      ///< `[vocab, H]`, or another learned table of rows (positions, a class token)
+  conv_weight,    ///< `[out, in_channels, kh, kw]`, `fan_in = in_channels * kh * kw`
 };
 
 /// One row of a model's tensor table.
@@ -105,6 +106,27 @@ void visit_linear(W& w, const std::string& name, index_t in, index_t out, bool b
   if (bias) f(tensor_spec{name + ".bias", {out}, tensor_role::linear_bias, in}, w.bias);
 }
 
+/// @brief Announces a bias-free square convolution's `name.weight [out, channels, k, k]` held as
+/// the Linear of its im2col form: `in = channels * k * k`, columns ordered (channel, row, col),
+/// which is the checkpoint's row-major layout. Mutable `w` gets `in`, `out`; const `w` must have
+/// them and no bias.
+template <maybe_const<linear_weights> W, class F>
+void visit_conv_as_linear(W& w, const std::string& name, index_t channels, index_t k, index_t out,
+                          F&& f) {
+  const index_t in = channels * k * k;
+  if constexpr (std::is_const_v<W>) {
+    DYNLLAVA_EXPECTS(w.in == in && w.out == out && w.bias.empty(),
+                     "convolution {} must be [out = {}, in = {} * {} * {}] without bias, got "
+                     "[out = {}, in = {}] and {} bias values",
+                     name, out, channels, k, k, w.out, w.in, w.bias.size());
+  } else {
+    w.in = in;
+    w.out = out;
+    w.bias.clear();
+  }
+  f(tensor_spec{name + ".weight", {out, channels, k, k}, tensor_role::conv_weight, in}, w.weight);
+}
+
 /// Announces a LayerNorm's `name.weight [dim]` and `name.bias [dim]`.
 template <maybe_const<layer_norm_weights> W, class F>
 void visit_layer_norm(W& w, const std::string& name, index_t dim, F&& f) {
@@ -127,9 +149,9 @@ struct size_checker {
 };
 
 /// @brief A table visitor that fills tensors with seeded random values, deterministic in the
-/// table's order: Linear weights and biases uniform in `+-1/sqrt(fan_in)`; embeddings N(0, 1);
-/// norm weights `norm_center + N(0, norm_std)` and norm biases N(0, norm_std), one normal
-/// distribution per norm (a weight starts it, its bias continues it).
+/// table's order: Linear and convolution weights and biases uniform in `+-1/sqrt(fan_in)`;
+/// embeddings N(0, 1); norm weights `norm_center + N(0, norm_std)` and norm biases N(0, norm_std),
+/// one normal distribution per norm (a weight starts it, its bias continues it).
 struct random_filler {
   std::mt19937_64 gen;
   float norm_center = 1.0f;
@@ -140,7 +162,8 @@ struct random_filler {
     v.resize(s.elements());
     switch (s.role) {
       case tensor_role::linear_weight:
-      case tensor_role::linear_bias: {
+      case tensor_role::linear_bias:
+      case tensor_role::conv_weight: {
         const float k = 1.0f / std::sqrt(static_cast<float>(s.fan_in));
         std::uniform_real_distribution<float> u(-k, k);
         for (auto& x : v) x = u(gen);
