@@ -19,6 +19,7 @@ must reproduce the reference bit for bit. See tests/fixtures/llava/README.md for
 import argparse
 import json
 import os
+import re
 import shutil
 import sys
 
@@ -421,9 +422,12 @@ def clip_config_json(dtype):
 
 
 def write_json(path, obj):
+    """Indented JSON with each list of numbers on one line."""
+    text = json.dumps(obj, indent=2)
+    text = re.sub(r"\[\s*(-?[0-9][-+0-9.eE,\s]*?)\s*\]",
+                  lambda m: "[" + ", ".join(m.group(1).split()).replace(",,", ",") + "]", text)
     with open(path, "w") as f:
-        json.dump(obj, f, indent=2)
-        f.write("\n")
+        f.write(text + "\n")
 
 
 def save_sharded(folder, sd, shards):
@@ -485,8 +489,9 @@ def write_layouts(out, model, sd, predictors):
     d = new_folder(out, "hf-legacy")
     save_file(cast(to_hf_legacy(sd), torch.float32), os.path.join(d, "model.safetensors"),
               metadata={"format": "pt"})
-    cfg = json.loads(model.config.to_json_string())
-    cfg["dtype"] = "float32"
+    cfg = {"architectures": ["LlavaForConditionalGeneration"], "torch_dtype": "float32"}
+    cfg.update(json.loads(model.config.to_json_string()))
+    cfg.pop("dtype", None)
     tc = cfg["text_config"]
     rope = tc.pop("rope_parameters")
     tc["rope_theta"] = rope["rope_theta"]
@@ -501,7 +506,9 @@ def write_layouts(out, model, sd, predictors):
     m16 = build_model()
     m16.load_state_dict(sd)
     m16.to(torch.bfloat16).save_pretrained(d)
-    written["hf"] = "bf16, transformers' own save_pretrained"
+    with safe_open(os.path.join(d, "model.safetensors"), "pt") as f:
+        prefixes = sorted({".".join(k.split(".")[:2]) for k in f.keys()})
+    written["hf"] = f"bf16, transformers' own save_pretrained; prefixes {', '.join(prefixes)}"
 
     d = new_folder(out, "hf-new-names")
     save_file(cast(sd, torch.bfloat16), os.path.join(d, "model.safetensors"),
