@@ -25,6 +25,7 @@ import sys
 
 import numpy as np
 import sentencepiece as spm
+from sentencepiece import sentencepiece_model_pb2 as sp_pb2
 import torch
 from PIL import Image, ImageDraw
 from safetensors import safe_open
@@ -190,10 +191,32 @@ def pixel_values(path):
     return pv[0].to(torch.float32)
 
 
-def tokenize(sp, prompt, image_id):
+class Tokenizer:
+    """Vicuna-1.5's `LlamaTokenizer` (slow, `legacy=False`) on the SentencePiece model: "</s>" in
+    the text is EOS; the text before it is encoded with SentencePiece's dummy prefix, the text
+    after an EOS without one (no "▁" is added after a special token)."""
+
+    def __init__(self, path):
+        self.sp = spm.SentencePieceProcessor(model_file=path)
+        proto = sp_pb2.ModelProto()
+        with open(path, "rb") as f:
+            proto.ParseFromString(f.read())
+        proto.normalizer_spec.add_dummy_prefix = False
+        self.sp_after_special = spm.SentencePieceProcessor(model_proto=proto.SerializeToString())
+
+    def encode(self, text):
+        """BOS, then the ids of `text`."""
+        parts = text.split("</s>")
+        ids = [BOS] + self.sp.encode(parts[0])
+        for p in parts[1:]:
+            ids += [EOS] + self.sp_after_special.encode(p)
+        return ids
+
+
+def tokenize(tok, prompt, image_id):
     """The released LLaVA `tokenizer_image_token`: split at <image>, encode each chunk with BOS,
     drop the BOS of every chunk after the first, join with `image_id`."""
-    chunks = [[BOS] + sp.encode(c) for c in prompt.split("<image>")]
+    chunks = [tok.encode(c) for c in prompt.split("<image>")]
     ids = [chunks[0][0]]
     for i, c in enumerate(chunks):
         if i > 0:
@@ -269,15 +292,15 @@ def f32s(v):
     return [f32(x) for x in v]
 
 
-def reference(model, sp, pv):
+def reference(model, tok, pv):
     cases = {}
     for name, prompt in PROMPTS.items():
-        ids = tokenize(sp, prompt, ORIGINAL_IMAGE_TOKEN)
+        ids = tokenize(tok, prompt, ORIGINAL_IMAGE_TOKEN)
         full = expand(ids, 576)
         logits = logits_of(model, full, pv)
         img_pos = [i for i, t in enumerate(full) if t == HF_IMAGE_TOKEN]
         pos = {"first": 0, "last": len(full) - 1}
-        sys_ids = tokenize(sp, SYSTEM, ORIGINAL_IMAGE_TOKEN)
+        sys_ids = tokenize(tok, SYSTEM, ORIGINAL_IMAGE_TOKEN)
         assert full[:len(sys_ids)] == sys_ids, "the system text does not tokenise as a prefix"
         pos["last_system"] = len(sys_ids) - 1
         if img_pos:
@@ -613,15 +636,15 @@ def main():
     pv = pv32.to(torch.float16)  # stored as fp16; the model sees exactly the stored values
     pv.numpy().astype("<f2").tofile(os.path.join(args.out, "pixel_values.f16.bin"))
     pv = pv.to(torch.float32)
-    sp = spm.SentencePieceProcessor(model_file=TOKENIZER)
-    assert sp.get_piece_size() == 500 and sp.bos_id() == BOS and sp.eos_id() == EOS
+    tok = Tokenizer(TOKENIZER)
+    assert tok.sp.get_piece_size() == 500 and tok.sp.bos_id() == BOS and tok.sp.eos_id() == EOS
 
     for attempt in range(64):
         seed = BASE_SEED + attempt
         gen = torch.Generator().manual_seed(seed)
         model = build_model()
         sd = init_weights(model, gen)
-        cases = reference(model, sp, pv)
+        cases = reference(model, tok, pv)
         if acceptable(cases):
             break
         print(f"seed {seed}: greedy tokens too close or out of the tokenizer, next seed")
@@ -636,7 +659,9 @@ def main():
                  "written by tools/llava_reference.py. Greedy decoding takes the argmax over the "
                  "whole vocabulary at each of the 32 steps and does NOT stop at EOS (id 2). "
                  "Positions index input_ids (the image id repeated once per image row). Compare "
-                 "logits within 1e-4 * max|logit| of the row in fp32.",
+                 "logits within 1e-4 * max|logit| of the row in fp32. Prompts are tokenised as "
+                 "Vicuna-1.5's LlamaTokenizer (legacy=False) does: '</s>' in the text is EOS and "
+                 "the text after it gets no SentencePiece dummy prefix.",
         "transformers_version": __import__("transformers").__version__,
         "torch_version": torch.__version__,
         "seed": seed,
