@@ -2,8 +2,8 @@
 /// @file json_document.hpp
 /// @brief Reading small untrusted JSON documents (model `config.json` files) with hard limits:
 /// a size cap on the file, a nesting-depth cap, a cap on the number of values, no duplicate keys,
-/// linear time, and running out of memory reported as `dynllava::error`. Also `quote_untrusted`, which
-/// prints an untrusted string safely inside an error message.
+/// linear time, and running out of memory reported as `dynllava::error`. Also `quote_untrusted`,
+/// which prints an untrusted string safely inside an error message.
 #pragma once
 
 #include <dynllava/core/error.hpp>
@@ -77,13 +77,20 @@ inline void append_escaped(std::string& out, std::string_view s, std::size_t max
 }
 
 /// @brief A short, safe description of a JSON value for error messages: `null`, `true`, a
-/// number, a quoted string (`quote_untrusted`), `an array of N values` or `an object`.
+/// number, a quoted string (`quote_untrusted`), a short array of scalars as `[a, b]`, else `an
+/// array of N values` or `an object`.
 [[nodiscard]] inline std::string describe_json(const nlohmann::json& v) {
   switch (v.type()) {
     case nlohmann::json::value_t::string:
       return quote_untrusted(v.get_ref<const std::string&>(), 40);
-    case nlohmann::json::value_t::array:
-      return fmt::format("an array of {} values", v.size());
+    case nlohmann::json::value_t::array: {
+      bool small = v.size() <= 4;
+      for (const auto& e : v) small = small && !e.is_structured();
+      if (!small) return fmt::format("an array of {} values", v.size());
+      std::string out = "[";
+      for (const auto& e : v) out += (out.size() > 1 ? ", " : "") + describe_json(e);
+      return out + "]";
+    }
     case nlohmann::json::value_t::object:
       return "an object";
     case nlohmann::json::value_t::discarded:
@@ -125,8 +132,8 @@ class json_limit_checker {
   }
   bool parse_error(std::size_t position, const std::string& last_token,
                    const nlohmann::detail::exception&) {
-    message_ = fmt::format("{}: not valid JSON: syntax error at byte {} near {}", label_,
-                           position, quote_untrusted(last_token, 24));
+    message_ = fmt::format("{}: not valid JSON: syntax error at byte {} near {}", label_, position,
+                           quote_untrusted(last_token, 24));
     return false;
   }
 
@@ -190,13 +197,18 @@ class json_limit_checker {
 /// @brief Parses `text` as one JSON document within `limits`.
 /// @param label names the document in errors (e.g. `config.json`).
 /// @throws dynllava::error naming `label` for text over the size cap, invalid JSON (the byte
-/// offset and the nearby text, escaped), trailing data, nesting deeper or more values than the
-/// limits allow, a key repeated within one object, or running out of memory.
+/// offset and the nearby text, escaped; a raw NUL byte anywhere), trailing data, nesting deeper or
+/// more values than the limits allow, a key repeated within one object, or running out of memory.
 [[nodiscard]] inline nlohmann::json parse_json_document(std::string_view text,
                                                         std::string_view label,
                                                         const json_limits& limits = {}) {
-  DYNLLAVA_EXPECTS(text.size() <= limits.max_bytes, "{}: {} bytes is over the {}-byte limit",
-                   label, text.size(), limits.max_bytes);
+  DYNLLAVA_EXPECTS(text.size() <= limits.max_bytes, "{}: {} bytes is over the {}-byte limit", label,
+                   text.size(), limits.max_bytes);
+  // nlohmann's lexer takes a NUL byte for the end of the input, which would accept anything
+  // after one; raw NUL is never valid JSON (inside strings it must be written \u0000).
+  if (const auto nul = text.find('\0'); nul != std::string_view::npos) {
+    DYNLLAVA_FAIL("{}: not valid JSON: a NUL byte at byte {}", label, nul);
+  }
   try {
     // Pass 1: limits and duplicate keys, nothing built. Pass 2 (only when pass 1 accepted the
     // text) builds the document; nlohmann's parser is iterative and linear without a callback.
@@ -204,9 +216,8 @@ class json_limit_checker {
     const bool ok = nlohmann::json::sax_parse(text.begin(), text.end(), &checker,
                                               nlohmann::json::input_format_t::json, true);
     if (!ok) {
-      DYNLLAVA_FAIL("{}", checker.message().empty()
-                              ? fmt::format("{}: not valid JSON", label)
-                              : checker.message());
+      DYNLLAVA_FAIL("{}", checker.message().empty() ? fmt::format("{}: not valid JSON", label)
+                                                    : checker.message());
     }
     nlohmann::json doc = nlohmann::json::parse(text.begin(), text.end(), nullptr, false);
     DYNLLAVA_EXPECTS(!doc.is_discarded(), "{}: not valid JSON", label);

@@ -88,8 +88,8 @@ inline clip_config read_clip_vision_fields(const json_fields& f, const clip_conf
   c.layer_norm_eps = static_cast<float>(
       f.number("layer_norm_eps", 0.0, 1.0, true, static_cast<double>(def.layer_norm_eps)));
   if (!(c.layer_norm_eps > 0.0f)) f.fail("layer_norm_eps", "is below float precision");
-  const std::string act = f.string(
-      "hidden_act", def.activation == clip_activation::gelu ? "gelu" : "quick_gelu");
+  const std::string act =
+      f.string("hidden_act", def.activation == clip_activation::gelu ? "gelu" : "quick_gelu");
   if (act == "quick_gelu") {
     c.activation = clip_activation::quick_gelu;
   } else if (act == "gelu") {
@@ -98,12 +98,12 @@ inline clip_config read_clip_vision_fields(const json_fields& f, const clip_conf
     f.fail("hidden_act", "\"quick_gelu\" or \"gelu\"", f.value_or_null("hidden_act"));
   }
   if (c.hidden % c.heads != 0) {
-    f.fail("hidden_size", fmt::format("({}) is not a multiple of num_attention_heads ({})",
-                                      c.hidden, c.heads));
+    f.fail("hidden_size",
+           fmt::format("({}) is not a multiple of num_attention_heads ({})", c.hidden, c.heads));
   }
   if (c.image_size % c.patch_size != 0) {
-    f.fail("patch_size", fmt::format("({}) does not divide image_size ({})", c.patch_size,
-                                     c.image_size));
+    f.fail("patch_size",
+           fmt::format("({}) does not divide image_size ({})", c.patch_size, c.image_size));
   }
   if (static_cast<std::int64_t>(c.grid()) * c.grid() >= (std::int64_t{1} << 30)) {
     f.fail("image_size", fmt::format("gives {} patches per side, too many", c.grid()));
@@ -116,7 +116,8 @@ inline clip_config read_clip_vision_fields(const json_fields& f, const clip_conf
 inline clip_config read_clip_folder_config(const nlohmann::json& doc, std::string_view label) {
   const json_fields top(doc, label, "");
   const std::string type = top.string("model_type", std::string(), true);
-  if (type == "clip_vision_model") return read_clip_vision_fields(top, clip_vision_config_defaults());
+  if (type == "clip_vision_model")
+    return read_clip_vision_fields(top, clip_vision_config_defaults());
   if (!type.empty() && type != "clip") {
     top.fail("model_type", "\"clip\" or \"clip_vision_model\" (only CLIP towers are supported)",
              top.value_or_null("model_type"));
@@ -144,8 +145,7 @@ inline clip_config read_clip_folder_config(const nlohmann::json& doc, std::strin
 /// @param label names the file in errors.
 /// @throws dynllava::error naming the file and the field's JSON path for malformed JSON, a
 /// mistyped or out-of-range field, a tower that is not CLIP, or inconsistent sizes.
-[[nodiscard]] inline clip_config parse_clip_config(std::string_view text,
-                                                   std::string_view label,
+[[nodiscard]] inline clip_config parse_clip_config(std::string_view text, std::string_view label,
                                                    const json_limits& limits = {}) {
   const nlohmann::json doc = parse_json_document(text, label, limits);
   return detail::read_clip_folder_config(doc, label);

@@ -109,8 +109,8 @@ inline std::int64_t read_token_id(const json_fields& f, std::string_view key, st
   const json* v = f.find(key);
   if (v == nullptr) {
     if (def < 0 || def >= vocab) {
-      f.fail(key, fmt::format("is missing and its default {} is outside the vocabulary of {}",
-                              def, vocab));
+      f.fail(key, fmt::format("is missing and its default {} is outside the vocabulary of {}", def,
+                              vocab));
     }
     return def;
   }
@@ -134,12 +134,12 @@ inline llama_config read_llama_fields(const json_fields& f, bool sizes_required)
   c.heads = size("num_attention_heads", def.heads);
   c.vocab = size("vocab_size", def.vocab);
   if (c.hidden % c.heads != 0) {
-    f.fail("hidden_size", fmt::format("({}) is not a multiple of num_attention_heads ({})",
-                                      c.hidden, c.heads));
+    f.fail("hidden_size",
+           fmt::format("({}) is not a multiple of num_attention_heads ({})", c.hidden, c.heads));
   }
   c.head_dim = c.hidden / c.heads;
-  if (const auto kv = f.integer_or_null("num_key_value_heads", 1,
-                                        std::numeric_limits<index_t>::max());
+  if (const auto kv =
+          f.integer_or_null("num_key_value_heads", 1, std::numeric_limits<index_t>::max());
       kv && *kv != c.heads) {
     f.fail("num_key_value_heads",
            fmt::format("is {} but num_attention_heads is {}: grouped-query attention is not "
@@ -176,7 +176,8 @@ inline llama_config read_llama_fields(const json_fields& f, bool sizes_required)
     const char* type_key = rope->has("rope_type") ? "rope_type" : "type";
     const std::string type = rope->string(type_key, std::string("default"));
     if (type != "default") {
-      rope->fail(type_key, "\"default\" (scaled RoPE is not supported)", rope->value_or_null(type_key));
+      rope->fail(type_key, "\"default\" (scaled RoPE is not supported)",
+                 rope->value_or_null(type_key));
     }
     if (const json* factor = rope->find_non_null("factor");
         factor != nullptr && !(factor->is_number() && factor->get<double>() == 1.0)) {
@@ -197,8 +198,9 @@ inline void read_sparse_config(const json_fields& top, llava_config& c) {
   if (!sc) return;
   const json_fields& s = *sc;
   if (!s.boolean("use_vision_predictor")) {
-    s.fail("use_vision_predictor", "is false: a sparse_config without the image predictor is "
-                                   "not supported");
+    s.fail("use_vision_predictor",
+           "is false: a sparse_config without the image predictor is "
+           "not supported");
   }
   bool output = false;
   if (s.boolean("use_text_predictor")) {
@@ -250,14 +252,16 @@ inline llava_config_style detect_style(const json_fields& top) {
     if (name == "LlavaLlamaForCausalLM" || name == "DynamicLlavaLlamaForCausalLM") {
       return llava_config_style::original;
     }
-    top.fail("architectures", "[\"LlavaForConditionalGeneration\"], [\"LlavaLlamaForCausalLM\"] "
-                              "or [\"DynamicLlavaLlamaForCausalLM\"]",
+    top.fail("architectures",
+             "[\"LlavaForConditionalGeneration\"], [\"LlavaLlamaForCausalLM\"] "
+             "or [\"DynamicLlavaLlamaForCausalLM\"]",
              *a);
   }
   if (top.has("text_config") || top.has("vision_config")) return llava_config_style::hugging_face;
   if (top.has("mm_vision_tower")) return llava_config_style::original;
-  top.fail("architectures", "is missing, and neither text_config nor mm_vision_tower tells the "
-                            "style: not a LLaVA config");
+  top.fail("architectures",
+           "is missing, and neither text_config nor mm_vision_tower tells the "
+           "style: not a LLaVA config");
 }
 
 /// Checks the selected tower layer against the tower and stores it.
@@ -309,18 +313,15 @@ inline llava_config read_hf_style(const json_fields& top) {
              top.value_or_null("vision_feature_select_strategy"));
   }
   c.aspect = image_aspect::square;
-  const std::int64_t vocab_max = std::int64_t{c.text.vocab} - 1;
-  const auto index = top.integer_or_null("image_token_index", 0, vocab_max);
-  const auto id = top.integer_or_null("image_token_id", 0, vocab_max);
+  // The image token may lie beyond the embedding (transformers masks it before the lookup).
+  const std::int64_t id_max = std::numeric_limits<index_t>::max();
+  const auto index = top.integer_or_null("image_token_index", 0, id_max);
+  const auto id = top.integer_or_null("image_token_id", 0, id_max);
   if (index && id && *index != *id) {
-    top.fail("image_token_id", fmt::format("({}) differs from image_token_index ({})", *id, *index));
+    top.fail("image_token_id",
+             fmt::format("({}) differs from image_token_index ({})", *id, *index));
   }
   c.image_token_id = index ? *index : id ? *id : 32000;
-  if (c.image_token_id > vocab_max) {
-    top.fail("image_token_index", fmt::format("is missing and its default 32000 is outside the "
-                                              "vocabulary of {}",
-                                              c.text.vocab));
-  }
   read_sparse_config(top, c);
   return c;
 }
@@ -354,7 +355,8 @@ inline llava_config read_original_style(
   } else if (proj == "mlp2x_gelu") {
     c.projector = projector_type::mlp2x_gelu;
   } else {
-    top.fail("mm_projector_type", "\"linear\" or \"mlp2x_gelu\"", top.value_or_null("mm_projector_type"));
+    top.fail("mm_projector_type", "\"linear\" or \"mlp2x_gelu\"",
+             top.value_or_null("mm_projector_type"));
   }
   const std::string feature = top.string("mm_vision_select_feature", "patch");
   if (feature == "patch") {
@@ -374,19 +376,21 @@ inline llava_config read_original_style(
   } else if (aspect.rfind("anyres", 0) == 0) {
     top.fail("image_aspect_ratio", "is \"anyres\": tiled images (LLaVA-NeXT) are not supported");
   } else {
-    top.fail("image_aspect_ratio", "\"pad\", \"square\" or null", top.value_or_null("image_aspect_ratio"));
+    top.fail("image_aspect_ratio", "\"pad\", \"square\" or null",
+             top.value_or_null("image_aspect_ratio"));
   }
   const std::string merge = top.string("mm_patch_merge_type", "flat", true);
   if (merge != "flat") {
-    top.fail("mm_patch_merge_type", "\"flat\" (LLaVA-1.5)", top.value_or_null("mm_patch_merge_type"));
+    top.fail("mm_patch_merge_type", "\"flat\" (LLaVA-1.5)",
+             top.value_or_null("mm_patch_merge_type"));
   }
   expect_bool(top, "mm_use_im_start_end", false, false, "image start/end tokens are not supported");
 
   c.vision = clip(read_tower_name(top));
   if (const auto mm = top.integer_or_null("mm_hidden_size", 1, std::numeric_limits<index_t>::max());
       mm && *mm != c.vision.hidden) {
-    top.fail("mm_hidden_size",
-             fmt::format("({}) differs from the CLIP tower's hidden_size ({})", *mm, c.vision.hidden));
+    top.fail("mm_hidden_size", fmt::format("({}) differs from the CLIP tower's hidden_size ({})",
+                                           *mm, c.vision.hidden));
   }
   read_select_layer(top, "mm_vision_select_layer", c, std::nullopt);
   read_sparse_config(top, c);
@@ -395,14 +399,14 @@ inline llava_config read_original_style(
 
 /// Reads a parsed `config.json`. `clip` maps `mm_vision_tower` to the tower's sizes (original
 /// style only).
-inline llava_config read_llava_document(
-    const json& doc, std::string_view label,
-    const std::function<clip_config(const std::string&)>& clip, llava_config_style* style) {
+inline llava_config read_llava_document(const json& doc, std::string_view label,
+                                        const std::function<clip_config(const std::string&)>& clip,
+                                        llava_config_style* style) {
   const json_fields top(doc, label, "");
   const llava_config_style s = detect_style(top);
   if (style != nullptr) *style = s;
-  llava_config c = s == llava_config_style::hugging_face ? read_hf_style(top)
-                                                         : read_original_style(top, clip);
+  llava_config c =
+      s == llava_config_style::hugging_face ? read_hf_style(top) : read_original_style(top, clip);
   c.validate();  // every field was checked above with its path; the struct's own guard
   return c;
 }
@@ -424,9 +428,10 @@ inline llava_config read_llava_document(
       [&](const std::string& name) {
         if (clip) return parse_clip_config(clip->text, clip->label, limits);
         if (auto known = known_clip_tower(name)) return *known;
-        DYNLLAVA_FAIL("{}: mm_vision_tower {} is not a known tower and no CLIP config.json was "
-                      "given",
-                      file_label, quote_untrusted(name));
+        DYNLLAVA_FAIL(
+            "{}: mm_vision_tower {} is not a known tower and no CLIP config.json was "
+            "given",
+            file_label, quote_untrusted(name));
       },
       nullptr);
 }
@@ -472,10 +477,11 @@ inline llava_config read_llava_document(
           }
         }
         if (auto known = known_clip_tower(name)) return *known;
-        DYNLLAVA_FAIL("{}: mm_vision_tower {} names no folder with a config.json inside {} and is "
-                      "not a known tower; pass the CLIP config.json as "
-                      "llava_config_options::clip_config",
-                      label, quote_untrusted(name), quote_untrusted(model_dir.string(), 200));
+        DYNLLAVA_FAIL(
+            "{}: mm_vision_tower {} names no folder with a config.json inside {} and is "
+            "not a known tower; pass the CLIP config.json as "
+            "llava_config_options::clip_config",
+            label, quote_untrusted(name), quote_untrusted(model_dir.string(), 200));
       },
       &out.style);
   return out;

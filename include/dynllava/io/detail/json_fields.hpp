@@ -94,8 +94,7 @@ class json_fields {
                                            std::int64_t hi) const {
     if (v.is_number_unsigned()) {
       const auto u = v.get<std::uint64_t>();
-      if (hi >= 0 && u <= static_cast<std::uint64_t>(hi) &&
-          static_cast<std::int64_t>(u) >= lo) {
+      if (hi >= 0 && u <= static_cast<std::uint64_t>(hi) && static_cast<std::int64_t>(u) >= lo) {
         return static_cast<std::int64_t>(u);
       }
     } else if (v.is_number_integer()) {
@@ -109,8 +108,8 @@ class json_fields {
   [[nodiscard]] double number(std::string_view key, double lo, double hi, bool lo_open,
                               std::optional<double> def = std::nullopt) const {
     const json* v = find(key);
-    const std::string what = fmt::format("a finite number in {}{}, {}]", lo_open ? "(" : "[",
-                                         lo, hi);
+    const std::string what =
+        fmt::format("a finite number in {}{}, {}]", lo_open ? "(" : "[", lo, hi);
     if (v == nullptr) {
       if (!def) missing(key, what);
       return *def;
@@ -136,8 +135,7 @@ class json_fields {
     return v->get<std::string>();
   }
   /// A boolean; `def` when absent (required when `def` is empty).
-  [[nodiscard]] bool boolean(std::string_view key,
-                             std::optional<bool> def = std::nullopt) const {
+  [[nodiscard]] bool boolean(std::string_view key, std::optional<bool> def = std::nullopt) const {
     const json* v = find(key);
     if (v == nullptr) {
       if (!def) missing(key, "true or false");
