@@ -126,8 +126,8 @@ void write(const fs::path& p, const std::string& text) {
 
 TEST_SUITE("cpu") {
   TEST_CASE("llava-1.5-7b-hf config.json: transformers' defaults fill what it leaves out") {
-    const llava_config c = parse_llava_config(read_text(fixtures / "llava-1.5-7b-hf.json"),
-                                              "llava-1.5-7b-hf.json");
+    const llava_config c =
+        parse_llava_config(read_text(fixtures / "llava-1.5-7b-hf.json"), "llava-1.5-7b-hf.json");
     // text_config gives only vocab, positions and eps; the rest is LlamaConfig's default.
     CHECK(c.text.hidden == 4096);
     CHECK(c.text.layers == 32);
@@ -302,8 +302,8 @@ TEST_SUITE("cpu") {
     j["text_config"]["rope_scaling"] = {{"type", "default"}};
     CHECK(parse(j).text.rope_theta == 2e4);
     j["text_config"]["rope_scaling"] = {{"type", "linear"}, {"factor", 2.0}};
-    expect_error(j.dump(), {"config.json: text_config.rope_scaling.type must be \"default\"",
-                            "\"linear\""});
+    expect_error(j.dump(),
+                 {"config.json: text_config.rope_scaling.type must be \"default\"", "\"linear\""});
     j["text_config"]["rope_scaling"] = {{"rope_type", "llama3"}, {"factor", 8.0}};
     expect_error(j.dump(), {"text_config.rope_scaling.rope_type", "\"llama3\""});
     j["text_config"].erase("rope_scaling");
@@ -402,13 +402,15 @@ TEST_SUITE("cpu") {
     CHECK(error_of([&] { (void)dynllava::io::read_llava_config(dir); }).find("no such file") !=
           std::string::npos);
     fs::create_directories(dir / "config.json");
-    CHECK(error_of([&] { (void)dynllava::io::read_llava_config(dir); })
-              .find("is a directory, not a file") != std::string::npos);
+    CHECK(error_of([&] {
+            (void)dynllava::io::read_llava_config(dir);
+          }).find("is a directory, not a file") != std::string::npos);
     fs::remove_all(dir / "config.json");
     write(dir / "config.json", std::string(2000, ' ') + small_hf().dump());
     opt.limits.max_bytes = 1000;
-    CHECK(error_of([&] { (void)dynllava::io::read_llava_config(dir, opt); })
-              .find("over the 1000-byte limit") != std::string::npos);
+    CHECK(error_of([&] {
+            (void)dynllava::io::read_llava_config(dir, opt);
+          }).find("over the 1000-byte limit") != std::string::npos);
     fs::remove_all(dir);
     fs::remove_all(outside);
   }
@@ -582,7 +584,8 @@ TEST_SUITE("cpu") {
     expect_error(j.dump(), {"multimodal_projector_bias must be true"});
     j = small_hf();
     j["architectures"] = {"LlavaNextForConditionalGeneration"};
-    expect_error(j.dump(), {"config.json: architectures must be", "\"LlavaNextForConditionalGeneration\""});
+    expect_error(j.dump(),
+                 {"config.json: architectures must be", "\"LlavaNextForConditionalGeneration\""});
     j = small_hf();
     j["model_type"] = "llava_next";
     expect_error(j.dump(), {"model_type must be \"llava\""});
@@ -631,10 +634,10 @@ TEST_SUITE("cpu") {
     small.max_bytes = 100;
     expect_error(small_hf().dump(), {"config.json: ", "bytes is over the 100-byte limit"}, small);
     // Invalid UTF-8 and control bytes: rejected, and the message carries no raw byte.
-    for (const std::string& bad : {std::string("{\"a\": \"\xff\xfe\"}"),
-                                  std::string("{\"a\": \"\xc3\"}"), std::string("{\"a\xc0\": 1}"),
-                                  std::string("{\"a\": \"x\x01y\"}"),
-                                  std::string("{\"a\": 1}\0\0", 10), std::string("\xef\xbb\xbf")}) {
+    for (const std::string& bad :
+         {std::string("{\"a\": \"\xff\xfe\"}"), std::string("{\"a\": \"\xc3\"}"),
+          std::string("{\"a\xc0\": 1}"), std::string("{\"a\": \"x\x01y\"}"),
+          std::string("{\"a\": 1}\0\0", 10), std::string("\xef\xbb\xbf")}) {
       const std::string msg = error_of([&] { (void)parse_llava_config(bad, "config.json"); });
       INFO(msg);
       CHECK(msg.find("config.json: not valid JSON") != std::string::npos);
@@ -666,15 +669,14 @@ TEST_SUITE("cpu") {
     for (int i = 0; i < 60000; ++i) wide += "{},";
     wide += "{}]}";
     expect_error(wide, {"architectures is missing"});
-    const double s =
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     CHECK(s < 2.0);
   }
 
   TEST_CASE("CLIP folder configs: CLIPConfig, vision_config_dict, CLIPVisionConfig") {
     using dynllava::io::parse_clip_config;
-    check_vit_l14_336(parse_clip_config(read_text(fixtures / "clip-vit-large-patch14-336.json"),
-                                        "clip.json"));
+    check_vit_l14_336(
+        parse_clip_config(read_text(fixtures / "clip-vit-large-patch14-336.json"), "clip.json"));
     // vision_config_dict replaces vision_config whole (missing fields: CLIPVisionConfig()).
     clip_config c = parse_clip_config(
         R"({"model_type": "clip", "vision_config": {"image_size": 336, "num_hidden_layers": 3},
@@ -686,12 +688,12 @@ TEST_SUITE("cpu") {
     CHECK(c.hidden == 64);
     CHECK(c.patch_size == 32);
     CHECK(parse_clip_config(R"({"model_type": "clip"})", "clip.json").hidden == 768);
-    CHECK(error_of([] { (void)parse_clip_config(R"({"model_type": "siglip"})", "clip.json"); })
-              .find("clip.json: model_type must be \"clip\" or \"clip_vision_model\"") !=
+    CHECK(error_of([] {
+            (void)parse_clip_config(R"({"model_type": "siglip"})", "clip.json");
+          }).find("clip.json: model_type must be \"clip\" or \"clip_vision_model\"") !=
           std::string::npos);
     CHECK(error_of([] {
-            (void)parse_clip_config(R"({"model_type": "clip", "vision_config": [1]})",
-                                    "clip.json");
+            (void)parse_clip_config(R"({"model_type": "clip", "vision_config": [1]})", "clip.json");
           }).find("clip.json: vision_config must be a JSON object, got [1]") != std::string::npos);
     CHECK(error_of([] {
             (void)parse_clip_config(R"({"model_type": "clip", "vision_config_dict": {"patch_size":

@@ -26,10 +26,10 @@
 ///   `model.multi_modal_projector.linear_{1,2}`;
 /// - `hf_current_flat_vision`: as `hf_current` with the tower under `model.vision_tower.`.
 ///
-/// `hf_legacy_flat_vision` is what transformers 5 `save_pretrained` writes; `hf_current_flat_vision`
-/// is its in-memory state dict; `hf_legacy` is the llava-hf hub checkpoints; `hf_current` is
-/// what transformers 4.5x's state dict looked like. The original layout with a linear projector
-/// names it `model.mm_projector`.
+/// `hf_legacy_flat_vision` is what transformers 5 `save_pretrained` writes;
+/// `hf_current_flat_vision` is its in-memory state dict; `hf_legacy` is the llava-hf hub
+/// checkpoints; `hf_current` is what transformers 4.5x's state dict looked like. The original
+/// layout with a linear projector names it `model.mm_projector`.
 #pragma once
 
 #include <dynllava/core/error.hpp>
@@ -102,9 +102,10 @@ struct llava_tensor_names {
     if (canonical == "lm_head" || canonical.rfind("lm_head.", 0) == 0) {
       return lm_head + std::string(canonical.substr(7));
     }
-    DYNLLAVA_FAIL("llava_tensor_names::llm: {} is not a canonical language-model name (model.* "
-                  "or lm_head.*)",
-                  std::string(canonical));
+    DYNLLAVA_FAIL(
+        "llava_tensor_names::llm: {} is not a canonical language-model name (model.* "
+        "or lm_head.*)",
+        std::string(canonical));
   }
   /// The checkpoint name of a CLIP name relative to `vision_model.` (`embeddings.class_embedding`).
   [[nodiscard]] std::string vision(std::string_view canonical) const {
@@ -149,8 +150,8 @@ struct llava_tensor_names {
     case llava_layout::hf_legacy_flat_vision:
       n.llm_prefix = "language_model.model.";
       n.lm_head = "language_model.lm_head";
-      n.vision_prefix = layout == llava_layout::hf_legacy ? "vision_tower.vision_model."
-                                                          : "vision_tower.";
+      n.vision_prefix =
+          layout == llava_layout::hf_legacy ? "vision_tower.vision_model." : "vision_tower.";
       n.projector_prefix = "multi_modal_projector";
       n.hf_projector = true;
       break;
@@ -242,9 +243,10 @@ inline bool matches(std::span<const std::string> names, llava_layout l) {
   }
   std::string which;
   for (const auto l : found) which += (which.empty() ? "" : ", ") + std::string(to_string(l));
-  DYNLLAVA_FAIL("detect_llava_layout: the tensor names match several layouts ({}): the "
-                "checkpoint is ambiguous; looked for:{}",
-                which, looked);
+  DYNLLAVA_FAIL(
+      "detect_llava_layout: the tensor names match several layouts ({}): the "
+      "checkpoint is ambiguous; looked for:{}",
+      which, looked);
 }
 
 /// @brief The prefix of the tower's names in a separate CLIP checkpoint: `vision_model.` (a
