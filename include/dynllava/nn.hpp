@@ -9,6 +9,8 @@
 #include <dynllava/dynllava.hpp>
 #include <dynllava/model/llama.hpp>
 #include <dynllava/model/llama_weights.hpp>
+#include <dynllava/model/llava_config.hpp>
+#include <dynllava/model/llava_layout.hpp>
 #include <dynllava/nn/activations.hpp>
 #include <dynllava/nn/attention.hpp>
 #include <dynllava/nn/blas.hpp>

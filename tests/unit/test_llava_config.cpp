@@ -512,7 +512,9 @@ TEST_SUITE("cpu") {
     expect_error(j.dump(), {"mm_vision_tower \"google/siglip-so400m-patch14-384\" is not a "
                             "known tower"});
     j.erase("mm_vision_tower");
-    expect_error(j.dump(), {"vision_tower is missing (expected a string)"});
+    expect_error(j.dump(), {"config.json: mm_vision_tower is missing (expected a string)"});
+    j["vision_tower"] = "openai/clip-vit-large-patch14-336";  // LLaVA's fallback key
+    CHECK(parse(j).vision.image_size == 336);
   }
 
   TEST_CASE("sparse_config fields are checked") {

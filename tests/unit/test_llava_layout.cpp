@@ -59,15 +59,18 @@ std::vector<std::string> canonical_llm() {
 }
 
 std::vector<std::string> canonical_clip(int layers) {
-  std::vector<std::string> n{"embeddings.class_embedding", "embeddings.patch_embedding.weight",
-                             "embeddings.position_embedding.weight", "pre_layrnorm.weight",
-                             "pre_layrnorm.bias", "post_layernorm.weight",
+  std::vector<std::string> n{"embeddings.class_embedding",
+                             "embeddings.patch_embedding.weight",
+                             "embeddings.position_embedding.weight",
+                             "pre_layrnorm.weight",
+                             "pre_layrnorm.bias",
+                             "post_layernorm.weight",
                              "post_layernorm.bias"};
   for (int l = 0; l < layers; ++l) {
     const std::string p = "encoder.layers." + std::to_string(l) + ".";
-    for (const char* m : {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj",
-                          "self_attn.out_proj", "layer_norm1", "layer_norm2", "mlp.fc1",
-                          "mlp.fc2"}) {
+    for (const char* m :
+         {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.out_proj",
+          "layer_norm1", "layer_norm2", "mlp.fc1", "mlp.fc2"}) {
       n.push_back(p + m + ".weight");
       n.push_back(p + m + ".bias");
     }
@@ -197,9 +200,9 @@ TEST_SUITE("cpu") {
                     dynllava::error);
     // A language model without a projector is not a LLaVA checkpoint.
     const auto saved = read_names("hf_saved_names.txt");
-    CHECK_THROWS_AS((void)dynllava::detect_llava_layout(
-                        without_prefix(saved, "multi_modal_projector.")),
-                    dynllava::error);
+    CHECK_THROWS_AS(
+        (void)dynllava::detect_llava_layout(without_prefix(saved, "multi_modal_projector.")),
+        dynllava::error);
     // Both tower namings at once, or two whole checkpoints merged: ambiguous.
     auto both = saved;
     both.push_back("vision_tower.vision_model.embeddings.patch_embedding.weight");

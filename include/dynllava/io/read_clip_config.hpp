@@ -20,6 +20,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <system_error>
 
 namespace dynllava::io {
 
@@ -155,7 +156,8 @@ inline clip_config read_clip_folder_config(const nlohmann::json& doc, std::strin
 /// @throws dynllava::error as `parse_clip_config`, or when the file is missing or too large.
 [[nodiscard]] inline clip_config read_clip_config(const std::filesystem::path& path,
                                                   const json_limits& limits = {}) {
-  const auto file = std::filesystem::is_directory(path) ? path / "config.json" : path;
+  std::error_code ec;
+  const auto file = std::filesystem::is_directory(path, ec) ? path / "config.json" : path;
   const std::string label = quote_untrusted(file.string(), 200);
   return parse_clip_config(read_small_file(file, label, limits.max_bytes), label, limits);
 }

@@ -43,6 +43,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <system_error>
 
 namespace dynllava::io {
 
@@ -328,7 +329,8 @@ inline llava_config read_hf_style(const json_fields& top) {
 
 /// The tower name of an original-style config: `mm_vision_tower`, else `vision_tower`.
 inline std::string read_tower_name(const json_fields& top) {
-  const char* key = top.has("mm_vision_tower") ? "mm_vision_tower" : "vision_tower";
+  const char* key =
+      !top.has("mm_vision_tower") && top.has("vision_tower") ? "vision_tower" : "mm_vision_tower";
   const std::string name = top.string(key);
   if (name.empty()) top.fail(key, "is empty");
   return name;
@@ -457,7 +459,8 @@ inline llava_config read_llava_document(const json& doc, std::string_view label,
         out.vision_tower = name;
         if (options.clip_config) {
           const fs::path p = *options.clip_config;
-          out.clip_dir = fs::is_directory(p) ? p : p.parent_path();
+          std::error_code ec;
+          out.clip_dir = fs::is_directory(p, ec) ? p : p.parent_path();
           return read_clip_config(p, options.limits);
         }
         std::string_view base = name;
