@@ -52,9 +52,9 @@ std::vector<std::string> canonical_llm() {
   dynllava::llama_config c{48, 2, 4, 96, 600};
   dynllava::llama_weights w;
   std::vector<std::string> names;
-  dynllava::visit_tensors(w, c, [&](const dynllava::nn::tensor_spec& s, std::vector<float>&) {
-    names.push_back(s.name);
-  });
+  // Whatever a table hands over (vectors, matrices), only the names are kept.
+  dynllava::visit_tensors(
+      w, c, [&](const dynllava::nn::tensor_spec& s, auto&) { names.push_back(s.name); });
   return names;
 }
 
