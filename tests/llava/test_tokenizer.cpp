@@ -1,0 +1,161 @@
+// SPDX-License-Identifier: Apache-2.0
+/// @file test_tokenizer.cpp
+/// @brief The SentencePiece wrapper against python sentencepiece, and its errors.
+#include "llava_test_support.hpp"
+
+#include <dynllava/core/error.hpp>
+
+#include <doctest/doctest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+
+namespace fs = std::filesystem;
+using namespace dynllava::llava;
+using dynllava::llava::test::fixture;
+using dynllava::llava::test::reference;
+using dynllava::llava::test::tiny_tokenizer;
+
+namespace {
+
+std::string read_all(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+/// The message of the dynllava::error `f` throws ("" when it throws nothing).
+template <class F>
+std::string error_of(F&& f) {
+  try {
+    f();
+  } catch (const dynllava::error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+/// A scratch folder of this test, removed at the end.
+struct scratch {
+  fs::path dir = fs::temp_directory_path() /
+                 ("dynllava_tok_" + std::to_string(reinterpret_cast<std::uintptr_t>(this)));
+  scratch() { fs::create_directories(dir); }
+  ~scratch() { fs::remove_all(dir); }
+  fs::path write(const std::string& name, const std::string& bytes) const {
+    std::ofstream(dir / name, std::ios::binary) << bytes;
+    return dir / name;
+  }
+};
+
+}  // namespace
+
+TEST_SUITE("cpu") {
+  TEST_CASE("tokenizer: the tiny model follows LLaMA's conventions") {
+    const auto& tok = tiny_tokenizer();
+    CHECK(tok.vocab_size() == reference()["vocab_size"].get<int>());
+    CHECK(tok.vocab_size() == 500);
+    CHECK(tok.bos_id() == 1);
+    CHECK(tok.eos_id() == 2);
+    CHECK(tok.unk_id() == 0);
+    CHECK(tok.adds_dummy_prefix());
+    CHECK(tok.piece(1) == "<s>");
+    CHECK(tok.piece(2) == "</s>");
+    CHECK(tok.kind(0) == token_kind::unknown);
+    CHECK(tok.kind(2) == token_kind::control);
+    const auto newline = tok.find_piece("<0x0A>");
+    REQUIRE(newline.has_value());
+    CHECK(*newline == 13);
+    CHECK(tok.kind(*newline) == token_kind::byte);
+    CHECK(tok.byte_value(*newline) == 0x0A);
+    CHECK_FALSE(tok.find_piece("no such piece").has_value());
+    CHECK_THROWS_AS((void)tok.piece(500), dynllava::error);
+    CHECK_THROWS_AS((void)tok.kind(-1), dynllava::error);
+    CHECK_THROWS_AS((void)tok.byte_value(2), dynllava::error);
+  }
+
+  TEST_CASE("tokenizer: encode and decode match python sentencepiece") {
+    const auto& tok = tiny_tokenizer();
+    for (const auto& c : reference()["encode"]) {
+      const auto text = c["text"].get<std::string>();
+      CAPTURE(text);
+      CHECK(tok.encode(text) == c["ids"].get<std::vector<std::int32_t>>());
+      CHECK(tok.encode_with_special_tokens(text) ==
+            c["with_special_tokens"].get<std::vector<std::int32_t>>());
+    }
+    for (const auto& c : reference()["decode"]) {
+      const auto ids = c["ids"].get<std::vector<std::int32_t>>();
+      CHECK(tok.decode(ids) == c["text"].get<std::string>());
+    }
+    const std::vector<std::int32_t> bad{5, 500};
+    CHECK(error_of([&] { (void)tok.decode(bad); }).find("id 500 is outside the vocabulary") !=
+          std::string::npos);
+  }
+
+  TEST_CASE("tokenizer: special pieces in text are ids only through encode_with_special_tokens") {
+    const auto& tok = tiny_tokenizer();
+    const auto plain = tok.encode("A</s>B");
+    CHECK(std::find(plain.begin(), plain.end(), 2) == plain.end());
+    const auto special = tok.encode_with_special_tokens("A</s>B");
+    auto expected = tok.encode("A");
+    expected.push_back(2);
+    const auto b = tok.encode("B");  // its own dummy prefix, as the slow LlamaTokenizer does
+    expected.insert(expected.end(), b.begin(), b.end());
+    CHECK(special == expected);
+    CHECK(tok.encode_with_special_tokens("<s></s><unk>") == std::vector<std::int32_t>{1, 2, 0});
+  }
+
+  TEST_CASE("tokenizer: from_memory equals load") {
+    const auto bytes = read_all(fixture("tokenizer.model"));
+    const auto tok = tokenizer::from_memory(bytes, "memory");
+    CHECK(tok.encode("The quick brown fox") == tiny_tokenizer().encode("The quick brown fox"));
+  }
+
+  TEST_CASE("tokenizer: special ids can be given, and must be control pieces") {
+    const auto bytes = read_all(fixture("tokenizer.model"));
+    tokenizer_options swap;
+    swap.bos_id = 2;
+    swap.eos_id = 1;
+    const auto swapped = tokenizer::from_memory(bytes, "m", swap);
+    CHECK(swapped.bos_id() == 2);
+    CHECK(swapped.eos_id() == 1);
+    tokenizer_options eos13;
+    eos13.eos_id = 13;
+    const auto msg = error_of([&] { (void)tokenizer::from_memory(bytes, "m.model", eos13); });
+    CHECK(msg.find("m.model") != std::string::npos);
+    CHECK(msg.find("EOS id 13 (piece \"<0x0A>\") is not a control piece") != std::string::npos);
+    tokenizer_options bos500;
+    bos500.bos_id = 500;
+    CHECK(error_of([&] { (void)tokenizer::from_memory(bytes, "m", bos500); })
+              .find("BOS id 500 is outside the vocabulary [0, 500) (given by the caller)") !=
+          std::string::npos);
+  }
+
+  TEST_CASE("tokenizer: malformed files are errors naming the file") {
+    scratch s;
+    const auto good = read_all(fixture("tokenizer.model"));
+    struct bad_case {
+      const char* what;
+      fs::path path;
+      const char* expect;
+    };
+    const bad_case cases[] = {
+        {"missing", s.dir / "absent.model", "no such file"},
+        {"directory", s.dir, "is a directory"},
+        {"empty", s.write("empty.model", ""), "the file is empty"},
+        {"garbage", s.write("garbage.model", "this is not a protobuf \xff\xff\xff\xff"),
+         "not a SentencePiece model"},
+        {"truncated", s.write("truncated.model", good.substr(0, good.size() / 2)),
+         "not a SentencePiece model"},
+    };
+    for (const auto& c : cases) {
+      CAPTURE(c.what);
+      const auto msg = error_of([&] { (void)tokenizer::load(c.path); });
+      CHECK(msg.find(c.path.string()) != std::string::npos);
+      CHECK(msg.find(c.expect) != std::string::npos);
+    }
+    tokenizer_options small;
+    small.max_bytes = 1000;
+    const auto big = error_of([&] { (void)tokenizer::load(fixture("tokenizer.model"), small); });
+    CHECK(big.find("more than the limit of 1000 bytes") != std::string::npos);
+  }
+}
