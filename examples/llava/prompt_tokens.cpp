@@ -3,9 +3,9 @@
 /// @brief `tokenize_prompt` and `expand_images`.
 #include "prompt_tokens.hpp"
 
-#include "conversation.hpp"
-
 #include <dynllava/core/error.hpp>
+
+#include "conversation.hpp"
 
 #include <limits>
 

@@ -3,9 +3,9 @@
 /// @brief A prompt with `<image>` tags -> token ids, and the image rows spliced in.
 #pragma once
 
-#include "tokenizer.hpp"
-
 #include <dynllava/core/config.hpp>
+
+#include "tokenizer.hpp"
 
 #include <cstdint>
 #include <span>
@@ -31,8 +31,9 @@ inline constexpr std::int32_t llava_image_token_id = -200;
 
 /// A prompt whose images have their rows: each placeholder repeated once per image row.
 struct expanded_prompt {
-  std::vector<std::int32_t> ids;    ///< [rows]; image rows hold `image_token_id`
-  std::vector<index_t> image_begin;  ///< [images]; image `i` is rows [begin, begin + rows_per_image)
+  std::vector<std::int32_t> ids;  ///< [rows]; image rows hold `image_token_id`
+  std::vector<index_t>
+      image_begin;  ///< [images]; image `i` is rows [begin, begin + rows_per_image)
   index_t rows_per_image = 0;
 };
 

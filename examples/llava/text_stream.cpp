@@ -11,7 +11,7 @@
 namespace dynllava::llava {
 namespace {
 
-constexpr std::string_view replacement = "\xEF\xBF\xBD";  // U+FFFD
+constexpr std::string_view replacement = "\xEF\xBF\xBD";   // U+FFFD
 constexpr std::string_view space_symbol = "\xE2\x96\x81";  // "▁"
 
 bool is_trail(unsigned char c) { return (c & 0xC0) == 0x80; }
@@ -32,8 +32,8 @@ bool valid_code_point(char32_t c) { return c < 0xD800 || (c >= 0xE000 && c <= 0x
 /// The code point of `len` bytes from `s` whose missing trailing bytes all equal `fill`.
 char32_t code_point(std::string_view s, int len, unsigned char fill) {
   const auto byte = [&](int i) {
-    return static_cast<unsigned char>(i < static_cast<int>(s.size()) ? s[static_cast<std::size_t>(i)]
-                                                                     : static_cast<char>(fill));
+    return static_cast<unsigned char>(
+        i < static_cast<int>(s.size()) ? s[static_cast<std::size_t>(i)] : static_cast<char>(fill));
   };
   static constexpr unsigned char lead_mask[5] = {0, 0x7F, 0x1F, 0x0F, 0x07};
   char32_t c = byte(0) & lead_mask[len];

@@ -39,10 +39,10 @@ class text_stream {
   void drain(std::string& out, bool run_ends);
 
   const tokenizer* tok_;
-  std::string held_;          // bytes of the current run of byte pieces not yet emitted
-  bool at_start_ = true;      // SentencePiece's is_bos_ws
+  std::string held_;            // bytes of the current run of byte pieces not yet emitted
+  bool at_start_ = true;        // SentencePiece's is_bos_ws
   bool start_ws_seen_ = false;  // the previous piece gave up its leading "▁"
-  bool emitted_ = false;      // any text emitted so far
+  bool emitted_ = false;        // any text emitted so far
   bool ended_ = false;
 };
 

@@ -4,10 +4,12 @@
 #include "tokenizer.hpp"
 
 #include <dynllava/core/error.hpp>
-#include <sentencepiece_processor.h>
+
+#include "model_framing.hpp"
 
 #include <array>
 #include <fstream>
+#include <sentencepiece_processor.h>
 #include <system_error>
 
 namespace dynllava::llava {
@@ -77,8 +79,7 @@ tokenizer tokenizer::load(const std::filesystem::path& path, const tokenizer_opt
   const auto status = std::filesystem::status(path, ec);
   DYNLLAVA_EXPECTS(!ec && std::filesystem::exists(status), "tokenizer: {}: no such file", name);
   DYNLLAVA_EXPECTS(!std::filesystem::is_directory(status),
-                   "tokenizer: {}: is a directory, expected a SentencePiece tokenizer.model",
-                   name);
+                   "tokenizer: {}: is a directory, expected a SentencePiece tokenizer.model", name);
   DYNLLAVA_EXPECTS(std::filesystem::is_regular_file(status), "tokenizer: {}: not a regular file",
                    name);
   const auto size = std::filesystem::file_size(path, ec);
@@ -103,6 +104,7 @@ tokenizer tokenizer::from_memory(std::string_view model, std::string_view name,
   DYNLLAVA_EXPECTS(model.size() <= options.max_bytes,
                    "tokenizer: {}: {} bytes, more than the limit of {} bytes", t->name,
                    model.size(), options.max_bytes);
+  detail::check_model_framing(model, t->name);
   const auto loaded = t->sp.LoadFromSerializedProto(model);
   DYNLLAVA_EXPECTS(loaded.ok(), "tokenizer: {}: not a SentencePiece model ({})", t->name,
                    loaded.ToString());
@@ -117,8 +119,9 @@ tokenizer tokenizer::from_memory(std::string_view model, std::string_view name,
     t->kinds.push_back(kind_of(t->sp, id));
     if (t->kinds.back() == token_kind::byte) {
       const auto byte = parse_byte_piece(t->pieces.back());
-      DYNLLAVA_EXPECTS(byte.has_value(), "tokenizer: {}: piece {} ({}) is a byte piece but not spelled <0xNN>",
-                     t->name, id, quote_piece(t->pieces.back()));
+      DYNLLAVA_EXPECTS(byte.has_value(),
+                       "tokenizer: {}: piece {} ({}) is a byte piece but not spelled <0xNN>",
+                       t->name, id, quote_piece(t->pieces.back()));
       t->bytes[static_cast<std::size_t>(id)] = *byte;
     }
   }
@@ -133,8 +136,8 @@ tokenizer tokenizer::from_memory(std::string_view model, std::string_view name,
                      "tokenizer: {}: the {} id {} is outside the vocabulary [0, {}){}", t->name,
                      what, id, vocab, given ? " (given by the caller)" : " (the model has none)");
     DYNLLAVA_EXPECTS(t->kinds[static_cast<std::size_t>(id)] == token_kind::control,
-                     "tokenizer: {}: the {} id {} (piece {}) is not a control piece", t->name,
-                     what, id, quote_piece(t->pieces[static_cast<std::size_t>(id)]));
+                     "tokenizer: {}: the {} id {} (piece {}) is not a control piece", t->name, what,
+                     id, quote_piece(t->pieces[static_cast<std::size_t>(id)]));
     return id;
   };
   t->bos = special_id("BOS", t->sp.bos_id(), options.bos_id);
@@ -147,8 +150,8 @@ tokenizer tokenizer::from_memory(std::string_view model, std::string_view name,
   const auto probe_ids = result.encode(probe);
   DYNLLAVA_EXPECTS(result.decode(probe_ids) == probe,
                    "tokenizer: {}: the model normalises text ({} decodes as {}); LLaMA's "
-                   "tokenizer does not", result.impl_->name, quote_piece(probe),
-                   quote_piece(result.decode(probe_ids)));
+                   "tokenizer does not",
+                   result.impl_->name, quote_piece(probe), quote_piece(result.decode(probe_ids)));
   std::string raw;
   for (auto id : probe_ids) {
     const auto k = result.impl_->kinds[static_cast<std::size_t>(id)];
@@ -215,15 +218,15 @@ std::string tokenizer::decode(std::span<const std::int32_t> ids) const {
   }
   std::string text;
   const auto status = impl_->sp.Decode(v, &text);
-  DYNLLAVA_EXPECTS(status.ok(), "tokenizer: {}: decoding {} ids failed ({})", impl_->name,
-                   v.size(), status.ToString());
+  DYNLLAVA_EXPECTS(status.ok(), "tokenizer: {}: decoding {} ids failed ({})", impl_->name, v.size(),
+                   status.ToString());
   return text;
 }
 
 const std::string& tokenizer::piece(std::int32_t id) const {
   DYNLLAVA_EXPECTS(id >= 0 && id < vocab_size(),
-                   "tokenizer: {}: piece: id {} is outside the vocabulary [0, {})", impl_->name,
-                   id, vocab_size());
+                   "tokenizer: {}: piece: id {} is outside the vocabulary [0, {})", impl_->name, id,
+                   vocab_size());
   return impl_->pieces[static_cast<std::size_t>(id)];
 }
 

@@ -25,9 +25,9 @@ enum class token_kind : std::uint8_t { normal, unknown, control, user_defined, b
 /// Loading options. The special ids default to the model's own; a checkpoint's `config.json`
 /// may name others (each must be a control piece of the model).
 struct tokenizer_options {
-  std::optional<std::int32_t> bos_id;       ///< default: the model's BOS (LLaMA: 1)
-  std::optional<std::int32_t> eos_id;       ///< default: the model's EOS (LLaMA: 2)
-  std::size_t max_bytes = 64u << 20;        ///< larger files are refused before reading
+  std::optional<std::int32_t> bos_id;  ///< default: the model's BOS (LLaMA: 1)
+  std::optional<std::int32_t> eos_id;  ///< default: the model's EOS (LLaMA: 2)
+  std::size_t max_bytes = 64u << 20;   ///< larger files are refused before reading
 };
 
 /// A loaded SentencePiece model. Move-only; every call is const and thread-safe.

@@ -3,12 +3,11 @@
 /// @brief The tokenizer fixture and its reference values, shared by the LLaVA support tests.
 #pragma once
 
-#include <tokenizer.hpp>
-
 #include <nlohmann/json.hpp>
 
 #include <fstream>
 #include <string>
+#include <tokenizer.hpp>
 
 namespace dynllava::llava::test {
 
@@ -36,7 +35,11 @@ inline bool is_utf8(const std::string& s) {
   std::size_t i = 0;
   while (i < s.size()) {
     const auto c = static_cast<unsigned char>(s[i]);
-    int len = c < 0x80 ? 1 : (c & 0xE0) == 0xC0 ? 2 : (c & 0xF0) == 0xE0 ? 3 : (c & 0xF8) == 0xF0 ? 4 : 0;
+    int len = c < 0x80             ? 1
+              : (c & 0xE0) == 0xC0 ? 2
+              : (c & 0xF0) == 0xE0 ? 3
+              : (c & 0xF8) == 0xF0 ? 4
+                                   : 0;
     if (len == 0 || i + static_cast<std::size_t>(len) > s.size()) return false;
     std::uint32_t cp = len == 1 ? c : c & (0x7Fu >> len);
     for (int k = 1; k < len; ++k) {

@@ -1,14 +1,14 @@
 // SPDX-License-Identifier: Apache-2.0
 /// @file test_prompt.cpp
 /// @brief vicuna_v1 prompts and LLaVA's tokenizer_image_token against the Python reference.
+#include <dynllava/core/error.hpp>
+
 #include "llava_test_support.hpp"
+
+#include <doctest/doctest.h>
 
 #include <conversation.hpp>
 #include <prompt_tokens.hpp>
-
-#include <dynllava/core/error.hpp>
-
-#include <doctest/doctest.h>
 
 using namespace dynllava::llava;
 using dynllava::llava::test::reference;
@@ -42,8 +42,9 @@ TEST_SUITE("cpu") {
     conv.add_assistant("A bus.");
     conv.add_user("And its colour?");
     const std::string prompt = conv.prompt();
-    CHECK(prompt.ends_with(" USER: <image>\nWhat is shown? ASSISTANT: A bus.</s>USER: And its "
-                           "colour? ASSISTANT:"));
+    CHECK(
+        prompt.ends_with(" USER: <image>\nWhat is shown? ASSISTANT: A bus.</s>USER: And its "
+                         "colour? ASSISTANT:"));
     CHECK(conv.images() == 1);
     CHECK(conv.turns() == 3);
     for (const auto& c : reference()["prompts"]) {
@@ -120,7 +121,9 @@ TEST_SUITE("cpu") {
     const auto none = expand_images(std::vector<std::int32_t>{1, 2}, -200, 576);
     CHECK(none.ids == std::vector<std::int32_t>{1, 2});
     CHECK(none.image_begin.empty());
-    const auto real = expand_images(tokenize_prompt(tiny_tokenizer(), reference()["prompts"][0]["prompt"].get<std::string>()), -200, 576);
+    const auto real = expand_images(
+        tokenize_prompt(tiny_tokenizer(), reference()["prompts"][0]["prompt"].get<std::string>()),
+        -200, 576);
     REQUIRE(real.image_begin.size() == 1);
     CHECK(real.ids.size() == reference()["prompts"][0]["ids"].size() + 575);
     CHECK(std::count(real.ids.begin(), real.ids.end(), -200) == 576);

@@ -1,15 +1,14 @@
 // SPDX-License-Identifier: Apache-2.0
 /// @file test_text_stream.cpp
 /// @brief Streaming decoding equals SentencePiece's decoding and emits only whole characters.
-#include "llava_test_support.hpp"
-
-#include <text_stream.hpp>
-
 #include <dynllava/core/error.hpp>
+
+#include "llava_test_support.hpp"
 
 #include <doctest/doctest.h>
 
 #include <random>
+#include <text_stream.hpp>
 
 using namespace dynllava::llava;
 using dynllava::llava::test::is_utf8;
@@ -70,7 +69,7 @@ TEST_SUITE("cpu") {
     CHECK(s.push(byte_id(0xA0)) == fffd + fffd);  // a surrogate can never complete
     CHECK(s.push(byte_id(0xE4)).empty());
     CHECK(s.push(byte_id(0xB8)).empty());
-    CHECK(s.finish() == fffd + fffd);  // cut short at the end
+    CHECK(s.finish() == fffd + fffd);                                 // cut short at the end
     CHECK(stream({byte_id(0xF0), byte_id(0x9F), 2}) == fffd + fffd);  // EOS flushes
     CHECK(stream({byte_id(0xC3), *tiny_tokenizer().find_piece("\xE2\x96\x81The")}) ==
           fffd + " The");

@@ -1,9 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0
 /// @file test_tokenizer.cpp
 /// @brief The SentencePiece wrapper against python sentencepiece, and its errors.
-#include "llava_test_support.hpp"
-
 #include <dynllava/core/error.hpp>
+
+#include "llava_test_support.hpp"
 
 #include <doctest/doctest.h>
 
@@ -125,8 +125,9 @@ TEST_SUITE("cpu") {
     CHECK(msg.find("EOS id 13 (piece \"<0x0A>\") is not a control piece") != std::string::npos);
     tokenizer_options bos500;
     bos500.bos_id = 500;
-    CHECK(error_of([&] { (void)tokenizer::from_memory(bytes, "m", bos500); })
-              .find("BOS id 500 is outside the vocabulary [0, 500) (given by the caller)") !=
+    CHECK(error_of([&] {
+            (void)tokenizer::from_memory(bytes, "m", bos500);
+          }).find("BOS id 500 is outside the vocabulary [0, 500) (given by the caller)") !=
           std::string::npos);
   }
 
@@ -153,6 +154,44 @@ TEST_SUITE("cpu") {
       CHECK(msg.find(c.path.string()) != std::string::npos);
       CHECK(msg.find(c.expect) != std::string::npos);
     }
+    // Framing errors found before SentencePiece parses the bytes, with the offset.
+    const auto n = good.size();
+    struct framing_case {
+      std::string bytes;
+      std::string expect;
+    };
+    const framing_case framing[] = {
+        {good + std::string("\x1a\x06\x12\x04"
+                            "abcd",
+                            8),
+         fmt::format("normaliser table (precompiled_charsmap, 4 bytes at byte {})", n + 2)},
+        {good + std::string("\x2a\x03\x12\x01"
+                            "x",
+                            5),
+         "denormaliser table"},
+        {good + "\x1a\x10", fmt::format("field 3 at byte {} claims 16 bytes, 0 remain", n)},
+        {good + "\x0b", fmt::format("field 1 at byte {} has wire type 3", n)},
+        {good + "\x80", fmt::format("the field tag at byte {} is cut off", n + 1)},
+        {good + "\x18\x01", fmt::format("field 3 at byte {} is not a message", n)},
+        // Pieces SentencePiece's trie would abort the process on.
+        {good + std::string("\x0a\x03\x0a\x01\x00", 5),
+         fmt::format("piece 500 (at byte {}) contains a NUL byte", n)},
+        {good + std::string("\x0a\x02\x0a\x00", 4), "piece 500 (at byte"},  // empty string
+        {good + std::string("\x0a\x02\x0a\x00", 4), "is empty"},
+        {good + "\x0a\x02\x18\x01", fmt::format("piece 500 (at byte {}) is empty", n)},
+        {good + "\x0a\x05\x0a\x03<s>",
+         fmt::format("piece 500 (at byte {}) repeats an earlier piece", n)},
+        {good + "\x0a\x02\x08\x01", fmt::format("piece 500 at byte {} is not a string", n + 2)},
+    };
+    for (const auto& c : framing) {
+      CAPTURE(c.expect);
+      const auto msg = error_of([&] { (void)tokenizer::from_memory(c.bytes, "framed.model"); });
+      CHECK(msg.find("framed.model") != std::string::npos);
+      CHECK(msg.find(c.expect) != std::string::npos);
+    }
+    // Unknown fields are skipped, as protobuf does.
+    CHECK_NOTHROW((void)tokenizer::from_memory(good + "\x30\x05", "unknown-field.model"));
+
     tokenizer_options small;
     small.max_bytes = 1000;
     const auto big = error_of([&] { (void)tokenizer::load(fixture("tokenizer.model"), small); });
