@@ -4,16 +4,15 @@
 ///
 /// Every input must either load or fail with `dynllava::error`; a model that loads must encode,
 /// tokenise a LLaVA prompt, decode and stream without crashing.
-#include <conversation.hpp>
-#include <prompt_tokens.hpp>
-#include <text_stream.hpp>
-#include <tokenizer.hpp>
-
 #include <dynllava/core/error.hpp>
 
+#include <conversation.hpp>
 #include <cstddef>
 #include <cstdint>
+#include <prompt_tokens.hpp>
 #include <string_view>
+#include <text_stream.hpp>
+#include <tokenizer.hpp>
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   using namespace dynllava::llava;

@@ -3,6 +3,7 @@
 /// @brief Checks of a serialised SentencePiece model made before SentencePiece sees it.
 #pragma once
 
+#include <cstddef>
 #include <string_view>
 
 namespace dynllava::llava::detail {
@@ -14,6 +15,7 @@ namespace dynllava::llava::detail {
 /// read out of bounds), and pieces SentencePiece cannot put in its trie (empty, with a NUL byte,
 /// repeated: it aborts on those). O(size); one set of piece views as extra memory.
 /// @throws dynllava::error naming `name`, the byte offset and the problem.
-void check_model_framing(std::string_view model, std::string_view name);
+/// Also refuses more than `max_pieces` pieces, before SentencePiece allocates for them.
+void check_model_framing(std::string_view model, std::string_view name, std::size_t max_pieces);
 
 }  // namespace dynllava::llava::detail

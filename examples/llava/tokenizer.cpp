@@ -104,7 +104,7 @@ tokenizer tokenizer::from_memory(std::string_view model, std::string_view name,
   DYNLLAVA_EXPECTS(model.size() <= options.max_bytes,
                    "tokenizer: {}: {} bytes, more than the limit of {} bytes", t->name,
                    model.size(), options.max_bytes);
-  detail::check_model_framing(model, t->name);
+  detail::check_model_framing(model, t->name, options.max_pieces);
   const auto loaded = t->sp.LoadFromSerializedProto(model);
   DYNLLAVA_EXPECTS(loaded.ok(), "tokenizer: {}: not a SentencePiece model ({})", t->name,
                    loaded.ToString());

@@ -196,5 +196,10 @@ TEST_SUITE("cpu") {
     small.max_bytes = 1000;
     const auto big = error_of([&] { (void)tokenizer::load(fixture("tokenizer.model"), small); });
     CHECK(big.find("more than the limit of 1000 bytes") != std::string::npos);
+    tokenizer_options few;
+    few.max_pieces = 100;
+    CHECK(error_of([&] {
+            (void)tokenizer::from_memory(good, "few.model", few);
+          }).find("few.model: more than 100 pieces") != std::string::npos);
   }
 }
