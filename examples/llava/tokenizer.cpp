@@ -149,8 +149,8 @@ tokenizer tokenizer::from_memory(std::string_view model, std::string_view name,
   constexpr std::string_view probe = "a  b\n c ";
   const auto probe_ids = result.encode(probe);
   DYNLLAVA_EXPECTS(result.decode(probe_ids) == probe,
-                   "tokenizer: {}: the model normalises text ({} decodes as {}); LLaMA's "
-                   "tokenizer does not",
+                   "tokenizer: {}: the model does not give text back unchanged ({} decodes as "
+                   "{}: it normalises text or lacks byte pieces); LLaMA's tokenizer does",
                    result.impl_->name, quote_piece(probe), quote_piece(result.decode(probe_ids)));
   std::string raw;
   for (auto id : probe_ids) {

@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <text_stream.hpp>
 
 namespace fs = std::filesystem;
 using namespace dynllava::llava;
@@ -129,6 +130,23 @@ TEST_SUITE("cpu") {
             (void)tokenizer::from_memory(bytes, "m", bos500);
           }).find("BOS id 500 is outside the vocabulary [0, 500) (given by the caller)") !=
           std::string::npos);
+  }
+
+  TEST_CASE("tokenizer: the normaliser settings are checked or followed") {
+    const auto good = read_all(fixture("tokenizer.model"));
+    // normalizer_spec.remove_extra_whitespaces = true: "a  b" would come back as "a b".
+    CHECK(error_of([&] {
+            (void)tokenizer::from_memory(good + std::string("\x1a\x02\x20\x01", 4), "ws.model");
+          }).find("ws.model: the model does not give text back unchanged") != std::string::npos);
+    // normalizer_spec.add_dummy_prefix = false: no "▁" in front, and none dropped when decoding.
+    const auto plain =
+        tokenizer::from_memory(good + std::string("\x1a\x02\x18\x00", 4), "no-prefix.model");
+    CHECK_FALSE(plain.adds_dummy_prefix());
+    CHECK(plain.decode(plain.encode(" x")) == " x");
+    text_stream stream(plain);
+    std::string streamed;
+    for (auto id : plain.encode(" x")) streamed += stream.push(id);
+    CHECK(streamed == " x");
   }
 
   TEST_CASE("tokenizer: malformed files are errors naming the file") {
