@@ -6,6 +6,7 @@
 #include <dynllava/core/error.hpp>
 
 #include "model_framing.hpp"
+#include "utf8.hpp"
 
 #include <array>
 #include <fstream>
@@ -123,6 +124,11 @@ tokenizer tokenizer::from_memory(std::string_view model, std::string_view name,
                        "tokenizer: {}: piece {} ({}) is a byte piece but not spelled <0xNN>",
                        t->name, id, quote_piece(t->pieces.back()));
       t->bytes[static_cast<std::size_t>(id)] = *byte;
+    } else {
+      // Text pieces are emitted as they are by the streaming decoder: they must be UTF-8.
+      DYNLLAVA_EXPECTS(detail::is_valid_utf8(t->pieces.back()),
+                       "tokenizer: {}: piece {} ({}) is not valid UTF-8", t->name, id,
+                       quote_piece(t->pieces.back()));
     }
   }
   t->unk = t->sp.unk_id();
