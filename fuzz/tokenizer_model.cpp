@@ -3,16 +3,20 @@
 /// @brief libFuzzer target: bytes as a SentencePiece `tokenizer.model`.
 ///
 /// Every input must either load or fail with `dynllava::error`; a model that loads must encode,
-/// tokenise a LLaVA prompt, decode and stream without crashing.
+/// tokenise a LLaVA prompt, decode and stream it without crashing, and the stream must emit
+/// whole UTF-8 that adds up to SentencePiece's decoding (a trap otherwise).
 #include <dynllava/core/error.hpp>
 
 #include <conversation.hpp>
 #include <cstddef>
 #include <cstdint>
 #include <prompt_tokens.hpp>
+#include <string>
 #include <string_view>
 #include <text_stream.hpp>
 #include <tokenizer.hpp>
+#include <utf8.hpp>
+#include <vector>
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   using namespace dynllava::llava;
@@ -29,12 +33,23 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
       if (id >= 0) text_ids.push_back(id);
     }
     (void)tok.decode(text_ids);
-    text_stream stream(tok);
+    // The stream emits whole UTF-8 only, and all of it is SentencePiece's decoding of the ids
+    // without special pieces.
+    std::vector<std::int32_t> kept;
     for (auto id : text_ids) {
-      if (stream.ended()) break;
-      (void)stream.push(id);
+      const auto k = tok.kind(id);
+      if (k != token_kind::control && k != token_kind::unknown) kept.push_back(id);
     }
-    (void)stream.finish();
+    text_stream stream(tok);
+    std::string streamed;
+    for (auto id : kept) {
+      const auto chunk = stream.push(id);
+      if (!detail::is_valid_utf8(chunk)) __builtin_trap();
+      streamed += chunk;
+    }
+    const auto rest = stream.finish();
+    if (!detail::is_valid_utf8(rest)) __builtin_trap();
+    if (streamed + rest != tok.decode(kept)) __builtin_trap();
   } catch (const dynllava::error&) {
     // A clear error is the expected outcome for a malformed model.
   }

@@ -51,7 +51,8 @@ utf8_verdict classify_utf8(std::string_view s, int& len) {
   if (have == len) {
     const char32_t c = code_point(s, len, 0);
     // A literal U+FFFD counts as valid, as in SentencePiece.
-    return c >= min_code_point[len] && valid_code_point(c) ? utf8_verdict::valid : utf8_verdict::invalid;
+    return c >= min_code_point[len] && valid_code_point(c) ? utf8_verdict::valid
+                                                           : utf8_verdict::invalid;
   }
   // Missing trailing bytes: the code points reachable form [lo, hi]; some must be valid.
   const char32_t lo = std::max(code_point(s, len, 0x80), min_code_point[len]);
@@ -60,7 +61,6 @@ utf8_verdict classify_utf8(std::string_view s, int& len) {
   if (lo >= 0xD800 && hi <= 0xDFFF) return utf8_verdict::invalid;
   return utf8_verdict::incomplete;
 }
-
 
 bool is_valid_utf8(std::string_view s) {
   while (!s.empty()) {
