@@ -9,6 +9,7 @@ cd "$(dirname "$0")/.."
 seconds="${1:-60}"
 shift || true
 source scripts/env.sh
+bash scripts/setup.sh --with-fuzz  # idempotent: clang 14 and libFuzzer
 cmake --preset fuzz >/dev/null
 targets=("$@")
 if ((${#targets[@]} == 0)); then
