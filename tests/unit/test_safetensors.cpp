@@ -9,7 +9,11 @@
 #include <cmath>
 #include <cstdint>
 #include <filesystem>
+#include <fstream>
 #include <string>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
 #include <vector>
 
 using namespace dynllava;
@@ -335,6 +339,31 @@ TEST_SUITE("cpu") {
     CHECK(f.find("t29999") != nullptr);
     // Generous: the quadratic parser took over 20 s for the first and 16 s for the last case.
     CHECK(seconds_since(t0) < 10.0);
+  }
+
+  TEST_CASE("safetensors: running out of memory while parsing a header is a catchable error") {
+#if defined(__SANITIZE_ADDRESS__)
+    MESSAGE("skipped: an address-space limit and AddressSanitizer do not mix");
+#else
+    // 40 MB of header (the cap is 100 MB) whose entries need about twice that once parsed; a
+    // child process limits its address space to what it uses now plus 16 MB and parses it.
+    const std::string bytes = make_file(empty_tensors_header(700000), "");
+    const pid_t pid = fork();
+    REQUIRE(pid >= 0);
+    if (pid == 0) {
+      long pages = 0;
+      std::ifstream("/proc/self/statm") >> pages;
+      const auto used = static_cast<rlim_t>(pages) * static_cast<rlim_t>(sysconf(_SC_PAGESIZE));
+      const rlimit lim{used + (16u << 20), used + (16u << 20)};
+      if (setrlimit(RLIMIT_AS, &lim) != 0) _exit(3);
+      const std::string msg = memory_error(bytes);
+      _exit(msg.find("out of memory while parsing the") != std::string::npos ? 0 : 1);
+    }
+    int status = 0;
+    REQUIRE(waitpid(pid, &status, 0) == pid);
+    REQUIRE(WIFEXITED(status));  // not killed by std::terminate's abort
+    CHECK(WEXITSTATUS(status) == 0);
+#endif
   }
 
   TEST_CASE("checkpoint: sharded index, directory, single file, malformed index") {
