@@ -327,24 +327,26 @@ TEST_SUITE("clip") {
     clip_config wide = f.config;
     wide.hidden = 64;
     wide.heads = 4;
-    CHECK_THROWS_WITH_AS(load_clip_weights(ckpt, wide, "vision_model."),
-                         doctest::Contains("tensor vision_model.embeddings.patch_embedding.weight "
-                                           "has shape [32, 3, 14, 14], expected [64, 3, 14, 14]"),
-                         error);
+    CHECK_THROWS_WITH_AS(
+        load_clip_weights(ckpt, wide, "vision_model."),
+        doctest::Contains("tensor \"vision_model.embeddings.patch_embedding.weight\" "
+                          "has shape [32, 3, 14, 14], expected [64, 3, 14, 14]"),
+        error);
     clip_config bigger = f.config;
     bigger.image_size = 70;
     CHECK_THROWS_WITH_AS(load_clip_weights(ckpt, bigger, "vision_model."),
-                         doctest::Contains("position_embedding.weight has shape [17, 32], "
+                         doctest::Contains("position_embedding.weight\" has shape [17, 32], "
                                            "expected [26, 32]"),
                          error);
     clip_config deeper = f.config;
     deeper.layers = 4;
     CHECK_THROWS_WITH_AS(
         load_clip_weights(ckpt, deeper, "vision_model."),
-        doctest::Contains("missing tensor vision_model.encoder.layers.3.self_attn.q_proj.weight"),
+        doctest::Contains(
+            "missing tensor \"vision_model.encoder.layers.3.self_attn.q_proj.weight\""),
         error);
     CHECK_THROWS_WITH_AS(load_clip_weights(ckpt, f.config, "vision_tower.vision_model."),
-                         doctest::Contains("missing tensor "
+                         doctest::Contains("missing tensor \""
                                            "vision_tower.vision_model.embeddings.patch_embedding"),
                          error);
     CHECK_THROWS_WITH_AS(load_clip_weights(ckpt, f.config, "vision_model.", 4),
@@ -371,17 +373,18 @@ TEST_SUITE("clip") {
 
     // The projector.
     const io::checkpoint pckpt(f.dir / "projector.safetensors");
-    CHECK_THROWS_WITH_AS(load_projector_weights(
-                             pckpt, f.projector(),
-                             {"multi_modal_projector.linear_1", "multi_modal_projector.linear_2"}),
-                         doctest::Contains("missing tensor multi_modal_projector.linear_1.weight"),
-                         error);
+    CHECK_THROWS_WITH_AS(
+        load_projector_weights(
+            pckpt, f.projector(),
+            {"multi_modal_projector.linear_1", "multi_modal_projector.linear_2"}),
+        doctest::Contains("missing tensor \"multi_modal_projector.linear_1.weight\""), error);
     projector_config wrong = f.projector();
     wrong.text_hidden = 64;
-    CHECK_THROWS_WITH_AS(load_projector_weights(pckpt, wrong, llava_names),
-                         doctest::Contains("tensor model.mm_projector.0.weight has shape [48, 32], "
-                                           "expected [64, 32]"),
-                         error);
+    CHECK_THROWS_WITH_AS(
+        load_projector_weights(pckpt, wrong, llava_names),
+        doctest::Contains("tensor \"model.mm_projector.0.weight\" has shape [48, 32], "
+                          "expected [64, 32]"),
+        error);
     const projector proj(f.projector(), load_projector_weights(pckpt, f.projector(), llava_names));
     CHECK_THROWS_WITH_AS(proj.apply(std::vector<float>(33)),
                          doctest::Contains("x must be [rows, D = 32] and out [rows, H = 48]"),

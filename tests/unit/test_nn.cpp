@@ -448,13 +448,13 @@ TEST_SUITE("cpu") {
     three.layers = 3;
     CHECK_THROWS_WITH_AS(
         load_llama_weights(ckpt, three, "lm."),
-        doctest::Contains("missing tensor lm.model.layers.2.input_layernorm.weight"), error);
+        doctest::Contains("missing tensor \"lm.model.layers.2.input_layernorm.weight\""), error);
     llama_config wide = c;
     wide.intermediate = 16;
     CHECK_THROWS_WITH_AS(
         load_llama_weights(ckpt, wide, "lm."),
         doctest::Contains(
-            "lm.model.layers.0.mlp.gate_proj.weight has shape [12, 8], expected [16, 8]"),
+            "lm.model.layers.0.mlp.gate_proj.weight\" has shape [12, 8], expected [16, 8]"),
         error);
   }
 }

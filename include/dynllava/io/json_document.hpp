@@ -2,11 +2,11 @@
 /// @file json_document.hpp
 /// @brief Reading small untrusted JSON documents (model `config.json` files) with hard limits:
 /// a size cap on the file, a nesting-depth cap, a cap on the number of values, no duplicate keys,
-/// linear time, and running out of memory reported as `dynllava::error`. Also `quote_untrusted`,
-/// which prints an untrusted string safely inside an error message.
+/// linear time, and running out of memory reported as `dynllava::error`.
 #pragma once
 
 #include <dynllava/core/error.hpp>
+#include <dynllava/io/untrusted_text.hpp>
 
 #include <nlohmann/json.hpp>
 
@@ -30,51 +30,6 @@ struct json_limits {
   std::size_t max_depth = 32;                     ///< nested arrays and objects
   std::size_t max_values = 65536;                 ///< values of any kind (bounds the DOM's memory)
 };
-
-namespace detail {
-
-/// Appends the first `max_chars` bytes of `s` to `out` with every byte that is not printable
-/// ASCII, the quote and the backslash escaped; appends `...` when `s` was cut.
-inline void append_escaped(std::string& out, std::string_view s, std::size_t max_chars) {
-  const std::size_t n = s.size() < max_chars ? s.size() : max_chars;
-  for (std::size_t i = 0; i < n; ++i) {
-    const auto c = static_cast<unsigned char>(s[i]);
-    if (c == '"' || c == '\\') {
-      out += '\\';
-      out += static_cast<char>(c);
-    } else if (c == '\n') {
-      out += "\\n";
-    } else if (c == '\t') {
-      out += "\\t";
-    } else if (c < 0x20 || c >= 0x7f) {
-      static constexpr char hex[] = "0123456789abcdef";
-      out += "\\x";
-      out += hex[c >> 4];
-      out += hex[c & 15];
-    } else {
-      out += static_cast<char>(c);
-    }
-  }
-  if (n < s.size()) out += "...";
-}
-
-}  // namespace detail
-
-/// @brief `s` in double quotes with every byte that is not printable ASCII, the quote and the
-/// backslash escaped (`\n`, `\t`, `\"`, `\\`, `\xNN`), cut to `max_chars` input bytes (then
-/// `...` follows the closing quote). For file names, keys and values from untrusted files inside
-/// error messages: an embedded NUL or control character cannot cut or forge the message.
-[[nodiscard]] inline std::string quote_untrusted(std::string_view s, std::size_t max_chars = 80) {
-  std::string out = "\"";
-  std::string body;
-  detail::append_escaped(body, s, max_chars);
-  const bool cut = body.size() >= 3 && s.size() > max_chars;
-  if (cut) body.resize(body.size() - 3);
-  out += body;
-  out += '"';
-  if (cut) out += "...";
-  return out;
-}
 
 /// @brief A short, safe description of a JSON value for error messages: `null`, `true`, a
 /// number, a quoted string (`quote_untrusted`), a short array of scalars as `[a, b]`, else `an
@@ -177,7 +132,7 @@ class json_limit_checker {
       const frame& f = frames_[i];
       if (f.object) {
         if (!p.empty()) p += '.';
-        append_escaped(p, f.key, 40);
+        append_untrusted(p, f.key, 40);
       } else {
         p += fmt::format("[{}]", f.count - 1);
       }

@@ -54,8 +54,8 @@ class prefixed_reader {
     DYNLLAVA_EXPECTS(extra.empty(),
                      "load {}: unexpected tensor {} (and {} more) under {}: the checkpoint does "
                      "not match the configured architecture",
-                     what, extra.empty() ? "" : extra.front(), extra.empty() ? 0 : extra.size() - 1,
-                     prefix_);
+                     what, extra.empty() ? "" : io::quote_untrusted(extra.front()),
+                     extra.empty() ? 0 : extra.size() - 1, io::quote_untrusted(prefix_));
   }
 
  private:
