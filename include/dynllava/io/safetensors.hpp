@@ -261,6 +261,13 @@ class checkpoint {
     DYNLLAVA_EXPECTS(it != where_.end(), "checkpoint: no tensor named {}", quote_untrusted(name));
     return shards_[it->second]->view(name);
   }
+  /// @brief The shard that holds `name`, shared: it keeps the mapping (and every view into it)
+  /// alive after the checkpoint is gone. @throws dynllava::error when absent.
+  std::shared_ptr<const safetensors_file> shard_of(std::string_view name) const {
+    const auto it = where_.find(name);
+    DYNLLAVA_EXPECTS(it != where_.end(), "checkpoint: no tensor named {}", quote_untrusted(name));
+    return shards_[it->second];
+  }
   /// @brief The view of `name`, checking its shape.
   /// @throws dynllava::error naming the tensor, the expected and the actual shape.
   tensor_view view(std::string_view name, std::span<const std::int64_t> shape) const {
@@ -360,7 +367,7 @@ class checkpoint {
     return id;
   }
 
-  std::vector<std::unique_ptr<safetensors_file>> shards_;
+  std::vector<std::shared_ptr<const safetensors_file>> shards_;
   std::map<std::string, std::size_t, std::less<>> where_;
 };
 
