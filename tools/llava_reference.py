@@ -397,7 +397,7 @@ def to_hf_legacy(sd):
     return out
 
 
-def original_config(dtype, tower, vision_config):
+def original_config(dtype, tower):
     t = TEXT
     cfg = {
         "architectures": ["DynamicLlavaLlamaForCausalLM"],
@@ -431,8 +431,6 @@ def original_config(dtype, tower, vision_config):
         "use_mm_proj": True,
         "sparse_config": SPARSE,
     }
-    if vision_config is not None:
-        cfg["vision_config"] = vision_config
     return cfg
 
 
@@ -481,16 +479,18 @@ def new_folder(out, name):
 def write_layouts(out, model, sd, predictors):
     """Writes every layout folder; returns {folder: description of what was written}."""
     written = {}
-    vc = clip_config_json("bfloat16")
-    vc.pop("architectures")
-    vc.pop("torch_dtype")
 
     d = new_folder(out, "original")
     w = to_original(sd, "model.vision_tower.vision_tower.vision_model.")
     w.update(predictors)
     save_sharded(d, cast(w, torch.bfloat16), 2)
     write_json(os.path.join(d, "config.json"),
-               original_config("bfloat16", "openai/clip-vit-large-patch14-336", vc))
+               original_config("bfloat16", "openai/clip-vit-large-patch14-336"))
+    # The tower's weights are in the shards; its sizes (a tiny tower, not ViT-L/14-336) in the
+    # folder named after mm_vision_tower, as a CLIP folder beside the weights would hold them.
+    os.makedirs(os.path.join(d, "clip-vit-large-patch14-336"))
+    write_json(os.path.join(d, "clip-vit-large-patch14-336", "config.json"),
+               clip_config_json("bfloat16"))
     written["original"] = "bf16, 2 shards + index, CLIP inside the shards, predictors"
 
     d = new_folder(out, "original-separate-clip")
@@ -499,7 +499,7 @@ def write_layouts(out, model, sd, predictors):
     save_file(cast(w, torch.float16), os.path.join(d, "model.safetensors"),
               metadata={"format": "pt"})
     write_json(os.path.join(d, "config.json"),
-               original_config("float16", "openai/clip-vit-large-patch14-336", None))
+               original_config("float16", "openai/clip-vit-large-patch14-336"))
     t = os.path.join(d, "clip-vit-large-patch14-336")
     os.makedirs(t)
     tower = {"vision_model." + k[len("model.vision_tower."):]: v for k, v in sd.items()
