@@ -13,7 +13,9 @@
 #include <dynllava/model/llama_weights.hpp>
 #include <dynllava/model/llava_config.hpp>
 #include <dynllava/model/llava_layout.hpp>
+#include <dynllava/model/llava_model.hpp>
 #include <dynllava/model/projector.hpp>
+#include <dynllava/model/prompt_rows.hpp>
 #include <dynllava/nn/activations.hpp>
 #include <dynllava/nn/attention.hpp>
 #include <dynllava/nn/blas.hpp>
@@ -21,7 +23,9 @@
 #include <dynllava/nn/linear.hpp>
 #include <dynllava/nn/rms_norm.hpp>
 #include <dynllava/nn/rope.hpp>
+#include <dynllava/nn/stored_matrix.hpp>
 #include <dynllava/nn/tensor_table.hpp>
+#include <dynllava/nn/widen.hpp>
 #include <dynllava/score/image_predictor.hpp>
 #include <dynllava/score/output_predictor.hpp>
 #include <dynllava/score/predictor_weights.hpp>

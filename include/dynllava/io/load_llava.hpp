@@ -1,0 +1,110 @@
+// SPDX-License-Identifier: Apache-2.0
+/// @file load_llava.hpp
+/// @brief Loads a LLaVA-1.5 / Dynamic-LLaVA model folder as published: `config.json` (either
+/// style), the weights (one `model.safetensors`, shards with `model.safetensors.index.json`, or
+/// the `*.safetensors` files of the folder) in any layout of `model/llava_layout.hpp`, the CLIP
+/// tower inside the checkpoint or in its own folder, and the Dynamic-LLaVA predictors when the
+/// checkpoint has them. Matrices stay in their stored width, memory-mapped.
+#pragma once
+
+#include <dynllava/core/error.hpp>
+#include <dynllava/io/load_clip.hpp>
+#include <dynllava/io/load_predictors.hpp>
+#include <dynllava/io/read_llava_config.hpp>
+#include <dynllava/io/read_tensor.hpp>
+#include <dynllava/io/safetensors.hpp>
+#include <dynllava/io/untrusted_text.hpp>
+#include <dynllava/model/llava_config.hpp>
+#include <dynllava/model/llava_layout.hpp>
+#include <dynllava/model/llava_model.hpp>
+#include <dynllava/score/image_predictor.hpp>
+#include <dynllava/score/output_predictor.hpp>
+
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace dynllava::io {
+
+/// Where `load_llava` finds what the model folder does not say.
+struct load_llava_options {
+  /// The CLIP tower's folder (its `config.json` and, for a checkpoint without the tower, its
+  /// weights). Unset: the folder inside the model folder named after `mm_vision_tower`.
+  std::optional<std::filesystem::path> vision_tower;
+  /// Load the Dynamic-LLaVA predictors when the checkpoint has them.
+  bool predictors = true;
+};
+
+/// A loaded model folder.
+struct llava_folder {
+  llava_config config;
+  llava_layout layout = llava_layout::original;
+  llava_model model;
+  std::optional<image_predictor> image;    ///< the checkpoint's image predictor, if any
+  std::optional<output_predictor> output;  ///< the checkpoint's output-text predictor, if any
+};
+
+namespace detail {
+
+/// The folder of the tower's weights for a checkpoint without them.
+inline std::filesystem::path tower_folder(const llava_config_file& file,
+                                          const load_llava_options& o,
+                                          const std::filesystem::path& model_dir) {
+  if (o.vision_tower) return *o.vision_tower;
+  DYNLLAVA_EXPECTS(file.clip_dir.has_value(),
+                   "load_llava: the checkpoint in {} has no vision tower and mm_vision_tower {} "
+                   "names no folder inside it; pass the CLIP folder as "
+                   "load_llava_options::vision_tower",
+                   quote_untrusted(model_dir.string()), quote_untrusted(file.vision_tower));
+  return *file.clip_dir;
+}
+
+}  // namespace detail
+
+/// @brief Loads the LLaVA model of `model_dir`.
+/// @throws dynllava::error naming the file and the problem: a malformed `config.json`, shards or
+///         index; an unrecognised layout; a missing, wrongly shaped or non-float tensor; a tower
+///         folder that is missing.
+inline llava_folder load_llava(const std::filesystem::path& model_dir,
+                               const load_llava_options& o = {}) {
+  llava_config_options co;
+  co.clip_config = o.vision_tower;
+  const llava_config_file file = read_llava_config_file(model_dir, co);
+  const llava_config& c = file.config;
+  const checkpoint ckpt(model_dir);
+  const std::vector<std::string> names = ckpt.names();
+  const llava_layout layout = detect_llava_layout(names);
+  const llava_tensor_names tn = tensor_names(layout);
+
+  llava_weights w;
+  visit_tensors(w.text, c.text, [&](const nn::tensor_spec& s, auto& out) {
+    read_tensor(ckpt, tn.llm(s.name), s, out);
+  });
+  if (tn.vision_in_checkpoint) {
+    w.vision = load_clip_weights(ckpt, c.vision, tn.vision_prefix, c.vision_layer());
+  } else {
+    const std::filesystem::path dir = detail::tower_folder(file, o, model_dir);
+    const checkpoint tower(dir);
+    const std::vector<std::string> tower_names = tower.names();
+    w.vision =
+        load_clip_weights(tower, c.vision, detect_clip_vision_prefix(tower_names), c.vision_layer());
+  }
+  const projector_names pn{tn.projector(0, c.projector),
+                           c.projector == projector_type::mlp2x_gelu
+                               ? tn.projector(1, c.projector)
+                               : std::string()};
+  w.projector = load_projector_weights(ckpt, projector_config::of(c), pn);
+
+  llava_folder f{c, layout, llava_model(c, std::move(w)), std::nullopt, std::nullopt};
+  if (o.predictors && c.predictors) {
+    f.image = load_image_predictor(ckpt, *c.predictors, tn.image_predictor_prefix);
+    if (c.sparse.output_predictor) {
+      f.output = load_output_predictor(ckpt, *c.predictors, tn.output_predictor_prefix);
+    }
+  }
+  return f;
+}
+
+}  // namespace dynllava::io
