@@ -7,9 +7,13 @@ Reproduces, from a reading of the released LLaVA code, what happens to a prompt:
   " " after a user turn, "</s>" after an assistant turn, "ASSISTANT:" for the open turn; an
   empty message is written "ROLE:"), the image as "<image>\\n" before the first question;
 - `tokenizer_image_token`: split at "<image>", tokenise each piece with the Hugging Face slow
-  `LlamaTokenizer` (legacy): BOS, then the text split at its special tokens (<unk>, <s>, </s>),
-  each as its id, and each stretch of text between them through SentencePiece on its own (so
-  each gets the dummy prefix); keep BOS once and put the image id between the pieces.
+  `LlamaTokenizer`: BOS, then the text split at its special tokens (<unk>, <s>, </s>), each as
+  its id, and each stretch of text between them through SentencePiece on its own: the first with
+  the dummy prefix; the ones after a special token with it only when `legacy` is true (with
+  `legacy=False`, as Vicuna-1.5 sets it, transformers loads the model with
+  `normalizer_spec.add_dummy_prefix = False` and prefixes only the start of the text); keep BOS
+  once and put the image id between the pieces. Both settings are written ("ids" for
+  legacy=False, "ids_legacy").
 The slow tokenizer is emulated here over python `sentencepiece`, because transformers 5 has no
 SentencePiece-backed `LlamaTokenizer` any more. Decode cases are SentencePiece's own decoding.
 
@@ -37,25 +41,39 @@ def vicuna_v1_prompt(messages):
     return out
 
 
-def hf_slow_encode(sp, text):
-    """The slow LlamaTokenizer(legacy=True)(text).input_ids, BOS included."""
+def without_dummy_prefix(model_path):
+    """The model with `normalizer_spec.add_dummy_prefix = False` (what transformers' slow
+    LlamaTokenizer loads when legacy=False)."""
+    from sentencepiece import sentencepiece_model_pb2 as pb
+    m = pb.ModelProto()
+    with open(model_path, "rb") as f:
+        m.ParseFromString(f.read())
+    m.normalizer_spec.add_dummy_prefix = False
+    return spm.SentencePieceProcessor(model_proto=m.SerializeToString())
+
+
+def hf_slow_encode(sp, text, plain=None):
+    """The slow LlamaTokenizer(text).input_ids, BOS included: legacy=True when `plain` is None,
+    else legacy=False with `plain` the model without the dummy prefix."""
     specials = [sp.id_to_piece(i) for i in (sp.unk_id(), sp.bos_id(), sp.eos_id())]
     ids = [sp.bos_id()]
+    first = True
     while text:
         hits = [(text.find(p), -len(p), p) for p in specials if text.find(p) >= 0]
-        if not hits:
-            ids += sp.encode(text)
-            break
-        at, _, piece = min(hits)
+        at = min(hits)[0] if hits else len(text)
         if at > 0:
-            ids += sp.encode(text[:at])
+            ids += (sp if first or plain is None else plain).encode(text[:at])
+        first = False
+        if not hits:
+            break
+        piece = min(hits)[2]
         ids.append(sp.piece_to_id(piece))
         text = text[at + len(piece):]
     return ids
 
 
-def tokenizer_image_token(sp, prompt, image_token_index=IMAGE_TOKEN_INDEX):
-    chunks = [hf_slow_encode(sp, c) for c in prompt.split("<image>")]
+def tokenizer_image_token(sp, prompt, image_token_index=IMAGE_TOKEN_INDEX, plain=None):
+    chunks = [hf_slow_encode(sp, c, plain) for c in prompt.split("<image>")]
     ids = [chunks[0][0]]  # every chunk starts with BOS: keep the first one only
     for i, chunk in enumerate(chunks):
         if i > 0:
@@ -103,6 +121,7 @@ DECODES = [
 
 def main(model_path, out_path):
     sp = spm.SentencePieceProcessor(model_file=model_path)
+    plain = without_dummy_prefix(model_path)
     out = {"model": "tests/fixtures/tokenizer/tokenizer.model", "image_token_index":
            IMAGE_TOKEN_INDEX, "bos": sp.bos_id(), "eos": sp.eos_id(), "unk": sp.unk_id(),
            "vocab_size": sp.vocab_size(), "prompts": [], "encode": [], "decode": []}
@@ -110,10 +129,13 @@ def main(model_path, out_path):
         messages = conversation(turns, images)
         prompt = vicuna_v1_prompt(messages)
         out["prompts"].append({"name": name, "turns": turns, "images": images,
-                               "prompt": prompt, "ids": tokenizer_image_token(sp, prompt)})
+                               "prompt": prompt,
+                               "ids": tokenizer_image_token(sp, prompt, plain=plain),
+                               "ids_legacy": tokenizer_image_token(sp, prompt)})
     for text in TEXTS:
         out["encode"].append({"text": text, "ids": sp.encode(text),
-                              "with_special_tokens": hf_slow_encode(sp, text)[1:]})
+                              "with_special_tokens": hf_slow_encode(sp, text, plain)[1:],
+                              "with_special_tokens_legacy": hf_slow_encode(sp, text)[1:]})
     # Decode cases: ids as generated (the encoding of a text), some with byte pieces split up.
     for text in DECODES:
         ids = sp.encode(text)

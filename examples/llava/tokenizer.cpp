@@ -17,6 +17,8 @@ namespace dynllava::llava {
 
 struct tokenizer::impl {
   sentencepiece::SentencePieceProcessor sp;
+  sentencepiece::SentencePieceProcessor sp_no_prefix;  // the same model without the dummy prefix
+  bool legacy = false;
   std::string name;
   std::vector<std::string> pieces;  // [vocab]
   std::vector<token_kind> kinds;    // [vocab]
@@ -109,6 +111,14 @@ tokenizer tokenizer::from_memory(std::string_view model, std::string_view name,
   const auto loaded = t->sp.LoadFromSerializedProto(model);
   DYNLLAVA_EXPECTS(loaded.ok(), "tokenizer: {}: not a SentencePiece model ({})", t->name,
                    loaded.ToString());
+  // The same model with `normalizer_spec.add_dummy_prefix = false`: a second `normalizer_spec`
+  // (field 3) holding only that (field 3, varint 0) is appended; protobuf merges repeated
+  // message fields, so every other setting stays.
+  t->legacy = options.legacy;
+  const auto plain = t->sp_no_prefix.LoadFromSerializedProto(std::string(model) +
+                                                             std::string("\x1a\x02\x18\x00", 4));
+  DYNLLAVA_EXPECTS(plain.ok(), "tokenizer: {}: not a SentencePiece model ({})", t->name,
+                   plain.ToString());
 
   const int vocab = t->sp.GetPieceSize();
   DYNLLAVA_EXPECTS(vocab > 0, "tokenizer: {}: the model has no pieces", t->name);
@@ -178,6 +188,7 @@ std::int32_t tokenizer::bos_id() const noexcept { return impl_->bos; }
 std::int32_t tokenizer::eos_id() const noexcept { return impl_->eos; }
 std::int32_t tokenizer::unk_id() const noexcept { return impl_->unk; }
 bool tokenizer::adds_dummy_prefix() const noexcept { return impl_->dummy_prefix; }
+bool tokenizer::legacy() const noexcept { return impl_->legacy; }
 
 std::vector<std::int32_t> tokenizer::encode(std::string_view text) const {
   std::vector<int> ids;
@@ -191,6 +202,7 @@ std::vector<std::int32_t> tokenizer::encode_with_special_tokens(std::string_view
   // The Hugging Face slow tokenizer's special tokens: unk, bos, eos (no pad in LLaMA's).
   const std::array<std::int32_t, 3> specials{impl_->unk, impl_->bos, impl_->eos};
   std::vector<std::int32_t> out;
+  const char* const first = text.data();
   while (!text.empty()) {
     std::size_t at = std::string_view::npos;
     std::int32_t found = -1;
@@ -204,8 +216,17 @@ std::vector<std::int32_t> tokenizer::encode_with_special_tokens(std::string_view
         found = id;
       }
     }
-    const auto chunk = encode(text.substr(0, at));
-    out.insert(out.end(), chunk.begin(), chunk.end());
+    const auto piece = text.substr(0, at);
+    if (text.data() == first || impl_->legacy) {
+      const auto chunk = encode(piece);
+      out.insert(out.end(), chunk.begin(), chunk.end());
+    } else {
+      std::vector<int> ids;
+      const auto status = impl_->sp_no_prefix.Encode(piece, &ids);
+      DYNLLAVA_EXPECTS(status.ok(), "tokenizer: {}: encoding {} bytes failed ({})", impl_->name,
+                       piece.size(), status.ToString());
+      out.insert(out.end(), ids.begin(), ids.end());
+    }
     if (at == std::string_view::npos) break;
     out.push_back(found);
     text.remove_prefix(at + impl_->pieces[static_cast<std::size_t>(found)].size());

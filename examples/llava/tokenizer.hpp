@@ -29,6 +29,10 @@ struct tokenizer_options {
   std::optional<std::int32_t> eos_id;  ///< default: the model's EOS (LLaMA: 2)
   std::size_t max_bytes = 16u << 20;   ///< larger files are refused before reading
   std::size_t max_pieces = 1u << 18;   ///< more pieces are refused before parsing
+  /// The Hugging Face `LlamaTokenizer` setting `legacy` (`tokenizer_config.json`): true encodes
+  /// the text after a special piece with a dummy prefix ("</s>USER" -> `</s>`, "▁USER"), false
+  /// without ("</s>", "US", "ER"), as Vicuna-1.5 / LLaVA-1.5 checkpoints set it.
+  bool legacy = false;
 };
 
 /// A loaded SentencePiece model. Move-only; every call is const and thread-safe.
@@ -57,13 +61,16 @@ class tokenizer {
   [[nodiscard]] std::int32_t unk_id() const noexcept;
   /// Whether the model prepends "▁" to each encoded text (LLaMA: yes).
   [[nodiscard]] bool adds_dummy_prefix() const noexcept;
+  /// `tokenizer_options::legacy` as loaded.
+  [[nodiscard]] bool legacy() const noexcept;
 
   /// SentencePiece's encoding of `text`, without BOS/EOS; `<s>` in the text is plain characters.
   /// @throws dynllava::error when SentencePiece fails.
   [[nodiscard]] std::vector<std::int32_t> encode(std::string_view text) const;
-  /// As the Hugging Face slow `LlamaTokenizer` (legacy) tokenises: the text is split at the
-  /// special pieces (`<unk>`, `<s>`, `</s>`), each becomes its id, and every piece of text
-  /// between them is encoded on its own (so each gets the dummy prefix). No BOS is added.
+  /// As the Hugging Face slow `LlamaTokenizer` tokenises: the text is split at the special
+  /// pieces (`<unk>`, `<s>`, `</s>`), each becomes its id, and every piece of text between them
+  /// is encoded on its own: the first with the dummy prefix, the ones after a special piece with
+  /// it only when `tokenizer_options::legacy`. No BOS is added.
   [[nodiscard]] std::vector<std::int32_t> encode_with_special_tokens(std::string_view text) const;
   /// SentencePiece's decoding (control pieces vanish, unknown is " ⁇ ", invalid UTF-8 from byte
   /// pieces becomes U+FFFD). @throws dynllava::error for an id outside the vocabulary.

@@ -21,6 +21,16 @@ inline const tokenizer& tiny_tokenizer() {
   return tok;
 }
 
+/// The same model with `tokenizer_options::legacy`.
+inline const tokenizer& tiny_legacy_tokenizer() {
+  static const tokenizer tok = [] {
+    tokenizer_options o;
+    o.legacy = true;
+    return tokenizer::load(fixture("tokenizer.model"), o);
+  }();
+  return tok;
+}
+
 /// tests/fixtures/tokenizer/reference.json, written by tools/tokenizer_reference.py.
 inline const nlohmann::json& reference() {
   static const nlohmann::json j = [] {

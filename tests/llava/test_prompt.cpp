@@ -12,6 +12,7 @@
 
 using namespace dynllava::llava;
 using dynllava::llava::test::reference;
+using dynllava::llava::test::tiny_legacy_tokenizer;
 using dynllava::llava::test::tiny_tokenizer;
 
 namespace {
@@ -78,6 +79,8 @@ TEST_SUITE("cpu") {
       const auto ids = tokenize_prompt(tok, c["prompt"].get<std::string>());
       CHECK(ids == c["ids"].get<std::vector<std::int32_t>>());
       CHECK(std::count(ids.begin(), ids.end(), image) == c["images"].get<int>());
+      CHECK(tokenize_prompt(tiny_legacy_tokenizer(), c["prompt"].get<std::string>()) ==
+            c["ids_legacy"].get<std::vector<std::int32_t>>());
     }
   }
 
@@ -91,11 +94,17 @@ TEST_SUITE("cpu") {
     // One BOS, at the front.
     CHECK(ids.front() == 1);
     CHECK(std::count(ids.begin(), ids.end(), 1) == 1);
-    // The earlier answer's "</s>" is the EOS id, followed by "▁USER" (a fresh dummy prefix).
+    // The earlier answer's "</s>" is the EOS id, followed by "USER" without a dummy prefix
+    // (legacy = false, as Vicuna-1.5 sets it), or by "▁USER" with legacy = true.
     const auto eos = std::find(ids.begin(), ids.end(), 2);
     REQUIRE(eos != ids.end());
+    CHECK(!tok.piece(*(eos + 1)).starts_with("\xE2\x96\x81"));
+    CHECK(tok.decode(std::vector<std::int32_t>(eos + 1, eos + 3)) == "USER");
+    const auto legacy = tokenize_prompt(tiny_legacy_tokenizer(), conv.prompt());
+    const auto legacy_eos = std::find(legacy.begin(), legacy.end(), 2);
+    REQUIRE(legacy_eos != legacy.end());
     const auto user = tok.encode("USER");
-    CHECK(std::equal(user.begin(), user.end(), eos + 1));
+    CHECK(std::equal(user.begin(), user.end(), legacy_eos + 1));
     // After the image: "▁" then the newline byte piece.
     const auto img = std::find(ids.begin(), ids.end(), llava_image_token_id);
     REQUIRE(img != ids.end());

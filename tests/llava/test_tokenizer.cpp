@@ -16,6 +16,7 @@ namespace fs = std::filesystem;
 using namespace dynllava::llava;
 using dynllava::llava::test::fixture;
 using dynllava::llava::test::reference;
+using dynllava::llava::test::tiny_legacy_tokenizer;
 using dynllava::llava::test::tiny_tokenizer;
 
 namespace {
@@ -82,6 +83,8 @@ TEST_SUITE("cpu") {
       CHECK(tok.encode(text) == c["ids"].get<std::vector<std::int32_t>>());
       CHECK(tok.encode_with_special_tokens(text) ==
             c["with_special_tokens"].get<std::vector<std::int32_t>>());
+      CHECK(tiny_legacy_tokenizer().encode_with_special_tokens(text) ==
+            c["with_special_tokens_legacy"].get<std::vector<std::int32_t>>());
     }
     for (const auto& c : reference()["decode"]) {
       const auto ids = c["ids"].get<std::vector<std::int32_t>>();
@@ -96,12 +99,18 @@ TEST_SUITE("cpu") {
     const auto& tok = tiny_tokenizer();
     const auto plain = tok.encode("A</s>B");
     CHECK(std::find(plain.begin(), plain.end(), 2) == plain.end());
-    const auto special = tok.encode_with_special_tokens("A</s>B");
+    // legacy: the text after a special piece gets its own dummy prefix; not legacy: it does not.
+    const auto special = tiny_legacy_tokenizer().encode_with_special_tokens("A</s>B");
     auto expected = tok.encode("A");
     expected.push_back(2);
-    const auto b = tok.encode("B");  // its own dummy prefix, as the slow LlamaTokenizer does
+    const auto b = tok.encode("B");
     expected.insert(expected.end(), b.begin(), b.end());
     CHECK(special == expected);
+    const auto plain_b = tok.encode_with_special_tokens("A</s>B");
+    REQUIRE(plain_b.size() == tok.encode("A").size() + 2);
+    CHECK(!tok.piece(plain_b.back()).starts_with("\xE2\x96\x81"));  // no "▁"
+    CHECK(tok.legacy() == false);
+    CHECK(tiny_legacy_tokenizer().legacy() == true);
     CHECK(tok.encode_with_special_tokens("<s></s><unk>") == std::vector<std::int32_t>{1, 2, 0});
   }
 

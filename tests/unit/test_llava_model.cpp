@@ -38,7 +38,8 @@ const nlohmann::json& reference() {
 /// The reference's pixel values: `[3, 336, 336]` little-endian fp16, widened.
 const std::vector<float>& pixels() {
   static const std::vector<float> px = [] {
-    const std::string bytes = dynllava::test::read_file(fixture_dir() / "llava" / "pixel_values.f16.bin");
+    const std::string bytes =
+        dynllava::test::read_file(fixture_dir() / "llava" / "pixel_values.f16.bin");
     std::vector<float> v(bytes.size() / 2);
     for (std::size_t i = 0; i < v.size(); ++i) {
       const auto lo = static_cast<unsigned char>(bytes[2 * i]);
@@ -59,7 +60,8 @@ std::vector<float> dense_logits(const llava_model& m, const prompt_rows& p) {
   for (std::size_t i = 0; i < n; ++i) pos[i] = static_cast<index_t>(i);
   std::vector<float> k(n * H), v(n * H);
   for (index_t l = 0; l < m.layers(); ++l) {
-    m.layer(host, l, host_ragged_rows<float>{make_host_span(p.row_indptr), make_host_span(h), m.hidden()},
+    m.layer(host, l,
+            host_ragged_rows<float>{make_host_span(p.row_indptr), make_host_span(h), m.hidden()},
             make_host_span(std::as_const(pos)), nullptr, make_host_span(k), make_host_span(v));
   }
   std::vector<float> out(n * static_cast<std::size_t>(m.vocab()));
@@ -78,17 +80,17 @@ TEST_SUITE("llava") {
   TEST_CASE("llava model: every checkpoint layout matches transformers' logits and greedy tokens") {
     const auto& ref = reference();
     const double tol = ref["tolerance"]["logits_relative_to_max_abs"].get<double>();
-    for (const layout_case lc : {layout_case{"original", llava_layout::original},
-                                 layout_case{"original-separate-clip",
-                                             llava_layout::original_separate_tower},
-                                 layout_case{"hf-legacy", llava_layout::hf_legacy},
-                                 layout_case{"hf", llava_layout::hf_legacy_flat_vision},
-                                 layout_case{"hf-new-names", llava_layout::hf_current_flat_vision}}) {
+    for (const layout_case lc :
+         {layout_case{"original", llava_layout::original},
+          layout_case{"original-separate-clip", llava_layout::original_separate_tower},
+          layout_case{"hf-legacy", llava_layout::hf_legacy},
+          layout_case{"hf", llava_layout::hf_legacy_flat_vision},
+          layout_case{"hf-new-names", llava_layout::hf_current_flat_vision}}) {
       CAPTURE(lc.folder);
       const io::llava_folder f = io::load_llava(fixture_dir() / "llava" / lc.folder);
       CHECK(f.layout == lc.layout);
-      const bool original = lc.layout == llava_layout::original ||
-                            lc.layout == llava_layout::original_separate_tower;
+      const bool original =
+          lc.layout == llava_layout::original || lc.layout == llava_layout::original_separate_tower;
       CHECK(f.config.image_token_id == (original ? -200 : 500));
       CHECK(f.image.has_value() == original);
       CHECK(f.output.has_value() == original);
@@ -100,7 +102,8 @@ TEST_SUITE("llava") {
         const std::vector<index_t> indptr = {0, static_cast<index_t>(ids.size())};
         const auto images = c["images"].get<std::size_t>();
         std::vector<float> px;
-        for (std::size_t i = 0; i < images; ++i) px.insert(px.end(), pixels().begin(), pixels().end());
+        for (std::size_t i = 0; i < images; ++i)
+          px.insert(px.end(), pixels().begin(), pixels().end());
         const prompt_rows p = m.prompt({make_host_span(indptr), make_host_span(std::as_const(ids))},
                                        make_host_span(std::as_const(px)));
         REQUIRE(p.row_indptr.back() == static_cast<index_t>(c["input_ids"].size()));
@@ -126,13 +129,15 @@ TEST_SUITE("llava") {
         paged_kv_cache cache({m.layers(), 1, width, 16, 4 * (p.row_indptr.back() / 16 + 4)});
         kv_session s(m, cache, full_cache_policy{}, nullptr, nullptr,
                      {.prune_images = false, .gate_outputs = false});
-        const generation g = generate(s, p.view(), p.segment_view(), {.max_new_tokens = 32, .eos = std::nullopt, .sampling = {}});
+        const generation g = generate(s, p.view(), p.segment_view(),
+                                      {.max_new_tokens = 32, .eos = std::nullopt, .sampling = {}});
         CHECK(g.tokens.front() == c["greedy_tokens"].get<std::vector<std::int32_t>>());
       }
     }
   }
 
-  TEST_CASE("llava model: without its tower folder a checkpoint is a clear error; given, it loads") {
+  TEST_CASE(
+      "llava model: without its tower folder a checkpoint is a clear error; given, it loads") {
     test::temp_dir d("llava-errors");
     const auto src = fixture_dir() / "llava" / "original-separate-clip";
     for (const char* file : {"config.json", "model.safetensors", "tokenizer.model"})
@@ -150,8 +155,7 @@ TEST_SUITE("llava") {
     CHECK_THROWS_WITH_AS(io::load_llava(d.path, {.vision_tower = empty_tower.path}),
                          doctest::Contains("holds no .safetensors file"), error);
     // Given explicitly, it loads.
-    const auto f = io::load_llava(
-        d.path, {.vision_tower = src / "clip-vit-large-patch14-336"});
+    const auto f = io::load_llava(d.path, {.vision_tower = src / "clip-vit-large-patch14-336"});
     CHECK(f.layout == llava_layout::original_separate_tower);
   }
 }

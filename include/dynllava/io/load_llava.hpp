@@ -88,13 +88,12 @@ inline llava_folder load_llava(const std::filesystem::path& model_dir,
     const std::filesystem::path dir = detail::tower_folder(file, o, model_dir);
     const checkpoint tower(dir);
     const std::vector<std::string> tower_names = tower.names();
-    w.vision =
-        load_clip_weights(tower, c.vision, detect_clip_vision_prefix(tower_names), c.vision_layer());
+    w.vision = load_clip_weights(tower, c.vision, detect_clip_vision_prefix(tower_names),
+                                 c.vision_layer());
   }
-  const projector_names pn{tn.projector(0, c.projector),
-                           c.projector == projector_type::mlp2x_gelu
-                               ? tn.projector(1, c.projector)
-                               : std::string()};
+  const projector_names pn{tn.projector(0, c.projector), c.projector == projector_type::mlp2x_gelu
+                                                             ? tn.projector(1, c.projector)
+                                                             : std::string()};
   w.projector = load_projector_weights(ckpt, projector_config::of(c), pn);
 
   llava_folder f{c, layout, llava_model(c, std::move(w)), std::nullopt, std::nullopt};

@@ -32,8 +32,8 @@ namespace dynllava {
 
 /// Every weight of a LLaVA model (host; matrices in their stored width).
 struct llava_weights {
-  llama_weights text;           ///< the language model
-  clip_weights vision;          ///< the tower's first `llava_config::vision_layer()` layers (or more)
+  llama_weights text;   ///< the language model
+  clip_weights vision;  ///< the tower's first `llava_config::vision_layer()` layers (or more)
   projector_weights projector;  ///< the projector
 };
 
@@ -41,7 +41,8 @@ struct llava_weights {
 /// tower holding the layers LLaVA runs.
 inline llava_weights random_llava_weights(const llava_config& c, std::uint64_t seed) {
   c.validate();
-  return {random_llama_weights(c.text, seed), random_clip_weights(c.vision, seed + 1, c.vision_layer()),
+  return {random_llama_weights(c.text, seed),
+          random_clip_weights(c.vision, seed + 1, c.vision_layer()),
           random_projector_weights(projector_config::of(c), seed + 2)};
 }
 
@@ -110,8 +111,7 @@ class llava_model {
                      images, rows, hidden(), images * rows * static_cast<std::size_t>(hidden()),
                      out.size());
     std::vector<float> features(images * rows * static_cast<std::size_t>(c_.vision.hidden));
-    vision_.encode(pixels, images, c_.vision_layer(), c_.select_feature,
-                   make_host_span(features));
+    vision_.encode(pixels, images, c_.vision_layer(), c_.select_feature, make_host_span(features));
     projector_.apply(make_host_span(std::as_const(features)), out);
   }
   /// `encode_images` into a new `[images, image_rows(), H]` vector.
