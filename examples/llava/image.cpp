@@ -1,0 +1,259 @@
+// SPDX-License-Identifier: Apache-2.0
+/// @file image.cpp
+/// @brief PNG/JPEG decoding with stb_image behind a size budget; see image.hpp.
+#include "image.hpp"
+
+#include <dynllava/core/error.hpp>
+
+#include <fmt/format.h>
+#include <stb_image.h>
+
+#include "stb_alloc.hpp"
+
+#include <algorithm>
+#include <array>
+#include <climits>
+#include <fstream>
+#include <memory>
+#include <system_error>
+
+namespace dynllava::llava {
+namespace {
+
+constexpr std::array<std::uint8_t, 8> png_signature{0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
+constexpr std::array<std::uint8_t, 3> jpeg_signature{0xff, 0xd8, 0xff};
+
+constexpr std::string_view format_name(image_format f) noexcept {
+  return f == image_format::png ? "PNG" : "JPEG";
+}
+
+std::string first_bytes_hex(std::span<const std::uint8_t> bytes) {
+  std::string out;
+  for (std::size_t i = 0; i < std::min<std::size_t>(bytes.size(), 8); ++i) {
+    out += fmt::format("{}{:02x}", i == 0 ? "" : " ", bytes[i]);
+  }
+  return out.empty() ? "none: the input is empty" : out;
+}
+
+const char* stb_reason() noexcept {
+  const char* r = stbi_failure_reason();
+  return r != nullptr ? r : "unknown failure";
+}
+
+struct declared_size {
+  std::uint32_t width = 0;
+  std::uint32_t height = 0;
+  bool found = false;
+};
+
+std::uint32_t be16(const std::uint8_t* p) noexcept { return (std::uint32_t{p[0]} << 8) | p[1]; }
+std::uint32_t be32(const std::uint8_t* p) noexcept { return (be16(p) << 16) | be16(p + 2); }
+
+/// The size in a PNG's IHDR (always the first chunk), without trusting stb to report it.
+declared_size png_declared_size(std::span<const std::uint8_t> b) noexcept {
+  if (b.size() < 24 || !std::equal(b.begin() + 12, b.begin() + 16, "IHDR")) return {};
+  return {be32(&b[16]), be32(&b[20]), true};
+}
+
+/// What the JPEG's segments before the first scan say: the frame size (SOFn) and where the
+/// scan starts. Segments are walked by their lengths, so markers inside APP segments (an EXIF
+/// thumbnail) are skipped.
+struct jpeg_layout {
+  declared_size size;
+  std::size_t scan = 0;  ///< offset of the first SOS marker, 0 when none
+};
+
+jpeg_layout jpeg_walk(std::span<const std::uint8_t> b) noexcept {
+  jpeg_layout out;
+  std::size_t pos = 2;  // after SOI
+  while (pos + 1 < b.size()) {
+    if (b[pos] != 0xff) return out;  // not a marker where one must be: stb reports it
+    const std::uint8_t marker = b[pos + 1];
+    if (marker == 0xff) {  // fill byte
+      ++pos;
+      continue;
+    }
+    if (marker == 0xda) {
+      out.scan = pos;
+      return out;
+    }
+    if (marker == 0x01 || (marker >= 0xd0 && marker <= 0xd9)) {
+      pos += 2;  // markers without a length
+      continue;
+    }
+    if (pos + 3 >= b.size()) return out;
+    const bool frame = marker >= 0xc0 && marker <= 0xcf && marker != 0xc4 && marker != 0xc8 &&
+                       marker != 0xcc;
+    if (frame && !out.size.found && pos + 8 < b.size()) {
+      out.size = {be16(&b[pos + 7]), be16(&b[pos + 5]), true};  // P, Y, X after the length
+    }
+    pos += 2 + be16(&b[pos + 2]);
+  }
+  return out;
+}
+
+/// A JPEG is complete when an end-of-image marker (FF D9) follows its first scan: inside
+/// entropy-coded data a literal FF is always stuffed (FF 00), so FF D9 there is the real end.
+/// stb_image pads a truncated scan with zeros and reports success; PIL reports "image file is
+/// truncated".
+bool jpeg_has_end_marker(std::span<const std::uint8_t> b, std::size_t scan) noexcept {
+  if (scan == 0) return false;
+  for (std::size_t i = scan + 2; i + 1 < b.size(); ++i) {
+    if (b[i] == 0xff && b[i + 1] == 0xd9) return true;
+  }
+  return false;
+}
+
+template <class T>
+struct stb_deleter {
+  void operator()(T* p) const noexcept { stbi_image_free(p); }
+};
+
+}  // namespace
+
+std::string quote_name(std::string_view s) {
+  std::string out = "\"";
+  for (const char c : s) {
+    const auto u = static_cast<unsigned char>(c);
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += c;
+    } else if (u < 0x20 || u >= 0x7f) {
+      out += fmt::format("\\x{:02x}", u);
+    } else {
+      out += c;
+    }
+  }
+  out += '"';
+  return out;
+}
+
+image_format sniff_image_format(std::span<const std::uint8_t> bytes, std::string_view name) {
+  if (bytes.size() >= png_signature.size() &&
+      std::equal(png_signature.begin(), png_signature.end(), bytes.begin())) {
+    return image_format::png;
+  }
+  if (bytes.size() >= jpeg_signature.size() &&
+      std::equal(jpeg_signature.begin(), jpeg_signature.end(), bytes.begin())) {
+    return image_format::jpeg;
+  }
+  DYNLLAVA_FAIL(
+      "image {}: not a PNG or JPEG file (first bytes: {}); only PNG and JPEG are accepted, "
+      "recognised by their signature",
+      quote_name(name), first_bytes_hex(bytes));
+}
+
+rgb_image decode_image(std::span<const std::uint8_t> bytes, std::string_view name,
+                       const image_limits& limits) {
+  DYNLLAVA_EXPECTS(limits.max_pixels > 0 && limits.max_file_bytes > 0,
+                   "decode_image: the limits must be positive (max_pixels {}, max_file_bytes {})",
+                   limits.max_pixels, limits.max_file_bytes);
+  const image_format format = sniff_image_format(bytes, name);
+  DYNLLAVA_EXPECTS(bytes.size() <= static_cast<std::size_t>(limits.max_file_bytes) &&
+                       bytes.size() <= static_cast<std::size_t>(INT_MAX),
+                   "image {}: {} bytes exceed the limit of {} bytes", quote_name(name),
+                   bytes.size(), std::min<std::int64_t>(limits.max_file_bytes, INT_MAX));
+  const int length = static_cast<int>(bytes.size());
+
+  // The declared size, read here first: stb refuses very large sizes with a vague reason.
+  const jpeg_layout jpeg = format == image_format::jpeg ? jpeg_walk(bytes) : jpeg_layout{};
+  const declared_size declared = format == image_format::png ? png_declared_size(bytes) : jpeg.size;
+  if (declared.found) {
+    const std::int64_t n = std::int64_t{declared.width} * declared.height;
+    DYNLLAVA_EXPECTS(n <= limits.max_pixels,
+                     "image {}: {}x{} = {} pixels exceed the budget of {} pixels; refused before "
+                     "decoding",
+                     quote_name(name), declared.width, declared.height, n, limits.max_pixels);
+  }
+  int w = 0;
+  int h = 0;
+  int channels = 0;
+  if (stbi_info_from_memory(bytes.data(), length, &w, &h, &channels) == 0) {
+    DYNLLAVA_FAIL("image {}: cannot read the {} header{}: {}", quote_name(name),
+                  format_name(format),
+                  declared.found ? fmt::format(" (declaring {}x{} pixels)", declared.width,
+                                               declared.height)
+                                 : std::string(),
+                  stb_reason());
+  }
+  DYNLLAVA_EXPECTS(w > 0 && h > 0, "image {}: the {} header declares {}x{} pixels",
+                   quote_name(name), format_name(format), w, h);
+  const std::int64_t pixels = std::int64_t{w} * h;
+  DYNLLAVA_EXPECTS(pixels <= limits.max_pixels,
+                   "image {}: {}x{} = {} pixels exceed the budget of {} pixels; refused before "
+                   "decoding",
+                   quote_name(name), w, h, pixels, limits.max_pixels);
+  DYNLLAVA_EXPECTS(format != image_format::jpeg || jpeg_has_end_marker(bytes, jpeg.scan),
+                   "image {}: truncated JPEG: no end-of-image marker after the first scan",
+                   quote_name(name));
+
+  // The decoder's allocations: per declared pixel, rounded up to whole 32x32 blocks.
+  const std::int64_t padded = std::min<std::int64_t>(
+      (std::int64_t{w} + 32) * (std::int64_t{h} + 32), limits.max_pixels);
+  const auto budget =
+      static_cast<std::size_t>(padded * image_limits::decoder_bytes_per_pixel + (1 << 20));
+
+  rgb_image image;
+  image.width = w;
+  image.height = h;
+  image.pixels.resize(static_cast<std::size_t>(pixels) * 3);
+  int dw = 0;
+  int dh = 0;
+  int dc = 0;
+  const bool grey16 = format == image_format::png && channels == 1 &&
+                      stbi_is_16_bit_from_memory(bytes.data(), length) != 0;
+  {
+    detail::stb_budget_scope scope(budget);
+    if (grey16) {
+      // PIL's I;16 -> RGB conversion clips each value to 255.
+      const std::unique_ptr<stbi_us, stb_deleter<stbi_us>> grey(
+          stbi_load_16_from_memory(bytes.data(), length, &dw, &dh, &dc, 1));
+      if (grey && dw == w && dh == h) {
+        for (std::size_t i = 0; i < static_cast<std::size_t>(pixels); ++i) {
+          const auto v = static_cast<std::uint8_t>(std::min<stbi_us>(grey.get()[i], 255));
+          std::fill_n(image.pixels.begin() + static_cast<std::ptrdiff_t>(3 * i), 3, v);
+        }
+      } else if (grey) {
+        DYNLLAVA_FAIL("image {}: decoded {}x{} pixels, the header declares {}x{}",
+                      quote_name(name), dw, dh, w, h);
+      } else {
+        DYNLLAVA_FAIL("image {}: corrupt or unsupported {}: {}", quote_name(name),
+                      format_name(format), stb_reason());
+      }
+    } else {
+      const std::unique_ptr<stbi_uc, stb_deleter<stbi_uc>> rgb(
+          stbi_load_from_memory(bytes.data(), length, &dw, &dh, &dc, 3));
+      DYNLLAVA_EXPECTS(rgb != nullptr, "image {}: corrupt or unsupported {}: {}",
+                       quote_name(name), format_name(format), stb_reason());
+      DYNLLAVA_EXPECTS(dw == w && dh == h, "image {}: decoded {}x{} pixels, the header declares {}x{}",
+                       quote_name(name), dw, dh, w, h);
+      std::copy_n(rgb.get(), image.pixels.size(), image.pixels.begin());
+    }
+  }
+  return image;
+}
+
+rgb_image load_image(const std::filesystem::path& file, const image_limits& limits) {
+  const std::string name = file.string();
+  std::error_code ec;
+  const auto status = std::filesystem::status(file, ec);
+  DYNLLAVA_EXPECTS(!ec && std::filesystem::exists(status), "image {}: no such file",
+                   quote_name(name));
+  DYNLLAVA_EXPECTS(std::filesystem::is_regular_file(status), "image {}: not a regular file{}",
+                   quote_name(name),
+                   std::filesystem::is_directory(status) ? " (a directory)" : "");
+  const auto size = std::filesystem::file_size(file, ec);
+  DYNLLAVA_EXPECTS(!ec, "image {}: cannot read its size: {}", quote_name(name), ec.message());
+  DYNLLAVA_EXPECTS(size <= static_cast<std::uintmax_t>(limits.max_file_bytes),
+                   "image {}: {} bytes exceed the limit of {} bytes", quote_name(name), size,
+                   limits.max_file_bytes);
+  std::vector<std::uint8_t> bytes(static_cast<std::size_t>(size));
+  std::ifstream in(file, std::ios::binary);
+  DYNLLAVA_EXPECTS(in.good(), "image {}: cannot open it for reading", quote_name(name));
+  in.read(reinterpret_cast<char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
+  DYNLLAVA_EXPECTS(in.gcount() == static_cast<std::streamsize>(bytes.size()),
+                   "image {}: read {} of its {} bytes", quote_name(name), in.gcount(), size);
+  return decode_image(bytes, name, limits);
+}
+
+}  // namespace dynllava::llava
