@@ -28,9 +28,9 @@ double bicubic(double x) noexcept {
 /// count[i] - 1` with fixed-point weights `weights[i * ksize ..]`.
 struct taps {
   int ksize = 0;
-  std::vector<int> first;   // [out]
-  std::vector<int> count;   // [out]
-  std::vector<int> weights; // [out, ksize]
+  std::vector<int> first;    // [out]
+  std::vector<int> count;    // [out]
+  std::vector<int> weights;  // [out, ksize]
 };
 
 /// PIL's `precompute_coeffs` and `normalize_coeffs_8bpc` for the box `[0, in)`.
@@ -109,14 +109,31 @@ rgb_image resize_on_canvas(const rgb_image& image, int canvas_w, int canvas_h, i
   const bool need_vertical = out_h != canvas_h;
   const taps vert = make_taps(canvas_h, out_h);
 
-  // The canvas row y (colour outside the image) into `row`, [canvas_w, 3].
+  // Canvas row y: the image's row itself when it spans the canvas, else `row`, [canvas_w, 3],
+  // which keeps the colour outside the image's columns (filled once, the image part rewritten).
   std::vector<std::uint8_t> row;
+  bool dirty = false;  // `row` holds an image row
+  const bool padded_columns = ox != 0 || canvas_w != image.width;
   const auto canvas_row = [&](int y) -> const std::uint8_t* {
     const bool inside = y >= oy && y < oy + image.height;
-    if (inside && ox == 0 && canvas_w == image.width) return image.at(0, y - oy);
-    row.resize(bytes_of(canvas_w, 1));
-    for (int x = 0; x < canvas_w; ++x) std::copy(colour.begin(), colour.end(), &row[bytes_of(x, 1)]);
-    if (inside) std::copy_n(image.at(0, y - oy), bytes_of(image.width, 1), &row[bytes_of(ox, 1)]);
+    if (inside && !padded_columns) return image.at(0, y - oy);
+    if (row.empty()) {
+      row.resize(bytes_of(canvas_w, 1));
+      for (int x = 0; x < canvas_w; ++x) {
+        std::copy(colour.begin(), colour.end(), &row[bytes_of(x, 1)]);
+      }
+    }
+    const std::size_t from = bytes_of(ox, 1);
+    const std::size_t span = bytes_of(image.width, 1);
+    if (inside) {
+      std::copy_n(image.at(0, y - oy), span, &row[from]);
+      dirty = true;
+    } else if (dirty) {
+      for (int x = 0; x < image.width; ++x) {
+        std::copy(colour.begin(), colour.end(), &row[from + bytes_of(x, 1)]);
+      }
+      dirty = false;
+    }
     return row.data();
   };
 
@@ -130,24 +147,42 @@ rgb_image resize_on_canvas(const rgb_image& image, int canvas_w, int canvas_h, i
     rows = vert.first.back() + vert.count.back() - row0;
     width = out_w;
     const taps horiz = make_taps(canvas_w, out_w);
-    tmp.resize(bytes_of(out_w, rows));
-    std::vector<std::uint8_t> colour_row;  // the result for a row of pure colour, once
-    for (int y = 0; y < rows; ++y) {
-      const int cy = row0 + y;
-      const bool plain = cy < oy || cy >= oy + image.height;
-      std::uint8_t* dst = &tmp[bytes_of(out_w, y)];
-      if (plain && !colour_row.empty()) {
-        std::copy(colour_row.begin(), colour_row.end(), dst);
-        continue;
-      }
-      const std::uint8_t* src = canvas_row(cy);
+    const auto resample_row = [&](const std::uint8_t* src, std::uint8_t* dst,
+                                  const std::uint8_t* plain) {
       for (int xx = 0; xx < out_w; ++xx) {
         const auto i = static_cast<std::size_t>(xx);
-        convolve(src + bytes_of(horiz.first[i], 1), 3,
+        const int first = horiz.first[i];
+        // Taps that read only colour give what a row of pure colour gives (same inputs, same
+        // weights): copy it instead of recomputing.
+        if (plain != nullptr && (first + horiz.count[i] <= ox || first >= ox + image.width)) {
+          std::copy_n(plain + bytes_of(xx, 1), 3, dst + bytes_of(xx, 1));
+          continue;
+        }
+        convolve(src + bytes_of(first, 1), 3,
                  &horiz.weights[i * static_cast<std::size_t>(horiz.ksize)], horiz.count[i],
                  dst + bytes_of(xx, 1));
       }
-      if (plain) colour_row.assign(dst, dst + bytes_of(out_w, 1));
+    };
+    // The result for a row of pure colour, once (every padding row, and the padding columns).
+    std::vector<std::uint8_t> colour_row;
+    const bool padded = padded_columns || canvas_h != image.height;
+    if (padded) {
+      std::vector<std::uint8_t> plain_in(bytes_of(canvas_w, 1));
+      for (int x = 0; x < canvas_w; ++x) {
+        std::copy(colour.begin(), colour.end(), &plain_in[bytes_of(x, 1)]);
+      }
+      colour_row.resize(bytes_of(out_w, 1));
+      resample_row(plain_in.data(), colour_row.data(), nullptr);
+    }
+    tmp.resize(bytes_of(out_w, rows));
+    for (int y = 0; y < rows; ++y) {
+      const int cy = row0 + y;
+      std::uint8_t* dst = &tmp[bytes_of(out_w, y)];
+      if (cy < oy || cy >= oy + image.height) {
+        std::copy(colour_row.begin(), colour_row.end(), dst);
+      } else {
+        resample_row(canvas_row(cy), dst, padded_columns ? colour_row.data() : nullptr);
+      }
     }
   } else {
     tmp.resize(bytes_of(canvas_w, canvas_h));
@@ -171,7 +206,8 @@ rgb_image resize_on_canvas(const rgb_image& image, int canvas_w, int canvas_h, i
     const std::uint8_t* src = &tmp[bytes_of(width, vert.first[i] - row0)];
     const int* k = &vert.weights[i * static_cast<std::size_t>(vert.ksize)];
     for (int xx = 0; xx < out_w; ++xx) {
-      convolve(src + bytes_of(xx, 1), stride, k, vert.count[i], &out.pixels[bytes_of(out_w, yy) + bytes_of(xx, 1)]);
+      convolve(src + bytes_of(xx, 1), stride, k, vert.count[i],
+               &out.pixels[bytes_of(out_w, yy) + bytes_of(xx, 1)]);
     }
   }
   return out;
@@ -201,14 +237,14 @@ void clip_preprocess_options::validate() const {
                    "clip_preprocess_options: rescale_factor {} must be positive and finite",
                    rescale_factor);
   for (std::size_t c = 0; c < 3; ++c) {
-    DYNLLAVA_EXPECTS(std::isfinite(image_mean[c]) && std::isfinite(image_std[c]) &&
-                         image_std[c] > 0,
-                     "clip_preprocess_options: channel {}: mean {} and std {} must be finite, "
-                     "std positive",
-                     c, image_mean[c], image_std[c]);
+    DYNLLAVA_EXPECTS(
+        std::isfinite(image_mean[c]) && std::isfinite(image_std[c]) && image_std[c] > 0,
+        "clip_preprocess_options: channel {}: mean {} and std {} must be finite, "
+        "std positive",
+        c, image_mean[c], image_std[c]);
   }
-  DYNLLAVA_EXPECTS(max_work_pixels > 0, "clip_preprocess_options: max_work_pixels {} must be positive",
-                   max_work_pixels);
+  DYNLLAVA_EXPECTS(max_work_pixels > 0,
+                   "clip_preprocess_options: max_work_pixels {} must be positive", max_work_pixels);
 }
 
 rgb_image expand_to_square(const rgb_image& image, std::array<std::uint8_t, 3> colour) {
@@ -241,8 +277,8 @@ std::pair<index_t, index_t> shortest_edge_size(index_t width, index_t height,
   const double scaled =
       static_cast<double>(std::int64_t{shortest_edge} * longer) / static_cast<double>(shorter);
   DYNLLAVA_EXPECTS(scaled < 2147483647.0,
-                   "shortest_edge_size: {}x{} resized to a shortest edge of {} is too large",
-                   width, height, shortest_edge);
+                   "shortest_edge_size: {}x{} resized to a shortest edge of {} is too large", width,
+                   height, shortest_edge);
   const auto other = static_cast<index_t>(scaled);
   return width <= height ? std::pair{shortest_edge, other} : std::pair{other, shortest_edge};
 }
@@ -267,9 +303,8 @@ rgb_image clip_resize_crop(const rgb_image& image, const clip_preprocess_options
     oy = (canvas_h - image.height) / 2;
   }
   const auto [out_w, out_h] = shortest_edge_size(canvas_w, canvas_h, options.shortest_edge);
-  const rgb_image resized = resize_on_canvas(image, canvas_w, canvas_h, ox, oy,
-                                             options.pad_colour, out_w, out_h,
-                                             options.max_work_pixels);
+  const rgb_image resized = resize_on_canvas(image, canvas_w, canvas_h, ox, oy, options.pad_colour,
+                                             out_w, out_h, options.max_work_pixels);
   // transformers' center_crop: top = (H - h) // 2, left = (W - w) // 2.
   const index_t top = (resized.height - options.crop_height) / 2;
   const index_t left = (resized.width - options.crop_width) / 2;
@@ -278,7 +313,8 @@ rgb_image clip_resize_crop(const rgb_image& image, const clip_preprocess_options
   out.height = options.crop_height;
   out.pixels.resize(bytes_of(out.width, out.height));
   for (index_t y = 0; y < out.height; ++y) {
-    std::copy_n(resized.at(left, top + y), bytes_of(out.width, 1), &out.pixels[bytes_of(out.width, y)]);
+    std::copy_n(resized.at(left, top + y), bytes_of(out.width, 1),
+                &out.pixels[bytes_of(out.width, y)]);
   }
   return out;
 }
@@ -287,7 +323,8 @@ void clip_normalize(const rgb_image& image, const clip_preprocess_options& optio
                     std::span<float> out) {
   options.validate();
   expect_image(image, "clip_normalize");
-  const std::size_t plane = static_cast<std::size_t>(image.width) * static_cast<std::size_t>(image.height);
+  const std::size_t plane =
+      static_cast<std::size_t>(image.width) * static_cast<std::size_t>(image.height);
   DYNLLAVA_EXPECTS(out.size() == 3 * plane,
                    "clip_normalize: out holds {} floats, [3, {}, {}] needs {}", out.size(),
                    image.height, image.width, 3 * plane);
@@ -297,8 +334,8 @@ void clip_normalize(const rgb_image& image, const clip_preprocess_options& optio
     float* dst = out.data() + c * plane;
     for (std::size_t i = 0; i < plane; ++i) {
       // NumPy: float64(v) * scale, cast to float32, then (x - mean) / std in float32.
-      const auto x = static_cast<float>(static_cast<double>(image.pixels[3 * i + c]) *
-                                        options.rescale_factor);
+      const auto x =
+          static_cast<float>(static_cast<double>(image.pixels[3 * i + c]) * options.rescale_factor);
       dst[i] = (x - mean) / std;
     }
   }

@@ -5,16 +5,16 @@
 
 #include <dynllava/core/error.hpp>
 
-#include <fmt/format.h>
-#include <stb_image.h>
-
 #include "stb_alloc.hpp"
+
+#include <fmt/format.h>
 
 #include <algorithm>
 #include <array>
 #include <climits>
 #include <fstream>
 #include <memory>
+#include <stb_image.h>
 #include <system_error>
 
 namespace dynllava::llava {
@@ -82,8 +82,8 @@ jpeg_layout jpeg_walk(std::span<const std::uint8_t> b) noexcept {
       continue;
     }
     if (pos + 3 >= b.size()) return out;
-    const bool frame = marker >= 0xc0 && marker <= 0xcf && marker != 0xc4 && marker != 0xc8 &&
-                       marker != 0xcc;
+    const bool frame =
+        marker >= 0xc0 && marker <= 0xcf && marker != 0xc4 && marker != 0xc8 && marker != 0xcc;
     if (frame && !out.size.found && pos + 8 < b.size()) {
       out.size = {be16(&b[pos + 7]), be16(&b[pos + 5]), true};  // P, Y, X after the length
     }
@@ -169,12 +169,11 @@ rgb_image decode_image(std::span<const std::uint8_t> bytes, std::string_view nam
   int h = 0;
   int channels = 0;
   if (stbi_info_from_memory(bytes.data(), length, &w, &h, &channels) == 0) {
-    DYNLLAVA_FAIL("image {}: cannot read the {} header{}: {}", quote_name(name),
-                  format_name(format),
-                  declared.found ? fmt::format(" (declaring {}x{} pixels)", declared.width,
-                                               declared.height)
-                                 : std::string(),
-                  stb_reason());
+    DYNLLAVA_FAIL(
+        "image {}: cannot read the {} header{}: {}", quote_name(name), format_name(format),
+        declared.found ? fmt::format(" (declaring {}x{} pixels)", declared.width, declared.height)
+                       : std::string(),
+        stb_reason());
   }
   DYNLLAVA_EXPECTS(w > 0 && h > 0, "image {}: the {} header declares {}x{} pixels",
                    quote_name(name), format_name(format), w, h);
@@ -188,8 +187,8 @@ rgb_image decode_image(std::span<const std::uint8_t> bytes, std::string_view nam
                    quote_name(name));
 
   // The decoder's allocations: per declared pixel, rounded up to whole 32x32 blocks.
-  const std::int64_t padded = std::min<std::int64_t>(
-      (std::int64_t{w} + 32) * (std::int64_t{h} + 32), limits.max_pixels);
+  const std::int64_t padded =
+      std::min<std::int64_t>((std::int64_t{w} + 32) * (std::int64_t{h} + 32), limits.max_pixels);
   const auto budget =
       static_cast<std::size_t>(padded * image_limits::decoder_bytes_per_pixel + (1 << 20));
 
@@ -214,8 +213,8 @@ rgb_image decode_image(std::span<const std::uint8_t> bytes, std::string_view nam
           std::fill_n(image.pixels.begin() + static_cast<std::ptrdiff_t>(3 * i), 3, v);
         }
       } else if (grey) {
-        DYNLLAVA_FAIL("image {}: decoded {}x{} pixels, the header declares {}x{}",
-                      quote_name(name), dw, dh, w, h);
+        DYNLLAVA_FAIL("image {}: decoded {}x{} pixels, the header declares {}x{}", quote_name(name),
+                      dw, dh, w, h);
       } else {
         DYNLLAVA_FAIL("image {}: corrupt or unsupported {}: {}", quote_name(name),
                       format_name(format), stb_reason());
@@ -223,9 +222,10 @@ rgb_image decode_image(std::span<const std::uint8_t> bytes, std::string_view nam
     } else {
       const std::unique_ptr<stbi_uc, stb_deleter<stbi_uc>> rgb(
           stbi_load_from_memory(bytes.data(), length, &dw, &dh, &dc, 3));
-      DYNLLAVA_EXPECTS(rgb != nullptr, "image {}: corrupt or unsupported {}: {}",
-                       quote_name(name), format_name(format), stb_reason());
-      DYNLLAVA_EXPECTS(dw == w && dh == h, "image {}: decoded {}x{} pixels, the header declares {}x{}",
+      DYNLLAVA_EXPECTS(rgb != nullptr, "image {}: corrupt or unsupported {}: {}", quote_name(name),
+                       format_name(format), stb_reason());
+      DYNLLAVA_EXPECTS(dw == w && dh == h,
+                       "image {}: decoded {}x{} pixels, the header declares {}x{}",
                        quote_name(name), dw, dh, w, h);
       std::copy_n(rgb.get(), image.pixels.size(), image.pixels.begin());
     }
@@ -240,8 +240,7 @@ rgb_image load_image(const std::filesystem::path& file, const image_limits& limi
   DYNLLAVA_EXPECTS(!ec && std::filesystem::exists(status), "image {}: no such file",
                    quote_name(name));
   DYNLLAVA_EXPECTS(std::filesystem::is_regular_file(status), "image {}: not a regular file{}",
-                   quote_name(name),
-                   std::filesystem::is_directory(status) ? " (a directory)" : "");
+                   quote_name(name), std::filesystem::is_directory(status) ? " (a directory)" : "");
   const auto size = std::filesystem::file_size(file, ec);
   DYNLLAVA_EXPECTS(!ec, "image {}: cannot read its size: {}", quote_name(name), ec.message());
   DYNLLAVA_EXPECTS(size <= static_cast<std::uintmax_t>(limits.max_file_bytes),

@@ -4,8 +4,6 @@
 #include <dynllava/core/error.hpp>
 
 #include <doctest/doctest.h>
-#include <llava/clip_preprocess.hpp>
-#include <llava/image.hpp>
 
 #include <algorithm>
 #include <array>
@@ -15,6 +13,8 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <llava/clip_preprocess.hpp>
+#include <llava/image.hpp>
 #include <random>
 #include <string>
 #include <vector>
@@ -169,15 +169,24 @@ TEST_SUITE("cpu") {
       CHECK(resized <= max_levels);
       const double pv = max_pixel_values_diff(ll::clip_pixel_values(ours), ref);
       CHECK(pv <= max_pixel_value);
-      MESSAGE(std::string(c.file), ": decoded max diff ", decoded, ", resized ", resized, ", pixel_values ", pv);
+      MESSAGE(std::string(c.file), ": decoded max diff ", decoded, ", resized ", resized,
+              ", pixel_values ", pv);
     }
   }
 
   TEST_CASE("the padded square is never materialised, yet the result equals padding first") {
     std::mt19937 rng(7);
     const ll::clip_preprocess_options opt;
-    for (const auto& [w, h] : {std::pair{1, 1}, {2, 7}, {7, 2}, {335, 337}, {336, 100},
-                              {13, 900}, {901, 5}, {337, 336}}) {
+    for (const auto& [w, h] : {std::pair{1, 1},
+                               {2, 7},
+                               {7, 2},
+                               {335, 337},
+                               {336, 100},
+                               {100, 336},
+                               {3, 5000},
+                               {13, 900},
+                               {901, 5},
+                               {337, 336}}) {
       CAPTURE(w);
       CAPTURE(h);
       const auto img = random_image(rng, w, h);
@@ -225,8 +234,8 @@ TEST_SUITE("cpu") {
     }
     CHECK(error_of([&] { (void)ll::resize_bicubic(img, 0, 5); }).find("not positive") !=
           std::string::npos);
-    CHECK(error_of([&] { (void)ll::resize_bicubic(img, 100000, 100000); })
-              .find("budget") != std::string::npos);
+    CHECK(error_of([&] { (void)ll::resize_bicubic(img, 100000, 100000); }).find("budget") !=
+          std::string::npos);
     ll::clip_preprocess_options opt;
     opt.aspect = dynllava::image_aspect::square;
     ll::rgb_image thin = random_image(rng, 1, 300000);  // 336 x 100.8M work pixels
@@ -325,8 +334,9 @@ TEST_SUITE("cpu") {
           std::string::npos);
     ll::image_limits l;
     l.max_file_bytes = 10;
-    CHECK(error_of([&] { (void)ll::load_image(fixtures / "landscape_64x48.png", l); })
-              .find("exceed the limit of 10 bytes") != std::string::npos);
+    CHECK(error_of([&] {
+            (void)ll::load_image(fixtures / "landscape_64x48.png", l);
+          }).find("exceed the limit of 10 bytes") != std::string::npos);
     const auto ok = ll::load_image(fixtures / "landscape_64x48.png");
     CHECK(ok.width == 64);
     CHECK(ok.height == 48);

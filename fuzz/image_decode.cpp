@@ -1,0 +1,35 @@
+// SPDX-License-Identifier: Apache-2.0
+/// @file image_decode.cpp
+/// @brief libFuzzer target: bytes -> decode_image (4 Mi pixel budget) -> when it decodes, the
+/// LLaVA-1.5 preprocessing in both aspect modes. Any dynllava::error is an accepted outcome;
+/// a crash, a sanitizer report, a hang or an allocation over libFuzzer's limit is a bug.
+#include <dynllava/core/error.hpp>
+
+#include <llava/clip_preprocess.hpp>
+#include <llava/image.hpp>
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+
+extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
+  namespace ll = dynllava::llava;
+  ll::image_limits limits;
+  limits.max_pixels = std::int64_t{4} << 20;
+  limits.max_file_bytes = std::int64_t{1} << 20;
+  try {
+    const ll::rgb_image image = ll::decode_image(std::span(data, size), "<fuzz input>", limits);
+    for (const auto aspect : {dynllava::image_aspect::pad, dynllava::image_aspect::square}) {
+      ll::clip_preprocess_options options;
+      options.aspect = aspect;
+      options.max_work_pixels = std::int64_t{16} << 20;
+      try {
+        const auto pixel_values = ll::clip_pixel_values(image, options);
+        if (pixel_values.size() != std::size_t{3} * 336 * 336) __builtin_trap();
+      } catch (const dynllava::error&) {  // e.g. an aspect ratio over the work budget
+      }
+    }
+  } catch (const dynllava::error&) {
+  }
+  return 0;
+}
