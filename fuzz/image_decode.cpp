@@ -5,11 +5,10 @@
 /// a crash, a sanitizer report, a hang or an allocation over libFuzzer's limit is a bug.
 #include <dynllava/core/error.hpp>
 
-#include <llava/clip_preprocess.hpp>
-#include <llava/image.hpp>
-
 #include <cstddef>
 #include <cstdint>
+#include <llava/clip_preprocess.hpp>
+#include <llava/image.hpp>
 #include <span>
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {

@@ -4,7 +4,8 @@
 # `--with-report` also installs what the GPU kit's report step needs (matplotlib for Debian's
 # /usr/bin/python3); `--with-format` installs clang-format (scripts/format.sh).
 set -euo pipefail
-packages=(cmake ninja-build g++ libfmt-dev doctest-dev libbenchmark-dev nlohmann-json3-dev libopenblas-dev)
+packages=(cmake ninja-build g++ libfmt-dev doctest-dev libbenchmark-dev nlohmann-json3-dev libopenblas-dev
+          libstb-dev)  # libstb-dev: image decoding of the LLaVA example (examples/llava)
 for opt in "$@"; do
   case $opt in
     --with-report) packages+=(python3-matplotlib) ;;  # the GPU kit's report step

@@ -55,53 +55,70 @@ declared_size png_declared_size(std::span<const std::uint8_t> b) noexcept {
   return {be32(&b[16]), be32(&b[20]), true};
 }
 
-/// What the JPEG's segments before the first scan say: the frame size (SOFn) and where the
-/// scan starts. Segments are walked by their lengths, so markers inside APP segments (an EXIF
-/// thumbnail) are skipped.
+/// What the JPEG's markers say, read before stb sees the file: the frame size (first SOFn),
+/// whether an end-of-image marker follows the first scan, and the first Huffman table (DHT)
+/// with more than 256 codes (stb_image 2.27, Debian's, writes past its tables for those).
+///
+/// One linear pass over the markers as stb_image finds them: segments are skipped by their
+/// length, bytes outside segments are scanned for FF followed by a marker code (FF 00 is a
+/// stuffed data byte, FF FF fill, RSTn and TEM carry no length). This sees every marker stb can
+/// act on (stb skips junk between segments byte by byte, and stops entropy-coded data at the
+/// first FF that is not followed by 00), so every table stb would build is checked.
 struct jpeg_layout {
   declared_size size;
-  std::size_t scan = 0;  ///< offset of the first SOS marker, 0 when none
+  std::size_t scan = 0;         ///< offset of the first SOS marker, 0 when none
+  bool end_after_scan = false;  ///< an EOI marker follows the first SOS
+  std::size_t bad_table = 0;    ///< offset of a DHT segment with a table over 256 codes
+  std::uint32_t bad_table_codes = 0;
 };
 
 jpeg_layout jpeg_walk(std::span<const std::uint8_t> b) noexcept {
+  const std::size_t n = b.size();
+  const auto at = [&](std::size_t i) -> std::uint32_t { return i < n ? b[i] : 0U; };
   jpeg_layout out;
   std::size_t pos = 2;  // after SOI
-  while (pos + 1 < b.size()) {
-    if (b[pos] != 0xff) return out;  // not a marker where one must be: stb reports it
-    const std::uint8_t marker = b[pos + 1];
-    if (marker == 0xff) {  // fill byte
+  while (pos < n) {
+    if (b[pos] != 0xff) {  // entropy-coded data, or junk that stb skips
       ++pos;
       continue;
     }
-    if (marker == 0xda) {
-      out.scan = pos;
-      return out;
+    std::size_t q = pos;
+    while (q < n && b[q] == 0xff) ++q;  // fill bytes
+    if (q >= n) break;
+    const std::uint8_t marker = b[q];
+    pos = q + 1;
+    if (marker == 0x00 || marker == 0x01 || (marker >= 0xd0 && marker <= 0xd7)) continue;
+    if (marker == 0xd9) {  // EOI: stb stops here
+      out.end_after_scan = out.scan != 0;
+      break;
     }
-    if (marker == 0x01 || (marker >= 0xd0 && marker <= 0xd9)) {
-      pos += 2;  // markers without a length
-      continue;
-    }
-    if (pos + 3 >= b.size()) return out;
+    const std::size_t seg = q + 1;  // the two length bytes
+    const std::uint32_t length = (at(seg) << 8) | at(seg + 1);
     const bool frame =
         marker >= 0xc0 && marker <= 0xcf && marker != 0xc4 && marker != 0xc8 && marker != 0xcc;
-    if (frame && !out.size.found && pos + 8 < b.size()) {
-      out.size = {be16(&b[pos + 7]), be16(&b[pos + 5]), true};  // P, Y, X after the length
+    if (frame && !out.size.found && seg + 6 < n) {
+      out.size = {(at(seg + 5) << 8) | at(seg + 6), (at(seg + 3) << 8) | at(seg + 4), true};
     }
-    pos += 2 + be16(&b[pos + 2]);
+    if (marker == 0xda && out.scan == 0) out.scan = q - 1;
+    if (marker == 0xc4) {
+      // As stb reads it: tables follow each other while the length lasts; each is a class
+      // byte, 16 code counts and the codes. Bytes past the file read as 0, as in stb.
+      std::size_t t = seg + 2;
+      std::int64_t left = std::int64_t{length} - 2;
+      while (left > 0 && t < n) {
+        std::uint32_t codes = 0;
+        for (std::size_t i = 1; i <= 16; ++i) codes += at(t + i);
+        if (codes > 256 && out.bad_table == 0) {
+          out.bad_table = q - 1;
+          out.bad_table_codes = codes;
+        }
+        t += 17 + codes;
+        left -= 17 + std::int64_t{codes};
+      }
+    }
+    pos = seg + std::max<std::uint32_t>(length, 2);
   }
   return out;
-}
-
-/// A JPEG is complete when an end-of-image marker (FF D9) follows its first scan: inside
-/// entropy-coded data a literal FF is always stuffed (FF 00), so FF D9 there is the real end.
-/// stb_image pads a truncated scan with zeros and reports success; PIL reports "image file is
-/// truncated".
-bool jpeg_has_end_marker(std::span<const std::uint8_t> b, std::size_t scan) noexcept {
-  if (scan == 0) return false;
-  for (std::size_t i = scan + 2; i + 1 < b.size(); ++i) {
-    if (b[i] == 0xff && b[i + 1] == 0xd9) return true;
-  }
-  return false;
 }
 
 template <class T>
@@ -165,6 +182,18 @@ rgb_image decode_image(std::span<const std::uint8_t> bytes, std::string_view nam
                      "decoding",
                      quote_name(name), declared.width, declared.height, n, limits.max_pixels);
   }
+  if (format == image_format::jpeg) {  // before stb reads a byte of it
+    // stb_image pads a truncated scan with zeros and reports success; PIL reports "image file
+    // is truncated". Entropy-coded data stuffs every literal FF (FF 00), so an FF D9 found by
+    // the walk after the first scan is the real end.
+    DYNLLAVA_EXPECTS(jpeg.bad_table == 0,
+                     "image {}: corrupt JPEG: the Huffman table segment at byte {} lists {} codes "
+                     "(at most 256)",
+                     quote_name(name), jpeg.bad_table, jpeg.bad_table_codes);
+    DYNLLAVA_EXPECTS(jpeg.end_after_scan,
+                     "image {}: truncated JPEG: no end-of-image marker after the first scan",
+                     quote_name(name));
+  }
   int w = 0;
   int h = 0;
   int channels = 0;
@@ -182,9 +211,6 @@ rgb_image decode_image(std::span<const std::uint8_t> bytes, std::string_view nam
                    "image {}: {}x{} = {} pixels exceed the budget of {} pixels; refused before "
                    "decoding",
                    quote_name(name), w, h, pixels, limits.max_pixels);
-  DYNLLAVA_EXPECTS(format != image_format::jpeg || jpeg_has_end_marker(bytes, jpeg.scan),
-                   "image {}: truncated JPEG: no end-of-image marker after the first scan",
-                   quote_name(name));
 
   // The decoder's allocations: per declared pixel, rounded up to whole 32x32 blocks.
   const std::int64_t padded =

@@ -312,6 +312,16 @@ TEST_SUITE("cpu") {
     std::fill(sof + 5, sof + 9, std::uint8_t{0xff});
     CHECK(decode(huge_jpg).find("65535x65535 = 4294836225 pixels exceed the budget") !=
           std::string::npos);
+    // A Huffman table listing more than 256 codes (stb 2.27 would write past its tables).
+    auto dht = jpg;
+    const std::array<std::uint8_t, 2> dht_marker{0xff, 0xc4};
+    const auto table = std::search(dht.begin(), dht.end(), dht_marker.begin(), dht_marker.end());
+    REQUIRE(table != dht.end());
+    std::fill(table + 5, table + 21, std::uint8_t{17});  // 16 counts of 17 = 272 codes
+    CHECK(decode(dht).find("lists 272 codes (at most 256)") != std::string::npos);
+    const auto fuzz_found = read_bytes(std::filesystem::path(DYNLLAVA_FUZZ_CORPUS_DIR) /
+                                       "image_decode" / "dht_over_256_codes.jpg");
+    CHECK(decode(fuzz_found).find("lists 371 codes") != std::string::npos);
     auto zero = png;
     std::fill(zero.begin() + 16, zero.begin() + 20, std::uint8_t{0});
     CHECK(decode(zero).find("PNG header") != std::string::npos);
@@ -340,5 +350,30 @@ TEST_SUITE("cpu") {
     const auto ok = ll::load_image(fixtures / "landscape_64x48.png");
     CHECK(ok.width == 64);
     CHECK(ok.height == 48);
+  }
+}
+
+TEST_SUITE("cpu") {
+  TEST_CASE("the fuzzer's seed corpus: every file decodes or fails with dynllava::error") {
+    namespace fs = std::filesystem;
+    int decoded = 0;
+    int refused = 0;
+    for (const auto& entry :
+         fs::directory_iterator(fs::path(DYNLLAVA_FUZZ_CORPUS_DIR) / "image_decode")) {
+      CAPTURE(entry.path().filename().string());
+      ll::image_limits limits;
+      limits.max_pixels = std::int64_t{4} << 20;
+      try {
+        const auto image = ll::load_image(entry.path(), limits);
+        CHECK(ll::clip_pixel_values(image).size() == std::size_t{3} * 336 * 336);
+        ++decoded;
+      } catch (const dynllava::error& e) {
+        CHECK(std::string(e.what()).find(ll::quote_name(entry.path().string())) !=
+              std::string::npos);
+        ++refused;
+      }
+    }
+    CHECK(decoded >= 8);
+    CHECK(refused >= 8);
   }
 }
