@@ -176,8 +176,8 @@ rgb_image decode_image(std::span<const std::uint8_t> bytes, std::string_view nam
   const jpeg_layout jpeg = format == image_format::jpeg ? jpeg_walk(bytes) : jpeg_layout{};
   const declared_size declared = format == image_format::png ? png_declared_size(bytes) : jpeg.size;
   if (declared.found) {
-    const std::int64_t n = std::int64_t{declared.width} * declared.height;
-    DYNLLAVA_EXPECTS(n <= limits.max_pixels,
+    const std::uint64_t n = std::uint64_t{declared.width} * declared.height;  // < 2^64
+    DYNLLAVA_EXPECTS(n <= static_cast<std::uint64_t>(limits.max_pixels),
                      "image {}: {}x{} = {} pixels exceed the budget of {} pixels; refused before "
                      "decoding",
                      quote_name(name), declared.width, declared.height, n, limits.max_pixels);

@@ -322,6 +322,9 @@ TEST_SUITE("cpu") {
     const auto fuzz_found = read_bytes(std::filesystem::path(DYNLLAVA_FUZZ_CORPUS_DIR) /
                                        "image_decode" / "dht_over_256_codes.jpg");
     CHECK(decode(fuzz_found).find("lists 371 codes") != std::string::npos);
+    std::fill(huge.begin() + 16, huge.begin() + 24, std::uint8_t{0xff});  // 2^32 - 1 squared
+    CHECK(decode(huge).find("4294967295x4294967295 = 18446744065119617025 pixels exceed") !=
+          std::string::npos);
     auto zero = png;
     std::fill(zero.begin() + 16, zero.begin() + 20, std::uint8_t{0});
     CHECK(decode(zero).find("PNG header") != std::string::npos);
