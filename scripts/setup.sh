@@ -5,7 +5,7 @@
 # /usr/bin/python3); `--with-format` installs clang-format (scripts/format.sh).
 set -euo pipefail
 packages=(cmake ninja-build g++ libfmt-dev doctest-dev libbenchmark-dev nlohmann-json3-dev libopenblas-dev
-          libstb-dev)  # libstb-dev: image decoding of the LLaVA example (examples/llava)
+          libstb-dev zlib1g-dev)  # image decoding of the LLaVA example (examples/llava)
 for opt in "$@"; do
   case $opt in
     --with-report) packages+=(python3-matplotlib) ;;  # the GPU kit's report step

@@ -16,6 +16,7 @@
 #include <memory>
 #include <stb_image.h>
 #include <system_error>
+#include <zlib.h>
 
 namespace dynllava::llava {
 namespace {
@@ -53,6 +54,38 @@ std::uint32_t be32(const std::uint8_t* p) noexcept { return (be16(p) << 16) | be
 declared_size png_declared_size(std::span<const std::uint8_t> b) noexcept {
   if (b.size() < 24 || !std::equal(b.begin() + 12, b.begin() + 16, "IHDR")) return {};
   return {be32(&b[16]), be32(&b[20]), true};
+}
+
+/// Checks a PNG's chunk framing: every chunk's length fits the file, its CRC matches (zlib's
+/// crc32; stb ignores CRCs, PIL checks them), and an IEND chunk ends the image. Returns an empty
+/// string when the framing is sound, else the problem. Linear in the file's size. Fuzzing
+/// builds skip the CRC comparison, so that mutated inputs still reach the decoder.
+std::string png_framing_problem(std::span<const std::uint8_t> b) {
+  std::size_t pos = 8;  // after the signature
+  while (true) {
+    if (b.size() - pos < 12) {
+      return fmt::format("truncated PNG: the file ends at byte {} without an IEND chunk", b.size());
+    }
+    const std::uint32_t length = be32(&b[pos]);
+    const std::string type =
+        quote_name(std::string_view(reinterpret_cast<const char*>(&b[pos + 4]), 4));
+    if (length > b.size() - pos - 12) {
+      return fmt::format("truncated PNG: chunk {} at byte {} declares {} bytes of data, {} remain",
+                         type, pos, length, b.size() - pos - 12);
+    }
+#ifndef FUZZING_BUILD_MODE_UNSAFE_FOR_PRODUCTION
+    const auto crc = static_cast<std::uint32_t>(
+        crc32(0L, &b[pos + 4], static_cast<uInt>(length) + 4));  // type and data
+    if (crc != be32(&b[pos + 8 + length])) {
+      return fmt::format("corrupt PNG: chunk {} at byte {} fails its CRC check", type, pos);
+    }
+#endif
+    if (std::equal(b.begin() + static_cast<std::ptrdiff_t>(pos + 4),
+                   b.begin() + static_cast<std::ptrdiff_t>(pos + 8), "IEND")) {
+      return {};
+    }
+    pos += 12 + std::size_t{length};
+  }
 }
 
 /// What the JPEG's markers say, read before stb sees the file: the frame size (first SOFn),
@@ -181,6 +214,10 @@ rgb_image decode_image(std::span<const std::uint8_t> bytes, std::string_view nam
                      "image {}: {}x{} = {} pixels exceed the budget of {} pixels; refused before "
                      "decoding",
                      quote_name(name), declared.width, declared.height, n, limits.max_pixels);
+  }
+  if (format == image_format::png) {
+    const std::string problem = png_framing_problem(bytes);
+    DYNLLAVA_EXPECTS(problem.empty(), "image {}: {}", quote_name(name), problem);
   }
   if (format == image_format::jpeg) {  // before stb reads a byte of it
     // stb_image pads a truncated scan with zeros and reports success; PIL reports "image file

@@ -18,6 +18,7 @@
 #include <random>
 #include <string>
 #include <vector>
+#include <zlib.h>
 
 namespace {
 
@@ -85,6 +86,18 @@ constexpr std::array<fixture_case, 2> jpeg_cases{{
     {"baseline_120x90.jpg", "baseline_120x90", false},
     {"progressive_90x120.jpg", "progressive_90x120", false},
 }};
+
+/// Rewrites the CRC of the PNG chunk starting at `pos` (its length field), so that a test can
+/// corrupt a chunk's content and still reach the decoder.
+void fix_crc(std::vector<std::uint8_t>& png, std::size_t pos) {
+  const std::uint32_t length = (std::uint32_t{png[pos]} << 24) |
+                               (std::uint32_t{png[pos + 1]} << 16) |
+                               (std::uint32_t{png[pos + 2]} << 8) | png[pos + 3];
+  const auto crc = static_cast<std::uint32_t>(crc32(0L, &png[pos + 4], length + 4));
+  for (std::size_t i = 0; i < 4; ++i) {
+    png[pos + 8 + length + i] = static_cast<std::uint8_t>(crc >> (24 - 8 * i));
+  }
+}
 
 ll::rgb_image random_image(std::mt19937& rng, int w, int h) {
   ll::rgb_image img;
@@ -295,7 +308,13 @@ TEST_SUITE("cpu") {
     // Corrupted zlib data in the PNG (its IDAT starts after the 33-byte header).
     auto broken = png;
     for (std::size_t i = 41; i < 60; ++i) broken[i] ^= 0x5a;
+    CHECK(decode(broken).find(R"(chunk "IDAT" at byte 33 fails its CRC check)") !=
+          std::string::npos);
+    fix_crc(broken, 33);  // now stb's zlib decoder sees the damage
     CHECK(decode(broken).find("corrupt or unsupported PNG") != std::string::npos);
+    auto no_end = png;
+    no_end.resize(png.size() - 12);  // without IEND
+    CHECK(decode(no_end).find("without an IEND chunk") != std::string::npos);
     // Declared dimensions over the budget: refused before decoding.
     auto huge = png;
     huge[16] = 0x00;  // width 0x00ff0000
@@ -327,6 +346,7 @@ TEST_SUITE("cpu") {
           std::string::npos);
     auto zero = png;
     std::fill(zero.begin() + 16, zero.begin() + 20, std::uint8_t{0});
+    fix_crc(zero, 8);
     CHECK(decode(zero).find("PNG header") != std::string::npos);
     ll::image_limits small;
     small.max_pixels = 64 * 48 - 1;
