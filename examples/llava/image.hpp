@@ -64,9 +64,10 @@ enum class image_format : std::uint8_t { png, jpeg };
 /// marker after the first scan (a truncated JPEG is an error, as in PIL).
 /// @param[in] bytes the whole file, host, read-only
 /// @param[in] name names the input in error messages (quoted and escaped there)
-/// @throws dynllava::error naming the input and the problem: not PNG/JPEG, a header stb cannot
-/// read, a declared size over `limits.max_pixels`, truncated or corrupt data (with stb's reason),
-/// or a decoder allocation over the budget.
+/// @throws dynllava::error naming the input and the problem: not PNG/JPEG, a declared size over
+/// `limits.max_pixels`, a PNG chunk that overruns the file or fails its CRC, no PNG IEND or
+/// JPEG end-of-image marker (truncated), a JPEG Huffman table of more than 256 codes, a header
+/// stb cannot read, corrupt data (with stb's reason), or a decoder allocation over the budget.
 [[nodiscard]] rgb_image decode_image(std::span<const std::uint8_t> bytes, std::string_view name,
                                      const image_limits& limits = {});
 
