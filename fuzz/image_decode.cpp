@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 /// @file image_decode.cpp
-/// @brief libFuzzer target: bytes -> decode_image (4 Mi pixel budget) -> when it decodes, the
+/// @brief libFuzzer target: bytes -> decode_image (1 Mi pixel budget) -> when it decodes, the
 /// LLaVA-1.5 preprocessing in both aspect modes. Any dynllava::error is an accepted outcome;
 /// a crash, a sanitizer report, a hang or an allocation over libFuzzer's limit is a bug.
 #include <dynllava/core/error.hpp>
@@ -14,7 +14,7 @@
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   namespace ll = dynllava::llava;
   ll::image_limits limits;
-  limits.max_pixels = std::int64_t{4} << 20;
+  limits.max_pixels = std::int64_t{1} << 20;  // small images keep runs fast
   limits.max_file_bytes = std::int64_t{1} << 20;
   try {
     const ll::rgb_image image = ll::decode_image(std::span(data, size), "<fuzz input>", limits);
