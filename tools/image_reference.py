@@ -113,6 +113,13 @@ def cases() -> dict:
     out["grey16_50x30.png"] = png16(grey16, 0)
     rgb16 = (gradient(30, 50, 8, noise=30).astype(np.uint16) * 257 + 99).astype(np.uint16)
     out["rgb16_30x50.png"] = png16(rgb16, 2)
+    rgba16 = np.concatenate([gradient(20, 12, 11, noise=30), gradient(20, 12, 12)[..., :1]], -1)
+    out["rgba16_20x12.png"] = png16(rgba16.astype(np.uint16) * 257 + 77, 6)
+    la16 = np.stack([gradient(12, 20, 13, noise=30)[..., 1], gradient(12, 20, 14)[..., 0]], -1)
+    out["grey_alpha16_12x20.png"] = png16(la16.astype(np.uint16) * 257 + 200, 4)
+    y, x = np.mgrid[0:32, 0:48]
+    cmyk = np.stack([x * 5, y * 7, (x + y) * 3, np.full_like(x, 40)], -1).astype(np.uint8)
+    out["cmyk_48x32.jpg"] = encode(Image.fromarray(cmyk, "CMYK"), format="JPEG", quality=95)
     jpg = Image.fromarray(gradient(120, 90, 9, noise=30))
     out["baseline_120x90.jpg"] = encode(jpg, format="JPEG", quality=90)
     out["progressive_90x120.jpg"] = encode(Image.fromarray(gradient(90, 120, 10, noise=30)),

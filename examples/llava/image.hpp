@@ -59,7 +59,8 @@ enum class image_format : std::uint8_t { png, jpeg };
 /// channels; alpha (grey + alpha, RGBA, a palette's or a colour key's transparency) is dropped
 /// without compositing; palettes are looked up; 1/2/4-bit grey is scaled to 0..255; 16-bit
 /// colour and grey + alpha keep the high byte; 16-bit grey is clipped to 255 (PIL opens it as
-/// `I;16` and converts by clipping, so values above 255 all become white). EXIF orientation is
+/// `I;16` and converts by clipping, so values above 255 all become white); a CMYK JPEG is
+/// converted from Adobe's inverted CMYK as PIL does. EXIF orientation is
 /// ignored (neither PIL's `open` nor LLaVA applies it). A JPEG must contain its end-of-image
 /// marker after the first scan (a truncated JPEG is an error, as in PIL).
 /// @param[in] bytes the whole file, host, read-only

@@ -71,7 +71,7 @@ struct fixture_case {
   const char* name;
   bool square;  // also has a <name>.square336.png reference
 };
-constexpr std::array<fixture_case, 9> png_cases{{
+constexpr std::array<fixture_case, 11> png_cases{{
     {"landscape_64x48.png", "landscape_64x48", false},
     {"portrait_40x90.png", "portrait_40x90", true},
     {"wide_500x375.png", "wide_500x375", true},
@@ -81,9 +81,12 @@ constexpr std::array<fixture_case, 9> png_cases{{
     {"palette_60x60.png", "palette_60x60", false},
     {"grey16_50x30.png", "grey16_50x30", false},
     {"rgb16_30x50.png", "rgb16_30x50", false},
+    {"rgba16_20x12.png", "rgba16_20x12", false},
+    {"grey_alpha16_12x20.png", "grey_alpha16_12x20", false},
 }};
-constexpr std::array<fixture_case, 2> jpeg_cases{{
+constexpr std::array<fixture_case, 3> jpeg_cases{{
     {"baseline_120x90.jpg", "baseline_120x90", false},
+    {"cmyk_48x32.jpg", "cmyk_48x32", false},  // Adobe CMYK: stb and PIL both invert
     {"progressive_90x120.jpg", "progressive_90x120", false},
 }};
 
