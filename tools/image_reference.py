@@ -87,6 +87,24 @@ def png16(arr: np.ndarray, colour_type: int) -> bytes:
             + chunk(b"IEND", b""))
 
 
+def png_adam7(arr: np.ndarray) -> bytes:
+    """An 8-bit RGB PNG, Adam7-interlaced, written by hand (PIL cannot write interlaced PNG)."""
+    h, w = arr.shape[:2]
+    raw = b""
+    for x0, y0, dx, dy in ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4),
+                           (1, 0, 2, 2), (0, 1, 1, 2)):
+        sub = arr[y0::dy, x0::dx]
+        if sub.shape[0] and sub.shape[1]:
+            raw += b"".join(b"\x00" + row.tobytes() for row in sub)
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 1)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw, 9))
+            + chunk(b"IEND", b""))
+
+
 def encode(img: Image.Image, **kw) -> bytes:
     buf = io.BytesIO()
     img.save(buf, **kw)
@@ -117,6 +135,7 @@ def cases() -> dict:
     out["rgba16_20x12.png"] = png16(rgba16.astype(np.uint16) * 257 + 77, 6)
     la16 = np.stack([gradient(12, 20, 13, noise=30)[..., 1], gradient(12, 20, 14)[..., 0]], -1)
     out["grey_alpha16_12x20.png"] = png16(la16.astype(np.uint16) * 257 + 200, 4)
+    out["interlaced_27x13.png"] = png_adam7(gradient(27, 13, 15, noise=40))
     y, x = np.mgrid[0:32, 0:48]
     cmyk = np.stack([x * 5, y * 7, (x + y) * 3, np.full_like(x, 40)], -1).astype(np.uint8)
     out["cmyk_48x32.jpg"] = encode(Image.fromarray(cmyk, "CMYK"), format="JPEG", quality=95)

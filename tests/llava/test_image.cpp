@@ -71,7 +71,7 @@ struct fixture_case {
   const char* name;
   bool square;  // also has a <name>.square336.png reference
 };
-constexpr std::array<fixture_case, 11> png_cases{{
+constexpr std::array<fixture_case, 12> png_cases{{
     {"landscape_64x48.png", "landscape_64x48", false},
     {"portrait_40x90.png", "portrait_40x90", true},
     {"wide_500x375.png", "wide_500x375", true},
@@ -83,6 +83,7 @@ constexpr std::array<fixture_case, 11> png_cases{{
     {"rgb16_30x50.png", "rgb16_30x50", false},
     {"rgba16_20x12.png", "rgba16_20x12", false},
     {"grey_alpha16_12x20.png", "grey_alpha16_12x20", false},
+    {"interlaced_27x13.png", "interlaced_27x13", false},  // Adam7
 }};
 constexpr std::array<fixture_case, 3> jpeg_cases{{
     {"baseline_120x90.jpg", "baseline_120x90", false},
