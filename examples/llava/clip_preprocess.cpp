@@ -330,13 +330,13 @@ void clip_normalize(const rgb_image& image, const clip_preprocess_options& optio
                    image.height, image.width, 3 * plane);
   for (std::size_t c = 0; c < 3; ++c) {
     const float mean = options.image_mean[c];
-    const float std = options.image_std[c];
+    const float sd = options.image_std[c];
     float* dst = out.data() + c * plane;
     for (std::size_t i = 0; i < plane; ++i) {
       // NumPy: float64(v) * scale, cast to float32, then (x - mean) / std in float32.
       const auto x =
           static_cast<float>(static_cast<double>(image.pixels[3 * i + c]) * options.rescale_factor);
-      dst[i] = (x - mean) / std;
+      dst[i] = (x - mean) / sd;
     }
   }
 }

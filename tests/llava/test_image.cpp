@@ -54,7 +54,8 @@ std::vector<float> normalize_table() {
 /// The largest |ours - reference| where the reference is looked up at the reference 8-bit image.
 double max_pixel_values_diff(const std::vector<float>& ours, const ll::rgb_image& ref8) {
   const auto table = normalize_table();
-  const std::size_t plane = static_cast<std::size_t>(ref8.width) * ref8.height;
+  const std::size_t plane =
+      static_cast<std::size_t>(ref8.width) * static_cast<std::size_t>(ref8.height);
   REQUIRE(ours.size() == 3 * plane);
   double worst = 0;
   for (std::size_t c = 0; c < 3; ++c) {
@@ -194,18 +195,19 @@ TEST_SUITE("cpu") {
   TEST_CASE("the padded square is never materialised, yet the result equals padding first") {
     std::mt19937 rng(7);
     const ll::clip_preprocess_options opt;
-    for (const auto& [w, h] : {std::pair{1, 1},
-                               {2, 7},
-                               {7, 2},
-                               {335, 337},
-                               {336, 100},
-                               {100, 336},
-                               {3, 5000},
-                               {13, 900},
-                               {901, 5},
-                               {337, 336}}) {
-      CAPTURE(w);
-      CAPTURE(h);
+    for (const auto& size : {std::pair{1, 1},
+                             {2, 7},
+                             {7, 2},
+                             {335, 337},
+                             {336, 100},
+                             {100, 336},
+                             {3, 5000},
+                             {13, 900},
+                             {901, 5},
+                             {337, 336}}) {
+      const auto [w, h] = size;
+      CAPTURE(size.first);
+      CAPTURE(size.second);
       const auto img = random_image(rng, w, h);
       const auto padded = ll::expand_to_square(img, opt.pad_colour);
       CHECK(padded.width == std::max(w, h));
