@@ -5,11 +5,13 @@
 /// a crash, a sanitizer report, a hang or an allocation over libFuzzer's limit is a bug.
 #include <dynllava/core/error.hpp>
 
+#include "check_message.hpp"
+
 #include <algorithm>
+#include <clip_preprocess.hpp>
 #include <cstddef>
 #include <cstdint>
-#include <llava/clip_preprocess.hpp>
-#include <llava/image.hpp>
+#include <image.hpp>
 #include <span>
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
@@ -38,10 +40,12 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
                                        static_cast<std::size_t>(options.crop_height)) {
           __builtin_trap();
         }
-      } catch (const dynllava::error&) {  // e.g. an aspect ratio over the work budget
+      } catch (const dynllava::error& e) {  // e.g. an aspect ratio over the work budget
+        dynllava::fuzz::check_message(e.what());
       }
     }
-  } catch (const dynllava::error&) {
+  } catch (const dynllava::error& e) {
+    dynllava::fuzz::check_message(e.what());
   }
   return 0;
 }

@@ -2,14 +2,17 @@
 # Installs everything dynllava builds with from Debian packages (idempotent).
 # The CUDA toolkit (nvcc) is optional: without it the CUDA tier is simply not built.
 # `--with-report` also installs what the GPU kit's report step needs (matplotlib for Debian's
-# /usr/bin/python3); `--with-format` installs clang-format (scripts/format.sh).
+# /usr/bin/python3); `--with-format` installs clang-format (scripts/format.sh); `--with-fuzz`
+# installs clang 14 and its libFuzzer runtime (scripts/fuzz.sh).
 set -euo pipefail
 packages=(cmake ninja-build g++ libfmt-dev doctest-dev libbenchmark-dev nlohmann-json3-dev libopenblas-dev
-          libstb-dev zlib1g-dev)  # image decoding of the LLaVA example (examples/llava)
+          libsentencepiece-dev  # SentencePiece: the LLaVA example's tokenizer only
+          libstb-dev zlib1g-dev)  # stb_image, zlib: the LLaVA example's image decoding only
 for opt in "$@"; do
   case $opt in
     --with-report) packages+=(python3-matplotlib) ;;  # the GPU kit's report step
     --with-format) packages+=(clang-format) ;;        # scripts/format.sh
+    --with-fuzz) packages+=(clang-14 libclang-rt-14-dev) ;;  # scripts/fuzz.sh
   esac
 done
 missing=()

@@ -7,8 +7,13 @@
 #pragma once
 
 #include <dynllava/dynllava.hpp>
+#include <dynllava/model/clip.hpp>
+#include <dynllava/model/clip_weights.hpp>
 #include <dynllava/model/llama.hpp>
 #include <dynllava/model/llama_weights.hpp>
+#include <dynllava/model/llava_config.hpp>
+#include <dynllava/model/llava_layout.hpp>
+#include <dynllava/model/projector.hpp>
 #include <dynllava/nn/activations.hpp>
 #include <dynllava/nn/attention.hpp>
 #include <dynllava/nn/blas.hpp>

@@ -7,14 +7,14 @@
 
 #include <algorithm>
 #include <array>
+#include <clip_preprocess.hpp>
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <image.hpp>
 #include <iterator>
-#include <llava/clip_preprocess.hpp>
-#include <llava/image.hpp>
 #include <random>
 #include <string>
 #include <vector>

@@ -2,6 +2,7 @@
 // The nn/ blocks against straightforward double-precision formulas, and llama_model's
 // cache-less overload.
 #include <dynllava/core/error.hpp>
+#include <dynllava/core/half.hpp>
 #include <dynllava/io/load_llama.hpp>
 #include <dynllava/kvcache/contiguous_kv_cache.hpp>
 #include <dynllava/model/llama.hpp>
@@ -14,13 +15,17 @@
 #include <dynllava/nn/rms_norm.hpp>
 #include <dynllava/nn/rope.hpp>
 #include <dynllava/nn/tensor_table.hpp>
+#include <dynllava/nn/widen.hpp>
 
 #include "support/fixtures.hpp"
 
 #include <doctest/doctest.h>
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
+#include <cstring>
+#include <memory>
 #include <random>
 #include <string>
 #include <utility>
@@ -111,9 +116,116 @@ std::vector<double> reference_attention(const V& cached, const std::vector<float
 }  // namespace
 
 TEST_SUITE("cpu") {
+  TEST_CASE("nn: stored_matrix keeps fp16 and bf16 in their width and widens them exactly") {
+    // 1.5, -2, 0.099609375 (exact in both), +inf; f16 bits and bf16 bits, little-endian, at an
+    // odd address.
+    const std::vector<std::uint16_t> f16 = {0x3E00, 0xC000, 0x2E60, 0x7C00};
+    const std::vector<std::uint16_t> bf16 = {0x3FC0, 0xC000, 0x3DCC, 0x7F80};
+    for (const auto& [type, bits] :
+         {std::pair{nn::element_type::f16, f16}, std::pair{nn::element_type::bf16, bf16}}) {
+      std::vector<std::byte> buf(1 + 2 * bits.size());
+      for (std::size_t i = 0; i < bits.size(); ++i) {
+        buf[1 + 2 * i] = std::byte(bits[i] & 0xFF);
+        buf[2 + 2 * i] = std::byte(bits[i] >> 8);
+      }
+      auto owner = std::make_shared<std::vector<std::byte>>(buf);
+      const auto m = nn::stored_matrix::view(type, owner->data() + 1, 2, 2, owner);
+      CHECK(m.f32() == nullptr);
+      CHECK(m.bytes() == 8);
+      CHECK(!m.owned());
+      std::vector<float> out(4);
+      m.widen_rows(0, 2, out.data());
+      CHECK(out[0] == 1.5f);
+      CHECK(out[1] == -2.0f);
+      CHECK(std::abs(out[2] - 0.1f) < 1e-3f);
+      CHECK(std::isinf(out[3]));
+      CHECK(m[2] == out[2]);
+      CHECK_THROWS_WITH_AS(const_cast<nn::stored_matrix&>(m).values(),
+                           doctest::Contains("view of stored bytes is read-only"), error);
+    }
+    // An unaligned fp32 view is widened too, an aligned one is read in place.
+    std::vector<float> v = {1, 2, 3, 4, 5, 6};
+    auto owner = std::make_shared<std::vector<std::byte>>(4 * v.size() + 1);
+    std::memcpy(owner->data() + 1, v.data(), 4 * v.size());
+    const auto unaligned =
+        nn::stored_matrix::view(nn::element_type::f32, owner->data() + 1, 2, 3, owner);
+    CHECK(unaligned.f32() == nullptr);
+    CHECK(unaligned == nn::stored_matrix(v, 2, 3));
+    CHECK_THROWS_WITH_AS(nn::stored_matrix(v, 4, 2), doctest::Contains("6 values cannot be [4, 2]"),
+                         error);
+  }
+
+  TEST_CASE("nn: bulk widening of every fp16 and bf16 bit pattern equals the scalar conversion") {
+    // All 65536 patterns, at an odd address, lengths that leave a tail after the 8-wide paths.
+    std::vector<std::byte> bytes(1 + 2 * 65536);
+    for (std::uint32_t b = 0; b < 65536; ++b) {
+      bytes[1 + 2 * b] = std::byte(b & 0xFF);
+      bytes[2 + 2 * b] = std::byte(b >> 8);
+    }
+    for (std::size_t n : {std::size_t{65536}, std::size_t{65531}, std::size_t{7}}) {
+      std::vector<float> h(n), bf(n);
+      nn::widen_f16(bytes.data() + 1, n, h.data());
+      nn::widen_bf16(bytes.data() + 1, n, bf.data());
+      std::size_t bad = 0;
+      for (std::size_t b = 0; b < n; ++b) {
+        const float eh = half_bits_to_float(static_cast<std::uint16_t>(b));
+        const float eb = bfloat16_bits_to_float(static_cast<std::uint16_t>(b));
+        const bool ok_h =
+            std::isnan(eh) ? std::isnan(h[b])
+                           : std::bit_cast<std::uint32_t>(eh) == std::bit_cast<std::uint32_t>(h[b]);
+        const bool ok_b = std::isnan(eb) ? std::isnan(bf[b])
+                                         : std::bit_cast<std::uint32_t>(eb) ==
+                                               std::bit_cast<std::uint32_t>(bf[b]);
+        bad += (ok_h ? 0 : 1) + (ok_b ? 0 : 1);
+      }
+      CHECK(bad == 0);
+    }
+  }
+
+  TEST_CASE("nn: linear over bf16 and f16 weights equals linear over their fp32 values") {
+    // in 4096: a GEMV takes blocks of 16 rows of W and a GEMM blocks of 256, so 300 outputs
+    // span several blocks either way.
+    const std::size_t in = 4096, out = 300;
+    std::vector<float> wf = random_values(in * out, 7);
+    for (auto type : {nn::element_type::bf16, nn::element_type::f16}) {
+      // Store the values rounded to the type (the fp32 twin holds the same values).
+      auto owner = std::make_shared<std::vector<std::byte>>(2 * wf.size());
+      std::vector<float> exact(wf.size());
+      for (std::size_t i = 0; i < wf.size(); ++i) {
+        std::uint32_t u;
+        std::memcpy(&u, &wf[i], 4);
+        // bf16: the top half of the fp32 bits; f16: sign, an exponent giving magnitudes in
+        // [2^-3, 2^1), and 10 mantissa bits of the fp32 value.
+        const auto b = type == nn::element_type::bf16
+                           ? static_cast<std::uint16_t>(u >> 16)
+                           : static_cast<std::uint16_t>(((u >> 16) & 0x8000u) |
+                                                        ((12u + i % 4u) << 10) | (u & 0x3FFu));
+        (*owner)[2 * i] = std::byte(b & 0xFF);
+        (*owner)[2 * i + 1] = std::byte(b >> 8);
+        exact[i] =
+            type == nn::element_type::bf16 ? bfloat16_bits_to_float(b) : half_bits_to_float(b);
+      }
+      const nn::linear_weights stored{
+          nn::stored_matrix::view(type, owner->data(), static_cast<index_t>(out),
+                                  static_cast<index_t>(in), owner),
+          random_values(out, 8), static_cast<index_t>(in), static_cast<index_t>(out)};
+      const nn::linear_weights twin{
+          nn::stored_matrix(exact, static_cast<index_t>(out), static_cast<index_t>(in)),
+          stored.bias, stored.in, stored.out};
+      for (std::size_t rows : {1u, 5u}) {
+        const auto x = random_values(rows * in, 9 + rows);
+        const auto a = nn::linear(x, rows, stored);
+        const auto b = nn::linear(x, rows, twin);
+        std::vector<double> bd(b.begin(), b.end());
+        CHECK(max_abs_diff(a, bd) < 1e-4);
+      }
+    }
+  }
+
   TEST_CASE("nn: linear with and without bias, one row and many") {
     const std::size_t in = 37, out = 11;
-    nn::linear_weights w{random_values(in * out, 1), random_values(out, 2), 37, 11};
+    nn::linear_weights w{nn::stored_matrix(random_values(in * out, 1), 11, 37),
+                         random_values(out, 2), 37, 11};
     for (std::size_t rows : {1u, 3u, 70u}) {
       const auto x = random_values(rows * in, 3 + rows);
       for (bool bias : {true, false}) {
@@ -246,7 +358,7 @@ TEST_SUITE("cpu") {
     // the table gives names and shapes once; random init is deterministic in its order
     std::vector<std::string> names;
     llama_weights shaped;
-    visit_tensors(shaped, c, [&](const nn::tensor_spec& s, std::vector<float>&) {
+    visit_tensors(shaped, c, [&](const nn::tensor_spec& s, auto&) {
       names.push_back(s.name + " " + s.shape_string());
     });
     CHECK(names.size() == 1 + 2 * 9 + 2);
@@ -307,7 +419,9 @@ TEST_SUITE("cpu") {
     const llama_weights w = random_llama_weights(c, 5);
     // header and data from the table itself, under a prefix, plus an unrelated tensor
     std::string header = "{", data;
-    visit_tensors(w, c, [&](const nn::tensor_spec& s, const std::vector<float>& v) {
+    visit_tensors(w, c, [&](const nn::tensor_spec& s, const auto& stored) {
+      std::vector<float> v(stored.size());
+      for (std::size_t i = 0; i < v.size(); ++i) v[i] = stored[i];
       header += "\"lm." + s.name + "\":{\"dtype\":\"F32\",\"shape\":[";
       for (std::size_t i = 0; i < s.shape.size(); ++i)
         header += (i ? "," : "") + std::to_string(s.shape[i]);
@@ -334,13 +448,13 @@ TEST_SUITE("cpu") {
     three.layers = 3;
     CHECK_THROWS_WITH_AS(
         load_llama_weights(ckpt, three, "lm."),
-        doctest::Contains("missing tensor lm.model.layers.2.input_layernorm.weight"), error);
+        doctest::Contains("missing tensor \"lm.model.layers.2.input_layernorm.weight\""), error);
     llama_config wide = c;
     wide.intermediate = 16;
     CHECK_THROWS_WITH_AS(
         load_llama_weights(ckpt, wide, "lm."),
         doctest::Contains(
-            "lm.model.layers.0.mlp.gate_proj.weight has shape [12, 8], expected [16, 8]"),
+            "lm.model.layers.0.mlp.gate_proj.weight\" has shape [12, 8], expected [16, 8]"),
         error);
   }
 }

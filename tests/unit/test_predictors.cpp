@@ -220,26 +220,27 @@ TEST_SUITE("cpu") {
     wrong_h.hidden = 64;
     CHECK_THROWS_WITH_AS(
         load_image_predictor(f.ckpt, wrong_h),
-        doctest::Contains(
-            "tensor model.image_score_predictor.down_mlp.0.weight has shape [48], expected [64]"),
+        doctest::Contains("tensor \"model.image_score_predictor.down_mlp.0.weight\" has shape "
+                          "[48], expected [64]"),
         error);
     CHECK_THROWS_WITH_AS(load_output_predictor(f.ckpt, wrong_h),
-                         doctest::Contains("output_mlp.0.weight has shape [48], expected [64]"),
+                         doctest::Contains("output_mlp.0.weight\" has shape [48], expected [64]"),
                          error);
     predictor_config one_block = f.config;
     one_block.blocks = 1;
     CHECK_THROWS_WITH_AS(
         load_image_predictor(f.ckpt, one_block),
-        doctest::Contains("unexpected tensor model.image_score_predictor.transformer.1."), error);
+        doctest::Contains("unexpected tensor \"model.image_score_predictor.transformer.1."), error);
     predictor_config three = f.config;
     three.blocks = 3;
     CHECK_THROWS_WITH_AS(
         load_image_predictor(f.ckpt, three),
-        doctest::Contains("missing tensor model.image_score_predictor.transformer.2.norm1.weight"),
+        doctest::Contains(
+            "missing tensor \"model.image_score_predictor.transformer.2.norm1.weight\""),
         error);
     CHECK_THROWS_WITH_AS(
         load_image_predictor(f.ckpt, f.config, "model.vision_predictor."),
-        doctest::Contains("missing tensor model.vision_predictor.down_mlp.0.weight"), error);
+        doctest::Contains("missing tensor \"model.vision_predictor.down_mlp.0.weight\""), error);
     predictor_config bad = f.config;
     bad.heads = 5;
     CHECK_THROWS_WITH_AS(load_image_predictor(f.ckpt, bad), doctest::Contains("multiple of heads"),
@@ -255,7 +256,8 @@ TEST_SUITE("cpu") {
     test::write_file(dir.path / "m.safetensors", bytes);
     const io::checkpoint typed(dir.path / "m.safetensors");
     CHECK_THROWS_WITH_AS(load_output_predictor(typed, f.config, "p."),
-                         doctest::Contains("tensor p.output_mlp.0.weight has dtype I32"), error);
+                         doctest::Contains("tensor \"p.output_mlp.0.weight\" has dtype I32"),
+                         error);
   }
 
   TEST_CASE("predictors: bad input shapes are clear errors") {

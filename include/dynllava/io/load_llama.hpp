@@ -5,6 +5,7 @@
 #pragma once
 
 #include <dynllava/core/llama_config.hpp>
+#include <dynllava/io/read_tensor.hpp>
 #include <dynllava/io/safetensors.hpp>
 #include <dynllava/model/llama_weights.hpp>
 #include <dynllava/nn/tensor_table.hpp>
@@ -21,9 +22,7 @@ inline llama_weights load_llama_weights(const io::checkpoint& ckpt, const llama_
                                         const std::string& prefix = "") {
   config.validate();
   llama_weights w;
-  visit_tensors(w, config, [&](const nn::tensor_spec& s, std::vector<float>& values) {
-    values = ckpt.read_f32(prefix + s.name, s.shape);
-  });
+  visit_tensors(w, config, io::prefixed_tensor_reader{ckpt, prefix});
   return w;
 }
 

@@ -16,6 +16,7 @@
 
 #include <dynllava/core/error.hpp>
 #include <dynllava/core/predictor_config.hpp>
+#include <dynllava/io/read_tensor.hpp>
 #include <dynllava/io/safetensors.hpp>
 #include <dynllava/nn/tensor_table.hpp>
 #include <dynllava/score/image_predictor.hpp>
@@ -40,10 +41,9 @@ class prefixed_reader {
       : ckpt_(ckpt), prefix_(std::move(prefix)) {}
 
   /// A tensor-table visitor: reads `prefix + s.name` of shape `s.shape` into `values`.
-  void operator()(const nn::tensor_spec& s, std::vector<float>& values) {
-    const std::string full = prefix_ + s.name;
-    used_.insert(full);
-    values = ckpt_.read_f32(full, s.shape);
+  template <class T>
+  void operator()(const nn::tensor_spec& s, T& out) {
+    io::read_tensor(ckpt_, use(s), s, out);
   }
   /// @throws dynllava::error listing tensors under the prefix that no layer uses.
   void expect_all_used(const char* what) const {
@@ -54,11 +54,17 @@ class prefixed_reader {
     DYNLLAVA_EXPECTS(extra.empty(),
                      "load {}: unexpected tensor {} (and {} more) under {}: the checkpoint does "
                      "not match the configured architecture",
-                     what, extra.empty() ? "" : extra.front(), extra.empty() ? 0 : extra.size() - 1,
-                     prefix_);
+                     what, extra.empty() ? "" : io::quote_untrusted(extra.front()),
+                     extra.empty() ? 0 : extra.size() - 1, io::quote_untrusted(prefix_));
   }
 
  private:
+  std::string use(const nn::tensor_spec& s) {
+    std::string full = prefix_ + s.name;
+    used_.insert(full);
+    return full;
+  }
+
   const io::checkpoint& ckpt_;
   std::string prefix_;
   std::set<std::string> used_;

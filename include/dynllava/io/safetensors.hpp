@@ -1,31 +1,53 @@
 // SPDX-License-Identifier: Apache-2.0
 /// @file safetensors.hpp
-/// @brief A validating reader of safetensors files and sharded checkpoints (index JSON).
+/// @brief A validating, memory-mapping reader of safetensors files and sharded checkpoints.
 ///
-/// Format: an 8-byte little-endian header length `n`, `n` bytes of JSON
-/// (`{"name": {"dtype", "shape", "data_offsets": [begin, end]}, "__metadata__": {...}}`), then the
-/// data buffer. Everything is validated when a file is opened, before any tensor is read: a
-/// truncated file, a header that is not JSON or not the expected shape, unknown dtypes, sizes
-/// that disagree with shapes, offsets outside the buffer, overlapping tensors or holes in the
-/// buffer are all rejected with a `dynllava::error` naming the file and the tensor. Reads never
-/// go out of bounds. Tensors are read on demand (no mapping, no whole-file load).
+/// Format: an 8-byte little-endian header length `n`, `n` bytes of JSON (safetensors_header.hpp),
+/// then the data buffer. Each file is mapped read-only (mapped_file.hpp) and validated when
+/// opened, before any tensor is read: a truncated file, a header that is not JSON or not the
+/// expected shape, unknown dtypes, sizes that disagree with shapes, offsets outside the buffer,
+/// overlapping tensors or holes in the buffer are rejected with a `dynllava::error` naming the
+/// file and the tensor. Tensors are then viewed in place (`tensor_view`: F16/BF16 stay in their
+/// stored width, widened to fp32 at use), so a 14 GB bf16 checkpoint costs address space, not
+/// 28 GB of fp32 memory. Reads never go out of bounds.
+///
+/// Limits and choices:
+/// - header: at most `safetensors_file::max_header_bytes` (100 MB), no NUL byte, parsed in time
+///   linear in its size (SAX, no DOM), at most 3 levels of nesting, at most `max_rank` (16)
+///   dimensions per tensor, no unknown entry fields, no name listed twice;
+/// - tensor data is not necessarily aligned (the format does not align it): views are bytes and
+///   widen_to_f32 reads them with memcpy;
+/// - a sharded checkpoint's index must describe its shards exactly: every tensor the index maps
+///   to a shard is in that shard, and every tensor of a shard is mapped to it. A tensor stored in
+///   two shards is an error naming both (also when the index picks one of them);
+/// - an index entry must be a plain file name in the index's folder; that file may be a
+///   symbolic link (the Hugging Face hub cache links `snapshots/<rev>/*` to `../../blobs/<sha>`),
+///   but a name with a folder, `..` or an absolute path is refused;
+/// - untrusted strings (names, dtypes, keys, file names) are printed quoted and escaped
+///   (untrusted_text.hpp).
+///
+/// Ownership: a `checkpoint` (or `safetensors_file`) owns its mappings; views and spans it hands
+/// out are valid until it is destroyed. Files must not be modified while open.
 #pragma once
 
 #include <dynllava/core/error.hpp>
 #include <dynllava/core/half.hpp>
-
-#include <nlohmann/json.hpp>
+#include <dynllava/io/checkpoint_index.hpp>
+#include <dynllava/io/mapped_file.hpp>
+#include <dynllava/io/safetensors_header.hpp>
+#include <dynllava/io/untrusted_text.hpp>
 
 #include <algorithm>
+#include <bit>
+#include <cstddef>
 #include <cstdint>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
-#include <limits>
 #include <map>
 #include <memory>
+#include <new>
 #include <optional>
-#include <set>
+#include <span>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -33,422 +55,309 @@
 
 namespace dynllava::io {
 
-/// Element type of a stored tensor.
-enum class dtype : std::uint8_t {
-  f64,
-  f32,
-  f16,
-  bf16,
-  i64,
-  i32,
-  i16,
-  i8,
-  u64,
-  u32,
-  u16,
-  u8,
-  boolean,
-  f8_e4m3,
-  f8_e5m2
-};
+static_assert(std::endian::native == std::endian::little,
+              "the safetensors reader assumes a little-endian host");
 
-/// Bytes per element.
-constexpr std::size_t size_of(dtype t) noexcept {
-  switch (t) {
-    case dtype::f64:
-    case dtype::i64:
-    case dtype::u64:
-      return 8;
-    case dtype::f32:
-    case dtype::i32:
-    case dtype::u32:
-      return 4;
-    case dtype::f16:
-    case dtype::bf16:
-    case dtype::i16:
-    case dtype::u16:
-      return 2;
-    default:
-      return 1;
-  }
-}
-
-/// The safetensors name of a dtype ("F32", "BF16", ...).
-constexpr std::string_view to_string(dtype t) noexcept {
-  constexpr std::string_view names[] = {"F64", "F32", "F16",  "BF16",    "I64",
-                                        "I32", "I16", "I8",   "U64",     "U32",
-                                        "U16", "U8",  "BOOL", "F8_E4M3", "F8_E5M2"};
-  return names[static_cast<std::size_t>(t)];
-}
-
-/// Parses a safetensors dtype name; nullopt when unknown.
-inline std::optional<dtype> parse_dtype(std::string_view s) noexcept {
-  for (int i = 0; i <= static_cast<int>(dtype::f8_e5m2); ++i) {
-    if (to_string(static_cast<dtype>(i)) == s) return static_cast<dtype>(i);
-  }
-  return std::nullopt;
-}
-
-/// One tensor's entry in a safetensors header.
-struct tensor_info {
-  std::string name;
+/// @brief A non-owning view of one stored tensor (host memory, read-only, any alignment).
+/// Valid while the file or checkpoint it came from is alive.
+struct tensor_view {
+  std::string_view name;
   io::dtype type = dtype::f32;
-  std::vector<std::int64_t> shape;  ///< row-major extents
-  std::uint64_t begin = 0;          ///< byte offset in the data buffer
-  std::uint64_t end = 0;            ///< one past the last byte
+  std::span<const std::int64_t> shape;  ///< row-major extents
+  std::span<const std::byte> bytes;     ///< elements() * size_of(type) little-endian bytes
 
-  std::uint64_t elements() const noexcept {
-    std::uint64_t n = 1;
-    for (auto d : shape) n *= static_cast<std::uint64_t>(d);
-    return n;
-  }
+  std::size_t elements() const noexcept { return bytes.size() / size_of(type); }
 };
 
-/// Formats a shape as "[a, b, c]".
-inline std::string shape_string(const std::vector<std::int64_t>& shape) {
-  std::string s = "[";
-  for (std::size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
-  return s + "]";
+/// True for the dtypes widen_to_f32 reads (F32, F16, BF16).
+constexpr bool is_widenable(dtype t) noexcept {
+  return t == dtype::f32 || t == dtype::f16 || t == dtype::bf16;
 }
 
-/// @brief One safetensors file, validated on open; tensors are read on demand.
+/// @brief Writes elements [first, first + count) of `v` to `out` as fp32 (F32 copied, F16 and
+/// BF16 widened exactly). `out` must hold `count` floats.
+/// @throws dynllava::error when the dtype is not F32/F16/BF16 or the range exceeds the tensor.
+inline void widen_to_f32(const tensor_view& v, std::size_t first, std::size_t count, float* out) {
+  DYNLLAVA_EXPECTS(is_widenable(v.type), "tensor {} has dtype {}; expected F32, F16 or BF16",
+                   quote_untrusted(v.name), to_string(v.type));
+  const std::size_t n = v.elements();
+  DYNLLAVA_EXPECTS(first <= n && count <= n - first,
+                   "tensor {}: elements [{}, {} + {}) are outside its {} elements",
+                   quote_untrusted(v.name), first, first, count, n);
+  if (count == 0) return;
+  const std::byte* src = v.bytes.data() + first * size_of(v.type);
+  if (v.type == dtype::f32) {
+    std::memcpy(out, src, count * sizeof(float));
+    return;
+  }
+  for (std::size_t i = 0; i < count; ++i) {
+    std::uint16_t bits = 0;
+    std::memcpy(&bits, src + 2 * i, 2);
+    out[i] = v.type == dtype::f16 ? half_bits_to_float(bits) : bfloat16_bits_to_float(bits);
+  }
+}
+
+/// All elements of `v` as fp32. @throws dynllava::error unless F32, F16 or BF16.
+inline std::vector<float> widen_to_f32(const tensor_view& v) {
+  DYNLLAVA_EXPECTS(is_widenable(v.type), "tensor {} has dtype {}; expected F32, F16 or BF16",
+                   quote_untrusted(v.name), to_string(v.type));
+  std::vector<float> out(v.elements());
+  widen_to_f32(v, 0, out.size(), out.data());
+  return out;
+}
+
+/// @brief One safetensors file, validated on open; tensors are viewed in place.
 class safetensors_file {
  public:
   /// Largest JSON header accepted (the format's own reference limit is 100 MB).
   static constexpr std::uint64_t max_header_bytes = 100ull << 20;
 
-  /// Opens and validates `path`. @throws dynllava::error describing the first defect found.
-  explicit safetensors_file(std::filesystem::path path) : path_(std::move(path)) {
-    std::error_code ec;
-    const auto size = std::filesystem::file_size(path_, ec);
-    DYNLLAVA_EXPECTS(!ec, "safetensors: cannot open {}: {}", path_.string(), ec.message());
-    file_size_ = size;
-    std::ifstream in(path_, std::ios::binary);
-    DYNLLAVA_EXPECTS(in.good(), "safetensors: cannot open {}", path_.string());
-    DYNLLAVA_EXPECTS(file_size_ >= 8, "safetensors: {} is truncated: {} bytes, no header length",
-                     path_.string(), file_size_);
-    unsigned char len_bytes[8];
-    in.read(reinterpret_cast<char*>(len_bytes), 8);
-    std::uint64_t header_len = 0;
-    for (int i = 7; i >= 0; --i) header_len = (header_len << 8) | len_bytes[i];
-    DYNLLAVA_EXPECTS(header_len <= max_header_bytes,
-                     "safetensors: {}: header length {} exceeds the limit of {} bytes",
-                     path_.string(), header_len, max_header_bytes);
-    DYNLLAVA_EXPECTS(header_len <= file_size_ - 8,
-                     "safetensors: {} is truncated: header length {} but only {} bytes follow",
-                     path_.string(), header_len, file_size_ - 8);
-    std::string header(static_cast<std::size_t>(header_len), '\0');
-    in.read(header.data(), static_cast<std::streamsize>(header_len));
-    DYNLLAVA_EXPECTS(in.good(), "safetensors: {}: reading the header failed", path_.string());
-    data_offset_ = 8 + header_len;
-    parse_header(header);
+  /// Maps and validates `path` (symbolic links followed). @throws dynllava::error describing the
+  /// first defect found, or when `path` is missing or a directory.
+  explicit safetensors_file(std::filesystem::path path)
+      : path_(std::move(path)), where_(quote_untrusted(path_.string())) {
+    map_.emplace(path_);
+    bytes_ = map_->bytes();
+    parse();
+  }
+
+  /// @brief Validates a file already in memory, e.g. from a fuzzer; `bytes` are borrowed and must
+  /// outlive this object. `name` is used in messages only.
+  safetensors_file(std::span<const std::byte> bytes, std::string name)
+      : path_(name), where_(quote_untrusted(name)), bytes_(bytes) {
+    parse();
   }
 
   const std::filesystem::path& path() const noexcept { return path_; }
   /// Every tensor, sorted by name.
-  const std::vector<tensor_info>& tensors() const noexcept { return tensors_; }
+  const std::vector<tensor_info>& tensors() const noexcept { return header_.tensors; }
   /// The `__metadata__` map (empty when absent).
-  const std::map<std::string, std::string>& metadata() const noexcept { return metadata_; }
+  const std::map<std::string, std::string>& metadata() const noexcept { return header_.metadata; }
 
   /// The entry of `name`, or null.
   const tensor_info* find(std::string_view name) const noexcept {
+    const auto& ts = header_.tensors;
     const auto it =
-        std::lower_bound(tensors_.begin(), tensors_.end(), name,
+        std::lower_bound(ts.begin(), ts.end(), name,
                          [](const tensor_info& t, std::string_view n) { return t.name < n; });
-    return it != tensors_.end() && it->name == name ? &*it : nullptr;
+    return it != ts.end() && it->name == name ? &*it : nullptr;
   }
 
-  /// Raw bytes of a tensor. @throws dynllava::error when absent or on a read failure.
+  /// The view of an entry of this file (no copy).
+  tensor_view view(const tensor_info& t) const noexcept {
+    return {t.name, t.type, t.shape,
+            bytes_.subspan(static_cast<std::size_t>(data_offset_ + t.begin),
+                           static_cast<std::size_t>(t.end - t.begin))};
+  }
+  /// The view of `name`. @throws dynllava::error when absent.
+  tensor_view view(std::string_view name) const {
+    const tensor_info* t = find(name);
+    DYNLLAVA_EXPECTS(t != nullptr, "safetensors: {} has no tensor named {}", where_,
+                     quote_untrusted(name));
+    return view(*t);
+  }
+
+  /// A copy of a tensor's raw bytes.
   std::vector<std::byte> read_bytes(const tensor_info& t) const {
-    std::vector<std::byte> out(static_cast<std::size_t>(t.end - t.begin));
-    std::ifstream in(path_, std::ios::binary);
-    in.seekg(static_cast<std::streamoff>(data_offset_ + t.begin));
-    in.read(reinterpret_cast<char*>(out.data()), static_cast<std::streamsize>(out.size()));
-    DYNLLAVA_EXPECTS(in.good() || out.empty(), "safetensors: {}: reading tensor {} failed",
-                     path_.string(), t.name);
-    return out;
+    const auto b = view(t).bytes;
+    return {b.begin(), b.end()};
   }
 
   /// @brief Reads a floating-point tensor as fp32 (F32 as is, F16 and BF16 converted exactly).
   /// @throws dynllava::error when absent or of another dtype.
   std::vector<float> read_f32(std::string_view name) const {
-    const tensor_info* t = find(name);
-    DYNLLAVA_EXPECTS(t != nullptr, "safetensors: {} has no tensor named {}", path_.string(), name);
-    return to_f32(*t, read_bytes(*t), path_.string());
-  }
-
-  /// Converts raw little-endian F32/F16/BF16 bytes to fp32. @throws dynllava::error otherwise.
-  static std::vector<float> to_f32(const tensor_info& t, const std::vector<std::byte>& bytes,
-                                   const std::string& where) {
-    std::vector<float> out(static_cast<std::size_t>(t.elements()));
-    switch (t.type) {
-      case dtype::f32:
-        if (!out.empty()) std::memcpy(out.data(), bytes.data(), out.size() * 4);
-        break;
-      case dtype::f16:
-      case dtype::bf16:
-        for (std::size_t i = 0; i < out.size(); ++i) {
-          const auto lo = static_cast<std::uint16_t>(bytes[2 * i]);
-          const auto hi = static_cast<std::uint16_t>(bytes[2 * i + 1]);
-          const auto bits = static_cast<std::uint16_t>(lo | (hi << 8));
-          out[i] = t.type == dtype::f16 ? half_bits_to_float(bits) : bfloat16_bits_to_float(bits);
-        }
-        break;
-      default:
-        DYNLLAVA_FAIL("safetensors: {}: tensor {} has dtype {}; expected F32, F16 or BF16", where,
-                      t.name, to_string(t.type));
+    try {
+      return widen_to_f32(view(name));
+    } catch (const std::bad_alloc&) {
+      DYNLLAVA_FAIL("safetensors: {}: out of memory reading tensor {}", where_,
+                    quote_untrusted(name));
     }
-    return out;
   }
 
  private:
-  void parse_header(const std::string& header) {
-    const std::string& file = path_.string();
-    DYNLLAVA_EXPECTS(header.find('\0') == std::string::npos,
-                     "safetensors: {}: the header contains NUL bytes", file);
-    // The format nests three levels (header -> entry -> shape / offsets); deeper input is
-    // rejected while parsing, so hostile nesting costs neither stack nor memory. Top-level keys
-    // must be unique (nlohmann would silently keep the last).
-    bool too_deep = false;
-    std::string duplicate;
-    std::set<std::string> keys;
-    const nlohmann::json::parser_callback_t guard =
-        [&](int depth, nlohmann::json::parse_event_t event, nlohmann::json& parsed) {
-          if (depth > 3) {
-            too_deep = true;
-            return false;
-          }
-          if (event == nlohmann::json::parse_event_t::key && depth == 1 && parsed.is_string()) {
-            if (!keys.insert(parsed.get<std::string>()).second && duplicate.empty()) {
-              duplicate = parsed.get<std::string>();
-            }
-          }
-          return true;
-        };
-    const nlohmann::json j = nlohmann::json::parse(header, guard, /*allow_exceptions=*/false);
-    DYNLLAVA_EXPECTS(!too_deep, "safetensors: {}: the header nests deeper than the format allows",
-                     file);
-    DYNLLAVA_EXPECTS(!j.is_discarded(), "safetensors: {}: the header is not valid JSON", file);
-    DYNLLAVA_EXPECTS(duplicate.empty(), "safetensors: {}: tensor {} is listed twice", file,
-                     duplicate);
-    DYNLLAVA_EXPECTS(j.is_object(), "safetensors: {}: the header must be a JSON object, got {}",
-                     file, j.type_name());
-    const std::uint64_t data_size = file_size_ - data_offset_;
-    for (const auto& [name, entry] : j.items()) {
-      if (name == "__metadata__") {
-        DYNLLAVA_EXPECTS(entry.is_object(), "safetensors: {}: __metadata__ must be an object",
-                         file);
-        for (const auto& [k, v] : entry.items()) {
-          DYNLLAVA_EXPECTS(v.is_string(), "safetensors: {}: __metadata__.{} must be a string", file,
-                           k);
-          metadata_[k] = v.get<std::string>();
-        }
-        continue;
-      }
-      DYNLLAVA_EXPECTS(entry.is_object(), "safetensors: {}: entry {} must be an object", file,
-                       name);
-      tensor_info t;
-      t.name = name;
-      const auto dt = entry.find("dtype");
-      DYNLLAVA_EXPECTS(dt != entry.end() && dt->is_string(),
-                       "safetensors: {}: tensor {} has no string dtype", file, name);
-      const auto parsed = parse_dtype(dt->get<std::string>());
-      DYNLLAVA_EXPECTS(parsed.has_value(), "safetensors: {}: tensor {} has unknown dtype {}", file,
-                       name, dt->get<std::string>());
-      t.type = *parsed;
-      const auto shape = entry.find("shape");
-      DYNLLAVA_EXPECTS(shape != entry.end() && shape->is_array(),
-                       "safetensors: {}: tensor {} has no shape array", file, name);
-      std::uint64_t elements = 1;
-      for (const auto& d : *shape) {
-        DYNLLAVA_EXPECTS(d.is_number_unsigned(),
-                         "safetensors: {}: tensor {} has a shape entry that is not a non-negative "
-                         "integer ({}{})",
-                         file, name, d.type_name(),
-                         d.is_number_integer() ? ": " + std::to_string(d.get<std::int64_t>()) : "");
-        const auto v = d.get<std::uint64_t>();
-        DYNLLAVA_EXPECTS(v <= static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max()),
-                         "safetensors: {}: tensor {} has a shape entry {} beyond int64", file, name,
-                         v);
-        DYNLLAVA_EXPECTS(v == 0 || elements <= std::numeric_limits<std::uint64_t>::max() / 8 / v,
-                         "safetensors: {}: tensor {} has an impossibly large shape", file, name);
-        elements *= v;
-        t.shape.push_back(static_cast<std::int64_t>(v));
-      }
-      const auto off = entry.find("data_offsets");
-      DYNLLAVA_EXPECTS(off != entry.end() && off->is_array() && off->size() == 2 &&
-                           (*off)[0].is_number_unsigned() && (*off)[1].is_number_unsigned(),
-                       "safetensors: {}: tensor {} needs data_offsets [begin, end] of non-negative "
-                       "integers",
-                       file, name);
-      t.begin = (*off)[0].get<std::uint64_t>();
-      t.end = (*off)[1].get<std::uint64_t>();
-      DYNLLAVA_EXPECTS(t.begin <= t.end,
-                       "safetensors: {}: tensor {} has data_offsets [{}, {}] with "
-                       "begin > end",
-                       file, name, t.begin, t.end);
-      DYNLLAVA_EXPECTS(t.end <= data_size,
-                       "safetensors: {}: tensor {} ends at byte {} but the data buffer holds {} "
-                       "bytes (truncated file?)",
-                       file, name, t.end, data_size);
-      DYNLLAVA_EXPECTS(t.end - t.begin == elements * size_of(t.type),
-                       "safetensors: {}: tensor {} ({} {}) needs {} bytes, its offsets span {}",
-                       file, name, to_string(t.type), shape_string(t.shape),
-                       elements * size_of(t.type), t.end - t.begin);
-      tensors_.push_back(std::move(t));
+  void parse() {
+    const std::uint64_t size = bytes_.size();
+    DYNLLAVA_EXPECTS(size >= 8, "safetensors: {} is truncated: {} bytes, no header length", where_,
+                     size);
+    std::uint64_t header_len = 0;
+    for (int i = 7; i >= 0; --i) {
+      header_len =
+          (header_len << 8) | static_cast<std::uint8_t>(bytes_[static_cast<std::size_t>(i)]);
     }
-    // The buffer must be covered exactly: no overlaps, no holes.
-    std::vector<const tensor_info*> by_offset;
-    for (const auto& t : tensors_) by_offset.push_back(&t);
-    std::sort(by_offset.begin(), by_offset.end(), [](const tensor_info* a, const tensor_info* b) {
-      return a->begin != b->begin ? a->begin < b->begin : a->end < b->end;
-    });
-    std::uint64_t expected = 0;
-    const tensor_info* prev = nullptr;
-    for (const tensor_info* t : by_offset) {
-      DYNLLAVA_EXPECTS(t->begin >= expected,
-                       "safetensors: {}: tensors {} and {} overlap (bytes [{}, {}) and [{}, {}))",
-                       file, prev ? prev->name : "", t->name, prev ? prev->begin : 0,
-                       prev ? prev->end : 0, t->begin, t->end);
-      DYNLLAVA_EXPECTS(t->begin == expected,
-                       "safetensors: {}: bytes [{}, {}) of the data buffer belong to no tensor",
-                       file, expected, t->begin);
-      expected = t->end;
-      prev = t;
-    }
-    DYNLLAVA_EXPECTS(expected == data_size,
-                     "safetensors: {}: the data buffer holds {} bytes but the tensors cover {}",
-                     file, data_size, expected);
-    std::sort(tensors_.begin(), tensors_.end(),
-              [](const tensor_info& a, const tensor_info& b) { return a.name < b.name; });
+    DYNLLAVA_EXPECTS(header_len <= max_header_bytes,
+                     "safetensors: {}: header length {} exceeds the limit of {} bytes", where_,
+                     header_len, max_header_bytes);
+    DYNLLAVA_EXPECTS(header_len <= size - 8,
+                     "safetensors: {} is truncated: header length {} but only {} bytes follow",
+                     where_, header_len, size - 8);
+    data_offset_ = 8 + header_len;
+    const std::string_view json(reinterpret_cast<const char*>(bytes_.data()) + 8,
+                                static_cast<std::size_t>(header_len));
+    header_ = parse_safetensors_header(json, size - data_offset_, where_);
   }
 
   std::filesystem::path path_;
-  std::uint64_t file_size_ = 0;
+  std::string where_;  ///< the path, quoted for messages
+  std::optional<mapped_file> map_;
+  std::span<const std::byte> bytes_;
   std::uint64_t data_offset_ = 0;
-  std::vector<tensor_info> tensors_;
-  std::map<std::string, std::string> metadata_;
+  safetensors_header header_;
 };
 
 /// @brief A checkpoint: one safetensors file, or the shards of a `*.safetensors.index.json`.
+/// Owns the shards' mappings; views are valid while it lives.
 class checkpoint {
  public:
   /// @brief Opens a checkpoint.
   /// @param path a `.safetensors` file; a `*.index.json`; or a directory holding either
   ///        `model.safetensors.index.json`, or `*.safetensors` files (all opened).
   /// @throws dynllava::error on a missing path, a malformed index or shard, a tensor the index
-  ///         maps to a shard that lacks it, or a tensor present in two shards.
+  ///         maps to a shard that lacks it, a shard tensor the index does not map to that shard,
+  ///         or a tensor present in two shards.
   explicit checkpoint(const std::filesystem::path& path) {
     namespace fs = std::filesystem;
-    DYNLLAVA_EXPECTS(fs::exists(path), "checkpoint: {} does not exist", path.string());
-    if (fs::is_directory(path)) {
+    std::error_code ec;
+    const auto st = fs::status(path, ec);
+    DYNLLAVA_EXPECTS(fs::exists(st), "checkpoint: {} does not exist",
+                     quote_untrusted(path.string()));
+    if (fs::is_directory(st)) {
       const auto index = path / "model.safetensors.index.json";
-      if (fs::exists(index)) {
+      if (fs::exists(fs::symlink_status(index, ec))) {
         open_index(index);
         return;
       }
       std::vector<fs::path> files;
-      for (const auto& e : fs::directory_iterator(path)) {
-        if (e.path().extension() == ".safetensors") files.push_back(e.path());
+      for (fs::directory_iterator it(path, ec), end; !ec && it != end; it.increment(ec)) {
+        if (it->path().extension() == ".safetensors") files.push_back(it->path());
       }
+      DYNLLAVA_EXPECTS(!ec, "checkpoint: cannot list {}: {}", quote_untrusted(path.string()),
+                       ec.message());
       DYNLLAVA_EXPECTS(!files.empty(), "checkpoint: {} holds no .safetensors file and no index",
-                       path.string());
+                       quote_untrusted(path.string()));
       std::sort(files.begin(), files.end());
-      for (const auto& f : files) add_shard(f, nullptr);
+      for (const auto& f : files) add_shard(f);
     } else if (path.extension() == ".json") {
       open_index(path);
     } else {
-      add_shard(path, nullptr);
+      add_shard(path);
     }
   }
 
   /// Every tensor name, sorted.
   std::vector<std::string> names() const {
     std::vector<std::string> out;
+    out.reserve(where_.size());
     for (const auto& [n, s] : where_) out.push_back(n);
     return out;
   }
   /// The entry of `name`, or null.
   const tensor_info* find(std::string_view name) const {
-    const auto it = where_.find(std::string(name));
+    const auto it = where_.find(name);
     return it == where_.end() ? nullptr : shards_[it->second]->find(name);
+  }
+  /// The view of `name` (no copy). @throws dynllava::error when absent.
+  tensor_view view(std::string_view name) const {
+    const auto it = where_.find(name);
+    DYNLLAVA_EXPECTS(it != where_.end(), "checkpoint: no tensor named {}", quote_untrusted(name));
+    return shards_[it->second]->view(name);
+  }
+  /// @brief The view of `name`, checking its shape.
+  /// @throws dynllava::error naming the tensor, the expected and the actual shape.
+  tensor_view view(std::string_view name, std::span<const std::int64_t> shape) const {
+    const tensor_info* t = find(name);
+    DYNLLAVA_EXPECTS(t != nullptr, "checkpoint: missing tensor {} (expected shape {})",
+                     quote_untrusted(name), shape_string(shape));
+    DYNLLAVA_EXPECTS(std::equal(t->shape.begin(), t->shape.end(), shape.begin(), shape.end()),
+                     "checkpoint: tensor {} has shape {}, expected {}", quote_untrusted(name),
+                     shape_string(t->shape), shape_string(shape));
+    return view(name);
   }
   /// Reads a floating-point tensor as fp32. @throws dynllava::error when absent or not
   /// F32/F16/BF16.
-  std::vector<float> read_f32(std::string_view name) const {
-    const auto it = where_.find(std::string(name));
-    DYNLLAVA_EXPECTS(it != where_.end(), "checkpoint: no tensor named {}", name);
-    return shards_[it->second]->read_f32(name);
-  }
+  std::vector<float> read_f32(std::string_view name) const { return to_f32(view(name)); }
   /// @brief Reads a tensor as fp32 and checks its shape.
   /// @throws dynllava::error naming the tensor, the expected and the actual shape.
   std::vector<float> read_f32(std::string_view name, const std::vector<std::int64_t>& shape) const {
-    const tensor_info* t = find(name);
-    DYNLLAVA_EXPECTS(t != nullptr, "checkpoint: missing tensor {} (expected shape {})", name,
-                     shape_string(shape));
-    DYNLLAVA_EXPECTS(t->shape == shape, "checkpoint: tensor {} has shape {}, expected {}", name,
-                     shape_string(t->shape), shape_string(shape));
-    return read_f32(name);
+    return to_f32(view(name, shape));
   }
 
  private:
-  void open_index(const std::filesystem::path& index) {
-    std::ifstream in(index);
-    DYNLLAVA_EXPECTS(in.good(), "checkpoint: cannot open {}", index.string());
-    const nlohmann::json j = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
-    DYNLLAVA_EXPECTS(!j.is_discarded(), "checkpoint: {} is not valid JSON", index.string());
-    DYNLLAVA_EXPECTS(j.is_object() && j.contains("weight_map") && j["weight_map"].is_object(),
-                     "checkpoint: {} has no weight_map object", index.string());
-    std::map<std::string, std::vector<std::string>> by_shard;
-    for (const auto& [name, file] : j["weight_map"].items()) {
-      DYNLLAVA_EXPECTS(file.is_string(), "checkpoint: {}: weight_map.{} must be a file name",
-                       index.string(), name);
-      const auto f = file.get<std::string>();
-      const std::filesystem::path rel(f);
-      bool inside = !f.empty() && !rel.is_absolute();
-      for (const auto& part : rel) inside = inside && part != "..";
-      if (inside) {  // resolve symbolic links too: the shard must really live in the folder
-        std::error_code ec;
-        const auto root = std::filesystem::weakly_canonical(index.parent_path(), ec);
-        const auto shard = std::filesystem::weakly_canonical(index.parent_path() / rel, ec);
-        const auto r = root.native();
-        inside = !ec && shard.native().compare(0, r.size(), r) == 0 &&
-                 (shard.native().size() == r.size() || shard.native()[r.size()] == '/');
-      }
-      DYNLLAVA_EXPECTS(inside,
-                       "checkpoint: {}: weight_map.{} = {} must be a file inside the "
-                       "checkpoint folder",
-                       index.string(), name, f);
-      by_shard[f].push_back(name);
-    }
-    for (const auto& [file, tensors] : by_shard) {
-      DYNLLAVA_EXPECTS(std::filesystem::is_regular_file(index.parent_path() / file),
-                       "checkpoint: {} maps {} tensors (e.g. {}) to {}, which is missing",
-                       index.string(), tensors.size(), tensors.front(), file);
-      add_shard(index.parent_path() / file, &tensors);
+  static std::vector<float> to_f32(const tensor_view& v) {
+    try {
+      return widen_to_f32(v);
+    } catch (const std::bad_alloc&) {
+      DYNLLAVA_FAIL("checkpoint: out of memory reading tensor {}", quote_untrusted(v.name));
     }
   }
 
-  void add_shard(const std::filesystem::path& file, const std::vector<std::string>* expected) {
+  void open_index(const std::filesystem::path& index) {
+    const std::string where = quote_untrusted(index.string());
+    std::vector<index_entry> entries;
+    {
+      const mapped_file map(index);
+      const auto b = map.bytes();
+      entries = parse_checkpoint_index(
+          std::string_view(reinterpret_cast<const char*>(b.data()), b.size()), where);
+    }
+    // Group by shard; each group stays sorted by tensor name.
+    std::map<std::string, std::vector<std::string>> by_shard;
+    for (const auto& e : entries) by_shard[e.file].push_back(e.tensor);
+    const auto folder = index.parent_path();
+    for (const auto& [file, tensors] : by_shard) {
+      const auto p = folder / file;
+      std::error_code ec;
+      const auto st = std::filesystem::status(p, ec);  // follows links
+      DYNLLAVA_EXPECTS(std::filesystem::exists(st),
+                       "checkpoint: {} maps {} tensors (e.g. {}) to {}, which is missing (or a "
+                       "broken link)",
+                       where, tensors.size(), quote_untrusted(tensors.front()),
+                       quote_untrusted(file));
+      DYNLLAVA_EXPECTS(!std::filesystem::is_directory(st),
+                       "checkpoint: {} maps {} tensors (e.g. {}) to {}, which is a directory",
+                       where, tensors.size(), quote_untrusted(tensors.front()),
+                       quote_untrusted(file));
+      const std::size_t id = add_shard(p);
+      // The shard must hold exactly the tensors mapped to it (both lists sorted: one merge).
+      const auto& held = shards_[id]->tensors();
+      auto h = held.begin();
+      for (const auto& name : tensors) {
+        while (h != held.end() && h->name < name) unmapped(*h++, file, entries, where);
+        DYNLLAVA_EXPECTS(h != held.end() && h->name == name,
+                         "checkpoint: the index maps {} to {}, which has no such tensor",
+                         quote_untrusted(name), quote_untrusted(file));
+        ++h;
+      }
+      while (h != held.end()) unmapped(*h++, file, entries, where);
+    }
+  }
+
+  /// A tensor of shard `file` that the index does not map to it. @throws dynllava::error.
+  static void unmapped(const tensor_info& t, const std::string& file,
+                       const std::vector<index_entry>& entries, const std::string& where) {
+    const auto it =
+        std::lower_bound(entries.begin(), entries.end(), t.name,
+                         [](const index_entry& e, const std::string& n) { return e.tensor < n; });
+    DYNLLAVA_EXPECTS(it == entries.end() || it->tensor != t.name,
+                     "checkpoint: {} holds tensor {}, which the index {} maps to {}: a tensor "
+                     "must be stored in one shard only",
+                     quote_untrusted(file), quote_untrusted(t.name), where,
+                     quote_untrusted(it->file));
+    DYNLLAVA_FAIL("checkpoint: {} holds tensor {}, which the index {} does not list",
+                  quote_untrusted(file), quote_untrusted(t.name), where);
+  }
+
+  /// Opens a shard and records its tensors; a name already recorded is an error.
+  std::size_t add_shard(const std::filesystem::path& file) {
     auto shard = std::make_unique<safetensors_file>(file);
     const std::size_t id = shards_.size();
-    if (expected != nullptr) {
-      for (const auto& name : *expected) {
-        DYNLLAVA_EXPECTS(shard->find(name) != nullptr,
-                         "checkpoint: the index maps {} to {}, which has no such tensor", name,
-                         file.string());
-      }
-    }
     for (const auto& t : shard->tensors()) {
-      if (expected != nullptr &&
-          std::find(expected->begin(), expected->end(), t.name) == expected->end()) {
-        continue;  // present in the shard but mapped elsewhere (or not at all): index wins
-      }
       const auto [it, inserted] = where_.emplace(t.name, id);
-      DYNLLAVA_EXPECTS(inserted, "checkpoint: tensor {} appears in {} and {}", t.name,
-                       shards_[it->second]->path().string(), file.string());
+      DYNLLAVA_EXPECTS(
+          inserted, "checkpoint: tensor {} is stored in both {} and {}", quote_untrusted(t.name),
+          quote_untrusted(shards_[it->second]->path().string()), quote_untrusted(file.string()));
     }
     shards_.push_back(std::move(shard));
+    return id;
   }
 
   std::vector<std::unique_ptr<safetensors_file>> shards_;

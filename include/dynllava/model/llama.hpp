@@ -93,8 +93,7 @@ class llama_model {
       DYNLLAVA_EXPECTS(tokens[i] >= 0 && tokens[i] < c_.vocab,
                        "llama_model::embed: token {} is outside the vocabulary [0, {})", tokens[i],
                        c_.vocab);
-      const float* e = w_.embed.data() + static_cast<std::size_t>(tokens[i]) * H;
-      std::copy(e, e + H, out.data() + i * H);
+      w_.embed.widen_rows(tokens[i], 1, out.data() + i * H);
     }
   }
 

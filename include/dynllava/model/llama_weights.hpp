@@ -28,7 +28,7 @@ struct llama_layer_weights {
 
 /// All weights of a LLaMA decoder.
 struct llama_weights {
-  std::vector<float> embed;  ///< model.embed_tokens: [vocab, H]
+  nn::stored_matrix embed;  ///< model.embed_tokens: [vocab, H], in its stored width
   std::vector<llama_layer_weights> layers;
   std::vector<float> final_norm;  ///< model.norm: [H]
   nn::linear_weights lm_head;     ///< lm_head: [vocab, H]

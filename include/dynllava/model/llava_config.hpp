@@ -36,6 +36,17 @@ enum class image_aspect : std::uint8_t {
   square,  ///< resize the shortest edge and centre-crop, as CLIPImageProcessor alone does
 };
 
+/// What a Dynamic-LLaVA checkpoint's `sparse_config` says beyond the predictors' sizes: the
+/// settings it was trained with, which a caller may take as its `sparsifier_options`.
+struct sparse_settings {
+  /// `sparse_layer`: the layer whose input the predictors score (the reader checks it against
+  /// the language model's layers; `validate` does not, so small test models keep the default)
+  index_t sparse_layer = 2;
+  double vision_keep_rate = 0.2;       ///< `vision_keep_rate`: image tokens kept
+  double output_text_keep_rate = 0.5;  ///< `output_text_keep_rate` (training target)
+  bool output_predictor = true;        ///< the checkpoint has the output-text predictor
+};
+
 /// @brief A LLaVA-1.5 model.
 struct llava_config {
   llama_config text;   ///< the language model
@@ -54,6 +65,8 @@ struct llava_config {
   std::int64_t eos_token_id = 2;
   /// Dynamic-LLaVA predictors (`sparse_config`); empty for a plain LLaVA checkpoint.
   std::optional<predictor_config> predictors;
+  /// The rest of `sparse_config`; meaningful only when `predictors` is set.
+  sparse_settings sparse{};
 
   /// The tower layer whose output is taken, in `[0, vision.layers]` (also the number of encoder
   /// layers that must run), or -1 when `vision_select_layer` is out of range.
@@ -82,6 +95,11 @@ struct llava_config {
                        "llava_config: the predictors' hidden size {} differs from the language "
                        "model's {}",
                        predictors->hidden, text.hidden);
+      DYNLLAVA_EXPECTS(sparse.vision_keep_rate >= 0.0 && sparse.vision_keep_rate <= 1.0 &&
+                           sparse.output_text_keep_rate >= 0.0 &&
+                           sparse.output_text_keep_rate <= 1.0,
+                       "llava_config: keep rates must be in [0, 1], got {} and {}",
+                       sparse.vision_keep_rate, sparse.output_text_keep_rate);
     }
   }
 };
