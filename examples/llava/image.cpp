@@ -36,9 +36,13 @@ std::string first_bytes_hex(std::span<const std::uint8_t> bytes) {
   return out.empty() ? "none: the input is empty" : out;
 }
 
-const char* stb_reason() noexcept {
+/// stb's reason for the last failure, escaped: some reasons carry bytes of the file (an unknown
+/// PNG chunk's type).
+std::string stb_reason() {
   const char* r = stbi_failure_reason();
-  return r != nullptr ? r : "unknown failure";
+  if (r == nullptr) return "unknown failure";
+  const std::string quoted = quote_name(r);
+  return quoted.substr(1, quoted.size() - 2);
 }
 
 struct declared_size {

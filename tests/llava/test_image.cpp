@@ -318,6 +318,12 @@ TEST_SUITE("cpu") {
           std::string::npos);
     fix_crc(broken, 33);  // now stb's zlib decoder sees the damage
     CHECK(decode(broken).find("corrupt or unsupported PNG") != std::string::npos);
+    // stb names an unknown critical chunk by its raw type bytes: they come out escaped.
+    auto unknown = png;
+    unknown[37] = 'Q';
+    unknown[39] = 0x0c;  // "IDAT" -> "QD\x0cT": critical (upper-case first letter), unknown
+    fix_crc(unknown, 33);
+    CHECK(decode(unknown).find(R"(QD\x0cT PNG chunk not known)") != std::string::npos);
     auto no_end = png;
     no_end.resize(png.size() - 12);  // without IEND
     CHECK(decode(no_end).find("without an IEND chunk") != std::string::npos);
