@@ -6,7 +6,8 @@
 # installs clang 14 and its libFuzzer runtime (scripts/fuzz.sh).
 set -euo pipefail
 packages=(cmake ninja-build g++ libfmt-dev doctest-dev libbenchmark-dev nlohmann-json3-dev libopenblas-dev
-          libsentencepiece-dev)  # SentencePiece: the LLaVA example's tokenizer only
+          libsentencepiece-dev  # SentencePiece: the LLaVA example's tokenizer only
+          libstb-dev zlib1g-dev)  # stb_image, zlib: the LLaVA example's image decoding only
 for opt in "$@"; do
   case $opt in
     --with-report) packages+=(python3-matplotlib) ;;  # the GPU kit's report step
