@@ -4,6 +4,7 @@
 #include "image.hpp"
 
 #include <dynllava/core/error.hpp>
+#include <dynllava/core/untrusted_text.hpp>
 
 #include "stb_alloc.hpp"
 
@@ -41,7 +42,7 @@ std::string first_bytes_hex(std::span<const std::uint8_t> bytes) {
 std::string stb_reason() {
   const char* r = stbi_failure_reason();
   if (r == nullptr) return "unknown failure";
-  const std::string quoted = quote_name(r);
+  const std::string quoted = quote_untrusted(r);
   return quoted.substr(1, quoted.size() - 2);
 }
 
@@ -72,7 +73,7 @@ std::string png_framing_problem(std::span<const std::uint8_t> b) {
     }
     const std::uint32_t length = be32(&b[pos]);
     const std::string type =
-        quote_name(std::string_view(reinterpret_cast<const char*>(&b[pos + 4]), 4));
+        quote_untrusted(std::string_view(reinterpret_cast<const char*>(&b[pos + 4]), 4));
     if (length > b.size() - pos - 12) {
       return fmt::format("truncated PNG: chunk {} at byte {} declares {} bytes of data, {} remain",
                          type, pos, length, b.size() - pos - 12);
@@ -165,23 +166,6 @@ struct stb_deleter {
 
 }  // namespace
 
-std::string quote_name(std::string_view s) {
-  std::string out = "\"";
-  for (const char c : s) {
-    const auto u = static_cast<unsigned char>(c);
-    if (c == '"' || c == '\\') {
-      out += '\\';
-      out += c;
-    } else if (u < 0x20 || u >= 0x7f) {
-      out += fmt::format("\\x{:02x}", u);
-    } else {
-      out += c;
-    }
-  }
-  out += '"';
-  return out;
-}
-
 image_format sniff_image_format(std::span<const std::uint8_t> bytes, std::string_view name) {
   if (bytes.size() >= png_signature.size() &&
       std::equal(png_signature.begin(), png_signature.end(), bytes.begin())) {
@@ -194,7 +178,7 @@ image_format sniff_image_format(std::span<const std::uint8_t> bytes, std::string
   DYNLLAVA_FAIL(
       "image {}: not a PNG or JPEG file (first bytes: {}); only PNG and JPEG are accepted, "
       "recognised by their signature",
-      quote_name(name), first_bytes_hex(bytes));
+      quote_untrusted(name), first_bytes_hex(bytes));
 }
 
 rgb_image decode_image(std::span<const std::uint8_t> bytes, std::string_view name,
@@ -205,7 +189,7 @@ rgb_image decode_image(std::span<const std::uint8_t> bytes, std::string_view nam
   const image_format format = sniff_image_format(bytes, name);
   DYNLLAVA_EXPECTS(bytes.size() <= static_cast<std::size_t>(limits.max_file_bytes) &&
                        bytes.size() <= static_cast<std::size_t>(INT_MAX),
-                   "image {}: {} bytes exceed the limit of {} bytes", quote_name(name),
+                   "image {}: {} bytes exceed the limit of {} bytes", quote_untrusted(name),
                    bytes.size(), std::min<std::int64_t>(limits.max_file_bytes, INT_MAX));
   const int length = static_cast<int>(bytes.size());
 
@@ -217,11 +201,11 @@ rgb_image decode_image(std::span<const std::uint8_t> bytes, std::string_view nam
     DYNLLAVA_EXPECTS(n <= static_cast<std::uint64_t>(limits.max_pixels),
                      "image {}: {}x{} = {} pixels exceed the budget of {} pixels; refused before "
                      "decoding",
-                     quote_name(name), declared.width, declared.height, n, limits.max_pixels);
+                     quote_untrusted(name), declared.width, declared.height, n, limits.max_pixels);
   }
   if (format == image_format::png) {
     const std::string problem = png_framing_problem(bytes);
-    DYNLLAVA_EXPECTS(problem.empty(), "image {}: {}", quote_name(name), problem);
+    DYNLLAVA_EXPECTS(problem.empty(), "image {}: {}", quote_untrusted(name), problem);
   }
   if (format == image_format::jpeg) {  // before stb reads a byte of it
     // stb_image pads a truncated scan with zeros and reports success; PIL reports "image file
@@ -230,28 +214,28 @@ rgb_image decode_image(std::span<const std::uint8_t> bytes, std::string_view nam
     DYNLLAVA_EXPECTS(jpeg.bad_table == 0,
                      "image {}: corrupt JPEG: the Huffman table segment at byte {} lists {} codes "
                      "(at most 256)",
-                     quote_name(name), jpeg.bad_table, jpeg.bad_table_codes);
+                     quote_untrusted(name), jpeg.bad_table, jpeg.bad_table_codes);
     DYNLLAVA_EXPECTS(jpeg.end_after_scan,
                      "image {}: truncated JPEG: no end-of-image marker after the first scan",
-                     quote_name(name));
+                     quote_untrusted(name));
   }
   int w = 0;
   int h = 0;
   int channels = 0;
   if (stbi_info_from_memory(bytes.data(), length, &w, &h, &channels) == 0) {
     DYNLLAVA_FAIL(
-        "image {}: cannot read the {} header{}: {}", quote_name(name), format_name(format),
+        "image {}: cannot read the {} header{}: {}", quote_untrusted(name), format_name(format),
         declared.found ? fmt::format(" (declaring {}x{} pixels)", declared.width, declared.height)
                        : std::string(),
         stb_reason());
   }
   DYNLLAVA_EXPECTS(w > 0 && h > 0, "image {}: the {} header declares {}x{} pixels",
-                   quote_name(name), format_name(format), w, h);
+                   quote_untrusted(name), format_name(format), w, h);
   const std::int64_t pixels = std::int64_t{w} * h;
   DYNLLAVA_EXPECTS(pixels <= limits.max_pixels,
                    "image {}: {}x{} = {} pixels exceed the budget of {} pixels; refused before "
                    "decoding",
-                   quote_name(name), w, h, pixels, limits.max_pixels);
+                   quote_untrusted(name), w, h, pixels, limits.max_pixels);
 
   // The decoder's allocations: per declared pixel, rounded up to whole 32x32 blocks.
   const std::int64_t padded =
@@ -280,20 +264,20 @@ rgb_image decode_image(std::span<const std::uint8_t> bytes, std::string_view nam
           std::fill_n(image.pixels.begin() + static_cast<std::ptrdiff_t>(3 * i), 3, v);
         }
       } else if (grey) {
-        DYNLLAVA_FAIL("image {}: decoded {}x{} pixels, the header declares {}x{}", quote_name(name),
-                      dw, dh, w, h);
+        DYNLLAVA_FAIL("image {}: decoded {}x{} pixels, the header declares {}x{}",
+                      quote_untrusted(name), dw, dh, w, h);
       } else {
-        DYNLLAVA_FAIL("image {}: corrupt or unsupported {}: {}", quote_name(name),
+        DYNLLAVA_FAIL("image {}: corrupt or unsupported {}: {}", quote_untrusted(name),
                       format_name(format), stb_reason());
       }
     } else {
       const std::unique_ptr<stbi_uc, stb_deleter<stbi_uc>> rgb(
           stbi_load_from_memory(bytes.data(), length, &dw, &dh, &dc, 3));
-      DYNLLAVA_EXPECTS(rgb != nullptr, "image {}: corrupt or unsupported {}: {}", quote_name(name),
-                       format_name(format), stb_reason());
+      DYNLLAVA_EXPECTS(rgb != nullptr, "image {}: corrupt or unsupported {}: {}",
+                       quote_untrusted(name), format_name(format), stb_reason());
       DYNLLAVA_EXPECTS(dw == w && dh == h,
                        "image {}: decoded {}x{} pixels, the header declares {}x{}",
-                       quote_name(name), dw, dh, w, h);
+                       quote_untrusted(name), dw, dh, w, h);
       std::copy_n(rgb.get(), image.pixels.size(), image.pixels.begin());
     }
   }
@@ -305,20 +289,21 @@ rgb_image load_image(const std::filesystem::path& file, const image_limits& limi
   std::error_code ec;
   const auto status = std::filesystem::status(file, ec);
   DYNLLAVA_EXPECTS(!ec && std::filesystem::exists(status), "image {}: no such file",
-                   quote_name(name));
+                   quote_untrusted(name));
   DYNLLAVA_EXPECTS(std::filesystem::is_regular_file(status), "image {}: not a regular file{}",
-                   quote_name(name), std::filesystem::is_directory(status) ? " (a directory)" : "");
+                   quote_untrusted(name),
+                   std::filesystem::is_directory(status) ? " (a directory)" : "");
   const auto size = std::filesystem::file_size(file, ec);
-  DYNLLAVA_EXPECTS(!ec, "image {}: cannot read its size: {}", quote_name(name), ec.message());
+  DYNLLAVA_EXPECTS(!ec, "image {}: cannot read its size: {}", quote_untrusted(name), ec.message());
   DYNLLAVA_EXPECTS(size <= static_cast<std::uintmax_t>(limits.max_file_bytes),
-                   "image {}: {} bytes exceed the limit of {} bytes", quote_name(name), size,
+                   "image {}: {} bytes exceed the limit of {} bytes", quote_untrusted(name), size,
                    limits.max_file_bytes);
   std::vector<std::uint8_t> bytes(static_cast<std::size_t>(size));
   std::ifstream in(file, std::ios::binary);
-  DYNLLAVA_EXPECTS(in.good(), "image {}: cannot open it for reading", quote_name(name));
+  DYNLLAVA_EXPECTS(in.good(), "image {}: cannot open it for reading", quote_untrusted(name));
   in.read(reinterpret_cast<char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
   DYNLLAVA_EXPECTS(in.gcount() == static_cast<std::streamsize>(bytes.size()),
-                   "image {}: read {} of its {} bytes", quote_name(name), in.gcount(), size);
+                   "image {}: read {} of its {} bytes", quote_untrusted(name), in.gcount(), size);
   return decode_image(bytes, name, limits);
 }
 

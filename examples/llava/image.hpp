@@ -78,8 +78,4 @@ enum class image_format : std::uint8_t { png, jpeg };
 [[nodiscard]] rgb_image load_image(const std::filesystem::path& file,
                                    const image_limits& limits = {});
 
-/// `s` in double quotes with quotes, backslashes and bytes outside printable ASCII escaped
-/// (`\xNN`), for untrusted names in error messages.
-[[nodiscard]] std::string quote_name(std::string_view s);
-
 }  // namespace dynllava::llava

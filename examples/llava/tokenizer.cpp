@@ -4,6 +4,7 @@
 #include "tokenizer.hpp"
 
 #include <dynllava/core/error.hpp>
+#include <dynllava/core/untrusted_text.hpp>
 
 #include "model_framing.hpp"
 #include "utf8.hpp"
@@ -41,23 +42,6 @@ std::optional<std::uint8_t> parse_byte_piece(std::string_view piece) {
     value = value * 16 + digit;
   }
   return static_cast<std::uint8_t>(value);
-}
-
-/// `piece` in double quotes, control bytes, quotes and backslashes escaped (pieces come from the
-/// file: a NUL must not cut the message).
-std::string quote_piece(std::string_view piece) {
-  std::string out = "\"";
-  for (char c : piece) {
-    const auto u = static_cast<unsigned char>(c);
-    if (u < 0x20 || u == 0x7f) {
-      out += fmt::format("\\x{:02x}", u);
-    } else {
-      if (c == '"' || c == '\\') out.push_back('\\');
-      out.push_back(c);
-    }
-  }
-  out.push_back('"');
-  return out;
 }
 
 token_kind kind_of(const sentencepiece::SentencePieceProcessor& sp, int id) {
@@ -132,13 +116,13 @@ tokenizer tokenizer::from_memory(std::string_view model, std::string_view name,
       const auto byte = parse_byte_piece(t->pieces.back());
       DYNLLAVA_EXPECTS(byte.has_value(),
                        "tokenizer: {}: piece {} ({}) is a byte piece but not spelled <0xNN>",
-                       t->name, id, quote_piece(t->pieces.back()));
+                       t->name, id, quote_untrusted(t->pieces.back()));
       t->bytes[static_cast<std::size_t>(id)] = *byte;
     } else {
       // Text pieces are emitted as they are by the streaming decoder: they must be UTF-8.
       DYNLLAVA_EXPECTS(detail::is_valid_utf8(t->pieces.back()),
                        "tokenizer: {}: piece {} ({}) is not valid UTF-8", t->name, id,
-                       quote_piece(t->pieces.back()));
+                       quote_untrusted(t->pieces.back()));
     }
   }
   t->unk = t->sp.unk_id();
@@ -153,7 +137,7 @@ tokenizer tokenizer::from_memory(std::string_view model, std::string_view name,
                      what, id, vocab, given ? " (given by the caller)" : " (the model has none)");
     DYNLLAVA_EXPECTS(t->kinds[static_cast<std::size_t>(id)] == token_kind::control,
                      "tokenizer: {}: the {} id {} (piece {}) is not a control piece", t->name, what,
-                     id, quote_piece(t->pieces[static_cast<std::size_t>(id)]));
+                     id, quote_untrusted(t->pieces[static_cast<std::size_t>(id)]));
     return id;
   };
   t->bos = special_id("BOS", t->sp.bos_id(), options.bos_id);
@@ -167,7 +151,8 @@ tokenizer tokenizer::from_memory(std::string_view model, std::string_view name,
   DYNLLAVA_EXPECTS(result.decode(probe_ids) == probe,
                    "tokenizer: {}: the model does not give text back unchanged ({} decodes as "
                    "{}: it normalises text or lacks byte pieces); LLaMA's tokenizer does",
-                   result.impl_->name, quote_piece(probe), quote_piece(result.decode(probe_ids)));
+                   result.impl_->name, quote_untrusted(probe),
+                   quote_untrusted(result.decode(probe_ids)));
   std::string raw;
   for (auto id : probe_ids) {
     const auto k = result.impl_->kinds[static_cast<std::size_t>(id)];
@@ -275,7 +260,7 @@ token_kind tokenizer::kind(std::int32_t id) const {
 std::uint8_t tokenizer::byte_value(std::int32_t id) const {
   DYNLLAVA_EXPECTS(kind(id) == token_kind::byte,
                    "tokenizer: {}: byte_value: id {} ({}) is not a byte piece", impl_->name, id,
-                   quote_piece(piece(id)));
+                   quote_untrusted(piece(id)));
   return impl_->bytes[static_cast<std::size_t>(id)];
 }
 

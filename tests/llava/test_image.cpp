@@ -2,6 +2,7 @@
 // Image decoding and LLaVA-1.5 preprocessing against PIL + transformers' CLIPImageProcessor
 // (fixtures written by tools/image_reference.py).
 #include <dynllava/core/error.hpp>
+#include <dynllava/core/untrusted_text.hpp>
 
 #include <doctest/doctest.h>
 
@@ -403,7 +404,7 @@ TEST_SUITE("cpu") {
         CHECK(ll::clip_pixel_values(image).size() == std::size_t{3} * 336 * 336);
         ++decoded;
       } catch (const dynllava::error& e) {
-        CHECK(std::string(e.what()).find(ll::quote_name(entry.path().string())) !=
+        CHECK(std::string(e.what()).find(dynllava::quote_untrusted(entry.path().string())) !=
               std::string::npos);
         ++refused;
       }

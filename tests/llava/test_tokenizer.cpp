@@ -220,7 +220,7 @@ TEST_SUITE("cpu") {
     CHECK(error_of([&] {
             (void)tokenizer::from_memory(good + std::string("\x0a\x04\x0a\x02\xff\xfe", 6),
                                          "u.model");
-          }).find("u.model: piece 500 (\"\xff\xfe\") is not valid UTF-8") != std::string::npos);
+          }).find("u.model: piece 500 (\"\\xff\\xfe\") is not valid UTF-8") != std::string::npos);
     // Unknown fields are skipped, as protobuf does.
     CHECK_NOTHROW((void)tokenizer::from_memory(good + "\x30\x05", "unknown-field.model"));
 

@@ -648,7 +648,7 @@ TEST_SUITE("cpu") {
   }
 
   TEST_CASE("untrusted strings are quoted and escaped in messages") {
-    using dynllava::io::quote_untrusted;
+    using dynllava::quote_untrusted;
     CHECK(quote_untrusted(std::string("a\0b\"\\\xff\n", 7)) == "\"a\\x00b\\\"\\\\\\xff\\x0a\"");
     CHECK(quote_untrusted("abcdef", 3) == "\"abc\"...(6 bytes)");
     // An embedded NUL in a value does not cut the message: the check's location still follows.

@@ -4,7 +4,7 @@
 #pragma once
 
 #include <dynllava/core/error.hpp>
-#include <dynllava/io/untrusted_text.hpp>
+#include <dynllava/core/untrusted_text.hpp>
 
 #include <nlohmann/json.hpp>
 

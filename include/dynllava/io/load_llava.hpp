@@ -8,12 +8,12 @@
 #pragma once
 
 #include <dynllava/core/error.hpp>
+#include <dynllava/core/untrusted_text.hpp>
 #include <dynllava/io/load_clip.hpp>
 #include <dynllava/io/load_predictors.hpp>
 #include <dynllava/io/read_llava_config.hpp>
 #include <dynllava/io/read_tensor.hpp>
 #include <dynllava/io/safetensors.hpp>
-#include <dynllava/io/untrusted_text.hpp>
 #include <dynllava/model/llava_config.hpp>
 #include <dynllava/model/llava_layout.hpp>
 #include <dynllava/model/llava_model.hpp>

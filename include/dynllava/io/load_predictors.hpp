@@ -16,6 +16,7 @@
 
 #include <dynllava/core/error.hpp>
 #include <dynllava/core/predictor_config.hpp>
+#include <dynllava/core/untrusted_text.hpp>
 #include <dynllava/io/read_tensor.hpp>
 #include <dynllava/io/safetensors.hpp>
 #include <dynllava/nn/tensor_table.hpp>
@@ -54,8 +55,8 @@ class prefixed_reader {
     DYNLLAVA_EXPECTS(extra.empty(),
                      "load {}: unexpected tensor {} (and {} more) under {}: the checkpoint does "
                      "not match the configured architecture",
-                     what, extra.empty() ? "" : io::quote_untrusted(extra.front()),
-                     extra.empty() ? 0 : extra.size() - 1, io::quote_untrusted(prefix_));
+                     what, extra.empty() ? "" : quote_untrusted(extra.front()),
+                     extra.empty() ? 0 : extra.size() - 1, quote_untrusted(prefix_));
   }
 
  private:

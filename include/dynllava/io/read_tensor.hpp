@@ -5,8 +5,8 @@
 #pragma once
 
 #include <dynllava/core/error.hpp>
+#include <dynllava/core/untrusted_text.hpp>
 #include <dynllava/io/safetensors.hpp>
-#include <dynllava/io/untrusted_text.hpp>
 #include <dynllava/nn/stored_matrix.hpp>
 #include <dynllava/nn/tensor_table.hpp>
 

@@ -32,10 +32,10 @@
 
 #include <dynllava/core/error.hpp>
 #include <dynllava/core/half.hpp>
+#include <dynllava/core/untrusted_text.hpp>
 #include <dynllava/io/checkpoint_index.hpp>
 #include <dynllava/io/mapped_file.hpp>
 #include <dynllava/io/safetensors_header.hpp>
-#include <dynllava/io/untrusted_text.hpp>
 
 #include <algorithm>
 #include <bit>

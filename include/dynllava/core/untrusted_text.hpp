@@ -9,7 +9,7 @@
 #include <string>
 #include <string_view>
 
-namespace dynllava::io {
+namespace dynllava {
 
 /// Bytes of an untrusted string printed before it is cut (see quote_untrusted).
 inline constexpr std::size_t untrusted_print_limit = 200;
@@ -86,4 +86,4 @@ inline std::string quote_untrusted(std::string_view s,
   return out;
 }
 
-}  // namespace dynllava::io
+}  // namespace dynllava
