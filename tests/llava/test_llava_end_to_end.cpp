@@ -5,13 +5,14 @@
 // FastV + H2O, StreamingLLM, with and without KV cache, greedy and sampling, and a ragged batch.
 // The METHOD.md invariants hold end to end: KV == no-cache under the argmax rule, keep-all ==
 // dense, ragged == alone.
-#include <clip_preprocess.hpp>
-#include <conversation.hpp>
 #include <dynllava/dynllava.hpp>
 #include <dynllava/io/load_llava.hpp>
-#include <image.hpp>
-#include <prompt_tokens.hpp>
-#include <tokenizer.hpp>
+
+#include "clip_preprocess.hpp"
+#include "conversation.hpp"
+#include "image.hpp"
+#include "prompt_tokens.hpp"
+#include "tokenizer.hpp"
 
 #include <doctest/doctest.h>
 #include <nlohmann/json.hpp>
@@ -43,14 +44,15 @@ struct request {
   std::vector<float> pixels;
 };
 
-request make_request(const std::string& question, const std::vector<std::filesystem::path>& images) {
+request make_request(const std::string& question,
+                     const std::vector<std::filesystem::path>& images) {
   const auto& f = tiny();
   static const ll::tokenizer tok =
       ll::tokenizer::load(fixtures() / "llava" / "original" / "tokenizer.model");
   ll::conversation conv(ll::vicuna_v1());
   conv.add_user(question, static_cast<int>(images.size()));
-  const auto ids = ll::tokenize_prompt(tok, conv.prompt(),
-                                       static_cast<std::int32_t>(f.config.image_token_id));
+  const auto ids =
+      ll::tokenize_prompt(tok, conv.prompt(), static_cast<std::int32_t>(f.config.image_token_id));
   request r{std::vector<std::int64_t>(ids.begin(), ids.end()), {}};
   ll::clip_preprocess_options o;
   o.aspect = f.config.aspect;
@@ -83,7 +85,9 @@ paged_kv_cache cache_for(const prompt_rows& p, std::size_t batch, index_t new_to
   return paged_kv_cache({m.layers(), batch, width, 8, m.layers() * pages});
 }
 
-generate_options greedy(index_t n) { return {.max_new_tokens = n, .eos = std::nullopt, .sampling = {}}; }
+generate_options greedy(index_t n) {
+  return {.max_new_tokens = n, .eos = std::nullopt, .sampling = {}};
+}
 
 sparsifier_options dense() {
   sparsifier_options o;
@@ -126,7 +130,8 @@ TEST_SUITE("llava") {
     std::ifstream in(fixtures() / "llava" / "reference.json");
     const auto ref = nlohmann::json::parse(in);
     const auto& c = ref["cases"]["image"];
-    const request r = make_request("What is shown in this image?", {fixtures() / "llava" / "image.png"});
+    const request r =
+        make_request("What is shown in this image?", {fixtures() / "llava" / "image.png"});
     CHECK(r.ids == c["prompt_ids"].get<std::vector<std::int64_t>>());
     // pixel_values: the reference's fp32 values, every 37th.
     const auto stride = ref["image"]["fp32_subsample"]["stride"].get<std::size_t>();
@@ -141,7 +146,8 @@ TEST_SUITE("llava") {
   }
 
   TEST_CASE("llava end to end: every mode, with and without KV cache; the invariants hold") {
-    const request r = make_request("What is shown in this image?", {fixtures() / "llava" / "image.png"});
+    const request r =
+        make_request("What is shown in this image?", {fixtures() / "llava" / "image.png"});
     const prompt_rows p = rows_of({r});
     const auto dense_kv = kv_run(p, 1, full_cache_policy{}, dense(), false);
     REQUIRE(dense_kv.tokens.front().size() == 12);
@@ -160,8 +166,8 @@ TEST_SUITE("llava") {
     CHECK(no_cache_run(p, 1, dynamic(true), true).tokens == both_kv.tokens);
     {
       auto cache = cache_for(p, 1, 12);
-      kv_session s(tiny().model, cache, online_gate_policy{layer}, &*tiny().image,
-                   &*tiny().output, dynamic(true));
+      kv_session s(tiny().model, cache, online_gate_policy{layer}, &*tiny().image, &*tiny().output,
+                   dynamic(true));
       (void)generate(s, p.view(), p.segment_view(), greedy(12));
       // floor(576 * 0.2) image tokens kept, and the cache beyond the sparse layer is shorter
       // than below it.
@@ -184,8 +190,8 @@ TEST_SUITE("llava") {
     // Sampling: the seed fixes the draw.
     auto sample = [&](std::uint64_t seed) {
       auto cache = cache_for(p, 1, 12);
-      kv_session s(tiny().model, cache, online_gate_policy{layer}, &*tiny().image,
-                   &*tiny().output, dynamic(true));
+      kv_session s(tiny().model, cache, online_gate_policy{layer}, &*tiny().image, &*tiny().output,
+                   dynamic(true));
       return generate(s, p.view(), p.segment_view(),
                       {.max_new_tokens = 12,
                        .eos = std::nullopt,
