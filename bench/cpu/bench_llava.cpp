@@ -154,8 +154,8 @@ template <class Fn>
 void with_session(const bench_model& b, const prompt_rows& p, bool dynamic, Fn&& fn) {
   auto cache = make_cache(b.model, p);
   if (dynamic) {
-    kv_session s(b.model, cache, online_gate_policy{b.model.config().sparse.sparse_layer},
-                 &b.image, &b.output, dynamic_options(b.model));
+    kv_session s(b.model, cache, online_gate_policy{b.model.config().sparse.sparse_layer}, &b.image,
+                 &b.output, dynamic_options(b.model));
     fn(s);
   } else {
     kv_session s(b.model, cache, full_cache_policy{}, nullptr, nullptr, dense_options());
@@ -163,9 +163,7 @@ void with_session(const bench_model& b, const prompt_rows& p, bool dynamic, Fn&&
   }
 }
 
-void set_counters(benchmark::State& state, int threads) {
-  state.counters["threads"] = threads;
-}
+void set_counters(benchmark::State& state, int threads) { state.counters["threads"] = threads; }
 
 void run_encode(benchmark::State& state, const bench_model& b) {
   const int threads = threads_of(state);
@@ -250,13 +248,13 @@ void bm_llava_mid_decode_dynamic(benchmark::State& s) { run_decode(s, mid(), tru
 
 BENCHMARK(bm_llava_tiny_load)->Unit(benchmark::kMillisecond)->Iterations(1);
 
-#define DYNLLAVA_BENCH_LLAVA(fn, iters)                                                   \
-  BENCHMARK(fn)                                                                           \
-      ->Unit(benchmark::kMillisecond)                                                     \
-      ->UseRealTime()                                                                     \
-      ->MeasureProcessCPUTime()                                                           \
-      ->Iterations(iters)                                                                 \
-      ->Arg(1)                                                                            \
+#define DYNLLAVA_BENCH_LLAVA(fn, iters) \
+  BENCHMARK(fn)                         \
+      ->Unit(benchmark::kMillisecond)   \
+      ->UseRealTime()                   \
+      ->MeasureProcessCPUTime()         \
+      ->Iterations(iters)               \
+      ->Arg(1)                          \
       ->Arg(0)
 
 DYNLLAVA_BENCH_LLAVA(bm_llava_tiny_encode, 20);
