@@ -10,6 +10,7 @@
 #include <dynllava/nn/activations.hpp>
 #include <dynllava/nn/attention.hpp>
 #include <dynllava/nn/blas.hpp>
+#include <dynllava/nn/exp.hpp>
 #include <dynllava/nn/layer_norm.hpp>
 #include <dynllava/nn/linear.hpp>
 #include <dynllava/nn/rms_norm.hpp>
@@ -153,6 +154,40 @@ TEST_SUITE("cpu") {
     CHECK(unaligned == nn::stored_matrix(v, 2, 3));
     CHECK_THROWS_WITH_AS(nn::stored_matrix(v, 4, 2), doctest::Contains("6 values cannot be [4, 2]"),
                          error);
+  }
+
+  TEST_CASE("nn: exp_shifted is within 2 ulp of std::exp and the same on every path") {
+    std::vector<float> xs;
+    std::mt19937 gen(11);
+    std::uniform_real_distribution<float> u(-100.0f, 90.0f);
+    for (int i = 0; i < 100003; ++i) xs.push_back(u(gen));
+    for (float f : {0.0f, -0.0f, 1.0f, -1.0f, 88.7f, 88.8f, -87.3f, -87.4f, -200.0f, INFINITY,
+                    -INFINITY, NAN, 1e-8f, -1e-8f})
+      xs.push_back(f);
+    std::vector<float> fast = xs, one = xs;
+    nn::exp_shifted(fast.data(), fast.size(), 0.25f);
+    std::size_t differ = 0, bad = 0;
+    double worst = 0.0;
+    for (std::size_t i = 0; i < xs.size(); ++i) {
+      one[i] = nn::detail::exp_one(xs[i] - 0.25f);
+      const bool same =
+          std::bit_cast<std::uint32_t>(fast[i]) == std::bit_cast<std::uint32_t>(one[i]) ||
+          (std::isnan(fast[i]) && std::isnan(one[i]));
+      differ += same ? 0 : 1;
+      const float want = std::exp(xs[i] - 0.25f);
+      if (std::isnan(want)) {
+        bad += std::isnan(fast[i]) ? 0 : 1;
+      } else if (want < 1.1754944e-38f) {
+        bad += fast[i] == 0.0f ? 0 : 1;  // below FLT_MIN: 0
+      } else if (std::isinf(want)) {
+        bad += fast[i] == want ? 0 : 1;
+      } else {
+        worst = std::max(worst, std::abs(double(fast[i]) - want) / want);
+      }
+    }
+    CHECK(differ == 0);  // the AVX2 path (where it runs) computes the portable path's values
+    CHECK(bad == 0);
+    CHECK(worst <= 2.5 * 5.96e-8);
   }
 
   TEST_CASE("nn: bulk widening of every fp16 and bf16 bit pattern equals the scalar conversion") {

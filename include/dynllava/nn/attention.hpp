@@ -8,6 +8,7 @@
 #include <dynllava/core/config.hpp>
 #include <dynllava/core/error.hpp>
 #include <dynllava/nn/blas.hpp>
+#include <dynllava/nn/exp.hpp>
 
 #include <algorithm>
 #include <cmath>
@@ -163,11 +164,9 @@ void attention(const attention_options& o, const V& cached, row_block q, row_blo
         float* pr = p.data() + r * cols;
         const std::size_t visible = o.causal ? m + r0 + r + 1 : keys;
         const float mx = *std::max_element(pr, pr + visible);
+        exp_shifted(pr, visible, mx);
         float sum = 0.0f;
-        for (std::size_t j = 0; j < visible; ++j) {
-          pr[j] = std::exp(pr[j] - mx);
-          sum += pr[j];
-        }
+        for (std::size_t j = 0; j < visible; ++j) sum += pr[j];
         const float inv = 1.0f / sum;
         for (std::size_t j = 0; j < visible; ++j) pr[j] *= inv;
         std::fill(pr + visible, pr + cols, 0.0f);
