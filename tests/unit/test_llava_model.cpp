@@ -17,6 +17,7 @@
 #include <cmath>
 #include <cstdint>
 #include <fstream>
+#include <memory>
 #include <optional>
 #include <string>
 #include <utility>
@@ -157,5 +158,40 @@ TEST_SUITE("llava") {
     // Given explicitly, it loads.
     const auto f = io::load_llava(d.path, {.vision_tower = src / "clip-vit-large-patch14-336"});
     CHECK(f.layout == llava_layout::original_separate_tower);
+  }
+
+  TEST_CASE(
+      "llava model: a config that disagrees with the checkpoint, or asks for too much, is an "
+      "error") {
+    const auto src = fixture_dir() / "llava" / "hf";
+    auto edited = [&](const char* name, auto&& edit) {
+      auto d = std::make_unique<test::temp_dir>(name);
+      for (const char* file : {"model.safetensors", "tokenizer.model"})
+        std::filesystem::copy_file(src / file, d->path / file);
+      std::ifstream in(src / "config.json");
+      auto j = nlohmann::json::parse(in);
+      edit(j);
+      std::ofstream(d->path / "config.json") << j.dump();
+      return d;
+    };
+    // One layer fewer than the checkpoint holds: the fourth layer's tensors are left over.
+    const auto fewer =
+        edited("llava-fewer", [](auto& j) { j["text_config"]["num_hidden_layers"] = 3; });
+    CHECK_THROWS_WITH_AS(io::load_llava(fewer->path),
+                         doctest::Contains("that the model config.json describes does not use"),
+                         error);
+    // Millions of layers are refused by the reader, before anything is allocated.
+    const auto many =
+        edited("llava-many", [](auto& j) { j["text_config"]["num_hidden_layers"] = 3000000; });
+    CHECK_THROWS_WITH_AS(io::load_llava(many->path), doctest::Contains("num_hidden_layers"), error);
+    const auto tower = edited(
+        "llava-tower", [](auto& j) { j["vision_config"]["num_hidden_layers"] = 2147483647; });
+    CHECK_THROWS_WITH_AS(io::load_llava(tower->path), doctest::Contains("num_hidden_layers"),
+                         error);
+    // A huge max_position_embeddings costs no memory up front (the RoPE table is bounded).
+    const auto positions = edited("llava-positions", [](auto& j) {
+      j["text_config"]["max_position_embeddings"] = 2147483647;
+    });
+    CHECK(io::load_llava(positions->path).config.text.max_positions == 2147483647);
   }
 }

@@ -21,7 +21,10 @@
 #include <dynllava/score/output_predictor.hpp>
 
 #include <filesystem>
+#include <functional>
+#include <new>
 #include <optional>
+#include <set>
 #include <string>
 #include <utility>
 #include <vector>
@@ -48,6 +51,9 @@ struct llava_folder {
 
 namespace detail {
 
+inline llava_folder load_llava_unchecked(const std::filesystem::path& model_dir,
+                                         const load_llava_options& o);
+
 /// The folder of the tower's weights for a checkpoint without them.
 inline std::filesystem::path tower_folder(const llava_config_file& file,
                                           const load_llava_options& o,
@@ -61,14 +67,52 @@ inline std::filesystem::path tower_folder(const llava_config_file& file,
   return *file.clip_dir;
 }
 
+/// @throws dynllava::error naming the first of the checkpoint's tensors `names` that nothing reads:
+/// not in `used`, not under `ignored_prefix` (the tower, whose later layers and post-LayerNorm
+/// LLaVA never runs), not under `predictor_prefixes` when the predictors are not wanted, and not a
+/// RoPE buffer
+/// (`*.rotary_emb.inv_freq`, which older checkpoints carry). Such a tensor means the
+/// checkpoint and `config.json` disagree (a layer count, a bias, another projector).
+inline void expect_all_read(const std::vector<std::string>& names,
+                            const std::set<std::string, std::less<>>& used,
+                            const std::vector<std::string>& ignored_prefixes,
+                            const std::filesystem::path& model_dir) {
+  std::vector<std::string> extra;
+  for (const auto& n : names) {
+    if (used.count(n) != 0 || n.ends_with(".rotary_emb.inv_freq")) continue;
+    bool ignored = false;
+    for (const auto& p : ignored_prefixes) ignored = ignored || (!p.empty() && n.starts_with(p));
+    if (!ignored) extra.push_back(n);
+  }
+  DYNLLAVA_EXPECTS(extra.empty(),
+                   "load_llava: {}: the checkpoint holds tensor {} (and {} more) that the model "
+                   "config.json describes does not use: the checkpoint and config.json disagree",
+                   quote_untrusted(model_dir.string()),
+                   extra.empty() ? "" : quote_untrusted(extra.front()),
+                   extra.empty() ? 0 : extra.size() - 1);
+}
+
 }  // namespace detail
 
 /// @brief Loads the LLaVA model of `model_dir`.
 /// @throws dynllava::error naming the file and the problem: a malformed `config.json`, shards or
-///         index; an unrecognised layout; a missing, wrongly shaped or non-float tensor; a tower
-///         folder that is missing.
+///         index; an unrecognised layout; a missing, wrongly shaped or non-float tensor; a tensor
+///         the config does not account for; a tower folder that is missing; running out of
+///         memory.
 inline llava_folder load_llava(const std::filesystem::path& model_dir,
                                const load_llava_options& o = {}) {
+  try {
+    return detail::load_llava_unchecked(model_dir, o);
+  } catch (const std::bad_alloc&) {
+    DYNLLAVA_FAIL("load_llava: {}: out of memory while loading",
+                  quote_untrusted(model_dir.string()));
+  }
+}
+
+namespace detail {
+
+inline llava_folder load_llava_unchecked(const std::filesystem::path& model_dir,
+                                         const load_llava_options& o) {
   llava_config_options co;
   co.clip_config = o.vision_tower;
   const llava_config_file file = read_llava_config_file(model_dir, co);
@@ -96,6 +140,19 @@ inline llava_folder load_llava(const std::filesystem::path& model_dir,
                                                              : std::string()};
   w.projector = load_projector_weights(ckpt, projector_config::of(c), pn);
 
+  // Every tensor of the checkpoint must be read (or be one LLaVA never runs).
+  std::set<std::string, std::less<>> used;
+  const auto collect = [&](const nn::tensor_spec& s, const auto&) { used.insert(s.name); };
+  visit_tensors(std::as_const(w.text), c.text,
+                [&](const nn::tensor_spec& s, const auto&) { used.insert(tn.llm(s.name)); });
+  visit_tensors(std::as_const(w.projector), projector_config::of(c), pn, collect);
+  std::vector<std::string> ignored{tn.vision_in_checkpoint ? tn.vision_prefix : std::string()};
+  if (!o.predictors || c.predictors) {  // not wanted, or their loaders check what lies below
+    ignored.push_back(tn.image_predictor_prefix);
+    ignored.push_back(tn.output_predictor_prefix);
+  }
+  detail::expect_all_read(names, used, ignored, model_dir);
+
   llava_folder f{c, layout, llava_model(c, std::move(w)), std::nullopt, std::nullopt};
   if (o.predictors && c.predictors) {
     f.image = load_image_predictor(ckpt, *c.predictors, tn.image_predictor_prefix);
@@ -105,5 +162,7 @@ inline llava_folder load_llava(const std::filesystem::path& model_dir,
   }
   return f;
 }
+
+}  // namespace detail
 
 }  // namespace dynllava::io

@@ -81,7 +81,9 @@ inline clip_config read_clip_vision_fields(const json_fields& f, const clip_conf
   clip_config c;
   c.hidden = f.positive("hidden_size", def.hidden);
   c.intermediate = f.positive("intermediate_size", def.intermediate);
-  c.layers = f.positive("num_hidden_layers", def.layers);
+  c.layers =
+      static_cast<index_t>(f.integer("num_hidden_layers", 1, 1024, def.layers));  // bounded
+                                                                                  // as LLaMA's
   c.heads = f.positive("num_attention_heads", def.heads);
   c.channels = f.positive("num_channels", def.channels);
   c.image_size = read_square_size(f, "image_size", def.image_size);

@@ -123,6 +123,9 @@ inline std::int64_t read_token_id(const json_fields& f, std::string_view key, st
 /// The LLaMA decoder's fields of `f` (the top level, or `text_config`). With `sizes_required`
 /// the five size fields must be present (original style); otherwise they default as in
 /// `LlamaConfig`.
+/// The most layers a language model or a vision tower may declare.
+inline constexpr std::int64_t max_layers = 1024;
+
 inline llama_config read_llama_fields(const json_fields& f, bool sizes_required) {
   const llama_config def = llama_config_defaults();
   const auto size = [&](std::string_view key, index_t d) {
@@ -131,7 +134,11 @@ inline llama_config read_llama_fields(const json_fields& f, bool sizes_required)
   llama_config c = def;
   c.hidden = size("hidden_size", def.hidden);
   c.intermediate = size("intermediate_size", def.intermediate);
-  c.layers = size("num_hidden_layers", def.layers);
+  // At most 1024 layers (LLaMA-65B has 80): a config cannot make the loader allocate per-layer
+  // state for millions of layers that the checkpoint does not hold.
+  c.layers = static_cast<index_t>(
+      f.integer("num_hidden_layers", 1, max_layers,
+                sizes_required ? std::nullopt : std::optional<std::int64_t>(def.layers)));
   c.heads = size("num_attention_heads", def.heads);
   c.vocab = size("vocab_size", def.vocab);
   if (c.hidden % c.heads != 0) {

@@ -49,10 +49,16 @@ struct cached_layer_view {
 /// @brief The reference decoder. Owns its weights; `const` calls are thread-safe.
 class llama_model {
  public:
+  /// Rows of the precomputed RoPE table at most (positions beyond it are computed per call), so
+  /// a config's `max_position_embeddings` cannot make the model allocate without bound.
+  static constexpr index_t max_rope_table = 16384;
+
   /// @throws dynllava::error on an inconsistent config (heads * head_dim must be H, head_dim
   /// even) or weights of another shape, naming the tensor.
   llama_model(const llama_config& c, llama_weights w)
-      : c_(c), w_(std::move(w)), rope_(checked(c).head_dim, c.rope_theta, c.max_positions) {
+      : c_(c),
+        w_(std::move(w)),
+        rope_(checked(c).head_dim, c.rope_theta, std::min(c.max_positions, max_rope_table)) {
     validate(w_, c_);
   }
 

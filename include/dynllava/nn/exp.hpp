@@ -52,7 +52,7 @@ inline float exp_one(float x) noexcept {
 
 #ifdef DYNLLAVA_EXP_X86
 __attribute__((target("avx2"))) inline void exp_shift_avx2(float* x, std::size_t n,
-                                                          float shift) noexcept {
+                                                           float shift) noexcept {
   const __m256 lo = _mm256_set1_ps(exp_lo), hi = _mm256_set1_ps(exp_hi);
   const __m256 sh = _mm256_set1_ps(shift), half = _mm256_set1_ps(0.5f);
   const __m256i bias = _mm256_set1_epi32(127);
@@ -62,14 +62,14 @@ __attribute__((target("avx2"))) inline void exp_shift_avx2(float* x, std::size_t
     const __m256 under = _mm256_cmp_ps(v, lo, _CMP_LT_OQ);
     const __m256 over = _mm256_cmp_ps(v, hi, _CMP_GT_OQ);
     const __m256 c = _mm256_min_ps(hi, _mm256_max_ps(lo, v));  // NaN passes through
-    const __m256 nf = _mm256_floor_ps(
-        _mm256_add_ps(_mm256_mul_ps(c, _mm256_set1_ps(exp_log2e)), half));
+    const __m256 nf =
+        _mm256_floor_ps(_mm256_add_ps(_mm256_mul_ps(c, _mm256_set1_ps(exp_log2e)), half));
     __m256 r = _mm256_sub_ps(c, _mm256_mul_ps(nf, _mm256_set1_ps(exp_ln2_hi)));
     r = _mm256_sub_ps(r, _mm256_mul_ps(nf, _mm256_set1_ps(exp_ln2_lo)));
     __m256 p = _mm256_set1_ps(exp_c[0]);
     for (int j = 1; j < 6; ++j) p = _mm256_add_ps(_mm256_mul_ps(p, r), _mm256_set1_ps(exp_c[j]));
-    const __m256 e = _mm256_add_ps(
-        _mm256_add_ps(_mm256_mul_ps(p, _mm256_mul_ps(r, r)), r), _mm256_set1_ps(1.0f));
+    const __m256 e = _mm256_add_ps(_mm256_add_ps(_mm256_mul_ps(p, _mm256_mul_ps(r, r)), r),
+                                   _mm256_set1_ps(1.0f));
     const __m256i k = _mm256_cvttps_epi32(nf);
     // k / 2 toward zero, as the scalar path's integer division.
     const __m256i k1 = _mm256_srai_epi32(_mm256_add_epi32(k, _mm256_srli_epi32(k, 31)), 1);
