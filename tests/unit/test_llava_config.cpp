@@ -439,7 +439,8 @@ TEST_SUITE("cpu") {
                             "integer, got \"8\""});
     j = small_hf();
     j["vision_config"]["num_hidden_layers"] = 0;
-    expect_error(j.dump(), {"vision_config.num_hidden_layers must be a positive integer, got 0"});
+    expect_error(j.dump(),
+                 {"vision_config.num_hidden_layers must be an integer in [1, 1024], got 0"});
     j = small_hf();
     j["vision_config"]["hidden_size"] = 30;
     expect_error(j.dump(), {"vision_config.hidden_size (30) is not a multiple of "

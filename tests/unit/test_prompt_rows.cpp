@@ -93,8 +93,14 @@ TEST_CASE("build_prompt_rows: errors name the problem") {
   const std::vector<index_t> indptr = {0, 4};
   const auto f = features(1, 3);
   CHECK(error_of([&] {
-          build(indptr, {1, -200, -200, 2}, f, {.image_rows = 3});
-        }).find("2 consecutive image placeholders at token 1") != std::string::npos);
+          build({0, 6}, {1, -200, -200, -200, -200, 2}, f, {.image_rows = 3});
+        }).find("4 consecutive image placeholders at token 1") != std::string::npos);
+  // Back to back: two single placeholders are two images, six expanded ones two images too.
+  const auto two = features(2, 3);
+  CHECK(build(indptr, {1, -200, -200, 2}, two, {.image_rows = 3}).image_begin ==
+        std::vector<index_t>{1, 4});
+  CHECK(build({0, 8}, {1, -200, -200, -200, -200, -200, -200, 2}, two, {.image_rows = 3})
+            .image_begin == std::vector<index_t>{1, 4});
   CHECK(error_of([&] {
           build(indptr, {1, -200, 2, -200}, f, {.image_rows = 3});
         }).find("more images than the 1 given") != std::string::npos);

@@ -3,10 +3,12 @@
 /// @brief Turns a batch of token sequences with image placeholders, and the images' features,
 /// into what the drivers take: the prompt's input rows and its segments.
 ///
-/// Each run of placeholder ids in a sequence stands for one image: a single placeholder (as the
-/// released LLaVA code's `tokenizer_image_token` writes it) or `image_rows` of them (as Hugging
-/// Face processors expand it). Text rows are the decoder's embeddings; an image's rows are its
-/// features, in the order the images appear in the batch (sequence 0's first, ...).
+/// Placeholder ids in a sequence stand for images: a single placeholder per image (as the released
+/// LLaVA code's `tokenizer_image_token` writes it) or `image_rows` per image (as Hugging Face
+/// processors expand it). A run of `k * image_rows` placeholders is `k` expanded images; a run
+/// shorter than `image_rows` is one image per placeholder; any other run is an error. Text rows are
+/// the decoder's embeddings; an image's rows are its features, in the order the images appear in
+/// the batch (sequence 0's first, ...).
 #pragma once
 
 #include <dynllava/context/segments.hpp>
@@ -104,22 +106,27 @@ prompt_rows build_prompt_rows(const M& m, host_ragged<const std::int64_t> tokens
       while (j < seq.size() && (seq[j] == o.image_token_id) == is_image) ++j;
       const auto run = static_cast<index_t>(j - i);
       if (is_image) {
-        DYNLLAVA_EXPECTS(run == 1 || run == o.image_rows,
+        // k * image_rows placeholders: k expanded images; fewer than image_rows: one image each.
+        const bool expanded = run % o.image_rows == 0;
+        DYNLLAVA_EXPECTS(expanded || run < o.image_rows,
                          "build_prompt_rows: sequence {} has {} consecutive image placeholders at "
                          "token {}; an image is 1 placeholder or {} (image_rows)",
                          b, run, i, o.image_rows);
-        DYNLLAVA_EXPECTS(image < images,
-                         "build_prompt_rows: the tokens hold more images than the {} given "
-                         "features",
-                         images);
-        if (seen > 0) ++turn;
-        ++seen;
-        const float* f = features.data() + image * per_image;
-        p.rows.insert(p.rows.end(), f, f + per_image);
-        p.segments.push_back({segment_kind::image, row, o.image_rows, turn});
-        p.image_begin.push_back(row);
-        row += o.image_rows;
-        ++image;
+        const index_t count = expanded ? run / o.image_rows : run;
+        for (index_t k = 0; k < count; ++k) {
+          DYNLLAVA_EXPECTS(image < images,
+                           "build_prompt_rows: the tokens hold more images than the {} given "
+                           "features",
+                           images);
+          if (seen > 0) ++turn;
+          ++seen;
+          const float* f = features.data() + image * per_image;
+          p.rows.insert(p.rows.end(), f, f + per_image);
+          p.segments.push_back({segment_kind::image, row, o.image_rows, turn});
+          p.image_begin.push_back(row);
+          row += o.image_rows;
+          ++image;
+        }
       } else {
         text.clear();
         for (std::size_t t = i; t < j; ++t) {
