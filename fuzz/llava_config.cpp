@@ -6,6 +6,8 @@
 #include <dynllava/io/read_clip_config.hpp>
 #include <dynllava/io/read_llava_config.hpp>
 
+#include "check_message.hpp"
+
 #include <cstddef>
 #include <cstdint>
 #include <string_view>
@@ -15,11 +17,13 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   try {
     const dynllava::llava_config c = dynllava::io::parse_llava_config(text, "config.json");
     c.validate();  // whatever the reader accepts is a valid configuration
-  } catch (const dynllava::error&) {
+  } catch (const dynllava::error& e) {
+    dynllava::fuzz::check_message(e.what());
   }
   try {
     dynllava::io::parse_clip_config(text, "clip/config.json").validate();
-  } catch (const dynllava::error&) {
+  } catch (const dynllava::error& e) {
+    dynllava::fuzz::check_message(e.what());
   }
   if (const auto split = text.find("\n---\n"); split != std::string_view::npos) {
     try {
@@ -27,7 +31,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
           text.substr(0, split), "config.json",
           dynllava::io::json_text{text.substr(split + 5), "clip/config.json"})
           .validate();
-    } catch (const dynllava::error&) {
+    } catch (const dynllava::error& e) {
+      dynllava::fuzz::check_message(e.what());
     }
   }
   return 0;

@@ -7,6 +7,8 @@
 /// whole UTF-8 that adds up to SentencePiece's decoding (a trap otherwise).
 #include <dynllava/core/error.hpp>
 
+#include "check_message.hpp"
+
 #include <conversation.hpp>
 #include <cstddef>
 #include <cstdint>
@@ -50,7 +52,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     const auto rest = stream.finish();
     if (!detail::is_valid_utf8(rest)) __builtin_trap();
     if (streamed + rest != tok.decode(kept)) __builtin_trap();
-  } catch (const dynllava::error&) {
+  } catch (const dynllava::error& e) {
+    dynllava::fuzz::check_message(e.what());
     // A clear error is the expected outcome for a malformed model.
   }
   return 0;

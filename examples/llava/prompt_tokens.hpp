@@ -20,7 +20,8 @@ inline constexpr std::int32_t llava_image_token_id = -200;
 
 /// LLaVA's `tokenizer_image_token`: the prompt is split at `"<image>"`, each piece is tokenised
 /// as the Hugging Face slow `LlamaTokenizer` does (with BOS, `"</s>"` and the other special
-/// pieces as their ids, each stretch of text with its own dummy prefix), the BOS of every piece
+/// pieces as their ids; each piece starts with the dummy prefix, the text after a special piece
+/// only with `tokenizer_options::legacy`), the BOS of every piece
 /// but the first is dropped, and `image_token_id` stands between the pieces. So the text after
 /// an image starts with "▁" + "\n". Returns BOS first, one `image_token_id` per `"<image>"`.
 /// @throws dynllava::error when `image_token_id` is in `[0, vocab_size)` (it would be taken for

@@ -61,7 +61,7 @@ tokenizer& tokenizer::operator=(tokenizer&&) noexcept = default;
 tokenizer::~tokenizer() = default;
 
 tokenizer tokenizer::load(const std::filesystem::path& path, const tokenizer_options& options) {
-  const std::string name = path.string();
+  const std::string name = quote_untrusted(path.string());
   std::error_code ec;
   const auto status = std::filesystem::status(path, ec);
   DYNLLAVA_EXPECTS(!ec && std::filesystem::exists(status), "tokenizer: {}: no such file", name);
@@ -80,13 +80,13 @@ tokenizer tokenizer::load(const std::filesystem::path& path, const tokenizer_opt
   in.read(bytes.data(), static_cast<std::streamsize>(bytes.size()));
   DYNLLAVA_EXPECTS(static_cast<std::size_t>(in.gcount()) == bytes.size(),
                    "tokenizer: {}: read {} of its {} bytes", name, in.gcount(), bytes.size());
-  return from_memory(bytes, name, options);
+  return from_memory(bytes, path.string(), options);
 }
 
 tokenizer tokenizer::from_memory(std::string_view model, std::string_view name,
                                  const tokenizer_options& options) {
   auto t = std::make_unique<impl>();
-  t->name = std::string(name);
+  t->name = quote_untrusted(name);
   DYNLLAVA_EXPECTS(!model.empty(), "tokenizer: {}: the file is empty", t->name);
   DYNLLAVA_EXPECTS(model.size() <= options.max_bytes,
                    "tokenizer: {}: {} bytes, more than the limit of {} bytes", t->name,
@@ -94,7 +94,7 @@ tokenizer tokenizer::from_memory(std::string_view model, std::string_view name,
   detail::check_model_framing(model, t->name, options.max_pieces);
   const auto loaded = t->sp.LoadFromSerializedProto(model);
   DYNLLAVA_EXPECTS(loaded.ok(), "tokenizer: {}: not a SentencePiece model ({})", t->name,
-                   loaded.ToString());
+                   quote_untrusted(loaded.ToString()));
   // The same model with `normalizer_spec.add_dummy_prefix = false`: a second `normalizer_spec`
   // (field 3) holding only that (field 3, varint 0) is appended; protobuf merges repeated
   // message fields, so every other setting stays.
@@ -102,7 +102,7 @@ tokenizer tokenizer::from_memory(std::string_view model, std::string_view name,
   const auto plain = t->sp_no_prefix.LoadFromSerializedProto(std::string(model) +
                                                              std::string("\x1a\x02\x18\x00", 4));
   DYNLLAVA_EXPECTS(plain.ok(), "tokenizer: {}: not a SentencePiece model ({})", t->name,
-                   plain.ToString());
+                   quote_untrusted(plain.ToString()));
 
   const int vocab = t->sp.GetPieceSize();
   DYNLLAVA_EXPECTS(vocab > 0, "tokenizer: {}: the model has no pieces", t->name);
@@ -179,7 +179,7 @@ std::vector<std::int32_t> tokenizer::encode(std::string_view text) const {
   std::vector<int> ids;
   const auto status = impl_->sp.Encode(text, &ids);
   DYNLLAVA_EXPECTS(status.ok(), "tokenizer: {}: encoding {} bytes failed ({})", impl_->name,
-                   text.size(), status.ToString());
+                   text.size(), quote_untrusted(status.ToString()));
   return {ids.begin(), ids.end()};
 }
 
@@ -209,7 +209,7 @@ std::vector<std::int32_t> tokenizer::encode_with_special_tokens(std::string_view
       std::vector<int> ids;
       const auto status = impl_->sp_no_prefix.Encode(piece, &ids);
       DYNLLAVA_EXPECTS(status.ok(), "tokenizer: {}: encoding {} bytes failed ({})", impl_->name,
-                       piece.size(), status.ToString());
+                       piece.size(), quote_untrusted(status.ToString()));
       out.insert(out.end(), ids.begin(), ids.end());
     }
     if (at == std::string_view::npos) break;
@@ -231,7 +231,7 @@ std::string tokenizer::decode(std::span<const std::int32_t> ids) const {
   std::string text;
   const auto status = impl_->sp.Decode(v, &text);
   DYNLLAVA_EXPECTS(status.ok(), "tokenizer: {}: decoding {} ids failed ({})", impl_->name, v.size(),
-                   status.ToString());
+                   quote_untrusted(status.ToString()));
   return text;
 }
 

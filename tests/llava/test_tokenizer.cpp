@@ -146,7 +146,7 @@ TEST_SUITE("cpu") {
     // normalizer_spec.remove_extra_whitespaces = true: "a  b" would come back as "a b".
     CHECK(error_of([&] {
             (void)tokenizer::from_memory(good + std::string("\x1a\x02\x20\x01", 4), "ws.model");
-          }).find("ws.model: the model does not give text back unchanged") != std::string::npos);
+          }).find("ws.model\": the model does not give text back unchanged") != std::string::npos);
     // normalizer_spec.add_dummy_prefix = false: no "▁" in front, and none dropped when decoding.
     const auto plain =
         tokenizer::from_memory(good + std::string("\x1a\x02\x18\x00", 4), "no-prefix.model");
@@ -220,7 +220,7 @@ TEST_SUITE("cpu") {
     CHECK(error_of([&] {
             (void)tokenizer::from_memory(good + std::string("\x0a\x04\x0a\x02\xff\xfe", 6),
                                          "u.model");
-          }).find("u.model: piece 500 (\"\\xff\\xfe\") is not valid UTF-8") != std::string::npos);
+          }).find("u.model\": piece 500 (\"\\xff\\xfe\") is not valid UTF-8") != std::string::npos);
     // Unknown fields are skipped, as protobuf does.
     CHECK_NOTHROW((void)tokenizer::from_memory(good + "\x30\x05", "unknown-field.model"));
 
@@ -232,6 +232,6 @@ TEST_SUITE("cpu") {
     few.max_pieces = 100;
     CHECK(error_of([&] {
             (void)tokenizer::from_memory(good, "few.model", few);
-          }).find("few.model: more than 100 pieces") != std::string::npos);
+          }).find("few.model\": more than 100 pieces") != std::string::npos);
   }
 }

@@ -36,7 +36,8 @@ struct load_llava_options {
   /// The CLIP tower's folder (its `config.json` and, for a checkpoint without the tower, its
   /// weights). Unset: the folder inside the model folder named after `mm_vision_tower`.
   std::optional<std::filesystem::path> vision_tower;
-  /// Load the Dynamic-LLaVA predictors when the checkpoint has them.
+  /// Load the Dynamic-LLaVA predictors when `config.json` has a `sparse_config` (then their
+  /// tensors must be there); false: skip them (and ignore their tensors).
   bool predictors = true;
 };
 
