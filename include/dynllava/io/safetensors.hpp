@@ -31,14 +31,13 @@
 #pragma once
 
 #include <dynllava/core/error.hpp>
-#include <dynllava/core/half.hpp>
 #include <dynllava/core/untrusted_text.hpp>
 #include <dynllava/io/checkpoint_index.hpp>
 #include <dynllava/io/mapped_file.hpp>
 #include <dynllava/io/safetensors_header.hpp>
+#include <dynllava/nn/widen.hpp>
 
 #include <algorithm>
-#include <bit>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -90,10 +89,10 @@ inline void widen_to_f32(const tensor_view& v, std::size_t first, std::size_t co
     std::memcpy(out, src, count * sizeof(float));
     return;
   }
-  for (std::size_t i = 0; i < count; ++i) {
-    std::uint16_t bits = 0;
-    std::memcpy(&bits, src + 2 * i, 2);
-    out[i] = v.type == dtype::f16 ? half_bits_to_float(bits) : bfloat16_bits_to_float(bits);
+  if (v.type == dtype::f16) {
+    nn::widen_f16(src, count, out);
+  } else {
+    nn::widen_bf16(src, count, out);
   }
 }
 
