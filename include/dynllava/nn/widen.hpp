@@ -12,6 +12,7 @@
 #include <cstring>
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && !defined(__CUDACC__)
+#include <cpuid.h>
 #include <immintrin.h>
 #define DYNLLAVA_WIDEN_X86 1
 #endif
@@ -60,7 +61,12 @@ inline bool cpu_has_avx2() noexcept {
   return has;
 }
 inline bool cpu_has_f16c() noexcept {
-  static const bool has = __builtin_cpu_supports("avx") && __builtin_cpu_supports("f16c");
+  // CPUID leaf 1, ECX bit 29 (F16C); clang 14's __builtin_cpu_supports does not know "f16c".
+  static const bool has = [] {
+    unsigned a = 0, b = 0, c = 0, d = 0;
+    return __builtin_cpu_supports("avx") && __get_cpuid(1, &a, &b, &c, &d) != 0 &&
+           (c & (1u << 29)) != 0;
+  }();
   return has;
 }
 #endif
