@@ -7,7 +7,8 @@
 set -euo pipefail
 packages=(cmake ninja-build g++ libfmt-dev doctest-dev libbenchmark-dev nlohmann-json3-dev libopenblas-dev
           libsentencepiece-dev  # SentencePiece: the LLaVA example's tokenizer only
-          libstb-dev zlib1g-dev)  # stb_image, zlib: the LLaVA example's image decoding only
+          libstb-dev zlib1g-dev  # stb_image, zlib: the LLaVA example's image decoding only
+          libcli11-dev)  # CLI11: the options of the dynllava-llava program
 for opt in "$@"; do
   case $opt in
     --with-report) packages+=(python3-matplotlib) ;;  # the GPU kit's report step

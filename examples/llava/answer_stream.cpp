@@ -1,0 +1,27 @@
+// SPDX-License-Identifier: Apache-2.0
+#include "answer_stream.hpp"
+
+namespace dynllava::llava {
+
+void answer_stream::push(std::int32_t id) {
+  if (text_.ended()) return;
+  pieces_.push_back(text_.push(id));
+  emit(pieces_.back());
+}
+
+void answer_stream::finish() {
+  if (text_.ended()) return;
+  const std::string rest = text_.finish();
+  if (!pieces_.empty()) pieces_.back() += rest;  // nothing is held before the first id
+  emit(rest);
+}
+
+void answer_stream::emit(const std::string& s) {
+  answer_ += s;
+  if (out_ != nullptr && !s.empty()) {
+    *out_ << s;
+    out_->flush();
+  }
+}
+
+}  // namespace dynllava::llava

@@ -1,0 +1,76 @@
+// SPDX-License-Identifier: Apache-2.0
+/// @file cli_options.hpp
+/// @brief The options of `dynllava-llava` (parsed with CLI11) and the generation settings a
+/// request runs with (the command line's, or a batch line's).
+#pragma once
+
+#include <dynllava/core/config.hpp>
+
+#include <cstdint>
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace CLI {
+class App;
+}
+
+namespace dynllava::llava {
+
+/// What prunes the context: the dense model, a baseline, or Dynamic-LLaVA.
+enum class run_mode : std::uint8_t {
+  dense,          ///< every token kept, full KV cache
+  fastv,          ///< FastV: image tokens ranked by attention at layer K = 3, 25% kept
+  h2o,            ///< H2O: half of the cache kept by accumulated attention (KV cache only)
+  streaming,      ///< StreamingLLM: 4 attention sinks + the newest 252 tokens (KV cache only)
+  dynamic_image,  ///< Dynamic-LLaVA, image predictor only
+  dynamic,        ///< Dynamic-LLaVA, image predictor and output-text gate
+};
+
+/// The mode's name on the command line (`dense`, ..., `dynamic-image`, `dynamic`).
+[[nodiscard]] std::string_view to_string(run_mode mode) noexcept;
+/// @throws dynllava::error naming `option` and the accepted names for an unknown mode.
+[[nodiscard]] run_mode parse_mode(std::string_view text, std::string_view option);
+/// `on` / `off` (also `true` / `false`, `1` / `0`). @throws dynllava::error naming `option`.
+[[nodiscard]] bool parse_switch(std::string_view text, std::string_view option);
+
+/// How one request is generated. Requests of a batch run together when these agree.
+struct generation_settings {
+  run_mode mode = run_mode::dynamic;
+  bool kv_cache = true;
+  index_t max_new_tokens = 64;  ///< >= 0
+  float temperature = 0.0f;     ///< 0: greedy
+  float top_p = 1.0f;           ///< in (0, 1]
+  std::uint64_t seed = 0;
+
+  /// @throws dynllava::error naming the option (`prefix` + its name) that is out of range, or a
+  ///         mode that needs the KV cache without it.
+  void validate(std::string_view prefix) const;
+  friend bool operator==(const generation_settings&, const generation_settings&) = default;
+};
+
+/// Everything the command line says.
+struct program_options {
+  std::filesystem::path model;                        ///< --model (required)
+  std::optional<std::filesystem::path> vision_tower;  ///< --vision-tower
+  std::vector<std::filesystem::path> images;          ///< --image, in prompt order
+  std::optional<std::string> prompt;                  ///< --prompt
+  generation_settings settings;
+  int threads = 0;                                  ///< --threads; 0: OpenBLAS's default
+  std::optional<std::filesystem::path> batch;       ///< --batch FILE (JSON lines)
+  bool json = false;                                ///< --json
+  std::optional<std::filesystem::path> visualize;   ///< --visualize OUT.html
+};
+
+/// @brief Declares every option on `app`, writing into `out` and into the strings `mode` and
+/// `kv_cache` (read by `finish_options`); all must outlive `app`'s parse.
+void add_options(CLI::App& app, program_options& out, std::string& mode, std::string& kv_cache);
+
+/// @brief Reads `mode` and `kv_cache` into `o` and checks what CLI11 does not: value ranges and
+/// combinations (`--prompt` without `--batch`, `--batch` with `--prompt`, ...).
+/// @throws dynllava::error naming the option and the problem.
+void finish_options(program_options& o, std::string_view mode, std::string_view kv_cache);
+
+}  // namespace dynllava::llava

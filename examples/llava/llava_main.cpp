@@ -1,0 +1,170 @@
+// SPDX-License-Identifier: Apache-2.0
+/// @file llava_main.cpp
+/// @brief `dynllava-llava`: asks a LLaVA-1.5 / Dynamic-LLaVA checkpoint a question about images
+/// in one of the library's modes, streams the answer and prints what was pruned and what it cost;
+/// or answers a file of requests as JSON lines. Every error is one line on stderr and a non-zero
+/// exit code (2: the command line, 1: anything else).
+#include "answer_stream.hpp"
+#include "batch_requests.hpp"
+#include "cli_options.hpp"
+#include "request_runner.hpp"
+#include "run_summary.hpp"
+
+#include <dynllava/core/error.hpp>
+#include <dynllava/core/untrusted_text.hpp>
+#include <dynllava/nn/blas.hpp>
+
+#include <CLI/CLI.hpp>
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <exception>
+#include <filesystem>
+#include <iostream>
+#include <new>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace ll = dynllava::llava;
+
+namespace {
+
+constexpr std::string_view program = "dynllava-llava";
+
+/// `message` on one line of stderr (line breaks become spaces; the library's "dynllava: " prefix
+/// is dropped).
+void print_error(std::string_view message) {
+  if (message.starts_with("dynllava: ")) message.remove_prefix(10);
+  std::string line(message);
+  for (char& c : line) {
+    if (c == '\n' || c == '\r') c = ' ';
+  }
+  std::fflush(stdout);
+  std::cerr << program << ": error: " << line << '\n';
+}
+
+/// Progress lines on stderr, only when it is a terminal.
+class progress {
+ public:
+  progress() : on_(isatty(STDERR_FILENO) != 0) {}
+  void operator()(const std::string& what) const {
+    if (on_) std::cerr << program << ": " << what << "...\n";
+  }
+
+ private:
+  bool on_;
+};
+
+std::string dump(const nlohmann::json& j) {
+  return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+}
+
+/// The answer's fields of a JSON answer.
+void add_answer(nlohmann::json& j, const ll::answer_stream& answer, const ll::sequence_result& r) {
+  j["answer"] = answer.text();
+  j["tokens"] = r.tokens;
+  j["stopped_at_eos"] = r.stopped_at_eos;
+}
+
+int run_one(const ll::loaded_model& m, const ll::program_options& o, const progress& report) {
+  const ll::request req{*o.prompt, o.images};
+  const ll::prepared_request prepared = ll::prepare_request(m, req);
+  ll::answer_stream answer(m.tok, o.json ? nullptr : &std::cout);
+  const ll::batch_result res = ll::run_batch(
+      m, {prepared}, o.settings, [&](std::size_t, std::int32_t id) { answer.push(id); },
+      [&](const std::string& what) { report(what); });
+  answer.finish();
+  const ll::sequence_result& r = res.sequences.front();
+  const ll::run_summary summary = ll::summarize(o.settings, 1, r, res.cost);
+  if (o.json) {
+    nlohmann::json j = ll::summary_json(summary);
+    add_answer(j, answer, r);
+    std::cout << dump(j) << '\n';
+  } else {
+    std::cout << "\n\n";
+    ll::print_summary(std::cout, summary);
+  }
+  return 0;
+}
+
+int run_batch_file(const ll::loaded_model& m, const std::vector<ll::batch_entry>& entries,
+                   const progress& report) {
+  std::vector<std::string> lines(entries.size());
+  for (const auto& group : ll::group_batches(entries)) {
+    std::vector<ll::prepared_request> prepared;
+    std::vector<ll::answer_stream> answers;
+    for (std::size_t i : group) {
+      prepared.push_back(ll::prepare_request(m, entries[i].req));
+      answers.emplace_back(m.tok, nullptr);
+    }
+    const auto& settings = entries[group.front()].settings;
+    const ll::batch_result res = ll::run_batch(
+        m, prepared, settings, [&](std::size_t b, std::int32_t id) { answers[b].push(id); },
+        [&](const std::string& what) { report(what); });
+    for (std::size_t b = 0; b < group.size(); ++b) {
+      answers[b].finish();
+      nlohmann::json j;
+      j["line"] = entries[group[b]].line;
+      add_answer(j, answers[b], res.sequences[b]);
+      j.update(ll::summary_json(ll::summarize(settings, group.size(), res.sequences[b], res.cost)));
+      lines[group[b]] = dump(j);
+    }
+  }
+  for (const auto& line : lines) std::cout << line << '\n';
+  return 0;
+}
+
+int run(int argc, char** argv) {
+  CLI::App app{"Asks LLaVA-1.5 / Dynamic-LLaVA about images, with the library's token pruning.",
+               std::string(program)};
+  app.set_version_flag("--version", fmt::format("{} {}", program, DYNLLAVA_VERSION));
+  ll::program_options o;
+  std::string mode, kv_cache;
+  ll::add_options(app, o, mode, kv_cache);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    if (e.get_exit_code() == 0) return app.exit(e);  // --help, --version
+    print_error(e.what());
+    return 2;
+  }
+  std::vector<ll::batch_entry> entries;
+  try {
+    ll::finish_options(o, mode, kv_cache);
+    for (const auto& image : o.images) {
+      DYNLLAVA_EXPECTS(std::filesystem::is_regular_file(image), "--image: {} is not a file",
+                       dynllava::quote_untrusted(image.string()));
+    }
+    if (o.batch) entries = ll::read_batch_file(*o.batch, o.settings);
+  } catch (const dynllava::error& e) {
+    print_error(e.what());
+    return 2;
+  }
+  if (o.threads > 0) dynllava::nn::set_blas_threads(o.threads);
+  const progress report;
+  report(fmt::format("loading {}", o.model.string()));
+  const auto t0 = std::chrono::steady_clock::now();
+  const ll::loaded_model m = ll::load_model(o.model, o.vision_tower);
+  report(fmt::format("loaded in {:.1f} s",
+                     std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count()));
+  return o.batch ? run_batch_file(m, entries, report) : run_one(m, o, report);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    return run(argc, argv);
+  } catch (const std::bad_alloc&) {
+    print_error("out of memory");
+  } catch (const std::exception& e) {  // dynllava::error and the rest
+    print_error(e.what());
+  } catch (...) {
+    print_error("unknown failure");
+  }
+  return 1;
+}
