@@ -45,9 +45,9 @@ batch_entry parse_entry(const std::string& where, const std::string& text,
     } else if (key == "mode") {
       e.settings.mode = parse_mode(string_of(v, key), "--batch " + where + ": \"mode\"");
     } else if (key == "kv_cache") {
-      e.settings.kv_cache = v.is_boolean()
-                                ? v.get<bool>()
-                                : parse_switch(string_of(v, key), "--batch " + where + ": \"kv_cache\"");
+      e.settings.kv_cache =
+          v.is_boolean() ? v.get<bool>()
+                         : parse_switch(string_of(v, key), "--batch " + where + ": \"kv_cache\"");
     } else if (key == "max_new_tokens") {
       DYNLLAVA_EXPECTS(v.is_number_integer() && v.get<std::int64_t>() >= 0 &&
                            v.get<std::int64_t>() <= std::numeric_limits<index_t>::max(),
@@ -105,8 +105,7 @@ std::vector<std::vector<std::size_t>> group_batches(const std::vector<batch_entr
   for (std::size_t i = 0; i < entries.size(); ++i) {
     if (placed[i]) continue;
     batches.emplace_back();
-    for (std::size_t k = i; k < entries.size() && batches.back().size() < max_batch_requests;
-         ++k) {
+    for (std::size_t k = i; k < entries.size() && batches.back().size() < max_batch_requests; ++k) {
       if (!placed[k] && entries[k].settings == entries[i].settings) {
         batches.back().push_back(k);
         placed[k] = true;

@@ -5,7 +5,6 @@
 #include <dynllava/core/untrusted_text.hpp>
 
 #include <CLI/CLI.hpp>
-
 #include <array>
 #include <cmath>
 #include <utility>
@@ -66,8 +65,9 @@ void add_options(CLI::App& app, program_options& o, std::string& mode, std::stri
       ->required();
   app.add_option("--vision-tower", o.vision_tower,
                  "folder of the CLIP tower when the checkpoint does not hold it");
-  app.add_option("--image", o.images, "an image file (PNG, JPEG, ...); repeat for several images "
-                                      "in one prompt");
+  app.add_option("--image", o.images,
+                 "an image file (PNG or JPEG); repeat for several images "
+                 "in one prompt");
   app.add_option("--prompt", o.prompt, "the question");
   app.add_option("--mode", mode,
                  "dense | fastv | h2o | streaming | dynamic-image | dynamic (default: dynamic)");
@@ -89,7 +89,8 @@ void finish_options(program_options& o, std::string_view mode, std::string_view 
   if (!mode.empty()) o.settings.mode = parse_mode(mode, "--mode");
   if (!kv_cache.empty()) o.settings.kv_cache = parse_switch(kv_cache, "--kv-cache");
   o.settings.validate("--");
-  DYNLLAVA_EXPECTS(o.threads >= 0, "--threads: expected a count >= 1, got {}", o.threads);
+  DYNLLAVA_EXPECTS(o.threads >= 0,
+                   "--threads: expected a count >= 1 (0: OpenBLAS's default), got {}", o.threads);
   if (o.batch) {
     DYNLLAVA_EXPECTS(!o.prompt && o.images.empty(),
                      "--batch: the requests come from the file; --prompt and --image cannot be "

@@ -4,21 +4,20 @@
 /// in one of the library's modes, streams the answer and prints what was pruned and what it cost;
 /// or answers a file of requests as JSON lines. Every error is one line on stderr and a non-zero
 /// exit code (2: the command line, 1: anything else).
+#include <dynllava/core/error.hpp>
+#include <dynllava/core/untrusted_text.hpp>
+#include <dynllava/nn/blas.hpp>
+
 #include "answer_stream.hpp"
 #include "batch_requests.hpp"
 #include "cli_options.hpp"
 #include "request_runner.hpp"
 #include "run_summary.hpp"
 
-#include <dynllava/core/error.hpp>
-#include <dynllava/core/untrusted_text.hpp>
-#include <dynllava/nn/blas.hpp>
-
-#include <CLI/CLI.hpp>
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
-#include <unistd.h>
 
+#include <CLI/CLI.hpp>
 #include <chrono>
 #include <cstdio>
 #include <exception>
@@ -27,6 +26,7 @@
 #include <new>
 #include <string>
 #include <string_view>
+#include <unistd.h>
 #include <vector>
 
 namespace ll = dynllava::llava;

@@ -1,16 +1,16 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "request_runner.hpp"
 
-#include "clip_preprocess.hpp"
-#include "conversation.hpp"
-#include "prompt_tokens.hpp"
-
 #include <dynllava/core/untrusted_text.hpp>
 #include <dynllava/cost/exact_flops.hpp>
 #include <dynllava/cost/kv_bytes.hpp>
 #include <dynllava/cost/llava_config.hpp>
 #include <dynllava/cost/schedule_trace.hpp>
 #include <dynllava/dynllava.hpp>
+
+#include "clip_preprocess.hpp"
+#include "conversation.hpp"
+#include "prompt_tokens.hpp"
 
 #include <algorithm>
 #include <chrono>
@@ -99,8 +99,7 @@ void collect_decisions(const Session& s, const generation& g, std::vector<sequen
       const token_decisions& od = s.output_decisions();
       if (od.batch() != batch) continue;
       const auto first = static_cast<std::size_t>(od.indptr[b]);
-      const std::size_t n =
-          std::min(fed_back, static_cast<std::size_t>(od.indptr[b + 1]) - first);
+      const std::size_t n = std::min(fed_back, static_cast<std::size_t>(od.indptr[b + 1]) - first);
       const bool margins = od.scores.size() == od.candidates();
       for (std::size_t i = first; i < first + n; ++i) {
         r.output_keep.push_back(od.keep[i]);
@@ -118,11 +117,11 @@ batch_result drive(Session& s, const io::llava_folder& f, const prompt_rows& p,
                    run_cost cost) {
   trace_recorder recorder;
   s.observe(&recorder);
-  const generate_options g{.max_new_tokens = settings.max_new_tokens,
-                           .eos = static_cast<std::int32_t>(f.config.eos_token_id),
-                           .sampling = {.temperature = settings.temperature,
-                                        .top_p = settings.top_p,
-                                        .seed = settings.seed}};
+  const generate_options g{
+      .max_new_tokens = settings.max_new_tokens,
+      .eos = static_cast<std::int32_t>(f.config.eos_token_id),
+      .sampling = {
+          .temperature = settings.temperature, .top_p = settings.top_p, .seed = settings.seed}};
   const auto start = clock_type::now();
   std::optional<clock_type::time_point> first;
   const generation out =
@@ -162,8 +161,8 @@ batch_result drive(Session& s, const io::llava_folder& f, const prompt_rows& p,
         cost::schedule_trace(cc, cost::dense_schedule{}, req, cost::pass_kind::prefill);
     cost.dense_flops += cost::exact_flops(cc, last).total();
     for (std::size_t t = 0; t < cost.decode_steps; ++t) {
-      last = cost::schedule_trace(cc, cost::dense_schedule{}, req, pass,
-                                  static_cast<std::int64_t>(t));
+      last =
+          cost::schedule_trace(cc, cost::dense_schedule{}, req, pass, static_cast<std::int64_t>(t));
       cost.dense_flops += cost::exact_flops(cc, last).total();
     }
     if (kv) cost.dense_kv_bytes += cost::kv_cache_bytes(cc, last);
@@ -241,8 +240,8 @@ batch_result run_batch(const loaded_model& m, const std::vector<prepared_request
   DYNLLAVA_EXPECTS(!batch.empty(), "run_batch: the batch is empty");
   const io::llava_folder& f = m.folder;
   const llava_model& model = f.model;
-  const bool needs_image = settings.mode == run_mode::dynamic_image ||
-                           settings.mode == run_mode::dynamic;
+  const bool needs_image =
+      settings.mode == run_mode::dynamic_image || settings.mode == run_mode::dynamic;
   DYNLLAVA_EXPECTS(!needs_image || f.image.has_value(),
                    "--mode {}: the checkpoint has no Dynamic-LLaVA image predictor (config.json "
                    "has no sparse_config); use dense, fastv, h2o or streaming",

@@ -6,11 +6,11 @@
 /// prompts and steps).
 #pragma once
 
+#include <dynllava/io/load_llava.hpp>
+
 #include "cli_options.hpp"
 #include "image.hpp"
 #include "tokenizer.hpp"
-
-#include <dynllava/io/load_llava.hpp>
 
 #include <cstddef>
 #include <cstdint>
@@ -42,8 +42,8 @@ struct request {
 /// A request ready for the model: token ids (one placeholder per image) and pixel values.
 struct prepared_request {
   std::vector<std::int64_t> ids;
-  std::vector<float> pixels;      ///< [images, 3, S, S]
-  std::vector<rgb_image> views;   ///< [images] the 8-bit images the tower saw (S x S)
+  std::vector<float> pixels;     ///< [images, 3, S, S]
+  std::vector<rgb_image> views;  ///< [images] the 8-bit images the tower saw (S x S)
   std::size_t images = 0;
 };
 
@@ -55,7 +55,7 @@ struct prepared_request {
 struct sequence_result {
   std::vector<std::int32_t> tokens;  ///< generated ids, EOS included
   bool stopped_at_eos = false;
-  index_t prompt_rows = 0;           ///< rows of the prompt (image tokens expanded)
+  index_t prompt_rows = 0;               ///< rows of the prompt (image tokens expanded)
   std::vector<std::uint8_t> image_keep;  ///< [image tokens of every image] 1 = kept
   /// [decided] whether each generated token's K/V entered the cache (KV mode; without a cache:
   /// whether it stays in the recomputed context), in generation order. The newest generated
@@ -66,14 +66,14 @@ struct sequence_result {
 
 /// What one run of a batch cost, in the cost model's terms and in seconds.
 struct run_cost {
-  double flops = 0;                ///< every driver call of the run (`cost::exact_flops`)
-  double dense_flops = 0;          ///< the dense model's schedule on the same prompts and steps
-  std::int64_t kv_bytes = 0;       ///< KV cache held after the last call (0 without a cache)
-  std::int64_t dense_kv_bytes = 0; ///< the dense model's KV cache after the same calls
-  double encode_s = 0;   ///< embedding the prompts and encoding the images
-  double prefill_s = 0;  ///< the prefill and the first token
-  double decode_s = 0;   ///< the later tokens
-  std::size_t decode_steps = 0;  ///< decode calls the batch made
+  double flops = 0;                 ///< every driver call of the run (`cost::exact_flops`)
+  double dense_flops = 0;           ///< the dense model's schedule on the same prompts and steps
+  std::int64_t kv_bytes = 0;        ///< KV cache held after the last call (0 without a cache)
+  std::int64_t dense_kv_bytes = 0;  ///< the dense model's KV cache after the same calls
+  double encode_s = 0;              ///< embedding the prompts and encoding the images
+  double prefill_s = 0;             ///< the prefill and the first token
+  double decode_s = 0;              ///< the later tokens
+  std::size_t decode_steps = 0;     ///< decode calls the batch made
 };
 
 struct batch_result {

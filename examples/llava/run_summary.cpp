@@ -44,14 +44,14 @@ std::vector<std::pair<std::string, std::string>> summary_rows(const run_summary&
   rows.emplace_back("mode", fmt::format("{}, {}", to_string(s.settings.mode),
                                         s.settings.kv_cache ? "KV cache" : "no KV cache"));
   if (s.batch_size > 1) rows.emplace_back("batch", fmt::format("{} requests", s.batch_size));
-  rows.emplace_back("image tokens kept",
-                    fmt::format("{} / {} ({})", s.image_kept, s.image_total,
-                                percent(static_cast<double>(s.image_kept),
-                                        static_cast<double>(s.image_total))));
-  rows.emplace_back("output tokens kept",
-                    fmt::format("{} / {} {} ({} generated)", s.kept, s.decided,
-                                s.settings.kv_cache ? "entered the KV cache" : "stay in the context",
-                                s.generated));
+  rows.emplace_back("image tokens kept", fmt::format("{} / {} ({})", s.image_kept, s.image_total,
+                                                     percent(static_cast<double>(s.image_kept),
+                                                             static_cast<double>(s.image_total))));
+  rows.emplace_back(
+      "output tokens kept",
+      fmt::format("{} / {} {} ({} generated)", s.kept, s.decided,
+                  s.settings.kv_cache ? "entered the KV cache" : "stay in the context",
+                  s.generated));
   if (s.settings.kv_cache) {
     rows.emplace_back("KV cache held",
                       fmt::format("{} vs dense {} ({})", mib(c.kv_bytes), mib(c.dense_kv_bytes),
@@ -60,9 +60,9 @@ std::vector<std::pair<std::string, std::string>> summary_rows(const run_summary&
   } else {
     rows.emplace_back("KV cache held", "none (decoding without KV cache)");
   }
-  rows.emplace_back("TFLOPs (cost model)", fmt::format("{:.6g} vs dense {:.6g} ({})",
-                                                       c.flops * 1e-12, c.dense_flops * 1e-12,
-                                                       percent(c.flops, c.dense_flops)));
+  rows.emplace_back("TFLOPs (cost model)",
+                    fmt::format("{:.6g} vs dense {:.6g} ({})", c.flops * 1e-12,
+                                c.dense_flops * 1e-12, percent(c.flops, c.dense_flops)));
   rows.emplace_back("prefill", fmt::format("{:.3f} s (+ {:.3f} s embedding and vision tower)",
                                            c.prefill_s, c.encode_s));
   rows.emplace_back("decode", fmt::format("{:.3f} s, {} steps", c.decode_s, c.decode_steps));
@@ -74,7 +74,8 @@ void print_summary(std::ostream& out, const run_summary& s) {
   const auto rows = summary_rows(s);
   std::size_t width = 0;
   for (const auto& [name, value] : rows) width = std::max(width, name.size());
-  for (const auto& [name, value] : rows) out << fmt::format("{:<{}}  {}\n", name + ":", width + 1, value);
+  for (const auto& [name, value] : rows)
+    out << fmt::format("{:<{}}  {}\n", name + ":", width + 1, value);
 }
 
 nlohmann::json summary_json(const run_summary& s) {
