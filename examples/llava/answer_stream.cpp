@@ -5,6 +5,12 @@ namespace dynllava::llava {
 
 void answer_stream::push(std::int32_t id) {
   if (text_.ended()) return;
+  if (id < 0 || id >= tok_->vocab_size()) {
+    // The model's vocabulary may be padded beyond the tokenizer's (LLaVA checkpoints often
+    // are): such an id has no text.
+    pieces_.emplace_back();
+    return;
+  }
   pieces_.push_back(text_.push(id));
   emit(pieces_.back());
 }

@@ -17,9 +17,10 @@ namespace dynllava::llava {
 class answer_stream {
  public:
   /// @param out where the text goes as it completes (not owned; null: only collected)
-  answer_stream(const tokenizer& tok, std::ostream* out) : text_(tok), out_(out) {}
+  answer_stream(const tokenizer& tok, std::ostream* out) : tok_(&tok), text_(tok), out_(out) {}
 
-  /// Feeds one generated id (ids after EOS are ignored).
+  /// Feeds one generated id (ids after EOS are ignored; an id beyond the tokenizer's vocabulary
+  /// gives no text).
   void push(std::int32_t id);
   /// Ends the answer (held bytes of an unfinished character become U+FFFD).
   void finish();
@@ -32,6 +33,7 @@ class answer_stream {
  private:
   void emit(const std::string& s);
 
+  const tokenizer* tok_;
   text_stream text_;
   std::ostream* out_;
   std::string answer_;

@@ -263,6 +263,17 @@ batch_result run_batch(const loaded_model& m, const std::vector<prepared_request
   if (progress && images > 0) {
     progress(fmt::format("encoding {} image{}", images, images == 1 ? "" : "s"));
   }
+  // The context never outgrows what the model was trained for (and the cache stays bounded).
+  const index_t positions = f.config.text.max_positions;
+  for (std::size_t b = 0; b < batch.size(); ++b) {
+    const auto needed = static_cast<std::int64_t>(batch[b].ids.size()) +
+                        static_cast<std::int64_t>(batch[b].images) * (model.image_rows() - 1) +
+                        settings.max_new_tokens;
+    DYNLLAVA_EXPECTS(needed <= positions,
+                     "--max-new-tokens: the prompt of request {} ({} rows with its images) plus "
+                     "{} new tokens exceed the model's {} positions (max_position_embeddings)",
+                     b + 1, needed - settings.max_new_tokens, settings.max_new_tokens, positions);
+  }
   run_cost cost;
   const auto t0 = clock_type::now();
   const prompt_rows p = model.prompt({make_host_span(indptr), make_host_span(std::as_const(ids))},

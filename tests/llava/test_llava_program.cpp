@@ -16,8 +16,6 @@
 
 #include <doctest/doctest.h>
 #include <nlohmann/json.hpp>
-#include <sys/wait.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <cstdint>
@@ -29,6 +27,8 @@
 #include <optional>
 #include <sstream>
 #include <string>
+#include <sys/wait.h>
+#include <unistd.h>
 #include <vector>
 
 using namespace dynllava;
@@ -90,8 +90,10 @@ outcome run_program(const std::vector<std::string>& args) {
 }
 
 std::vector<std::string> ask(const std::string& mode, const std::string& kv, int tokens = 12) {
-  return {"--model", tiny_dir(), "--image", image_png(), "--prompt", question,
-          "--mode", mode, "--kv-cache", kv, "--max-new-tokens", std::to_string(tokens), "--json"};
+  return {"--model",    tiny_dir(), "--image",          image_png(),
+          "--prompt",   question,   "--mode",           mode,
+          "--kv-cache", kv,         "--max-new-tokens", std::to_string(tokens),
+          "--json"};
 }
 
 nlohmann::json run_json(const std::vector<std::string>& args) {
@@ -239,6 +241,27 @@ TEST_SUITE("llava") {
     CHECK(run_json(sampled)["tokens"] == s["tokens"]);
   }
 
+  TEST_CASE("dynllava-llava: several images, no image, and a tower in its own folder") {
+    // Each image is ranked on its own: floor(576 * 0.2) of each.
+    const auto two =
+        run_json({"--model", tiny_dir(), "--image", image_png(), "--image", wide_png(), "--prompt",
+                  "Compare the pictures.", "--max-new-tokens", "4", "--json"});
+    CHECK(two["image_tokens"]["total"] == 2 * 576);
+    CHECK(two["image_tokens"]["kept"] == 2 * 115);
+    const auto none = run_json(
+        {"--model", tiny_dir(), "--prompt", "Is there a dog?", "--max-new-tokens", "4", "--json"});
+    CHECK(none["image_tokens"]["total"] == 0);
+    // The same weights in fp16 with the CLIP tower in its own folder answer alike.
+    const std::string separate = (fixtures() / "llava" / "original-separate-clip").string();
+    auto args = ask("dense", "on", 12);
+    const auto j = run_json(args);
+    args[1] = separate;
+    args.insert(args.end(), {"--vision-tower", separate + "/clip-vit-large-patch14-336"});
+    CHECK(run_json(args)["tokens"] == j["tokens"]);
+    expect_one_line_error({"--model", tiny_dir(), "--prompt", "hi", "--vision-tower", "/no/tower"},
+                          "--vision-tower");
+  }
+
   TEST_CASE("dynllava-llava: the streamed answer is the answer, followed by the summary") {
     auto args = ask("dynamic", "on", 12);
     const auto j = run_json(args);
@@ -263,13 +286,14 @@ TEST_SUITE("llava") {
           << nlohmann::json{{"images", {wide_png()}}, {"prompt", "Describe the picture."}}.dump()
           << "\n";
     }
-    const outcome o = run_program(
-        {"--model", tiny_dir(), "--batch", batch.string(), "--max-new-tokens", "10"});
+    const outcome o =
+        run_program({"--model", tiny_dir(), "--batch", batch.string(), "--max-new-tokens", "10"});
     INFO("stderr: " << o.err);
     REQUIRE(o.status == 0);
     std::istringstream lines(o.out);
     std::vector<nlohmann::json> answers;
-    for (std::string line; std::getline(lines, line);) answers.push_back(nlohmann::json::parse(line));
+    for (std::string line; std::getline(lines, line);)
+      answers.push_back(nlohmann::json::parse(line));
     REQUIRE(answers.size() == 2);
     CHECK(answers[0]["line"] == 1);
     CHECK(answers[1]["line"] == 3);
@@ -294,14 +318,17 @@ TEST_SUITE("llava") {
     expect_one_line_error({"--model", tiny_dir()}, "--prompt");
     expect_one_line_error({"--model", tiny_dir(), "--prompt", "hi", "--image", "/no/such.png"},
                           "/no/such.png");
-    expect_one_line_error({"--model", tiny_dir(), "--prompt", "hi", "--mode", "sparse"},
-                          "--mode");
+    expect_one_line_error({"--model", tiny_dir(), "--prompt", "hi", "--mode", "sparse"}, "--mode");
     expect_one_line_error({"--model", tiny_dir(), "--prompt", "hi", "--max-new-tokens", "-3"},
                           "--max-new-tokens");
-    expect_one_line_error({"--model", tiny_dir(), "--prompt", "hi", "--mode", "h2o", "--kv-cache",
-                           "off"},
-                          "--kv-cache on");
+    expect_one_line_error(
+        {"--model", tiny_dir(), "--prompt", "hi", "--mode", "h2o", "--kv-cache", "off"},
+        "--kv-cache on");
     expect_one_line_error({"--model", tiny_dir(), "--prompt", "hi", "--top-p", "1.5"}, "--top-p");
+    // More tokens than the model's 2048 positions hold.
+    expect_one_line_error(
+        {"--model", tiny_dir(), "--prompt", "hi", "--max-new-tokens", "2147483647"},
+        "max_position_embeddings");
     expect_one_line_error({"--model", tiny_dir(), "--prompt", "hi", "--unknown"}, "--unknown");
     // A folder without config.json.
     expect_one_line_error({"--model", (fixtures() / "llava").string(), "--prompt", "hi"},
