@@ -6,8 +6,6 @@
 #include <dynllava/core/error.hpp>
 #include <dynllava/core/untrusted_text.hpp>
 
-#include <stb_image_write.h>
-
 #include <fmt/format.h>
 
 #include <cerrno>
@@ -15,6 +13,7 @@
 #include <cstdio>
 #include <cstring>
 #include <memory>
+#include <stb_image_write.h>
 #include <string_view>
 
 namespace dynllava::llava {
@@ -39,14 +38,26 @@ void append_escaped(std::string& out, std::string_view s) {
     }
     if (n == 1) {
       switch (c) {
-        case '&': out += "&amp;"; break;
-        case '<': out += "&lt;"; break;
-        case '>': out += "&gt;"; break;
-        case '"': out += "&quot;"; break;
-        case '\'': out += "&#39;"; break;
+        case '&':
+          out += "&amp;";
+          break;
+        case '<':
+          out += "&lt;";
+          break;
+        case '>':
+          out += "&gt;";
+          break;
+        case '"':
+          out += "&quot;";
+          break;
+        case '\'':
+          out += "&#39;";
+          break;
         case '\t':
         case '\n':
-        case '\r': out += static_cast<char>(c); break;
+        case '\r':
+          out += static_cast<char>(c);
+          break;
         default:
           if (c < 0x20 || c == 0x7f) {
             out += replacement;
@@ -92,10 +103,10 @@ void append_base64(std::string& out, const std::vector<std::uint8_t>& bytes) {
 /// Throws unless `img` is consistent: positive sides up to `max_side`, `grid` dividing both,
 /// `width * height * 3` pixel bytes, `grid * grid` flags of 0 or 1.
 void check_image(const figure6_image& img, std::size_t index) {
-  DYNLLAVA_EXPECTS(img.width > 0 && img.height > 0 && img.width <= max_side &&
-                       img.height <= max_side,
-                   "figure6_html: images[{}] is {} x {} pixels, expected sides in 1..{}", index,
-                   img.width, img.height, max_side);
+  DYNLLAVA_EXPECTS(
+      img.width > 0 && img.height > 0 && img.width <= max_side && img.height <= max_side,
+      "figure6_html: images[{}] is {} x {} pixels, expected sides in 1..{}", index, img.width,
+      img.height, max_side);
   DYNLLAVA_EXPECTS(img.grid > 0 && img.width % img.grid == 0 && img.height % img.grid == 0,
                    "figure6_html: images[{}] has grid {}, expected a positive divisor of its "
                    "width {} and height {}",
@@ -196,11 +207,9 @@ void append_answer(std::string& out, const std::vector<figure6_token>& answer) {
   for (const figure6_token& t : answer) {
     cached += t.in_cache ? 1 : 0;
     const char* where = t.in_cache ? "in the KV cache" : "not in the KV cache";
-    const std::string title =
-        t.margin ? fmt::format("gate margin {:+.3f}; {}", *t.margin, where)
-                 : fmt::format("not gated; {}", where);
-    out += fmt::format("<span class=\"tok{}\" title=\"{}\">", t.in_cache ? "" : " evicted",
-                       title);
+    const std::string title = t.margin ? fmt::format("gate margin {:+.3f}; {}", *t.margin, where)
+                                       : fmt::format("not gated; {}", where);
+    out += fmt::format("<span class=\"tok{}\" title=\"{}\">", t.in_cache ? "" : " evicted", title);
     append_escaped(out, t.text);
     out += "</span>";
   }
@@ -258,8 +267,7 @@ void write_figure6_html(const std::filesystem::path& out, const figure6_page& pa
   const int write_errno = errno;
   const bool closed = std::fclose(f.release()) == 0;
   DYNLLAVA_EXPECTS(written && closed, "write_figure6_html: cannot write {}: {}",
-                   quote_untrusted(out.string()),
-                   std::strerror(written ? errno : write_errno));
+                   quote_untrusted(out.string()), std::strerror(written ? errno : write_errno));
 }
 
 }  // namespace dynllava::llava

@@ -1,7 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0
 // The Figure-6 page in a real browser: headless Chromium renders a page with a test image whose
 // kept patches are one solid colour, takes a screenshot, and the checks below find the image in
-// it and test every patch: dropped patches white, kept ones the image's colour, at natural size.
+// it and test every patch: dropped patches white, kept ones the image's colour, at natural size;
+// and the answer's two tokens, each three full blocks (U+2588), the one that left the cache in
+// the page's grey right after the cached one in the text colour.
 //
 // Chromium is found as $DYNLLAVA_CHROMIUM or on PATH (chromium, chromium-browser,
 // google-chrome). Without it, or when it cannot take the screenshot, the program prints why and
@@ -11,6 +13,7 @@
 
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <figure6_page.hpp>
@@ -33,6 +36,9 @@ constexpr int side = 240;  // 12 x 12 patches of 20 pixels
 constexpr int grid = 12;
 constexpr int window_w = 900;
 constexpr int window_h = 800;
+constexpr std::uint8_t text_colour[3] = {17, 17, 17};        // body { color: #111 }
+constexpr std::uint8_t evicted_colour[3] = {168, 168, 168};  // .tok.evicted { color: #a8a8a8 }
+constexpr const char* blocks = "\xE2\x96\x88\xE2\x96\x88\xE2\x96\x88";  // U+2588 x 3
 
 ll::figure6_image test_image() { return ll::test::solid_test_image(side, side, grid, kept_colour); }
 
@@ -82,6 +88,31 @@ bool near(const std::uint8_t* px, const std::uint8_t (&want)[3], int tolerance) 
     if (std::abs(int{px[ch]} - int{want[ch]}) > tolerance) return false;
   }
   return true;
+}
+
+/// A bounding box of pixels; empty when x1 < x0.
+struct box {
+  int x0 = 0, y0 = 0, x1 = -1, y1 = -1;
+};
+
+/// The box around the pixels in columns [0, x_end) and rows [y_begin, y_end) that equal `c`
+/// and whose four neighbours do too: the inside of a filled glyph, never an anti-aliased edge.
+box interior_box(const ll::rgb_image& shot, const std::uint8_t (&c)[3], int x_end, int y_begin,
+                 int y_end) {
+  box b{shot.width, shot.height, -1, -1};
+  for (int y = std::max(y_begin, 1); y < std::min<int>(y_end, shot.height - 1); ++y) {
+    for (int x = 1; x < std::min<int>(x_end, shot.width - 1); ++x) {
+      if (near(shot.at(x, y), c, 0) && near(shot.at(x - 1, y), c, 0) &&
+          near(shot.at(x + 1, y), c, 0) && near(shot.at(x, y - 1), c, 0) &&
+          near(shot.at(x, y + 1), c, 0)) {
+        b.x0 = std::min(b.x0, x);
+        b.y0 = std::min(b.y0, y);
+        b.x1 = std::max(b.x1, x);
+        b.y1 = std::max(b.y1, y);
+      }
+    }
+  }
+  return b;
 }
 
 /// Skip (77) or, under DYNLLAVA_REQUIRE_BROWSER=1, fail (1), after saying why.
@@ -141,6 +172,23 @@ TEST_CASE("Chromium shows the image at natural size, dropped patches white and k
   CHECK(kept_coloured == kept);
 }
 
+TEST_CASE("Chromium greys the answer's token that did not enter the cache") {
+  REQUIRE(screenshot.has_value());
+  const ll::rgb_image& shot = *screenshot;
+  // Grey fills only the evicted token (legend, borders and labels use other greys).
+  const box grey = interior_box(shot, evicted_colour, shot.width, 0, shot.height);
+  REQUIRE(grey.x1 >= 0);
+  CHECK(grey.x1 - grey.x0 + 1 >= 15);  // three blocks of a 16 px font
+  CHECK(grey.y1 - grey.y0 + 1 >= 10);
+  // Left of it on the same rows: the cached token, as wide and as tall, in the text colour.
+  const box dark = interior_box(shot, text_colour, grey.x0, grey.y0 - 2, grey.y1 + 3);
+  REQUIRE(dark.x1 >= 0);
+  CHECK(dark.y0 == grey.y0);
+  CHECK(dark.y1 == grey.y1);
+  CHECK(grey.x0 - dark.x1 <= 5);  // interiors: the anti-aliased seam between them and one pixel
+  CHECK(std::abs((dark.x1 - dark.x0) - (grey.x1 - grey.x0)) <= 2);
+}
+
 int main(int argc, char** argv) {
   const std::optional<fs::path> chromium = find_chromium();
   if (!chromium) {
@@ -155,7 +203,7 @@ int main(int argc, char** argv) {
   ll::figure6_page page;
   page.prompt = "What colour is the square?";
   page.images.push_back(test_image());
-  page.answer = {{"Blue", true, 2.0F}, {".", false, -1.5F}};
+  page.answer = {{blocks, true, 2.0F}, {blocks, false, -1.5F}};
   page.summary = {{"image tokens kept", "108 / 144"}};
   const fs::path html = dir / "page.html";
   const fs::path png = dir / "screenshot.png";
@@ -167,15 +215,16 @@ int main(int argc, char** argv) {
       " --headless --no-sandbox --disable-gpu --disable-dev-shm-usage --hide-scrollbars"
       " --no-first-run --no-default-browser-check --force-device-scale-factor=1" +
       " --user-data-dir=" + shell_quoted((dir / "profile").string()) +
-      " --screenshot=" + shell_quoted(png.string()) + " --window-size=" +
-      std::to_string(window_w) + "," + std::to_string(window_h) + " " +
-      shell_quoted("file://" + html.string()) + " >" + shell_quoted(log.string()) + " 2>&1";
+      " --screenshot=" + shell_quoted(png.string()) + " --window-size=" + std::to_string(window_w) +
+      "," + std::to_string(window_h) + " " + shell_quoted("file://" + html.string()) + " >" +
+      shell_quoted(log.string()) + " 2>&1";
   const int rc = std::system(command.c_str());
   if (rc != 0 || !fs::exists(png)) {
-    const std::string status = rc == -1             ? "could not be started"
-                               : WIFEXITED(rc)     ? "exited with status " + std::to_string(WEXITSTATUS(rc))
-                               : WIFSIGNALED(rc)   ? "was killed by signal " + std::to_string(WTERMSIG(rc))
-                                                   : "failed";
+    const std::string status =
+        rc == -1          ? "could not be started"
+        : WIFEXITED(rc)   ? "exited with status " + std::to_string(WEXITSTATUS(rc))
+        : WIFSIGNALED(rc) ? "was killed by signal " + std::to_string(WTERMSIG(rc))
+                          : "failed";
     const std::string why = "Chromium (" + chromium->string() + ") " + status +
                             " without a screenshot (status 124: it ran past 120 s); its output "
                             "ends:\n" +

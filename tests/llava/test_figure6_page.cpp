@@ -1,9 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0
 // The Figure-6 page: escaping, the embedded PNGs decoded back, the checks on its inputs, and
 // writing it to a file. (tests/browser renders it in headless Chromium.)
-#include "figure6_test_support.hpp"
-
 #include <dynllava/core/error.hpp>
+
+#include "figure6_test_support.hpp"
 
 #include <doctest/doctest.h>
 
@@ -117,8 +117,7 @@ TEST_CASE("figure6_html embeds each image as a PNG with its dropped patches whit
     for (int y = 0; y < in.height; ++y) {
       for (int x = 0; x < in.width; ++x) {
         const bool kept = in.kept[static_cast<std::size_t>((y / ph) * in.grid + x / pw)] != 0;
-        const std::uint8_t* want =
-            in.rgb.data() + (static_cast<std::size_t>(y) * in.width + x) * 3;
+        const std::uint8_t* want = in.rgb.data() + (static_cast<std::size_t>(y) * in.width + x) * 3;
         for (int ch = 0; ch < 3; ++ch) {
           mismatches += out.at(x, y)[ch] != (kept ? want[ch] : 255) ? 1 : 0;
         }
