@@ -36,7 +36,10 @@ inline figure6_image solid_test_image(int width, int height, int grid,
   for (int y = 0; y < height; ++y) {
     for (int x = 0; x < width; ++x) {
       const bool kept = img.kept[static_cast<std::size_t>((y / ph) * grid + x / pw)] != 0;
-      std::uint8_t* p = img.rgb.data() + (static_cast<std::size_t>(y) * width + x) * 3;
+      std::uint8_t* p =
+          img.rgb.data() + (static_cast<std::size_t>(y) * static_cast<std::size_t>(width) +
+                            static_cast<std::size_t>(x)) *
+                               3;
       for (int ch = 0; ch < 3; ++ch) {
         p[ch] = kept ? colour[ch] : static_cast<std::uint8_t>((x * 7 + y * 3 + ch * 50) % 200);
       }

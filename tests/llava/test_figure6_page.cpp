@@ -117,7 +117,10 @@ TEST_CASE("figure6_html embeds each image as a PNG with its dropped patches whit
     for (int y = 0; y < in.height; ++y) {
       for (int x = 0; x < in.width; ++x) {
         const bool kept = in.kept[static_cast<std::size_t>((y / ph) * in.grid + x / pw)] != 0;
-        const std::uint8_t* want = in.rgb.data() + (static_cast<std::size_t>(y) * in.width + x) * 3;
+        const std::uint8_t* want =
+            in.rgb.data() + (static_cast<std::size_t>(y) * static_cast<std::size_t>(in.width) +
+                             static_cast<std::size_t>(x)) *
+                                3;
         for (int ch = 0; ch < 3; ++ch) {
           mismatches += out.at(x, y)[ch] != (kept ? want[ch] : 255) ? 1 : 0;
         }
