@@ -32,8 +32,8 @@ namespace ll = dynllava::llava;
 namespace fs = std::filesystem;
 
 constexpr std::uint8_t kept_colour[3] = {30, 110, 200};
-constexpr int side = 240;  // 12 x 12 patches of 20 pixels
-constexpr int grid = 12;
+constexpr int side = 336;  // LLaVA-1.5: 24 x 24 patches of 14 pixels
+constexpr int grid = 24;
 constexpr int window_w = 900;
 constexpr int window_h = 800;
 constexpr std::uint8_t text_colour[3] = {17, 17, 17};        // body { color: #111 }
@@ -204,14 +204,15 @@ int main(int argc, char** argv) {
   page.prompt = "What colour is the square?";
   page.images.push_back(test_image());
   page.answer = {{blocks, true, 2.0F}, {blocks, false, -1.5F}};
-  page.summary = {{"image tokens kept", "108 / 144"}};
+  page.summary = {{"image tokens kept", "432 / 576"}};
   const fs::path html = dir / "page.html";
   const fs::path png = dir / "screenshot.png";
   const fs::path log = dir / "chromium.log";
   ll::write_figure6_html(html, page);
-  // --no-sandbox: CI and containers run as root, where Chromium's sandbox refuses to start.
+  // --no-sandbox: CI and containers run as root, where Chromium's sandbox refuses to start;
+  // HOME: whatever Chromium writes there stays in the test's folder.
   const std::string command =
-      "timeout 120 " + shell_quoted(chromium->string()) +
+      "HOME=" + shell_quoted(dir.string()) + " timeout 120 " + shell_quoted(chromium->string()) +
       " --headless --no-sandbox --disable-gpu --disable-dev-shm-usage --hide-scrollbars"
       " --no-first-run --no-default-browser-check --force-device-scale-factor=1" +
       " --user-data-dir=" + shell_quoted((dir / "profile").string()) +
