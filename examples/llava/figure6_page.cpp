@@ -202,6 +202,10 @@ void append_image(std::string& out, const figure6_image& img, std::size_t index)
 }
 
 void append_answer(std::string& out, const std::vector<figure6_token>& answer) {
+  if (answer.empty()) {
+    out += "<p class=\"legend\">No tokens were generated.</p>\n";
+    return;
+  }
   std::size_t cached = 0;
   out += "<p class=\"text answer\">";
   for (const figure6_token& t : answer) {

@@ -94,6 +94,15 @@ TEST_CASE("figure6_html greys the tokens left out of the cache and shows each ga
   CHECK(html.find("2 of 3 generated tokens entered the KV cache") != std::string::npos);
 }
 
+TEST_CASE("figure6_html of an empty run is a complete page that says so") {
+  const std::string html = ll::figure6_html({});
+  CHECK(html.rfind("<!DOCTYPE html>", 0) == 0);
+  CHECK(html.find("</html>") != std::string::npos);
+  CHECK(html.find("No tokens were generated.") != std::string::npos);
+  CHECK(html.find("<img") == std::string::npos);
+  CHECK(html.find("<table") == std::string::npos);
+}
+
 TEST_CASE("figure6_html embeds each image as a PNG with its dropped patches whitened") {
   ll::figure6_page page;
   page.images.push_back(solid_test_image(48, 32, 4, blue));  // 12 x 8 pixel patches
