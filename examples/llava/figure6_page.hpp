@@ -17,10 +17,10 @@ namespace dynllava::llava {
 /// One input image as the vision tower saw it, and which of its patches the image predictor
 /// kept.
 struct figure6_image {
-  int width = 0;                  ///< pixels (336 for LLaVA-1.5)
-  int height = 0;                 ///< pixels
-  std::vector<std::uint8_t> rgb;  ///< [height, width, 3] row-major 8-bit RGB, host, owned
-  int grid = 0;                   ///< patches per side (image size / patch size, 24)
+  int width = 0;                   ///< pixels (336 for LLaVA-1.5)
+  int height = 0;                  ///< pixels
+  std::vector<std::uint8_t> rgb;   ///< [height, width, 3] row-major 8-bit RGB, host, owned
+  int grid = 0;                    ///< patches per side (image size / patch size, 24)
   std::vector<std::uint8_t> kept;  ///< [grid * grid] row-major; 1 = kept, 0 = dropped
 };
 
@@ -33,9 +33,9 @@ struct figure6_token {
 
 /// Everything the page shows.
 struct figure6_page {
-  std::string prompt;                  ///< the user's question, as typed
-  std::vector<figure6_image> images;   ///< in prompt order
-  std::vector<figure6_token> answer;   ///< in generation order
+  std::string prompt;                 ///< the user's question, as typed
+  std::vector<figure6_image> images;  ///< in prompt order
+  std::vector<figure6_token> answer;  ///< in generation order
   /// The summary table: (name, value) rows in display order.
   std::vector<std::pair<std::string, std::string>> summary;
 };
