@@ -83,6 +83,9 @@ void add_options(CLI::App& app, program_options& o, std::string& mode, std::stri
                  "mode, kv_cache, max_new_tokens, temperature, top_p, seed}); answers are "
                  "written to stdout as JSON lines");
   app.add_flag("--json", o.json, "print the answer and the summary as one JSON object");
+  app.add_option("--visualize", o.visualize,
+                 "write the paper's Figure-6 view of the run (dropped patches whitened, tokens "
+                 "left out of the KV cache greyed, the summary) as one HTML file");
 }
 
 void finish_options(program_options& o, std::string_view mode, std::string_view kv_cache) {
@@ -99,6 +102,12 @@ void finish_options(program_options& o, std::string_view mode, std::string_view 
                      "--visualize: shows one run; it cannot be combined with --batch");
   } else {
     DYNLLAVA_EXPECTS(o.prompt.has_value(), "--prompt: required (or --batch FILE)");
+  }
+  if (o.visualize) {
+    const auto folder = o.visualize->parent_path();
+    DYNLLAVA_EXPECTS(folder.empty() || std::filesystem::is_directory(folder),
+                     "--visualize: the folder of {} does not exist",
+                     quote_untrusted(o.visualize->string()));
   }
 }
 

@@ -11,6 +11,7 @@
 #include "answer_stream.hpp"
 #include "batch_requests.hpp"
 #include "cli_options.hpp"
+#include "figure6_view.hpp"
 #include "request_runner.hpp"
 #include "run_summary.hpp"
 
@@ -80,6 +81,10 @@ int run_one(const ll::loaded_model& m, const ll::program_options& o, const progr
   answer.finish();
   const ll::sequence_result& r = res.sequences.front();
   const ll::run_summary summary = ll::summarize(o.settings, 1, r, res.cost);
+  if (o.visualize) {
+    ll::write_figure6_html(*o.visualize,
+                           ll::make_figure6_page(m, req, prepared, r, answer.pieces(), summary));
+  }
   if (o.json) {
     nlohmann::json j = ll::summary_json(summary);
     add_answer(j, answer, r);
@@ -87,6 +92,7 @@ int run_one(const ll::loaded_model& m, const ll::program_options& o, const progr
   } else {
     std::cout << "\n\n";
     ll::print_summary(std::cout, summary);
+    if (o.visualize) std::cout << "Figure-6 view: " << o.visualize->string() << '\n';
   }
   return 0;
 }

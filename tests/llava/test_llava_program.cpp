@@ -284,6 +284,12 @@ TEST_SUITE("llava") {
       std::ofstream out(batch);
       out << nlohmann::json{{"image", image_png()}, {"prompt", question}}.dump() << "\n\n"
           << nlohmann::json{{"images", {wide_png()}}, {"prompt", "Describe the picture."}}.dump()
+          << "\n"
+          << nlohmann::json{{"image", image_png()},
+                            {"prompt", question},
+                            {"mode", "dense"},
+                            {"kv_cache", "off"}}
+                 .dump()
           << "\n";
     }
     const outcome o =
@@ -294,10 +300,14 @@ TEST_SUITE("llava") {
     std::vector<nlohmann::json> answers;
     for (std::string line; std::getline(lines, line);)
       answers.push_back(nlohmann::json::parse(line));
-    REQUIRE(answers.size() == 2);
+    REQUIRE(answers.size() == 3);
     CHECK(answers[0]["line"] == 1);
     CHECK(answers[1]["line"] == 3);
     CHECK(answers[0]["batch_size"] == 2);  // same settings: one ragged batch
+    CHECK(answers[2]["batch_size"] == 1);  // other settings: a batch of its own
+    CHECK(answers[2]["mode"] == "dense");
+    CHECK(answers[2]["kv_cache"] == false);
+    CHECK(answers[2]["tokens"] == run_json(ask("dense", "off", 10))["tokens"]);
     const std::vector<std::vector<std::string>> alone = {
         {"--image", image_png(), "--prompt", question},
         {"--image", wide_png(), "--prompt", "Describe the picture."}};
@@ -311,6 +321,32 @@ TEST_SUITE("llava") {
       CHECK(answers[i]["image_tokens"] == j["image_tokens"]);
       CHECK(answers[i]["output_tokens"] == j["output_tokens"]);
     }
+  }
+
+  TEST_CASE("dynllava-llava: --visualize writes the Figure-6 page of the run") {
+    const fs::path page = scratch() / "view.html";
+    auto args = ask("dynamic", "on", 16);
+    args.insert(args.end(), {"--visualize", page.string()});
+    const auto j = run_json(args);
+    REQUIRE(fs::is_regular_file(page));
+    const std::string html = read_text(page);
+    auto count = [&](const std::string& needle) {
+      std::size_t n = 0;
+      for (auto at = html.find(needle); at != std::string::npos; at = html.find(needle, at + 1))
+        ++n;
+      return n;
+    };
+    CHECK(html.find(question) != std::string::npos);
+    CHECK(count("data:image/png;base64,") == 1);
+    // One span per generated token; greyed: those the gate kept out of the cache.
+    const auto& out = j["output_tokens"];
+    CHECK(count("<span class=\"tok") == out["generated"].get<std::size_t>());
+    CHECK(count("<span class=\"tok evicted\"") ==
+          out["decided"].get<std::size_t>() - out["kept"].get<std::size_t>());
+    CHECK(html.find("115 / 576") != std::string::npos);  // the summary table
+    expect_one_line_error(
+        {"--model", tiny_dir(), "--prompt", "hi", "--visualize", "/no/such/folder/view.html"},
+        "/no/such/folder/view.html");
   }
 
   TEST_CASE("dynllava-llava: bad options and files give one line and a non-zero exit") {
