@@ -10,16 +10,15 @@ namespace dynllava::llava {
 
 figure6_page make_figure6_page(const loaded_model& m, const request& req,
                                const prepared_request& prepared, const sequence_result& r,
-                               const std::vector<std::string>& pieces,
-                               const run_summary& summary) {
+                               const std::vector<std::string>& pieces, const run_summary& summary) {
   const llava_config& c = m.folder.config;
   const index_t grid = c.vision.image_size / c.vision.patch_size;
   const auto rows = static_cast<std::size_t>(c.image_tokens());
   const auto patches = static_cast<std::size_t>(grid) * static_cast<std::size_t>(grid);
   // Image rows are the patch grid, row-major, after the class token when the model keeps it.
   DYNLLAVA_EXPECTS(rows == patches || rows == patches + 1,
-                   "--visualize: {} image rows per image are not a {} x {} patch grid", rows,
-                   grid, grid);
+                   "--visualize: {} image rows per image are not a {} x {} patch grid", rows, grid,
+                   grid);
   DYNLLAVA_EXPECTS(r.image_keep.size() == rows * prepared.views.size(),
                    "--visualize: {} image keep flags for {} images of {} rows", r.image_keep.size(),
                    prepared.views.size(), rows);
@@ -32,7 +31,8 @@ figure6_page make_figure6_page(const loaded_model& m, const request& req,
     img.height = static_cast<int>(v.height);
     img.rgb = v.pixels;
     img.grid = static_cast<int>(grid);
-    const auto first = r.image_keep.begin() + static_cast<std::ptrdiff_t>(i * rows + rows - patches);
+    const auto first =
+        r.image_keep.begin() + static_cast<std::ptrdiff_t>(i * rows + rows - patches);
     img.kept.assign(first, first + static_cast<std::ptrdiff_t>(patches));
     page.images.push_back(std::move(img));
   }
