@@ -13,7 +13,9 @@
 ///   `image_token_index`, `vision_feature_layer`, `vision_feature_select_strategy`,
 ///   `projector_hidden_act`; missing fields take transformers' defaults (`LlamaConfig`,
 ///   `CLIPVisionConfig`, and `LlavaConfig`'s ViT-L/14-336 tower when `vision_config` is absent).
-///   Images are fitted as CLIPImageProcessor does (`image_aspect::square`).
+///   `aspect` is `square` here; the folder's `preprocessor_config.json` decides padding
+///   (`io/read_image_preprocess.hpp`). The image token must be a vocabulary id other than BOS
+///   and EOS.
 ///
 /// Every field read is checked for type and range, floats for finiteness, and the whole for
 /// consistency; what the library cannot run is refused: grouped-query attention, `rope_scaling`
@@ -338,9 +340,10 @@ inline llava_config read_hf_style(const json_fields& top) {
   const char* image_key = index || !id ? "image_token_index" : "image_token_id";
   const char* given = index || id ? "" : ", the default";
   if (c.image_token_id >= c.text.vocab) {
-    top.fail(image_key, fmt::format("({}{}) is outside the vocabulary of {} (text_config.vocab_"
-                                    "size): transformers looks it up in the token embedding",
-                                    c.image_token_id, given, c.text.vocab));
+    top.fail(image_key,
+             fmt::format("({}{}) is outside the vocabulary of {} (text_config.vocab_size): "
+                         "transformers looks it up in the token embedding",
+                         c.image_token_id, given, c.text.vocab));
   }
   if (c.image_token_id == c.bos_token_id || c.image_token_id == c.eos_token_id) {
     top.fail(image_key,
