@@ -397,6 +397,31 @@ def to_hf_legacy(sd):
     return out
 
 
+def to_hf_current(sd):
+    """The newer names with the tower under `model.vision_tower.vision_model.` (transformers
+    4.5x's state dict)."""
+    tower = "model.vision_tower."
+    return {(tower + "vision_model." + k[len(tower):] if k.startswith(tower) else k): v
+            for k, v in sd.items()}
+
+
+def from_hf_current(w):
+    """The inverse of `to_hf_current`."""
+    tower = "model.vision_tower.vision_model."
+    return {("model.vision_tower." + k[len(tower):] if k.startswith(tower) else k): v
+            for k, v in w.items()}
+
+
+def write_hf_current(out, sd):
+    """`hf-current/`: the tiny model with `model.vision_tower.vision_model.*` names, fp16, two
+    shards and an index; the config of `hf/`."""
+    d = new_folder(out, "hf-current")
+    save_sharded(d, cast(to_hf_current(sd), torch.float16), 2)
+    shutil.copyfile(os.path.join(out, "hf", "config.json"), os.path.join(d, "config.json"))
+    return ("fp16, 2 shards + index, model.language_model.* / model.vision_tower.vision_model.* "
+            "/ lm_head")
+
+
 def original_config(dtype, tower):
     t = TEXT
     cfg = {
@@ -538,6 +563,8 @@ def write_layouts(out, model, sd, predictors):
               metadata={"format": "pt"})
     shutil.copyfile(os.path.join(out, "hf", "config.json"), os.path.join(d, "config.json"))
     written["hf-new-names"] = "bf16, one file, model.language_model.* / model.vision_tower.* / lm_head"
+
+    written["hf-current"] = write_hf_current(out, sd)
     return written
 
 
@@ -593,6 +620,33 @@ def check_same(tag, model, cases, pv):
     print(f"self-check {tag}: identical logits and greedy tokens")
 
 
+def check_hf_current(out, sd, cases, pv):
+    """`hf-current/`, renamed back to the in-memory names, holds `sd` and reproduces the
+    reference."""
+    back = from_hf_current(read_folder(os.path.join(out, "hf-current")))
+    assert set(back) == set(sd), "hf-current: tensor names differ"
+    for k in sd:
+        assert torch.equal(back[k], sd[k].to(torch.float32)), f"hf-current: {k} differs"
+    m = build_model()
+    m.load_state_dict(back, strict=True)
+    check_same("hf-current", m, cases, pv)
+
+
+def derive_hf_current(out):
+    """Writes `hf-current/` from the committed `hf-new-names/` (the same weights under other
+    names) and adds it to `reference.json`'s layouts; checks it against the committed reference
+    with transformers."""
+    sd = read_folder(os.path.join(out, "hf-new-names"))
+    path = os.path.join(out, "reference.json")
+    with open(path) as f:
+        ref = json.load(f)
+    ref["layouts"]["hf-current"] = write_hf_current(out, sd)
+    write_json(path, ref)
+    pv = torch.from_numpy(np.fromfile(os.path.join(out, "pixel_values.f16.bin"), dtype="<f2")
+                          .astype(np.float32).reshape(3, 336, 336))
+    check_hf_current(out, sd, ref["cases"], pv)
+
+
 def self_check(out, sd, predictors, cases, pv):
     # Hugging Face layouts: transformers reads them itself.
     for name in ("hf-legacy", "hf", "hf-new-names"):
@@ -603,6 +657,7 @@ def self_check(out, sd, predictors, cases, pv):
         for k in sd:
             assert torch.equal(got[k], sd[k]), f"{name}: {k} differs"
         check_same(name, m, cases, pv)
+    check_hf_current(out, sd, cases, pv)
     # Original layouts: renamed back to the Hugging Face names.
     for name in ("original", "original-separate-clip"):
         folder = os.path.join(out, name)
@@ -625,9 +680,14 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default=os.path.join(ROOT, "tests", "fixtures", "llava"))
     ap.add_argument("--no-check", action="store_true", help="skip reloading the layouts")
+    ap.add_argument("--derive-hf-current", action="store_true",
+                    help="only write hf-current/ from the existing hf-new-names/ and check it")
     args = ap.parse_args()
     torch.set_num_threads(1)
     torch.use_deterministic_algorithms(True)
+    if args.derive_hf_current:
+        derive_hf_current(args.out)
+        return
     os.makedirs(args.out, exist_ok=True)
 
     image = os.path.join(args.out, "image.png")

@@ -247,6 +247,20 @@ void clip_preprocess_options::validate() const {
                    "clip_preprocess_options: max_work_pixels {} must be positive", max_work_pixels);
 }
 
+clip_preprocess_options preprocess_options(const image_preprocess& p) {
+  clip_preprocess_options o;
+  o.aspect = p.aspect;
+  o.shortest_edge = p.shortest_edge;
+  o.crop_height = p.crop_height;
+  o.crop_width = p.crop_width;
+  o.pad_colour = p.pad_colour;
+  o.rescale_factor = p.rescale_factor;
+  o.image_mean = p.image_mean;
+  o.image_std = p.image_std;
+  o.validate();
+  return o;
+}
+
 rgb_image expand_to_square(const rgb_image& image, std::array<std::uint8_t, 3> colour) {
   expect_image(image, "expand_to_square");
   if (image.width == image.height) return image;

@@ -8,6 +8,7 @@
 #pragma once
 
 #include <dynllava/core/config.hpp>
+#include <dynllava/model/image_preprocess.hpp>
 #include <dynllava/model/llava_config.hpp>
 
 #include "image.hpp"
@@ -38,6 +39,10 @@ struct clip_preprocess_options {
   /// @throws dynllava::error naming the first field out of range.
   void validate() const;
 };
+
+/// @brief The options for a loaded model folder's preprocessing (`io::llava_folder::preprocess`,
+/// read by `io::read_image_preprocess`): every field carried over; the work limit is the default.
+[[nodiscard]] clip_preprocess_options preprocess_options(const image_preprocess& p);
 
 /// @brief LLaVA's `expand2square`: a `max(w, h)` square of `colour` with `image` pasted at
 /// `((side - w) / 2, (side - h) / 2)`; a square image is returned unchanged.

@@ -5,6 +5,8 @@
 
 #include <dynllava/core/error.hpp>
 #include <dynllava/core/untrusted_text.hpp>
+#include <dynllava/io/detail/json_fields.hpp>
+#include <dynllava/io/json_document.hpp>
 
 #include "model_framing.hpp"
 #include "utf8.hpp"
@@ -262,6 +264,20 @@ std::uint8_t tokenizer::byte_value(std::int32_t id) const {
                    "tokenizer: {}: byte_value: id {} ({}) is not a byte piece", impl_->name, id,
                    quote_untrusted(piece(id)));
   return impl_->bytes[static_cast<std::size_t>(id)];
+}
+
+tokenizer_options read_tokenizer_options(const std::filesystem::path& model_dir) {
+  tokenizer_options o;
+  const std::filesystem::path file = model_dir / "tokenizer_config.json";
+  std::error_code ec;
+  if (!std::filesystem::exists(std::filesystem::symlink_status(file, ec))) return o;
+  const std::string label = quote_untrusted(file.string(), 200);
+  const io::json_limits limits;
+  const auto doc =
+      io::parse_json_document(io::read_small_file(file, label, limits.max_bytes), label, limits);
+  const io::detail::json_fields top(doc, label, "");
+  if (top.has("legacy")) o.legacy = top.boolean("legacy");
+  return o;
 }
 
 }  // namespace dynllava::llava

@@ -91,4 +91,11 @@ class tokenizer {
   std::unique_ptr<impl> impl_;
 };
 
+/// @brief The options a model folder's `tokenizer_config.json` gives: its `legacy` field (true,
+/// false, or null / absent for the default `false`, as transformers' `LlamaTokenizer` takes it).
+/// Without the file, the defaults.
+/// @throws dynllava::error naming the file and the field when the file is malformed, too large
+/// or `legacy` is not a boolean.
+[[nodiscard]] tokenizer_options read_tokenizer_options(const std::filesystem::path& model_dir);
+
 }  // namespace dynllava::llava

@@ -13,6 +13,7 @@
 #include <dynllava/io/load_llava.hpp>
 #include <dynllava/io/load_predictors.hpp>
 #include <dynllava/io/read_clip_config.hpp>
+#include <dynllava/io/read_image_preprocess.hpp>
 #include <dynllava/io/read_llava_config.hpp>
 #include <dynllava/io/read_tensor.hpp>
 #include <dynllava/io/safetensors.hpp>

@@ -9,6 +9,7 @@
 #include <dynllava/dynllava.hpp>
 #include <dynllava/model/clip.hpp>
 #include <dynllava/model/clip_weights.hpp>
+#include <dynllava/model/image_preprocess.hpp>
 #include <dynllava/model/llama.hpp>
 #include <dynllava/model/llama_weights.hpp>
 #include <dynllava/model/llava_config.hpp>

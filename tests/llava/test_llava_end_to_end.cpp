@@ -54,8 +54,7 @@ request make_request(const std::string& question,
   const auto ids =
       ll::tokenize_prompt(tok, conv.prompt(), static_cast<std::int32_t>(f.config.image_token_id));
   request r{std::vector<std::int64_t>(ids.begin(), ids.end()), {}};
-  ll::clip_preprocess_options o;
-  o.aspect = f.config.aspect;
+  const ll::clip_preprocess_options o = ll::preprocess_options(f.preprocess);  // pad, CLIP
   for (const auto& file : images) {
     const auto px = ll::clip_pixel_values(ll::load_image(file), o);
     r.pixels.insert(r.pixels.end(), px.begin(), px.end());

@@ -255,14 +255,19 @@ TEST_SUITE("cpu") {
 
   TEST_CASE("Hugging Face style: defaults of LlamaConfig, CLIPVisionConfig and LlavaConfig") {
     // Nothing but the architecture: LlamaConfig() and LlavaConfig's own ViT-L/14-336 tower.
-    llava_config c = parse_llava_config(R"({"architectures": ["LlavaForConditionalGeneration"]})",
-                                        "config.json");
+    // (LlamaConfig's vocabulary of 32000 does not hold LlavaConfig's image token 32000, which
+    // transformers would look up in the embedding: the defaults alone are refused.)
+    expect_error(R"({"architectures": ["LlavaForConditionalGeneration"]})",
+                 {"image_token_index (32000, the default) is outside the vocabulary of 32000"});
+    llava_config c = parse_llava_config(
+        R"({"architectures": ["LlavaForConditionalGeneration"], "image_token_index": 31999})",
+        "config.json");
     CHECK(c.text.hidden == 4096);
     CHECK(c.text.max_positions == 2048);
     CHECK(c.text.rms_eps == 1e-6f);
     CHECK(c.text.vocab == 32000);
     check_vit_l14_336(c.vision);
-    CHECK(c.image_token_id == 32000);
+    CHECK(c.image_token_id == 31999);
     // A vision_config object falls back to CLIPVisionConfig() field by field (ViT-B/32, 224).
     nlohmann::json j = small_hf();
     j["vision_config"] = nlohmann::json::object();
@@ -486,8 +491,25 @@ TEST_SUITE("cpu") {
     j["vision_feature_select_strategy"] = "cls";
     expect_error(j.dump(), {"vision_feature_select_strategy must be \"default\" or \"full\""});
     j = small_hf();
-    j["image_token_index"] = 500;  // beyond the embedding: allowed, as in transformers
-    CHECK(parse(j).image_token_id == 500);
+    // transformers looks the image token up in the embedding: it must be a vocabulary id, and
+    // one of its own (not BOS or EOS).
+    j["image_token_index"] = 500;
+    expect_error(j.dump(),
+                 {"config.json: image_token_index (500) is outside the vocabulary of 500"});
+    j.erase("image_token_index");
+    j["image_token_id"] = 500;
+    expect_error(j.dump(), {"config.json: image_token_id (500) is outside the vocabulary of 500"});
+    j.erase("image_token_id");
+    expect_error(j.dump(), {"image_token_index (32000, the default) is outside the vocabulary"});
+    j["image_token_index"] = 1;
+    expect_error(j.dump(), {"config.json: image_token_index (1) is the BOS token id"});
+    j["image_token_index"] = 2;
+    expect_error(j.dump(), {"config.json: image_token_index (2) is the EOS token id"});
+    j["text_config"]["eos_token_id"] = 7;
+    CHECK(parse(j).image_token_id == 2);
+    j["image_token_index"] = 7;
+    expect_error(j.dump(), {"config.json: image_token_index (7) is the EOS token id"});
+    j = small_hf();
     j["image_token_index"] = -200;
     expect_error(j.dump(), {"image_token_index must be a non-negative integer, got -200"});
     j["image_token_index"] = 3;
@@ -625,7 +647,7 @@ TEST_SUITE("cpu") {
     // Keys repeated in different objects are fine.
     CHECK_NOTHROW((void)parse_llava_config(
         R"({"architectures": ["LlavaForConditionalGeneration"], "text_config": {"model_type":
-            "llama"}, "vision_config": {"model_type": "clip_vision_model"}})",
+            "llama", "vocab_size": 32064}, "vision_config": {"model_type": "clip_vision_model"}})",
         "config.json"));
     expect_error(std::string(100, '[') + std::string(100, ']'),
                  {"config.json: JSON nested deeper than 32 levels"});

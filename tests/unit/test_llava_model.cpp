@@ -86,7 +86,8 @@ TEST_SUITE("llava") {
           layout_case{"original-separate-clip", llava_layout::original_separate_tower},
           layout_case{"hf-legacy", llava_layout::hf_legacy},
           layout_case{"hf", llava_layout::hf_legacy_flat_vision},
-          layout_case{"hf-new-names", llava_layout::hf_current_flat_vision}}) {
+          layout_case{"hf-new-names", llava_layout::hf_current_flat_vision},
+          layout_case{"hf-current", llava_layout::hf_current}}) {
       CAPTURE(lc.folder);
       const io::llava_folder f = io::load_llava(fixture_dir() / "llava" / lc.folder);
       CHECK(f.layout == lc.layout);
@@ -143,12 +144,21 @@ TEST_SUITE("llava") {
     const auto src = fixture_dir() / "llava" / "original-separate-clip";
     for (const char* file : {"config.json", "model.safetensors", "tokenizer.model"})
       std::filesystem::copy_file(src / file, d.path / file);
-    // The config names the tower but the folder is not there: the built-in ViT-L/14-336 sizes
-    // apply, which disagree with the projector's input width.
-    CHECK_THROWS_WITH_AS(io::load_llava(d.path),
-                         doctest::Contains("mm_hidden_size (32) differs from the CLIP tower's "
-                                           "hidden_size (1024)"),
+    // The config names the tower but the folder is not there: that folder is the error (not the
+    // built-in ViT-L/14-336 sizes, which would disagree with the projector's input width).
+    const std::string missing = (d.path / "clip-vit-large-patch14-336").string();
+    const std::string absent = "the checkpoint holds no vision tower, and the CLIP folder \"" +
+                               missing +
+                               "\" that mm_vision_tower \"openai/clip-vit-large-patch14-336\" "
+                               "names does not exist";
+    CHECK_THROWS_WITH_AS(io::load_llava(d.path), doctest::Contains(absent.c_str()), error);
+    // A folder without config.json.
+    std::filesystem::create_directory(missing);
+    const std::string named = missing + "\" that ";
+    CHECK_THROWS_WITH_AS(io::load_llava(d.path), doctest::Contains(named.c_str()), error);
+    CHECK_THROWS_WITH_AS(io::load_llava(d.path), doctest::Contains("names has no config.json"),
                          error);
+    std::filesystem::remove(missing);
     // A tower folder without weights.
     test::temp_dir empty_tower("llava-empty-tower");
     std::filesystem::copy_file(src / "clip-vit-large-patch14-336" / "config.json",

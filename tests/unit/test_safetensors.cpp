@@ -374,10 +374,12 @@ TEST_SUITE("cpu") {
       CHECK(ck.find("model.output_text_score_predictor.output_mlp.7.weight")->type == dtype::bf16);
       CHECK(ck.find("lm_head.weight") != nullptr);
       CHECK(ck.read_f32("lm_head.weight").size() == 16 * 8);
-      CHECK_THROWS_WITH_AS(
-          ck.read_f32("lm_head.weight", {8, 16}),
-          doctest::Contains("tensor \"lm_head.weight\" has shape [16, 8], expected [8, 16]"),
-          error);
+      // A wrong shape names the shard, the tensor, the actual and the expected shape.
+      CHECK_THROWS_WITH_AS(ck.read_f32("lm_head.weight", {8, 16}),
+                           doctest::Contains("model-00002-of-00002.safetensors\": tensor "
+                                             "\"lm_head.weight\" has shape [16, 8], expected "
+                                             "[8, 16]"),
+                           error);
       CHECK_THROWS_WITH_AS(ck.read_f32("nope", {1}), doctest::Contains("missing tensor \"nope\""),
                            error);
       // A view keeps the stored width; widening it equals read_f32.
@@ -442,6 +444,20 @@ TEST_SUITE("cpu") {
     CHECK_THROWS_WITH_AS(checkpoint{index},
                          doctest::Contains("weight_map lists tensor \"lm_head.weight\" twice"),
                          error);
+    // A non-float tensor read as fp32 names the shard, the tensor, its dtype and the expected.
+    {
+      test::temp_dir ints("ckpt-ints");
+      test::write_file(ints.path / "i.safetensors",
+                       make_file(R"({"i":{"dtype":"I32","shape":[2],"data_offsets":[0,8]}})",
+                                 std::string(8, 'x')));
+      const checkpoint ck(ints.path);
+      CHECK_THROWS_WITH_AS(ck.read_f32("i", {2}),
+                           doctest::Contains("i.safetensors\": tensor \"i\" has dtype I32, "
+                                             "expected F32, F16 or BF16"),
+                           error);
+      CHECK_THROWS_WITH_AS(ck.read_f32("i"), doctest::Contains("i.safetensors\": tensor \"i\""),
+                           error);
+    }
     std::filesystem::remove(index);
     std::filesystem::copy_file(dir / "model-00002-of-00002.safetensors",
                                tmp.path / "t.safetensors");
@@ -472,6 +488,16 @@ TEST_SUITE("cpu") {
         unlisted_msg.find("\"" + shard2 + "\" holds tensor \"lm_head.weight\", which the index") !=
         std::string::npos);
     CHECK(unlisted_msg.find("does not list") != std::string::npos);
+    // A shard the index names that is not there is reported as missing, also when a shard
+    // opened before it holds tensors that the index maps to the missing one.
+    std::string gone = text;
+    gone.replace(gone.find(entry), entry.size(),
+                 "\"lm_head.weight\": \"model-00003-of-00003.safetensors\",");
+    test::write_file(index, gone);
+    const std::string gone_msg = error_of([&] { checkpoint{tmp.path}; });
+    CHECK(gone_msg.find("to \"model-00003-of-00003.safetensors\", which is missing") !=
+          std::string::npos);
+    CHECK(gone_msg.find("one shard only") == std::string::npos);
     // A tensor stored in two shards: a copy of the second shard, to which the index maps one
     // tensor; the copy holds the others too, which the index maps to the second shard.
     std::filesystem::copy_file(fixture / shard2, tmp.path / "copy.safetensors");

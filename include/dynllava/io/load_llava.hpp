@@ -11,9 +11,11 @@
 #include <dynllava/core/untrusted_text.hpp>
 #include <dynllava/io/load_clip.hpp>
 #include <dynllava/io/load_predictors.hpp>
+#include <dynllava/io/read_image_preprocess.hpp>
 #include <dynllava/io/read_llava_config.hpp>
 #include <dynllava/io/read_tensor.hpp>
 #include <dynllava/io/safetensors.hpp>
+#include <dynllava/model/image_preprocess.hpp>
 #include <dynllava/model/llava_config.hpp>
 #include <dynllava/model/llava_layout.hpp>
 #include <dynllava/model/llava_model.hpp>
@@ -48,6 +50,10 @@ struct llava_folder {
   llava_model model;
   std::optional<image_predictor> image;    ///< the checkpoint's image predictor, if any
   std::optional<output_predictor> output;  ///< the checkpoint's output-text predictor, if any
+  /// How its images become `pixel_values` (io/read_image_preprocess.hpp): the folder's
+  /// `preprocessor_config.json` (Hugging Face layouts) or `image_aspect_ratio` and the tower's
+  /// processor (original layouts).
+  image_preprocess preprocess{};
 };
 
 namespace detail {
@@ -96,10 +102,10 @@ inline void expect_all_read(const std::vector<std::string>& names,
 }  // namespace detail
 
 /// @brief Loads the LLaVA model of `model_dir`.
-/// @throws dynllava::error naming the file and the problem: a malformed `config.json`, shards or
-///         index; an unrecognised layout; a missing, wrongly shaped or non-float tensor; a tensor
-///         the config does not account for; a tower folder that is missing; running out of
-///         memory.
+/// @throws dynllava::error naming the file and the problem: a malformed `config.json`,
+///         `preprocessor_config.json`, shards or index; an unrecognised layout; a missing, wrongly
+///         shaped or non-float tensor; a tensor the config does not account for; a tower folder
+///         that is missing; running out of memory.
 inline llava_folder load_llava(const std::filesystem::path& model_dir,
                                const load_llava_options& o = {}) {
   try {
@@ -114,14 +120,18 @@ namespace detail {
 
 inline llava_folder load_llava_unchecked(const std::filesystem::path& model_dir,
                                          const load_llava_options& o) {
-  llava_config_options co;
-  co.clip_config = o.vision_tower;
-  const llava_config_file file = read_llava_config_file(model_dir, co);
-  const llava_config& c = file.config;
+  // The weights' layout first: a checkpoint without the tower needs the CLIP folder, which the
+  // config reader then must find (not fall back to a known tower's built-in sizes).
   const checkpoint ckpt(model_dir);
   const std::vector<std::string> names = ckpt.names();
   const llava_layout layout = detect_llava_layout(names);
   const llava_tensor_names tn = tensor_names(layout);
+  llava_config_options co;
+  co.clip_config = o.vision_tower;
+  co.require_clip_folder = !tn.vision_in_checkpoint;
+  const llava_config_file file = read_llava_config_file(model_dir, co);
+  const llava_config& c = file.config;
+  const image_preprocess preprocess = read_image_preprocess(model_dir, file, co.limits);
 
   llava_weights w;
   visit_tensors(w.text, c.text, [&](const nn::tensor_spec& s, auto& out) {
@@ -154,7 +164,7 @@ inline llava_folder load_llava_unchecked(const std::filesystem::path& model_dir,
   }
   detail::expect_all_read(names, used, ignored, model_dir);
 
-  llava_folder f{c, layout, llava_model(c, std::move(w)), std::nullopt, std::nullopt};
+  llava_folder f{c, layout, llava_model(c, std::move(w)), std::nullopt, std::nullopt, preprocess};
   if (o.predictors && c.predictors) {
     f.image = load_image_predictor(ckpt, *c.predictors, tn.image_predictor_prefix);
     if (c.sparse.output_predictor) {

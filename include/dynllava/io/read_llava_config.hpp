@@ -13,7 +13,9 @@
 ///   `image_token_index`, `vision_feature_layer`, `vision_feature_select_strategy`,
 ///   `projector_hidden_act`; missing fields take transformers' defaults (`LlamaConfig`,
 ///   `CLIPVisionConfig`, and `LlavaConfig`'s ViT-L/14-336 tower when `vision_config` is absent).
-///   Images are fitted as CLIPImageProcessor does (`image_aspect::square`).
+///   `aspect` is `square` here; the folder's `preprocessor_config.json` decides padding
+///   (`io/read_image_preprocess.hpp`). The image token must be a vocabulary id other than BOS
+///   and EOS.
 ///
 /// Every field read is checked for type and range, floats for finiteness, and the whole for
 /// consistency; what the library cannot run is refused: grouped-query attention, `rope_scaling`
@@ -64,6 +66,10 @@ struct llava_config_options {
   /// The CLIP tower's `config.json` (or its folder) for an original-style checkpoint. Read from
   /// wherever it is: the caller chose it. Ignored for the Hugging Face style.
   std::optional<std::filesystem::path> clip_config;
+  /// The tower's folder must be found (`clip_config`, or the folder named after
+  /// `mm_vision_tower`): the checkpoint has no tower, so the built-in sizes of a known tower name
+  /// would only lead to a later mismatch. A missing folder or `config.json` is an error naming it.
+  bool require_clip_folder = false;
   json_limits limits{};  ///< for `config.json` and the CLIP config
 };
 
@@ -321,7 +327,6 @@ inline llava_config read_hf_style(const json_fields& top) {
              top.value_or_null("vision_feature_select_strategy"));
   }
   c.aspect = image_aspect::square;
-  // The image token may lie beyond the embedding (transformers masks it before the lookup).
   const std::int64_t id_max = std::numeric_limits<index_t>::max();
   const auto index = top.integer_or_null("image_token_index", 0, id_max);
   const auto id = top.integer_or_null("image_token_id", 0, id_max);
@@ -330,6 +335,21 @@ inline llava_config read_hf_style(const json_fields& top) {
              fmt::format("({}) differs from image_token_index ({})", *id, *index));
   }
   c.image_token_id = index ? *index : id ? *id : 32000;
+  // transformers looks the image token up in the embedding before replacing its rows, so it
+  // must be a vocabulary id; and it must not be BOS or EOS, which the prompt and generation use.
+  const char* image_key = index || !id ? "image_token_index" : "image_token_id";
+  const char* given = index || id ? "" : ", the default";
+  if (c.image_token_id >= c.text.vocab) {
+    top.fail(image_key,
+             fmt::format("({}{}) is outside the vocabulary of {} (text_config.vocab_size): "
+                         "transformers looks it up in the token embedding",
+                         c.image_token_id, given, c.text.vocab));
+  }
+  if (c.image_token_id == c.bos_token_id || c.image_token_id == c.eos_token_id) {
+    top.fail(image_key,
+             fmt::format("({}{}) is the {} token id: it must be an id of its own", c.image_token_id,
+                         given, c.image_token_id == c.bos_token_id ? "BOS" : "EOS"));
+  }
   read_sparse_config(top, c);
   return c;
 }
@@ -485,6 +505,21 @@ inline llava_config read_llava_document(const json& doc, std::string_view label,
             out.clip_dir = dir;
             return read_clip_config(dir / "config.json", options.limits);
           }
+          if (options.require_clip_folder) {
+            const bool folder = fs::is_directory(dir, ec);
+            DYNLLAVA_FAIL(
+                "{}: the checkpoint holds no vision tower, and the CLIP folder {} that "
+                "mm_vision_tower {} names {}; put the CLIP model there or pass its folder "
+                "(load_llava_options::vision_tower)",
+                label, quote_untrusted(dir.string(), 200), quote_untrusted(name),
+                folder ? "has no config.json" : "does not exist");
+          }
+        }
+        if (options.require_clip_folder) {
+          DYNLLAVA_FAIL(
+              "{}: the checkpoint holds no vision tower, and mm_vision_tower {} names no folder "
+              "inside {}; pass the CLIP folder (load_llava_options::vision_tower)",
+              label, quote_untrusted(name), quote_untrusted(model_dir.string(), 200));
         }
         if (auto known = known_clip_tower(name)) return *known;
         DYNLLAVA_FAIL(

@@ -40,8 +40,8 @@ inline void read_tensor(const checkpoint& ckpt, const std::string& name, const n
       type = nn::element_type::bf16;
       break;
     default:
-      DYNLLAVA_FAIL("checkpoint: tensor {} has dtype {}; expected F32, F16 or BF16",
-                    quote_untrusted(name), to_string(v.type));
+      DYNLLAVA_FAIL("checkpoint: {}: tensor {} has dtype {}, expected F32, F16 or BF16",
+                    ckpt.shard_label(name), quote_untrusted(name), to_string(v.type));
   }
   out = nn::stored_matrix::view(type, v.bytes.data(), s.matrix_rows(), s.matrix_cols(),
                                 ckpt.shard_of(name));

@@ -213,7 +213,7 @@ class checkpoint {
   /// @throws dynllava::error on a missing path, a malformed index or shard, a tensor the index
   ///         maps to a shard that lacks it, a shard tensor the index does not map to that shard,
   ///         or a tensor present in two shards.
-  explicit checkpoint(const std::filesystem::path& path) {
+  explicit checkpoint(const std::filesystem::path& path) : path_(path) {
     namespace fs = std::filesystem;
     std::error_code ec;
     const auto st = fs::status(path, ec);
@@ -271,28 +271,39 @@ class checkpoint {
   /// @throws dynllava::error naming the tensor, the expected and the actual shape.
   tensor_view view(std::string_view name, std::span<const std::int64_t> shape) const {
     const tensor_info* t = find(name);
-    DYNLLAVA_EXPECTS(t != nullptr, "checkpoint: missing tensor {} (expected shape {})",
-                     quote_untrusted(name), shape_string(shape));
+    DYNLLAVA_EXPECTS(t != nullptr, "checkpoint: {}: missing tensor {} (expected shape {})",
+                     quote_untrusted(path_.string()), quote_untrusted(name), shape_string(shape));
     DYNLLAVA_EXPECTS(std::equal(t->shape.begin(), t->shape.end(), shape.begin(), shape.end()),
-                     "checkpoint: tensor {} has shape {}, expected {}", quote_untrusted(name),
-                     shape_string(t->shape), shape_string(shape));
+                     "checkpoint: {}: tensor {} has shape {}, expected {}", shard_label(name),
+                     quote_untrusted(name), shape_string(t->shape), shape_string(shape));
     return view(name);
   }
   /// Reads a floating-point tensor as fp32. @throws dynllava::error when absent or not
-  /// F32/F16/BF16.
+  /// F32/F16/BF16 (naming its shard).
   std::vector<float> read_f32(std::string_view name) const { return to_f32(view(name)); }
   /// @brief Reads a tensor as fp32 and checks its shape.
-  /// @throws dynllava::error naming the tensor, the expected and the actual shape.
+  /// @throws dynllava::error naming the shard, the tensor, the expected and the actual shape or
+  /// dtype.
   std::vector<float> read_f32(std::string_view name, const std::vector<std::int64_t>& shape) const {
     return to_f32(view(name, shape));
   }
+  /// The path of the shard holding `name`, quoted for messages. @throws when absent.
+  std::string shard_label(std::string_view name) const {
+    return quote_untrusted(shard_of(name)->path().string());
+  }
+  /// What the checkpoint was opened from (a folder, an index or a file).
+  const std::filesystem::path& path() const noexcept { return path_; }
 
  private:
-  static std::vector<float> to_f32(const tensor_view& v) {
+  std::vector<float> to_f32(const tensor_view& v) const {
+    DYNLLAVA_EXPECTS(is_widenable(v.type),
+                     "checkpoint: {}: tensor {} has dtype {}, expected F32, F16 or BF16",
+                     shard_label(v.name), quote_untrusted(v.name), to_string(v.type));
     try {
       return widen_to_f32(v);
     } catch (const std::bad_alloc&) {
-      DYNLLAVA_FAIL("checkpoint: out of memory reading tensor {}", quote_untrusted(v.name));
+      DYNLLAVA_FAIL("checkpoint: {}: out of memory reading tensor {}", shard_label(v.name),
+                    quote_untrusted(v.name));
     }
   }
 
@@ -309,20 +320,24 @@ class checkpoint {
     std::map<std::string, std::vector<std::string>> by_shard;
     for (const auto& e : entries) by_shard[e.file].push_back(e.tensor);
     const auto folder = index.parent_path();
+    // Every shard must be there before any is opened: otherwise a tensor of a present shard
+    // that the index maps to a missing one would be reported as stored in two shards.
     for (const auto& [file, tensors] : by_shard) {
       const auto p = folder / file;
       std::error_code ec;
       const auto st = std::filesystem::status(p, ec);  // follows links
       DYNLLAVA_EXPECTS(std::filesystem::exists(st),
                        "checkpoint: {} maps {} tensors (e.g. {}) to {}, which is missing (or a "
-                       "broken link)",
+                       "broken link): no file {}",
                        where, tensors.size(), quote_untrusted(tensors.front()),
-                       quote_untrusted(file));
+                       quote_untrusted(file), quote_untrusted(p.string()));
       DYNLLAVA_EXPECTS(!std::filesystem::is_directory(st),
                        "checkpoint: {} maps {} tensors (e.g. {}) to {}, which is a directory",
                        where, tensors.size(), quote_untrusted(tensors.front()),
                        quote_untrusted(file));
-      const std::size_t id = add_shard(p);
+    }
+    for (const auto& [file, tensors] : by_shard) {
+      const std::size_t id = add_shard(folder / file);
       // The shard must hold exactly the tensors mapped to it (both lists sorted: one merge).
       const auto& held = shards_[id]->tensors();
       auto h = held.begin();
@@ -366,6 +381,7 @@ class checkpoint {
     return id;
   }
 
+  std::filesystem::path path_;
   std::vector<std::shared_ptr<const safetensors_file>> shards_;
   std::map<std::string, std::size_t, std::less<>> where_;
 };
