@@ -4,7 +4,7 @@
 question-answering set that it generates, and exports it in the original Dynamic-LLaVA layout.
 
     python3 tools/train_tiny_llava.py [--out models/tiny-dynamic-llava] [--seed 20261201]
-                                      [--dense-steps N] [--dynamic-steps N] [--threads 2]
+                                      [--dense-steps N] [--dynamic-steps N] [--threads 1]
 
 Needs PyTorch, transformers (only for the self-check against its CLIP / LLaMA), sentencepiece,
 safetensors, Pillow and numpy (PyPI). CPU only, deterministic from --seed (fixed thread count,
@@ -191,6 +191,7 @@ def corpus_lines():
 
 
 def train_tokenizer(path):
+    """Writes the SentencePiece model to `path` (its bytes do not depend on `path`)."""
     lines = corpus_lines() * 20
     spm.SentencePieceTrainer.train(
         sentence_iterator=iter(lines), model_prefix=path[:-len(".model")], model_type="bpe",
@@ -199,6 +200,18 @@ def train_tokenizer(path):
         eos_id=2, pad_id=-1, character_coverage=1.0, hard_vocab_limit=False, num_threads=1,
         minloglevel=2)
     os.remove(path[:-len(".model")] + ".vocab")
+    clear_model_prefix(path)
+
+
+def clear_model_prefix(path):
+    """SentencePiece records the output path in the model (trainer_spec.model_prefix); clear it."""
+    from sentencepiece import sentencepiece_model_pb2 as sp_pb2
+    proto = sp_pb2.ModelProto()
+    with open(path, "rb") as f:
+        proto.ParseFromString(f.read())
+    proto.trainer_spec.model_prefix = ""
+    with open(path, "wb") as f:
+        f.write(proto.SerializeToString())
 
 
 # ------------------------------------------------------------------------------------------
@@ -549,8 +562,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default=os.path.join(ROOT, "models", "tiny-dynamic-llava"))
     ap.add_argument("--seed", type=int, default=20261201)
-    ap.add_argument("--dense-steps", type=int, default=480)
-    ap.add_argument("--dynamic-steps", type=int, default=200)
+    ap.add_argument("--dense-steps", type=int, default=640)
+    ap.add_argument("--dynamic-steps", type=int, default=50)
     ap.add_argument("--batch", type=int, default=6)
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--lr-dynamic", type=float, default=3e-4)
@@ -562,6 +575,8 @@ def main():
     ap.add_argument("--from-dense", help="skip the dense phase: load this state (.pt)")
     ap.add_argument("--reference-only", action="store_true",
                     help="load the exported <out> and only write eval/greedy_reference.json")
+    ap.add_argument("--eval-random", action="store_true",
+                    help="also evaluate 115 random image rows in PyTorch (the C++ tool does)")
     ap.add_argument("--samples", type=int, default=4, help="sample pictures written to <out>")
     args = ap.parse_args()
 
@@ -638,7 +653,7 @@ def main():
     export(model, args.out, tmp_tok, vocab)
     os.remove(tmp_tok)
     res = {}
-    for mode in ("dense", "dynamic", "random"):
+    for mode in ("dense", "dynamic") + (("random",) if args.eval_random else ()):
         r = evaluate(model, items, mode)
         res[mode] = {k: v for k, v in r.items() if k != "first_tokens"}
         log(f"final {mode}: exact {r['exact']:.4f} on {r['n']} {r['per_kind']}"
