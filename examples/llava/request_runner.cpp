@@ -203,7 +203,7 @@ loaded_model load_model(const std::filesystem::path& model_dir,
   io::load_llava_options o;
   o.vision_tower = vision_tower;
   io::llava_folder folder = io::load_llava(model_dir, o);
-  tokenizer tok = tokenizer::load(tok_file);
+  tokenizer tok = tokenizer::load(tok_file, read_tokenizer_options(model_dir));
   DYNLLAVA_EXPECTS(tok.vocab_size() <= folder.model.vocab(),
                    "--model: {} has {} pieces, more than the model's vocabulary ({})",
                    quote_untrusted(tok_file.string()), tok.vocab_size(), folder.model.vocab());
@@ -218,11 +218,11 @@ prepared_request prepare_request(const loaded_model& m, const request& r) {
       tokenize_prompt(m.tok, conv.prompt(), static_cast<std::int32_t>(c.image_token_id));
   prepared_request out;
   out.ids.assign(ids.begin(), ids.end());
-  clip_preprocess_options o;
-  o.aspect = c.aspect;
-  o.shortest_edge = o.crop_height = o.crop_width = c.vision.image_size;
-  const std::size_t per = 3 * static_cast<std::size_t>(c.vision.image_size) *
-                          static_cast<std::size_t>(c.vision.image_size);
+  // The folder's preprocessing (preprocessor_config.json, image_aspect_ratio; io::load_llava
+  // checked that its crop is the tower's input size).
+  const clip_preprocess_options o = preprocess_options(m.folder.preprocess);
+  const std::size_t per =
+      3 * static_cast<std::size_t>(o.crop_height) * static_cast<std::size_t>(o.crop_width);
   for (const auto& file : r.images) {
     out.views.push_back(clip_resize_crop(load_image(file), o));
     out.pixels.resize(out.pixels.size() + per);
