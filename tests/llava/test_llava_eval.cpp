@@ -243,27 +243,27 @@ TEST_CASE("dynllava-llava-eval: bad files and options are one-line errors") {
     return std::vector<std::string>{"--model", tiny_dir(), "--eval", f.string()};
   };
   expect_one_line_error(args(write_lines("bad1.jsonl", {good, "{not json"})),
-                        "bad1.jsonl:2: not valid JSON");
+                        "bad1.jsonl\":2: not valid JSON");
   auto no_answer = nlohmann::json::parse(good);
   no_answer.erase("answer_ids");
   expect_one_line_error(args(write_lines("bad2.jsonl", {no_answer.dump()})),
-                        "bad2.jsonl:1: missing field \"answer_ids\"");
+                        "bad2.jsonl\":1: missing field \"answer_ids\"");
   auto short_row = nlohmann::json::parse(good);
   short_row["object_patches"][3] = "0101";
   expect_one_line_error(args(write_lines("bad3.jsonl", {good, short_row.dump()})),
-                        "bad3.jsonl:2: \"object_patches\"[3] must be 24 characters");
+                        "bad3.jsonl\":2: \"object_patches\"[3] must be 24 characters");
   auto other_prompt = nlohmann::json::parse(good);
   other_prompt["prompt_ids"][5] = other_prompt["prompt_ids"][5].get<int>() + 1;
   expect_one_line_error(args(write_lines("bad4.jsonl", {good, other_prompt.dump()})),
-                        "bad4.jsonl:2: \"prompt_ids\"");
+                        "bad4.jsonl\":2: \"prompt_ids\" (74 ids) differ");
   auto two_images = nlohmann::json::parse(good);
   two_images["prompt_ids"].push_back(-200);
   expect_one_line_error(args(write_lines("bad5.jsonl", {two_images.dump()})),
-                        "bad5.jsonl:1: \"prompt_ids\" must hold exactly one image placeholder");
+                        "bad5.jsonl\":1: \"prompt_ids\" must hold exactly one image placeholder");
   auto big_id = nlohmann::json::parse(good);
   big_id["answer_ids"][0] = 100000;
   expect_one_line_error(args(write_lines("bad6.jsonl", {big_id.dump()})),
-                        "bad6.jsonl:1: \"answer_ids\"[0] = 100000 is outside [0, 512)");
+                        "bad6.jsonl\":1: \"answer_ids\"[0] = 100000 is outside [0, 512)");
   auto no_image = nlohmann::json::parse(good);
   no_image["image"] = "images/missing.png";
   expect_one_line_error(args(write_lines("bad7.jsonl", {no_image.dump()})), "missing.png");
