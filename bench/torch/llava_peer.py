@@ -5,7 +5,7 @@ models and the same shapes, fp32, CPU, `attn_implementation` sdpa (the default) 
 
   tiny  tests/fixtures/llava/hf loaded with from_pretrained (dtype float32); peak RSS reported
         before and after the load (ru_maxrss, the process's peak resident set)
-  mid   random weights: LLaMA hidden 2048, 8 layers, 16 heads, MLP 5632, vocab 32000; the CLIP
+  mid   random weights: LLaMA hidden 2048, 16 layers, 16 heads, MLP 5632, vocab 32000; the CLIP
         ViT-L/14-336 tower built with the 23 layers LLaVA-1.5 runs (vision_feature_layer -1 of
         23 == -2 of 24, as bench/torch/clip_peer.py); mlp2x_gelu projector
 
@@ -50,7 +50,7 @@ def timed(fn, reps, setup=None):
 
 
 def mid_model(attn):
-    text = LlamaConfig(hidden_size=2048, num_hidden_layers=8, num_attention_heads=16,
+    text = LlamaConfig(hidden_size=2048, num_hidden_layers=16, num_attention_heads=16,
                        num_key_value_heads=16, intermediate_size=5632, vocab_size=32000,
                        rms_norm_eps=1e-5, max_position_embeddings=4096)
     vision = CLIPVisionConfig(image_size=336, patch_size=14, hidden_size=1024,
