@@ -2,9 +2,9 @@
 /// @file bench_llava.cpp
 /// @brief CPU fp32 LLaVA-1.5 through the library's drivers, dense and Dynamic-LLaVA, on two
 /// models: the tiny Dynamic-LLaVA fixture (tests/fixtures/llava/original, bf16, loaded with
-/// `io::load_llava`) and a mid-size random model built in memory (LLaMA hidden 2048, 8 layers,
+/// `io::load_llava`) and a mid-size random model built in memory (LLaMA hidden 2048, 16 layers,
 /// 16 heads, MLP 5632, vocab 32000; the real CLIP ViT-L/14-336 tower, 23 layers held; the
-/// mlp2x_gelu projector; random predictors with hidden 2048; all fp32, about 3.4 GB).
+/// mlp2x_gelu projector; random predictors with hidden 2048; all fp32, about 5 GB).
 ///
 /// Cases, each at one BLAS thread (argument 1) and at every hardware thread (argument 0):
 ///   encode      one 336x336 image through the tower and the projector (576 rows out)
@@ -75,10 +75,10 @@ const bench_model& tiny() {
   return m;
 }
 
-/// LLaVA-1.5's tower and projector with a mid-size LLaMA (8 layers of a 16-layer 1.3B shape).
+/// LLaVA-1.5's tower and projector with a mid-size LLaMA (a 16-layer 1.3B shape).
 llava_config mid_config() {
   llava_config c;
-  c.text = llama_config{2048, 8, 16, 5632, 32000};
+  c.text = llama_config{2048, 16, 16, 5632, 32000};
   c.vision = clip_config{};
   c.predictors = predictor_config{.hidden = 2048};
   c.sparse.sparse_layer = 2;

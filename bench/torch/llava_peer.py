@@ -5,7 +5,7 @@ models and the same shapes, fp32, CPU, `attn_implementation` sdpa (the default) 
 
   tiny  tests/fixtures/llava/hf loaded with from_pretrained (dtype float32); peak RSS reported
         before and after the load (ru_maxrss, the process's peak resident set)
-  mid   random weights: LLaMA hidden 2048, 8 layers, 16 heads, MLP 5632, vocab 32000; the CLIP
+  mid   random weights: LLaMA hidden 2048, 16 layers, 16 heads, MLP 5632, vocab 32000; the CLIP
         ViT-L/14-336 tower built with the 23 layers LLaVA-1.5 runs (vision_feature_layer -1 of
         23 == -2 of 24, as bench/torch/clip_peer.py); mlp2x_gelu projector
 
@@ -17,6 +17,7 @@ Cases per model and thread count (torch.set_num_threads), as the C++ benchmark:
 Median wall and process CPU time (all threads) of --reps timed calls after one warm-up.
 
   python3 bench/torch/llava_peer.py [--model tiny|mid|both] [--threads 1,2] [--reps 3]
+                                    [--cases encode,prefill,decode]
 """
 import argparse
 import os
@@ -50,7 +51,7 @@ def timed(fn, reps, setup=None):
 
 
 def mid_model(attn):
-    text = LlamaConfig(hidden_size=2048, num_hidden_layers=8, num_attention_heads=16,
+    text = LlamaConfig(hidden_size=2048, num_hidden_layers=16, num_attention_heads=16,
                        num_key_value_heads=16, intermediate_size=5632, vocab_size=32000,
                        rms_norm_eps=1e-5, max_position_embeddings=4096)
     vision = CLIPVisionConfig(image_size=336, patch_size=14, hidden_size=1024,
@@ -64,7 +65,7 @@ def mid_model(attn):
     return LlavaForConditionalGeneration(cfg).eval().float()
 
 
-def run(name, model, reps, threads):
+def run(name, model, reps, threads, cases=("encode", "prefill", "decode")):
     torch.set_num_threads(threads)
     cfg = model.config
     vocab = cfg.text_config.vocab_size
@@ -76,13 +77,15 @@ def run(name, model, reps, threads):
     results = {}
 
     with torch.inference_mode():
-        results["encode"] = timed(lambda _: model.model.get_image_features(pixel_values=pixels),
-                                  reps)
+        if "encode" in cases:
+            results["encode"] = timed(
+                lambda _: model.model.get_image_features(pixel_values=pixels), reps)
 
         def prefill(_=None):
             return model(inputs_embeds=embeds, use_cache=True, logits_to_keep=1)
 
-        results["prefill"] = timed(prefill, reps)
+        if "prefill" in cases:
+            results["prefill"] = timed(prefill, reps)
 
         def decode(out):
             past = out.past_key_values
@@ -91,7 +94,8 @@ def run(name, model, reps, threads):
                 out = model(input_ids=tok, past_key_values=past, use_cache=True)
                 past = out.past_key_values
 
-        results["decode"] = timed(decode, reps, setup=prefill)
+        if "decode" in cases:
+            results["decode"] = timed(decode, reps, setup=prefill)
 
     for case, (wall, cpu) in results.items():
         unit = ""
@@ -109,8 +113,11 @@ def main():
     ap.add_argument("--threads", default=f"1,{os.cpu_count()}")
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--attn", default="sdpa", choices=["sdpa", "eager"])
+    ap.add_argument("--cases", default="encode,prefill,decode",
+                    help="comma-separated subset of encode, prefill, decode")
     args = ap.parse_args()
     threads = [int(t) for t in args.threads.split(",")]
+    cases = tuple(args.cases.split(","))
     import transformers
     print(f"torch {torch.__version__}, transformers {transformers.__version__}, "
           f"attention {args.attn}, fp32")
@@ -121,7 +128,7 @@ def main():
         print(f"torch_llava_tiny_load  peak_rss_before {before:.1f} MB  "
               f"peak_rss_after {peak_rss_mb():.1f} MB", flush=True)
         for t in threads:
-            run("tiny", model, max(args.reps, 10), t)
+            run("tiny", model, max(args.reps, 10), t, cases)
         del model
     if args.model in ("mid", "both"):
         t0 = time.perf_counter()
@@ -129,7 +136,7 @@ def main():
         print(f"torch_llava_mid_build  {time.perf_counter() - t0:.1f} s  "
               f"peak_rss {peak_rss_mb():.1f} MB", flush=True)
         for t in threads:
-            run("mid", model, args.reps, t)
+            run("mid", model, args.reps, t, cases)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@
 #include <dynllava/nn/exp.hpp>
 #include <dynllava/nn/layer_norm.hpp>
 #include <dynllava/nn/linear.hpp>
+#include <dynllava/nn/parallel.hpp>
 #include <dynllava/nn/rms_norm.hpp>
 #include <dynllava/nn/rope.hpp>
 #include <dynllava/nn/tensor_table.hpp>
@@ -324,7 +325,26 @@ TEST_SUITE("cpu") {
     CHECK(gate[2] == doctest::Approx(3.0 / (1.0 + std::exp(-3.0)) * 0.25).epsilon(1e-6));
     std::vector<float> q{-1.0f, 2.0f};
     nn::quick_gelu_inplace(q.data(), q.size());
-    CHECK(q[1] == doctest::Approx(2.0 / (1.0 + std::exp(-3.404))).epsilon(1e-6));
+    CHECK(q[1] == doctest::Approx(2.0 / (1.0 + std::exp(-3.404)))
+                      .epsilon(1e-6));  // the bulk forms over more than one chunk, values whose
+                                        // exponential under- and overflows
+    std::vector<float> xs = random_values(1000, 8), ups = random_values(1000, 9);
+    for (auto& x : xs) x *= 30.0f;
+    xs[0] = -200.0f;
+    xs[1] = 200.0f;
+    std::vector<float> qg = xs, sw = xs;
+    nn::quick_gelu_inplace(qg.data(), qg.size());
+    nn::swiglu_inplace(sw.data(), ups.data(), sw.size());
+    std::size_t far = 0;
+    for (std::size_t i = 0; i < xs.size(); ++i) {
+      const double x = xs[i];
+      // the exponent rounded to float, as computed (the rounding is amplified by exp itself)
+      const double want_q = x / (1.0 + std::exp(double(-1.702f * xs[i]))),
+                   want_s = x / (1.0 + std::exp(-x)) * ups[i];
+      far += std::abs(qg[i] - want_q) <= 1e-6 * std::abs(want_q) + 1e-30 ? 0 : 1;
+      far += std::abs(sw[i] - want_s) <= 1e-6 * std::abs(want_s) + 1e-30 ? 0 : 1;
+    }
+    CHECK(far == 0);
   }
 
   TEST_CASE("nn: RoPE from the table and past its end equals the rotate-half formula") {
@@ -380,6 +400,86 @@ TEST_SUITE("cpu") {
                     out.data(), w, mass.data());
       CHECK(max_abs_diff(out, ref) < 1e-5);
       CHECK(max_abs_diff(mass, ref_mass) < 1e-4);
+    }
+  }
+
+  TEST_CASE("nn: exp_shifted_sum and row_max are the same on every path, lane sums in order") {
+    std::mt19937 gen(5);
+    std::uniform_real_distribution<float> u(-30.0f, 30.0f);
+    for (std::size_t n : {std::size_t{1}, std::size_t{7}, std::size_t{8}, std::size_t{9},
+                          std::size_t{23}, std::size_t{577}, std::size_t{100003}}) {
+      CAPTURE(n);
+      std::vector<float> xs(n);
+      for (auto& x : xs) x = u(gen);
+      const float mx = nn::row_max(xs.data(), n);
+      CHECK(mx == *std::max_element(xs.begin(), xs.end()));
+      std::vector<float> fused = xs, plain = xs;
+      const float sum = nn::exp_shifted_sum(fused.data(), n, mx);
+      nn::exp_shifted(plain.data(), n, mx);
+      CHECK(fused == plain);
+      // the AVX2 path (where it runs) adds exactly as the portable lanes do
+      CHECK(std::bit_cast<std::uint32_t>(sum) ==
+            std::bit_cast<std::uint32_t>(nn::detail::lane_sum(plain.data(), n)));
+      double ref = 0.0;
+      for (float x : plain) ref += x;
+      CHECK(std::abs(sum - ref) <= 1e-5 * ref);
+    }
+  }
+
+  TEST_CASE("nn: parallel_for runs every task once and rethrows a task's exception") {
+    for (std::size_t workers : {std::size_t{1}, std::size_t{2}, std::size_t{5}}) {
+      CAPTURE(workers);
+      std::vector<int> runs(37, 0);
+      std::vector<int> seen_worker(37, -1);
+      nn::parallel_for(runs.size(), workers, [&](std::size_t t, std::size_t w) {
+        ++runs[t];
+        seen_worker[t] = static_cast<int>(w);
+      });
+      CHECK(std::count(runs.begin(), runs.end(), 1) == 37);
+      for (int w : seen_worker) CHECK((w >= 0 && w < static_cast<int>(workers)));
+      CHECK_THROWS_WITH_AS(nn::parallel_for(runs.size(), workers,
+                                            [&](std::size_t t, std::size_t) {
+                                              if (t == 3) throw error("task 3 failed");
+                                            }),
+                           doctest::Contains("task 3 failed"), error);
+    }
+    nn::parallel_for(0, 2, [](std::size_t, std::size_t) { FAIL("no task to run"); });
+  }
+
+  TEST_CASE("nn: attention on two threads equals one thread bit for bit, key mass included") {
+    const std::size_t heads = 4, hd = 16, w = heads * hd;
+    struct shape {
+      std::size_t m, n;
+      bool causal;
+    };
+    for (const shape s : {shape{0, 300, false}, shape{9, 290, true}, shape{600, 1, true}}) {
+      CAPTURE(s.m);
+      CAPTURE(s.n);
+      CAPTURE(s.causal);
+      const scattered_cache cache(s.m, w, 40 + s.m);
+      const auto q = random_values(s.n * w, 50), k = random_values(s.n * w, 51),
+                 v = random_values(s.n * w, 52);
+      std::vector<double> ref_mass;
+      const auto ref = reference_attention(cache, q, k, v, s.n, heads, hd, s.causal, &ref_mass);
+      std::vector<std::vector<float>> outs, masses;
+      for (int threads : {1, 2}) {
+        nn::set_blas_threads(threads);
+        for (bool with_mass : {true, false}) {
+          std::vector<float> out(s.n * w, NAN), mass(s.m + s.n, 0.5f);
+          nn::attention({static_cast<index_t>(heads), static_cast<index_t>(hd), s.causal}, cache,
+                        {q.data(), w}, {k.data(), w}, {v.data(), w}, s.n, out.data(), w,
+                        with_mass ? mass.data() : nullptr);
+          outs.push_back(out);
+          if (with_mass) masses.push_back(mass);
+        }
+      }
+      nn::set_blas_threads(1);
+      CHECK(nn::blas_threads() == 1);  // restored after the parallel call
+      for (const auto& o : outs) CHECK(o == outs.front());
+      CHECK(masses[0] == masses[1]);
+      CHECK(max_abs_diff(outs.front(), ref) < 1e-5);
+      for (auto& x : masses[0]) x -= 0.5f;  // added to, not overwritten
+      CHECK(max_abs_diff(masses[0], ref_mass) < 1e-3);
     }
   }
 

@@ -210,7 +210,8 @@ class llama_model {
     for (std::size_t b = 0; b < hidden.batch(); ++b) {
       longest = std::max(longest, static_cast<std::size_t>(hidden.length(b)));
     }
-    scratch buf(longest * H, longest * static_cast<std::size_t>(c_.intermediate));
+    thread_local scratch buf;  // reused across calls: no allocation per layer
+    buf.reserve(longest * H, longest * static_cast<std::size_t>(c_.intermediate));
     for (std::size_t b = 0; b < hidden.batch(); ++b) {
       const auto first = static_cast<std::size_t>(hidden.indptr[b]);
       const auto rows = static_cast<std::size_t>(hidden.length(b));
@@ -223,11 +224,18 @@ class llama_model {
     }
   }
 
-  /// Per-call buffers: x, q, att, tmp of `[rows, H]`, gate and up of `[rows, I]`.
+  /// A call's buffers: x, q, att, tmp of `[rows, H]`, gate and up of `[rows, I]`. Each thread
+  /// keeps one for every model and call; it grows to the largest call's size, never shrinks.
   struct scratch {
     std::vector<float> x, q, att, tmp, gate, up;
-    scratch(std::size_t rows_h, std::size_t rows_i)
-        : x(rows_h), q(rows_h), att(rows_h), tmp(rows_h), gate(rows_i), up(rows_i) {}
+    void reserve(std::size_t rows_h, std::size_t rows_i) {
+      for (auto* b : {&x, &q, &att, &tmp}) {
+        if (b->size() < rows_h) b->resize(rows_h);
+      }
+      for (auto* b : {&gate, &up}) {
+        if (b->size() < rows_i) b->resize(rows_i);
+      }
+    }
   };
 
   /// @brief One sequence's `n` rows through layer `w`. Each sequence gets its own BLAS calls, so

@@ -3,6 +3,9 @@
 /// @brief Elementwise activations on host fp32 values: exact GELU, quick GELU, SiLU, SwiGLU.
 #pragma once
 
+#include <dynllava/nn/exp.hpp>
+
+#include <algorithm>
 #include <cmath>
 #include <cstddef>
 #include <vector>
@@ -26,14 +29,35 @@ inline void gelu_inplace(float* x, std::size_t n) noexcept {
 }
 inline void gelu_inplace(std::vector<float>& x) noexcept { gelu_inplace(x.data(), x.size()); }
 
-/// `x[i] = quick_gelu(x[i])` for `n` values.
-inline void quick_gelu_inplace(float* x, std::size_t n) noexcept {
-  for (std::size_t i = 0; i < n; ++i) x[i] = quick_gelu(x[i]);
+namespace detail {
+
+/// `x[i] = f(x[i], e[i], i)` with `e[i] = exp(scale * x[i])` by `exp_shifted` (vectorised), in
+/// chunks of 256 values on the stack.
+template <class F>
+void with_exp(float* x, std::size_t n, float scale, F f) noexcept {
+  constexpr std::size_t chunk = 256;
+  float e[chunk];
+  for (std::size_t i0 = 0; i0 < n; i0 += chunk) {
+    const std::size_t c = std::min(chunk, n - i0);
+    for (std::size_t i = 0; i < c; ++i) e[i] = scale * x[i0 + i];
+    exp_shifted(e, c, 0.0f);
+    for (std::size_t i = 0; i < c; ++i) x[i0 + i] = f(x[i0 + i], e[i], i0 + i);
+  }
 }
 
-/// SwiGLU's gating: `gate[i] = silu(gate[i]) * up[i]` for `n` values.
+}  // namespace detail
+
+/// `x[i] = x[i] / (1 + exp(-1.702 x[i]))` (quick GELU) for `n` values, the exponential by
+/// `exp_shifted` (within 2 ulp of `std::exp`).
+inline void quick_gelu_inplace(float* x, std::size_t n) noexcept {
+  detail::with_exp(x, n, -1.702f, [](float v, float e, std::size_t) { return v / (1.0f + e); });
+}
+
+/// SwiGLU's gating: `gate[i] = gate[i] / (1 + exp(-gate[i])) * up[i]` (`silu(gate) * up`) for
+/// `n` values, the exponential by `exp_shifted` (within 2 ulp of `std::exp`).
 inline void swiglu_inplace(float* gate, const float* up, std::size_t n) noexcept {
-  for (std::size_t i = 0; i < n; ++i) gate[i] = silu(gate[i]) * up[i];
+  detail::with_exp(gate, n, -1.0f,
+                   [up](float g, float e, std::size_t i) { return g / (1.0f + e) * up[i]; });
 }
 
 }  // namespace dynllava::nn

@@ -2,13 +2,14 @@
 /// @file attention.hpp
 /// @brief Multi-head softmax attention of one sequence's rows over a read-only view of its
 /// cached keys and values plus the rows' own keys and values, optionally causal. The QK^T and
-/// PV products are SGEMMs.
+/// PV products are SGEMMs; heads and row blocks run on up to `blas_threads()` threads.
 #pragma once
 
 #include <dynllava/core/config.hpp>
 #include <dynllava/core/error.hpp>
 #include <dynllava/nn/blas.hpp>
 #include <dynllava/nn/exp.hpp>
+#include <dynllava/nn/parallel.hpp>
 
 #include <algorithm>
 #include <cmath>
@@ -50,14 +51,6 @@ struct attention_options {
   bool causal = true;  ///< row `r` of the call sees the cache and rows `0..r` of the call
 };
 
-/// @brief `out = softmax(q k^T / sqrt(head_dim)) v` per head for the `n` rows of one sequence.
-/// The keys are the `m = cached.size()` cached tokens followed by the `n` new rows; with
-/// `causal`, new row `r` sees keys `[0, m + r]`, otherwise all `m + n`.
-/// @param q [n, heads * head_dim] rows of `q.ld` floats (host)
-/// @param k, v [n, heads * head_dim] the new rows' keys and values (host)
-/// @param out [n, heads * head_dim] rows of `out_ld` floats (host); must not alias the inputs
-/// @param key_mass null, or `[m + n]` host floats to which each key's attention probability,
-///   summed over heads and rows, is added
 namespace detail {
 
 /// Keys and values of `count` consecutive keys: key `j` at `k + j * k_ld`, value at `v + j * v_ld`.
@@ -97,9 +90,11 @@ inline void gemm_abt(std::size_t rows, std::size_t cols, std::size_t inner, floa
                      std::size_t ldc) {
   if (rows == 1) {
     std::fill(c, c + cols, 0.0f);
+    const auto threads = blas_gemv_scope(cols, inner);
     cblas_sgemv(CblasRowMajor, CblasNoTrans, static_cast<int>(cols), static_cast<int>(inner), alpha,
                 b, static_cast<int>(ldb), a, 1, 0.0f, c, 1);
   } else {
+    const auto threads = blas_gemm_scope(rows, cols, inner);
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(rows),
                 static_cast<int>(cols), static_cast<int>(inner), alpha, a, static_cast<int>(lda), b,
                 static_cast<int>(ldb), 0.0f, c, static_cast<int>(ldc));
@@ -112,9 +107,11 @@ inline void gemm_ab(std::size_t rows, std::size_t cols, std::size_t inner, const
                     std::size_t ldc) {
   if (rows == 1) {
     if (beta == 0.0f) std::fill(c, c + cols, 0.0f);  // never scale what was not written
+    const auto threads = blas_gemv_scope(inner, cols);
     cblas_sgemv(CblasRowMajor, CblasTrans, static_cast<int>(inner), static_cast<int>(cols), 1.0f, b,
                 static_cast<int>(ldb), a, 1, beta, c, 1);
   } else {
+    const auto threads = blas_gemm_scope(rows, cols, inner);
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(rows),
                 static_cast<int>(cols), static_cast<int>(inner), 1.0f, a, static_cast<int>(lda), b,
                 static_cast<int>(ldb), beta, c, static_cast<int>(ldc));
@@ -126,7 +123,11 @@ inline void gemm_ab(std::size_t rows, std::size_t cols, std::size_t inner, const
 /// @brief `out = softmax(q k^T / sqrt(head_dim)) v` per head for the `n` rows of one sequence.
 /// The keys are the `m = cached.size()` cached tokens followed by the `n` new rows; with
 /// `causal`, new row `r` sees keys `[0, m + r]`, otherwise all `m + n`. Cached tokens whose rows
-/// lie back to back (a contiguous cache, a page) are read in place, not copied.
+/// lie back to back (a contiguous cache, a page) are read in place, not copied. Heads and
+/// blocks of 128 rows are spread over up to `blas_threads()` threads when the call is large
+/// enough (OpenBLAS held to one thread meanwhile); each head's arithmetic is the same whatever
+/// the thread count, so the results are too, bit for bit. Score buffers are kept by the calling
+/// thread between calls.
 /// @param q [n, heads * head_dim] rows of `q.ld` floats (host)
 /// @param k, v [n, heads * head_dim] the new rows' keys and values (host)
 /// @param out [n, heads * head_dim] rows of `out_ld` floats (host); must not alias the inputs
@@ -139,50 +140,87 @@ void attention(const attention_options& o, const V& cached, row_block q, row_blo
                    "attention: heads ({}) and head_dim ({}) must be > 0", o.heads, o.head_dim);
   if (n == 0) return;
   const auto hd = static_cast<std::size_t>(o.head_dim);
-  const std::size_t width = static_cast<std::size_t>(o.heads) * hd;
+  const auto heads = static_cast<std::size_t>(o.heads);
+  const std::size_t width = heads * hd;
   const auto m = static_cast<std::size_t>(cached.size());
   const std::size_t keys = m + n;
   const std::vector<detail::kv_segment> segments = detail::kv_segments(cached, k, v, n, width);
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
   constexpr std::size_t block = 128;  // rows per SGEMM: bounds the score buffer
-  std::vector<float> p(std::min(n, block) * keys);
-  for (std::size_t r0 = 0; r0 < n; r0 += block) {
+  const std::size_t blocks = (n + block - 1) / block;
+  const std::size_t p_size = std::min(n, block) * keys;
+  // Tasks: one (row block, head) each; with key_mass one head each (all its blocks in order),
+  // so that each head's key mass is summed over rows in one order into its own partial.
+  const std::size_t tasks = key_mass != nullptr ? heads : blocks * heads;
+  // Workers: up to the BLAS thread count, about one per 2^19 multiply-adds of q k^T (tens of
+  // microseconds of work: a thread costs about that to start).
+  const std::size_t seen = o.causal ? n * m + n * (n + 1) / 2 : n * keys;  // scores per head
+  const std::size_t work = seen * width;
+  const std::size_t workers =
+      std::min<std::size_t>({static_cast<std::size_t>(std::max(1, blas_threads())), tasks,
+                             std::max<std::size_t>(1, work >> 19)});
+  // Scratch kept by the calling thread: a score buffer per worker, and per-head key mass.
+  thread_local std::vector<float> scratch;
+  const std::size_t mass_size = key_mass != nullptr ? heads * keys : 0;
+  if (scratch.size() < workers * p_size + mass_size) scratch.resize(workers * p_size + mass_size);
+  float* const buffers = scratch.data();  // not `scratch` in the tasks: each thread has its own
+  float* const mass = buffers + workers * p_size;
+  std::fill(mass, mass + mass_size, 0.0f);
+
+  // Rows [r0, r0 + rows) of head h with the score buffer p: out and (if asked) mass_h.
+  auto run = [&](std::size_t r0, std::size_t h, float* p, float* mass_h) {
     const std::size_t rows = std::min(block, n - r0);
     const std::size_t cols = o.causal ? m + r0 + rows : keys;  // keys any row of the block sees
-    for (std::size_t h = 0; h < static_cast<std::size_t>(o.heads); ++h) {
-      const std::size_t off = h * hd;
-      std::size_t c0 = 0;  // p[:, c0 .. c0 + count) = scale * q_h k_h^T, segment by segment
-      for (const auto& s : segments) {
-        const std::size_t count = std::min(s.count, cols - c0);
-        if (count > 0) {
-          detail::gemm_abt(rows, count, hd, scale, q.data + r0 * q.ld + off, q.ld, s.k + off,
-                           s.k_ld, p.data() + c0, cols);
-        }
-        c0 += count;
+    const std::size_t off = h * hd;
+    std::size_t c0 = 0;  // p[:, c0 .. c0 + count) = scale * q_h k_h^T, segment by segment
+    for (const auto& s : segments) {
+      const std::size_t count = std::min(s.count, cols - c0);
+      if (count > 0) {
+        detail::gemm_abt(rows, count, hd, scale, q.data + r0 * q.ld + off, q.ld, s.k + off, s.k_ld,
+                         p + c0, cols);
       }
-      for (std::size_t r = 0; r < rows; ++r) {
-        float* pr = p.data() + r * cols;
-        const std::size_t visible = o.causal ? m + r0 + r + 1 : keys;
-        const float mx = *std::max_element(pr, pr + visible);
-        exp_shifted(pr, visible, mx);
-        float sum = 0.0f;
-        for (std::size_t j = 0; j < visible; ++j) sum += pr[j];
-        const float inv = 1.0f / sum;
-        for (std::size_t j = 0; j < visible; ++j) pr[j] *= inv;
-        std::fill(pr + visible, pr + cols, 0.0f);
-        if (key_mass != nullptr) {
-          for (std::size_t j = 0; j < visible; ++j) key_mass[j] += pr[j];
-        }
+      c0 += count;
+    }
+    for (std::size_t r = 0; r < rows; ++r) {
+      float* pr = p + r * cols;
+      const std::size_t visible = o.causal ? m + r0 + r + 1 : keys;
+      const float inv = 1.0f / exp_shifted_sum(pr, visible, row_max(pr, visible));
+      for (std::size_t j = 0; j < visible; ++j) pr[j] *= inv;
+      std::fill(pr + visible, pr + cols, 0.0f);
+      if (mass_h != nullptr) {
+        for (std::size_t j = 0; j < visible; ++j) mass_h[j] += pr[j];
       }
-      c0 = 0;  // out_h = sum over segments of p[:, segment] v_h[segment]
-      for (const auto& s : segments) {
-        const std::size_t count = std::min(s.count, cols - c0);
-        if (count > 0) {
-          detail::gemm_ab(rows, hd, count, p.data() + c0, cols, s.v + off, s.v_ld,
-                          c0 == 0 ? 0.0f : 1.0f, out + r0 * out_ld + off, out_ld);
-        }
-        c0 += count;
+    }
+    c0 = 0;  // out_h = sum over segments of p[:, segment] v_h[segment]
+    for (const auto& s : segments) {
+      const std::size_t count = std::min(s.count, cols - c0);
+      if (count > 0) {
+        detail::gemm_ab(rows, hd, count, p + c0, cols, s.v + off, s.v_ld, c0 == 0 ? 0.0f : 1.0f,
+                        out + r0 * out_ld + off, out_ld);
       }
+      c0 += count;
+    }
+  };
+  auto task = [&](std::size_t t, std::size_t worker) {
+    float* p = buffers + worker * p_size;
+    if (key_mass != nullptr) {
+      for (std::size_t b = 0; b < blocks; ++b) run(b * block, t, p, mass + t * keys);
+    } else {
+      run((t / heads) * block, t % heads, p, nullptr);
+    }
+  };
+  if (workers > 1) {
+    // Each task's BLAS calls on its own thread, one BLAS thread each: the same arithmetic as
+    // one worker running every task, so results do not depend on the thread count.
+    const blas_small_call_scope one_blas_thread(true);
+    parallel_for(tasks, workers, task);
+  } else {
+    parallel_for(tasks, 1, task);
+  }
+  if (key_mass != nullptr) {
+    for (std::size_t h = 0; h < heads; ++h) {
+      const float* mh = mass + h * keys;
+      for (std::size_t j = 0; j < keys; ++j) key_mass[j] += mh[j];
     }
   }
 }

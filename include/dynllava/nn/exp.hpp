@@ -83,7 +83,52 @@ __attribute__((target("avx2"))) inline void exp_shift_avx2(float* x, std::size_t
   }
   for (; i < n; ++i) x[i] = exp_one(x[i] - shift);
 }
+
+/// The 8 lanes' sums `l` combined as `((l0 + l4) + (l2 + l6)) + ((l1 + l5) + (l3 + l7))`.
+__attribute__((target("avx2"))) inline float lane_total_avx2(__m256 l) noexcept {
+  const __m128 a = _mm_add_ps(_mm256_castps256_ps128(l), _mm256_extractf128_ps(l, 1));
+  const __m128 b = _mm_add_ps(a, _mm_movehl_ps(a, a));  // b0 = a0 + a2, b1 = a1 + a3
+  return _mm_cvtss_f32(_mm_add_ss(b, _mm_shuffle_ps(b, b, 1)));
+}
+
+__attribute__((target("avx2"))) inline float exp_shift_sum_avx2(float* x, std::size_t n,
+                                                                float shift) noexcept {
+  exp_shift_avx2(x, n, shift);
+  const std::size_t n8 = n - n % 8;
+  __m256 acc = _mm256_setzero_ps();
+  for (std::size_t i = 0; i < n8; i += 8) acc = _mm256_add_ps(acc, _mm256_loadu_ps(x + i));
+  float total = lane_total_avx2(acc);
+  for (std::size_t i = n8; i < n; ++i) total += x[i];
+  return total;
+}
+
+__attribute__((target("avx2"))) inline float row_max_avx2(const float* x, std::size_t n) noexcept {
+  float m = x[0];
+  std::size_t i = 0;
+  if (n >= 8) {
+    __m256 acc = _mm256_loadu_ps(x);
+    for (i = 8; i + 8 <= n; i += 8) acc = _mm256_max_ps(acc, _mm256_loadu_ps(x + i));
+    alignas(32) float l[8];
+    _mm256_store_ps(l, acc);
+    m = l[0];
+    for (int j = 1; j < 8; ++j) m = l[j] > m ? l[j] : m;
+  }
+  for (; i < n; ++i) m = x[i] > m ? x[i] : m;
+  return m;
+}
 #endif
+
+/// Portable `exp_shift_sum_avx2`: the same lanes, added in the same order.
+inline float lane_sum(const float* x, std::size_t n) noexcept {
+  const std::size_t n8 = n - n % 8;
+  float l[8] = {};
+  for (std::size_t i = 0; i < n8; i += 8) {
+    for (std::size_t j = 0; j < 8; ++j) l[j] += x[i + j];
+  }
+  float total = ((l[0] + l[4]) + (l[2] + l[6])) + ((l[1] + l[5]) + (l[3] + l[7]));
+  for (std::size_t i = n8; i < n; ++i) total += x[i];
+  return total;
+}
 
 inline bool exp_cpu_has_avx2() noexcept {
 #ifdef DYNLLAVA_EXP_X86
@@ -96,6 +141,17 @@ inline bool exp_cpu_has_avx2() noexcept {
 
 }  // namespace detail
 
+/// @brief The largest of `n >= 1` host floats (NaNs are skipped or returned, depending on where
+/// they lie; softmax rows with a NaN come out all NaN either way).
+inline float row_max(const float* x, std::size_t n) noexcept {
+#ifdef DYNLLAVA_EXP_X86
+  if (detail::exp_cpu_has_avx2()) return detail::row_max_avx2(x, n);
+#endif
+  float m = x[0];
+  for (std::size_t i = 1; i < n; ++i) m = x[i] > m ? x[i] : m;
+  return m;
+}
+
 /// @brief `x[i] = exp(x[i] - shift)` for `n` host floats, in place; values below `ln(FLT_MIN)`
 /// become 0 (where `std::exp` would give a subnormal), NaN stays NaN. The same values on every
 /// machine, whichever path runs.
@@ -104,6 +160,17 @@ inline void exp_shifted(float* x, std::size_t n, float shift) noexcept {
   if (detail::exp_cpu_has_avx2()) return detail::exp_shift_avx2(x, n, shift);
 #endif
   for (std::size_t i = 0; i < n; ++i) x[i] = detail::exp_one(x[i] - shift);
+}
+
+/// @brief `exp_shifted`, then the sum of the results: eight running sums over `x[8 i + j]`
+/// combined in a fixed order, then the tail; the same value on every machine, whichever path
+/// runs.
+inline float exp_shifted_sum(float* x, std::size_t n, float shift) noexcept {
+#ifdef DYNLLAVA_EXP_X86
+  if (detail::exp_cpu_has_avx2()) return detail::exp_shift_sum_avx2(x, n, shift);
+#endif
+  exp_shifted(x, n, shift);
+  return detail::lane_sum(x, n);
 }
 
 }  // namespace dynllava::nn

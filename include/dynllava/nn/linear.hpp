@@ -33,9 +33,13 @@ inline void gemm_rows(const float* x, std::size_t rows, const float* W, index_t 
                       float beta, float* out, index_t ldo) {
   if (rows == 1) {
     if (beta == 0.0f) std::fill(out, out + n_out, 0.0f);  // never scale what was not written
+    const auto threads =
+        blas_gemv_scope(static_cast<std::size_t>(n_out), static_cast<std::size_t>(in));
     cblas_sgemv(CblasRowMajor, CblasNoTrans, n_out, in, 1.0f, W, in, x, 1, beta, out, 1);
     return;
   }
+  const auto threads =
+      blas_gemm_scope(rows, static_cast<std::size_t>(n_out), static_cast<std::size_t>(in));
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(rows), n_out, in, 1.0f, x,
               in, W, in, beta, out, ldo);
 }
