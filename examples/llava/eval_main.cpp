@@ -12,6 +12,7 @@
 #include "eval_modes.hpp"
 #include "eval_report.hpp"
 #include "heldout_set.hpp"
+#include "program_errors.hpp"
 #include "request_runner.hpp"
 
 #include <fmt/format.h>
@@ -35,17 +36,6 @@ namespace ll = dynllava::llava;
 namespace {
 
 constexpr std::string_view program = "dynllava-llava-eval";
-
-/// `message` on one line of stderr (the library's "dynllava: " prefix dropped).
-void print_error(std::string_view message) {
-  if (message.starts_with("dynllava: ")) message.remove_prefix(10);
-  std::string line(message);
-  for (char& c : line) {
-    if (c == '\n' || c == '\r') c = ' ';
-  }
-  std::fflush(stdout);
-  std::cerr << program << ": error: " << line << '\n';
-}
 
 struct eval_options {
   std::filesystem::path model;
@@ -100,14 +90,14 @@ int run(int argc, char** argv) {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     if (e.get_exit_code() == 0) return app.exit(e);  // --help, --version
-    print_error(e.what());
+    ll::print_error(program, e.what());
     return 2;
   }
   std::vector<ll::eval_mode> modes;
   try {
     modes = parse_modes(o.modes);
   } catch (const dynllava::error& e) {
-    print_error(e.what());
+    ll::print_error(program, e.what());
     return 2;
   }
   if (o.threads > 0) dynllava::nn::set_blas_threads(o.threads);
@@ -123,7 +113,7 @@ int run(int argc, char** argv) {
                              m.folder.model.vocab());
     ll::check_prompts(m, items, file.string());
   } catch (const dynllava::error& e) {
-    print_error(e.what());
+    ll::print_error(program, e.what());
     return 2;
   }
   std::vector<ll::mode_report> reports;
@@ -147,14 +137,5 @@ int run(int argc, char** argv) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  try {
-    return run(argc, argv);
-  } catch (const std::bad_alloc&) {
-    print_error("out of memory");
-  } catch (const std::exception& e) {  // dynllava::error and the rest
-    print_error(e.what());
-  } catch (...) {
-    print_error("unknown failure");
-  }
-  return 1;
+  return ll::run_reporting_errors(program, [&] { return run(argc, argv); });
 }

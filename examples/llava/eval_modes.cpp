@@ -24,17 +24,6 @@ prepared_request prepare(const loaded_model& m, const heldout_item& it) {
   return prepare_request(m, request{it.question, {it.image}});
 }
 
-/// A paged KV cache with room for every prompt row and `new_tokens` per sequence.
-paged_kv_cache cache_for(const llava_model& m, const prompt_rows& p, std::size_t batch,
-                         index_t new_tokens) {
-  const index_t width = m.config().text.heads * m.config().text.head_dim;
-  const index_t page = 16;
-  const index_t pages_per_layer =
-      (p.row_indptr.back() + new_tokens * static_cast<index_t>(batch)) / page +
-      2 * static_cast<index_t>(batch);
-  return paged_kv_cache({m.layers(), batch, width, page, m.layers() * pages_per_layer});
-}
-
 }  // namespace
 
 std::string_view to_string(eval_mode mode) noexcept {
@@ -104,7 +93,7 @@ std::vector<sequence_result> run_random_batch(const loaded_model& m,
   o.sparse_layer = f.config.sparse.sparse_layer;
   o.vision_keep_ratio = f.config.sparse.vision_keep_rate;
   const random_image_scorer scorer{random_scorer{seed}, model.hidden()};
-  auto cache = cache_for(model, p, batch.size(), max_new_tokens);
+  auto cache = kv_cache_for(model, p, batch.size(), max_new_tokens);
   kv_session s(model, cache, full_cache_policy{}, &scorer, nullptr, o);
   const generate_options g{.max_new_tokens = max_new_tokens,
                            .eos = static_cast<std::int32_t>(f.config.eos_token_id)};

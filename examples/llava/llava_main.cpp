@@ -12,6 +12,7 @@
 #include "batch_requests.hpp"
 #include "cli_options.hpp"
 #include "figure6_view.hpp"
+#include "program_errors.hpp"
 #include "request_runner.hpp"
 #include "run_summary.hpp"
 
@@ -35,18 +36,6 @@ namespace ll = dynllava::llava;
 namespace {
 
 constexpr std::string_view program = "dynllava-llava";
-
-/// `message` on one line of stderr (line breaks become spaces; the library's "dynllava: " prefix
-/// is dropped).
-void print_error(std::string_view message) {
-  if (message.starts_with("dynllava: ")) message.remove_prefix(10);
-  std::string line(message);
-  for (char& c : line) {
-    if (c == '\n' || c == '\r') c = ' ';
-  }
-  std::fflush(stdout);
-  std::cerr << program << ": error: " << line << '\n';
-}
 
 /// Progress lines on stderr, only when it is a terminal.
 class progress {
@@ -135,7 +124,7 @@ int run(int argc, char** argv) {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     if (e.get_exit_code() == 0) return app.exit(e);  // --help, --version
-    print_error(e.what());
+    ll::print_error(program, e.what());
     return 2;
   }
   std::vector<ll::batch_entry> entries;
@@ -147,7 +136,7 @@ int run(int argc, char** argv) {
     }
     if (o.batch) entries = ll::read_batch_file(*o.batch, o.settings);
   } catch (const dynllava::error& e) {
-    print_error(e.what());
+    ll::print_error(program, e.what());
     return 2;
   }
   if (o.threads > 0) dynllava::nn::set_blas_threads(o.threads);
@@ -163,14 +152,5 @@ int run(int argc, char** argv) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  try {
-    return run(argc, argv);
-  } catch (const std::bad_alloc&) {
-    print_error("out of memory");
-  } catch (const std::exception& e) {  // dynllava::error and the rest
-    print_error(e.what());
-  } catch (...) {
-    print_error("unknown failure");
-  }
-  return 1;
+  return ll::run_reporting_errors(program, [&] { return run(argc, argv); });
 }

@@ -171,9 +171,10 @@ batch_result drive(Session& s, const io::llava_folder& f, const prompt_rows& p,
   return r;
 }
 
-/// A paged KV cache with room for every prompt row and `new_tokens` per sequence.
-paged_kv_cache cache_for(const llava_model& m, const prompt_rows& p, std::size_t batch,
-                         index_t new_tokens) {
+}  // namespace
+
+paged_kv_cache kv_cache_for(const llava_model& m, const prompt_rows& p, std::size_t batch,
+                            index_t new_tokens) {
   const index_t width = m.config().text.heads * m.config().text.head_dim;
   const index_t page = 16;
   const index_t pages_per_layer =
@@ -181,8 +182,6 @@ paged_kv_cache cache_for(const llava_model& m, const prompt_rows& p, std::size_t
       2 * static_cast<index_t>(batch);
   return paged_kv_cache({m.layers(), batch, width, page, m.layers() * pages_per_layer});
 }
-
-}  // namespace
 
 loaded_model load_model(const std::filesystem::path& model_dir,
                         const std::optional<std::filesystem::path>& vision_tower) {
@@ -288,7 +287,7 @@ batch_result run_batch(const loaded_model& m, const std::vector<prepared_request
     no_cache_session s(model, n, image, output, o);
     return drive(s, f, p, settings, o.gate_outputs, on_token, cost);
   }
-  auto cache = cache_for(model, p, n, settings.max_new_tokens);
+  auto cache = kv_cache_for(model, p, n, settings.max_new_tokens);
   auto with_policy = [&](auto policy) {
     kv_session s(model, cache, policy, image, output, o);
     return drive(s, f, p, settings, o.gate_outputs, on_token, cost);

@@ -7,6 +7,8 @@
 #pragma once
 
 #include <dynllava/io/load_llava.hpp>
+#include <dynllava/kvcache/paged_kv_cache.hpp>
+#include <dynllava/model/prompt_rows.hpp>
 
 #include "cli_options.hpp"
 #include "image.hpp"
@@ -50,6 +52,11 @@ struct prepared_request {
 /// @brief Tokenises the vicuna_v1 prompt of `r` and preprocesses its images.
 /// @throws dynllava::error naming an image file that cannot be read or decoded.
 [[nodiscard]] prepared_request prepare_request(const loaded_model& m, const request& r);
+
+/// @brief A paged KV cache (pages of 16 rows, host) with room for every row of `prompt` and
+/// `new_tokens` generated rows per sequence of a `batch`-sequence run of `m`.
+[[nodiscard]] paged_kv_cache kv_cache_for(const llava_model& m, const prompt_rows& prompt,
+                                          std::size_t batch, index_t new_tokens);
 
 /// What one sequence of a batch produced and kept.
 struct sequence_result {
