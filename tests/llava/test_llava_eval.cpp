@@ -6,6 +6,7 @@
 #if defined(DYNLLAVA_LLAVA_EVAL_PROGRAM) && defined(DYNLLAVA_LLAVA_PROGRAM)
 
 #include "conversation.hpp"
+#include "program_process.hpp"
 #include "prompt_tokens.hpp"
 #include "tokenizer.hpp"
 
@@ -24,56 +25,27 @@
 
 namespace ll = dynllava::llava;
 namespace fs = std::filesystem;
+using ll::test::outcome;
+using ll::test::read_text;
 
 namespace {
 
 fs::path fixtures() { return DYNLLAVA_FIXTURE_DIR; }
 std::string tiny_dir() { return (fixtures() / "llava" / "original").string(); }
 
-/// A scratch folder for this process, removed at exit.
+/// A scratch folder for this process (with the fixture image as images/q.png), removed at exit.
 const fs::path& scratch() {
-  static const struct folder {
-    fs::path path;
-    folder()
-        : path(fs::temp_directory_path() / ("dynllava_eval_test_" + std::to_string(getpid()))) {
-      fs::create_directories(path / "images");
-      fs::copy_file(fixtures() / "llava" / "image.png", path / "images" / "q.png");
-    }
-    ~folder() {
-      std::error_code ec;
-      fs::remove_all(path, ec);
+  static const struct folder : ll::test::scratch_folder {
+    folder() : scratch_folder("dynllava_eval_test") {
+      fs::create_directories(path() / "images");
+      fs::copy_file(fixtures() / "llava" / "image.png", path() / "images" / "q.png");
     }
   } f;
-  return f.path;
+  return f.path();
 }
-
-std::string shell_quote(const std::string& s) {
-  std::string out = "'";
-  for (char c : s) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
-  return out + "'";
-}
-
-std::string read_text(const fs::path& file) {
-  std::ifstream in(file, std::ios::binary);
-  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
-}
-
-struct outcome {
-  int status = -1;
-  std::string out, err;
-};
 
 outcome run(const char* program, const std::vector<std::string>& args) {
-  const fs::path out_file = scratch() / "stdout.txt", err_file = scratch() / "stderr.txt";
-  std::string cmd = shell_quote(program);
-  for (const auto& a : args) cmd += " " + shell_quote(a);
-  cmd += " >" + shell_quote(out_file.string()) + " 2>" + shell_quote(err_file.string());
-  const int raw = std::system(cmd.c_str());
-  outcome o;
-  o.status = WIFEXITED(raw) ? WEXITSTATUS(raw) : 128 + WTERMSIG(raw);
-  o.out = read_text(out_file);
-  o.err = read_text(err_file);
-  return o;
+  return ll::test::run_process(program, args, scratch());
 }
 
 /// dynllava-llava's greedy tokens for `question` about the fixture image.

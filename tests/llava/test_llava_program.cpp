@@ -11,6 +11,7 @@
 #include "clip_preprocess.hpp"
 #include "conversation.hpp"
 #include "image.hpp"
+#include "program_process.hpp"
 #include "prompt_tokens.hpp"
 #include "tokenizer.hpp"
 
@@ -34,6 +35,8 @@
 using namespace dynllava;
 namespace ll = dynllava::llava;
 namespace fs = std::filesystem;
+using ll::test::outcome;
+using ll::test::read_text;
 
 namespace {
 
@@ -45,48 +48,13 @@ const std::string question = "What is shown in this image?";
 
 /// A scratch folder for this process, removed at exit.
 const fs::path& scratch() {
-  static const struct folder {
-    fs::path path;
-    folder()
-        : path(fs::temp_directory_path() / ("dynllava_program_test_" + std::to_string(getpid()))) {
-      fs::create_directories(path);
-    }
-    ~folder() {
-      std::error_code ec;
-      fs::remove_all(path, ec);
-    }
-  } f;
-  return f.path;
+  static const ll::test::scratch_folder f("dynllava_program_test");
+  return f.path();
 }
-
-std::string shell_quote(const std::string& s) {
-  std::string out = "'";
-  for (char c : s) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
-  return out + "'";
-}
-
-std::string read_text(const fs::path& file) {
-  std::ifstream in(file, std::ios::binary);
-  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
-}
-
-struct outcome {
-  int status = -1;
-  std::string out, err;
-};
 
 /// Runs the program with `args`; stdout and stderr are captured apart.
 outcome run_program(const std::vector<std::string>& args) {
-  const fs::path out_file = scratch() / "stdout.txt", err_file = scratch() / "stderr.txt";
-  std::string cmd = shell_quote(DYNLLAVA_LLAVA_PROGRAM);
-  for (const auto& a : args) cmd += " " + shell_quote(a);
-  cmd += " >" + shell_quote(out_file.string()) + " 2>" + shell_quote(err_file.string());
-  const int raw = std::system(cmd.c_str());
-  outcome o;
-  o.status = WIFEXITED(raw) ? WEXITSTATUS(raw) : 128 + WTERMSIG(raw);
-  o.out = read_text(out_file);
-  o.err = read_text(err_file);
-  return o;
+  return ll::test::run_process(DYNLLAVA_LLAVA_PROGRAM, args, scratch());
 }
 
 std::vector<std::string> ask(const std::string& mode, const std::string& kv, int tokens = 12) {
