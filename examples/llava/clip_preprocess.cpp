@@ -74,12 +74,14 @@ std::uint8_t clip8(int v) noexcept {
   return static_cast<std::uint8_t>(std::clamp(v >> precision_bits, 0, 255));
 }
 
-/// One output pixel from `count` inputs `stride` bytes apart.
+/// One output pixel from `count` inputs `stride` bytes apart plus `colour` weighted by
+/// `colour_weight` (the taps that read a uniform canvas).
 void convolve(const std::uint8_t* src, std::ptrdiff_t stride, const int* k, int count,
-              std::uint8_t* dst) noexcept {
-  int s0 = 1 << (precision_bits - 1);
-  int s1 = s0;
-  int s2 = s0;
+              std::array<std::uint8_t, 3> colour, int colour_weight, std::uint8_t* dst) noexcept {
+  const int half = 1 << (precision_bits - 1);
+  int s0 = half + colour[0] * colour_weight;
+  int s1 = half + colour[1] * colour_weight;
+  int s2 = half + colour[2] * colour_weight;
   for (int i = 0; i < count; ++i) {
     const std::uint8_t* p = src + i * stride;
     s0 += p[0] * k[i];
@@ -137,42 +139,41 @@ rgb_image resize_on_canvas(const rgb_image& image, int canvas_w, int canvas_h, i
     return row.data();
   };
 
-  // Horizontal pass over the rows the vertical pass reads: [rows, out_w, 3].
+  // Horizontal pass over the rows the vertical pass reads: [rows, out_w, 3]. A tap's sum splits
+  // exactly (integer arithmetic) into the image columns it reads and `colour` times the weights
+  // of the canvas columns outside the image, so each image row costs the image columns its taps
+  // read, never the canvas width: a thin image on a wide padded square stays linear in its size.
   int row0 = 0;
   int rows = canvas_h;
   int width = canvas_w;
   std::vector<std::uint8_t> tmp;
+  std::vector<std::uint8_t> colour_row;  // [width, 3]: what a canvas row of pure colour gives
   if (need_horizontal) {
     row0 = vert.first.front();
     rows = vert.first.back() + vert.count.back() - row0;
     width = out_w;
     const taps horiz = make_taps(canvas_w, out_w);
-    const auto resample_row = [&](const std::uint8_t* src, std::uint8_t* dst,
-                                  const std::uint8_t* plain) {
-      for (int xx = 0; xx < out_w; ++xx) {
-        const auto i = static_cast<std::size_t>(xx);
-        const int first = horiz.first[i];
-        // Taps that read only colour give what a row of pure colour gives (same inputs, same
-        // weights): copy it instead of recomputing.
-        if (plain != nullptr && (first + horiz.count[i] <= ox || first >= ox + image.width)) {
-          std::copy_n(plain + bytes_of(xx, 1), 3, dst + bytes_of(xx, 1));
-          continue;
-        }
-        convolve(src + bytes_of(first, 1), 3,
-                 &horiz.weights[i * static_cast<std::size_t>(horiz.ksize)], horiz.count[i],
-                 dst + bytes_of(xx, 1));
+    // Per output column: the image columns [lo, hi) its taps read and the colour's weight.
+    std::vector<int> lo(static_cast<std::size_t>(out_w));
+    std::vector<int> hi(static_cast<std::size_t>(out_w));
+    std::vector<int> colour_weight(static_cast<std::size_t>(out_w));
+    colour_row.resize(bytes_of(out_w, 1));
+    for (int xx = 0; xx < out_w; ++xx) {
+      const auto i = static_cast<std::size_t>(xx);
+      const int first = horiz.first[i];
+      const int* k = &horiz.weights[i * static_cast<std::size_t>(horiz.ksize)];
+      lo[i] = std::clamp(first, ox, ox + image.width);
+      hi[i] = std::clamp(first + horiz.count[i], ox, ox + image.width);
+      int all = 0;
+      int inside = 0;
+      for (int x = 0; x < horiz.count[i]; ++x) {
+        all += k[x];
+        if (first + x >= lo[i] && first + x < hi[i]) inside += k[x];
       }
-    };
-    // The result for a row of pure colour, once (every padding row, and the padding columns).
-    std::vector<std::uint8_t> colour_row;
-    const bool padded = padded_columns || canvas_h != image.height;
-    if (padded) {
-      std::vector<std::uint8_t> plain_in(bytes_of(canvas_w, 1));
-      for (int x = 0; x < canvas_w; ++x) {
-        std::copy(colour.begin(), colour.end(), &plain_in[bytes_of(x, 1)]);
+      colour_weight[i] = all - inside;
+      for (std::size_t c = 0; c < 3; ++c) {
+        colour_row[bytes_of(xx, 1) + c] = clip8((1 << (precision_bits - 1)) + colour[c] * all);
       }
-      colour_row.resize(bytes_of(out_w, 1));
-      resample_row(plain_in.data(), colour_row.data(), nullptr);
     }
     tmp.resize(bytes_of(out_w, rows));
     for (int y = 0; y < rows; ++y) {
@@ -180,11 +181,26 @@ rgb_image resize_on_canvas(const rgb_image& image, int canvas_w, int canvas_h, i
       std::uint8_t* dst = &tmp[bytes_of(out_w, y)];
       if (cy < oy || cy >= oy + image.height) {
         std::copy(colour_row.begin(), colour_row.end(), dst);
-      } else {
-        resample_row(canvas_row(cy), dst, padded_columns ? colour_row.data() : nullptr);
+        continue;
+      }
+      const std::uint8_t* src = image.at(0, cy - oy);
+      for (int xx = 0; xx < out_w; ++xx) {
+        const auto i = static_cast<std::size_t>(xx);
+        std::uint8_t* out = dst + bytes_of(xx, 1);
+        if (lo[i] >= hi[i]) {
+          std::copy_n(&colour_row[bytes_of(xx, 1)], 3, out);
+          continue;
+        }
+        const int* k =
+            &horiz.weights[i * static_cast<std::size_t>(horiz.ksize)] + (lo[i] - horiz.first[i]);
+        convolve(src + bytes_of(lo[i] - ox, 1), 3, k, hi[i] - lo[i], colour, colour_weight[i], out);
       }
     }
   } else {
+    colour_row.resize(bytes_of(canvas_w, 1));
+    for (int x = 0; x < canvas_w; ++x) {
+      std::copy(colour.begin(), colour.end(), &colour_row[bytes_of(x, 1)]);
+    }
     tmp.resize(bytes_of(canvas_w, canvas_h));
     for (int y = 0; y < canvas_h; ++y) {
       const std::uint8_t* src = canvas_row(y);
@@ -199,15 +215,29 @@ rgb_image resize_on_canvas(const rgb_image& image, int canvas_w, int canvas_h, i
     out.pixels = std::move(tmp);
     return out;
   }
+  // Vertical pass, split as the horizontal one: the image rows a tap reads, plus the padding
+  // rows' value (`colour_row`) times their weight.
   out.pixels.resize(bytes_of(out_w, out_h));
   const auto stride = static_cast<std::ptrdiff_t>(bytes_of(width, 1));
   for (int yy = 0; yy < out_h; ++yy) {
     const auto i = static_cast<std::size_t>(yy);
-    const std::uint8_t* src = &tmp[bytes_of(width, vert.first[i] - row0)];
+    const int first = vert.first[i];
     const int* k = &vert.weights[i * static_cast<std::size_t>(vert.ksize)];
+    const int lo = std::clamp(first, oy, oy + image.height);
+    const int hi = std::clamp(first + vert.count[i], oy, oy + image.height);
+    int all = 0;
+    int inside = 0;
+    for (int y = 0; y < vert.count[i]; ++y) {
+      all += k[y];
+      if (first + y >= lo && first + y < hi) inside += k[y];
+    }
+    const int count = std::max(hi - lo, 0);
+    const std::uint8_t* src = count > 0 ? &tmp[bytes_of(width, lo - row0)] : tmp.data();
+    const int* image_k = count > 0 ? k + (lo - first) : k;
     for (int xx = 0; xx < out_w; ++xx) {
-      convolve(src + bytes_of(xx, 1), stride, k, vert.count[i],
-               &out.pixels[bytes_of(out_w, yy) + bytes_of(xx, 1)]);
+      const std::uint8_t* plain = &colour_row[bytes_of(xx, 1)];
+      convolve(src + bytes_of(xx, 1), stride, image_k, count, {plain[0], plain[1], plain[2]},
+               all - inside, &out.pixels[bytes_of(out_w, yy) + bytes_of(xx, 1)]);
     }
   }
   return out;

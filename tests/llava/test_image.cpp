@@ -205,6 +205,8 @@ TEST_SUITE("cpu") {
                              {3, 5000},
                              {13, 900},
                              {901, 5},
+                             {8, 3000},
+                             {2500, 11},
                              {337, 336}}) {
       const auto [w, h] = size;
       CAPTURE(size.first);
@@ -216,6 +218,23 @@ TEST_SUITE("cpu") {
       const auto direct = ll::resize_bicubic(padded, 336, 336);
       CHECK(max_abs_diff(ll::clip_resize_crop(img, opt), direct) == 0);
     }
+  }
+
+  TEST_CASE("a thin image on a wide padded square costs its own pixels, not the square's") {
+    // 16 x 65536 pads to a 65536-wide square: resampling every canvas column of every image row
+    // would be 65536 x 336 taps of ~780 columns (hours); the image's columns alone take a blink.
+    std::mt19937 rng(11);
+    const auto tall = random_image(rng, 16, 65536);
+    ll::clip_preprocess_options opt;
+    const auto out = ll::clip_resize_crop(tall, opt);
+    CHECK(out.width == 336);
+    CHECK(out.height == 336);
+    // Its top and bottom rows are padding-only: the pad colour.
+    CHECK(out.at(0, 0)[0] == opt.pad_colour[0]);
+    CHECK(out.at(335, 335)[2] == opt.pad_colour[2]);
+    // The wide case: the image spans the canvas columns, padding rows above and below.
+    const auto wide = random_image(rng, 65536, 16);
+    CHECK(ll::clip_resize_crop(wide, opt).width == 336);
   }
 
   TEST_CASE("expand_to_square pastes at the floor of the centre on the pad colour") {
