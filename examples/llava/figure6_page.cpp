@@ -179,6 +179,7 @@ figcaption { font-size: 13px; margin-top: 4px; }
 .tok { border-radius: 2px; }
 .tok:hover { outline: 1px solid #36c; background: #eef3ff; }
 .tok.evicted { color: #a8a8a8; }
+.tok.unfed { text-decoration: underline dotted #888; }
 .legend { font-size: 13px; color: #555; margin-top: 6px; }
 table { border-collapse: collapse; font-size: 14px; }
 td { border: 1px solid #ccc; padding: 2px 8px; }
@@ -207,20 +208,31 @@ void append_answer(std::string& out, const std::vector<figure6_token>& answer) {
     return;
   }
   std::size_t cached = 0;
+  std::size_t fed = 0;
   out += "<p class=\"text answer\">";
   for (const figure6_token& t : answer) {
-    cached += t.in_cache ? 1 : 0;
-    const char* where = t.in_cache ? "in the KV cache" : "not in the KV cache";
-    const std::string title = t.margin ? fmt::format("gate margin {:+.3f}; {}", *t.margin, where)
-                                       : fmt::format("not gated; {}", where);
-    out += fmt::format("<span class=\"tok{}\" title=\"{}\">", t.in_cache ? "" : " evicted", title);
+    if (!t.fed_back) {
+      out +=
+          "<span class=\"tok unfed\" title=\"generation ended on it: never fed back, no KV "
+          "entry\">";
+    } else {
+      ++fed;
+      cached += t.in_cache ? 1 : 0;
+      const char* where = t.in_cache ? "in the KV cache" : "not in the KV cache";
+      const std::string title = t.margin ? fmt::format("gate margin {:+.3f}; {}", *t.margin, where)
+                                         : fmt::format("not gated; {}", where);
+      out +=
+          fmt::format("<span class=\"tok{}\" title=\"{}\">", t.in_cache ? "" : " evicted", title);
+    }
     append_escaped(out, t.text);
     out += "</span>";
   }
   out += fmt::format(
-      "</p>\n<p class=\"legend\">{} of {} generated tokens entered the KV cache; the others are "
-      "greyed. Hover a token for its output gate margin (logit0 - logit1).</p>\n",
-      cached, answer.size());
+      "</p>\n<p class=\"legend\">{} of the {} generated tokens fed back to the decoder entered "
+      "the KV cache; the others are greyed.{} Hover a token for its output gate margin (logit0 "
+      "- logit1).</p>\n",
+      cached, fed,
+      fed < answer.size() ? " Generation ended on the dotted one: it was never fed back." : "");
 }
 
 }  // namespace

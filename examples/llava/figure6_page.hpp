@@ -29,6 +29,9 @@ struct figure6_token {
   std::string text;             ///< its decoded text (UTF-8; may be empty for partial bytes)
   bool in_cache = true;         ///< its keys and values entered the KV cache
   std::optional<float> margin;  ///< the output gate's margin (logit0 - logit1), when gated
+  /// False for a token generation ended on (it was never fed back to the decoder, so it has
+  /// no keys or values and no cache decision; `in_cache` and `margin` are ignored).
+  bool fed_back = true;
 };
 
 /// Everything the page shows.

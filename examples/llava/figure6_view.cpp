@@ -42,6 +42,8 @@ figure6_page make_figure6_page(const loaded_model& m, const request& req,
     if (k < r.output_keep.size()) {
       t.in_cache = r.output_keep[k] != 0;
       if (!std::isnan(r.output_margin[k])) t.margin = r.output_margin[k];
+    } else {
+      t.fed_back = false;  // the token generation ended on
     }
     page.answer.push_back(std::move(t));
   }

@@ -81,7 +81,10 @@ TEST_CASE("figure6_html escapes the prompt, the tokens and the summary") {
 
 TEST_CASE("figure6_html greys the tokens left out of the cache and shows each gate margin") {
   ll::figure6_page page;
-  page.answer = {{"A", true, 1.25F}, {"B", false, -0.5F}, {"C", true, std::nullopt}};
+  page.answer = {{"A", true, 1.25F},
+                 {"B", false, -0.5F},
+                 {"C", true, std::nullopt},
+                 {"</s>", true, 2.0F, false}};
   const std::string html = ll::figure6_html(page);
   CHECK(html.find("<span class=\"tok\" title=\"gate margin +1.250; in the KV cache\">A</span>") !=
         std::string::npos);
@@ -91,7 +94,12 @@ TEST_CASE("figure6_html greys the tokens left out of the cache and shows each ga
         std::string::npos);
   CHECK(count(html, "class=\"tok evicted\"") == 1);
   CHECK(html.find(".tok.evicted { color: #a8a8a8; }") != std::string::npos);
-  CHECK(html.find("2 of 3 generated tokens entered the KV cache") != std::string::npos);
+  // The token generation ended on was never fed back: neither cached nor evicted.
+  CHECK(html.find("<span class=\"tok unfed\" title=\"generation ended on it: never fed back, no "
+                  "KV entry\">&lt;/s&gt;</span>") != std::string::npos);
+  CHECK(html.find("2 of the 3 generated tokens fed back to the decoder entered the KV cache") !=
+        std::string::npos);
+  CHECK(html.find("Generation ended on the dotted one") != std::string::npos);
 }
 
 TEST_CASE("figure6_html of an empty run is a complete page that says so") {
