@@ -86,19 +86,10 @@ int run(int argc, char** argv) {
       ->check(CLI::Range(0, 64))
       ->capture_default_str();
   app.add_flag("--json", o.json, "one JSON object on stdout instead of the table");
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::ParseError& e) {
-    if (e.get_exit_code() == 0) return app.exit(e);  // --help, --version
-    ll::print_error(program, e.what());
-    return 2;
-  }
+  if (const auto code = ll::parse_command_line(app, argc, argv, program)) return *code;
   std::vector<ll::eval_mode> modes;
-  try {
-    modes = parse_modes(o.modes);
-  } catch (const dynllava::error& e) {
-    ll::print_error(program, e.what());
-    return 2;
+  if (const auto code = ll::check_usage(program, [&] { modes = parse_modes(o.modes); })) {
+    return *code;
   }
   if (o.threads > 0) dynllava::nn::set_blas_threads(o.threads);
   const ll::loaded_model m = ll::load_model(o.model, std::nullopt);
@@ -108,13 +99,12 @@ int run(int argc, char** argv) {
   DYNLLAVA_EXPECTS(static_cast<dynllava::index_t>(grid) * grid == rows,
                    "--model: {} image rows do not form a square patch grid", rows);
   std::vector<ll::heldout_item> items;
-  try {
-    items = ll::read_heldout(file, o.limit, grid, m.folder.config.image_token_id,
-                             m.folder.model.vocab());
-    ll::check_prompts(m, items, file.string());
-  } catch (const dynllava::error& e) {
-    ll::print_error(program, e.what());
-    return 2;
+  if (const auto code = ll::check_usage(program, [&] {
+        items = ll::read_heldout(file, o.limit, grid, m.folder.config.image_token_id,
+                                 m.folder.model.vocab());
+        ll::check_prompts(m, items, file.string());
+      })) {
+    return *code;
   }
   std::vector<ll::mode_report> reports;
   for (const auto mode : modes) {

@@ -120,24 +120,17 @@ int run(int argc, char** argv) {
   ll::program_options o;
   std::string mode, kv_cache;
   ll::add_options(app, o, mode, kv_cache);
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::ParseError& e) {
-    if (e.get_exit_code() == 0) return app.exit(e);  // --help, --version
-    ll::print_error(program, e.what());
-    return 2;
-  }
+  if (const auto code = ll::parse_command_line(app, argc, argv, program)) return *code;
   std::vector<ll::batch_entry> entries;
-  try {
-    ll::finish_options(o, mode, kv_cache);
-    for (const auto& image : o.images) {
-      DYNLLAVA_EXPECTS(std::filesystem::is_regular_file(image), "--image: {} is not a file",
-                       dynllava::quote_untrusted(image.string()));
-    }
-    if (o.batch) entries = ll::read_batch_file(*o.batch, o.settings);
-  } catch (const dynllava::error& e) {
-    ll::print_error(program, e.what());
-    return 2;
+  if (const auto code = ll::check_usage(program, [&] {
+        ll::finish_options(o, mode, kv_cache);
+        for (const auto& image : o.images) {
+          DYNLLAVA_EXPECTS(std::filesystem::is_regular_file(image), "--image: {} is not a file",
+                           dynllava::quote_untrusted(image.string()));
+        }
+        if (o.batch) entries = ll::read_batch_file(*o.batch, o.settings);
+      })) {
+    return *code;
   }
   if (o.threads > 0) dynllava::nn::set_blas_threads(o.threads);
   const progress report;

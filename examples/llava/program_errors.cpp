@@ -1,6 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "program_errors.hpp"
 
+#include <dynllava/core/error.hpp>
+
+#include <CLI/CLI.hpp>
 #include <cstdio>
 #include <exception>
 #include <iostream>
@@ -33,6 +36,28 @@ int run_reporting_errors(std::string_view program, const std::function<int()>& b
   } catch (...) {  // printing itself failed
   }
   return 1;
+}
+
+std::optional<int> parse_command_line(CLI::App& app, int argc, char** argv,
+                                      std::string_view program) {
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    if (e.get_exit_code() == 0) return app.exit(e);  // --help, --version
+    print_error(program, e.what());
+    return 2;
+  }
+  return std::nullopt;
+}
+
+std::optional<int> check_usage(std::string_view program, const std::function<void()>& check) {
+  try {
+    check();
+  } catch (const dynllava::error& e) {
+    print_error(program, e.what());
+    return 2;
+  }
+  return std::nullopt;
 }
 
 }  // namespace dynllava::llava

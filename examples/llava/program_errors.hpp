@@ -5,7 +5,12 @@
 #pragma once
 
 #include <functional>
+#include <optional>
 #include <string_view>
+
+namespace CLI {
+class App;
+}  // namespace CLI
 
 namespace dynllava::llava {
 
@@ -17,5 +22,17 @@ void print_error(std::string_view program, std::string_view message);
 /// `print_error` (out of memory as "out of memory") and gives exit code 1.
 [[nodiscard]] int run_reporting_errors(std::string_view program,
                                        const std::function<int()>& body) noexcept;
+
+/// @brief Parses the command line into `app`'s options. Returns nothing to go on, or the exit
+/// code to end with: 0 after --help or --version (printed), 2 after a parse error (printed with
+/// `print_error`).
+[[nodiscard]] std::optional<int> parse_command_line(CLI::App& app, int argc, char** argv,
+                                                    std::string_view program);
+
+/// @brief Runs `check` (what validates the command line and the files it names): a
+/// dynllava::error it throws is printed with `print_error` and gives exit code 2; returns
+/// nothing when it passes.
+[[nodiscard]] std::optional<int> check_usage(std::string_view program,
+                                             const std::function<void()>& check);
 
 }  // namespace dynllava::llava
