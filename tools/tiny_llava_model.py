@@ -59,6 +59,17 @@ class ClipLayer(nn.Module):
         return x + self.mlp(self.layer_norm2(x))
 
 
+def sincos_2d(grid, d):
+    """[grid * grid + 1, d]: row 0 (the class token) zero, then row-major patches."""
+    q = d // 4
+    freq = 1.0 / (100.0 ** (torch.arange(q, dtype=torch.float32) / q))
+    y, x = torch.meshgrid(torch.arange(grid, dtype=torch.float32),
+                          torch.arange(grid, dtype=torch.float32), indexing="ij")
+    ay, ax = y.reshape(-1, 1) * freq, x.reshape(-1, 1) * freq
+    table = torch.cat([ay.sin(), ay.cos(), ax.sin(), ax.cos()], 1)
+    return torch.cat([torch.zeros(1, d), table], 0)
+
+
 class ClipEmbeddings(nn.Module):
     def __init__(self, d, patch, image):
         super().__init__()
@@ -66,6 +77,11 @@ class ClipEmbeddings(nn.Module):
         self.class_embedding = nn.Parameter(torch.randn(d) * 0.02)
         self.patch_embedding = nn.Conv2d(3, d, patch, patch, bias=False)
         self.position_embedding = nn.Embedding((image // patch) ** 2 + 1, d)
+        # A 2-D sine-cosine table (half the channels for the row, half for the column), scaled
+        # to the patch rows' size, in place of N(0, 1), which would drown the patch content after
+        # pre_layrnorm: attention can tell near from far from the first step.
+        with torch.no_grad():
+            self.position_embedding.weight.copy_(sincos_2d(image // patch, d) * 0.5)
 
     def forward(self, pixels):
         p = self.patch_embedding(pixels).flatten(2).transpose(1, 2)  # [B, 576, d]
@@ -317,6 +333,7 @@ class TinyLlava(nn.Module):
     def image_features(self, pixels):
         """pixels [B, 3, 336, 336] -> projected image rows [B, 576, H]."""
         f = self.model.vision_tower.vision_tower.vision_model(pixels, -2)
+        self.last_tower_rows = f  # [B, 576, C], read by the training's per-patch auxiliary loss
         return self.model.mm_projector(f)
 
     def embed(self, ids, image_start, pixels):
@@ -379,6 +396,7 @@ class TinyLlava(nn.Module):
             keys = torch.ones(b, t)
             keys = keys.scatter(1, idx, img_keep)
             info["image_keep"] = img_keep
+            info["image_logits"] = img_logits  # [B, 576, 2], read by the training's losses
             if out_mask is not None and out_mask.any():
                 out_logits = self.model.output_text_score_predictor(x)
                 out_keep = gumbel_keep(out_logits, tau, generator)

@@ -10,8 +10,12 @@ Needs PyTorch, transformers (only for the self-check against its CLIP / LLaMA), 
 safetensors, Pillow and numpy (PyPI). CPU only, deterministic from --seed (fixed thread count,
 torch.use_deterministic_algorithms).
 
-Data. 336x336 pictures, plain white background, 1 to 3 objects of distinct shapes (circle,
-square, triangle, cross) in 4 colours (red, green, blue, yellow), 72..104 px, not overlapping.
+Data. 336x336 pictures, plain slate background, 1 to 3 objects of distinct shapes (circle,
+square, triangle, cross) in 4 colours (red, green, blue, yellow), each filling a 2 x 2 block of
+the 14 px patch grid (24..28 px), blocks a patch apart: every object patch then holds a corner of
+its object's outline, which the tiny tower learns to tell apart in a minute (with larger objects
+the interior patches look alike for every shape, and a 2-layer tower trained for minutes could
+not learn shape at all).
 Questions with one-word answers: "How many shapes are there?" (1/2/3), "Is there a <shape>?"
 (yes/no), "What colour is the <shape>?" (a shape in the picture), "What shape is shown?" (one
 object only), and, in training only, "Describe the image." (the objects left to right, e.g.
@@ -27,17 +31,26 @@ pre-LayerNorm, quick_gelu, class token, features of layer -2 without the class t
 Dynamic-LLaVA image and output-text predictors at reduced width (`sparse_config` d_model 64).
 The tokenizer is a SentencePiece BPE model trained here on the data's text and the vicuna_v1
 system prompt with LLaMA's conventions (those of tools/tiny_tokenizer.py). Prompts are vicuna_v1
-with `<image>` expanded to 576 rows; training sequences hold 4 to 6 question-answer turns about
-one picture (LLaVA's multi-turn format), the loss is on the answers and their "</s>".
+with `<image>` expanded to 576 rows; a training sequence holds every question about one picture
+as question-answer turns in random order (LLaVA's multi-turn format), the loss is on the answers
+and their "</s>".
 
-Training (METHOD.md section 6). First dense (causal attention everywhere), then Dynamic-LLaVA:
+Training. First the vision tower alone, on per-patch labels (each patch's object colour or
+background, and its object's shape: linear heads on the tower's rows, dropped at export), so that
+the decoder starts from rows that already tell the objects apart; these per-patch losses stay on
+in the later phases. Then (METHOD.md section 6) dense (causal attention everywhere), then Dynamic-LLaVA:
 at the sparse layer (2) the image predictor decides per image row and the output-text predictor
 per answer token, by hard Gumbel-Softmax over log_softmax(logits) with straight-through
 gradients, temperature 0.1 ** (step / steps); layers >= 2 use MaskedSoftmax with the decisions
 as a key mask; loss = CE + 100 * [ mean_b (0.2 - mean(M_img_b))^2 + mean_b (t_b - mean(M_out_b))^2 ]
 where t_b = 0.5 when the sequence has at least `output_text_len_for_training` answer tokens (12
 here, 50 in the released configs: our answers are short) and the term is zero otherwise (the
-output mask is then all ones).
+output mask is then all ones). A short run adds one training-only term the released recipe does
+not have: the image predictor's keep margin (logit0 - logit1) against the object patches (binary
+cross-entropy, --predictor-aux-weight), because a few hundred steps of the language-model loss
+alone do not tell the predictor which rows matter (the rows before the sparse layer already carry
+the picture). Defaults: tower 250 steps of 12 pictures, dense 1000 and Dynamic-LLaVA 120 steps
+of 6 sequences, one torch thread.
 
 Evaluation (PyTorch, on the exported fp16 weights): an answer is exact when greedy decoding
 produces exactly the answer's tokens followed by "</s>" (checked teacher-forced: every argmax along
@@ -70,17 +83,18 @@ ROOT = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)),
 BOS, EOS = 1, 2
 IMAGE_ID = -200
 SIZE, PATCH, GRID = 336, 14, 24
-BACKGROUND = (255, 255, 255)
+BACKGROUND = (96, 112, 128)  # slate, so that the Figure-6 view's whitened patches show
 COLOURS = {"red": (220, 40, 40), "green": (40, 170, 60), "blue": (40, 80, 220),
            "yellow": (235, 200, 30)}
 SHAPES = ["circle", "square", "triangle", "cross"]
+OBJECT_PATCHES = 2  # an object spans 2 x 2 patches of the grid (see make_scene)
 TOWER_NAME = "tiny-clip-vit-patch14-336"
 
 TEXT = dict(hidden_size=128, num_hidden_layers=6, num_attention_heads=4, num_key_value_heads=4,
             intermediate_size=352, vocab_size=None, rms_norm_eps=1e-5,
             max_position_embeddings=1024, hidden_act="silu", bos_token_id=BOS, eos_token_id=EOS)
 VISION = dict(image_size=SIZE, patch_size=PATCH, num_channels=3, hidden_size=128,
-              num_hidden_layers=2, num_attention_heads=4, intermediate_size=512,
+              num_hidden_layers=3, num_attention_heads=4, intermediate_size=512,
               hidden_act="quick_gelu", layer_norm_eps=1e-5, projection_dim=128)
 SPARSE = dict(use_vision_predictor=True, vision_keep_rate=0.2, use_text_predictor=True,
               use_output_text_predictor=True, output_text_keep_rate=0.5,
@@ -95,21 +109,28 @@ SPARSE = dict(use_vision_predictor=True, vision_keep_rate=0.2, use_text_predicto
 
 def make_scene(rng):
     """Random scene: list of objects {shape, colour, box [x0, y0, x1, y1]} (pixels, inclusive
-    start, exclusive end), 1..3 objects of distinct shapes, not overlapping (8 px apart)."""
+    start, exclusive end), 1..3 objects of distinct shapes. Each object fills a block of
+    OBJECT_PATCHES x OBJECT_PATCHES patches of the 14 px grid (less a 0..2 px margin), blocks at
+    least one patch apart: every object patch holds a corner of its object's outline, which a
+    tower trained for minutes can tell apart (interior patches of larger objects look alike for
+    every shape)."""
     n = rng.randint(1, 3)
     shapes = rng.sample(SHAPES, n)
     objs = []
+    k = OBJECT_PATCHES
     for shape in shapes:
         for _ in range(1000):
-            s = rng.randint(72, 104)
-            x0, y0 = rng.randint(8, SIZE - 8 - s), rng.randint(8, SIZE - 8 - s)
-            box = [x0, y0, x0 + s, y0 + s]
-            if all(box[0] >= o["box"][2] + 8 or o["box"][0] >= box[2] + 8 or
-                   box[1] >= o["box"][3] + 8 or o["box"][1] >= box[3] + 8 for o in objs):
+            gx, gy = rng.randint(0, GRID - k), rng.randint(0, GRID - k)
+            cell = [gx, gy, gx + k, gy + k]
+            if all(cell[0] >= o["cell"][2] + 1 or o["cell"][0] >= cell[2] + 1 or
+                   cell[1] >= o["cell"][3] + 1 or o["cell"][1] >= cell[3] + 1 for o in objs):
                 break
         else:
             raise RuntimeError("could not place the objects")
-        objs.append({"shape": shape, "colour": rng.choice(list(COLOURS)), "box": box})
+        m = rng.randint(0, 2)
+        box = [gx * PATCH + m, gy * PATCH + m, (gx + k) * PATCH - m, (gy + k) * PATCH - m]
+        objs.append({"shape": shape, "colour": rng.choice(list(COLOURS)), "box": box,
+                     "cell": cell})
     return objs
 
 
@@ -130,16 +151,27 @@ def draw_shape(d, shape, box, fill):
         raise ValueError(shape)
 
 
-def render(objs):
-    """-> (PIL RGB 336x336, bool [24, 24] patches touching an object)."""
+def render(objs, labels=False):
+    """-> (PIL RGB 336x336, bool [24, 24] patches touching an object); with `labels`, also
+    int64 [576] colour classes and [576] shape classes of the patches (0 background, else 1 +
+    index into COLOURS / SHAPES of the object the patch touches)."""
     img = Image.new("RGB", (SIZE, SIZE), BACKGROUND)
     mask = Image.new("L", (SIZE, SIZE), 0)
     d, dm = ImageDraw.Draw(img), ImageDraw.Draw(mask)
-    for o in objs:
+    for i, o in enumerate(objs):
         draw_shape(d, o["shape"], o["box"], COLOURS[o["colour"]])
-        draw_shape(dm, o["shape"], o["box"], 255)
-    m = np.asarray(mask).reshape(GRID, PATCH, GRID, PATCH).max(axis=(1, 3)) > 0
-    return img, m
+        draw_shape(dm, o["shape"], o["box"], i + 1)
+    which = np.asarray(mask).reshape(GRID, PATCH, GRID, PATCH).max(axis=(1, 3))
+    m = which > 0
+    if not labels:
+        return img, m
+    col = np.zeros(GRID * GRID, np.int64)
+    shp = np.zeros(GRID * GRID, np.int64)
+    flat = which.reshape(-1)
+    for i, o in enumerate(objs):
+        col[flat == i + 1] = 1 + list(COLOURS).index(o["colour"])
+        shp[flat == i + 1] = 1 + SHAPES.index(o["shape"])
+    return img, m, torch.from_numpy(col), torch.from_numpy(shp)
 
 
 def pixel_values(img):
@@ -252,11 +284,11 @@ def expand(ids):
 
 
 def batch_of(seqs):
-    """seqs [(ids, labels, image_start, pixels)] -> right-padded tensors."""
+    """seqs [(ids, labels, image_start, pixels, ...)] -> right-padded tensors."""
     t = max(len(s[0]) for s in seqs)
     ids = torch.zeros(len(seqs), t, dtype=torch.long)
     lab = torch.zeros(len(seqs), t, dtype=torch.bool)
-    for b, (i, l, _, _) in enumerate(seqs):
+    for b, (i, l) in enumerate(s[:2] for s in seqs):
         ids[b, :len(i)] = torch.tensor(i)
         lab[b, :len(l)] = torch.tensor(l)
     starts = torch.tensor([s[2] for s in seqs])
@@ -267,14 +299,15 @@ def batch_of(seqs):
 def train_example(enc, seed, index):
     rng = random.Random(f"train-{seed}-{index}")
     objs = make_scene(rng)
-    img, _ = render(objs)
+    img, _, col, shp = render(objs, labels=True)
     qs = questions(objs, rng, train=True)
-    k = rng.randint(min(4, len(qs)), min(6, len(qs)))
-    turns = [(q, a) for _, q, a in rng.sample(qs, k)]
+    # Every question about the picture, in random order: the text rows are cheap next to the
+    # 576 image rows, so each picture carries as much supervision as it can.
+    turns = [(q, a) for _, q, a in rng.sample(qs, len(qs))]
     ids, labels = enc.conversation(turns)
     ids, start = expand(ids)
     labels = labels[:start] + [False] * IMAGE_ROWS + labels[start + 1:]
-    return ids, labels, start, pixel_values(img)
+    return ids, labels, start, pixel_values(img), col, shp
 
 
 # ------------------------------------------------------------------------------------------
@@ -449,18 +482,68 @@ def lr_at(step, steps, base, warmup=50):
     return base * (0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * p)))
 
 
-def run_phase(model, enc, args, phase, steps, eval_items, log, offset):
-    """Trains `steps` steps of `phase` ("dense" or "dynamic"); returns seconds spent."""
+def patch_loss(colour_logits, shape_logits, col, shp):
+    """The per-patch auxiliary loss: colour class (background included) over every patch, shape
+    class over the object patches only (averaged over them, so that the few object patches are
+    not drowned by the background ones)."""
+    obj = shp > 0
+    return (F.cross_entropy(colour_logits.flatten(0, 1), col.flatten())
+            + F.cross_entropy(shape_logits[obj], shp[obj]))
+
+
+def run_tower_phase(model, aux, args, steps, log):
+    """Pre-trains the vision tower alone on the per-patch colour and shape classes (the `aux`
+    heads, never exported) of pictures from the training stream: a picture costs a quarter of a
+    training sequence, and the decoder then starts from rows that already tell the objects
+    apart. Returns seconds spent."""
+    tower = model.model.vision_tower.vision_tower.vision_model
+    params = list(tower.parameters()) + list(aux.parameters())
+    opt = torch.optim.AdamW(params, lr=args.lr_tower, betas=(0.9, 0.98), weight_decay=0.0)
+    t0 = time.time()
+    for step in range(steps):
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step, steps, args.lr_tower)
+        px, col, shp = [], [], []
+        for b in range(args.tower_batch):
+            rng = random.Random(f"tower-{args.seed}-{step * args.tower_batch + b}")
+            img, _, c, s = render(make_scene(rng), labels=True)
+            px.append(pixel_values(img))
+            col.append(c)
+            shp.append(s)
+        px, col, shp = torch.stack(px), torch.stack(col), torch.stack(shp)
+        tower.train()
+        rows = tower(px, -2)
+        lc, ls = aux["colour"](rows), aux["shape"](rows)
+        loss = patch_loss(lc, ls, col, shp)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        if step % 25 == 0 or step == steps - 1:
+            obj = col > 0
+            acc_c = (lc.argmax(-1) == col)[obj].float().mean().item()
+            acc_s = (ls.argmax(-1) == shp)[obj].float().mean().item()
+            log(f"tower step {step}/{steps} aux {loss.item():.4f} object patches: colour "
+                f"{acc_c:.3f} shape {acc_s:.3f} lr {opt.param_groups[0]['lr']:.2e} "
+                f"{time.time() - t0:.0f}s")
+    return time.time() - t0
+
+
+def run_phase(model, aux, enc, args, phase, steps, eval_items, log, offset):
+    """Trains `steps` steps of `phase` ("dense" or "dynamic"); returns seconds spent. `aux`:
+    the training-only per-patch heads (colour and shape class of each patch from the tower's
+    rows, never exported), weighted by args.aux_weight: they teach the tower to see the objects
+    long before the answers alone would."""
     pred_params = [p for n, p in model.named_parameters() if "score_predictor" in n]
     other = [p for n, p in model.named_parameters() if "score_predictor" not in n]
     if phase == "dense":
         for p in pred_params:
             p.requires_grad_(False)
-        groups = [{"params": other, "base": args.lr}]
+        groups = [{"params": other + list(aux.parameters()), "base": args.lr}]
     else:
         for p in pred_params:
             p.requires_grad_(True)
-        groups = [{"params": other, "base": args.lr_dynamic},
+        groups = [{"params": other + list(aux.parameters()), "base": args.lr_dynamic},
                   {"params": pred_params, "base": args.lr_predictor}]
     opt = torch.optim.AdamW(groups, lr=args.lr, betas=(0.9, 0.98), weight_decay=0.0)
     gen = torch.Generator().manual_seed(args.seed + (1 if phase == "dynamic" else 0))
@@ -472,6 +555,8 @@ def run_phase(model, enc, args, phase, steps, eval_items, log, offset):
         seqs = [train_example(enc, args.seed, offset + step * args.batch + b)
                 for b in range(args.batch)]
         ids, lab, starts, px = batch_of(seqs)
+        col = torch.stack([s[4] for s in seqs])
+        shp = torch.stack([s[5] for s in seqs])
         model.train()
         if phase == "dense":
             logits, info = model(ids, starts, px, mode="dense")
@@ -494,7 +579,16 @@ def run_phase(model, enc, args, phase, steps, eval_items, log, offset):
         # next-token loss on the answer tokens
         tgt = lab[:, 1:]
         ce = F.cross_entropy(logits[:, :-1][tgt], ids[:, 1:][tgt])
-        loss = ce + budget
+        rows = model.last_tower_rows
+        aux_loss = patch_loss(aux["colour"](rows), aux["shape"](rows), col, shp)
+        loss = ce + budget + args.aux_weight * aux_loss
+        if phase == "dynamic" and args.predictor_aux_weight > 0:
+            # Training-only guidance for the short run: the image predictor's keep margin
+            # against the patches that touch an object.
+            lg = info["image_logits"]
+            pred_aux = F.binary_cross_entropy_with_logits(
+                (lg[..., 0] - lg[..., 1]).float(), (col > 0).float())
+            loss = loss + args.predictor_aux_weight * pred_aux
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_([p for g in groups for p in g["params"]], 1.0)
@@ -505,7 +599,7 @@ def run_phase(model, enc, args, phase, steps, eval_items, log, offset):
                 extra = f" budget {budget.item():.4f} img_keep {info['image_keep'].mean().item():.3f}"
                 if "out_keep" in info:
                     extra += f" out_keep {(info['out_keep'] * out_mask).sum().item() / max(1, out_mask.sum().item()):.3f}"
-            log(f"{phase} step {step}/{steps} ce {ce.item():.4f}{extra} "
+            log(f"{phase} step {step}/{steps} ce {ce.item():.4f} aux {aux_loss.item():.4f}{extra} "
                 f"lr {opt.param_groups[0]['lr']:.2e} {time.time() - t0:.0f}s")
         if args.eval_every and (step + 1) % args.eval_every == 0 and step + 1 < steps:
             mode = "dense" if phase == "dense" else "dynamic"
@@ -562,15 +656,24 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default=os.path.join(ROOT, "models", "tiny-dynamic-llava"))
     ap.add_argument("--seed", type=int, default=20261201)
-    ap.add_argument("--dense-steps", type=int, default=640)
-    ap.add_argument("--dynamic-steps", type=int, default=50)
+    ap.add_argument("--dense-steps", type=int, default=1000)
+    ap.add_argument("--dynamic-steps", type=int, default=120)
     ap.add_argument("--batch", type=int, default=6)
-    ap.add_argument("--lr", type=float, default=3e-3)
+    ap.add_argument("--lr", type=float, default=1.5e-3)
     ap.add_argument("--lr-dynamic", type=float, default=3e-4)
     ap.add_argument("--lr-predictor", type=float, default=2e-3)
+    ap.add_argument("--aux-weight", type=float, default=1.0,
+                    help="weight of the per-patch colour/shape loss on the tower rows")
+    ap.add_argument("--tower-layers", type=int, default=VISION["num_hidden_layers"],
+                    help="CLIP layers (layer -2 is read, so one fewer runs)")
+    ap.add_argument("--tower-steps", type=int, default=250)
+    ap.add_argument("--tower-batch", type=int, default=12)
+    ap.add_argument("--lr-tower", type=float, default=2e-3)
+    ap.add_argument("--predictor-aux-weight", type=float, default=1.0,
+                    help="weight of the image predictor's object-patch loss (dynamic phase)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--heldout-images", type=int, default=134)
-    ap.add_argument("--eval-every", type=int, default=80)
+    ap.add_argument("--eval-every", type=int, default=100)
     ap.add_argument("--eval-subset", type=int, default=48)
     ap.add_argument("--from-dense", help="skip the dense phase: load this state (.pt)")
     ap.add_argument("--reference-only", action="store_true",
@@ -580,6 +683,7 @@ def main():
     ap.add_argument("--samples", type=int, default=4, help="sample pictures written to <out>")
     args = ap.parse_args()
 
+    VISION["num_hidden_layers"] = args.tower_layers
     torch.set_num_threads(args.threads)
     torch.use_deterministic_algorithms(True)
     torch.manual_seed(args.seed)
@@ -637,15 +741,23 @@ def main():
     log(f"check vs transformers: CLIP layer -2 max diff {d_clip:.2e}, LLaMA logits {d_llm:.2e}")
     assert d_clip < 1e-4 and d_llm < 1e-4
 
+    c = VISION["hidden_size"]
+    aux = torch.nn.ModuleDict({"colour": torch.nn.Linear(c, 1 + len(COLOURS)),
+                               "shape": torch.nn.Linear(c, 1 + len(SHAPES))})
+    t_tower = 0.0
     if args.from_dense:
         model.load_state_dict(torch.load(args.from_dense))
         t_dense = 0.0
         log(f"dense phase skipped: loaded {args.from_dense}")
     else:
-        t_dense = run_phase(model, enc, args, "dense", args.dense_steps, eval_sub, log, 0)
+        t_tower = run_tower_phase(model, aux, args, args.tower_steps, log)
+        log(f"tower phase: {args.tower_steps} steps x {args.tower_batch} pictures in "
+            f"{t_tower:.0f}s")
+        torch.save(model.state_dict(), os.path.join(args.out, ".tower-state.pt"))
+        t_dense = run_phase(model, aux, enc, args, "dense", args.dense_steps, eval_sub, log, 0)
         torch.save(model.state_dict(), os.path.join(args.out, ".dense-state.pt"))
     log(f"dense phase: {args.dense_steps} steps x {args.batch} in {t_dense:.0f}s")
-    t_dyn = run_phase(model, enc, args, "dynamic", args.dynamic_steps, eval_sub, log,
+    t_dyn = run_phase(model, aux, enc, args, "dynamic", args.dynamic_steps, eval_sub, log,
                       10**8)
     log(f"dynamic phase: {args.dynamic_steps} steps x {args.batch} in {t_dyn:.0f}s")
 
@@ -664,7 +776,8 @@ def main():
         "seed": args.seed, "threads": args.threads, "torch": torch.__version__,
         "train_sequences": (args.dense_steps + args.dynamic_steps) * args.batch,
         "dense_steps": args.dense_steps, "dynamic_steps": args.dynamic_steps,
-        "batch": args.batch, "train_seconds": {"dense": round(t_dense), "dynamic": round(t_dyn),
+        "batch": args.batch, "tower_steps": args.tower_steps, "tower_batch": args.tower_batch,
+        "train_seconds": {"tower": round(t_tower), "dense": round(t_dense), "dynamic": round(t_dyn),
                                                "total_script": round(time.time() - t_start)},
         "heldout_questions": len(items), "heldout_images": args.heldout_images,
         "parameters": n_params, "eval_pytorch_fp16_weights": res,
