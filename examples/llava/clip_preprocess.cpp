@@ -74,6 +74,29 @@ std::uint8_t clip8(int v) noexcept {
   return static_cast<std::uint8_t>(std::clamp(v >> precision_bits, 0, 255));
 }
 
+/// Output `i`'s taps restricted to the inputs `[begin, end)` (the image on its canvas): the
+/// inputs `[lo, lo + count)` they read there, their weights from `k`, and `outside`, the weight
+/// sum of the taps that fall on the canvas around it.
+struct split_tap {
+  int lo = 0;
+  int count = 0;
+  const int* k = nullptr;
+  int outside = 0;
+};
+
+split_tap split(const taps& t, std::size_t i, int begin, int end) noexcept {
+  const int first = t.first[i];
+  const int* k = &t.weights[i * static_cast<std::size_t>(t.ksize)];
+  const int lo = std::clamp(first, begin, end);
+  const int hi = std::clamp(first + t.count[i], begin, end);
+  int outside = 0;
+  for (int x = 0; x < t.count[i]; ++x) {
+    if (first + x < lo || first + x >= hi) outside += k[x];
+  }
+  const int count = std::max(hi - lo, 0);
+  return {lo, count, count > 0 ? k + (lo - first) : k, outside};
+}
+
 /// One output pixel from `count` inputs `stride` bytes apart plus `colour` weighted by
 /// `colour_weight` (the taps that read a uniform canvas).
 void convolve(const std::uint8_t* src, std::ptrdiff_t stride, const int* k, int count,
@@ -153,24 +176,14 @@ rgb_image resize_on_canvas(const rgb_image& image, int canvas_w, int canvas_h, i
     rows = vert.first.back() + vert.count.back() - row0;
     width = out_w;
     const taps horiz = make_taps(canvas_w, out_w);
-    // Per output column: the image columns [lo, hi) its taps read and the colour's weight.
-    std::vector<int> lo(static_cast<std::size_t>(out_w));
-    std::vector<int> hi(static_cast<std::size_t>(out_w));
-    std::vector<int> colour_weight(static_cast<std::size_t>(out_w));
+    // Per output column: its taps split at the image's columns, and what pure colour gives.
+    std::vector<split_tap> columns(static_cast<std::size_t>(out_w));
     colour_row.resize(bytes_of(out_w, 1));
     for (int xx = 0; xx < out_w; ++xx) {
       const auto i = static_cast<std::size_t>(xx);
-      const int first = horiz.first[i];
-      const int* k = &horiz.weights[i * static_cast<std::size_t>(horiz.ksize)];
-      lo[i] = std::clamp(first, ox, ox + image.width);
-      hi[i] = std::clamp(first + horiz.count[i], ox, ox + image.width);
-      int all = 0;
-      int inside = 0;
-      for (int x = 0; x < horiz.count[i]; ++x) {
-        all += k[x];
-        if (first + x >= lo[i] && first + x < hi[i]) inside += k[x];
-      }
-      colour_weight[i] = all - inside;
+      columns[i] = split(horiz, i, ox, ox + image.width);
+      int all = columns[i].outside;
+      for (int x = 0; x < columns[i].count; ++x) all += columns[i].k[x];
       for (std::size_t c = 0; c < 3; ++c) {
         colour_row[bytes_of(xx, 1) + c] = clip8((1 << (precision_bits - 1)) + colour[c] * all);
       }
@@ -185,15 +198,13 @@ rgb_image resize_on_canvas(const rgb_image& image, int canvas_w, int canvas_h, i
       }
       const std::uint8_t* src = image.at(0, cy - oy);
       for (int xx = 0; xx < out_w; ++xx) {
-        const auto i = static_cast<std::size_t>(xx);
+        const split_tap& t = columns[static_cast<std::size_t>(xx)];
         std::uint8_t* out = dst + bytes_of(xx, 1);
-        if (lo[i] >= hi[i]) {
+        if (t.count == 0) {
           std::copy_n(&colour_row[bytes_of(xx, 1)], 3, out);
           continue;
         }
-        const int* k =
-            &horiz.weights[i * static_cast<std::size_t>(horiz.ksize)] + (lo[i] - horiz.first[i]);
-        convolve(src + bytes_of(lo[i] - ox, 1), 3, k, hi[i] - lo[i], colour, colour_weight[i], out);
+        convolve(src + bytes_of(t.lo - ox, 1), 3, t.k, t.count, colour, t.outside, out);
       }
     }
   } else {
@@ -221,23 +232,12 @@ rgb_image resize_on_canvas(const rgb_image& image, int canvas_w, int canvas_h, i
   const auto stride = static_cast<std::ptrdiff_t>(bytes_of(width, 1));
   for (int yy = 0; yy < out_h; ++yy) {
     const auto i = static_cast<std::size_t>(yy);
-    const int first = vert.first[i];
-    const int* k = &vert.weights[i * static_cast<std::size_t>(vert.ksize)];
-    const int lo = std::clamp(first, oy, oy + image.height);
-    const int hi = std::clamp(first + vert.count[i], oy, oy + image.height);
-    int all = 0;
-    int inside = 0;
-    for (int y = 0; y < vert.count[i]; ++y) {
-      all += k[y];
-      if (first + y >= lo && first + y < hi) inside += k[y];
-    }
-    const int count = std::max(hi - lo, 0);
-    const std::uint8_t* src = count > 0 ? &tmp[bytes_of(width, lo - row0)] : tmp.data();
-    const int* image_k = count > 0 ? k + (lo - first) : k;
+    const split_tap t = split(vert, i, oy, oy + image.height);
+    const std::uint8_t* src = t.count > 0 ? &tmp[bytes_of(width, t.lo - row0)] : tmp.data();
     for (int xx = 0; xx < out_w; ++xx) {
       const std::uint8_t* plain = &colour_row[bytes_of(xx, 1)];
-      convolve(src + bytes_of(xx, 1), stride, image_k, count, {plain[0], plain[1], plain[2]},
-               all - inside, &out.pixels[bytes_of(out_w, yy) + bytes_of(xx, 1)]);
+      convolve(src + bytes_of(xx, 1), stride, t.k, t.count, {plain[0], plain[1], plain[2]},
+               t.outside, &out.pixels[bytes_of(out_w, yy) + bytes_of(xx, 1)]);
     }
   }
   return out;
