@@ -5,8 +5,10 @@
   torch_index_select/{batch}/{hidden}   peer of bm_dynllava_cuda_gather: gather the kept rows of
                                         a pruned LLaVA batch (35 + 115 + 40 of 35 + 576 + 40 rows
                                         per sequence), fp16
-  torch_topk_sort/{batch}/{n}           peer of the (upcoming) CUDA top-k: torch.topk(k=floor(0.2 n))
-                                        then torch.sort of the kept positions, fp32 scores
+  torch_topk_sort/{batch}/{n}/{k115}/{fp16}
+                                        peer of bm_dynllava_cuda_topk: torch.topk (k = floor(0.2 n),
+                                        or 115) then torch.sort of the kept positions; fp32 or fp16
+                                        scores uniform in [-3, 3); batch * n <= 2^26
 
 CUDA events around each call, L2 flushed before each call, median of repetitions. Writes Google
 Benchmark's JSON layout so that scripts/gpu_kit/report.py reads both. Exit 77: no CUDA device.
@@ -70,12 +72,19 @@ def main():
             record(f"torch_index_select/{batch}/{hidden}", us, 2 * out.numel() * 2,
                    batch=batch, hidden=hidden)
 
-    for batch in (1, 8, 64):
-        for n in (576, 4096):
-            scores = torch.randn(batch, n, device=dev)
-            k = int(n * 0.2)
-            us = timed(lambda: torch.sort(torch.topk(scores, k, dim=1, sorted=False).indices, dim=1))
-            record(f"torch_topk_sort/{batch}/{n}", us, scores.numel() * 4, batch=batch, n=n)
+    for n in (576, 2048, 4096, 32768, 1 << 20, 1 << 24):
+        for batch in (1, 8, 64, 256):
+            if batch * n > 1 << 26:
+                continue
+            base = torch.rand(batch, n, device=dev) * 6 - 3  # as bench_topk.cu: uniform [-3, 3)
+            for half in (0, 1):
+                scores = base.half() if half else base
+                for k115 in (0, 1):
+                    k = 115 if k115 else n // 5
+                    us = timed(lambda: torch.sort(
+                        torch.topk(scores, k, dim=1, sorted=False).indices, dim=1))
+                    record(f"torch_topk_sort/{batch}/{n}/{k115}/{half}", us,
+                           scores.numel() * scores.element_size(), batch=batch, n=n, k=k)
 
     doc = dict(context=dict(date=time.strftime("%Y-%m-%dT%H:%M:%S%z"), host_name=platform.node(),
                             executable="bench/torch/peers.py", torch=torch.__version__,

@@ -14,6 +14,12 @@
 #include <dynllava/core/cuda/kernel_validate.cuh>
 #include <dynllava/core/cuda/stream_workspace.cuh>
 #include <dynllava/dynllava.hpp>
+#include <dynllava/select/cuda/device_gate.cuh>
+#include <dynllava/select/cuda/device_score.cuh>
+#include <dynllava/select/cuda/device_topk.cuh>
+#include <dynllava/select/cuda/kernel_gate.cuh>
+#include <dynllava/select/cuda/kernel_topk.cuh>
+#include <dynllava/select/cuda/selectors.cuh>
 #include <dynllava/train/cuda/device_attention_mask.cuh>
 #include <dynllava/train/cuda/device_budget_loss.cuh>
 #include <dynllava/train/cuda/device_gumbel.cuh>

@@ -62,6 +62,8 @@
 #include <dynllava/score/random_scorer.hpp>
 #include <dynllava/select/concepts.hpp>
 #include <dynllava/select/gate.hpp>
+#include <dynllava/select/radix_select.hpp>
+#include <dynllava/select/radix_steps.hpp>
 #include <dynllava/select/topk.hpp>
 #include <dynllava/select/topk_types.hpp>
 #include <dynllava/train/attention_layout.hpp>

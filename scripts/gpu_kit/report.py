@@ -8,8 +8,8 @@
 
 Reads Google Benchmark JSON (and the PyTorch peers' JSON, which uses the same layout). Each
 dynllava benchmark is paired with the baselines of its group that have the same arguments;
-"ratio" = baseline time / dynllava time (above 1: dynllava is faster). Aggregates use the median
-when present. One PNG per group (time against arguments, log scale).
+"ratio" = baseline time / dynllava time (above 1: dynllava is faster); a baseline without
+arguments (an empty launch) pairs with every row. Aggregates use the median when present. One PNG per group (time against arguments, log scale).
 """
 import argparse
 import json
@@ -22,8 +22,11 @@ from collections import OrderedDict
 GROUPS = OrderedDict([
     ("bm_dynllava_cuda_gather", ("CUDA gather of the kept rows (fp16)", ["batch", "hidden"],
                                  ["bm_baseline_memcpy", "torch_index_select"])),
-    ("bm_dynllava_cuda_topk", ("CUDA budgeted top-k (ratio 0.2)", ["batch", "n"],
-                               ["torch_topk_sort"])),
+    ("bm_dynllava_cuda_topk", ("CUDA budgeted top-k (k115: 0 = k of 20% n, 1 = k 115)",
+                               ["batch", "n", "k115", "fp16"],
+                               ["bm_baseline_empty_launch", "bm_baseline_copy_scores",
+                                "bm_cub_segmented_sort_topk", "bm_thrust_sort",
+                                "torch_topk_sort"])),
     ("bm_dynllava_cpu_topk", ("CPU budgeted top-k (ratio 0.2)", ["batch", "n"],
                               ["bm_baseline_partial_sort"])),
 ])
@@ -77,8 +80,9 @@ def tables(times):
         for args in sorted(times[subject]):
             t = times[subject][args]
             row = [" x ".join(map(str, args)), fmt_time(t)]
-            row += [fmt_time(times[b][args]) if args in times[b] else "-" for b in present]
-            row += [f"{times[b][args] / t:.2f}x" if args in times[b] else "-" for b in present]
+            base = [times[b].get(args, times[b].get(())) for b in present]
+            row += [fmt_time(v) if v is not None else "-" for v in base]
+            row += [f"{v / t:.2f}x" if v is not None else "-" for v in base]
             out.append("| " + " | ".join(row) + " |")
         out.append("")
         groups.append((subject, title, argnames, present))
@@ -97,7 +101,7 @@ def plot(times, groups, plot_dir, title_tag, file_tag):
         names = [subject] + present
         width = 0.8 / len(names)
         for i, name in enumerate(names):
-            ys = [times[name].get(k, float("nan")) for k in keys]
+            ys = [times[name].get(k, times[name].get((), float("nan"))) for k in keys]
             ax.bar([x + i * width for x in range(len(keys))], ys, width, label=name)
         ax.set_xticks([x + 0.4 - width / 2 for x in range(len(keys))])
         ax.set_xticklabels([" x ".join(map(str, k)) for k in keys], rotation=30, ha="right")

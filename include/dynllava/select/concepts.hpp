@@ -21,17 +21,24 @@
 
 namespace dynllava {
 
+/// What a device `token_selector` returns: its count is in device memory, not known on the host.
+inline constexpr index_t kept_count_on_device = -1;
+
 /// @brief A token selector turns a ragged batch of per-token inputs into kept positions.
 ///
 /// Requirements, for `const S& s`, a tag `tag` of type `Tag`, an input `in` of type `Input` (a
 /// view in `execution_space_t<Tag>`), and `indptr` (`span_for<Tag, index_t>`, `[batch + 1]`) and
 /// `positions` (`span_for<Tag, index_t>`, one entry per input token):
-///   1. `s.select(tag, in, indptr, positions)` returns the number of kept tokens as `index_t`;
+///   1. `s.select(tag, in, indptr, positions)` returns `index_t`: the number of kept tokens when
+///      the host knows it without waiting (host tag), else `kept_count_on_device` (a device tag:
+///      the count is `indptr[batch]` in device memory, valid once the stream gets there);
 ///   2. it writes kept positions per sequence in CSR form, local to each sequence and strictly
 ///      ascending; one output slot per input token is always enough;
-///   3. the decision is a pure function of `s` and `in` (deterministic, no hidden state);
-///   4. invalid input throws `dynllava::error` (host tag) and writes nothing the caller may rely
-///   on.
+///   3. the decision is a pure function of `s` and `in` (deterministic, no hidden state), and
+///      the host and device models of one rule decide identically;
+///   4. invalid arguments throw `dynllava::error` and write nothing the caller may rely on;
+///      a device model that finds its input invalid on the device writes an all-zero `indptr`
+///      and reports it through a device flag instead.
 template <class S, class Tag, class Input>
 concept token_selector = execution_tag<Tag> &&
     requires(const S& s, Tag tag, const Input& in, span_for<Tag, index_t> indptr,

@@ -16,6 +16,7 @@
 #include <dynllava/core/config.hpp>
 #include <dynllava/core/span.hpp>
 #include <dynllava/core/tie_break.hpp>
+#include <dynllava/select/radix_steps.hpp>
 
 #include <algorithm>
 #include <array>
@@ -38,7 +39,7 @@ struct radix_select_scratch {
 namespace detail {
 
 /// Digit width of the radix select: one byte, 256 bins, 4 passes at most over 32-bit keys.
-inline constexpr int radix_bits = 8;
+inline constexpr int radix_bits = radix_digit_bits;  // shared with the CUDA twin
 inline constexpr std::size_t radix_bins = std::size_t{1} << radix_bits;
 
 /// @brief Finds the bin holding the `rank`-th largest key (1-based) of a histogram.
