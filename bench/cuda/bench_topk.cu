@@ -148,7 +148,8 @@ void bm_dynllava_cuda_topk(benchmark::State& state) {
   }
   std::size_t bytes = 0;
   const auto run = [&](void* temp) {
-    return s.half ? run_dynllava<__half>(in, s, temp, bytes) : run_dynllava<float>(in, s, temp, bytes);
+    return s.half ? run_dynllava<__half>(in, s, temp, bytes)
+                  : run_dynllava<float>(in, s, temp, bytes);
   };
   (void)run(nullptr);
   device_memory temp(bytes);
@@ -263,14 +264,12 @@ void bm_cub_segmented_sort_topk(benchmark::State& state) {
   for (auto _ : state) {
     if (!timing.time(state, [&] {
           if (s.half) {
-            score_keys_and_positions<<<1024, 256>>>(static_cast<const __half*>(in.scores.ptr),
-                                                    items, s.n,
-                                                    static_cast<std::uint32_t*>(keys.ptr),
-                                                    static_cast<index_t*>(pos.ptr));
+            score_keys_and_positions<<<1024, 256>>>(
+                static_cast<const __half*>(in.scores.ptr), items, s.n,
+                static_cast<std::uint32_t*>(keys.ptr), static_cast<index_t*>(pos.ptr));
           } else {
-            score_keys_and_positions<<<1024, 256>>>(static_cast<const float*>(in.scores.ptr),
-                                                    items, s.n,
-                                                    static_cast<std::uint32_t*>(keys.ptr),
+            score_keys_and_positions<<<1024, 256>>>(static_cast<const float*>(in.scores.ptr), items,
+                                                    s.n, static_cast<std::uint32_t*>(keys.ptr),
                                                     static_cast<index_t*>(pos.ptr));
           }
           std::size_t b1 = temp_bytes;

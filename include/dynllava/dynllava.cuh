@@ -14,6 +14,9 @@
 #include <dynllava/core/cuda/kernel_validate.cuh>
 #include <dynllava/core/cuda/stream_workspace.cuh>
 #include <dynllava/dynllava.hpp>
+#include <dynllava/kvcache/cuda/device_h2o.cuh>
+#include <dynllava/kvcache/cuda/device_kv_cache.cuh>
+#include <dynllava/kvcache/cuda/kernel_kv_cache.cuh>
 #include <dynllava/select/cuda/device_gate.cuh>
 #include <dynllava/select/cuda/device_score.cuh>
 #include <dynllava/select/cuda/device_topk.cuh>

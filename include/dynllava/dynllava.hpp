@@ -34,6 +34,7 @@
 #include <dynllava/kvcache/contiguous_kv_cache.hpp>
 #include <dynllava/kvcache/gated_append.hpp>
 #include <dynllava/kvcache/kv_policy.hpp>
+#include <dynllava/kvcache/kv_steps.hpp>
 #include <dynllava/kvcache/kv_storage.hpp>
 #include <dynllava/kvcache/page_pool.hpp>
 #include <dynllava/kvcache/paged_kv_cache.hpp>

@@ -27,6 +27,9 @@ GROUPS = OrderedDict([
                                ["bm_baseline_empty_launch", "bm_baseline_copy_scores",
                                 "bm_cub_segmented_sort_topk", "bm_thrust_sort",
                                 "torch_topk_sort"])),
+    ("bm_dynllava_cuda_gated_append", ("CUDA gated append of one decode step (fp16, width 4096, "
+                                       "half the tokens admitted)", ["batch", "paged"],
+                                       ["bm_dense_append", "bm_baseline_copy_rows"])),
     ("bm_dynllava_cpu_topk", ("CPU budgeted top-k (ratio 0.2)", ["batch", "n"],
                               ["bm_baseline_partial_sort"])),
 ])

@@ -88,9 +88,20 @@ for name in dynllava_gpu_tests dynllava_bench_cuda; do
     src=("$root"/bench/cuda/*.cu)
     extra=(-L"$kit/lib" -l:libbenchmark.so.1debian -Xlinker "-rpath=$kit/lib")
   fi
-  if timeout -k 5 "$(cap 150)" nvcc -std=c++20 -O3 -DNDEBUG -lineinfo -arch=sm_90 --expt-relaxed-constexpr \
-       -DFMT_HEADER_ONLY -DFMT_USE_CONSTEXPR=1 -I"$root/include" -I"$root/tests" -I"$kit/include" \
-       "${src[@]}" -o "$work/$name" "${extra[@]}" >"$work/$name.build.log" 2>&1; then
+  # Each .cu compiles in its own nvcc, as many at once as there are cores, then one link.
+  mkdir -p "$work/obj-$name"
+  if timeout -k 5 "$(cap "${DYNLLAVA_KIT_BUILD_CAP_S:-150}")" bash -c '
+       set -euo pipefail
+       root=$1 kit=$2 objdir=$3 exe=$4; shift 4
+       extra=(); src=()
+       for a in "$@"; do if [[ $a == *.cu ]]; then src+=("$a"); else extra+=("$a"); fi; done
+       printf "%s\n" "${src[@]}" | xargs -P "$(nproc)" -I{} sh -c "nvcc -std=c++20 -O3 -DNDEBUG \
+         -lineinfo -arch=sm_90 --expt-relaxed-constexpr -DFMT_HEADER_ONLY -DFMT_USE_CONSTEXPR=1 \
+         -I\"$root/include\" -I\"$root/tests\" -I\"$kit/include\" -c {} \
+         -o \"$objdir/\$(basename {}).o\""
+       nvcc -arch=sm_90 "$objdir"/*.o -o "$exe" "${extra[@]}"
+     ' _ "$root" "$kit" "$work/obj-$name" "$work/$name" "${src[@]}" "${extra[@]}" \
+       >"$work/$name.build.log" 2>&1; then
     bin[$name]="$work/$name"
     step "build-$name" PASS $(( $(date +%s) - s ))
   else

@@ -84,12 +84,12 @@ host_selection device_topk(const std::vector<index_t>& indptr, const std::vector
   topk_budget<device_space> budget{kind, ratio, count, std::as_const(d_counts).view()};
   std::size_t bytes = 0;
   REQUIRE(dc::topk(nullptr, bytes, view, max_length, budget, d_out_indptr.view(),
-                     d_positions.view(), topk_options{tie}, d_invalid.data(),
-                     nullptr) == cudaSuccess);
+                   d_positions.view(), topk_options{tie}, d_invalid.data(),
+                   nullptr) == cudaSuccess);
   device_buffer<unsigned char> temp(bytes);
   REQUIRE(dc::topk(temp.data(), bytes, view, max_length, budget, d_out_indptr.view(),
-                     d_positions.view(), topk_options{tie}, d_invalid.data(),
-                     nullptr) == cudaSuccess);
+                   d_positions.view(), topk_options{tie}, d_invalid.data(),
+                   nullptr) == cudaSuccess);
   REQUIRE(cudaStreamSynchronize(nullptr) == cudaSuccess);
   host_selection sel;
   sel.indptr = d_out_indptr.to_host();
@@ -111,28 +111,28 @@ template <class T>
 void check_batch(test::rng& g, const std::vector<index_t>& lengths, test::score_mix mix,
                  index_t max_length) {
   const auto indptr = test::indptr_of(lengths);
-  const auto data =
-      store<T>(test::random_scores(g, static_cast<std::size_t>(indptr.back()), mix));
-  const index_t shortest =
-      lengths.empty() ? 0 : *std::min_element(lengths.begin(), lengths.end());
+  const auto data = store<T>(test::random_scores(g, static_cast<std::size_t>(indptr.back()), mix));
+  const index_t shortest = lengths.empty() ? 0 : *std::min_element(lengths.begin(), lengths.end());
   std::vector<index_t> counts(lengths.size());
   for (std::size_t b = 0; b < lengths.size(); ++b) {
     std::uniform_int_distribution<index_t> pick(0, lengths[b]);
     const int edge = static_cast<int>(g() % 4);
-    counts[b] = edge == 0 ? 0 : edge == 1 ? lengths[b] : edge == 2 ? std::min(1, lengths[b])
-                                                                    : pick(g);
+    counts[b] = edge == 0   ? 0
+                : edge == 1 ? lengths[b]
+                : edge == 2 ? std::min(1, lengths[b])
+                            : pick(g);
   }
   struct budget_case {
     budget_kind kind;
     double ratio;
     index_t count;
   };
-  for (const budget_case& bc : {budget_case{budget_kind::ratio, 0.2, 0},
-                                budget_case{budget_kind::ratio, 1.0, 0},
-                                budget_case{budget_kind::ratio, 0.0, 0},
-                                budget_case{budget_kind::count, 0.0, std::min(1, shortest)},
-                                budget_case{budget_kind::count, 0.0, shortest},
-                                budget_case{budget_kind::per_sequence, 0.0, 0}}) {
+  for (const budget_case& bc :
+       {budget_case{budget_kind::ratio, 0.2, 0}, budget_case{budget_kind::ratio, 1.0, 0},
+        budget_case{budget_kind::ratio, 0.0, 0},
+        budget_case{budget_kind::count, 0.0, std::min(1, shortest)},
+        budget_case{budget_kind::count, 0.0, shortest},
+        budget_case{budget_kind::per_sequence, 0.0, 0}}) {
     for (tie_break tie : {tie_break::smaller_position, tie_break::larger_position}) {
       CAPTURE(bc.kind);
       CAPTURE(bc.ratio);
@@ -143,8 +143,8 @@ void check_batch(test::rng& g, const std::vector<index_t>& lengths, test::score_
       const auto expected =
           host_topk(indptr, data.widened, bc.kind, bc.ratio, bc.count, counts, tie);
       int invalid = -1;
-      const auto got = device_topk<T>(indptr, data.stored, max_length, bc.kind, bc.ratio,
-                                      bc.count, counts, tie, &invalid);
+      const auto got = device_topk<T>(indptr, data.stored, max_length, bc.kind, bc.ratio, bc.count,
+                                      counts, tie, &invalid);
       CHECK(invalid == 0);
       CHECK(got.indptr == expected.indptr);
       CHECK(got.positions == expected.positions);
@@ -248,21 +248,21 @@ TEST_SUITE("gpu") {
                                           std::as_const(d_scores).view()};
     const auto budget = topk_budget<device_space>::keep_count(2);
     std::size_t bytes = 0;
-    REQUIRE(dc::topk(nullptr, bytes, view, 3, budget, d_out_indptr.view(), d_positions.view(),
-                       {}, nullptr, nullptr) == cudaSuccess);
+    REQUIRE(dc::topk(nullptr, bytes, view, 3, budget, d_out_indptr.view(), d_positions.view(), {},
+                     nullptr, nullptr) == cudaSuccess);
     CHECK(bytes > 0);
     device_buffer<unsigned char> temp(bytes);
     std::size_t small = 0;
-    CHECK(dc::topk(temp.data(), small, view, 3, budget, d_out_indptr.view(), d_positions.view(),
-                     {}, nullptr, nullptr) == cudaErrorInvalidValue);
-    CHECK(dc::topk(temp.data(), bytes, view, 3, budget, device_span<index_t>(d_out_indptr.data(), 1),
-                     d_positions.view(), {}, nullptr, nullptr) == cudaErrorInvalidValue);
+    CHECK(dc::topk(temp.data(), small, view, 3, budget, d_out_indptr.view(), d_positions.view(), {},
+                   nullptr, nullptr) == cudaErrorInvalidValue);
+    CHECK(dc::topk(temp.data(), bytes, view, 3, budget,
+                   device_span<index_t>(d_out_indptr.data(), 1), d_positions.view(), {}, nullptr,
+                   nullptr) == cudaErrorInvalidValue);
     CHECK_THROWS_AS(topk(dc::on_stream{}, view, 3, topk_budget<device_space>::keep_ratio(1.5),
                          d_out_indptr.view(), d_positions.view()),
                     error);
-    CHECK_THROWS_AS(topk(dc::on_stream{}, view, -1, budget, d_out_indptr.view(),
-                         d_positions.view()),
-                    error);
+    CHECK_THROWS_AS(
+        topk(dc::on_stream{}, view, -1, budget, d_out_indptr.view(), d_positions.view()), error);
     // the throwing entry point, with its stream-ordered workspace
     topk(dc::on_stream{}, view, 3, budget, d_out_indptr.view(), d_positions.view());
     REQUIRE(cudaStreamSynchronize(nullptr) == cudaSuccess);
@@ -284,14 +284,15 @@ TEST_SUITE("gpu") {
       const auto lengths = test::random_lengths(g, batch, 40);
       const auto indptr = test::indptr_of(lengths);
       const auto tokens = static_cast<std::size_t>(indptr.back());
-      const auto scores = store<__half>(test::random_scores(g, tokens, test::score_mix::adversarial));
+      const auto scores =
+          store<__half>(test::random_scores(g, tokens, test::score_mix::adversarial));
       const auto logits = test::random_scores(g, 2 * tokens, test::score_mix::heavy_ties);
       CAPTURE(batch);
 
       std::vector<std::uint8_t> keep(tokens);
-      cpu::threshold_gate(host_ragged<const float>{make_host_span(indptr),
-                                                   make_host_span(scores.widened)},
-                          0.5f, make_host_span(keep));
+      cpu::threshold_gate(
+          host_ragged<const float>{make_host_span(indptr), make_host_span(scores.widened)}, 0.5f,
+          make_host_span(keep));
       host_selection expected_t;
       expected_t.indptr.resize(batch + 1);
       expected_t.positions.resize(tokens);
@@ -342,21 +343,21 @@ TEST_SUITE("gpu") {
     device_buffer<float> d_scores(std::vector<float>{1, 2, 3, 4});
     device_buffer<index_t> d_out_indptr(4), d_positions(4);
     device_buffer<int> d_invalid(std::vector<int>{0});
-    threshold_gate(dc::on_stream{},
-                   device_ragged<const float>{std::as_const(d_indptr).view(),
-                                              std::as_const(d_scores).view()},
-                   0.0f, device_span<std::uint8_t>{}, d_out_indptr.view(), d_positions.view(),
-                   d_invalid.data());
+    threshold_gate(
+        dc::on_stream{},
+        device_ragged<const float>{std::as_const(d_indptr).view(), std::as_const(d_scores).view()},
+        0.0f, device_span<std::uint8_t>{}, d_out_indptr.view(), d_positions.view(),
+        d_invalid.data());
     REQUIRE(cudaStreamSynchronize(nullptr) == cudaSuccess);
     CHECK(d_invalid.to_host()[0] == 1);
     CHECK(d_out_indptr.to_host() == std::vector<index_t>{0, 0, 0, 0});
-    CHECK_THROWS_AS(threshold_gate(dc::on_stream{},
-                                   device_ragged<const float>{std::as_const(d_indptr).view(),
-                                                              std::as_const(d_scores).view()},
-                                   std::numeric_limits<float>::quiet_NaN(),
-                                   device_span<std::uint8_t>{}, d_out_indptr.view(),
-                                   d_positions.view()),
-                    error);
+    CHECK_THROWS_AS(
+        threshold_gate(dc::on_stream{},
+                       device_ragged<const float>{std::as_const(d_indptr).view(),
+                                                  std::as_const(d_scores).view()},
+                       std::numeric_limits<float>::quiet_NaN(), device_span<std::uint8_t>{},
+                       d_out_indptr.view(), d_positions.view()),
+        error);
   }
 
   TEST_CASE("decode step in a CUDA graph: top-k, gates and gather captured once, replayed") {
@@ -402,27 +403,30 @@ TEST_SUITE("gpu") {
     test::rng g(7);
     for (int replay = 0; replay < 3; ++replay) {
       CAPTURE(replay);
-      const auto scores =
-          test::random_scores(g, static_cast<std::size_t>(indptr.back()), test::score_mix::adversarial);
+      const auto scores = test::random_scores(g, static_cast<std::size_t>(indptr.back()),
+                                              test::score_mix::adversarial);
       const auto logits = test::random_scores(g, 2 * batch, test::score_mix::heavy_ties);
       std::vector<float> rows(static_cast<std::size_t>(indptr.back()) * width);
       for (auto& v : rows) v = static_cast<float>(g() % 1000);
       d_scores.copy_from(make_host_span(std::as_const(scores)));
       d_logits.copy_from(make_host_span(std::as_const(logits)));
       d_rows.copy_from(make_host_span(std::as_const(rows)));
+      // copy_from's cudaMemcpy runs on the legacy stream, which a non-blocking stream does not
+      // wait for: finish it before the replay reads the inputs
+      REQUIRE(cudaDeviceSynchronize() == cudaSuccess);
       REQUIRE(cudaGraphLaunch(instance, stream) == cudaSuccess);
       REQUIRE(cudaStreamSynchronize(stream) == cudaSuccess);
 
-      const auto expected = host_topk(indptr, scores, budget_kind::ratio, 0.2, 0, {},
-                                      tie_break::smaller_position);
+      const auto expected =
+          host_topk(indptr, scores, budget_kind::ratio, 0.2, 0, {}, tie_break::smaller_position);
       CHECK(d_kept_indptr.to_host() == expected.indptr);
       auto kept = d_kept.to_host();
       kept.resize(expected.positions.size());
       CHECK(kept == expected.positions);
       std::vector<std::uint8_t> keep(batch);
-      cpu::argmax_gate(ragged_logits<host_space>{make_host_span(gate_indptr),
-                                                 make_host_span(logits)},
-                       make_host_span(keep));
+      cpu::argmax_gate(
+          ragged_logits<host_space>{make_host_span(gate_indptr), make_host_span(logits)},
+          make_host_span(keep));
       CHECK(d_mask.to_host() == keep);
       const auto gathered = d_gathered.to_host();
       bool same = true;

@@ -134,9 +134,8 @@ std::vector<index_t> emulate_tiled_topk(const std::vector<float>& row, index_t k
 
 std::vector<index_t> cpu_topk(const std::vector<float>& row, index_t k, tie_break tie) {
   const std::vector<index_t> indptr{0, static_cast<index_t>(row.size())};
-  const auto sel =
-      cpu::topk(host_ragged<const float>{make_host_span(indptr), make_host_span(row)},
-                keep_count(k), topk_options{tie});
+  const auto sel = cpu::topk(host_ragged<const float>{make_host_span(indptr), make_host_span(row)},
+                             keep_count(k), topk_options{tie});
   return sel.positions;
 }
 
@@ -233,8 +232,8 @@ TEST_SUITE("select") {
 
   TEST_CASE("radix steps: both emulated regimes equal cpu::topk on random and adversarial rows") {
     test::rng g(20261202);
-    for (auto mix : {test::score_mix::distinct, test::score_mix::heavy_ties,
-                     test::score_mix::adversarial}) {
+    for (auto mix :
+         {test::score_mix::distinct, test::score_mix::heavy_ties, test::score_mix::adversarial}) {
       for (std::size_t n : {std::size_t{1}, std::size_t{2}, std::size_t{7}, std::size_t{255},
                             std::size_t{576}, std::size_t{1000}, std::size_t{5000}}) {
         const auto row = test::random_scores(g, n, mix);

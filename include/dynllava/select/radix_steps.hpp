@@ -163,7 +163,7 @@ DYNLLAVA_HOST_DEVICE bool checked_budget(budget_kind kind, double ratio, index_t
 /// @pre `indptr` valid, `0 <= i < indptr[batch]`.
 DYNLLAVA_HOST_DEVICE constexpr std::size_t sequence_of(const index_t* indptr, std::size_t batch,
                                                        index_t i) noexcept {
-  std::size_t lo = 0;     // indptr[lo] <= i
+  std::size_t lo = 0;      // indptr[lo] <= i
   std::size_t hi = batch;  // indptr[hi] > i
   while (hi - lo > 1) {
     const std::size_t mid = lo + (hi - lo) / 2;

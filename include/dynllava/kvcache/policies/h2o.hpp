@@ -12,6 +12,7 @@
 #include <dynllava/core/ranking_key.hpp>
 #include <dynllava/core/tie_break.hpp>
 #include <dynllava/kvcache/kv_policy.hpp>
+#include <dynllava/kvcache/kv_steps.hpp>
 
 #include <algorithm>
 #include <cstdint>
@@ -38,8 +39,7 @@ struct h2o_policy {
 
   /// Budget of a (layer, sequence): how many of its held tokens survive.
   index_t budget(index_t layer, kv_sequence_state s) const noexcept {
-    if (layer < uncompressed_layers) return s.held;
-    return std::min(s.held, std::max(recent, ratio_budget(s.appended, ratio)));
+    return detail::h2o_budget(layer, s.held, s.appended, ratio, recent, uncompressed_layers);
   }
 
   /// @param scores [s.held] accumulated attention of each held token (needed when evicting)

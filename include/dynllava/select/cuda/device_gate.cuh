@@ -31,13 +31,14 @@ namespace dynllava::cuda {
 namespace detail {
 
 /// Why a gate call's shapes are invalid (host-side checks only), or null.
-inline const char* gate_argument_error(std::size_t batch, std::size_t tokens,
-                                       std::size_t mask_size, std::size_t out_indptr_size,
+inline const char* gate_argument_error(std::size_t batch, std::size_t tokens, std::size_t mask_size,
+                                       std::size_t out_indptr_size,
                                        std::size_t out_positions_size) {
-  if (tokens > static_cast<std::size_t>(std::numeric_limits<index_t>::max())) {
-    return "more than 2^31 - 1 tokens";
+  if (tokens > static_cast<std::size_t>(std::numeric_limits<index_t>::max() - gate_threads)) {
+    return "more than 2^31 - 1 - 512 tokens";
   }
-  if (mask_size != 0 && mask_size != tokens) return "mask must be empty or have one entry per token";
+  if (mask_size != 0 && mask_size != tokens)
+    return "mask must be empty or have one entry per token";
   if (out_indptr_size != batch + 1) return "out_indptr must have batch + 1 entries";
   if (out_positions_size < tokens) return "out_positions must hold one entry per token";
   return nullptr;
@@ -52,13 +53,13 @@ cudaError_t launch_gate(Keep keep_of, device_span<const index_t> indptr, std::si
       nullptr) {
     return cudaErrorInvalidValue;
   }
-  if (batch == 0) {  // an empty batch (indptr may be empty): no token to decide
+  if (indptr.empty()) {  // an empty batch without offsets: no token to decide
     if (tokens != 0) return cudaErrorInvalidValue;
     return cudaMemsetAsync(out_indptr.data(), 0, sizeof(index_t), stream);
   }
   gate_compact_kernel<gate_threads><<<1, gate_threads, 0, stream>>>(
-      keep_of, indptr.data(), batch, static_cast<index_t>(tokens), mask.data(), out_indptr.data(),
-      out_positions.data(), d_invalid);
+      keep_of, indptr.data(), batch, static_cast<index_t>(tokens),
+      mask.empty() ? nullptr : mask.data(), out_indptr.data(), out_positions.data(), d_invalid);
   return cudaPeekAtLastError();
 }
 
@@ -78,12 +79,11 @@ requires device_score<T> cudaError_t argmax_gate(device_span<const index_t> indp
                                                  device_span<const T> logits,
                                                  device_span<std::uint8_t> mask,
                                                  device_span<index_t> out_indptr,
-                                                 device_span<index_t> out_positions,
-                                                 int* d_invalid, cudaStream_t stream) {
+                                                 device_span<index_t> out_positions, int* d_invalid,
+                                                 cudaStream_t stream) {
   if (logits.size() % 2 != 0) return cudaErrorInvalidValue;
-  return detail::launch_gate(detail::argmax_keep_rule<T>{logits.data()}, indptr,
-                             logits.size() / 2, mask, out_indptr, out_positions, d_invalid,
-                             stream);
+  return detail::launch_gate(detail::argmax_keep_rule<T>{logits.data()}, indptr, logits.size() / 2,
+                             mask, out_indptr, out_positions, d_invalid, stream);
 }
 
 /// @brief Device-level threshold gate: token `i` is kept when `scores.values[i] > threshold`.
@@ -124,10 +124,12 @@ void argmax_gate(cuda::on_stream exec, device_span<const index_t> indptr,
                    "out_positions {})",
                    why == nullptr ? "" : why, batch, logits.size() / 2, mask.size(),
                    out_indptr.size(), out_positions.size());
-  DYNLLAVA_EXPECTS(batch > 0 || logits.empty(),
-                   "argmax_gate (CUDA): an empty batch has no tokens, got {}", logits.size() / 2);
-  DYNLLAVA_CUDA_TRY(cuda::argmax_gate(indptr, logits, mask, out_indptr, out_positions, d_invalid,
-                                      exec.stream));
+  DYNLLAVA_EXPECTS(!indptr.empty() || logits.empty(),
+                   "argmax_gate (CUDA): an empty indptr describes an empty batch, but {} tokens "
+                   "were given",
+                   logits.size() / 2);
+  DYNLLAVA_CUDA_TRY(
+      cuda::argmax_gate(indptr, logits, mask, out_indptr, out_positions, d_invalid, exec.stream));
 }
 
 /// Execution-tag entry point of the threshold gate on a CUDA stream. @see cuda::threshold_gate
@@ -146,8 +148,9 @@ void threshold_gate(cuda::on_stream exec, device_ragged<const T> scores, float t
                    "out_positions {})",
                    why == nullptr ? "" : why, scores.batch(), scores.values.size(), mask.size(),
                    out_indptr.size(), out_positions.size());
-  DYNLLAVA_EXPECTS(scores.batch() > 0 || scores.values.empty(),
-                   "threshold_gate (CUDA): an empty batch has no tokens, got {}",
+  DYNLLAVA_EXPECTS(!scores.indptr.empty() || scores.values.empty(),
+                   "threshold_gate (CUDA): an empty indptr describes an empty batch, but {} tokens "
+                   "were given",
                    scores.values.size());
   DYNLLAVA_CUDA_TRY(cuda::threshold_gate(scores, threshold, mask, out_indptr, out_positions,
                                          d_invalid, exec.stream));

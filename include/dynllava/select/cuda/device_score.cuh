@@ -15,8 +15,8 @@ namespace dynllava::cuda {
 /// Requirements: `T` is `float`, `__half` or `__nv_bfloat16`; it is ranked and compared by its
 /// exact fp32 value (`detail::widen`), so the CPU twin, given the widened scores, decides the same.
 template <class T>
-concept device_score = std::same_as<T, float> || std::same_as<T, __half> ||
-                       std::same_as<T, __nv_bfloat16>;
+concept device_score =
+    std::same_as<T, float> || std::same_as<T, __half> || std::same_as<T, __nv_bfloat16>;
 
 namespace detail {
 

@@ -55,6 +55,12 @@ const char* topk_argument_error(device_ragged<const T> scores, index_t max_lengt
   if (batch > static_cast<std::size_t>(std::numeric_limits<index_t>::max())) {
     return "the batch must have fewer than 2^31 sequences";
   }
+  if (scores.indptr.empty() && !scores.values.empty()) {
+    return "an empty indptr describes an empty batch, but scores were given";
+  }
+  if (scores.values.size() > static_cast<std::size_t>(std::numeric_limits<index_t>::max())) {
+    return "more than 2^31 - 1 scores";
+  }
   if (out_indptr.size() != batch + 1) return "out_indptr must have batch + 1 entries";
   if (out_positions.size() < scores.values.size()) {
     return "out_positions must hold one entry per score";
@@ -97,9 +103,8 @@ requires device_score<T> cudaError_t topk(void* temp, std::size_t& temp_bytes,
                                           device_ragged<const T> scores, index_t max_length,
                                           const topk_budget<device_space>& budget,
                                           device_span<index_t> out_indptr,
-                                          device_span<index_t> out_positions,
-                                          topk_options options, int* d_invalid,
-                                          cudaStream_t stream) {
+                                          device_span<index_t> out_positions, topk_options options,
+                                          int* d_invalid, cudaStream_t stream) {
   namespace dd = dynllava::detail;
   if (detail::topk_argument_error(scores, max_length, budget, out_indptr, out_positions) !=
       nullptr) {
@@ -110,28 +115,27 @@ requires device_score<T> cudaError_t topk(void* temp, std::size_t& temp_bytes,
   const index_t tiles = tiled ? dd::tiles_for(max_length, dd::topk_tile_items) : 0;
   std::array<void*, 4> parts{};
   const std::array<std::size_t, 4> sizes{
-      sizeof(int),
-      tiled ? batch * sizeof(dd::radix_select_state) : 0,
+      sizeof(int), tiled ? batch * sizeof(dd::radix_select_state) : 0,
       tiled ? batch * dd::radix_digit_bins * sizeof(std::uint32_t) : 0,
       tiled ? batch * static_cast<std::size_t>(tiles) * sizeof(detail::topk_tile_counts) : 0};
   const workspace_status ws = alias_temporaries(temp, temp_bytes, parts, sizes);
   if (ws == workspace_status::size_query) return cudaSuccess;
   if (ws == workspace_status::too_small) return cudaErrorInvalidValue;
-  if (batch == 0) {  // nothing to select; indptr may be empty
+  if (scores.indptr.empty()) {  // an empty batch without offsets: nothing to check or select
     return cudaMemsetAsync(out_indptr.data(), 0, sizeof(index_t), stream);
   }
   auto* const valid = static_cast<int*>(parts[0]);
   constexpr int threads = detail::topk_threads;
   const detail::topk_budget_args budget_args{budget.kind, budget.ratio, budget.count,
                                              budget.counts.data()};
-  detail::topk_plan_kernel<threads><<<1, threads, 0, stream>>>(
-      scores.indptr.data(), batch, scores.values.size(), max_length, budget_args,
-      out_indptr.data(), valid, d_invalid);
-  if (const cudaError_t e = cudaPeekAtLastError(); e != cudaSuccess) return e;
+  detail::topk_plan_kernel<threads>
+      <<<1, threads, 0, stream>>>(scores.indptr.data(), batch, scores.values.size(), max_length,
+                                  budget_args, out_indptr.data(), valid, d_invalid);
+  if (const cudaError_t e = cudaPeekAtLastError(); e != cudaSuccess || batch == 0) return e;
   const tie_break tie = options.tie;
   if (!tiled) {
     const index_t capacity = std::max<index_t>(max_length, 1);
-    const auto grid = static_cast<unsigned>(std::min<std::size_t>(batch, 1u << 20));
+    const auto grid = static_cast<unsigned>(std::clamp<std::size_t>(batch, 1, 1u << 20));
     detail::topk_block_kernel<T, threads>
         <<<grid, threads, static_cast<std::size_t>(capacity) * sizeof(std::uint32_t), stream>>>(
             scores.values.data(), scores.indptr.data(), batch, out_indptr.data(),
@@ -143,17 +147,15 @@ requires device_score<T> cudaError_t topk(void* temp, std::size_t& temp_bytes,
   auto* const counts = static_cast<detail::topk_tile_counts*>(parts[3]);
   const dim3 tile_grid(static_cast<unsigned>(batch), static_cast<unsigned>(tiles));
   const auto seq_grid = static_cast<unsigned>(batch);
-  const auto start_grid =
-      static_cast<unsigned>(std::min<std::size_t>((batch * dd::radix_digit_bins + threads - 1) /
-                                                      threads,
-                                                  4096));
+  const auto start_grid = static_cast<unsigned>(
+      std::min<std::size_t>((batch * dd::radix_digit_bins + threads - 1) / threads, 4096));
   detail::topk_start_kernel<<<start_grid, threads, 0, stream>>>(
       scores.indptr.data(), batch, out_indptr.data(), states, hist, valid);
   for (int shift = dd::radix_first_shift; shift >= 0; shift -= dd::radix_digit_bits) {
     detail::topk_tile_histogram_kernel<T, threads><<<tile_grid, threads, 0, stream>>>(
         scores.values.data(), scores.indptr.data(), states, hist, shift, valid);
-    detail::topk_choose_kernel<threads><<<seq_grid, threads, 0, stream>>>(states, hist, shift,
-                                                                          valid);
+    detail::topk_choose_kernel<threads>
+        <<<seq_grid, threads, 0, stream>>>(states, hist, shift, valid);
   }
   detail::topk_tile_count_kernel<T, threads><<<tile_grid, threads, 0, stream>>>(
       scores.values.data(), scores.indptr.data(), out_indptr.data(), states, tiles, counts, valid);
@@ -177,8 +179,7 @@ template <class T>
 requires cuda::device_score<T>
 void topk(cuda::on_stream exec, device_ragged<const T> scores, index_t max_length,
           const topk_budget<device_space>& budget, device_span<index_t> out_indptr,
-          device_span<index_t> out_positions, topk_options options = {},
-          int* d_invalid = nullptr) {
+          device_span<index_t> out_positions, topk_options options = {}, int* d_invalid = nullptr) {
   if (const char* why =
           cuda::detail::topk_argument_error(scores, max_length, budget, out_indptr, out_positions);
       why != nullptr) {

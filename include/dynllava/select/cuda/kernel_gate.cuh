@@ -5,8 +5,8 @@
 #pragma once
 
 #include <dynllava/core/config.hpp>
-#include <dynllava/select/gate.hpp>
 #include <dynllava/select/cuda/device_score.cuh>
+#include <dynllava/select/gate.hpp>
 #include <dynllava/select/radix_steps.hpp>
 
 #include <cub/block/block_scan.cuh>

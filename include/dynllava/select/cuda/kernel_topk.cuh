@@ -59,12 +59,16 @@ __global__ void __launch_bounds__(Threads)
     const std::size_t b = base + threadIdx.x;
     long long k = 0;
     if (b < batch) {
-      const index_t n = indptr[b + 1] - indptr[b];
+      // Monotonicity itself (not the sign of an int32 difference, which wraps) and the length
+      // in 64 bits: with indptr[0] == 0 and indptr[batch] == tokens every entry is in range.
+      const long long length = static_cast<long long>(indptr[b + 1]) - indptr[b];
+      const bool ordered = indptr[b + 1] >= indptr[b] && length <= max_length;
+      const index_t n = ordered ? static_cast<index_t>(length) : 0;
       index_t kb = 0;
       const bool fits = dynllava::detail::checked_budget(
           budget.kind, budget.ratio, budget.count,
           budget.kind == budget_kind::per_sequence ? budget.counts[b] : 0, n, kb);
-      ok = ok && n >= 0 && n <= max_length && fits;
+      ok = ok && ordered && fits;
       k = kb;
     }
     long long before = 0;
@@ -90,8 +94,8 @@ __global__ void __launch_bounds__(Threads)
 /// @brief Block-wide choice of the bin holding `rank`: thread `t < 256` looks at bin `255 - t`
 /// (largest first); the one whose bin holds the rank advances `*state`. Every thread must call.
 template <int Threads>
-__device__ inline void choose_bin(std::uint32_t count, const radix_select_state& current,
-                                  int shift, radix_select_state* state,
+__device__ inline void choose_bin(std::uint32_t count, const radix_select_state& current, int shift,
+                                  radix_select_state* state,
                                   typename cub::BlockScan<std::uint32_t, Threads>::TempStorage& s) {
   std::uint32_t above = 0;
   cub::BlockScan<std::uint32_t, Threads>(s).ExclusiveSum(count, above);
@@ -107,11 +111,10 @@ __device__ inline void choose_bin(std::uint32_t count, const radix_select_state&
 /// `out[kept_first + j]` in ascending order. `equal_first` is how many threshold-equal keys come
 /// before `begin`. Every thread of the block must call with the same arguments.
 template <int Threads, class KeyAt>
-__device__ inline void compact_kept(KeyAt key_at, index_t begin, index_t end,
-                                    const radix_select_state& fin, tie_break tie,
-                                    std::uint32_t kept_first, std::uint32_t equal_first,
-                                    index_t* out,
-                                    typename cub::BlockScan<std::uint32_t, Threads>::TempStorage& s) {
+__device__ inline void compact_kept(
+    KeyAt key_at, index_t begin, index_t end, const radix_select_state& fin, tie_break tie,
+    std::uint32_t kept_first, std::uint32_t equal_first, index_t* out,
+    typename cub::BlockScan<std::uint32_t, Threads>::TempStorage& s) {
   using scan_t = cub::BlockScan<std::uint32_t, Threads>;
   std::uint32_t kept_carry = kept_first;
   std::uint32_t equal_carry = equal_first;
@@ -328,8 +331,7 @@ __global__ void __launch_bounds__(Threads)
     scan_t(scan_storage).ExclusiveSum(c.equal, equal_before, equal_total);
     __syncthreads();
     const std::uint32_t kept =
-        c.above +
-        dynllava::detail::radix_kept_ties(fin, equal_carry + equal_before, c.equal, tie);
+        c.above + dynllava::detail::radix_kept_ties(fin, equal_carry + equal_before, c.equal, tie);
     std::uint32_t kept_before = 0u;
     std::uint32_t kept_total = 0u;
     scan_t(scan_storage).ExclusiveSum(kept, kept_before, kept_total);
@@ -345,8 +347,7 @@ template <class T, int Threads>
 __global__ void __launch_bounds__(Threads)
     topk_tile_write_kernel(const T* scores, const index_t* indptr, const index_t* out_indptr,
                            const radix_select_state* states, index_t tiles, tie_break tie,
-                           const topk_tile_counts* prefixes, index_t* positions,
-                           const int* valid) {
+                           const topk_tile_counts* prefixes, index_t* positions, const int* valid) {
   using scan_t = cub::BlockScan<std::uint32_t, Threads>;
   __shared__ typename scan_t::TempStorage scan_storage;
   const std::size_t b = blockIdx.x;

@@ -43,8 +43,8 @@ struct budgeted_topk {
                      "cuda::budgeted_topk: max_length must be in [0, {}], got {}",
                      dynllava::detail::topk_row_max, max_length);
     // Shapes only matter for the size: a fake batch of the right extents, never dereferenced.
-    const device_ragged<const float> shape{
-        device_span<const index_t>(nullptr, batch + 1), device_span<const float>(nullptr, 0)};
+    const device_ragged<const float> shape{device_span<const index_t>(nullptr, batch + 1),
+                                           device_span<const float>(nullptr, 0)};
     DYNLLAVA_CUDA_TRY(cuda::topk(nullptr, bytes, shape, max_length, budget,
                                  device_span<index_t>(nullptr, batch + 1),
                                  device_span<index_t>(nullptr, 0), options, nullptr, nullptr));
@@ -54,10 +54,12 @@ struct budgeted_topk {
   template <class T>
   requires device_score<T> index_t select(on_stream exec, device_ragged<const T> scores,
                                           device_span<index_t> indptr,
-                                          device_span<index_t> positions) const {
+                                          device_span<index_t> positions)
+  const {
     DYNLLAVA_EXPECTS(temp != nullptr,
                      "cuda::budgeted_topk: no workspace (size it with workspace_bytes)");
-    if (const char* why = detail::topk_argument_error(scores, max_length, budget, indptr, positions);
+    if (const char* why =
+            detail::topk_argument_error(scores, max_length, budget, indptr, positions);
         why != nullptr) {
       DYNLLAVA_FAIL("cuda::budgeted_topk: {} (batch {}, tokens {}, max_length {})", why,
                     scores.batch(), scores.values.size(), max_length);
@@ -82,7 +84,8 @@ struct score_threshold {
   template <class T>
   requires device_score<T> index_t select(on_stream exec, device_ragged<const T> scores,
                                           device_span<index_t> indptr,
-                                          device_span<index_t> positions) const {
+                                          device_span<index_t> positions)
+  const {
     dynllava::threshold_gate(exec, scores, threshold, device_span<std::uint8_t>{}, indptr,
                              positions, d_invalid);
     return kept_count_on_device;

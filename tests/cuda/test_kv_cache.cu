@@ -1,0 +1,463 @@
+// SPDX-License-Identifier: Apache-2.0
+/// @file test_kv_cache.cu
+/// @brief CUDA KV caches against the host caches: gated appends (gated and not, ragged new
+/// tokens, empty sequences), compactions (random kept lists, StreamingLLM's), page ids reused
+/// after eviction in the host pool's order, FlashInfer page tables, device-found overflow and
+/// invalid kept lists; H2O's kept lists against `h2o_policy::retain`; and a decode step (argmax gate, gated append, StreamingLLM eviction)
+/// captured in a CUDA graph and replayed.
+#include <dynllava/core/cuda/device_buffer.cuh>
+#include <dynllava/core/selection.hpp>
+#include <dynllava/kvcache/contiguous_kv_cache.hpp>
+#include <dynllava/kvcache/cuda/device_h2o.cuh>
+#include <dynllava/kvcache/cuda/device_kv_cache.cuh>
+#include <dynllava/kvcache/gated_append.hpp>
+#include <dynllava/kvcache/kv_steps.hpp>
+#include <dynllava/kvcache/paged_kv_cache.hpp>
+#include <dynllava/kvcache/policies/full_cache.hpp>
+#include <dynllava/kvcache/policies/h2o.hpp>
+#include <dynllava/kvcache/policies/online_gate.hpp>
+#include <dynllava/kvcache/policies/streaming.hpp>
+#include <dynllava/select/cuda/device_gate.cuh>
+#include <dynllava/select/gate.hpp>
+
+#include <support/random.hpp>
+
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <utility>
+#include <vector>
+
+using namespace dynllava;
+namespace dc = dynllava::cuda;  // `cuda` alone is ambiguous with CCCL's ::cuda
+using dc::device_buffer;
+
+namespace {
+
+constexpr index_t width = 6;
+
+/// New tokens of one step: ragged over the batch, random K/V, gate decisions, positions.
+struct step_input {
+  std::vector<index_t> indptr;
+  std::vector<float> k, v;
+  std::vector<std::uint8_t> keep;
+  std::vector<index_t> positions;
+};
+
+step_input random_step(test::rng& g, std::size_t batch, index_t max_new, index_t& next_position) {
+  step_input s;
+  s.indptr = test::indptr_of(test::random_lengths(g, batch, max_new));
+  const auto tokens = static_cast<std::size_t>(s.indptr.back());
+  for (std::size_t i = 0; i < tokens * width; ++i) {
+    s.k.push_back(static_cast<float>(g() % 1000));
+    s.v.push_back(static_cast<float>(g() % 1000) + 0.5f);
+  }
+  for (std::size_t t = 0; t < tokens; ++t) {
+    s.keep.push_back(static_cast<std::uint8_t>(g() % 2));
+    s.positions.push_back(next_position++);
+  }
+  return s;
+}
+
+/// Random ascending kept lists (CSR) for the lengths given.
+std::pair<std::vector<index_t>, std::vector<index_t>> random_kept(
+    test::rng& g, const std::vector<index_t>& lengths) {
+  std::vector<index_t> indptr{0};
+  std::vector<index_t> kept;
+  for (index_t n : lengths) {
+    for (index_t i = 0; i < n; ++i) {
+      if (g() % 3 != 0) kept.push_back(i);
+    }
+    indptr.push_back(static_cast<index_t>(kept.size()));
+  }
+  return {indptr, kept};
+}
+
+/// Device state of a layer, read back.
+struct layer_readback {
+  std::vector<index_t> lengths, appended;
+  std::vector<float> k, v;
+  std::vector<index_t> positions;
+};
+
+template <class Host, class RowOf>
+void check_against_host(const Host& host, const layer_readback& got, std::size_t batch,
+                        RowOf row_of) {
+  for (std::size_t b = 0; b < batch; ++b) {
+    CAPTURE(b);
+    REQUIRE(got.lengths[b] == host.length(0, b));
+    CHECK(got.appended[b] == host.appended(0, b));
+    bool same = true;
+    for (index_t i = 0; i < host.length(0, b); ++i) {
+      const std::size_t r = row_of(b, i);
+      same = same && got.positions[r] == host.position(0, b, i);
+      for (index_t c = 0; c < width; ++c) {
+        same = same && got.k[r * width + static_cast<std::size_t>(c)] == host.key(0, b, i)[c] &&
+               got.v[r * width + static_cast<std::size_t>(c)] == host.value(0, b, i)[c];
+      }
+    }
+    CHECK(same);
+  }
+}
+
+void host_append(auto& host, const step_input& s, bool gated) {
+  const auto indptr = make_host_span(std::as_const(s.indptr));
+  if (gated) {
+    cpu::gated_append(host, online_gate_policy{0}, 0, indptr, make_host_span(std::as_const(s.k)),
+                      make_host_span(std::as_const(s.v)), make_host_span(std::as_const(s.keep)),
+                      make_host_span(std::as_const(s.positions)));
+  } else {
+    cpu::gated_append(host, full_cache_policy{}, 0, indptr, make_host_span(std::as_const(s.k)),
+                      make_host_span(std::as_const(s.v)), make_host_span(std::as_const(s.keep)),
+                      make_host_span(std::as_const(s.positions)));
+  }
+}
+
+void host_retain(auto& host, const std::vector<index_t>& indptr, const std::vector<index_t>& kept) {
+  for (std::size_t b = 0; b + 1 < indptr.size(); ++b) {
+    host.retain(0, b,
+                host_span<const index_t>(kept.data() + indptr[b],
+                                         static_cast<std::size_t>(indptr[b + 1] - indptr[b])));
+  }
+}
+
+/// Runs one device-level call with a freshly sized workspace, synchronously (test convenience).
+template <class Call>
+void with_workspace(Call call) {
+  std::size_t bytes = 0;
+  REQUIRE(call(nullptr, bytes) == cudaSuccess);
+  device_buffer<unsigned char> temp(bytes);
+  REQUIRE(call(temp.data(), bytes) == cudaSuccess);
+  REQUIRE(cudaStreamSynchronize(nullptr) == cudaSuccess);
+}
+
+}  // namespace
+
+TEST_SUITE("gpu") {
+  TEST_CASE("kv cache: CUDA contiguous gated append and compaction equal the host cache") {
+    test::rng g(21);
+    constexpr std::size_t batch = 7;
+    constexpr index_t capacity = 400;
+    contiguous_kv_cache host(contiguous_kv_config{1, batch, width, capacity});
+    device_buffer<float> k(batch * capacity * width), v(batch * capacity * width);
+    device_buffer<index_t> positions(batch * capacity);
+    device_buffer<index_t> lengths(std::vector<index_t>(batch, 0)),
+        appended(std::vector<index_t>(batch, 0));
+    const dc::contiguous_kv_layer<float> layer{k.data(), v.data(), positions.data(),
+                                               lengths.data(), appended.data(), batch, capacity,
+                                               width};
+    device_buffer<int> invalid(std::vector<int>{0});
+    index_t next_position = 0;
+    for (int step = 0; step < 40; ++step) {
+      CAPTURE(step);
+      const bool gated = step % 2 == 0;
+      const auto s = random_step(g, batch, step % 5 == 0 ? 30 : 3, next_position);
+      host_append(host, s, gated);
+      device_buffer<index_t> d_indptr(s.indptr), d_positions(s.positions);
+      device_buffer<float> d_k(s.k), d_v(s.v);
+      device_buffer<std::uint8_t> d_keep(s.keep);
+      with_workspace([&](void* temp, std::size_t& bytes) {
+        return dc::gated_append(temp, bytes, layer, std::as_const(d_indptr).view(),
+                                std::as_const(d_k).view(), std::as_const(d_v).view(),
+                                gated ? std::as_const(d_keep).view()
+                                      : device_span<const std::uint8_t>{},
+                                std::as_const(d_positions).view(), invalid.data(), nullptr);
+      });
+      if (step % 4 == 3) {
+        std::vector<index_t> held(batch);
+        for (std::size_t b = 0; b < batch; ++b) held[b] = host.length(0, b);
+        const auto [kept_indptr, kept] = random_kept(g, held);
+        host_retain(host, kept_indptr, kept);
+        device_buffer<index_t> d_kept_indptr(kept_indptr), d_kept(kept);
+        with_workspace([&](void* temp, std::size_t& bytes) {
+          return dc::retain(temp, bytes, layer, std::as_const(d_kept_indptr).view(),
+                            std::as_const(d_kept).view(), batch * capacity, invalid.data(),
+                            nullptr);
+        });
+      }
+      const layer_readback got{lengths.to_host(), appended.to_host(), k.to_host(), v.to_host(),
+                               positions.to_host()};
+      CHECK(invalid.to_host()[0] == 0);
+      check_against_host(host, got, batch, [](std::size_t b, index_t i) {
+        return detail::contiguous_row(b, i, capacity);
+      });
+    }
+  }
+
+  TEST_CASE("kv cache: CUDA paged append, StreamingLLM eviction, page reuse, page tables") {
+    test::rng g(22);
+    constexpr std::size_t batch = 5;
+    constexpr index_t page_size = 4;
+    constexpr index_t num_pages = 120;
+    constexpr index_t max_pages = 40;
+    paged_kv_cache host(paged_kv_config{1, batch, width, page_size, num_pages});
+    device_buffer<float> k(num_pages * page_size * width), v(num_pages * page_size * width);
+    device_buffer<index_t> positions(num_pages * page_size);
+    device_buffer<index_t> table(std::vector<index_t>(batch * max_pages, -1));
+    device_buffer<index_t> lengths(std::vector<index_t>(batch, 0)),
+        appended(std::vector<index_t>(batch, 0));
+    device_buffer<index_t> free_pages(num_pages), free_count(1);
+    const dc::device_page_stack stack{free_pages.data(), free_count.data(), num_pages};
+    REQUIRE(dc::reset_page_stack(stack, nullptr) == cudaSuccess);
+    const dc::paged_kv_layer<float> layer{k.data(),      v.data(),        positions.data(),
+                                          table.data(),  lengths.data(),  appended.data(),
+                                          batch,         max_pages,       page_size,
+                                          width};
+    device_buffer<int> invalid(std::vector<int>{0});
+    const streaming_policy streaming{2, 9};
+    index_t next_position = 0;
+    for (int step = 0; step < 50; ++step) {
+      CAPTURE(step);
+      const bool gated = step % 3 != 0;
+      const auto s = random_step(g, batch, 6, next_position);
+      host_append(host, s, gated);
+      device_buffer<index_t> d_indptr(s.indptr), d_positions(s.positions);
+      device_buffer<float> d_k(s.k), d_v(s.v);
+      device_buffer<std::uint8_t> d_keep(s.keep);
+      with_workspace([&](void* temp, std::size_t& bytes) {
+        return dc::gated_append(temp, bytes, layer, stack, std::as_const(d_indptr).view(),
+                                std::as_const(d_k).view(), std::as_const(d_v).view(),
+                                gated ? std::as_const(d_keep).view()
+                                      : device_span<const std::uint8_t>{},
+                                std::as_const(d_positions).view(), invalid.data(), nullptr);
+      });
+      // StreamingLLM every step: kept lists on the device, compaction, pages back to the stack
+      device_buffer<index_t> kept_indptr(batch + 1), kept(batch * (2 + 9));
+      REQUIRE(dc::streaming_kept(std::as_const(lengths).view(), streaming.sinks, streaming.window,
+                                 kept_indptr.view(), kept.view(), nullptr) == cudaSuccess);
+      with_workspace([&](void* temp, std::size_t& bytes) {
+        return dc::retain(temp, bytes, layer, stack, std::as_const(kept_indptr).view(),
+                          std::as_const(kept).view(), batch * (2 + 9), invalid.data(), nullptr);
+      });
+      for (std::size_t b = 0; b < batch; ++b) {
+        (void)cpu::enforce_retention(host, streaming, 0, b);
+      }
+      const layer_readback got{lengths.to_host(), appended.to_host(), k.to_host(), v.to_host(),
+                               positions.to_host()};
+      CHECK(invalid.to_host()[0] == 0);
+      const auto pages = table.to_host();
+      check_against_host(host, got, batch, [&](std::size_t b, index_t i) {
+        return detail::paged_row(pages.data() + b * max_pages, i, page_size);
+      });
+      for (std::size_t b = 0; b < batch; ++b) {
+        const std::vector<index_t> device_pages(
+            pages.begin() + static_cast<std::ptrdiff_t>(b * max_pages),
+            pages.begin() +
+                static_cast<std::ptrdiff_t>(b * max_pages +
+                                            detail::pages_for(got.lengths[b], page_size)));
+        CHECK(device_pages == host.pages(0, b));  // same page ids as the host pool
+      }
+      CHECK(free_count.to_host()[0] == host.pool().free_pages());
+      // FlashInfer page table equals the host view's
+      const auto view = host.view(0);
+      device_buffer<index_t> fi_indptr(batch + 1), fi_indices(batch * max_pages), fi_last(batch);
+      REQUIRE(dc::paged_page_table(layer, fi_indptr.view(), fi_indices.view(), fi_last.view(),
+                                   nullptr) == cudaSuccess);
+      REQUIRE(cudaStreamSynchronize(nullptr) == cudaSuccess);
+      CHECK(fi_indptr.to_host() == std::vector<index_t>(view.indptr.begin(), view.indptr.end()));
+      auto indices = fi_indices.to_host();
+      indices.resize(view.indices.size());
+      CHECK(indices == std::vector<index_t>(view.indices.begin(), view.indices.end()));
+      CHECK(fi_last.to_host() ==
+            std::vector<index_t>(view.last_page_len.begin(), view.last_page_len.end()));
+    }
+  }
+
+  TEST_CASE("kv cache: CUDA H2O kept lists equal h2o_policy::retain (ties, NaN, window, layers)") {
+    test::rng g(24);
+    for (const auto mix : {test::score_mix::distinct, test::score_mix::heavy_ties,
+                           test::score_mix::adversarial}) {
+      for (const h2o_policy policy : {h2o_policy{0.5, 4, 0}, h2o_policy{0.2, 0, 0},
+                                      h2o_policy{1.0, 3, 0}, h2o_policy{0.3, 50, 0},
+                                      h2o_policy{0.5, 4, 2}}) {
+        for (index_t layer : {0, 3}) {
+          CAPTURE(static_cast<int>(mix));
+          CAPTURE(policy.ratio);
+          CAPTURE(policy.recent);
+          CAPTURE(layer);
+          const auto lengths = test::random_lengths(g, 9, 700);
+          std::vector<index_t> appended(lengths.size());
+          for (std::size_t b = 0; b < lengths.size(); ++b) {
+            appended[b] = lengths[b] + static_cast<index_t>(g() % 300);
+          }
+          const auto indptr = test::indptr_of(lengths);
+          const auto scores =
+              test::random_scores(g, static_cast<std::size_t>(indptr.back()), mix);
+          host_selection expected;
+          expected.indptr.push_back(0);
+          for (std::size_t b = 0; b < lengths.size(); ++b) {
+            std::vector<index_t> out(static_cast<std::size_t>(lengths[b]));
+            const index_t n = policy.retain(
+                layer, kv_sequence_state{lengths[b], appended[b]},
+                host_span<const float>(scores.data() + indptr[b],
+                                       static_cast<std::size_t>(lengths[b])),
+                make_host_span(out));
+            expected.positions.insert(expected.positions.end(), out.begin(), out.begin() + n);
+            expected.indptr.push_back(static_cast<index_t>(expected.positions.size()));
+          }
+          device_buffer<index_t> d_lengths(lengths), d_appended(appended), d_indptr(indptr);
+          device_buffer<float> d_scores(scores);
+          device_buffer<index_t> kept_indptr(lengths.size() + 1),
+              kept(std::max<std::size_t>(scores.size(), 1));
+          device_buffer<int> invalid(std::vector<int>{0});
+          with_workspace([&](void* temp, std::size_t& bytes) {
+            return dc::h2o_kept(temp, bytes, std::as_const(d_lengths).view(),
+                                std::as_const(d_appended).view(),
+                                device_ragged<const float>{std::as_const(d_indptr).view(),
+                                                           std::as_const(d_scores).view()},
+                                layer, dc::h2o_parameters{policy.ratio, policy.recent,
+                                                          policy.uncompressed_layers},
+                                700, kept_indptr.view(), kept.view(), invalid.data(), nullptr);
+          });
+          CHECK(invalid.to_host()[0] == 0);
+          CHECK(kept_indptr.to_host() == expected.indptr);
+          auto got = kept.to_host();
+          got.resize(expected.positions.size());
+          CHECK(got == expected.positions);
+        }
+      }
+    }
+  }
+
+  TEST_CASE("kv cache: overflow and invalid kept lists change nothing and raise the flag") {
+    constexpr std::size_t batch = 2;
+    constexpr index_t capacity = 3;
+    device_buffer<float> k(batch * capacity * width), v(batch * capacity * width);
+    device_buffer<index_t> positions(batch * capacity);
+    device_buffer<index_t> lengths(std::vector<index_t>{2, 0}), appended(std::vector<index_t>{2, 0});
+    const dc::contiguous_kv_layer<float> layer{k.data(), v.data(), positions.data(),
+                                               lengths.data(), appended.data(), batch, capacity,
+                                               width};
+    // two more tokens for sequence 0 (holding 2 of 3): does not fit
+    const std::vector<index_t> indptr{0, 2, 3};
+    device_buffer<index_t> d_indptr(indptr), d_positions(std::vector<index_t>{5, 6, 7});
+    device_buffer<float> d_kv(std::vector<float>(3 * width, 1.0f));
+    device_buffer<int> invalid(std::vector<int>{0});
+    with_workspace([&](void* temp, std::size_t& bytes) {
+      return dc::gated_append(temp, bytes, layer, std::as_const(d_indptr).view(),
+                              std::as_const(d_kv).view(), std::as_const(d_kv).view(),
+                              device_span<const std::uint8_t>{},
+                              std::as_const(d_positions).view(), invalid.data(), nullptr);
+    });
+    CHECK(invalid.to_host()[0] == 1);
+    CHECK(lengths.to_host() == std::vector<index_t>{2, 0});
+    CHECK(appended.to_host() == std::vector<index_t>{2, 0});
+    // a kept list that is not ascending
+    device_buffer<int> invalid2(std::vector<int>{0});
+    device_buffer<index_t> kept_indptr(std::vector<index_t>{0, 2, 2}),
+        kept(std::vector<index_t>{1, 0});
+    with_workspace([&](void* temp, std::size_t& bytes) {
+      return dc::retain(temp, bytes, layer, std::as_const(kept_indptr).view(),
+                        std::as_const(kept).view(), 6, invalid2.data(), nullptr);
+    });
+    CHECK(invalid2.to_host()[0] == 1);
+    CHECK(lengths.to_host() == std::vector<index_t>{2, 0});
+    // shapes are checked on the host
+    std::size_t bytes = 0;
+    CHECK(dc::gated_append(nullptr, bytes, layer, std::as_const(d_indptr).view(),
+                           device_span<const float>(d_kv.data(), 5), std::as_const(d_kv).view(),
+                           device_span<const std::uint8_t>{}, std::as_const(d_positions).view(),
+                           nullptr, nullptr) == cudaErrorInvalidValue);
+  }
+
+  TEST_CASE("decode step in a CUDA graph: gate, gated append and StreamingLLM eviction") {
+    constexpr std::size_t batch = 3;
+    constexpr index_t page_size = 2;
+    constexpr index_t num_pages = 64;
+    constexpr index_t max_pages = 16;
+    constexpr index_t sinks = 1;
+    constexpr index_t window = 4;
+    paged_kv_cache host(paged_kv_config{1, batch, width, page_size, num_pages});
+    device_buffer<float> k(num_pages * page_size * width), v(num_pages * page_size * width);
+    device_buffer<index_t> positions(num_pages * page_size);
+    device_buffer<index_t> table(std::vector<index_t>(batch * max_pages, -1));
+    device_buffer<index_t> lengths(std::vector<index_t>(batch, 0)),
+        appended(std::vector<index_t>(batch, 0));
+    device_buffer<index_t> free_pages(num_pages), free_count(1);
+    const dc::device_page_stack stack{free_pages.data(), free_count.data(), num_pages};
+    REQUIRE(dc::reset_page_stack(stack, nullptr) == cudaSuccess);
+    const dc::paged_kv_layer<float> layer{k.data(),      v.data(),       positions.data(),
+                                          table.data(),  lengths.data(), appended.data(),
+                                          batch,         max_pages,      page_size,
+                                          width};
+    // one new token per sequence and step
+    const std::vector<index_t> indptr{0, 1, 2, 3};
+    device_buffer<index_t> d_indptr(indptr), d_positions(batch);
+    device_buffer<float> d_logits(2 * batch), d_k(batch * width), d_v(batch * width);
+    device_buffer<std::uint8_t> d_mask(batch);
+    device_buffer<index_t> gate_indptr(batch + 1), gate_positions(batch);
+    device_buffer<index_t> kept_indptr(batch + 1), kept(batch * (sinks + window));
+    device_buffer<int> invalid(std::vector<int>{0});
+
+    std::size_t append_bytes = 0;
+    std::size_t retain_bytes = 0;
+    const auto append = [&](void* temp, std::size_t& bytes, cudaStream_t s) {
+      return dc::gated_append(temp, bytes, layer, stack, std::as_const(d_indptr).view(),
+                              std::as_const(d_k).view(), std::as_const(d_v).view(),
+                              std::as_const(d_mask).view(), std::as_const(d_positions).view(),
+                              invalid.data(), s);
+    };
+    const auto retain = [&](void* temp, std::size_t& bytes, cudaStream_t s) {
+      return dc::retain(temp, bytes, layer, stack, std::as_const(kept_indptr).view(),
+                        std::as_const(kept).view(), batch * (sinks + window), invalid.data(), s);
+    };
+    REQUIRE(append(nullptr, append_bytes, nullptr) == cudaSuccess);
+    REQUIRE(retain(nullptr, retain_bytes, nullptr) == cudaSuccess);
+    device_buffer<unsigned char> append_temp(append_bytes), retain_temp(retain_bytes);
+
+    cudaStream_t stream{};
+    REQUIRE(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking) == cudaSuccess);
+    cudaGraph_t graph{};
+    REQUIRE(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal) == cudaSuccess);
+    REQUIRE(dc::argmax_gate(std::as_const(d_indptr).view(), std::as_const(d_logits).view(),
+                            d_mask.view(), gate_indptr.view(), gate_positions.view(),
+                            invalid.data(), stream) == cudaSuccess);
+    REQUIRE(append(append_temp.data(), append_bytes, stream) == cudaSuccess);
+    REQUIRE(dc::streaming_kept(std::as_const(lengths).view(), sinks, window, kept_indptr.view(),
+                               kept.view(), stream) == cudaSuccess);
+    REQUIRE(retain(retain_temp.data(), retain_bytes, stream) == cudaSuccess);
+    REQUIRE(cudaStreamEndCapture(stream, &graph) == cudaSuccess);
+    cudaGraphExec_t instance{};
+    REQUIRE(cudaGraphInstantiate(&instance, graph, 0) == cudaSuccess);
+
+    test::rng g(23);
+    const streaming_policy streaming{sinks, window};
+    for (index_t step = 0; step < 12; ++step) {
+      CAPTURE(step);
+      std::vector<float> logits(2 * batch), kv(batch * width);
+      for (auto& x : logits) x = static_cast<float>(g() % 3);
+      for (auto& x : kv) x = static_cast<float>(g() % 100);
+      const std::vector<index_t> pos(batch, step);
+      d_logits.copy_from(make_host_span(std::as_const(logits)));
+      d_k.copy_from(make_host_span(std::as_const(kv)));
+      d_v.copy_from(make_host_span(std::as_const(kv)));
+      d_positions.copy_from(make_host_span(pos));
+      // copy_from's cudaMemcpy runs on the legacy stream, which a non-blocking stream does not
+      // wait for: finish it before the replay reads the inputs
+      REQUIRE(cudaDeviceSynchronize() == cudaSuccess);
+      REQUIRE(cudaGraphLaunch(instance, stream) == cudaSuccess);
+      REQUIRE(cudaStreamSynchronize(stream) == cudaSuccess);
+
+      std::vector<std::uint8_t> keep(batch);
+      cpu::argmax_gate(ragged_logits<host_space>{make_host_span(indptr), make_host_span(logits)},
+                       make_host_span(keep));
+      cpu::gated_append(host, online_gate_policy{0}, 0, make_host_span(indptr),
+                        make_host_span(std::as_const(kv)), make_host_span(std::as_const(kv)),
+                        make_host_span(std::as_const(keep)), make_host_span(pos));
+      for (std::size_t b = 0; b < batch; ++b) (void)cpu::enforce_retention(host, streaming, 0, b);
+
+      const layer_readback got{lengths.to_host(), appended.to_host(), k.to_host(), v.to_host(),
+                               positions.to_host()};
+      CHECK(invalid.to_host()[0] == 0);
+      const auto pages = table.to_host();
+      check_against_host(host, got, batch, [&](std::size_t b, index_t i) {
+        return detail::paged_row(pages.data() + b * max_pages, i, page_size);
+      });
+      CHECK(free_count.to_host()[0] == host.pool().free_pages());
+    }
+    CHECK(cudaGraphExecDestroy(instance) == cudaSuccess);
+    CHECK(cudaGraphDestroy(graph) == cudaSuccess);
+    CHECK(cudaStreamDestroy(stream) == cudaSuccess);
+  }
+}
