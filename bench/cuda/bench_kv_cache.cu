@@ -92,11 +92,10 @@ void append_case(benchmark::State& state, bool gated) {
     if (paged) {
       (void)cudaMemcpyAsync(table.ptr, host_table.data(), host_table.size() * sizeof(index_t),
                             cudaMemcpyHostToDevice, nullptr);
-      (void)cudaMemcpyAsync(stack_pages.ptr, host_stack.data(),
-                            host_stack.size() * sizeof(index_t), cudaMemcpyHostToDevice,
-                            nullptr);
-      (void)cudaMemcpyAsync(stack_count.ptr, &free_count, sizeof(index_t),
+      (void)cudaMemcpyAsync(stack_pages.ptr, host_stack.data(), host_stack.size() * sizeof(index_t),
                             cudaMemcpyHostToDevice, nullptr);
+      (void)cudaMemcpyAsync(stack_count.ptr, &free_count, sizeof(index_t), cudaMemcpyHostToDevice,
+                            nullptr);
     }
   };
   const dynllava::device_span<const index_t> indptr_view(as<const index_t>(indptr), batch + 1);
@@ -107,21 +106,30 @@ void append_case(benchmark::State& state, bool gated) {
             : dynllava::device_span<const std::uint8_t>{};
   const dynllava::device_span<const index_t> positions_view(as<const index_t>(new_positions),
                                                             batch);
-  const dc::contiguous_kv_layer<__half> contiguous{as<__half>(k),         as<__half>(v),
-                                                   as<index_t>(positions), as<index_t>(lengths),
-                                                   as<index_t>(appended), batch,
-                                                   capacity,               width};
-  const dc::paged_kv_layer<__half> paged_layer{
-      as<__half>(k),      as<__half>(v),        as<index_t>(positions), as<index_t>(table),
-      as<index_t>(lengths), as<index_t>(appended), batch,                max_pages,
-      page_size,          width};
-  const dc::device_page_stack stack{as<index_t>(stack_pages), as<index_t>(stack_count),
-                                    num_pages};
+  const dc::contiguous_kv_layer<__half> contiguous{as<__half>(k),
+                                                   as<__half>(v),
+                                                   as<index_t>(positions),
+                                                   as<index_t>(lengths),
+                                                   as<index_t>(appended),
+                                                   batch,
+                                                   capacity,
+                                                   width};
+  const dc::paged_kv_layer<__half> paged_layer{as<__half>(k),
+                                               as<__half>(v),
+                                               as<index_t>(positions),
+                                               as<index_t>(table),
+                                               as<index_t>(lengths),
+                                               as<index_t>(appended),
+                                               batch,
+                                               max_pages,
+                                               page_size,
+                                               width};
+  const dc::device_page_stack stack{as<index_t>(stack_pages), as<index_t>(stack_count), num_pages};
   const auto run = [&](void* temp, std::size_t& bytes) {
     return paged ? dc::gated_append(temp, bytes, paged_layer, stack, indptr_view, k_view, v_view,
                                     keep_view, positions_view, as<int>(invalid), nullptr)
-                 : dc::gated_append(temp, bytes, contiguous, indptr_view, k_view, v_view,
-                                    keep_view, positions_view, as<int>(invalid), nullptr);
+                 : dc::gated_append(temp, bytes, contiguous, indptr_view, k_view, v_view, keep_view,
+                                    positions_view, as<int>(invalid), nullptr);
   };
   std::size_t bytes = 0;
   (void)run(nullptr, bytes);
@@ -169,13 +177,12 @@ void bm_baseline_copy_rows(benchmark::State& state) {
       return;
     }
   }
-  state.SetBytesProcessed(static_cast<int64_t>(state.iterations()) * static_cast<int64_t>(2 * bytes));
+  state.SetBytesProcessed(static_cast<int64_t>(state.iterations()) *
+                          static_cast<int64_t>(2 * bytes));
 }
 
 }  // namespace
 
-BENCHMARK(bm_dynllava_cuda_gated_append)
-    ->ArgsProduct({{1, 8, 64, 256}, {0, 1}})
-    ->UseManualTime();
+BENCHMARK(bm_dynllava_cuda_gated_append)->ArgsProduct({{1, 8, 64, 256}, {0, 1}})->UseManualTime();
 BENCHMARK(bm_dense_append)->ArgsProduct({{1, 8, 64, 256}, {0, 1}})->UseManualTime();
 BENCHMARK(bm_baseline_copy_rows)->ArgsProduct({{1, 8, 64, 256}, {0, 1}})->UseManualTime();

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 /// @file dynllava.cuh
 /// @brief Umbrella header of the CUDA tier (`dynllava::cuda`): the host tier (`dynllava.hpp`)
-/// plus every `.cuh` of dynllava. Needs nvcc, the CUDA runtime and CCCL; no BLAS or JSON
+/// plus every `.cuh` of dynllava. Needs nvcc, the CUDA runtime, cuBLAS and CCCL; no BLAS or JSON
 /// (include `dynllava/nn.hpp` or `dynllava/io.hpp` too for those, and link their targets).
 #pragma once
 
@@ -17,6 +17,9 @@
 #include <dynllava/kvcache/cuda/device_h2o.cuh>
 #include <dynllava/kvcache/cuda/device_kv_cache.cuh>
 #include <dynllava/kvcache/cuda/kernel_kv_cache.cuh>
+#include <dynllava/nn/cuda/device_linear.cuh>
+#include <dynllava/nn/cuda/kernel_rows.cuh>
+#include <dynllava/score/cuda/device_output_predictor.cuh>
 #include <dynllava/select/cuda/device_gate.cuh>
 #include <dynllava/select/cuda/device_score.cuh>
 #include <dynllava/select/cuda/device_topk.cuh>

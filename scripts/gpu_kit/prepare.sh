@@ -41,8 +41,10 @@ cp -r /usr/include/fmt /usr/include/doctest /usr/include/benchmark "$kit/include
 cblas_dir=$(dirname "$(realpath /usr/include/x86_64-linux-gnu/cblas.h)")
 cp "$cblas_dir/cblas.h" "$cblas_dir/openblas_config.h" "$kit/include/"
 
-# The binaries may need only libc, libm, the loader and the kit's libbenchmark; libbenchmark
-# itself needs the GPU machine's libstdc++ (GLIBCXX recorded in the manifest) and libgcc_s.
+# The binaries may need only libc, libm, the loader, the kit's libbenchmark and OpenBLAS, and
+# cuBLAS from the GPU machine's CUDA toolkit (run.sh puts its lib64 on LD_LIBRARY_PATH; it is
+# far too large to carry); libbenchmark itself needs the GPU machine's libstdc++ (GLIBCXX
+# recorded in the manifest) and libgcc_s.
 check_needed() {  # check_needed FILE REGEX
   while read -r lib; do
     if ! [[ $lib =~ $2 ]]; then
@@ -52,7 +54,7 @@ check_needed() {  # check_needed FILE REGEX
   done < <(readelf -d "$1" | sed -n 's/.*Shared library: \[\(.*\)\]/\1/p')
 }
 for b in "$kit"/bin/*; do
-  check_needed "$b" '^(libc\.so\.6|libm\.so\.6|ld-linux-x86-64\.so\.2|libbenchmark\.so\.1debian|libopenblas\.so\.0)$'
+  check_needed "$b" '^(libc\.so\.6|libm\.so\.6|ld-linux-x86-64\.so\.2|libbenchmark\.so\.1debian|libopenblas\.so\.0|libcublas\.so\.13|libcublasLt\.so\.13)$'
 done
 check_needed "$kit/lib/libbenchmark.so.1debian" '^(libc\.so\.6|libm\.so\.6|libstdc\+\+\.so\.6|libgcc_s\.so\.1)$'
 for lib in "${blas_libs[@]}"; do

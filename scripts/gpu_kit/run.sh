@@ -69,6 +69,12 @@ have_gpu=0
 if timeout -k 5 20 nvidia-smi -L >/dev/null 2>&1; then have_gpu=1; fi
 log "device: $( (timeout -k 5 20 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null || echo none) | head -1)"
 
+# cuBLAS comes from this machine's CUDA toolkit (the kit cannot carry it).
+nvcc_lib=$(dirname "$(command -v nvcc 2>/dev/null || echo /usr/local/cuda/bin/nvcc)")/../lib64
+for d in "$nvcc_lib" /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib; do
+  [[ -d $d ]] && export LD_LIBRARY_PATH="$d${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+done
+
 # --- binaries: prebuilt, or rebuilt here --------------------------------------------------------
 tree_hash=$(cd "$root" && find include tests bench -type f \( -name '*.hpp' -o -name '*.cuh' -o -name '*.cu' -o -name '*.cpp' \) | LC_ALL=C sort | xargs sha256sum | sha256sum | cut -c1-16)
 kit_hash=$(sed -n 's/^tree: //p' "$kit/MANIFEST.txt")
@@ -83,10 +89,11 @@ for name in dynllava_gpu_tests dynllava_bench_cuda; do
   log "run: rebuilding $name here: $reason"
   s=$(date +%s)
   src=("$root"/tests/cuda/*.cu)
-  extra=()
+  # the CPU twins of the CUDA predictors use OpenBLAS (carried in gpu-kit/lib)
+  extra=(-lcublas -L"$kit/lib" -l:libopenblas.so.0 -Xlinker "-rpath=$kit/lib")
   if [[ $name == dynllava_bench_cuda ]]; then
     src=("$root"/bench/cuda/*.cu)
-    extra=(-L"$kit/lib" -l:libbenchmark.so.1debian -Xlinker "-rpath=$kit/lib")
+    extra=(-lcublas -L"$kit/lib" -l:libbenchmark.so.1debian -Xlinker "-rpath=$kit/lib")
   fi
   # Each .cu compiles in its own nvcc, as many at once as there are cores, then one link.
   mkdir -p "$work/obj-$name"

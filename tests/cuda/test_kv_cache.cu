@@ -3,8 +3,8 @@
 /// @brief CUDA KV caches against the host caches: gated appends (gated and not, ragged new
 /// tokens, empty sequences), compactions (random kept lists, StreamingLLM's), page ids reused
 /// after eviction in the host pool's order, FlashInfer page tables, device-found overflow and
-/// invalid kept lists; H2O's kept lists against `h2o_policy::retain`; and a decode step (argmax gate, gated append, StreamingLLM eviction)
-/// captured in a CUDA graph and replayed.
+/// invalid kept lists; H2O's kept lists against `h2o_policy::retain`; and a decode step (argmax
+/// gate, gated append, StreamingLLM eviction) captured in a CUDA graph and replayed.
 #include <dynllava/core/cuda/device_buffer.cuh>
 #include <dynllava/core/selection.hpp>
 #include <dynllava/kvcache/contiguous_kv_cache.hpp>
@@ -144,9 +144,9 @@ TEST_SUITE("gpu") {
     device_buffer<index_t> positions(batch * capacity);
     device_buffer<index_t> lengths(std::vector<index_t>(batch, 0)),
         appended(std::vector<index_t>(batch, 0));
-    const dc::contiguous_kv_layer<float> layer{k.data(), v.data(), positions.data(),
-                                               lengths.data(), appended.data(), batch, capacity,
-                                               width};
+    const dc::contiguous_kv_layer<float> layer{
+        k.data(),        v.data(), positions.data(), lengths.data(),
+        appended.data(), batch,    capacity,         width};
     device_buffer<int> invalid(std::vector<int>{0});
     index_t next_position = 0;
     for (int step = 0; step < 40; ++step) {
@@ -158,11 +158,11 @@ TEST_SUITE("gpu") {
       device_buffer<float> d_k(s.k), d_v(s.v);
       device_buffer<std::uint8_t> d_keep(s.keep);
       with_workspace([&](void* temp, std::size_t& bytes) {
-        return dc::gated_append(temp, bytes, layer, std::as_const(d_indptr).view(),
-                                std::as_const(d_k).view(), std::as_const(d_v).view(),
-                                gated ? std::as_const(d_keep).view()
-                                      : device_span<const std::uint8_t>{},
-                                std::as_const(d_positions).view(), invalid.data(), nullptr);
+        return dc::gated_append(
+            temp, bytes, layer, std::as_const(d_indptr).view(), std::as_const(d_k).view(),
+            std::as_const(d_v).view(),
+            gated ? std::as_const(d_keep).view() : device_span<const std::uint8_t>{},
+            std::as_const(d_positions).view(), invalid.data(), nullptr);
       });
       if (step % 4 == 3) {
         std::vector<index_t> held(batch);
@@ -200,10 +200,9 @@ TEST_SUITE("gpu") {
     device_buffer<index_t> free_pages(num_pages), free_count(1);
     const dc::device_page_stack stack{free_pages.data(), free_count.data(), num_pages};
     REQUIRE(dc::reset_page_stack(stack, nullptr) == cudaSuccess);
-    const dc::paged_kv_layer<float> layer{k.data(),      v.data(),        positions.data(),
-                                          table.data(),  lengths.data(),  appended.data(),
-                                          batch,         max_pages,       page_size,
-                                          width};
+    const dc::paged_kv_layer<float> layer{
+        k.data(),        v.data(), positions.data(), table.data(), lengths.data(),
+        appended.data(), batch,    max_pages,        page_size,    width};
     device_buffer<int> invalid(std::vector<int>{0});
     const streaming_policy streaming{2, 9};
     index_t next_position = 0;
@@ -216,11 +215,11 @@ TEST_SUITE("gpu") {
       device_buffer<float> d_k(s.k), d_v(s.v);
       device_buffer<std::uint8_t> d_keep(s.keep);
       with_workspace([&](void* temp, std::size_t& bytes) {
-        return dc::gated_append(temp, bytes, layer, stack, std::as_const(d_indptr).view(),
-                                std::as_const(d_k).view(), std::as_const(d_v).view(),
-                                gated ? std::as_const(d_keep).view()
-                                      : device_span<const std::uint8_t>{},
-                                std::as_const(d_positions).view(), invalid.data(), nullptr);
+        return dc::gated_append(
+            temp, bytes, layer, stack, std::as_const(d_indptr).view(), std::as_const(d_k).view(),
+            std::as_const(d_v).view(),
+            gated ? std::as_const(d_keep).view() : device_span<const std::uint8_t>{},
+            std::as_const(d_positions).view(), invalid.data(), nullptr);
       });
       // StreamingLLM every step: kept lists on the device, compaction, pages back to the stack
       device_buffer<index_t> kept_indptr(batch + 1), kept(batch * (2 + 9));
@@ -243,9 +242,8 @@ TEST_SUITE("gpu") {
       for (std::size_t b = 0; b < batch; ++b) {
         const std::vector<index_t> device_pages(
             pages.begin() + static_cast<std::ptrdiff_t>(b * max_pages),
-            pages.begin() +
-                static_cast<std::ptrdiff_t>(b * max_pages +
-                                            detail::pages_for(got.lengths[b], page_size)));
+            pages.begin() + static_cast<std::ptrdiff_t>(
+                                b * max_pages + detail::pages_for(got.lengths[b], page_size)));
         CHECK(device_pages == host.pages(0, b));  // same page ids as the host pool
       }
       CHECK(free_count.to_host()[0] == host.pool().free_pages());
@@ -266,11 +264,11 @@ TEST_SUITE("gpu") {
 
   TEST_CASE("kv cache: CUDA H2O kept lists equal h2o_policy::retain (ties, NaN, window, layers)") {
     test::rng g(24);
-    for (const auto mix : {test::score_mix::distinct, test::score_mix::heavy_ties,
-                           test::score_mix::adversarial}) {
-      for (const h2o_policy policy : {h2o_policy{0.5, 4, 0}, h2o_policy{0.2, 0, 0},
-                                      h2o_policy{1.0, 3, 0}, h2o_policy{0.3, 50, 0},
-                                      h2o_policy{0.5, 4, 2}}) {
+    for (const auto mix :
+         {test::score_mix::distinct, test::score_mix::heavy_ties, test::score_mix::adversarial}) {
+      for (const h2o_policy policy :
+           {h2o_policy{0.5, 4, 0}, h2o_policy{0.2, 0, 0}, h2o_policy{1.0, 3, 0},
+            h2o_policy{0.3, 50, 0}, h2o_policy{0.5, 4, 2}}) {
         for (index_t layer : {0, 3}) {
           CAPTURE(static_cast<int>(mix));
           CAPTURE(policy.ratio);
@@ -282,17 +280,16 @@ TEST_SUITE("gpu") {
             appended[b] = lengths[b] + static_cast<index_t>(g() % 300);
           }
           const auto indptr = test::indptr_of(lengths);
-          const auto scores =
-              test::random_scores(g, static_cast<std::size_t>(indptr.back()), mix);
+          const auto scores = test::random_scores(g, static_cast<std::size_t>(indptr.back()), mix);
           host_selection expected;
           expected.indptr.push_back(0);
           for (std::size_t b = 0; b < lengths.size(); ++b) {
             std::vector<index_t> out(static_cast<std::size_t>(lengths[b]));
-            const index_t n = policy.retain(
-                layer, kv_sequence_state{lengths[b], appended[b]},
-                host_span<const float>(scores.data() + indptr[b],
-                                       static_cast<std::size_t>(lengths[b])),
-                make_host_span(out));
+            const index_t n =
+                policy.retain(layer, kv_sequence_state{lengths[b], appended[b]},
+                              host_span<const float>(scores.data() + indptr[b],
+                                                     static_cast<std::size_t>(lengths[b])),
+                              make_host_span(out));
             expected.positions.insert(expected.positions.end(), out.begin(), out.begin() + n);
             expected.indptr.push_back(static_cast<index_t>(expected.positions.size()));
           }
@@ -302,13 +299,12 @@ TEST_SUITE("gpu") {
               kept(std::max<std::size_t>(scores.size(), 1));
           device_buffer<int> invalid(std::vector<int>{0});
           with_workspace([&](void* temp, std::size_t& bytes) {
-            return dc::h2o_kept(temp, bytes, std::as_const(d_lengths).view(),
-                                std::as_const(d_appended).view(),
-                                device_ragged<const float>{std::as_const(d_indptr).view(),
-                                                           std::as_const(d_scores).view()},
-                                layer, dc::h2o_parameters{policy.ratio, policy.recent,
-                                                          policy.uncompressed_layers},
-                                700, kept_indptr.view(), kept.view(), invalid.data(), nullptr);
+            return dc::h2o_kept(
+                temp, bytes, std::as_const(d_lengths).view(), std::as_const(d_appended).view(),
+                device_ragged<const float>{std::as_const(d_indptr).view(),
+                                           std::as_const(d_scores).view()},
+                layer, dc::h2o_parameters{policy.ratio, policy.recent, policy.uncompressed_layers},
+                700, kept_indptr.view(), kept.view(), invalid.data(), nullptr);
           });
           CHECK(invalid.to_host()[0] == 0);
           CHECK(kept_indptr.to_host() == expected.indptr);
@@ -325,10 +321,11 @@ TEST_SUITE("gpu") {
     constexpr index_t capacity = 3;
     device_buffer<float> k(batch * capacity * width), v(batch * capacity * width);
     device_buffer<index_t> positions(batch * capacity);
-    device_buffer<index_t> lengths(std::vector<index_t>{2, 0}), appended(std::vector<index_t>{2, 0});
-    const dc::contiguous_kv_layer<float> layer{k.data(), v.data(), positions.data(),
-                                               lengths.data(), appended.data(), batch, capacity,
-                                               width};
+    device_buffer<index_t> lengths(std::vector<index_t>{2, 0}),
+        appended(std::vector<index_t>{2, 0});
+    const dc::contiguous_kv_layer<float> layer{
+        k.data(),        v.data(), positions.data(), lengths.data(),
+        appended.data(), batch,    capacity,         width};
     // two more tokens for sequence 0 (holding 2 of 3): does not fit
     const std::vector<index_t> indptr{0, 2, 3};
     device_buffer<index_t> d_indptr(indptr), d_positions(std::vector<index_t>{5, 6, 7});
@@ -337,8 +334,8 @@ TEST_SUITE("gpu") {
     with_workspace([&](void* temp, std::size_t& bytes) {
       return dc::gated_append(temp, bytes, layer, std::as_const(d_indptr).view(),
                               std::as_const(d_kv).view(), std::as_const(d_kv).view(),
-                              device_span<const std::uint8_t>{},
-                              std::as_const(d_positions).view(), invalid.data(), nullptr);
+                              device_span<const std::uint8_t>{}, std::as_const(d_positions).view(),
+                              invalid.data(), nullptr);
     });
     CHECK(invalid.to_host()[0] == 1);
     CHECK(lengths.to_host() == std::vector<index_t>{2, 0});
@@ -377,10 +374,9 @@ TEST_SUITE("gpu") {
     device_buffer<index_t> free_pages(num_pages), free_count(1);
     const dc::device_page_stack stack{free_pages.data(), free_count.data(), num_pages};
     REQUIRE(dc::reset_page_stack(stack, nullptr) == cudaSuccess);
-    const dc::paged_kv_layer<float> layer{k.data(),      v.data(),       positions.data(),
-                                          table.data(),  lengths.data(), appended.data(),
-                                          batch,         max_pages,      page_size,
-                                          width};
+    const dc::paged_kv_layer<float> layer{
+        k.data(),        v.data(), positions.data(), table.data(), lengths.data(),
+        appended.data(), batch,    max_pages,        page_size,    width};
     // one new token per sequence and step
     const std::vector<index_t> indptr{0, 1, 2, 3};
     device_buffer<index_t> d_indptr(indptr), d_positions(batch);

@@ -93,8 +93,8 @@ TEST_SUITE("kvcache") {
         const streaming_policy policy{sinks, window};
         for (index_t held = 0; held < 30; ++held) {
           std::vector<index_t> expected(static_cast<std::size_t>(held));
-          const index_t n = policy.retain(0, kv_sequence_state{held, held}, {},
-                                          make_host_span(expected));
+          const index_t n =
+              policy.retain(0, kv_sequence_state{held, held}, {}, make_host_span(expected));
           expected.resize(static_cast<std::size_t>(n));
           CAPTURE(sinks);
           CAPTURE(window);
@@ -115,8 +115,8 @@ TEST_SUITE("kvcache") {
     constexpr index_t page_size = 4;
     constexpr index_t num_pages = 64;
     paged_kv_cache host(paged_kv_config{1, batch, 2, page_size, num_pages});
-    emulated_paged_layer device{page_size, {}, std::vector<index_t>(batch, 0),
-                                std::vector<std::vector<index_t>>(batch)};
+    emulated_paged_layer device{
+        page_size, {}, std::vector<index_t>(batch, 0), std::vector<std::vector<index_t>>(batch)};
     for (index_t p = num_pages; p-- > 0;) device.stack.push_back(p);  // page 0 on top
     const std::vector<float> row{1.0f, 2.0f};
     for (int step = 0; step < 60; ++step) {
@@ -134,7 +134,8 @@ TEST_SUITE("kvcache") {
       if (step % 3 == 2) {  // evict: keep a random prefix-free subset (the first kept_b tokens)
         std::vector<index_t> kept(batch);
         for (std::size_t b = 0; b < batch; ++b) {
-          kept[b] = host.length(0, b) == 0 ? 0 : static_cast<index_t>(g() % (host.length(0, b) + 1));
+          kept[b] =
+              host.length(0, b) == 0 ? 0 : static_cast<index_t>(g() % (host.length(0, b) + 1));
           std::vector<index_t> positions(static_cast<std::size_t>(kept[b]));
           for (index_t j = 0; j < kept[b]; ++j) positions[static_cast<std::size_t>(j)] = j;
           host.retain(0, b, make_host_span(std::as_const(positions)));

@@ -21,7 +21,8 @@ DYNLLAVA_HOST_DEVICE constexpr index_t pages_for(index_t tokens, index_t page_si
 
 /// Tokens in the last page of a sequence of `tokens` (0 for an empty one), FlashInfer's
 /// `last_page_len`.
-DYNLLAVA_HOST_DEVICE constexpr index_t last_page_length(index_t tokens, index_t page_size) noexcept {
+DYNLLAVA_HOST_DEVICE constexpr index_t last_page_length(index_t tokens,
+                                                        index_t page_size) noexcept {
   return tokens <= 0 ? 0 : (tokens - 1) % page_size + 1;
 }
 
@@ -77,8 +78,7 @@ DYNLLAVA_HOST_DEVICE constexpr index_t streaming_kept_count(index_t held, index_
 /// tokens, then the `window` newest.
 /// @pre `j < streaming_kept_count(held, sinks, window)`.
 DYNLLAVA_HOST_DEVICE constexpr index_t streaming_kept_position(index_t held, index_t sinks,
-                                                               index_t window,
-                                                               index_t j) noexcept {
+                                                               index_t window, index_t j) noexcept {
   if (held <= sinks + window || j < sinks) return j;
   return held - window + (j - sinks);
 }
@@ -86,9 +86,8 @@ DYNLLAVA_HOST_DEVICE constexpr index_t streaming_kept_position(index_t held, ind
 /// @brief H2O's budget of a (layer, sequence): every held token below `uncompressed_layers`,
 /// else `min(held, max(recent, floor(ratio * appended)))`. Shared by `h2o_policy` and the CUDA
 /// kept-list kernel. @pre `0 <= ratio <= 1`.
-DYNLLAVA_HOST_DEVICE index_t h2o_budget(index_t layer, index_t held, index_t appended,
-                                        double ratio, index_t recent,
-                                        index_t uncompressed_layers) noexcept {
+DYNLLAVA_HOST_DEVICE index_t h2o_budget(index_t layer, index_t held, index_t appended, double ratio,
+                                        index_t recent, index_t uncompressed_layers) noexcept {
   if (layer < uncompressed_layers) return held;
   const index_t by_ratio = ratio_budget(appended, ratio);
   const index_t floor = recent > by_ratio ? recent : by_ratio;

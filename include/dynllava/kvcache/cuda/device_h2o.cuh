@@ -129,14 +129,11 @@ __global__ void h2o_merge_kernel(const index_t* lengths, const index_t* kept_ind
 ///             `lengths`; then the kept lists are unspecified and must not be applied
 /// @return `cudaErrorInvalidValue` on invalid parameters or sizes (nothing launched)
 template <class T>
-requires device_score<T> cudaError_t h2o_kept(void* temp, std::size_t& temp_bytes,
-                                              device_span<const index_t> lengths,
-                                              device_span<const index_t> appended,
-                                              device_ragged<const T> scores, index_t layer,
-                                              const h2o_parameters& p, index_t max_length,
-                                              device_span<index_t> kept_indptr,
-                                              device_span<index_t> kept, int* d_invalid,
-                                              cudaStream_t stream) {
+requires device_score<T> cudaError_t
+h2o_kept(void* temp, std::size_t& temp_bytes, device_span<const index_t> lengths,
+         device_span<const index_t> appended, device_ragged<const T> scores, index_t layer,
+         const h2o_parameters& p, index_t max_length, device_span<index_t> kept_indptr,
+         device_span<index_t> kept, int* d_invalid, cudaStream_t stream) {
   const std::size_t batch = lengths.size();
   const std::size_t tokens = scores.values.size();
   if (!(p.ratio >= 0.0 && p.ratio <= 1.0) || p.recent < 0 || p.uncompressed_layers < 0 ||

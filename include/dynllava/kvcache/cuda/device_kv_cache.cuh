@@ -69,9 +69,9 @@ struct device_page_stack {
 /// every layer); sequence `b`'s pages are `page_table[b * max_pages ..]` in token order.
 template <class T>
 struct paged_kv_layer {
-  T* k = nullptr;                ///< [num_pages, page_size, width] device: the pool's keys
-  T* v = nullptr;                ///< [num_pages, page_size, width] device: the pool's values
-  index_t* positions = nullptr;  ///< [num_pages, page_size] device
+  T* k = nullptr;                 ///< [num_pages, page_size, width] device: the pool's keys
+  T* v = nullptr;                 ///< [num_pages, page_size, width] device: the pool's values
+  index_t* positions = nullptr;   ///< [num_pages, page_size] device
   index_t* page_table = nullptr;  ///< [batch, max_pages] device: this layer's pages
   index_t* lengths = nullptr;     ///< [batch] device: tokens held
   index_t* appended = nullptr;    ///< [batch] device: tokens ever appended
@@ -160,8 +160,8 @@ cudaError_t gated_append_impl(void* temp, std::size_t& temp_bytes, const Layer& 
   if (const cudaError_t e = cudaPeekAtLastError(); e != cudaSuccess) return e;
   const auto grid = static_cast<unsigned>(std::min<std::size_t>(batch, 1u << 16));
   append_copy_kernel<T, kv_threads><<<grid, kv_threads, 0, stream>>>(
-      rows_of(layer), indptr.data(), batch, gated ? keep.data() : nullptr, gated, k.data(), v.data(),
-      positions.data(), layer.width, old_len, layer.k, layer.v, layer.positions, valid);
+      rows_of(layer), indptr.data(), batch, gated ? keep.data() : nullptr, gated, k.data(),
+      v.data(), positions.data(), layer.width, old_len, layer.k, layer.v, layer.positions, valid);
   return cudaPeekAtLastError();
 }
 
@@ -178,9 +178,9 @@ cudaError_t retain_impl(void* temp, std::size_t& temp_bytes, const Layer& layer,
   }
   const auto rows = static_cast<std::size_t>(max_rows);
   std::array<void*, 6> parts{};
-  const std::array<std::size_t, 6> sizes{sizeof(int),           batch * sizeof(index_t),
-                                         batch * sizeof(index_t), rows * w * sizeof(T),
-                                         rows * w * sizeof(T),   rows * sizeof(index_t)};
+  const std::array<std::size_t, 6> sizes{
+      sizeof(int),          batch * sizeof(index_t), batch * sizeof(index_t),
+      rows * w * sizeof(T), rows * w * sizeof(T),    rows * sizeof(index_t)};
   const workspace_status ws = alias_temporaries(temp, temp_bytes, parts, sizes);
   if (ws == workspace_status::size_query) return cudaSuccess;
   if (ws == workspace_status::too_small) return cudaErrorInvalidValue;
@@ -195,9 +195,9 @@ cudaError_t retain_impl(void* temp, std::size_t& temp_bytes, const Layer& layer,
     return e;
   }
   const auto seq_grid = static_cast<unsigned>(batch);
-  retain_check_kernel<kv_threads><<<seq_grid, kv_threads, 0, stream>>>(
-      kept_indptr.data(), kept.data(), kept.size(), batch, layer.lengths, max_rows, failed,
-      d_invalid);
+  retain_check_kernel<kv_threads>
+      <<<seq_grid, kv_threads, 0, stream>>>(kept_indptr.data(), kept.data(), kept.size(), batch,
+                                            layer.lengths, max_rows, failed, d_invalid);
   retain_stage_kernel<<<seq_grid, kv_threads, 0, stream>>>(
       rows_of(layer), kept_indptr.data(), kept.data(), batch, layer.width, layer.k, layer.v,
       layer.positions, layer.lengths, stage_k, stage_v, stage_positions, old_len, failed);
@@ -227,25 +227,25 @@ cudaError_t retain_impl(void* temp, std::size_t& temp_bytes, const Layer& layer,
 /// @return `cudaErrorInvalidValue` on mismatched shapes or a too small workspace (nothing
 ///         launched), else the last launch's status
 template <class T>
-requires std::is_trivially_copyable_v<T> cudaError_t gated_append(
-    void* temp, std::size_t& temp_bytes, const contiguous_kv_layer<T>& layer,
-    device_span<const index_t> indptr, std::type_identity_t<device_span<const T>> k,
-    std::type_identity_t<device_span<const T>> v, device_span<const std::uint8_t> keep,
-    device_span<const index_t> positions, int* d_invalid, cudaStream_t stream) {
-  return detail::gated_append_impl(temp, temp_bytes, layer, nullptr, indptr, k, v, keep,
-                                   positions, d_invalid, stream);
+requires std::is_trivially_copyable_v<T> cudaError_t
+gated_append(void* temp, std::size_t& temp_bytes, const contiguous_kv_layer<T>& layer,
+             device_span<const index_t> indptr, std::type_identity_t<device_span<const T>> k,
+             std::type_identity_t<device_span<const T>> v, device_span<const std::uint8_t> keep,
+             device_span<const index_t> positions, int* d_invalid, cudaStream_t stream) {
+  return detail::gated_append_impl(temp, temp_bytes, layer, nullptr, indptr, k, v, keep, positions,
+                                   d_invalid, stream);
 }
 
 /// @brief Device-level gated append to a paged layer; new pages come from `stack` (in sequence
 /// order, as the host pool hands them out). Arguments as the contiguous overload; `d_invalid`
 /// is also raised when a sequence would need more than `max_pages` pages or the stack runs out.
 template <class T>
-requires std::is_trivially_copyable_v<T> cudaError_t gated_append(
-    void* temp, std::size_t& temp_bytes, const paged_kv_layer<T>& layer,
-    const device_page_stack& stack, device_span<const index_t> indptr,
-    std::type_identity_t<device_span<const T>> k, std::type_identity_t<device_span<const T>> v,
-    device_span<const std::uint8_t> keep, device_span<const index_t> positions, int* d_invalid,
-    cudaStream_t stream) {
+requires std::is_trivially_copyable_v<T> cudaError_t
+gated_append(void* temp, std::size_t& temp_bytes, const paged_kv_layer<T>& layer,
+             const device_page_stack& stack, device_span<const index_t> indptr,
+             std::type_identity_t<device_span<const T>> k,
+             std::type_identity_t<device_span<const T>> v, device_span<const std::uint8_t> keep,
+             device_span<const index_t> positions, int* d_invalid, cudaStream_t stream) {
   if (stack.pages == nullptr || stack.count == nullptr) return cudaErrorInvalidValue;
   return detail::gated_append_impl(temp, temp_bytes, layer, &stack, indptr, k, v, keep, positions,
                                    d_invalid, stream);
@@ -270,13 +270,10 @@ requires std::is_trivially_copyable_v<T> cudaError_t retain(void* temp, std::siz
 /// @brief Device-level compaction of a paged layer; pages no longer needed go back on `stack`
 /// (in sequence order, each sequence's from its last page backwards). As the contiguous overload.
 template <class T>
-requires std::is_trivially_copyable_v<T> cudaError_t retain(void* temp, std::size_t& temp_bytes,
-                                                            const paged_kv_layer<T>& layer,
-                                                            const device_page_stack& stack,
-                                                            device_span<const index_t> kept_indptr,
-                                                            device_span<const index_t> kept,
-                                                            index_t max_rows, int* d_invalid,
-                                                            cudaStream_t stream) {
+requires std::is_trivially_copyable_v<T> cudaError_t
+retain(void* temp, std::size_t& temp_bytes, const paged_kv_layer<T>& layer,
+       const device_page_stack& stack, device_span<const index_t> kept_indptr,
+       device_span<const index_t> kept, index_t max_rows, int* d_invalid, cudaStream_t stream) {
   if (stack.pages == nullptr || stack.count == nullptr) return cudaErrorInvalidValue;
   return detail::retain_impl(temp, temp_bytes, layer, &stack, kept_indptr, kept, max_rows,
                              d_invalid, stream);
@@ -286,9 +283,9 @@ requires std::is_trivially_copyable_v<T> cudaError_t retain(void* temp, std::siz
 /// [batch], the first `sinks` and the `window` newest local positions (all when they cover it).
 /// @param[out] kept_indptr [batch + 1] device; @param[out] kept [>= sum of kept] device
 /// @return `cudaErrorInvalidValue` on a negative `sinks`/`window` or a size mismatch
-inline cudaError_t streaming_kept(device_span<const index_t> lengths, index_t sinks,
-                                  index_t window, device_span<index_t> kept_indptr,
-                                  device_span<index_t> kept, cudaStream_t stream) {
+inline cudaError_t streaming_kept(device_span<const index_t> lengths, index_t sinks, index_t window,
+                                  device_span<index_t> kept_indptr, device_span<index_t> kept,
+                                  cudaStream_t stream) {
   if (sinks < 0 || window < 0 || kept_indptr.size() != lengths.size() + 1) {
     return cudaErrorInvalidValue;
   }
@@ -309,8 +306,8 @@ cudaError_t paged_page_table(const paged_kv_layer<T>& layer, device_span<index_t
     return cudaErrorInvalidValue;
   }
   detail::paged_table_kernel<detail::kv_threads><<<1, detail::kv_threads, 0, stream>>>(
-      layer.page_table, layer.lengths, layer.batch, layer.max_pages, layer.page_size,
-      indptr.data(), indices.data(), last_page_len.data());
+      layer.page_table, layer.lengths, layer.batch, layer.max_pages, layer.page_size, indptr.data(),
+      indices.data(), last_page_len.data());
   return cudaPeekAtLastError();
 }
 

@@ -213,9 +213,9 @@ __global__ void __launch_bounds__(Threads)
 template <class T, class Rows>
 __global__ void retain_stage_kernel(Rows rows, const index_t* kept_indptr, const index_t* kept,
                                     std::size_t batch, index_t width, const T* k, const T* v,
-                                    const index_t* positions, const index_t* lengths,
-                                    T* stage_k, T* stage_v, index_t* stage_positions,
-                                    index_t* old_len, const int* failed) {
+                                    const index_t* positions, const index_t* lengths, T* stage_k,
+                                    T* stage_v, index_t* stage_positions, index_t* old_len,
+                                    const int* failed) {
   if (*failed != 0) return;
   const auto w = static_cast<std::size_t>(width);
   for (std::size_t b = blockIdx.x; b < batch; b += gridDim.x) {
@@ -242,8 +242,8 @@ __global__ void retain_stage_kernel(Rows rows, const index_t* kept_indptr, const
 template <class T, class Rows>
 __global__ void retain_write_kernel(Rows rows, const index_t* kept_indptr, std::size_t batch,
                                     index_t width, const T* stage_k, const T* stage_v,
-                                    const index_t* stage_positions, T* k, T* v,
-                                    index_t* positions, index_t* lengths, const int* failed) {
+                                    const index_t* stage_positions, T* k, T* v, index_t* positions,
+                                    index_t* lengths, const int* failed) {
   if (*failed != 0) return;
   const auto w = static_cast<std::size_t>(width);
   for (std::size_t b = blockIdx.x; b < batch; b += gridDim.x) {
@@ -307,8 +307,8 @@ __global__ void __launch_bounds__(Threads)
 /// positions ascending): the first `sinks` tokens and the `window` newest.
 template <int Threads>
 __global__ void __launch_bounds__(Threads)
-    streaming_kept_kernel(const index_t* lengths, std::size_t batch, index_t sinks,
-                          index_t window, index_t* kept_indptr, index_t* kept) {
+    streaming_kept_kernel(const index_t* lengths, std::size_t batch, index_t sinks, index_t window,
+                          index_t* kept_indptr, index_t* kept) {
   using scan_t = cub::BlockScan<index_t, Threads>;
   __shared__ typename scan_t::TempStorage scan_storage;
   index_t carry = 0;

@@ -1,0 +1,325 @@
+// SPDX-License-Identifier: Apache-2.0
+/// @file test_predictor.cu
+/// @brief The CUDA output predictor against its CPU twin (random weights; fp32 to rounding, fp16
+/// and bf16 to their precision, with the same keep decisions wherever the margin is clear), the
+/// `two_way_predictor` model on CUDA, and the whole decode step (score, gate, gated append,
+/// StreamingLLM eviction) captured in one CUDA graph and replayed against the host pipeline.
+#include <dynllava/core/cuda/device_buffer.cuh>
+#include <dynllava/kvcache/cuda/device_kv_cache.cuh>
+#include <dynllava/kvcache/gated_append.hpp>
+#include <dynllava/kvcache/paged_kv_cache.hpp>
+#include <dynllava/kvcache/policies/online_gate.hpp>
+#include <dynllava/kvcache/policies/streaming.hpp>
+#include <dynllava/score/cuda/device_output_predictor.cuh>
+#include <dynllava/score/output_predictor.hpp>
+#include <dynllava/score/random_weights.hpp>
+#include <dynllava/select/cuda/device_gate.cuh>
+#include <dynllava/select/gate.hpp>
+
+#include <support/random.hpp>
+
+#include <cublas_v2.h>
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <doctest/doctest.h>
+
+#include <array>
+#include <cmath>
+#include <cstdint>
+#include <utility>
+#include <vector>
+
+using namespace dynllava;
+namespace dc = dynllava::cuda;  // `cuda` alone is ambiguous with CCCL's ::cuda
+using dc::device_buffer;
+
+namespace {
+
+predictor_config small_config() {
+  predictor_config c;
+  c.hidden = 96;
+  c.output_head = {64, 32, 16};
+  return c;
+}
+
+std::vector<float> random_rows(test::rng& g, std::size_t n) {
+  std::normal_distribution<float> d(0.0f, 1.0f);
+  std::vector<float> out(n);
+  for (auto& v : out) v = d(g);
+  return out;
+}
+
+/// The CPU predictor's weights widened to fp32, and the views the CUDA uploader takes.
+struct host_weights {
+  std::vector<float> gamma, beta;
+  std::array<std::vector<float>, 4> weight, bias;
+  dc::output_predictor_host_weights view(const predictor_config& c) const {
+    dc::output_predictor_host_weights v;
+    v.dims = {c.hidden, c.output_head[0], c.output_head[1], c.output_head[2], 2};
+    v.eps = c.layer_norm_eps;
+    v.gamma = make_host_span(gamma);
+    v.beta = make_host_span(beta);
+    for (std::size_t i = 0; i < 4; ++i) {
+      v.weight[i] = make_host_span(weight[i]);
+      v.bias[i] = make_host_span(bias[i]);
+    }
+    return v;
+  }
+};
+
+host_weights widen(const output_predictor_weights& w) {
+  host_weights h{w.norm.gamma, w.norm.beta, {}, {}};
+  for (std::size_t i = 0; i < 4; ++i) {
+    const auto& l = w.head[i];
+    h.weight[i].resize(static_cast<std::size_t>(l.out) * static_cast<std::size_t>(l.in));
+    l.weight.widen_rows(0, l.out, h.weight[i].data());
+    h.bias[i] = l.bias;
+  }
+  return h;
+}
+
+/// RAII cuBLAS handle with a user workspace (so that it allocates nothing while captured).
+struct cublas_handle {
+  cublasHandle_t h = nullptr;
+  device_buffer<unsigned char> workspace{std::size_t{4} << 20};
+  cublas_handle() {
+    REQUIRE(cublasCreate(&h) == CUBLAS_STATUS_SUCCESS);
+    REQUIRE(cublasSetWorkspace(h, workspace.data(), workspace.size()) == CUBLAS_STATUS_SUCCESS);
+  }
+  ~cublas_handle() { (void)cublasDestroy(h); }
+  cublas_handle(const cublas_handle&) = delete;
+  cublas_handle& operator=(const cublas_handle&) = delete;
+};
+
+template <class T>
+std::vector<float> device_logits(const dc::device_output_predictor<T>& p, cublasHandle_t handle,
+                                 const std::vector<float>& hidden) {
+  std::vector<T> stored(hidden.size());
+  for (std::size_t i = 0; i < hidden.size(); ++i) stored[i] = static_cast<T>(hidden[i]);
+  device_buffer<T> d_hidden(stored);
+  const std::size_t tokens = hidden.size() / static_cast<std::size_t>(p.hidden());
+  device_buffer<float> d_logits(std::max<std::size_t>(2 * tokens, 1));
+  const device_span<float> out(d_logits.data(), 2 * tokens);
+  std::size_t bytes = 0;
+  REQUIRE(dc::output_predictor_logits(nullptr, bytes, handle, p.view(),
+                                      std::as_const(d_hidden).view(), out,
+                                      nullptr) == cudaSuccess);
+  device_buffer<unsigned char> temp(bytes);
+  REQUIRE(dc::output_predictor_logits(temp.data(), bytes, handle, p.view(),
+                                      std::as_const(d_hidden).view(), out,
+                                      nullptr) == cudaSuccess);
+  REQUIRE(cudaStreamSynchronize(nullptr) == cudaSuccess);
+  auto l = d_logits.to_host();
+  l.resize(2 * tokens);
+  return l;
+}
+
+/// Compares logits within `tol` (absolute + relative) and the keep decisions of tokens whose
+/// CPU margin exceeds `clear`.
+void check_close(const std::vector<float>& got, const std::vector<float>& expected, float tol,
+                 float clear) {
+  REQUIRE(got.size() == expected.size());
+  std::size_t bad = 0;
+  std::size_t flipped = 0;
+  for (std::size_t i = 0; i < got.size(); ++i) {
+    if (!(std::fabs(got[i] - expected[i]) <= tol * (1.0f + std::fabs(expected[i])))) ++bad;
+  }
+  for (std::size_t t = 0; 2 * t < got.size(); ++t) {
+    const float margin = expected[2 * t] - expected[2 * t + 1];
+    if (std::fabs(margin) > clear &&
+        argmax_keeps(got[2 * t], got[2 * t + 1]) != argmax_keeps(expected[2 * t], expected[2 * t + 1])) {
+      ++flipped;
+    }
+  }
+  CHECK(bad == 0);
+  CHECK(flipped == 0);
+}
+
+}  // namespace
+
+TEST_SUITE("gpu") {
+  TEST_CASE("output predictor: CUDA logits equal the CPU twin, fp32, fp16 and bf16") {
+    const predictor_config c = small_config();
+    const auto weights = random_output_predictor_weights(c, 31);
+    const output_predictor cpu_predictor(c, weights);
+    const host_weights wide = widen(weights);
+    cublas_handle handle;
+    test::rng g(32);
+    for (std::size_t tokens : {std::size_t{0}, std::size_t{1}, std::size_t{7}, std::size_t{300}}) {
+      CAPTURE(tokens);
+      const auto hidden = random_rows(g, tokens * static_cast<std::size_t>(c.hidden));
+      const std::vector<index_t> indptr{0, static_cast<index_t>(tokens)};
+      std::vector<float> expected(2 * tokens);
+      cpu_predictor.logits(host,
+                           host_ragged_rows<const float>{make_host_span(indptr),
+                                                         make_host_span(hidden), c.hidden},
+                           make_host_span(expected));
+      check_close(device_logits(dc::device_output_predictor<float>(wide.view(c)), handle.h, hidden),
+                  expected, 1e-4f, 1e-3f);
+      check_close(device_logits(dc::device_output_predictor<__half>(wide.view(c)), handle.h, hidden),
+                  expected, 3e-2f, 0.2f);
+      check_close(
+          device_logits(dc::device_output_predictor<__nv_bfloat16>(wide.view(c)), handle.h, hidden),
+          expected, 1e-1f, 0.5f);
+    }
+  }
+
+  TEST_CASE("output predictor: the CUDA two_way_predictor model scores as the CPU twin") {
+    const predictor_config c = small_config();
+    const auto weights = random_output_predictor_weights(c, 33);
+    const output_predictor cpu_predictor(c, weights);
+    const host_weights wide = widen(weights);
+    const dc::device_output_predictor<float> device_predictor(wide.view(c));
+    cublas_handle handle;
+    test::rng g(34);
+    const auto lengths = test::random_lengths(g, 6, 20);
+    const auto indptr = test::indptr_of(lengths);
+    const auto tokens = static_cast<std::size_t>(indptr.back());
+    const auto hidden = random_rows(g, tokens * static_cast<std::size_t>(c.hidden));
+    std::vector<float> expected(tokens);
+    cpu_predictor.score(host,
+                        host_ragged_rows<const float>{make_host_span(indptr),
+                                                      make_host_span(hidden), c.hidden},
+                        make_host_span(expected));
+    dc::output_predictor_scorer scorer{device_predictor.view(), handle.h, nullptr, 0};
+    const std::size_t bytes = scorer.workspace_bytes(tokens);
+    device_buffer<unsigned char> temp(bytes);
+    scorer.temp = temp.data();
+    scorer.temp_bytes = bytes;
+    device_buffer<index_t> d_indptr(indptr);
+    device_buffer<float> d_hidden(hidden), d_scores(std::max<std::size_t>(tokens, 1));
+    const ragged_rows<const float, device_space> rows{std::as_const(d_indptr).view(),
+                                                      std::as_const(d_hidden).view(), c.hidden};
+    scorer.score(dc::on_stream{}, rows, device_span<float>(d_scores.data(), tokens));
+    REQUIRE(cudaStreamSynchronize(nullptr) == cudaSuccess);
+    auto got = d_scores.to_host();
+    got.resize(tokens);
+    for (std::size_t i = 0; i < tokens; ++i) {
+      CHECK(got[i] == doctest::Approx(expected[i]).epsilon(1e-4).scale(1.0));
+    }
+    // shape errors throw before anything runs
+    CHECK_THROWS_AS(scorer.score(dc::on_stream{},
+                                 ragged_rows<const float, device_space>{
+                                     std::as_const(d_indptr).view(),
+                                     std::as_const(d_hidden).view(), c.hidden + 1},
+                                 device_span<float>(d_scores.data(), tokens)),
+                    error);
+  }
+
+  TEST_CASE("decode step in one CUDA graph: score, gate, gated append, StreamingLLM eviction") {
+    const predictor_config c = small_config();
+    const auto weights = random_output_predictor_weights(c, 35);
+    const output_predictor cpu_predictor(c, weights);
+    const host_weights wide = widen(weights);
+    const dc::device_output_predictor<float> predictor(wide.view(c));
+    cublas_handle handle;
+    constexpr std::size_t batch = 4;
+    constexpr index_t width = 8;
+    constexpr index_t page_size = 2;
+    constexpr index_t num_pages = 64;
+    constexpr index_t max_pages = 16;
+    constexpr index_t sinks = 1;
+    constexpr index_t window = 5;
+    paged_kv_cache host_cache(paged_kv_config{1, batch, width, page_size, num_pages});
+    device_buffer<float> k(num_pages * page_size * width), v(num_pages * page_size * width);
+    device_buffer<index_t> positions(num_pages * page_size);
+    device_buffer<index_t> table(std::vector<index_t>(batch * max_pages, -1));
+    device_buffer<index_t> lengths(std::vector<index_t>(batch, 0)),
+        appended(std::vector<index_t>(batch, 0));
+    device_buffer<index_t> free_pages(num_pages), free_count(1);
+    const dc::device_page_stack stack{free_pages.data(), free_count.data(), num_pages};
+    REQUIRE(dc::reset_page_stack(stack, nullptr) == cudaSuccess);
+    const dc::paged_kv_layer<float> layer{k.data(),     v.data(),       positions.data(),
+                                          table.data(), lengths.data(), appended.data(),
+                                          batch,        max_pages,      page_size,
+                                          width};
+    const std::vector<index_t> indptr{0, 1, 2, 3, 4};  // one new token per sequence
+    device_buffer<index_t> d_indptr(indptr), d_positions(batch);
+    device_buffer<float> d_hidden(batch * c.hidden), d_logits(2 * batch);
+    device_buffer<float> d_k(batch * width), d_v(batch * width);
+    device_buffer<std::uint8_t> d_mask(batch);
+    device_buffer<index_t> gate_indptr(batch + 1), gate_positions(batch);
+    device_buffer<index_t> kept_indptr(batch + 1), kept(batch * (sinks + window));
+    device_buffer<int> invalid(std::vector<int>{0});
+
+    const auto score = [&](void* temp, std::size_t& bytes, cudaStream_t s) {
+      return dc::output_predictor_logits(temp, bytes, handle.h, predictor.view(),
+                                         std::as_const(d_hidden).view(), d_logits.view(), s);
+    };
+    const auto append = [&](void* temp, std::size_t& bytes, cudaStream_t s) {
+      return dc::gated_append(temp, bytes, layer, stack, std::as_const(d_indptr).view(),
+                              std::as_const(d_k).view(), std::as_const(d_v).view(),
+                              std::as_const(d_mask).view(), std::as_const(d_positions).view(),
+                              invalid.data(), s);
+    };
+    const auto retain = [&](void* temp, std::size_t& bytes, cudaStream_t s) {
+      return dc::retain(temp, bytes, layer, stack, std::as_const(kept_indptr).view(),
+                        std::as_const(kept).view(), batch * (sinks + window), invalid.data(), s);
+    };
+    std::size_t score_bytes = 0, append_bytes = 0, retain_bytes = 0;
+    REQUIRE(score(nullptr, score_bytes, nullptr) == cudaSuccess);
+    REQUIRE(append(nullptr, append_bytes, nullptr) == cudaSuccess);
+    REQUIRE(retain(nullptr, retain_bytes, nullptr) == cudaSuccess);
+    device_buffer<unsigned char> score_temp(score_bytes), append_temp(append_bytes),
+        retain_temp(retain_bytes);
+
+    cudaStream_t stream{};
+    REQUIRE(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking) == cudaSuccess);
+    cudaGraph_t graph{};
+    REQUIRE(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal) == cudaSuccess);
+    REQUIRE(score(score_temp.data(), score_bytes, stream) == cudaSuccess);
+    REQUIRE(dc::argmax_gate(std::as_const(d_indptr).view(), std::as_const(d_logits).view(),
+                            d_mask.view(), gate_indptr.view(), gate_positions.view(),
+                            invalid.data(), stream) == cudaSuccess);
+    REQUIRE(append(append_temp.data(), append_bytes, stream) == cudaSuccess);
+    REQUIRE(dc::streaming_kept(std::as_const(lengths).view(), sinks, window, kept_indptr.view(),
+                               kept.view(), stream) == cudaSuccess);
+    REQUIRE(retain(retain_temp.data(), retain_bytes, stream) == cudaSuccess);
+    REQUIRE(cudaStreamEndCapture(stream, &graph) == cudaSuccess);
+    cudaGraphExec_t instance{};
+    REQUIRE(cudaGraphInstantiate(&instance, graph, 0) == cudaSuccess);
+
+    test::rng g(36);
+    const streaming_policy streaming{sinks, window};
+    for (index_t step = 0; step < 10; ++step) {
+      CAPTURE(step);
+      const auto hidden = random_rows(g, batch * static_cast<std::size_t>(c.hidden));
+      std::vector<float> kv(batch * width);
+      for (auto& x : kv) x = static_cast<float>(g() % 100);
+      const std::vector<index_t> pos(batch, step);
+      d_hidden.copy_from(make_host_span(hidden));
+      d_k.copy_from(make_host_span(std::as_const(kv)));
+      d_v.copy_from(make_host_span(std::as_const(kv)));
+      d_positions.copy_from(make_host_span(pos));
+      // copy_from runs on the legacy stream, which the non-blocking stream does not wait for
+      REQUIRE(cudaDeviceSynchronize() == cudaSuccess);
+      REQUIRE(cudaGraphLaunch(instance, stream) == cudaSuccess);
+      REQUIRE(cudaStreamSynchronize(stream) == cudaSuccess);
+
+      // the host pipeline: the device's gate decisions are checked against the CPU logits
+      // (clear margins only); the cache is then driven by the device's own decisions
+      std::vector<float> expected_logits(2 * batch);
+      cpu_predictor.logits(host,
+                           host_ragged_rows<const float>{make_host_span(indptr),
+                                                         make_host_span(hidden), c.hidden},
+                           make_host_span(expected_logits));
+      check_close(d_logits.to_host(), expected_logits, 1e-4f, 1e-3f);
+      const auto mask = d_mask.to_host();
+      cpu::gated_append(host_cache, online_gate_policy{0}, 0, make_host_span(indptr),
+                        make_host_span(std::as_const(kv)), make_host_span(std::as_const(kv)),
+                        make_host_span(mask), make_host_span(pos));
+      for (std::size_t b = 0; b < batch; ++b) {
+        (void)cpu::enforce_retention(host_cache, streaming, 0, b);
+      }
+      CHECK(invalid.to_host()[0] == 0);
+      CHECK(lengths.to_host() == std::vector<index_t>{host_cache.length(0, 0),
+                                                      host_cache.length(0, 1),
+                                                      host_cache.length(0, 2),
+                                                      host_cache.length(0, 3)});
+      CHECK(free_count.to_host()[0] == host_cache.pool().free_pages());
+    }
+    CHECK(cudaGraphExecDestroy(instance) == cudaSuccess);
+    CHECK(cudaGraphDestroy(graph) == cudaSuccess);
+    CHECK(cudaStreamDestroy(stream) == cudaSuccess);
+  }
+}
