@@ -350,6 +350,20 @@ TEST_SUITE("gpu") {
     });
     CHECK(invalid2.to_host()[0] == 1);
     CHECK(lengths.to_host() == std::vector<index_t>{2, 0});
+    // StreamingLLM lists that do not fit their buffer are refused (kept_indptr[0] = -1), and a
+    // compaction with them changes nothing
+    device_buffer<index_t> s_indptr(batch + 1), s_kept(1);
+    REQUIRE(dc::streaming_kept(std::as_const(lengths).view(), 0, 2, s_indptr.view(), s_kept.view(),
+                               nullptr) == cudaSuccess);
+    REQUIRE(cudaStreamSynchronize(nullptr) == cudaSuccess);
+    CHECK(s_indptr.to_host()[0] == -1);
+    device_buffer<int> invalid3(std::vector<int>{0});
+    with_workspace([&](void* temp, std::size_t& bytes) {
+      return dc::retain(temp, bytes, layer, std::as_const(s_indptr).view(),
+                        std::as_const(s_kept).view(), 6, invalid3.data(), nullptr);
+    });
+    CHECK(invalid3.to_host()[0] == 1);
+    CHECK(lengths.to_host() == std::vector<index_t>{2, 0});
     // shapes are checked on the host
     std::size_t bytes = 0;
     CHECK(dc::gated_append(nullptr, bytes, layer, std::as_const(d_indptr).view(),

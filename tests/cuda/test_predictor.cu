@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0
 /// @file test_predictor.cu
-/// @brief The CUDA output predictor against its CPU twin (random weights; fp32 to rounding, fp16
-/// and bf16 to their precision, with the same keep decisions wherever the margin is clear), the
-/// `two_way_predictor` model on CUDA, and the whole decode step (score, gate, gated append,
+/// @brief The CUDA image predictor (ragged batches of image tokens, the attention per sequence,
+/// the global mean) and output predictor against their CPU twins (random weights; fp32 to rounding,
+/// fp16 and bf16 to their precision, with the same keep decisions wherever the margin is clear),
+/// the `two_way_predictor` model on CUDA, and the whole decode step (score, gate, gated append,
 /// StreamingLLM eviction) captured in one CUDA graph and replayed against the host pipeline.
 #include <dynllava/core/cuda/device_buffer.cuh>
 #include <dynllava/kvcache/cuda/device_kv_cache.cuh>
@@ -10,7 +11,10 @@
 #include <dynllava/kvcache/paged_kv_cache.hpp>
 #include <dynllava/kvcache/policies/online_gate.hpp>
 #include <dynllava/kvcache/policies/streaming.hpp>
+#include <dynllava/score/cuda/device_image_predictor.cuh>
+#include <dynllava/score/cuda/device_image_predictor_weights.cuh>
 #include <dynllava/score/cuda/device_output_predictor.cuh>
+#include <dynllava/score/image_predictor.hpp>
 #include <dynllava/score/output_predictor.hpp>
 #include <dynllava/score/random_weights.hpp>
 #include <dynllava/select/cuda/device_gate.cuh>
@@ -102,12 +106,10 @@ std::vector<float> device_logits(const dc::device_output_predictor<T>& p, cublas
   const device_span<float> out(d_logits.data(), 2 * tokens);
   std::size_t bytes = 0;
   REQUIRE(dc::output_predictor_logits(nullptr, bytes, handle, p.view(),
-                                      std::as_const(d_hidden).view(), out,
-                                      nullptr) == cudaSuccess);
+                                      std::as_const(d_hidden).view(), out, nullptr) == cudaSuccess);
   device_buffer<unsigned char> temp(bytes);
   REQUIRE(dc::output_predictor_logits(temp.data(), bytes, handle, p.view(),
-                                      std::as_const(d_hidden).view(), out,
-                                      nullptr) == cudaSuccess);
+                                      std::as_const(d_hidden).view(), out, nullptr) == cudaSuccess);
   REQUIRE(cudaStreamSynchronize(nullptr) == cudaSuccess);
   auto l = d_logits.to_host();
   l.resize(2 * tokens);
@@ -126,8 +128,8 @@ void check_close(const std::vector<float>& got, const std::vector<float>& expect
   }
   for (std::size_t t = 0; 2 * t < got.size(); ++t) {
     const float margin = expected[2 * t] - expected[2 * t + 1];
-    if (std::fabs(margin) > clear &&
-        argmax_keeps(got[2 * t], got[2 * t + 1]) != argmax_keeps(expected[2 * t], expected[2 * t + 1])) {
+    if (std::fabs(margin) > clear && argmax_keeps(got[2 * t], got[2 * t + 1]) !=
+                                         argmax_keeps(expected[2 * t], expected[2 * t + 1])) {
       ++flipped;
     }
   }
@@ -138,6 +140,80 @@ void check_close(const std::vector<float>& got, const std::vector<float>& expect
 }  // namespace
 
 TEST_SUITE("gpu") {
+  TEST_CASE("image predictor: CUDA logits equal the CPU twin, fp32, fp16 and bf16, ragged") {
+    predictor_config c;
+    c.hidden = 80;
+    c.d_model = 64;
+    c.heads = 4;
+    c.ffn = 96;
+    c.local_dim = 32;
+    c.image_head = {32, 16};
+    const auto weights = random_image_predictor_weights(c, 41);
+    const image_predictor cpu_predictor(c, weights);
+    cublas_handle handle;
+    test::rng g(42);
+    const std::vector<index_t> lengths{576, 0, 1, 37, 200};
+    const auto indptr = test::indptr_of(lengths);
+    const auto tokens = static_cast<std::size_t>(indptr.back());
+    const auto hidden = random_rows(g, tokens * static_cast<std::size_t>(c.hidden));
+    std::vector<float> expected(2 * tokens);
+    cpu_predictor.logits(
+        host,
+        host_ragged_rows<const float>{make_host_span(indptr), make_host_span(hidden), c.hidden},
+        make_host_span(expected));
+    device_buffer<index_t> d_indptr(indptr);
+    const auto run = [&](const auto& device_predictor, auto tag) {
+      using T = decltype(tag);
+      std::vector<T> stored(hidden.size());
+      for (std::size_t i = 0; i < hidden.size(); ++i) stored[i] = static_cast<T>(hidden[i]);
+      device_buffer<T> d_hidden(stored);
+      device_buffer<float> d_logits(2 * tokens);
+      std::size_t bytes = 0;
+      REQUIRE(dc::image_predictor_logits(nullptr, bytes, handle.h, device_predictor.view(),
+                                         make_host_span(indptr), std::as_const(d_indptr).view(),
+                                         std::as_const(d_hidden).view(), d_logits.view(),
+                                         nullptr) == cudaSuccess);
+      device_buffer<unsigned char> temp(bytes);
+      REQUIRE(dc::image_predictor_logits(temp.data(), bytes, handle.h, device_predictor.view(),
+                                         make_host_span(indptr), std::as_const(d_indptr).view(),
+                                         std::as_const(d_hidden).view(), d_logits.view(),
+                                         nullptr) == cudaSuccess);
+      REQUIRE(cudaStreamSynchronize(nullptr) == cudaSuccess);
+      return d_logits.to_host();
+    };
+    check_close(run(dc::device_image_predictor<float>(c, weights), float{}), expected, 1e-3f,
+                1e-2f);
+    check_close(run(dc::device_image_predictor<__half>(c, weights), __half{}), expected, 5e-2f,
+                0.3f);
+    check_close(run(dc::device_image_predictor<__nv_bfloat16>(c, weights), __nv_bfloat16{}),
+                expected, 2e-1f, 0.8f);
+
+    // the scores are the margins, and invalid offsets are refused before anything runs
+    const dc::device_image_predictor<float> p32(c, weights);
+    device_buffer<float> d_hidden(hidden), d_scores(tokens);
+    std::size_t bytes = 0;
+    REQUIRE(dc::image_predictor_scores(nullptr, bytes, handle.h, p32.view(), make_host_span(indptr),
+                                       std::as_const(d_indptr).view(),
+                                       std::as_const(d_hidden).view(), d_scores.view(),
+                                       nullptr) == cudaSuccess);
+    device_buffer<unsigned char> temp(bytes);
+    REQUIRE(dc::image_predictor_scores(temp.data(), bytes, handle.h, p32.view(),
+                                       make_host_span(indptr), std::as_const(d_indptr).view(),
+                                       std::as_const(d_hidden).view(), d_scores.view(),
+                                       nullptr) == cudaSuccess);
+    REQUIRE(cudaStreamSynchronize(nullptr) == cudaSuccess);
+    const auto scores = d_scores.to_host();
+    for (std::size_t t = 0; t < tokens; ++t) {
+      CHECK(scores[t] ==
+            doctest::Approx(expected[2 * t] - expected[2 * t + 1]).epsilon(1e-3).scale(1.0));
+    }
+    const std::vector<index_t> bad{0, 600, 500};
+    CHECK(dc::image_predictor_logits(temp.data(), bytes, handle.h, p32.view(), make_host_span(bad),
+                                     device_span<const index_t>(nullptr, 3),
+                                     std::as_const(d_hidden).view(), d_scores.view(),
+                                     nullptr) == cudaErrorInvalidValue);
+  }
+
   TEST_CASE("output predictor: CUDA logits equal the CPU twin, fp32, fp16 and bf16") {
     const predictor_config c = small_config();
     const auto weights = random_output_predictor_weights(c, 31);
@@ -150,14 +226,15 @@ TEST_SUITE("gpu") {
       const auto hidden = random_rows(g, tokens * static_cast<std::size_t>(c.hidden));
       const std::vector<index_t> indptr{0, static_cast<index_t>(tokens)};
       std::vector<float> expected(2 * tokens);
-      cpu_predictor.logits(host,
-                           host_ragged_rows<const float>{make_host_span(indptr),
-                                                         make_host_span(hidden), c.hidden},
-                           make_host_span(expected));
+      cpu_predictor.logits(
+          host,
+          host_ragged_rows<const float>{make_host_span(indptr), make_host_span(hidden), c.hidden},
+          make_host_span(expected));
       check_close(device_logits(dc::device_output_predictor<float>(wide.view(c)), handle.h, hidden),
                   expected, 1e-4f, 1e-3f);
-      check_close(device_logits(dc::device_output_predictor<__half>(wide.view(c)), handle.h, hidden),
-                  expected, 3e-2f, 0.2f);
+      check_close(
+          device_logits(dc::device_output_predictor<__half>(wide.view(c)), handle.h, hidden),
+          expected, 3e-2f, 0.2f);
       check_close(
           device_logits(dc::device_output_predictor<__nv_bfloat16>(wide.view(c)), handle.h, hidden),
           expected, 1e-1f, 0.5f);
@@ -177,10 +254,10 @@ TEST_SUITE("gpu") {
     const auto tokens = static_cast<std::size_t>(indptr.back());
     const auto hidden = random_rows(g, tokens * static_cast<std::size_t>(c.hidden));
     std::vector<float> expected(tokens);
-    cpu_predictor.score(host,
-                        host_ragged_rows<const float>{make_host_span(indptr),
-                                                      make_host_span(hidden), c.hidden},
-                        make_host_span(expected));
+    cpu_predictor.score(
+        host,
+        host_ragged_rows<const float>{make_host_span(indptr), make_host_span(hidden), c.hidden},
+        make_host_span(expected));
     dc::output_predictor_scorer scorer{device_predictor.view(), handle.h, nullptr, 0};
     const std::size_t bytes = scorer.workspace_bytes(tokens);
     device_buffer<unsigned char> temp(bytes);
@@ -200,8 +277,8 @@ TEST_SUITE("gpu") {
     // shape errors throw before anything runs
     CHECK_THROWS_AS(scorer.score(dc::on_stream{},
                                  ragged_rows<const float, device_space>{
-                                     std::as_const(d_indptr).view(),
-                                     std::as_const(d_hidden).view(), c.hidden + 1},
+                                     std::as_const(d_indptr).view(), std::as_const(d_hidden).view(),
+                                     c.hidden + 1},
                                  device_span<float>(d_scores.data(), tokens)),
                     error);
   }
@@ -229,10 +306,9 @@ TEST_SUITE("gpu") {
     device_buffer<index_t> free_pages(num_pages), free_count(1);
     const dc::device_page_stack stack{free_pages.data(), free_count.data(), num_pages};
     REQUIRE(dc::reset_page_stack(stack, nullptr) == cudaSuccess);
-    const dc::paged_kv_layer<float> layer{k.data(),     v.data(),       positions.data(),
-                                          table.data(), lengths.data(), appended.data(),
-                                          batch,        max_pages,      page_size,
-                                          width};
+    const dc::paged_kv_layer<float> layer{
+        k.data(),        v.data(), positions.data(), table.data(), lengths.data(),
+        appended.data(), batch,    max_pages,        page_size,    width};
     const std::vector<index_t> indptr{0, 1, 2, 3, 4};  // one new token per sequence
     device_buffer<index_t> d_indptr(indptr), d_positions(batch);
     device_buffer<float> d_hidden(batch * c.hidden), d_logits(2 * batch);
@@ -299,10 +375,10 @@ TEST_SUITE("gpu") {
       // the host pipeline: the device's gate decisions are checked against the CPU logits
       // (clear margins only); the cache is then driven by the device's own decisions
       std::vector<float> expected_logits(2 * batch);
-      cpu_predictor.logits(host,
-                           host_ragged_rows<const float>{make_host_span(indptr),
-                                                         make_host_span(hidden), c.hidden},
-                           make_host_span(expected_logits));
+      cpu_predictor.logits(
+          host,
+          host_ragged_rows<const float>{make_host_span(indptr), make_host_span(hidden), c.hidden},
+          make_host_span(expected_logits));
       check_close(d_logits.to_host(), expected_logits, 1e-4f, 1e-3f);
       const auto mask = d_mask.to_host();
       cpu::gated_append(host_cache, online_gate_policy{0}, 0, make_host_span(indptr),
@@ -312,10 +388,9 @@ TEST_SUITE("gpu") {
         (void)cpu::enforce_retention(host_cache, streaming, 0, b);
       }
       CHECK(invalid.to_host()[0] == 0);
-      CHECK(lengths.to_host() == std::vector<index_t>{host_cache.length(0, 0),
-                                                      host_cache.length(0, 1),
-                                                      host_cache.length(0, 2),
-                                                      host_cache.length(0, 3)});
+      CHECK(lengths.to_host() ==
+            std::vector<index_t>{host_cache.length(0, 0), host_cache.length(0, 1),
+                                 host_cache.length(0, 2), host_cache.length(0, 3)});
       CHECK(free_count.to_host()[0] == host_cache.pool().free_pages());
     }
     CHECK(cudaGraphExecDestroy(instance) == cudaSuccess);

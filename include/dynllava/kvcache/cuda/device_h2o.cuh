@@ -98,13 +98,21 @@ __global__ void h2o_mask_recent_kernel(const T* scores, const index_t* scores_in
   }
 }
 
-/// Grid over the batch: the kept list of each sequence, its heavy hitters (ascending, from the
-/// top-k) then its recent window.
+/// @brief Grid over the batch: the kept list of each sequence, its heavy hitters (ascending, from
+/// the top-k) then its recent window. When the plan or the top-k failed (`*failed`), it writes
+/// `kept_indptr[0] = -1` instead, which `cuda::retain` rejects, and raises `*invalid_out`.
 template <int = 0>
-__global__ void h2o_merge_kernel(const index_t* lengths, const index_t* kept_indptr,
+__global__ void h2o_merge_kernel(const index_t* lengths, index_t* kept_indptr,
                                  const index_t* heavy_indptr, const index_t* heavy_positions,
-                                 std::size_t batch, index_t* kept, const int* failed) {
-  if (*failed != 0) return;
+                                 std::size_t batch, index_t* kept, const int* failed,
+                                 int* invalid_out) {
+  if (*failed != 0) {
+    if (blockIdx.x == 0 && threadIdx.x == 0) {
+      kept_indptr[0] = -1;
+      if (invalid_out != nullptr) *invalid_out = 1;
+    }
+    return;
+  }
   for (std::size_t b = blockIdx.x; b < batch; b += gridDim.x) {
     index_t* out = kept + kept_indptr[b];
     const index_t heavy = heavy_indptr[b + 1] - heavy_indptr[b];
@@ -126,7 +134,8 @@ __global__ void h2o_merge_kernel(const index_t* lengths, const index_t* kept_ind
 /// @param[in] max_length host-known bound of every sequence's held length (the top-k's regime)
 /// @param[out] kept_indptr [batch + 1] device; @param[out] kept [>= held tokens] device
 /// @param[out] d_invalid device int or null: raised when `scores.indptr` does not match
-///             `lengths`; then the kept lists are unspecified and must not be applied
+///             `lengths` or a held length exceeds `max_length`; then `kept_indptr[0]` is -1,
+///             which `cuda::retain` refuses (nothing is evicted)
 /// @return `cudaErrorInvalidValue` on invalid parameters or sizes (nothing launched)
 template <class T>
 requires device_score<T> cudaError_t
@@ -181,21 +190,21 @@ h2o_kept(void* temp, std::size_t& temp_bytes, device_span<const index_t> lengths
   detail::h2o_mask_recent_kernel<<<grid, threads, 0, stream>>>(
       scores.values.data(), scores.indptr.data(), older_counts, batch, candidates, failed);
   if (const cudaError_t e = cudaPeekAtLastError(); e != cudaSuccess) return e;
-  // A failed plan leaves the candidates unspecified; the top-k's own checks then flag nothing
-  // the caller relies on (the kept lists are unspecified, as documented).
+  // A failed plan leaves the candidates unspecified; the merge then refuses to write lists. The
+  // top-k reports its own failures (a row above `max_length`) into the same flag.
   const device_ragged<const T> masked{scores.indptr, device_span<const T>(candidates, tokens)};
   std::size_t bytes = topk_bytes;
   if (const cudaError_t e = topk(
           parts[6], bytes, masked, max_length,
           topk_budget<device_space>::keep_per_sequence(device_span<const index_t>(heavy, batch)),
           device_span<index_t>(heavy_indptr, batch + 1),
-          device_span<index_t>(heavy_positions, tokens), {}, d_invalid, stream);
+          device_span<index_t>(heavy_positions, tokens), {}, failed, stream);
       e != cudaSuccess) {
     return e;
   }
   detail::h2o_merge_kernel<<<grid, threads, 0, stream>>>(lengths.data(), kept_indptr.data(),
                                                          heavy_indptr, heavy_positions, batch,
-                                                         kept.data(), failed);
+                                                         kept.data(), failed, d_invalid);
   return cudaPeekAtLastError();
 }
 

@@ -132,7 +132,8 @@ cudaError_t gated_append_impl(void* temp, std::size_t& temp_bytes, const Layer& 
   const std::size_t tokens = positions.size();
   const auto w = static_cast<std::size_t>(layer.width);
   const bool gated = !keep.empty();
-  if (!kv_layer_ok(layer) || indptr.size() != batch + 1 || k.size() != tokens * w ||
+  if (!kv_layer_ok(layer) || (batch > 0 && layer.appended == nullptr) ||
+      (batch == 0 && tokens != 0) || indptr.size() != batch + 1 || k.size() != tokens * w ||
       v.size() != k.size() || (gated && keep.size() != tokens) ||
       tokens > static_cast<std::size_t>(std::numeric_limits<index_t>::max() - kv_threads)) {
     return cudaErrorInvalidValue;
@@ -173,7 +174,8 @@ cudaError_t retain_impl(void* temp, std::size_t& temp_bytes, const Layer& layer,
   using T = std::remove_pointer_t<decltype(layer.k)>;
   const std::size_t batch = layer.batch;
   const auto w = static_cast<std::size_t>(layer.width);
-  if (!kv_layer_ok(layer) || kept_indptr.size() != batch + 1 || max_rows < 0) {
+  if (!kv_layer_ok(layer) || kept_indptr.size() != batch + 1 || max_rows < 0 ||
+      (batch == 0 && !kept.empty())) {
     return cudaErrorInvalidValue;
   }
   const auto rows = static_cast<std::size_t>(max_rows);
@@ -281,7 +283,9 @@ retain(void* temp, std::size_t& temp_bytes, const paged_kv_layer<T>& layer,
 
 /// @brief Device-level StreamingLLM kept lists of a layer: for each sequence of `lengths`
 /// [batch], the first `sinks` and the `window` newest local positions (all when they cover it).
-/// @param[out] kept_indptr [batch + 1] device; @param[out] kept [>= sum of kept] device
+/// @param[out] kept_indptr [batch + 1] device; @param[out] kept [>= sum of kept] device (at most
+///             batch * (sinks + window)); when it is too small nothing is written but
+///             `kept_indptr[0] = -1`, which `cuda::retain` refuses
 /// @return `cudaErrorInvalidValue` on a negative `sinks`/`window` or a size mismatch
 inline cudaError_t streaming_kept(device_span<const index_t> lengths, index_t sinks, index_t window,
                                   device_span<index_t> kept_indptr, device_span<index_t> kept,
@@ -289,9 +293,8 @@ inline cudaError_t streaming_kept(device_span<const index_t> lengths, index_t si
   if (sinks < 0 || window < 0 || kept_indptr.size() != lengths.size() + 1) {
     return cudaErrorInvalidValue;
   }
-  (void)kept;  // sized by the caller for the kept total (at most batch * (sinks + window))
   detail::streaming_kept_kernel<detail::kv_threads><<<1, detail::kv_threads, 0, stream>>>(
-      lengths.data(), lengths.size(), sinks, window, kept_indptr.data(), kept.data());
+      lengths.data(), lengths.size(), sinks, window, kept_indptr.data(), kept.data(), kept.size());
   return cudaPeekAtLastError();
 }
 
@@ -301,7 +304,8 @@ template <class T>
 cudaError_t paged_page_table(const paged_kv_layer<T>& layer, device_span<index_t> indptr,
                              device_span<index_t> indices, device_span<index_t> last_page_len,
                              cudaStream_t stream) {
-  if (indptr.size() != layer.batch + 1 || last_page_len.size() != layer.batch ||
+  if (!detail::kv_layer_ok(layer) || indptr.size() != layer.batch + 1 ||
+      last_page_len.size() != layer.batch ||
       indices.size() < layer.batch * static_cast<std::size_t>(layer.max_pages)) {
     return cudaErrorInvalidValue;
   }

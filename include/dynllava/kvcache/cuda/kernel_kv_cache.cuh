@@ -91,8 +91,10 @@ __global__ void __launch_bounds__(Threads)
       const index_t held = lengths[b];
       const index_t added = admitted_in(keep, gated, indptr[b], indptr[b + 1]);
       if (paged) {
-        need = dynllava::detail::pages_taken(held, added, pages.page_size);
-        ok = ok && dynllava::detail::pages_for(held + added, pages.page_size) <= pages.max_pages;
+        // the room check in 64 bits first: held + added may not fit in index_t
+        ok = ok && static_cast<long long>(held) + added <=
+                       static_cast<long long>(pages.max_pages) * pages.page_size;
+        need = ok ? dynllava::detail::pages_taken(held, added, pages.page_size) : 0;
       } else {
         ok = ok && static_cast<long long>(held) + added <= capacity;
       }
@@ -308,7 +310,7 @@ __global__ void __launch_bounds__(Threads)
 template <int Threads>
 __global__ void __launch_bounds__(Threads)
     streaming_kept_kernel(const index_t* lengths, std::size_t batch, index_t sinks, index_t window,
-                          index_t* kept_indptr, index_t* kept) {
+                          index_t* kept_indptr, index_t* kept, std::size_t kept_size) {
   using scan_t = cub::BlockScan<index_t, Threads>;
   __shared__ typename scan_t::TempStorage scan_storage;
   index_t carry = 0;
@@ -325,6 +327,10 @@ __global__ void __launch_bounds__(Threads)
   }
   if (threadIdx.x == 0) kept_indptr[batch] = carry;
   __syncthreads();
+  if (static_cast<std::size_t>(carry) > kept_size) {  // `kept` too small: refuse, write nothing
+    if (threadIdx.x == 0) kept_indptr[0] = -1;
+    return;
+  }
   for (std::size_t b = 0; b < batch; ++b) {
     const index_t held = lengths[b];
     const index_t count = dynllava::detail::streaming_kept_count(held, sinks, window);

@@ -65,24 +65,28 @@ inline unsigned elementwise_grid(std::size_t n) {
 ///        workspace with `cublasSetWorkspace`, so that it allocates nothing)
 /// @param x [rows, in] device; @param W [out, in] device; @param bias [out] device fp32 or null
 /// @param y [rows, out] device (must not alias `x`); @param gelu apply exact GELU after the bias
+/// @param accumulate add to `y` (a residual: `y += x W^T + b`) instead of overwriting it;
+///        `gelu` must then be false
 /// @return the cuBLAS status mapped to `cudaError_t`, or the kernel's launch status
 template <class T, class Y>
 cudaError_t linear(cublasHandle_t handle, const T* x, std::size_t rows, const T* W, index_t in,
-                   index_t out, const float* bias, bool gelu, Y* y, cudaStream_t stream) {
+                   index_t out, const float* bias, bool gelu, Y* y, cudaStream_t stream,
+                   bool accumulate = false) {
   if (rows == 0) return cudaSuccess;
-  if (in <= 0 || out <= 0 || rows > 0x7fffffffu) return cudaErrorInvalidValue;
+  if (in <= 0 || out <= 0 || rows > 0x7fffffffu || (accumulate && gelu)) {
+    return cudaErrorInvalidValue;
+  }
   if (const auto s = cublasSetStream(handle, stream); s != CUBLAS_STATUS_SUCCESS) {
     return detail::from_cublas(s);
   }
   const float alpha = 1.0f;
-  const float beta = 0.0f;
+  const float beta = accumulate ? 1.0f : 0.0f;
   // Row-major y [rows, out] is column-major [out, rows] = W (col-major [in, out])^T x (col-major
   // [in, rows]).
-  const auto s = cublasGemmEx(handle, CUBLAS_OP_T, CUBLAS_OP_N, out, static_cast<int>(rows), in,
-                              &alpha, W, detail::cuda_data_type<T>(), in, x,
-                              detail::cuda_data_type<T>(), in, &beta, y,
-                              detail::cuda_data_type<Y>(), out, CUBLAS_COMPUTE_32F,
-                              CUBLAS_GEMM_DEFAULT);
+  const auto s =
+      cublasGemmEx(handle, CUBLAS_OP_T, CUBLAS_OP_N, out, static_cast<int>(rows), in, &alpha, W,
+                   detail::cuda_data_type<T>(), in, x, detail::cuda_data_type<T>(), in, &beta, y,
+                   detail::cuda_data_type<Y>(), out, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
   if (s != CUBLAS_STATUS_SUCCESS) return detail::from_cublas(s);
   if (bias == nullptr && !gelu) return cudaSuccess;
   const std::size_t n = rows * static_cast<std::size_t>(out);

@@ -24,7 +24,9 @@ __device__ inline T from_float(float x) {
 }
 
 /// Exact (erf) GELU, as `nn::gelu` on the host.
-__device__ inline float gelu_erf(float x) { return 0.5f * x * (1.0f + erff(x * 0.70710678118654752440f)); }
+__device__ inline float gelu_erf(float x) {
+  return 0.5f * x * (1.0f + erff(x * 0.70710678118654752440f));
+}
 
 /// @brief Grid-stride over rows, one block per row: `out[r, :] = (x[r, :] - mean) /
 /// sqrt(var + eps) * gamma + beta` (biased variance, two passes, fp32). `out` may alias `x`.
@@ -63,6 +65,49 @@ __global__ void bias_activation_kernel(T* y, std::size_t rows, index_t dim, cons
     float v = to_float(y[i]);
     if (bias != nullptr) v += bias[i % static_cast<std::size_t>(dim)];
     y[i] = from_float<T>(gelu ? gelu_erf(v) : v);
+  }
+}
+
+/// @brief Grid-stride over rows, one block per row: `p[r, :] = softmax(scale * s[r, :])` (fp32,
+/// max-subtracted), `s` fp32, `p` in the storage type of the next GEMM.
+template <class P>
+__global__ void softmax_rows_kernel(const float* s, std::size_t rows, index_t n, float scale,
+                                    P* p) {
+  __shared__ block_reduce_storage storage;
+  const auto cols = static_cast<std::size_t>(n);
+  for (std::size_t r = blockIdx.x; r < rows; r += gridDim.x) {
+    const float* sr = s + r * cols;
+    float m = -INFINITY;
+    int arg = 0;
+    for (std::size_t i = threadIdx.x; i < cols; i += blockDim.x) m = fmaxf(m, scale * sr[i]);
+    block_max_arg(m, arg, storage);
+    float sum = 0.0f;
+    for (std::size_t i = threadIdx.x; i < cols; i += blockDim.x) sum += __expf(scale * sr[i] - m);
+    const float total = block_sum(sum, storage);
+    P* pr = p + r * cols;
+    for (std::size_t i = threadIdx.x; i < cols; i += blockDim.x) {
+      pr[i] = from_float<P>(__expf(scale * sr[i] - m) / total);
+    }
+    __syncthreads();  // `storage` is reused by the next row
+  }
+}
+
+/// @brief One block per sequence (grid-stride): replaces channels `[local, d)` of every row of
+/// the sequence by their mean over its rows (the image predictor's global half).
+template <class T>
+__global__ void global_mean_kernel(T* h, const index_t* indptr, std::size_t batch, index_t d,
+                                   index_t local) {
+  const auto w = static_cast<std::size_t>(d);
+  for (std::size_t b = blockIdx.x; b < batch; b += gridDim.x) {
+    const auto first = static_cast<std::size_t>(indptr[b]);
+    const auto n = static_cast<std::size_t>(indptr[b + 1] - indptr[b]);
+    if (n == 0) continue;
+    for (std::size_t c = static_cast<std::size_t>(local) + threadIdx.x; c < w; c += blockDim.x) {
+      float sum = 0.0f;
+      for (std::size_t i = 0; i < n; ++i) sum += to_float(h[(first + i) * w + c]);
+      const T mean = from_float<T>(sum / static_cast<float>(n));
+      for (std::size_t i = 0; i < n; ++i) h[(first + i) * w + c] = mean;
+    }
   }
 }
 

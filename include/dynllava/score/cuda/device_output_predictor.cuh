@@ -37,12 +37,12 @@ namespace dynllava::cuda {
 /// @brief Device weights of the output predictor; non-owning, trivially copyable.
 template <class T>
 struct output_predictor_view {
-  std::array<index_t, 5> dims{};          ///< H, o0, o1, o2, 2
-  float eps = 1e-5f;                      ///< LayerNorm epsilon
-  const float* norm_gamma = nullptr;      ///< [H] device
-  const float* norm_beta = nullptr;       ///< [H] device
-  std::array<const T*, 4> weight{};       ///< [dims[i + 1], dims[i]] device, row-major
-  std::array<const float*, 4> bias{};     ///< [dims[i + 1]] device
+  std::array<index_t, 5> dims{};       ///< H, o0, o1, o2, 2
+  float eps = 1e-5f;                   ///< LayerNorm epsilon
+  const float* norm_gamma = nullptr;   ///< [H] device
+  const float* norm_beta = nullptr;    ///< [H] device
+  std::array<const T*, 4> weight{};    ///< [dims[i + 1], dims[i]] device, row-major
+  std::array<const float*, 4> bias{};  ///< [dims[i + 1]] device
   index_t hidden() const noexcept { return dims[0]; }
 };
 
@@ -62,8 +62,8 @@ cudaError_t run_output_predictor(const std::array<void*, 5>& parts, cublasHandle
                                  const output_predictor_view<T>& w, const T* hidden,
                                  std::size_t tokens, float* logits, cudaStream_t stream) {
   auto* const normed = static_cast<T*>(parts[0]);
-  cudaError_t e = cuda::layer_norm(hidden, tokens, w.dims[0], w.norm_gamma, w.norm_beta, w.eps,
-                                   normed, stream);
+  cudaError_t e =
+      cuda::layer_norm(hidden, tokens, w.dims[0], w.norm_gamma, w.norm_beta, w.eps, normed, stream);
   const T* in = normed;
   for (int i = 0; i < 3 && e == cudaSuccess; ++i) {
     auto* const next = static_cast<T*>(parts[static_cast<std::size_t>(i) + 1]);
@@ -141,16 +141,16 @@ requires device_score<T> cudaError_t output_predictor_scores(
     return e;
   }
   detail::margin_kernel<<<detail::elementwise_grid(tokens), 256, 0, stream>>>(logits, tokens,
-                                                                             scores.data());
+                                                                              scores.data());
   return cudaPeekAtLastError();
 }
 
 /// @brief Host fp32 views of the output predictor's parameters, for `device_output_predictor`
 /// (widen stored fp16/bf16 checkpoint weights first). Non-owning.
 struct output_predictor_host_weights {
-  std::array<index_t, 5> dims{};               ///< H, o0, o1, o2, 2
-  float eps = 1e-5f;                           ///< LayerNorm epsilon
-  host_span<const float> gamma, beta;          ///< [H]
+  std::array<index_t, 5> dims{};                 ///< H, o0, o1, o2, 2
+  float eps = 1e-5f;                             ///< LayerNorm epsilon
+  host_span<const float> gamma, beta;            ///< [H]
   std::array<host_span<const float>, 4> weight;  ///< [dims[i + 1], dims[i]] row-major
   std::array<host_span<const float>, 4> bias;    ///< [dims[i + 1]], or empty for none
 };
@@ -181,8 +181,8 @@ class device_output_predictor {
       const auto in = static_cast<std::size_t>(dims_[i]);
       const auto out = static_cast<std::size_t>(dims_[i + 1]);
       DYNLLAVA_EXPECTS(w.weight[i].size() == out * in,
-                       "device_output_predictor: weight {} must be [{}, {}] ({} values), got {}",
-                       i, out, in, out * in, w.weight[i].size());
+                       "device_output_predictor: weight {} must be [{}, {}] ({} values), got {}", i,
+                       out, in, out * in, w.weight[i].size());
       DYNLLAVA_EXPECTS(w.bias[i].empty() || w.bias[i].size() == out,
                        "device_output_predictor: bias {} must be empty or have {} entries, got {}",
                        i, out, w.bias[i].size());

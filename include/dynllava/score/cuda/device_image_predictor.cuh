@@ -1,0 +1,269 @@
+// SPDX-License-Identifier: Apache-2.0
+/// @file device_image_predictor.cuh
+/// @brief The Dynamic-LLaVA image predictor on CUDA, the twin of `image_predictor`
+/// (score/image_predictor.hpp), per sequence of `n` image tokens `x [n, H]`:
+///   h = GELU(Linear(LayerNorm(x)))                                        [n, d]
+///   per block: h += proj(attn(norm1(h))); h += fc2(GELU(fc1(norm2(h))))    (8 heads, no mask)
+///   z = [h[:, :local] | mean over the sequence of h[:, local:]]
+///   logits = Linear(GELU(Linear(GELU(Linear(z)))))                         [n, 2], channel 0 = keep
+/// Storage `T` (fp32, fp16, bf16) for inputs, weights and activations; fp32 LayerNorm
+/// parameters, biases, accumulation, attention scores and logits. GEMMs through cuBLAS; the
+/// attention of each sequence is two strided-batched GEMMs over its heads around a softmax.
+///
+/// The image-token counts per sequence are host-known in prefill (576 per image), so the call
+/// takes the batch's offsets on the host as well (`host_indptr`): it launches per sequence
+/// without reading device memory, and stays free of host synchronisation.
+#pragma once
+
+#include <dynllava/core/config.hpp>
+#include <dynllava/core/cuda/error.cuh>
+#include <dynllava/core/error.hpp>
+#include <dynllava/core/span.hpp>
+#include <dynllava/core/workspace.hpp>
+#include <dynllava/nn/cuda/device_linear.cuh>
+#include <dynllava/nn/cuda/kernel_rows.cuh>
+#include <dynllava/select/cuda/device_score.cuh>
+
+#include <cublas_v2.h>
+#include <cuda_runtime_api.h>
+
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <cstddef>
+#include <vector>
+
+namespace dynllava::cuda {
+
+/// Device weights of one linear layer: `W [out, in]` row-major in `T`, `bias [out]` fp32 or null.
+template <class T>
+struct device_linear_view {
+  const T* weight = nullptr;
+  const float* bias = nullptr;
+  index_t in = 0;
+  index_t out = 0;
+};
+
+/// Device LayerNorm parameters `[dim]`, fp32.
+struct device_norm_view {
+  const float* gamma = nullptr;
+  const float* beta = nullptr;
+};
+
+/// @brief Device weights of the image predictor; non-owning. `blocks` has `block_count` entries.
+template <class T>
+struct image_predictor_view {
+  index_t hidden = 0;     ///< H
+  index_t d_model = 0;    ///< d
+  index_t heads = 0;      ///< attention heads (head dim d / heads)
+  index_t ffn = 0;        ///< block MLP width
+  index_t local_dim = 0;  ///< channels kept per token; the rest are averaged
+  float eps = 1e-5f;
+  device_norm_view down_norm;
+  device_linear_view<T> down;
+  struct block {
+    device_norm_view norm1;
+    device_linear_view<T> qkv;  ///< no bias
+    device_linear_view<T> proj;
+    device_norm_view norm2;
+    device_linear_view<T> fc1;
+    device_linear_view<T> fc2;
+  };
+  const block* blocks = nullptr;  ///< host array of `block_count` blocks
+  std::size_t block_count = 0;
+  std::array<device_linear_view<T>, 3> head{};
+};
+
+namespace detail {
+
+template <class T>
+std::array<std::size_t, 9> image_predictor_parts(const image_predictor_view<T>& w,
+                                                 std::size_t tokens, std::size_t max_n) {
+  const auto d = static_cast<std::size_t>(w.d_model);
+  const auto heads = static_cast<std::size_t>(w.heads);
+  return {tokens * static_cast<std::size_t>(w.hidden) * sizeof(T),  // normalised input
+          tokens * d * sizeof(T),                                   // h
+          tokens * d * sizeof(T),                                   // a (normed) / attention out
+          tokens * 3 * d * sizeof(T),                               // qkv
+          tokens * static_cast<std::size_t>(std::max(w.ffn, w.head[0].out)) * sizeof(T),  // mlp
+          heads * max_n * max_n * sizeof(float),                    // attention scores
+          heads * max_n * max_n * sizeof(T),                        // probabilities
+          tokens * static_cast<std::size_t>(w.head[1].out) * sizeof(T),  // head hidden 2
+          tokens * 2 * sizeof(float)};                                   // logits (scores)
+}
+
+/// Multi-head attention of one sequence: `out [n, d]` (ld d) from `qkv [n, 3d]` (ld 3d), no mask.
+template <class T>
+cudaError_t sequence_attention(cublasHandle_t handle, const T* qkv, std::size_t n, index_t d,
+                               index_t heads, float* scores, T* probs, T* out,
+                               cudaStream_t stream) {
+  const index_t hd = d / heads;
+  const auto ni = static_cast<int>(n);
+  const float one = 1.0f;
+  const float zero = 0.0f;
+  // scores (row-major [n, n] per head) = Q K^T: column-major C' = K^T-op ... see the file notes
+  auto s = cublasGemmStridedBatchedEx(
+      handle, CUBLAS_OP_T, CUBLAS_OP_N, ni, ni, hd, &one, qkv + d, cuda_data_type<T>(), 3 * d, hd,
+      qkv, cuda_data_type<T>(), 3 * d, hd, &zero, scores, CUDA_R_32F, ni,
+      static_cast<long long>(n) * static_cast<long long>(n), heads, CUBLAS_COMPUTE_32F,
+      CUBLAS_GEMM_DEFAULT);
+  if (s != CUBLAS_STATUS_SUCCESS) return from_cublas(s);
+  const std::size_t rows = static_cast<std::size_t>(heads) * n;
+  softmax_rows_kernel<<<static_cast<unsigned>(std::min<std::size_t>(rows, 65535)), 256, 0,
+                        stream>>>(scores, rows, static_cast<index_t>(n),
+                                  1.0f / std::sqrt(static_cast<float>(hd)), probs);
+  if (const cudaError_t e = cudaPeekAtLastError(); e != cudaSuccess) return e;
+  // out (row-major [n, hd] at column h * hd, ld d) = P V
+  s = cublasGemmStridedBatchedEx(handle, CUBLAS_OP_N, CUBLAS_OP_N, hd, ni, ni, &one, qkv + 2 * d,
+                                 cuda_data_type<T>(), 3 * d, hd, probs, cuda_data_type<T>(), ni,
+                                 static_cast<long long>(n) * static_cast<long long>(n), &zero,
+                                 out, cuda_data_type<T>(), d, hd, heads, CUBLAS_COMPUTE_32F,
+                                 CUBLAS_GEMM_DEFAULT);
+  return from_cublas(s);
+}
+
+template <class T>
+bool image_predictor_view_ok(const image_predictor_view<T>& w) {
+  return w.hidden > 0 && w.d_model > 0 && w.heads > 0 && w.d_model % w.heads == 0 && w.ffn > 0 &&
+         w.local_dim >= 0 && w.local_dim <= w.d_model && (w.block_count == 0 || w.blocks) &&
+         w.down.weight != nullptr && w.head[0].weight != nullptr && w.head[1].weight != nullptr &&
+         w.head[2].weight != nullptr && w.head[2].out == 2 && w.down_norm.gamma != nullptr;
+}
+
+}  // namespace detail
+
+/// @brief Device-level logits of the image predictor for a ragged batch of image tokens.
+/// @param[in] temp, temp_bytes workspace (null `temp`: size query; the size depends on the
+///            tokens and the longest sequence)
+/// @param[in] handle cuBLAS handle (its stream is set to `stream`)
+/// @param[in] host_indptr [batch + 1] host offsets of each sequence's image tokens
+/// @param[in] indptr the same offsets in device memory (read by the global-mean kernel)
+/// @param[in] hidden [tokens, H] device, read-only
+/// @param[out] logits [tokens, 2] device fp32; channel 0 = keep
+/// @return `cudaErrorInvalidValue` on invalid weights, offsets or sizes, or a too small
+///         workspace; else the first failing cuBLAS or launch status
+template <class T>
+requires device_score<T> cudaError_t image_predictor_logits(
+    void* temp, std::size_t& temp_bytes, cublasHandle_t handle, const image_predictor_view<T>& w,
+    host_span<const index_t> host_indptr, device_span<const index_t> indptr,
+    device_span<const T> hidden, device_span<float> logits, cudaStream_t stream) {
+  if (!detail::image_predictor_view_ok(w) || host_indptr.size() != indptr.size() ||
+      host_indptr.empty() || host_indptr[0] != 0) {
+    return cudaErrorInvalidValue;
+  }
+  const std::size_t batch = host_indptr.size() - 1;
+  std::size_t max_n = 0;
+  for (std::size_t b = 0; b < batch; ++b) {
+    if (host_indptr[b + 1] < host_indptr[b]) return cudaErrorInvalidValue;
+    max_n = std::max(max_n, static_cast<std::size_t>(host_indptr[b + 1] - host_indptr[b]));
+  }
+  const auto tokens = static_cast<std::size_t>(host_indptr[batch]);
+  if (hidden.size() != tokens * static_cast<std::size_t>(w.hidden) || logits.size() != 2 * tokens) {
+    return cudaErrorInvalidValue;
+  }
+  std::array<void*, 9> parts{};
+  const workspace_status ws =
+      alias_temporaries(temp, temp_bytes, parts, detail::image_predictor_parts(w, tokens, max_n));
+  if (ws == workspace_status::size_query) return cudaSuccess;
+  if (ws == workspace_status::too_small) return cudaErrorInvalidValue;
+  if (tokens == 0) return cudaSuccess;
+  auto* const normed = static_cast<T*>(parts[0]);
+  auto* const h = static_cast<T*>(parts[1]);
+  auto* const a = static_cast<T*>(parts[2]);
+  auto* const qkv = static_cast<T*>(parts[3]);
+  auto* const m = static_cast<T*>(parts[4]);
+  auto* const scores = static_cast<float*>(parts[5]);
+  auto* const probs = static_cast<T*>(parts[6]);
+  auto* const m2 = static_cast<T*>(parts[7]);
+  const index_t d = w.d_model;
+  const float eps = w.eps;
+  cudaError_t e = cuda::layer_norm(hidden.data(), tokens, w.hidden, w.down_norm.gamma,
+                                   w.down_norm.beta, eps, normed, stream);
+  if (e == cudaSuccess) {
+    e = cuda::linear(handle, static_cast<const T*>(normed), tokens, w.down.weight, w.down.in,
+                     w.down.out, w.down.bias, true, h, stream);
+  }
+  for (std::size_t i = 0; i < w.block_count && e == cudaSuccess; ++i) {
+    const auto& blk = w.blocks[i];
+    e = cuda::layer_norm(static_cast<const T*>(h), tokens, d, blk.norm1.gamma, blk.norm1.beta,
+                         eps, a, stream);
+    if (e == cudaSuccess) {
+      e = cuda::linear(handle, static_cast<const T*>(a), tokens, blk.qkv.weight, d, 3 * d,
+                       static_cast<const float*>(nullptr), false, qkv, stream);
+    }
+    for (std::size_t b = 0; b < batch && e == cudaSuccess; ++b) {
+      const auto first = static_cast<std::size_t>(host_indptr[b]);
+      const auto n = static_cast<std::size_t>(host_indptr[b + 1] - host_indptr[b]);
+      if (n == 0) continue;
+      e = detail::sequence_attention(handle, static_cast<const T*>(qkv) + first * 3 * d, n, d,
+                                     w.heads, scores, probs, a + first * d, stream);
+    }
+    if (e == cudaSuccess) {  // h += proj(att) + b
+      e = cuda::linear(handle, static_cast<const T*>(a), tokens, blk.proj.weight, d, d,
+                       blk.proj.bias, false, h, stream, true);
+    }
+    if (e == cudaSuccess) {
+      e = cuda::layer_norm(static_cast<const T*>(h), tokens, d, blk.norm2.gamma, blk.norm2.beta,
+                           eps, a, stream);
+    }
+    if (e == cudaSuccess) {
+      e = cuda::linear(handle, static_cast<const T*>(a), tokens, blk.fc1.weight, d, w.ffn,
+                       blk.fc1.bias, true, m, stream);
+    }
+    if (e == cudaSuccess) {  // h += fc2(GELU(fc1(norm2(h)))) + b
+      e = cuda::linear(handle, static_cast<const T*>(m), tokens, blk.fc2.weight, w.ffn, d,
+                       blk.fc2.bias, false, h, stream, true);
+    }
+  }
+  if (e != cudaSuccess) return e;
+  detail::global_mean_kernel<<<static_cast<unsigned>(std::min<std::size_t>(batch, 65535)), 256, 0,
+                               stream>>>(h, indptr.data(), batch, d, w.local_dim);
+  if (e = cudaPeekAtLastError(); e != cudaSuccess) return e;
+  e = cuda::linear(handle, static_cast<const T*>(h), tokens, w.head[0].weight, w.head[0].in,
+                   w.head[0].out, w.head[0].bias, true, m, stream);
+  if (e == cudaSuccess) {
+    e = cuda::linear(handle, static_cast<const T*>(m), tokens, w.head[1].weight, w.head[1].in,
+                     w.head[1].out, w.head[1].bias, true, m2, stream);
+  }
+  if (e == cudaSuccess) {
+    e = cuda::linear(handle, static_cast<const T*>(m2), tokens, w.head[2].weight, w.head[2].in,
+                     w.head[2].out, w.head[2].bias, false, logits.data(), stream);
+  }
+  return e;
+}
+
+/// @brief Device-level ranking scores `logit0 - logit1` of the image predictor.
+/// @param[out] scores [tokens] device fp32. Otherwise as `image_predictor_logits` (the logits
+///             go to the workspace).
+template <class T>
+requires device_score<T> cudaError_t image_predictor_scores(
+    void* temp, std::size_t& temp_bytes, cublasHandle_t handle, const image_predictor_view<T>& w,
+    host_span<const index_t> host_indptr, device_span<const index_t> indptr,
+    device_span<const T> hidden, device_span<float> scores, cudaStream_t stream) {
+  std::array<void*, 2> parts{};
+  std::size_t inner = 0;
+  const std::size_t tokens = scores.size();
+  if (const cudaError_t e =
+          image_predictor_logits(nullptr, inner, handle, w, host_indptr, indptr, hidden,
+                                 device_span<float>(nullptr, 2 * tokens), stream);
+      e != cudaSuccess) {
+    return e;
+  }
+  const workspace_status ws =
+      alias_temporaries(temp, temp_bytes, parts, {inner, 2 * tokens * sizeof(float)});
+  if (ws == workspace_status::size_query) return cudaSuccess;
+  if (ws == workspace_status::too_small) return cudaErrorInvalidValue;
+  if (tokens == 0) return cudaSuccess;
+  auto* const logits = static_cast<float*>(parts[1]);
+  if (const cudaError_t e =
+          image_predictor_logits(parts[0], inner, handle, w, host_indptr, indptr, hidden,
+                                 device_span<float>(logits, 2 * tokens), stream);
+      e != cudaSuccess) {
+    return e;
+  }
+  detail::margin_kernel<<<detail::elementwise_grid(tokens), 256, 0, stream>>>(logits, tokens,
+                                                                             scores.data());
+  return cudaPeekAtLastError();
+}
+
+}  // namespace dynllava::cuda
