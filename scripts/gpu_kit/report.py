@@ -30,6 +30,12 @@ GROUPS = OrderedDict([
     ("bm_dynllava_cuda_gated_append", ("CUDA gated append of one decode step (fp16, width 4096, "
                                        "half the tokens admitted)", ["batch", "paged"],
                                        ["bm_dense_append", "bm_baseline_copy_rows"])),
+    ("bm_dynllava_cuda_image_predictor", ("CUDA image predictor vs one dense LLaMA-7B layer's "
+                                          "GEMMs over the same 576 x batch tokens (fp16)",
+                                          ["batch"], ["bm_dense_layer_prefill"])),
+    ("bm_dynllava_cuda_output_predictor", ("CUDA output predictor vs one dense LLaMA-7B layer's "
+                                           "GEMMs over the same decode rows (fp16)", ["batch"],
+                                           ["bm_dense_layer_decode"])),
     ("bm_dynllava_cpu_topk", ("CPU budgeted top-k (ratio 0.2)", ["batch", "n"],
                               ["bm_baseline_partial_sort"])),
 ])

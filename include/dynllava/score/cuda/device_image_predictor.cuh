@@ -5,7 +5,8 @@
 ///   h = GELU(Linear(LayerNorm(x)))                                        [n, d]
 ///   per block: h += proj(attn(norm1(h))); h += fc2(GELU(fc1(norm2(h))))    (8 heads, no mask)
 ///   z = [h[:, :local] | mean over the sequence of h[:, local:]]
-///   logits = Linear(GELU(Linear(GELU(Linear(z)))))                         [n, 2], channel 0 = keep
+///   logits = Linear(GELU(Linear(GELU(Linear(z)))))                         [n, 2], channel 0 =
+///   keep
 /// Storage `T` (fp32, fp16, bf16) for inputs, weights and activations; fp32 LayerNorm
 /// parameters, biases, accumulation, attention scores and logits. GEMMs through cuBLAS; the
 /// attention of each sequence is two strided-batched GEMMs over its heads around a softmax.
@@ -86,8 +87,8 @@ std::array<std::size_t, 9> image_predictor_parts(const image_predictor_view<T>& 
           tokens * d * sizeof(T),                                   // a (normed) / attention out
           tokens * 3 * d * sizeof(T),                               // qkv
           tokens * static_cast<std::size_t>(std::max(w.ffn, w.head[0].out)) * sizeof(T),  // mlp
-          heads * max_n * max_n * sizeof(float),                    // attention scores
-          heads * max_n * max_n * sizeof(T),                        // probabilities
+          heads * max_n * max_n * sizeof(float),                         // attention scores
+          heads * max_n * max_n * sizeof(T),                             // probabilities
           tokens * static_cast<std::size_t>(w.head[1].out) * sizeof(T),  // head hidden 2
           tokens * 2 * sizeof(float)};                                   // logits (scores)
 }
@@ -102,11 +103,11 @@ cudaError_t sequence_attention(cublasHandle_t handle, const T* qkv, std::size_t 
   const float one = 1.0f;
   const float zero = 0.0f;
   // scores (row-major [n, n] per head) = Q K^T: column-major C' = K^T-op ... see the file notes
-  auto s = cublasGemmStridedBatchedEx(
-      handle, CUBLAS_OP_T, CUBLAS_OP_N, ni, ni, hd, &one, qkv + d, cuda_data_type<T>(), 3 * d, hd,
-      qkv, cuda_data_type<T>(), 3 * d, hd, &zero, scores, CUDA_R_32F, ni,
-      static_cast<long long>(n) * static_cast<long long>(n), heads, CUBLAS_COMPUTE_32F,
-      CUBLAS_GEMM_DEFAULT);
+  auto s = cublasGemmStridedBatchedEx(handle, CUBLAS_OP_T, CUBLAS_OP_N, ni, ni, hd, &one, qkv + d,
+                                      cuda_data_type<T>(), 3 * d, hd, qkv, cuda_data_type<T>(),
+                                      3 * d, hd, &zero, scores, CUDA_R_32F, ni,
+                                      static_cast<long long>(n) * static_cast<long long>(n), heads,
+                                      CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
   if (s != CUBLAS_STATUS_SUCCESS) return from_cublas(s);
   const std::size_t rows = static_cast<std::size_t>(heads) * n;
   softmax_rows_kernel<<<static_cast<unsigned>(std::min<std::size_t>(rows, 65535)), 256, 0,
@@ -114,11 +115,10 @@ cudaError_t sequence_attention(cublasHandle_t handle, const T* qkv, std::size_t 
                                   1.0f / std::sqrt(static_cast<float>(hd)), probs);
   if (const cudaError_t e = cudaPeekAtLastError(); e != cudaSuccess) return e;
   // out (row-major [n, hd] at column h * hd, ld d) = P V
-  s = cublasGemmStridedBatchedEx(handle, CUBLAS_OP_N, CUBLAS_OP_N, hd, ni, ni, &one, qkv + 2 * d,
-                                 cuda_data_type<T>(), 3 * d, hd, probs, cuda_data_type<T>(), ni,
-                                 static_cast<long long>(n) * static_cast<long long>(n), &zero,
-                                 out, cuda_data_type<T>(), d, hd, heads, CUBLAS_COMPUTE_32F,
-                                 CUBLAS_GEMM_DEFAULT);
+  s = cublasGemmStridedBatchedEx(
+      handle, CUBLAS_OP_N, CUBLAS_OP_N, hd, ni, ni, &one, qkv + 2 * d, cuda_data_type<T>(), 3 * d,
+      hd, probs, cuda_data_type<T>(), ni, static_cast<long long>(n) * static_cast<long long>(n),
+      &zero, out, cuda_data_type<T>(), d, hd, heads, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
   return from_cublas(s);
 }
 
@@ -185,8 +185,8 @@ requires device_score<T> cudaError_t image_predictor_logits(
   }
   for (std::size_t i = 0; i < w.block_count && e == cudaSuccess; ++i) {
     const auto& blk = w.blocks[i];
-    e = cuda::layer_norm(static_cast<const T*>(h), tokens, d, blk.norm1.gamma, blk.norm1.beta,
-                         eps, a, stream);
+    e = cuda::layer_norm(static_cast<const T*>(h), tokens, d, blk.norm1.gamma, blk.norm1.beta, eps,
+                         a, stream);
     if (e == cudaSuccess) {
       e = cuda::linear(handle, static_cast<const T*>(a), tokens, blk.qkv.weight, d, 3 * d,
                        static_cast<const float*>(nullptr), false, qkv, stream);
@@ -262,7 +262,7 @@ requires device_score<T> cudaError_t image_predictor_scores(
     return e;
   }
   detail::margin_kernel<<<detail::elementwise_grid(tokens), 256, 0, stream>>>(logits, tokens,
-                                                                             scores.data());
+                                                                              scores.data());
   return cudaPeekAtLastError();
 }
 

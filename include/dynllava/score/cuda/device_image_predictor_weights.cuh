@@ -35,8 +35,8 @@ class device_image_predictor {
     view_.down_norm = norm(w.down_norm);
     view_.down = linear(w.down);
     for (const auto& b : w.blocks) {
-      blocks_.push_back({norm(b.norm1), linear(b.qkv), linear(b.proj), norm(b.norm2),
-                         linear(b.fc1), linear(b.fc2)});
+      blocks_.push_back({norm(b.norm1), linear(b.qkv), linear(b.proj), norm(b.norm2), linear(b.fc1),
+                         linear(b.fc2)});
     }
     view_.blocks = blocks_.data();
     view_.block_count = blocks_.size();
