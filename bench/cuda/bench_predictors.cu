@@ -111,9 +111,9 @@ struct dense_layer {
   __half* z = nullptr;
   explicit dense_layer(arena& a, std::size_t rows) {
     for (std::size_t i = 0; i < 4; ++i) w[i] = a.linear(hidden, hidden);  // q, k, v, o
-    w[4] = a.linear(hidden, 11008);                                        // gate
-    w[5] = a.linear(hidden, 11008);                                        // up
-    w[6] = a.linear(11008, hidden);                                        // down
+    w[4] = a.linear(hidden, 11008);                                       // gate
+    w[5] = a.linear(hidden, 11008);                                       // up
+    w[6] = a.linear(11008, hidden);                                       // down
     x = a.halves(rows * hidden, 1.0f);
     y = a.halves(rows * 11008, 1.0f);
     z = a.halves(rows * hidden, 1.0f);
@@ -181,8 +181,8 @@ void bm_dynllava_cuda_image_predictor(benchmark::State& state) {
   w.down = a.linear(hidden, 512);
   std::vector<dc::image_predictor_view<__half>::block> blocks(2);
   for (auto& b : blocks) {
-    b = {a.norm(512), a.linear(512, 1536), a.linear(512, 512), a.norm(512), a.linear(512, 2048),
-         a.linear(2048, 512)};
+    b = {a.norm(512), a.linear(512, 1536), a.linear(512, 512),
+         a.norm(512), a.linear(512, 2048), a.linear(2048, 512)};
   }
   w.blocks = blocks.data();
   w.block_count = blocks.size();

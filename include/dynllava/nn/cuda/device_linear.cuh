@@ -43,13 +43,24 @@ inline cudaError_t from_cublas(cublasStatus_t s) {
     case CUBLAS_STATUS_ALLOC_FAILED:
       return cudaErrorMemoryAllocation;
     case CUBLAS_STATUS_NOT_INITIALIZED:
-      return cudaErrorNotReady;
+      return cudaErrorInitializationError;
     case CUBLAS_STATUS_ARCH_MISMATCH:
     case CUBLAS_STATUS_NOT_SUPPORTED:
       return cudaErrorNotSupported;
     default:
       return cudaErrorUnknown;
   }
+}
+
+/// @brief Points `handle` at `stream`, only when it is not already there: `cublasSetStream`
+/// resets the handle's workspace to cuBLAS's own pool, which would drop a workspace the caller
+/// set with `cublasSetWorkspace` (and let cuBLAS allocate inside a graph capture).
+inline cudaError_t use_stream(cublasHandle_t handle, cudaStream_t stream) {
+  cudaStream_t current = nullptr;
+  if (const auto s = cublasGetStream(handle, &current); s != CUBLAS_STATUS_SUCCESS) {
+    return from_cublas(s);
+  }
+  return current == stream ? cudaSuccess : from_cublas(cublasSetStream(handle, stream));
 }
 
 inline unsigned elementwise_grid(std::size_t n) {
@@ -61,8 +72,9 @@ inline unsigned elementwise_grid(std::size_t n) {
 /// @brief Device-level Linear: `y[r, :] = act(x[r, :] W^T + b)` on `stream`.
 /// @tparam T storage of `x` and `W` (`float`, `__half`, `__nv_bfloat16`); `Y` that of `y`
 ///         (`T` or `float`)
-/// @param handle cuBLAS handle; its stream is set to `stream` (for graph capture give it a
-///        workspace with `cublasSetWorkspace`, so that it allocates nothing)
+/// @param handle cuBLAS handle; pointed at `stream` when it is not already (for graph capture,
+///        call `cublasSetStream(handle, stream)` and then `cublasSetWorkspace` before capturing:
+///        setting the stream resets the workspace, so this call leaves a matching stream alone)
 /// @param x [rows, in] device; @param W [out, in] device; @param bias [out] device fp32 or null
 /// @param y [rows, out] device (must not alias `x`); @param gelu apply exact GELU after the bias
 /// @param accumulate add to `y` (a residual: `y += x W^T + b`) instead of overwriting it;
@@ -76,9 +88,7 @@ cudaError_t linear(cublasHandle_t handle, const T* x, std::size_t rows, const T*
   if (in <= 0 || out <= 0 || rows > 0x7fffffffu || (accumulate && gelu)) {
     return cudaErrorInvalidValue;
   }
-  if (const auto s = cublasSetStream(handle, stream); s != CUBLAS_STATUS_SUCCESS) {
-    return detail::from_cublas(s);
-  }
+  if (const cudaError_t e = detail::use_stream(handle, stream); e != cudaSuccess) return e;
   const float alpha = 1.0f;
   const float beta = accumulate ? 1.0f : 0.0f;
   // Row-major y [rows, out] is column-major [out, rows] = W (col-major [in, out])^T x (col-major

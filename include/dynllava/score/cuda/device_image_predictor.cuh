@@ -98,6 +98,7 @@ template <class T>
 cudaError_t sequence_attention(cublasHandle_t handle, const T* qkv, std::size_t n, index_t d,
                                index_t heads, float* scores, T* probs, T* out,
                                cudaStream_t stream) {
+  if (const cudaError_t e = use_stream(handle, stream); e != cudaSuccess) return e;
   const index_t hd = d / heads;
   const auto ni = static_cast<int>(n);
   const float one = 1.0f;
@@ -123,11 +124,36 @@ cudaError_t sequence_attention(cublasHandle_t handle, const T* qkv, std::size_t 
 }
 
 template <class T>
+bool linear_ok(const device_linear_view<T>& l, index_t in, index_t out, bool bias) {
+  return l.weight != nullptr && l.in == in && l.out == out && (!bias || l.bias != nullptr);
+}
+
+inline bool norm_ok(const device_norm_view& n) { return n.gamma != nullptr && n.beta != nullptr; }
+
+/// Every tensor present and every width consistent (host-side; the view's `blocks` is a host
+/// array).
+template <class T>
 bool image_predictor_view_ok(const image_predictor_view<T>& w) {
-  return w.hidden > 0 && w.d_model > 0 && w.heads > 0 && w.d_model % w.heads == 0 && w.ffn > 0 &&
-         w.local_dim >= 0 && w.local_dim <= w.d_model && (w.block_count == 0 || w.blocks) &&
-         w.down.weight != nullptr && w.head[0].weight != nullptr && w.head[1].weight != nullptr &&
-         w.head[2].weight != nullptr && w.head[2].out == 2 && w.down_norm.gamma != nullptr;
+  if (w.hidden <= 0 || w.d_model <= 0 || w.heads <= 0 || w.d_model % w.heads != 0 || w.ffn <= 0 ||
+      w.local_dim < 0 || w.local_dim > w.d_model || (w.block_count > 0 && w.blocks == nullptr)) {
+    return false;
+  }
+  const index_t d = w.d_model;
+  if (!norm_ok(w.down_norm) || !linear_ok(w.down, w.hidden, d, true) || w.head[0].out <= 0 ||
+      w.head[1].out <= 0 || !linear_ok(w.head[0], d, w.head[0].out, true) ||
+      !linear_ok(w.head[1], w.head[0].out, w.head[1].out, true) ||
+      !linear_ok(w.head[2], w.head[1].out, 2, true)) {
+    return false;
+  }
+  for (std::size_t i = 0; i < w.block_count; ++i) {
+    const auto& b = w.blocks[i];
+    if (!norm_ok(b.norm1) || !norm_ok(b.norm2) || !linear_ok(b.qkv, d, 3 * d, false) ||
+        !linear_ok(b.proj, d, d, true) || !linear_ok(b.fc1, d, w.ffn, true) ||
+        !linear_ok(b.fc2, w.ffn, d, true)) {
+      return false;
+    }
+  }
+  return true;
 }
 
 }  // namespace detail
