@@ -20,6 +20,7 @@
 #include <dynllava/nn/cuda/device_linear.cuh>
 #include <dynllava/nn/cuda/kernel_rows.cuh>
 #include <dynllava/score/cuda/device_fastv.cuh>
+#include <dynllava/score/cuda/device_h2o_scorer.cuh>
 #include <dynllava/score/cuda/device_image_predictor.cuh>
 #include <dynllava/score/cuda/device_output_predictor.cuh>
 #include <dynllava/select/cuda/device_gate.cuh>

@@ -1,11 +1,11 @@
 // SPDX-License-Identifier: Apache-2.0
 /// @file test_predictor.cu
 /// @brief The CUDA image predictor (ragged batches of image tokens, the attention per sequence,
-/// the global mean), output predictor and FastV scorer against their CPU twins (random weights;
-/// fp32 to rounding, fp16 and bf16 to their precision, with the same keep decisions wherever the
-/// margin is clear), the `two_way_predictor` model on CUDA, and the whole decode step (score, gate,
-/// gated append, StreamingLLM eviction) captured in one CUDA graph and replayed against the host
-/// pipeline.
+/// the global mean), output predictor, FastV and H2O scorers against their CPU twins (random
+/// weights; fp32 to rounding, fp16 and bf16 to their precision, with the same keep decisions
+/// wherever the margin is clear), the `two_way_predictor` model on CUDA, and the whole decode step
+/// (score, gate, gated append, StreamingLLM eviction) captured in one CUDA graph and replayed
+/// against the host pipeline.
 #include <dynllava/core/cuda/device_buffer.cuh>
 #include <dynllava/kvcache/cuda/device_kv_cache.cuh>
 #include <dynllava/kvcache/gated_append.hpp>
@@ -13,10 +13,12 @@
 #include <dynllava/kvcache/policies/online_gate.hpp>
 #include <dynllava/kvcache/policies/streaming.hpp>
 #include <dynllava/score/cuda/device_fastv.cuh>
+#include <dynllava/score/cuda/device_h2o_scorer.cuh>
 #include <dynllava/score/cuda/device_image_predictor.cuh>
 #include <dynllava/score/cuda/device_image_predictor_weights.cuh>
 #include <dynllava/score/cuda/device_output_predictor.cuh>
 #include <dynllava/score/fastv_scorer.hpp>
+#include <dynllava/score/h2o_scorer.hpp>
 #include <dynllava/score/image_predictor.hpp>
 #include <dynllava/score/output_predictor.hpp>
 #include <dynllava/score/random_weights.hpp>
@@ -143,6 +145,82 @@ void check_close(const std::vector<float>& got, const std::vector<float>& expect
 }  // namespace
 
 TEST_SUITE("gpu") {
+  TEST_CASE("H2O: the CUDA accumulated-attention scorer follows the CPU twin step by step") {
+    constexpr std::size_t batch = 5;
+    h2o_scorer cpu(batch);
+    dc::h2o_device_scorer gpu(batch, 300);
+    test::rng g(44);
+    std::uniform_real_distribution<float> u(0.0f, 1.0f);
+    for (int step = 0; step < 30; ++step) {
+      CAPTURE(step);
+      std::vector<index_t> counts(batch);
+      for (auto& c : counts) c = static_cast<index_t>(g() % (step == 0 ? 40 : 3));
+      cpu.append(host, make_host_span(std::as_const(counts)));
+      device_buffer<index_t> d_counts(counts);
+      gpu.append(dc::on_stream{}, std::as_const(d_counts).view());
+      // attention of `rows` queries x heads over every tracked token
+      std::vector<index_t> indptr{0};
+      std::vector<float> probs;
+      for (std::size_t b = 0; b < batch; ++b) {
+        const auto n = static_cast<std::size_t>(cpu.tracked(b));
+        const std::size_t rows = n == 0 ? 0 : 1 + g() % 4;
+        for (std::size_t i = 0; i < rows * n; ++i) probs.push_back(u(g));
+        indptr.push_back(static_cast<index_t>(probs.size()));
+      }
+      cpu.accumulate(host, host_ragged<const float>{make_host_span(indptr), make_host_span(probs)});
+      device_buffer<index_t> d_indptr(indptr);
+      device_buffer<float> d_probs(probs.empty() ? std::vector<float>{0.0f} : probs);
+      gpu.accumulate(dc::on_stream{}, ragged_span<const float, device_space>{
+                                          std::as_const(d_indptr).view(),
+                                          device_span<const float>(d_probs.data(), probs.size())});
+      if (step % 4 == 3) {  // evict a random subset
+        std::vector<index_t> kept_indptr{0};
+        std::vector<index_t> kept;
+        for (std::size_t b = 0; b < batch; ++b) {
+          for (index_t j = 0; j < cpu.tracked(b); ++j) {
+            if (g() % 3 != 0) kept.push_back(j);
+          }
+          kept_indptr.push_back(static_cast<index_t>(kept.size()));
+        }
+        cpu.retain(host,
+                   host_ragged<const index_t>{make_host_span(kept_indptr), make_host_span(kept)});
+        device_buffer<index_t> d_kept_indptr(kept_indptr),
+            d_kept(kept.empty() ? std::vector<index_t>{0} : kept);
+        gpu.retain(dc::on_stream{}, ragged_span<const index_t, device_space>{
+                                        std::as_const(d_kept_indptr).view(),
+                                        device_span<const index_t>(d_kept.data(), kept.size())});
+      }
+      std::size_t total = 0;
+      for (std::size_t b = 0; b < batch; ++b) {
+        REQUIRE(gpu.tracked(b) == cpu.tracked(b));
+        total += static_cast<std::size_t>(cpu.tracked(b));
+      }
+      std::vector<float> expected(total);
+      cpu.scores(host, make_host_span(expected));
+      device_buffer<float> d_out(std::max<std::size_t>(total, 1));
+      gpu.scores(dc::on_stream{}, device_span<float>(d_out.data(), total));
+      REQUIRE(cudaStreamSynchronize(nullptr) == cudaSuccess);
+      const auto got = d_out.to_host();
+      for (std::size_t i = 0; i < total; ++i) {
+        CHECK(got[i] == doctest::Approx(expected[i]).epsilon(1e-6).scale(1e-6));
+      }
+      int flag = 0;
+      REQUIRE(cudaMemcpy(&flag, gpu.invalid_flag(), sizeof(int), cudaMemcpyDeviceToHost) ==
+              cudaSuccess);
+      CHECK(flag == 0);
+    }
+    // an append beyond the capacity changes nothing and raises the flag
+    const std::vector<index_t> too_many(batch, 1000);
+    device_buffer<index_t> d_too_many(too_many);
+    const index_t before = gpu.tracked(0);
+    gpu.append(dc::on_stream{}, std::as_const(d_too_many).view());
+    CHECK(gpu.tracked(0) == before);
+    int flag = 0;
+    REQUIRE(cudaMemcpy(&flag, gpu.invalid_flag(), sizeof(int), cudaMemcpyDeviceToHost) ==
+            cudaSuccess);
+    CHECK(flag == 1);
+  }
+
   TEST_CASE("FastV: CUDA scores equal the CPU twin; candidates outside the context are flagged") {
     const fastv_scorer cpu_scorer{4, 16};
     test::rng g(43);

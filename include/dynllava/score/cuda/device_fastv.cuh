@@ -111,11 +111,11 @@ inline cudaError_t fastv_scores(void* temp, std::size_t& temp_bytes, index_t hea
   if (ws == workspace_status::too_small) return cudaErrorInvalidValue;
   const std::size_t batch = keys.batch();
   if (batch == 0 || candidates.values.empty()) return cudaSuccess;
-  detail::fastv_kernel<<<static_cast<unsigned>(std::min<std::size_t>(batch, 65535)), 256, 0,
-                         stream>>>(queries.data(), keys.values.data(), keys.indptr.data(),
-                                   candidates.values.data(), candidates.indptr.data(), batch,
-                                   heads, head_dim, static_cast<float*>(parts[0]),
-                                   static_cast<float*>(parts[1]), scores.data(), d_invalid);
+  detail::
+      fastv_kernel<<<static_cast<unsigned>(std::min<std::size_t>(batch, 65535)), 256, 0, stream>>>(
+          queries.data(), keys.values.data(), keys.indptr.data(), candidates.values.data(),
+          candidates.indptr.data(), batch, heads, head_dim, static_cast<float*>(parts[0]),
+          static_cast<float*>(parts[1]), scores.data(), d_invalid);
   return cudaPeekAtLastError();
 }
 
@@ -142,13 +142,12 @@ struct fastv_device_scorer {
                      "cuda::fastv_device_scorer: keys must have width heads * head_dim = {} * {}, "
                      "got {}",
                      heads, head_dim, keys.width);
-    DYNLLAVA_EXPECTS(queries.size() == keys.batch() * static_cast<std::size_t>(keys.width) &&
-                         candidates.batch() == keys.batch() &&
-                         out.size() == candidates.values.size(),
-                     "cuda::fastv_device_scorer: queries ({} values), candidates ({} sequences) "
-                     "and scores ({}) must match the keys' {} sequences and {} candidates",
-                     queries.size(), candidates.batch(), out.size(), keys.batch(),
-                     candidates.values.size());
+    DYNLLAVA_EXPECTS(
+        queries.size() == keys.batch() * static_cast<std::size_t>(keys.width) &&
+            candidates.batch() == keys.batch() && out.size() == candidates.values.size(),
+        "cuda::fastv_device_scorer: queries ({} values), candidates ({} sequences) "
+        "and scores ({}) must match the keys' {} sequences and {} candidates",
+        queries.size(), candidates.batch(), out.size(), keys.batch(), candidates.values.size());
     const std::size_t needed = workspace_bytes(keys.rows());
     DYNLLAVA_EXPECTS(temp != nullptr && temp_bytes >= needed,
                      "cuda::fastv_device_scorer: the workspace must hold {} bytes, got {}", needed,
