@@ -104,20 +104,7 @@ void bm_baseline_memcpy(benchmark::State& state) {
   const llava_shape s{static_cast<index_t>(state.range(0)), static_cast<index_t>(state.range(1))};
   const std::size_t bytes = static_cast<std::size_t>(s.batch * s.kept_per_seq()) *
                             static_cast<std::size_t>(s.hidden) * sizeof(__half);
-  device_memory src(bytes), dst(bytes);
-  if (!src.ptr || !dst.ptr) {
-    state.SkipWithError("cudaMalloc failed");
-    return;
-  }
-  cuda_timing timing;
-  for (auto _ : state) {
-    if (!timing.time(state, [&] {
-          return cudaMemcpyAsync(dst.ptr, src.ptr, bytes, cudaMemcpyDeviceToDevice, nullptr);
-        })) {
-      return;
-    }
-  }
-  set_counters(state, s, 2 * bytes);
+  if (dynllava::bench::time_device_copy(state, bytes)) set_counters(state, s, 2 * bytes);
 }
 
 }  // namespace

@@ -164,19 +164,7 @@ void bm_baseline_copy_rows(benchmark::State& state) {
   }
   const auto batch = static_cast<std::size_t>(state.range(0));
   const std::size_t bytes = 2 * batch * width * sizeof(__half);
-  device_memory src(bytes), dst(bytes);
-  if (!src.ptr || !dst.ptr) {
-    state.SkipWithError("cudaMalloc failed");
-    return;
-  }
-  cuda_timing timing;
-  for (auto _ : state) {
-    if (!timing.time(state, [&] {
-          return cudaMemcpyAsync(dst.ptr, src.ptr, bytes, cudaMemcpyDeviceToDevice, nullptr);
-        })) {
-      return;
-    }
-  }
+  if (!dynllava::bench::time_device_copy(state, bytes)) return;
   state.SetBytesProcessed(static_cast<int64_t>(state.iterations()) *
                           static_cast<int64_t>(2 * bytes));
 }

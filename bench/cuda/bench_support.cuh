@@ -77,4 +77,23 @@ class cuda_timing {
   cudaEvent_t stop_{};
 };
 
+/// @brief Times a device-to-device copy of `bytes` (the bandwidth floor of a case) in every
+/// iteration; returns false after reporting an allocation or CUDA failure.
+inline bool time_device_copy(benchmark::State& state, std::size_t bytes) {
+  device_memory src(bytes), dst(bytes);
+  if (!src.ptr || !dst.ptr) {
+    state.SkipWithError("cudaMalloc failed");
+    return false;
+  }
+  cuda_timing timing;
+  for (auto _ : state) {
+    if (!timing.time(state, [&] {
+          return cudaMemcpyAsync(dst.ptr, src.ptr, bytes, cudaMemcpyDeviceToDevice, nullptr);
+        })) {
+      return false;
+    }
+  }
+  return true;
+}
+
 }  // namespace dynllava::bench

@@ -186,21 +186,7 @@ void bm_baseline_empty_launch(benchmark::State& state) {
 void bm_baseline_copy_scores(benchmark::State& state) {
   const topk_shape s = shape_of(state);
   if (!skip_unless_ready(state, s)) return;
-  device_memory src(s.score_bytes()), dst(s.score_bytes());
-  if (!src.ptr || !dst.ptr) {
-    state.SkipWithError("cudaMalloc failed");
-    return;
-  }
-  cuda_timing timing;
-  for (auto _ : state) {
-    if (!timing.time(state, [&] {
-          return cudaMemcpyAsync(dst.ptr, src.ptr, s.score_bytes(), cudaMemcpyDeviceToDevice,
-                                 nullptr);
-        })) {
-      return;
-    }
-  }
-  set_counters(state, s);
+  if (dynllava::bench::time_device_copy(state, s.score_bytes())) set_counters(state, s);
 }
 
 template <class T>

@@ -10,6 +10,7 @@
 #include <dynllava/kvcache/contiguous_kv_cache.hpp>
 #include <dynllava/kvcache/cuda/device_h2o.cuh>
 #include <dynllava/kvcache/cuda/device_kv_cache.cuh>
+#include <dynllava/kvcache/cuda/device_kv_caches.cuh>
 #include <dynllava/kvcache/gated_append.hpp>
 #include <dynllava/kvcache/kv_steps.hpp>
 #include <dynllava/kvcache/paged_kv_cache.hpp>
@@ -80,6 +81,24 @@ struct layer_readback {
   std::vector<float> k, v;
   std::vector<index_t> positions;
 };
+
+template <class T>
+std::vector<T> copy_to_host(const T* p, std::size_t n) {
+  std::vector<T> out(n);
+  if (n > 0) {
+    REQUIRE(cudaMemcpy(out.data(), p, n * sizeof(T), cudaMemcpyDeviceToHost) == cudaSuccess);
+  }
+  return out;
+}
+
+/// The state of a paged layer of `num_pages` pool pages, read back.
+layer_readback read_back(const dc::paged_kv_layer<float>& l, index_t num_pages) {
+  const auto rows = static_cast<std::size_t>(num_pages) * static_cast<std::size_t>(l.page_size);
+  const auto w = static_cast<std::size_t>(l.width);
+  return {copy_to_host(l.lengths, l.batch), copy_to_host(l.appended, l.batch),
+          copy_to_host(l.k, rows * w), copy_to_host(l.v, rows * w),
+          copy_to_host(l.positions, rows)};
+}
 
 template <class Host, class RowOf>
 void check_against_host(const Host& host, const layer_readback& got, std::size_t batch,
@@ -192,17 +211,11 @@ TEST_SUITE("gpu") {
     constexpr index_t num_pages = 120;
     constexpr index_t max_pages = 40;
     paged_kv_cache host(paged_kv_config{1, batch, width, page_size, num_pages});
-    device_buffer<float> k(num_pages * page_size * width), v(num_pages * page_size * width);
-    device_buffer<index_t> positions(num_pages * page_size);
-    device_buffer<index_t> table(std::vector<index_t>(batch * max_pages, -1));
-    device_buffer<index_t> lengths(std::vector<index_t>(batch, 0)),
-        appended(std::vector<index_t>(batch, 0));
-    device_buffer<index_t> free_pages(num_pages), free_count(1);
-    const dc::device_page_stack stack{free_pages.data(), free_count.data(), num_pages};
-    REQUIRE(dc::reset_page_stack(stack, nullptr) == cudaSuccess);
-    const dc::paged_kv_layer<float> layer{
-        k.data(),        v.data(), positions.data(), table.data(), lengths.data(),
-        appended.data(), batch,    max_pages,        page_size,    width};
+    const dc::device_paged_kv_cache<float> device(
+        dc::device_paged_kv_config{1, batch, width, page_size, num_pages, max_pages});
+    const dc::paged_kv_layer<float> layer = device.layer(0);
+    const dc::device_page_stack stack = device.stack();
+    const device_span<const index_t> lengths(layer.lengths, batch);
     device_buffer<int> invalid(std::vector<int>{0});
     const streaming_policy streaming{2, 9};
     index_t next_position = 0;
@@ -223,8 +236,8 @@ TEST_SUITE("gpu") {
       });
       // StreamingLLM every step: kept lists on the device, compaction, pages back to the stack
       device_buffer<index_t> kept_indptr(batch + 1), kept(batch * (2 + 9));
-      REQUIRE(dc::streaming_kept(std::as_const(lengths).view(), streaming.sinks, streaming.window,
-                                 kept_indptr.view(), kept.view(), nullptr) == cudaSuccess);
+      REQUIRE(dc::streaming_kept(lengths, streaming.sinks, streaming.window, kept_indptr.view(),
+                                 kept.view(), nullptr) == cudaSuccess);
       with_workspace([&](void* temp, std::size_t& bytes) {
         return dc::retain(temp, bytes, layer, stack, std::as_const(kept_indptr).view(),
                           std::as_const(kept).view(), batch * (2 + 9), invalid.data(), nullptr);
@@ -232,10 +245,9 @@ TEST_SUITE("gpu") {
       for (std::size_t b = 0; b < batch; ++b) {
         (void)cpu::enforce_retention(host, streaming, 0, b);
       }
-      const layer_readback got{lengths.to_host(), appended.to_host(), k.to_host(), v.to_host(),
-                               positions.to_host()};
+      const layer_readback got = read_back(layer, num_pages);
       CHECK(invalid.to_host()[0] == 0);
-      const auto pages = table.to_host();
+      const auto pages = copy_to_host(layer.page_table, batch * max_pages);
       check_against_host(host, got, batch, [&](std::size_t b, index_t i) {
         return detail::paged_row(pages.data() + b * max_pages, i, page_size);
       });
@@ -246,7 +258,7 @@ TEST_SUITE("gpu") {
                                 b * max_pages + detail::pages_for(got.lengths[b], page_size)));
         CHECK(device_pages == host.pages(0, b));  // same page ids as the host pool
       }
-      CHECK(free_count.to_host()[0] == host.pool().free_pages());
+      CHECK(copy_to_host(stack.count, 1)[0] == host.pool().free_pages());
       // FlashInfer page table equals the host view's
       const auto view = host.view(0);
       device_buffer<index_t> fi_indptr(batch + 1), fi_indices(batch * max_pages), fi_last(batch);
@@ -380,17 +392,11 @@ TEST_SUITE("gpu") {
     constexpr index_t sinks = 1;
     constexpr index_t window = 4;
     paged_kv_cache host(paged_kv_config{1, batch, width, page_size, num_pages});
-    device_buffer<float> k(num_pages * page_size * width), v(num_pages * page_size * width);
-    device_buffer<index_t> positions(num_pages * page_size);
-    device_buffer<index_t> table(std::vector<index_t>(batch * max_pages, -1));
-    device_buffer<index_t> lengths(std::vector<index_t>(batch, 0)),
-        appended(std::vector<index_t>(batch, 0));
-    device_buffer<index_t> free_pages(num_pages), free_count(1);
-    const dc::device_page_stack stack{free_pages.data(), free_count.data(), num_pages};
-    REQUIRE(dc::reset_page_stack(stack, nullptr) == cudaSuccess);
-    const dc::paged_kv_layer<float> layer{
-        k.data(),        v.data(), positions.data(), table.data(), lengths.data(),
-        appended.data(), batch,    max_pages,        page_size,    width};
+    const dc::device_paged_kv_cache<float> device(
+        dc::device_paged_kv_config{1, batch, width, page_size, num_pages, max_pages});
+    const dc::paged_kv_layer<float> layer = device.layer(0);
+    const dc::device_page_stack stack = device.stack();
+    const device_span<const index_t> lengths(layer.lengths, batch);
     // one new token per sequence and step
     const std::vector<index_t> indptr{0, 1, 2, 3};
     device_buffer<index_t> d_indptr(indptr), d_positions(batch);
@@ -424,8 +430,8 @@ TEST_SUITE("gpu") {
                             d_mask.view(), gate_indptr.view(), gate_positions.view(),
                             invalid.data(), stream) == cudaSuccess);
     REQUIRE(append(append_temp.data(), append_bytes, stream) == cudaSuccess);
-    REQUIRE(dc::streaming_kept(std::as_const(lengths).view(), sinks, window, kept_indptr.view(),
-                               kept.view(), stream) == cudaSuccess);
+    REQUIRE(dc::streaming_kept(lengths, sinks, window, kept_indptr.view(), kept.view(), stream) ==
+            cudaSuccess);
     REQUIRE(retain(retain_temp.data(), retain_bytes, stream) == cudaSuccess);
     REQUIRE(cudaStreamEndCapture(stream, &graph) == cudaSuccess);
     cudaGraphExec_t instance{};
@@ -457,14 +463,13 @@ TEST_SUITE("gpu") {
                         make_host_span(std::as_const(keep)), make_host_span(pos));
       for (std::size_t b = 0; b < batch; ++b) (void)cpu::enforce_retention(host, streaming, 0, b);
 
-      const layer_readback got{lengths.to_host(), appended.to_host(), k.to_host(), v.to_host(),
-                               positions.to_host()};
+      const layer_readback got = read_back(layer, num_pages);
       CHECK(invalid.to_host()[0] == 0);
-      const auto pages = table.to_host();
+      const auto pages = copy_to_host(layer.page_table, batch * max_pages);
       check_against_host(host, got, batch, [&](std::size_t b, index_t i) {
         return detail::paged_row(pages.data() + b * max_pages, i, page_size);
       });
-      CHECK(free_count.to_host()[0] == host.pool().free_pages());
+      CHECK(copy_to_host(stack.count, 1)[0] == host.pool().free_pages());
     }
     CHECK(cudaGraphExecDestroy(instance) == cudaSuccess);
     CHECK(cudaGraphDestroy(graph) == cudaSuccess);

@@ -8,6 +8,7 @@
 /// against the host pipeline.
 #include <dynllava/core/cuda/device_buffer.cuh>
 #include <dynllava/kvcache/cuda/device_kv_cache.cuh>
+#include <dynllava/kvcache/cuda/device_kv_caches.cuh>
 #include <dynllava/kvcache/gated_append.hpp>
 #include <dynllava/kvcache/paged_kv_cache.hpp>
 #include <dynllava/kvcache/policies/online_gate.hpp>
@@ -444,17 +445,10 @@ TEST_SUITE("gpu") {
     constexpr index_t sinks = 1;
     constexpr index_t window = 5;
     paged_kv_cache host_cache(paged_kv_config{1, batch, width, page_size, num_pages});
-    device_buffer<float> k(num_pages * page_size * width), v(num_pages * page_size * width);
-    device_buffer<index_t> positions(num_pages * page_size);
-    device_buffer<index_t> table(std::vector<index_t>(batch * max_pages, -1));
-    device_buffer<index_t> lengths(std::vector<index_t>(batch, 0)),
-        appended(std::vector<index_t>(batch, 0));
-    device_buffer<index_t> free_pages(num_pages), free_count(1);
-    const dc::device_page_stack stack{free_pages.data(), free_count.data(), num_pages};
-    REQUIRE(dc::reset_page_stack(stack, nullptr) == cudaSuccess);
-    const dc::paged_kv_layer<float> layer{
-        k.data(),        v.data(), positions.data(), table.data(), lengths.data(),
-        appended.data(), batch,    max_pages,        page_size,    width};
+    const dc::device_paged_kv_cache<float> device_cache(
+        dc::device_paged_kv_config{1, batch, width, page_size, num_pages, max_pages});
+    const dc::paged_kv_layer<float> layer = device_cache.layer(0);
+    const dc::device_page_stack stack = device_cache.stack();
     const std::vector<index_t> indptr{0, 1, 2, 3, 4};  // one new token per sequence
     device_buffer<index_t> d_indptr(indptr), d_positions(batch);
     device_buffer<float> d_hidden(batch * c.hidden), d_logits(2 * batch);
@@ -501,8 +495,8 @@ TEST_SUITE("gpu") {
                             d_mask.view(), gate_indptr.view(), gate_positions.view(),
                             invalid.data(), stream) == cudaSuccess);
     REQUIRE(append(append_temp.data(), append_bytes, stream) == cudaSuccess);
-    REQUIRE(dc::streaming_kept(std::as_const(lengths).view(), sinks, window, kept_indptr.view(),
-                               kept.view(), stream) == cudaSuccess);
+    REQUIRE(dc::streaming_kept(device_span<const index_t>(layer.lengths, batch), sinks, window,
+                               kept_indptr.view(), kept.view(), stream) == cudaSuccess);
     REQUIRE(retain(retain_temp.data(), retain_bytes, stream) == cudaSuccess);
     REQUIRE(cudaStreamEndCapture(stream, &graph) == cudaSuccess);
     cudaGraphExec_t instance{};
@@ -541,10 +535,13 @@ TEST_SUITE("gpu") {
         (void)cpu::enforce_retention(host_cache, streaming, 0, b);
       }
       CHECK(invalid.to_host()[0] == 0);
-      CHECK(lengths.to_host() ==
-            std::vector<index_t>{host_cache.length(0, 0), host_cache.length(0, 1),
-                                 host_cache.length(0, 2), host_cache.length(0, 3)});
-      CHECK(free_count.to_host()[0] == host_cache.pool().free_pages());
+      std::vector<index_t> lengths(batch), free_count(1);
+      REQUIRE(cudaMemcpy(lengths.data(), layer.lengths, batch * sizeof(index_t),
+                         cudaMemcpyDeviceToHost) == cudaSuccess);
+      REQUIRE(cudaMemcpy(free_count.data(), stack.count, sizeof(index_t), cudaMemcpyDeviceToHost) ==
+              cudaSuccess);
+      for (std::size_t b = 0; b < batch; ++b) CHECK(lengths[b] == host_cache.length(0, b));
+      CHECK(free_count[0] == host_cache.pool().free_pages());
     }
     CHECK(cudaGraphExecDestroy(instance) == cudaSuccess);
     CHECK(cudaGraphDestroy(graph) == cudaSuccess);
