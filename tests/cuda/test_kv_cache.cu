@@ -23,6 +23,7 @@
 
 #include <support/random.hpp>
 
+#include <cuda_fp16.h>
 #include <doctest/doctest.h>
 
 #include <algorithm>
@@ -191,8 +192,7 @@ TEST_SUITE("gpu") {
         device_buffer<index_t> d_kept_indptr(kept_indptr), d_kept(kept);
         with_workspace([&](void* temp, std::size_t& bytes) {
           return dc::retain(temp, bytes, layer, std::as_const(d_kept_indptr).view(),
-                            std::as_const(d_kept).view(), batch * capacity, invalid.data(),
-                            nullptr);
+                            std::as_const(d_kept).view(), invalid.data(), nullptr);
         });
       }
       const layer_readback got{lengths.to_host(), appended.to_host(), k.to_host(), v.to_host(),
@@ -240,7 +240,7 @@ TEST_SUITE("gpu") {
                                  kept.view(), nullptr) == cudaSuccess);
       with_workspace([&](void* temp, std::size_t& bytes) {
         return dc::retain(temp, bytes, layer, stack, std::as_const(kept_indptr).view(),
-                          std::as_const(kept).view(), batch * (2 + 9), invalid.data(), nullptr);
+                          std::as_const(kept).view(), invalid.data(), nullptr);
       });
       for (std::size_t b = 0; b < batch; ++b) {
         (void)cpu::enforce_retention(host, streaming, 0, b);
@@ -328,6 +328,72 @@ TEST_SUITE("gpu") {
     }
   }
 
+  TEST_CASE("kv cache: fp16 rows wider than a chunk, compacted in place over many tiles") {
+    // width 2500 fp16: 3 column chunks, 5 rows per tile; values exact in fp16 (integers < 2048)
+    test::rng g(25);
+    constexpr std::size_t batch = 3;
+    constexpr index_t wide = 2500;
+    constexpr index_t capacity = 64;
+    contiguous_kv_cache host(contiguous_kv_config{1, batch, wide, capacity});
+    const dc::device_contiguous_kv_cache<__half> device(
+        dc::device_contiguous_kv_config{1, batch, wide, capacity});
+    const auto layer = device.layer(0);
+    const std::vector<index_t> indptr{0, 40, 40, 97};  // 40, 0 and 57 new tokens
+    const auto tokens = static_cast<std::size_t>(indptr.back());
+    std::vector<float> k(tokens * wide), v(tokens * wide);
+    for (auto& x : k) x = static_cast<float>(g() % 2000);
+    for (auto& x : v) x = static_cast<float>(g() % 2000);
+    std::vector<index_t> positions(tokens);
+    for (std::size_t t = 0; t < tokens; ++t) positions[t] = static_cast<index_t>(100 + t);
+    const std::vector<std::uint8_t> keep(tokens, 1);
+    cpu::gated_append(host, full_cache_policy{}, 0, make_host_span(indptr),
+                      make_host_span(std::as_const(k)), make_host_span(std::as_const(v)),
+                      make_host_span(keep), make_host_span(std::as_const(positions)));
+    std::vector<__half> hk(k.size()), hv(v.size());
+    for (std::size_t i = 0; i < k.size(); ++i) {
+      hk[i] = __float2half(k[i]);
+      hv[i] = __float2half(v[i]);
+    }
+    device_buffer<index_t> d_indptr(indptr), d_positions(positions);
+    device_buffer<__half> d_k(hk), d_v(hv);
+    device_buffer<int> invalid(std::vector<int>{0});
+    with_workspace([&](void* temp, std::size_t& bytes) {
+      return dc::gated_append(temp, bytes, layer, std::as_const(d_indptr).view(),
+                              std::as_const(d_k).view(), std::as_const(d_v).view(),
+                              device_span<const std::uint8_t>{}, std::as_const(d_positions).view(),
+                              invalid.data(), nullptr);
+    });
+    const auto [kept_indptr, kept] = random_kept(g, {40, 0, 57});
+    host_retain(host, kept_indptr, kept);
+    device_buffer<index_t> d_kept_indptr(kept_indptr), d_kept(kept);
+    with_workspace([&](void* temp, std::size_t& bytes) {
+      return dc::retain(temp, bytes, layer, std::as_const(d_kept_indptr).view(),
+                        std::as_const(d_kept).view(), invalid.data(), nullptr);
+    });
+    CHECK(copy_to_host(invalid.data(), 1)[0] == 0);
+    const auto rows = batch * static_cast<std::size_t>(capacity);
+    const auto got_k = copy_to_host(layer.k, rows * wide);
+    const auto got_v = copy_to_host(layer.v, rows * wide);
+    const auto got_pos = copy_to_host(layer.positions, rows);
+    const auto got_len = copy_to_host(layer.lengths, batch);
+    for (std::size_t b = 0; b < batch; ++b) {
+      CAPTURE(b);
+      REQUIRE(got_len[b] == host.length(0, b));
+      bool same = true;
+      for (index_t i = 0; i < host.length(0, b); ++i) {
+        const std::size_t r = detail::contiguous_row(b, i, capacity);
+        same = same && got_pos[r] == host.position(0, b, i);
+        for (index_t c = 0; c < wide; ++c) {
+          same =
+              same &&
+              __half2float(got_k[r * wide + static_cast<std::size_t>(c)]) == host.key(0, b, i)[c] &&
+              __half2float(got_v[r * wide + static_cast<std::size_t>(c)]) == host.value(0, b, i)[c];
+        }
+      }
+      CHECK(same);
+    }
+  }
+
   TEST_CASE("kv cache: overflow and invalid kept lists change nothing and raise the flag") {
     constexpr std::size_t batch = 2;
     constexpr index_t capacity = 3;
@@ -358,7 +424,7 @@ TEST_SUITE("gpu") {
         kept(std::vector<index_t>{1, 0});
     with_workspace([&](void* temp, std::size_t& bytes) {
       return dc::retain(temp, bytes, layer, std::as_const(kept_indptr).view(),
-                        std::as_const(kept).view(), 6, invalid2.data(), nullptr);
+                        std::as_const(kept).view(), invalid2.data(), nullptr);
     });
     CHECK(invalid2.to_host()[0] == 1);
     CHECK(lengths.to_host() == std::vector<index_t>{2, 0});
@@ -372,7 +438,7 @@ TEST_SUITE("gpu") {
     device_buffer<int> invalid3(std::vector<int>{0});
     with_workspace([&](void* temp, std::size_t& bytes) {
       return dc::retain(temp, bytes, layer, std::as_const(s_indptr).view(),
-                        std::as_const(s_kept).view(), 6, invalid3.data(), nullptr);
+                        std::as_const(s_kept).view(), invalid3.data(), nullptr);
     });
     CHECK(invalid3.to_host()[0] == 1);
     CHECK(lengths.to_host() == std::vector<index_t>{2, 0});
@@ -416,7 +482,7 @@ TEST_SUITE("gpu") {
     };
     const auto retain = [&](void* temp, std::size_t& bytes, cudaStream_t s) {
       return dc::retain(temp, bytes, layer, stack, std::as_const(kept_indptr).view(),
-                        std::as_const(kept).view(), batch * (sinks + window), invalid.data(), s);
+                        std::as_const(kept).view(), invalid.data(), s);
     };
     REQUIRE(append(nullptr, append_bytes, nullptr) == cudaSuccess);
     REQUIRE(retain(nullptr, retain_bytes, nullptr) == cudaSuccess);

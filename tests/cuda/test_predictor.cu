@@ -470,7 +470,7 @@ TEST_SUITE("gpu") {
     };
     const auto retain = [&](void* temp, std::size_t& bytes, cudaStream_t s) {
       return dc::retain(temp, bytes, layer, stack, std::as_const(kept_indptr).view(),
-                        std::as_const(kept).view(), batch * (sinks + window), invalid.data(), s);
+                        std::as_const(kept).view(), invalid.data(), s);
     };
     std::size_t score_bytes = 0, append_bytes = 0, retain_bytes = 0;
     REQUIRE(score(nullptr, score_bytes, nullptr) == cudaSuccess);

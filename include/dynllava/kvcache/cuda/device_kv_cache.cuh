@@ -166,23 +166,37 @@ cudaError_t gated_append_impl(void* temp, std::size_t& temp_bytes, const Layer& 
   return cudaPeekAtLastError();
 }
 
+/// Shared-memory tiling of the in-place move: column chunks of at most 1024 elements, as many
+/// rows per tile as fit in 24 KiB (at least one).
+struct move_tiling {
+  index_t chunk;
+  index_t tile_rows;
+  std::size_t smem;
+};
+template <class T>
+move_tiling move_tiling_for(index_t width) {
+  const index_t chunk = std::min<index_t>(width, 1024);
+  const auto row = 2 * static_cast<std::size_t>(chunk) * sizeof(T) + sizeof(index_t);
+  const auto tile_rows =
+      static_cast<index_t>(std::max<std::size_t>(1, (std::size_t{24} << 10) / row));
+  const std::size_t pos = (static_cast<std::size_t>(tile_rows) * sizeof(index_t) + 15) / 16 * 16;
+  return {
+      chunk, tile_rows,
+      pos + 2 * static_cast<std::size_t>(tile_rows) * static_cast<std::size_t>(chunk) * sizeof(T)};
+}
+
 template <class Layer>
 cudaError_t retain_impl(void* temp, std::size_t& temp_bytes, const Layer& layer,
                         const device_page_stack* stack, device_span<const index_t> kept_indptr,
-                        device_span<const index_t> kept, index_t max_rows, int* d_invalid,
-                        cudaStream_t stream) {
+                        device_span<const index_t> kept, int* d_invalid, cudaStream_t stream) {
   using T = std::remove_pointer_t<decltype(layer.k)>;
   const std::size_t batch = layer.batch;
-  const auto w = static_cast<std::size_t>(layer.width);
-  if (!kv_layer_ok(layer) || kept_indptr.size() != batch + 1 || max_rows < 0 ||
-      (batch == 0 && !kept.empty())) {
+  if (!kv_layer_ok(layer) || kept_indptr.size() != batch + 1 || (batch == 0 && !kept.empty())) {
     return cudaErrorInvalidValue;
   }
-  const auto rows = static_cast<std::size_t>(max_rows);
-  std::array<void*, 6> parts{};
-  const std::array<std::size_t, 6> sizes{
-      sizeof(int),          batch * sizeof(index_t), batch * sizeof(index_t),
-      rows * w * sizeof(T), rows * w * sizeof(T),    rows * sizeof(index_t)};
+  std::array<void*, 3> parts{};
+  const std::array<std::size_t, 3> sizes{sizeof(int), batch * sizeof(index_t),
+                                         batch * sizeof(index_t)};
   const workspace_status ws = alias_temporaries(temp, temp_bytes, parts, sizes);
   if (ws == workspace_status::size_query) return cudaSuccess;
   if (ws == workspace_status::too_small) return cudaErrorInvalidValue;
@@ -190,22 +204,17 @@ cudaError_t retain_impl(void* temp, std::size_t& temp_bytes, const Layer& layer,
   auto* const failed = static_cast<int*>(parts[0]);
   auto* const old_len = static_cast<index_t*>(parts[1]);
   auto* const offsets = static_cast<index_t*>(parts[2]);
-  auto* const stage_k = static_cast<T*>(parts[3]);
-  auto* const stage_v = static_cast<T*>(parts[4]);
-  auto* const stage_positions = static_cast<index_t*>(parts[5]);
   if (const cudaError_t e = cudaMemsetAsync(failed, 0, sizeof(int), stream); e != cudaSuccess) {
     return e;
   }
   const auto seq_grid = static_cast<unsigned>(batch);
-  retain_check_kernel<kv_threads>
-      <<<seq_grid, kv_threads, 0, stream>>>(kept_indptr.data(), kept.data(), kept.size(), batch,
-                                            layer.lengths, max_rows, failed, d_invalid);
-  retain_stage_kernel<<<seq_grid, kv_threads, 0, stream>>>(
-      rows_of(layer), kept_indptr.data(), kept.data(), batch, layer.width, layer.k, layer.v,
-      layer.positions, layer.lengths, stage_k, stage_v, stage_positions, old_len, failed);
-  retain_write_kernel<<<seq_grid, kv_threads, 0, stream>>>(
-      rows_of(layer), kept_indptr.data(), batch, layer.width, stage_k, stage_v, stage_positions,
-      layer.k, layer.v, layer.positions, layer.lengths, failed);
+  retain_check_kernel<kv_threads><<<seq_grid, kv_threads, 0, stream>>>(
+      kept_indptr.data(), kept.data(), kept.size(), batch, layer.lengths, failed, d_invalid);
+  const move_tiling tiling = move_tiling_for<T>(layer.width);
+  retain_move_kernel<<<static_cast<unsigned>(std::min<std::size_t>(batch, 65535)), kv_threads,
+                       tiling.smem, stream>>>(
+      rows_of(layer), kept_indptr.data(), kept.data(), batch, layer.width, tiling.chunk,
+      tiling.tile_rows, layer.k, layer.v, layer.positions, layer.lengths, old_len, failed);
   if (stack != nullptr) {
     release_pages_kernel<kv_threads><<<1, kv_threads, 0, stream>>>(
         kept_indptr.data(), batch, old_len, pages_of(layer, stack), offsets, failed);
@@ -255,30 +264,31 @@ gated_append(void* temp, std::size_t& temp_bytes, const paged_kv_layer<T>& layer
 
 /// @brief Device-level compaction of a contiguous layer: sequence `b` keeps the tokens at the
 /// local positions `kept[kept_indptr[b] .. kept_indptr[b + 1])` (strictly ascending), moved to
-/// its first rows in order. Rows are staged in the workspace, sized for `max_rows` kept tokens.
-/// @param[out] d_invalid raised when a kept list is not ascending, out of range, or the kept
-///             total exceeds `max_rows`; then nothing changed
+/// its first rows in order, in place (tiles through shared memory; the workspace holds only a
+/// flag and two counts per sequence).
+/// @param[out] d_invalid raised when a kept list is not ascending or out of range; then nothing
+///             changed
 template <class T>
 requires std::is_trivially_copyable_v<T> cudaError_t retain(void* temp, std::size_t& temp_bytes,
                                                             const contiguous_kv_layer<T>& layer,
                                                             device_span<const index_t> kept_indptr,
                                                             device_span<const index_t> kept,
-                                                            index_t max_rows, int* d_invalid,
-                                                            cudaStream_t stream) {
-  return detail::retain_impl(temp, temp_bytes, layer, nullptr, kept_indptr, kept, max_rows,
-                             d_invalid, stream);
+                                                            int* d_invalid, cudaStream_t stream) {
+  return detail::retain_impl(temp, temp_bytes, layer, nullptr, kept_indptr, kept, d_invalid,
+                             stream);
 }
 
 /// @brief Device-level compaction of a paged layer; pages no longer needed go back on `stack`
 /// (in sequence order, each sequence's from its last page backwards). As the contiguous overload.
 template <class T>
-requires std::is_trivially_copyable_v<T> cudaError_t
-retain(void* temp, std::size_t& temp_bytes, const paged_kv_layer<T>& layer,
-       const device_page_stack& stack, device_span<const index_t> kept_indptr,
-       device_span<const index_t> kept, index_t max_rows, int* d_invalid, cudaStream_t stream) {
+requires std::is_trivially_copyable_v<T> cudaError_t retain(void* temp, std::size_t& temp_bytes,
+                                                            const paged_kv_layer<T>& layer,
+                                                            const device_page_stack& stack,
+                                                            device_span<const index_t> kept_indptr,
+                                                            device_span<const index_t> kept,
+                                                            int* d_invalid, cudaStream_t stream) {
   if (stack.pages == nullptr || stack.count == nullptr) return cudaErrorInvalidValue;
-  return detail::retain_impl(temp, temp_bytes, layer, &stack, kept_indptr, kept, max_rows,
-                             d_invalid, stream);
+  return detail::retain_impl(temp, temp_bytes, layer, &stack, kept_indptr, kept, d_invalid, stream);
 }
 
 /// @brief Device-level StreamingLLM kept lists of a layer: for each sequence of `lengths`

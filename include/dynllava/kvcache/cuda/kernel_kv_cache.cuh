@@ -184,17 +184,15 @@ __global__ void __launch_bounds__(Threads)
 }
 
 /// @brief Grid over the batch: checks the kept lists (CSR `kept_indptr` [batch + 1] into `kept`
-/// [kept_size], local positions strictly ascending and below each sequence's length, at most
-/// `max_rows` in all) and
-/// lowers `*valid` (set to 1 beforehand) on any violation; raises `*invalid_out` then.
+/// [kept_size], local positions strictly ascending and below each sequence's length) and raises
+/// `*failed` (cleared beforehand) and `*invalid_out` (nullable) on any violation.
 template <int Threads>
 __global__ void __launch_bounds__(Threads)
     retain_check_kernel(const index_t* kept_indptr, const index_t* kept, std::size_t kept_size,
-                        std::size_t batch, const index_t* lengths, index_t max_rows, int* failed,
-                        int* invalid_out) {
+                        std::size_t batch, const index_t* lengths, int* failed, int* invalid_out) {
   const std::size_t b = blockIdx.x;
   bool ok = true;
-  if (b == 0 && threadIdx.x == 0) ok = kept_indptr[0] == 0 && kept_indptr[batch] <= max_rows;
+  if (b == 0 && threadIdx.x == 0) ok = kept_indptr[0] == 0;
   const index_t begin = kept_indptr[b];
   const index_t end = kept_indptr[b + 1];
   ok = ok && begin >= 0 && end >= begin && static_cast<std::size_t>(end) <= kept_size &&
@@ -210,59 +208,64 @@ __global__ void __launch_bounds__(Threads)
   }
 }
 
-/// @brief Grid over the batch: stages each sequence's kept rows (K, V, position) at rows
-/// `kept_indptr[b] + j` of the staging buffers, and records the length before the compaction.
+/// @brief Grid over the batch: moves each sequence's kept rows (K, V, position) to its first rows,
+/// in place, and records its length before the compaction in `old_len`. Over column chunks of
+/// `chunk` elements, tiles of `tile_rows` kept rows are read into shared memory, then written. A
+/// tile's sources sit at positions `kept[j] >= j`, at or above its first destination and so above
+/// every row an earlier tile wrote: nothing is overwritten before it is read, and no staging
+/// buffer is needed. Shared memory: `tile_rows * (sizeof(index_t) + 2 * chunk * sizeof(T))`.
 template <class T, class Rows>
-__global__ void retain_stage_kernel(Rows rows, const index_t* kept_indptr, const index_t* kept,
-                                    std::size_t batch, index_t width, const T* k, const T* v,
-                                    const index_t* positions, const index_t* lengths, T* stage_k,
-                                    T* stage_v, index_t* stage_positions, index_t* old_len,
-                                    const int* failed) {
-  if (*failed != 0) return;
-  const auto w = static_cast<std::size_t>(width);
-  for (std::size_t b = blockIdx.x; b < batch; b += gridDim.x) {
-    const index_t begin = kept_indptr[b];
-    const auto count = static_cast<std::size_t>(kept_indptr[b + 1] - begin);
-    if (threadIdx.x == 0) old_len[b] = lengths[b];
-    for (std::size_t e = threadIdx.x; e < count * w; e += blockDim.x) {
-      const std::size_t j = e / w;
-      const std::size_t c = e % w;
-      const std::size_t from = rows.row(b, kept[begin + static_cast<index_t>(j)]);
-      const std::size_t to = (static_cast<std::size_t>(begin) + j) * w + c;
-      stage_k[to] = k[from * w + c];
-      stage_v[to] = v[from * w + c];
-    }
-    for (std::size_t j = threadIdx.x; j < count; j += blockDim.x) {
-      stage_positions[static_cast<std::size_t>(begin) + j] =
-          positions[rows.row(b, kept[begin + static_cast<index_t>(j)])];
-    }
-  }
-}
-
-/// @brief Grid over the batch: writes the staged rows back to rows `0 .. kept_b` of each
-/// sequence and sets its length.
-template <class T, class Rows>
-__global__ void retain_write_kernel(Rows rows, const index_t* kept_indptr, std::size_t batch,
-                                    index_t width, const T* stage_k, const T* stage_v,
-                                    const index_t* stage_positions, T* k, T* v, index_t* positions,
-                                    index_t* lengths, const int* failed) {
+__global__ void retain_move_kernel(Rows rows, const index_t* kept_indptr, const index_t* kept,
+                                   std::size_t batch, index_t width, index_t chunk,
+                                   index_t tile_rows, T* k, T* v, index_t* positions,
+                                   index_t* lengths, index_t* old_len, const int* failed) {
+  extern __shared__ __align__(16) unsigned char move_smem[];
+  auto* const sp = reinterpret_cast<index_t*>(move_smem);  // [tile_rows]
+  const std::size_t pos_bytes =
+      (static_cast<std::size_t>(tile_rows) * sizeof(index_t) + 15) / 16 * 16;
+  auto* const sk = reinterpret_cast<T*>(move_smem + pos_bytes);  // [tile_rows, chunk]
+  T* const sv = sk + static_cast<std::size_t>(tile_rows) * static_cast<std::size_t>(chunk);
   if (*failed != 0) return;
   const auto w = static_cast<std::size_t>(width);
   for (std::size_t b = blockIdx.x; b < batch; b += gridDim.x) {
     const index_t begin = kept_indptr[b];
     const index_t count = kept_indptr[b + 1] - begin;
-    for (std::size_t e = threadIdx.x; e < static_cast<std::size_t>(count) * w; e += blockDim.x) {
-      const std::size_t j = e / w;
-      const std::size_t c = e % w;
-      const std::size_t to = rows.row(b, static_cast<index_t>(j));
-      const std::size_t from = (static_cast<std::size_t>(begin) + j) * w + c;
-      k[to * w + c] = stage_k[from];
-      v[to * w + c] = stage_v[from];
+    if (threadIdx.x == 0) old_len[b] = lengths[b];
+    for (index_t base = 0; base < count; base += tile_rows) {
+      const index_t m = min(tile_rows, count - base);
+      for (index_t r = threadIdx.x; r < m; r += blockDim.x) {
+        sp[r] = positions[rows.row(b, kept[begin + base + r])];
+      }
+      __syncthreads();
+      for (index_t r = threadIdx.x; r < m; r += blockDim.x)
+        positions[rows.row(b, base + r)] = sp[r];
+      __syncthreads();
     }
-    for (index_t j = threadIdx.x; j < count; j += blockDim.x) {
-      positions[rows.row(b, j)] = stage_positions[begin + j];
+    for (std::size_t c0 = 0; c0 < w; c0 += static_cast<std::size_t>(chunk)) {
+      const std::size_t cw = min(static_cast<std::size_t>(chunk), w - c0);
+      for (index_t base = 0; base < count; base += tile_rows) {
+        const auto m = static_cast<std::size_t>(min(tile_rows, count - base));
+        for (std::size_t e = threadIdx.x; e < m * cw; e += blockDim.x) {
+          const std::size_t r = e / cw;
+          const std::size_t c = e % cw;
+          const std::size_t from =
+              rows.row(b, kept[begin + base + static_cast<index_t>(r)]) * w + c0 + c;
+          sk[r * static_cast<std::size_t>(chunk) + c] = k[from];
+          sv[r * static_cast<std::size_t>(chunk) + c] = v[from];
+        }
+        __syncthreads();
+        for (std::size_t e = threadIdx.x; e < m * cw; e += blockDim.x) {
+          const std::size_t r = e / cw;
+          const std::size_t c = e % cw;
+          const std::size_t to = rows.row(b, base + static_cast<index_t>(r)) * w + c0 + c;
+          k[to] = sk[r * static_cast<std::size_t>(chunk) + c];
+          v[to] = sv[r * static_cast<std::size_t>(chunk) + c];
+        }
+        __syncthreads();
+      }
     }
     if (threadIdx.x == 0) lengths[b] = count;
+    __syncthreads();  // old_len and lengths of this sequence are settled before the next one
   }
 }
 
