@@ -184,6 +184,9 @@ TEST_SUITE("gpu") {
   TEST_CASE("topk: batch 256 of image rows, and a very long row (2^22)") {
     test::rng g(4);
     check_batch<float>(g, std::vector<index_t>(256, 576), test::score_mix::adversarial, 576);
+    // above the one-launch batch limit: the plan kernel, then one block per sequence
+    check_batch<float>(g, test::random_lengths(g, detail::topk_fused_batch_max + 300, 60),
+                       test::score_mix::adversarial, 60);
     check_batch<__half>(g, {1 << 22}, test::score_mix::distinct, 1 << 22);
   }
 
@@ -232,6 +235,19 @@ TEST_SUITE("gpu") {
       got = device_topk<float>({0, 4, 10}, scores, max_length, budget_kind::per_sequence, 0.0, 0,
                                {2, 7}, tie_break::smaller_position, &invalid);
       CHECK(invalid == 1);
+    }
+    // an invalid budget in a batch above the one-launch limit (plan kernel path)
+    {
+      const std::size_t big = detail::topk_fused_batch_max + 5;
+      std::vector<index_t> indptr(big + 1);
+      for (std::size_t b = 0; b <= big; ++b) indptr[b] = static_cast<index_t>(b);
+      std::vector<index_t> counts(big, 1);
+      counts[big - 1] = 2;  // 2 of 1 token
+      const std::vector<float> ones(big, 1.0f);
+      got = device_topk<float>(indptr, ones, 1, budget_kind::per_sequence, 0.0, 0, counts,
+                               tie_break::smaller_position, &invalid);
+      CHECK(invalid == 1);
+      CHECK(got.indptr == std::vector<index_t>(big + 1, 0));
     }
     // a decreasing indptr
     got = device_topk<float>({0, 6, 4, 10}, scores, 10, budget_kind::ratio, 0.5, 0, {},

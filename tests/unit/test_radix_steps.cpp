@@ -209,6 +209,7 @@ TEST_SUITE("select") {
     CHECK(tiles_for(4096, 4096) == 1);
     CHECK(tiles_for(4097, 4096) == 2);
     CHECK(topk_row_max >= (1LL << 26));
+    CHECK(topk_fused_batch_max >= 256);  // the real batches take one launch
 
     index_t k = -1;
     CHECK(checked_budget(budget_kind::ratio, 0.2, 0, 0, 576, k));

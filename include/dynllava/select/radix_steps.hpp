@@ -18,6 +18,7 @@
 #include <dynllava/core/config.hpp>
 #include <dynllava/core/tie_break.hpp>
 
+#include <cstddef>
 #include <cstdint>
 
 namespace dynllava::detail {
@@ -119,6 +120,9 @@ enum class topk_regime : std::uint8_t {
 
 /// Longest row that the one-block regime holds on chip (32 KiB of keys).
 inline constexpr index_t topk_block_row_max = 8192;
+/// Largest batch whose short-row top-k runs in one launch: each block then checks the whole
+/// batch and sums the budgets before it itself (work `batch^2` in all), instead of a plan kernel.
+inline constexpr std::size_t topk_fused_batch_max = 1024;
 /// Candidates per block (tile) in the multi-block regime.
 inline constexpr index_t topk_tile_items = 4096;
 /// Longest row of the multi-block regime: 65535 tiles (the grid's y limit) of 4096 keys.

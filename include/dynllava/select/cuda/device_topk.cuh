@@ -10,9 +10,11 @@
 /// their exact fp32 values, as the CPU twin ranks the widened scores.
 ///
 /// Regimes (`detail::topk_regime_for(max_length)`): rows of at most 8192 candidates take one
-/// block per sequence with the row's keys in shared memory (plan + select: 2 launches); longer
-/// rows, up to `detail::topk_row_max`, are split into tiles of 4096 over many blocks (a plan, a
-/// start, 4 histogram/choice pass pairs, tile counts, tile prefixes and the write: 12 launches).
+/// block per sequence with the row's keys in shared memory: **one launch** for batches of at most
+/// `detail::topk_fused_batch_max` (1024) sequences, each block checking the batch and finding its
+/// offset itself, else a plan kernel and the select (2 launches); longer rows, up to
+/// `detail::topk_row_max`, are split into tiles of 4096 over many blocks (a plan, a start, 4
+/// histogram/choice pass pairs, tile counts, tile prefixes and the write: 12 launches).
 #pragma once
 
 #include <dynllava/core/budget.hpp>
@@ -128,11 +130,20 @@ requires device_score<T> cudaError_t topk(void* temp, std::size_t& temp_bytes,
   constexpr int threads = detail::topk_threads;
   const detail::topk_budget_args budget_args{budget.kind, budget.ratio, budget.count,
                                              budget.counts.data()};
+  const tie_break tie = options.tie;
+  if (!tiled && batch > 0 && batch <= dd::topk_fused_batch_max) {  // one launch
+    const index_t capacity = std::max<index_t>(max_length, 1);
+    detail::topk_fused_kernel<T, threads>
+        <<<static_cast<unsigned>(batch), threads,
+           static_cast<std::size_t>(capacity) * sizeof(std::uint32_t), stream>>>(
+            scores.values.data(), scores.indptr.data(), batch, scores.values.size(), max_length,
+            budget_args, out_indptr.data(), out_positions.data(), tie, capacity, d_invalid);
+    return cudaPeekAtLastError();
+  }
   detail::topk_plan_kernel<threads>
       <<<1, threads, 0, stream>>>(scores.indptr.data(), batch, scores.values.size(), max_length,
                                   budget_args, out_indptr.data(), valid, d_invalid);
   if (const cudaError_t e = cudaPeekAtLastError(); e != cudaSuccess || batch == 0) return e;
-  const tie_break tie = options.tie;
   if (!tiled) {
     const index_t capacity = std::max<index_t>(max_length, 1);
     const auto grid = static_cast<unsigned>(std::clamp<std::size_t>(batch, 1, 1u << 20));

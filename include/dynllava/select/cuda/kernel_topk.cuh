@@ -140,57 +140,138 @@ __device__ inline void compact_kept(
   }
 }
 
-/// @brief One block per sequence (grid-stride over the batch): the row's keys go to shared
-/// memory (`capacity` keys of dynamic shared memory), a radix select finds the threshold, an
-/// ordered compaction writes the kept positions. Returns at once when `*valid == 0`.
+/// Shared memory of the one-block select, besides the row's keys (dynamic shared memory).
+template <int Threads>
+struct block_select_storage {
+  typename cub::BlockScan<std::uint32_t, Threads>::TempStorage scan;
+  std::uint32_t hist[radix_digit_bins];
+  radix_select_state state;
+};
+
+/// @brief The whole block selects sequence `begin .. begin + n` (`n <= capacity` keys in shared
+/// `keys`): a radix select of the threshold, then the ordered compaction into `out` [k].
+/// Every thread of the block must call it with the same arguments. `0 <= k <= n`.
+template <class T, int Threads>
+__device__ inline void select_sequence(const T* scores, index_t begin, index_t n, index_t k,
+                                       index_t* out, tie_break tie, std::uint32_t* keys,
+                                       block_select_storage<Threads>& sm) {
+  if (k == 0) return;
+  if (k == n) {
+    for (index_t i = threadIdx.x; i < n; i += Threads) out[i] = i;
+    return;
+  }
+  for (index_t i = threadIdx.x; i < n; i += Threads) {
+    keys[i] = key_of(scores, static_cast<std::size_t>(begin) + i);
+  }
+  if (threadIdx.x == 0) sm.state = dynllava::detail::radix_select_start(k);
+  for (int shift = dynllava::detail::radix_first_shift; shift >= 0;
+       shift -= dynllava::detail::radix_digit_bits) {
+    if (threadIdx.x < radix_digit_bins) sm.hist[threadIdx.x] = 0u;
+    __syncthreads();  // keys, state and the cleared histogram are visible
+    const radix_select_state current = sm.state;
+    for (index_t i = threadIdx.x; i < n; i += Threads) {
+      const std::uint32_t key = keys[i];
+      if (dynllava::detail::radix_prefix_matches(key, current.prefix, shift)) {
+        atomicAdd(&sm.hist[dynllava::detail::radix_digit(key, shift)], 1u);
+      }
+    }
+    __syncthreads();
+    const std::uint32_t count =
+        threadIdx.x < radix_digit_bins ? sm.hist[radix_digit_bins - 1u - threadIdx.x] : 0u;
+    choose_bin<Threads>(count, current, shift, &sm.state, sm.scan);
+    __syncthreads();
+    if (sm.state.done != 0u) break;
+  }
+  const radix_select_state fin = sm.state;
+  compact_kept<Threads>([&](index_t i) { return keys[i]; }, 0, n, fin, tie, 0u, 0u, out, sm.scan);
+  __syncthreads();  // keys and state are reused by the next sequence
+}
+
+/// @brief One block per sequence (grid-stride over the batch) after the plan kernel: the row's
+/// keys go to shared memory (`capacity` keys of dynamic shared memory) and `select_sequence`
+/// runs. Returns at once when `*valid == 0`.
 template <class T, int Threads>
 __global__ void __launch_bounds__(Threads)
     topk_block_kernel(const T* scores, const index_t* indptr, std::size_t batch,
                       const index_t* out_indptr, index_t* positions, tie_break tie,
                       index_t capacity, const int* valid) {
-  using scan_t = cub::BlockScan<std::uint32_t, Threads>;
   extern __shared__ std::uint32_t keys[];  // [capacity]
-  __shared__ typename scan_t::TempStorage scan_storage;
-  __shared__ std::uint32_t hist[radix_digit_bins];
-  __shared__ radix_select_state state;
+  __shared__ block_select_storage<Threads> sm;
   if (*valid == 0) return;
   for (std::size_t b = blockIdx.x; b < batch; b += gridDim.x) {
     const index_t begin = indptr[b];
     const index_t n = indptr[b + 1] - begin;
-    const index_t k = out_indptr[b + 1] - out_indptr[b];
-    index_t* const out = positions + out_indptr[b];
-    if (k == 0 || n > capacity) continue;  // (n <= capacity was checked by the plan)
-    if (k == n) {
-      for (index_t i = threadIdx.x; i < n; i += Threads) out[i] = i;
-      continue;
-    }
-    for (index_t i = threadIdx.x; i < n; i += Threads) {
-      keys[i] = key_of(scores, static_cast<std::size_t>(begin) + i);
-    }
-    if (threadIdx.x == 0) state = dynllava::detail::radix_select_start(k);
-    for (int shift = dynllava::detail::radix_first_shift; shift >= 0;
-         shift -= dynllava::detail::radix_digit_bits) {
-      if (threadIdx.x < radix_digit_bins) hist[threadIdx.x] = 0u;
-      __syncthreads();  // keys, state and the cleared histogram are visible
-      const radix_select_state current = state;
-      for (index_t i = threadIdx.x; i < n; i += Threads) {
-        const std::uint32_t key = keys[i];
-        if (dynllava::detail::radix_prefix_matches(key, current.prefix, shift)) {
-          atomicAdd(&hist[dynllava::detail::radix_digit(key, shift)], 1u);
-        }
-      }
-      __syncthreads();
-      const std::uint32_t count =
-          threadIdx.x < radix_digit_bins ? hist[radix_digit_bins - 1u - threadIdx.x] : 0u;
-      choose_bin<Threads>(count, current, shift, &state, scan_storage);
-      __syncthreads();
-      if (state.done != 0u) break;
-    }
-    const radix_select_state fin = state;
-    compact_kept<Threads>([&](index_t i) { return keys[i]; }, 0, n, fin, tie, 0u, 0u, out,
-                          scan_storage);
-    __syncthreads();  // keys and state are reused by the next sequence
+    if (n > capacity) continue;  // (n <= capacity was checked by the plan)
+    select_sequence<T, Threads>(scores, begin, n, out_indptr[b + 1] - out_indptr[b],
+                                positions + out_indptr[b], tie, keys, sm);
   }
+}
+
+/// @brief The one-launch top-k of a batch of at most `topk_fused_batch_max` short rows: block `b`
+/// validates the whole batch itself (as the plan kernel does), sums the budgets of the sequences
+/// before it for its offset, writes `out_indptr[b]` (the last block also `out_indptr[batch]`)
+/// and selects its sequence. On an invalid batch every block writes zeros and block 0 raises
+/// `*invalid_out`; no position is written.
+template <class T, int Threads>
+__global__ void __launch_bounds__(Threads)
+    topk_fused_kernel(const T* scores, const index_t* indptr, std::size_t batch, std::size_t tokens,
+                      index_t max_length, topk_budget_args budget, index_t* out_indptr,
+                      index_t* positions, tie_break tie, index_t capacity, int* invalid_out) {
+  using reduce_t = cub::BlockReduce<long long, Threads>;
+  extern __shared__ std::uint32_t keys[];  // [capacity]
+  __shared__ block_select_storage<Threads> sm;
+  __shared__ typename reduce_t::TempStorage reduce_storage;
+  __shared__ long long offsets[2];  // before this sequence, total
+  const std::size_t b = blockIdx.x;
+  bool ok = true;
+  if (threadIdx.x == 0) {
+    ok = indptr[0] == 0 && static_cast<std::size_t>(indptr[batch]) == tokens;
+  }
+  long long before = 0;
+  long long total = 0;
+  index_t own_k = 0;
+  for (std::size_t s = threadIdx.x; s < batch; s += Threads) {
+    const long long length = static_cast<long long>(indptr[s + 1]) - indptr[s];
+    const bool ordered = indptr[s + 1] >= indptr[s] && length <= max_length;
+    index_t ks = 0;
+    const bool fits = dynllava::detail::checked_budget(
+        budget.kind, budget.ratio, budget.count,
+        budget.kind == budget_kind::per_sequence ? budget.counts[s] : 0,
+        ordered ? static_cast<index_t>(length) : 0, ks);
+    ok = ok && ordered && fits;
+    total += ks;
+    if (s < b) before += ks;
+  }
+  const bool all_ok = __syncthreads_and(ok ? 1 : 0) != 0;
+  before = reduce_t(reduce_storage).Sum(before);
+  __syncthreads();
+  total = reduce_t(reduce_storage).Sum(total);
+  if (threadIdx.x == 0) {
+    offsets[0] = before;
+    offsets[1] = total;
+  }
+  __syncthreads();
+  if (!all_ok) {
+    if (threadIdx.x == 0) {
+      out_indptr[b] = 0;
+      if (b == 0) {
+        out_indptr[batch] = 0;
+        if (invalid_out != nullptr) *invalid_out = 1;
+      }
+    }
+    return;
+  }
+  if (threadIdx.x == 0) {
+    out_indptr[b] = static_cast<index_t>(offsets[0]);
+    if (b + 1 == batch) out_indptr[batch] = static_cast<index_t>(offsets[1]);
+  }
+  const index_t begin = indptr[b];
+  const index_t n = indptr[b + 1] - begin;
+  (void)dynllava::detail::checked_budget(
+      budget.kind, budget.ratio, budget.count,
+      budget.kind == budget_kind::per_sequence ? budget.counts[b] : 0, n, own_k);
+  select_sequence<T, Threads>(scores, begin, n, own_k,
+                              positions + static_cast<std::size_t>(offsets[0]), tie, keys, sm);
 }
 
 // ---- multi-block regime ------------------------------------------------------------------------
