@@ -312,8 +312,8 @@ void bm_thrust_sort(benchmark::State& state) {
   for (auto _ : state) {
     if (!timing.time(state, [&] {
           if (s.half) {
-            segment_score_keys<<<1024, 256>>>(static_cast<const __half*>(in.scores.ptr),
-                                              s.items(), s.n, k, p);
+            segment_score_keys<<<1024, 256>>>(static_cast<const __half*>(in.scores.ptr), s.items(),
+                                              s.n, k, p);
           } else {
             segment_score_keys<<<1024, 256>>>(static_cast<const float*>(in.scores.ptr), s.items(),
                                               s.n, k, p);

@@ -160,8 +160,11 @@ sanitize() {  # sanitize TOOL CAP EXTRA...
   fi
   local c
   c=$(cap "$limit")
+  # Under the sanitizers (10-100x slower) the cases that only repeat checked kernels on larger
+  # or other-typed inputs are left out: the 2^22-long rows and the fp16/bf16 top-k sweeps.
   DYNLLAVA_REQUIRE_GPU=1 timeout -k 5 "$c" "$sanitizer" --tool "$tool" --error-exitcode 99 "$@" \
-    "${bin[dynllava_gpu_tests]}" >"$out/$tool.log" 2>&1
+    "${bin[dynllava_gpu_tests]}" "--test-case-exclude=*very long row*,*on the widened scores*" \
+    >"$out/$tool.log" 2>&1
   local rc=$?
   local errors
   errors=$(grep -E "ERROR SUMMARY|RACECHECK SUMMARY|LEAK SUMMARY" "$out/$tool.log" | tail -2 | oneline)
