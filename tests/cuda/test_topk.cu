@@ -354,6 +354,55 @@ TEST_SUITE("gpu") {
     }
   }
 
+  TEST_CASE("gates: bf16 scores and fp16/bf16 logits, against the CPU twins on widened values") {
+    test::rng g(9);
+    const auto lengths = test::random_lengths(g, 33, 20);
+    const auto indptr = test::indptr_of(lengths);
+    const auto tokens = static_cast<std::size_t>(indptr.back());
+    const auto scores =
+        store<__nv_bfloat16>(test::random_scores(g, tokens, test::score_mix::adversarial));
+    const auto logits =
+        store<__half>(test::random_scores(g, 2 * tokens, test::score_mix::heavy_ties));
+    device_buffer<index_t> d_indptr(indptr);
+    device_buffer<index_t> d_out(indptr.size()), d_pos(std::max<std::size_t>(tokens, 1));
+    device_buffer<std::uint8_t> d_mask(std::max<std::size_t>(tokens, 1));
+    const device_span<std::uint8_t> mask(d_mask.data(), tokens);
+    const device_span<index_t> pos(d_pos.data(), tokens);
+
+    std::vector<std::uint8_t> keep(tokens);
+    cpu::threshold_gate(
+        host_ragged<const float>{make_host_span(indptr), make_host_span(scores.widened)}, -0.25f,
+        make_host_span(keep));
+    device_buffer<__nv_bfloat16> d_scores(scores.stored);
+    REQUIRE(dc::threshold_gate(device_ragged<const __nv_bfloat16>{std::as_const(d_indptr).view(),
+                                                                  std::as_const(d_scores).view()},
+                               -0.25f, mask, d_out.view(), pos, nullptr, nullptr) == cudaSuccess);
+    REQUIRE(cudaStreamSynchronize(nullptr) == cudaSuccess);
+    auto got_mask = d_mask.to_host();
+    got_mask.resize(tokens);
+    CHECK(got_mask == keep);
+
+    cpu::argmax_gate(
+        ragged_logits<host_space>{make_host_span(indptr), make_host_span(logits.widened)},
+        make_host_span(keep));
+    device_buffer<__half> d_logits(logits.stored);
+    REQUIRE(dc::argmax_gate(std::as_const(d_indptr).view(), std::as_const(d_logits).view(), mask,
+                            d_out.view(), pos, nullptr, nullptr) == cudaSuccess);
+    REQUIRE(cudaStreamSynchronize(nullptr) == cudaSuccess);
+    got_mask = d_mask.to_host();
+    got_mask.resize(tokens);
+    CHECK(got_mask == keep);
+    std::vector<index_t> expected_indptr(indptr.size());
+    std::vector<index_t> expected_pos(tokens);
+    expected_pos.resize(static_cast<std::size_t>(
+        cpu::mask_to_positions(make_host_span(indptr), make_host_span(std::as_const(keep)),
+                               make_host_span(expected_indptr), make_host_span(expected_pos))));
+    CHECK(d_out.to_host() == expected_indptr);
+    auto got_pos = d_pos.to_host();
+    got_pos.resize(expected_pos.size());
+    CHECK(got_pos == expected_pos);
+  }
+
   TEST_CASE("gates: an invalid indptr raises the flag and zeroes out_indptr") {
     device_buffer<index_t> d_indptr(std::vector<index_t>{0, 3, 2, 4});
     device_buffer<float> d_scores(std::vector<float>{1, 2, 3, 4});
