@@ -352,6 +352,21 @@ TEST_SUITE("gpu") {
       CHECK(scores[t] ==
             doctest::Approx(expected[2 * t] - expected[2 * t + 1]).epsilon(1e-3).scale(1.0));
     }
+    // the two_way_predictor model gives the same scores (host offsets set by the caller)
+    dc::image_predictor_scorer scorer{p32.view(), handle.h, make_host_span(indptr), nullptr, 0};
+    device_buffer<unsigned char> scorer_temp(scorer.scores_bytes(tokens));
+    scorer.temp = scorer_temp.data();
+    scorer.temp_bytes = scorer_temp.size();
+    device_buffer<float> d_scores2(tokens);
+    scorer.score(dc::on_stream{},
+                 ragged_rows<const float, device_space>{std::as_const(d_indptr).view(),
+                                                        std::as_const(d_hidden).view(), c.hidden},
+                 d_scores2.view());
+    REQUIRE(cudaStreamSynchronize(nullptr) == cudaSuccess);
+    const auto scores2 = d_scores2.to_host();
+    for (std::size_t t = 0; t < tokens; ++t) {
+      CHECK(scores2[t] == doctest::Approx(scores[t]).epsilon(1e-6).scale(1e-6));
+    }
     // decreasing offsets, with every size consistent with them otherwise
     const std::vector<index_t> bad{0, 600, 500};
     CHECK(dc::image_predictor_logits(

@@ -18,11 +18,14 @@
 
 #include <dynllava/core/config.hpp>
 #include <dynllava/core/cuda/error.cuh>
+#include <dynllava/core/cuda/execution.cuh>
 #include <dynllava/core/error.hpp>
+#include <dynllava/core/ragged.hpp>
 #include <dynllava/core/span.hpp>
 #include <dynllava/core/workspace.hpp>
 #include <dynllava/nn/cuda/device_linear.cuh>
 #include <dynllava/nn/cuda/kernel_rows.cuh>
+#include <dynllava/score/concepts.hpp>
 #include <dynllava/select/cuda/device_score.cuh>
 
 #include <cublas_v2.h>
@@ -291,5 +294,91 @@ requires device_score<T> cudaError_t image_predictor_scores(
                                                                               scores.data());
   return cudaPeekAtLastError();
 }
+
+/// @brief The CUDA model of `two_way_predictor<P, cuda::on_stream>` (fp32 rows) for the image
+/// predictor. The launches need each sequence's image-token count on the host (prefill knows
+/// them: 576 per image), so the caller also sets `host_indptr` to the same offsets as the rows'
+/// device `indptr` before each call (a precondition: reading the device offsets would
+/// synchronise). Non-owning; the workspace is sized by `workspace_bytes()` for that batch.
+struct image_predictor_scorer {
+  image_predictor_view<float> weights{};
+  cublasHandle_t handle = nullptr;
+  host_span<const index_t> host_indptr;  ///< [batch + 1] host copy of the rows' offsets
+  void* temp = nullptr;
+  std::size_t temp_bytes = 0;
+
+  index_t hidden() const noexcept { return weights.hidden; }
+
+  /// Workspace bytes for the batch described by `host_indptr`.
+  /// @throws dynllava::error on invalid weights or offsets.
+  std::size_t workspace_bytes() const {
+    std::size_t bytes = 0;
+    const std::size_t tokens =
+        host_indptr.empty() ? 0 : static_cast<std::size_t>(host_indptr[host_indptr.size() - 1]);
+    const cudaError_t e = image_predictor_logits(
+        nullptr, bytes, handle, weights, host_indptr,
+        device_span<const index_t>(nullptr, host_indptr.size()),
+        device_span<const float>(nullptr, tokens * static_cast<std::size_t>(weights.hidden)),
+        device_span<float>(nullptr, 2 * tokens), nullptr);
+    DYNLLAVA_EXPECTS(e == cudaSuccess,
+                     "cuda::image_predictor_scorer: invalid weights or host_indptr ({} entries)",
+                     host_indptr.size());
+    return bytes;
+  }
+
+  /// @throws dynllava::error on a width other than H, offsets that do not describe the rows, a
+  ///         wrong output size or a too small workspace; dynllava::cuda_error on a CUDA failure.
+  void logits(on_stream exec, ragged_rows<const float, device_space> rows,
+              device_span<float> out) const {
+    check(rows, out.size(), 2, "logits");
+    std::size_t bytes = temp_bytes;
+    DYNLLAVA_CUDA_TRY(image_predictor_logits(temp, bytes, handle, weights, host_indptr, rows.indptr,
+                                             rows.values, out, exec.stream));
+  }
+
+  void score(on_stream exec, ragged_rows<const float, device_space> rows,
+             device_span<float> out) const {
+    check(rows, out.size(), 1, "scores");
+    std::size_t bytes = temp_bytes;
+    const std::size_t needed = scores_bytes(rows.rows());
+    DYNLLAVA_EXPECTS(bytes >= needed,
+                     "cuda::image_predictor_scorer: scores need a workspace of {} bytes, got {}",
+                     needed, bytes);
+    DYNLLAVA_CUDA_TRY(image_predictor_scores(temp, bytes, handle, weights, host_indptr, rows.indptr,
+                                             rows.values, out, exec.stream));
+  }
+
+  /// Workspace bytes of `score` (the logits go to the workspace too).
+  std::size_t scores_bytes(std::size_t tokens) const {
+    std::size_t bytes = 0;
+    DYNLLAVA_CUDA_TRY(image_predictor_scores(
+        nullptr, bytes, handle, weights, host_indptr,
+        device_span<const index_t>(nullptr, host_indptr.size()),
+        device_span<const float>(nullptr, tokens * static_cast<std::size_t>(weights.hidden)),
+        device_span<float>(nullptr, tokens), nullptr));
+    return bytes;
+  }
+
+ private:
+  void check(ragged_rows<const float, device_space> rows, std::size_t out_size, std::size_t per,
+             const char* what) const {
+    DYNLLAVA_EXPECTS(rows.width == weights.hidden,
+                     "cuda::image_predictor_scorer: rows must have width H = {}, got {}",
+                     weights.hidden, rows.width);
+    DYNLLAVA_EXPECTS(
+        host_indptr.size() == rows.indptr.size() && !host_indptr.empty() &&
+            static_cast<std::size_t>(host_indptr[host_indptr.size() - 1]) == rows.rows(),
+        "cuda::image_predictor_scorer: host_indptr ({} entries) must describe the "
+        "rows' {} sequences and {} rows",
+        host_indptr.size(), rows.batch(), rows.rows());
+    DYNLLAVA_EXPECTS(out_size == per * rows.rows(),
+                     "cuda::image_predictor_scorer: {} must have {} entries, got {}", what,
+                     per * rows.rows(), out_size);
+    DYNLLAVA_EXPECTS(temp != nullptr && temp_bytes >= workspace_bytes(),
+                     "cuda::image_predictor_scorer: the workspace must hold {} bytes, got {}",
+                     workspace_bytes(), temp == nullptr ? 0 : temp_bytes);
+  }
+};
+static_assert(two_way_predictor<image_predictor_scorer, on_stream>);
 
 }  // namespace dynllava::cuda
