@@ -21,6 +21,7 @@
 #include <dynllava/select/cuda/device_gate.cuh>
 #include <dynllava/select/gate.hpp>
 
+#include <support/cuda_readback.cuh>
 #include <support/random.hpp>
 
 #include <cuda_fp16.h>
@@ -74,51 +75,6 @@ std::pair<std::vector<index_t>, std::vector<index_t>> random_kept(
     indptr.push_back(static_cast<index_t>(kept.size()));
   }
   return {indptr, kept};
-}
-
-/// Device state of a layer, read back.
-struct layer_readback {
-  std::vector<index_t> lengths, appended;
-  std::vector<float> k, v;
-  std::vector<index_t> positions;
-};
-
-template <class T>
-std::vector<T> copy_to_host(const T* p, std::size_t n) {
-  std::vector<T> out(n);
-  if (n > 0) {
-    REQUIRE(cudaMemcpy(out.data(), p, n * sizeof(T), cudaMemcpyDeviceToHost) == cudaSuccess);
-  }
-  return out;
-}
-
-/// The state of a paged layer of `num_pages` pool pages, read back.
-layer_readback read_back(const dc::paged_kv_layer<float>& l, index_t num_pages) {
-  const auto rows = static_cast<std::size_t>(num_pages) * static_cast<std::size_t>(l.page_size);
-  const auto w = static_cast<std::size_t>(l.width);
-  return {copy_to_host(l.lengths, l.batch), copy_to_host(l.appended, l.batch),
-          copy_to_host(l.k, rows * w), copy_to_host(l.v, rows * w),
-          copy_to_host(l.positions, rows)};
-}
-
-template <class Host, class RowOf>
-void check_against_host(const Host& host, const layer_readback& got, std::size_t batch,
-                        RowOf row_of) {
-  for (std::size_t b = 0; b < batch; ++b) {
-    CAPTURE(b);
-    REQUIRE(got.lengths[b] == host.length(0, b));
-    CHECK(got.appended[b] == host.appended(0, b));
-    bool same = true;
-    for (index_t i = 0; i < host.length(0, b); ++i) {
-      const std::size_t r = row_of(b, i);
-      same = same && got.positions[r] == host.position(0, b, i);
-      for (index_t c = 0; c < width; ++c) {
-        same = same && got.k[r * width + static_cast<std::size_t>(c)] == host.key(0, b, i)[c] &&
-               got.v[r * width + static_cast<std::size_t>(c)] == host.value(0, b, i)[c];
-      }
-    }
-    CHECK(same);
-  }
 }
 
 void host_append(auto& host, const step_input& s, bool gated) {
@@ -195,10 +151,10 @@ TEST_SUITE("gpu") {
                             std::as_const(d_kept).view(), invalid.data(), nullptr);
         });
       }
-      const layer_readback got{lengths.to_host(), appended.to_host(), k.to_host(), v.to_host(),
-                               positions.to_host()};
+      const test::layer_readback got{lengths.to_host(), appended.to_host(), k.to_host(),
+                                     v.to_host(), positions.to_host()};
       CHECK(invalid.to_host()[0] == 0);
-      check_against_host(host, got, batch, [](std::size_t b, index_t i) {
+      test::check_against_host(host, got, batch, width, [](std::size_t b, index_t i) {
         return detail::contiguous_row(b, i, capacity);
       });
     }
@@ -245,10 +201,10 @@ TEST_SUITE("gpu") {
       for (std::size_t b = 0; b < batch; ++b) {
         (void)cpu::enforce_retention(host, streaming, 0, b);
       }
-      const layer_readback got = read_back(layer, num_pages);
+      const test::layer_readback got = test::read_back(layer, num_pages);
       CHECK(invalid.to_host()[0] == 0);
-      const auto pages = copy_to_host(layer.page_table, batch * max_pages);
-      check_against_host(host, got, batch, [&](std::size_t b, index_t i) {
+      const auto pages = test::copy_to_host(layer.page_table, batch * max_pages);
+      test::check_against_host(host, got, batch, width, [&](std::size_t b, index_t i) {
         return detail::paged_row(pages.data() + b * max_pages, i, page_size);
       });
       for (std::size_t b = 0; b < batch; ++b) {
@@ -258,7 +214,7 @@ TEST_SUITE("gpu") {
                                 b * max_pages + detail::pages_for(got.lengths[b], page_size)));
         CHECK(device_pages == host.pages(0, b));  // same page ids as the host pool
       }
-      CHECK(copy_to_host(stack.count, 1)[0] == host.pool().free_pages());
+      CHECK(test::copy_to_host(stack.count, 1)[0] == host.pool().free_pages());
       // FlashInfer page table equals the host view's
       const auto view = host.view(0);
       device_buffer<index_t> fi_indptr(batch + 1), fi_indices(batch * max_pages), fi_last(batch);
@@ -370,12 +326,12 @@ TEST_SUITE("gpu") {
       return dc::retain(temp, bytes, layer, std::as_const(d_kept_indptr).view(),
                         std::as_const(d_kept).view(), invalid.data(), nullptr);
     });
-    CHECK(copy_to_host(invalid.data(), 1)[0] == 0);
+    CHECK(test::copy_to_host(invalid.data(), 1)[0] == 0);
     const auto rows = batch * static_cast<std::size_t>(capacity);
-    const auto got_k = copy_to_host(layer.k, rows * wide);
-    const auto got_v = copy_to_host(layer.v, rows * wide);
-    const auto got_pos = copy_to_host(layer.positions, rows);
-    const auto got_len = copy_to_host(layer.lengths, batch);
+    const auto got_k = test::copy_to_host(layer.k, rows * wide);
+    const auto got_v = test::copy_to_host(layer.v, rows * wide);
+    const auto got_pos = test::copy_to_host(layer.positions, rows);
+    const auto got_len = test::copy_to_host(layer.lengths, batch);
     for (std::size_t b = 0; b < batch; ++b) {
       CAPTURE(b);
       REQUIRE(got_len[b] == host.length(0, b));
@@ -448,97 +404,5 @@ TEST_SUITE("gpu") {
                            device_span<const float>(d_kv.data(), 5), std::as_const(d_kv).view(),
                            device_span<const std::uint8_t>{}, std::as_const(d_positions).view(),
                            nullptr, nullptr) == cudaErrorInvalidValue);
-  }
-
-  TEST_CASE("decode step in a CUDA graph: gate, gated append and StreamingLLM eviction") {
-    constexpr std::size_t batch = 3;
-    constexpr index_t page_size = 2;
-    constexpr index_t num_pages = 64;
-    constexpr index_t max_pages = 16;
-    constexpr index_t sinks = 1;
-    constexpr index_t window = 4;
-    paged_kv_cache host(paged_kv_config{1, batch, width, page_size, num_pages});
-    const dc::device_paged_kv_cache<float> device(
-        dc::device_paged_kv_config{1, batch, width, page_size, num_pages, max_pages});
-    const dc::paged_kv_layer<float> layer = device.layer(0);
-    const dc::device_page_stack stack = device.stack();
-    const device_span<const index_t> lengths(layer.lengths, batch);
-    // one new token per sequence and step
-    const std::vector<index_t> indptr{0, 1, 2, 3};
-    device_buffer<index_t> d_indptr(indptr), d_positions(batch);
-    device_buffer<float> d_logits(2 * batch), d_k(batch * width), d_v(batch * width);
-    device_buffer<std::uint8_t> d_mask(batch);
-    device_buffer<index_t> gate_indptr(batch + 1), gate_positions(batch);
-    device_buffer<index_t> kept_indptr(batch + 1), kept(batch * (sinks + window));
-    device_buffer<int> invalid(std::vector<int>{0});
-
-    std::size_t append_bytes = 0;
-    std::size_t retain_bytes = 0;
-    const auto append = [&](void* temp, std::size_t& bytes, cudaStream_t s) {
-      return dc::gated_append(temp, bytes, layer, stack, std::as_const(d_indptr).view(),
-                              std::as_const(d_k).view(), std::as_const(d_v).view(),
-                              std::as_const(d_mask).view(), std::as_const(d_positions).view(),
-                              invalid.data(), s);
-    };
-    const auto retain = [&](void* temp, std::size_t& bytes, cudaStream_t s) {
-      return dc::retain(temp, bytes, layer, stack, std::as_const(kept_indptr).view(),
-                        std::as_const(kept).view(), invalid.data(), s);
-    };
-    REQUIRE(append(nullptr, append_bytes, nullptr) == cudaSuccess);
-    REQUIRE(retain(nullptr, retain_bytes, nullptr) == cudaSuccess);
-    device_buffer<unsigned char> append_temp(append_bytes), retain_temp(retain_bytes);
-
-    cudaStream_t stream{};
-    REQUIRE(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking) == cudaSuccess);
-    cudaGraph_t graph{};
-    REQUIRE(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal) == cudaSuccess);
-    REQUIRE(dc::argmax_gate(std::as_const(d_indptr).view(), std::as_const(d_logits).view(),
-                            d_mask.view(), gate_indptr.view(), gate_positions.view(),
-                            invalid.data(), stream) == cudaSuccess);
-    REQUIRE(append(append_temp.data(), append_bytes, stream) == cudaSuccess);
-    REQUIRE(dc::streaming_kept(lengths, sinks, window, kept_indptr.view(), kept.view(), stream) ==
-            cudaSuccess);
-    REQUIRE(retain(retain_temp.data(), retain_bytes, stream) == cudaSuccess);
-    REQUIRE(cudaStreamEndCapture(stream, &graph) == cudaSuccess);
-    cudaGraphExec_t instance{};
-    REQUIRE(cudaGraphInstantiate(&instance, graph, 0) == cudaSuccess);
-
-    test::rng g(23);
-    const streaming_policy streaming{sinks, window};
-    for (index_t step = 0; step < 12; ++step) {
-      CAPTURE(step);
-      std::vector<float> logits(2 * batch), kv(batch * width);
-      for (auto& x : logits) x = static_cast<float>(g() % 3);
-      for (auto& x : kv) x = static_cast<float>(g() % 100);
-      const std::vector<index_t> pos(batch, step);
-      d_logits.copy_from(make_host_span(std::as_const(logits)));
-      d_k.copy_from(make_host_span(std::as_const(kv)));
-      d_v.copy_from(make_host_span(std::as_const(kv)));
-      d_positions.copy_from(make_host_span(pos));
-      // copy_from's cudaMemcpy runs on the legacy stream, which a non-blocking stream does not
-      // wait for: finish it before the replay reads the inputs
-      REQUIRE(cudaDeviceSynchronize() == cudaSuccess);
-      REQUIRE(cudaGraphLaunch(instance, stream) == cudaSuccess);
-      REQUIRE(cudaStreamSynchronize(stream) == cudaSuccess);
-
-      std::vector<std::uint8_t> keep(batch);
-      cpu::argmax_gate(ragged_logits<host_space>{make_host_span(indptr), make_host_span(logits)},
-                       make_host_span(keep));
-      cpu::gated_append(host, online_gate_policy{0}, 0, make_host_span(indptr),
-                        make_host_span(std::as_const(kv)), make_host_span(std::as_const(kv)),
-                        make_host_span(std::as_const(keep)), make_host_span(pos));
-      for (std::size_t b = 0; b < batch; ++b) (void)cpu::enforce_retention(host, streaming, 0, b);
-
-      const layer_readback got = read_back(layer, num_pages);
-      CHECK(invalid.to_host()[0] == 0);
-      const auto pages = copy_to_host(layer.page_table, batch * max_pages);
-      check_against_host(host, got, batch, [&](std::size_t b, index_t i) {
-        return detail::paged_row(pages.data() + b * max_pages, i, page_size);
-      });
-      CHECK(copy_to_host(stack.count, 1)[0] == host.pool().free_pages());
-    }
-    CHECK(cudaGraphExecDestroy(instance) == cudaSuccess);
-    CHECK(cudaGraphDestroy(graph) == cudaSuccess);
-    CHECK(cudaStreamDestroy(stream) == cudaSuccess);
   }
 }

@@ -10,6 +10,7 @@
 #include <dynllava/kvcache/cuda/device_kv_cache.cuh>
 #include <dynllava/kvcache/cuda/device_kv_caches.cuh>
 #include <dynllava/kvcache/gated_append.hpp>
+#include <dynllava/kvcache/kv_steps.hpp>
 #include <dynllava/kvcache/paged_kv_cache.hpp>
 #include <dynllava/kvcache/policies/online_gate.hpp>
 #include <dynllava/kvcache/policies/streaming.hpp>
@@ -26,6 +27,7 @@
 #include <dynllava/select/cuda/device_gate.cuh>
 #include <dynllava/select/gate.hpp>
 
+#include <support/cuda_readback.cuh>
 #include <support/random.hpp>
 
 #include <cublas_v2.h>
@@ -550,13 +552,14 @@ TEST_SUITE("gpu") {
         (void)cpu::enforce_retention(host_cache, streaming, 0, b);
       }
       CHECK(invalid.to_host()[0] == 0);
-      std::vector<index_t> lengths(batch), free_count(1);
-      REQUIRE(cudaMemcpy(lengths.data(), layer.lengths, batch * sizeof(index_t),
-                         cudaMemcpyDeviceToHost) == cudaSuccess);
-      REQUIRE(cudaMemcpy(free_count.data(), stack.count, sizeof(index_t), cudaMemcpyDeviceToHost) ==
-              cudaSuccess);
-      for (std::size_t b = 0; b < batch; ++b) CHECK(lengths[b] == host_cache.length(0, b));
-      CHECK(free_count[0] == host_cache.pool().free_pages());
+      // the whole layer, token by token (keys, values, positions), and the free stack
+      const auto pages = test::copy_to_host(layer.page_table, batch * max_pages);
+      test::check_against_host(host_cache, test::read_back(layer, num_pages), batch, width,
+                               [&](std::size_t b, index_t i) {
+                                 return detail::paged_row(pages.data() + b * max_pages, i,
+                                                          page_size);
+                               });
+      CHECK(test::copy_to_host(stack.count, 1)[0] == host_cache.pool().free_pages());
     }
     CHECK(cudaGraphExecDestroy(instance) == cudaSuccess);
     CHECK(cudaGraphDestroy(graph) == cudaSuccess);

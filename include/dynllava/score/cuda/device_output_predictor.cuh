@@ -88,6 +88,24 @@ bool output_predictor_view_ok(const output_predictor_view<T>& w) {
   return w.dims[4] == 2 && w.norm_gamma != nullptr && w.norm_beta != nullptr;
 }
 
+/// @brief Checks the shapes (`hidden_size` = tokens x H, `out_size` = `per` x tokens) and lays
+/// out the workspace: `cudaErrorInvalidValue` on a mismatch or a too small workspace, else
+/// success with `tokens` set (and `parts` set when `temp` is not null).
+template <class T>
+cudaError_t output_predictor_prepare(void* temp, std::size_t& temp_bytes,
+                                     const output_predictor_view<T>& w, std::size_t hidden_size,
+                                     std::size_t out_size, std::size_t per,
+                                     std::array<void*, 5>& parts, std::size_t& tokens) {
+  if (!output_predictor_view_ok(w) || hidden_size % static_cast<std::size_t>(w.dims[0]) != 0) {
+    return cudaErrorInvalidValue;
+  }
+  tokens = hidden_size / static_cast<std::size_t>(w.dims[0]);
+  if (out_size != per * tokens) return cudaErrorInvalidValue;
+  const workspace_status ws =
+      alias_temporaries(temp, temp_bytes, parts, output_predictor_parts(w, tokens));
+  return ws == workspace_status::too_small ? cudaErrorInvalidValue : cudaSuccess;
+}
+
 }  // namespace detail
 
 /// @brief Device-level logits of the output predictor for `tokens` rows.
@@ -100,18 +118,13 @@ template <class T>
 requires device_score<T> cudaError_t output_predictor_logits(
     void* temp, std::size_t& temp_bytes, cublasHandle_t handle, const output_predictor_view<T>& w,
     device_span<const T> hidden, device_span<float> logits, cudaStream_t stream) {
-  if (!detail::output_predictor_view_ok(w) ||
-      hidden.size() % static_cast<std::size_t>(w.dims[0]) != 0 ||
-      logits.size() != 2 * (hidden.size() / static_cast<std::size_t>(w.dims[0]))) {
-    return cudaErrorInvalidValue;
-  }
-  const std::size_t tokens = hidden.size() / static_cast<std::size_t>(w.dims[0]);
   std::array<void*, 5> parts{};
-  const workspace_status ws =
-      alias_temporaries(temp, temp_bytes, parts, detail::output_predictor_parts(w, tokens));
-  if (ws == workspace_status::size_query) return cudaSuccess;
-  if (ws == workspace_status::too_small) return cudaErrorInvalidValue;
-  if (tokens == 0) return cudaSuccess;
+  std::size_t tokens = 0;
+  if (const cudaError_t e = detail::output_predictor_prepare(temp, temp_bytes, w, hidden.size(),
+                                                             logits.size(), 2, parts, tokens);
+      e != cudaSuccess || temp == nullptr || tokens == 0) {
+    return e;
+  }
   return detail::run_output_predictor(parts, handle, w, hidden.data(), tokens, logits.data(),
                                       stream);
 }
@@ -122,18 +135,13 @@ template <class T>
 requires device_score<T> cudaError_t output_predictor_scores(
     void* temp, std::size_t& temp_bytes, cublasHandle_t handle, const output_predictor_view<T>& w,
     device_span<const T> hidden, device_span<float> scores, cudaStream_t stream) {
-  if (!detail::output_predictor_view_ok(w) ||
-      hidden.size() % static_cast<std::size_t>(w.dims[0]) != 0 ||
-      scores.size() != hidden.size() / static_cast<std::size_t>(w.dims[0])) {
-    return cudaErrorInvalidValue;
-  }
-  const std::size_t tokens = scores.size();
   std::array<void*, 5> parts{};
-  const workspace_status ws =
-      alias_temporaries(temp, temp_bytes, parts, detail::output_predictor_parts(w, tokens));
-  if (ws == workspace_status::size_query) return cudaSuccess;
-  if (ws == workspace_status::too_small) return cudaErrorInvalidValue;
-  if (tokens == 0) return cudaSuccess;
+  std::size_t tokens = 0;
+  if (const cudaError_t e = detail::output_predictor_prepare(temp, temp_bytes, w, hidden.size(),
+                                                             scores.size(), 1, parts, tokens);
+      e != cudaSuccess || temp == nullptr || tokens == 0) {
+    return e;
+  }
   auto* const logits = static_cast<float*>(parts[4]);
   if (const cudaError_t e =
           detail::run_output_predictor(parts, handle, w, hidden.data(), tokens, logits, stream);
