@@ -8,6 +8,7 @@
 #include <dynllava/context/cuda/device_gather.cuh>
 #include <dynllava/context/cuda/kernel_gather.cuh>
 #include <dynllava/core/cuda/block_reduce.cuh>
+#include <dynllava/core/cuda/block_scan_batch.cuh>
 #include <dynllava/core/cuda/device_buffer.cuh>
 #include <dynllava/core/cuda/error.cuh>
 #include <dynllava/core/cuda/execution.cuh>

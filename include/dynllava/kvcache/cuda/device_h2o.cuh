@@ -9,6 +9,7 @@
 
 #include <dynllava/core/budget.hpp>
 #include <dynllava/core/config.hpp>
+#include <dynllava/core/cuda/block_scan_batch.cuh>
 #include <dynllava/core/span.hpp>
 #include <dynllava/core/workspace.hpp>
 #include <dynllava/kvcache/kv_steps.hpp>
@@ -46,28 +47,21 @@ __global__ void __launch_bounds__(Threads)
   if (threadIdx.x == 0) {
     ok = scores_indptr[0] == 0 && static_cast<std::size_t>(scores_indptr[batch]) == tokens;
   }
-  index_t kept_carry = 0;
-  for (std::size_t base = 0; base < batch; base += Threads) {
-    const std::size_t b = base + threadIdx.x;
-    index_t keep = 0;
-    if (b < batch) {
-      const index_t held = lengths[b];
-      ok = ok && scores_indptr[b + 1] >= scores_indptr[b] &&
-           scores_indptr[b + 1] - scores_indptr[b] == held;
-      keep = dynllava::detail::h2o_budget(layer, held, appended[b], p.ratio, p.recent,
-                                          p.uncompressed_layers);
-      const index_t window = p.recent < keep ? p.recent : keep;
-      older_counts[b] = held - window;
-      heavy[b] = keep - window;
-    }
-    index_t kept_before = 0;
-    index_t kept_total = 0;
-    scan_t(scan_storage).ExclusiveSum(keep, kept_before, kept_total);
-    __syncthreads();
-    if (b < batch) kept_indptr[b] = kept_carry + kept_before;
-    kept_carry += kept_total;
-  }
-  if (threadIdx.x == 0) kept_indptr[batch] = kept_carry;
+  const index_t total = block_scan_batch<Threads>(
+      batch,
+      [&](std::size_t b) {
+        const index_t held = lengths[b];
+        ok = ok && scores_indptr[b + 1] >= scores_indptr[b] &&
+             scores_indptr[b + 1] - scores_indptr[b] == held;
+        const index_t keep = dynllava::detail::h2o_budget(layer, held, appended[b], p.ratio,
+                                                          p.recent, p.uncompressed_layers);
+        const index_t window = p.recent < keep ? p.recent : keep;
+        older_counts[b] = held - window;
+        heavy[b] = keep - window;
+        return keep;
+      },
+      [&](std::size_t b, index_t before) { kept_indptr[b] = before; }, scan_storage);
+  if (threadIdx.x == 0) kept_indptr[batch] = total;
   if (__syncthreads_and(ok ? 1 : 0) == 0 && threadIdx.x == 0) {
     *failed = 1;
     if (invalid_out != nullptr) *invalid_out = 1;

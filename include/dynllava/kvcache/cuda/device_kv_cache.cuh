@@ -121,6 +121,33 @@ append_pages pages_of(const paged_kv_layer<T>& layer, const device_page_stack* s
   return {layer.page_table, layer.max_pages, layer.page_size, stack->pages, stack->count};
 }
 
+template <class T>
+index_t capacity_of(const contiguous_kv_layer<T>& layer) {
+  return layer.capacity;
+}
+template <class T>
+index_t capacity_of(const paged_kv_layer<T>&) {
+  return 0;  // a paged layer's room is its page table and the free stack
+}
+
+/// The workspace of an append or a compaction: a flag and two counts per sequence.
+struct kv_call_workspace {
+  int* flag = nullptr;
+  index_t* old_len = nullptr;
+  index_t* offsets = nullptr;
+};
+
+/// Lays out (or sizes, with a null `temp`) the workspace of an append or a compaction.
+inline workspace_status layout_kv_workspace(void* temp, std::size_t& temp_bytes, std::size_t batch,
+                                            kv_call_workspace& ws) {
+  std::array<void*, 3> parts{};
+  const workspace_status status = alias_temporaries(
+      temp, temp_bytes, parts, {sizeof(int), batch * sizeof(index_t), batch * sizeof(index_t)});
+  ws = {static_cast<int*>(parts[0]), static_cast<index_t*>(parts[1]),
+        static_cast<index_t*>(parts[2])};
+  return status;
+}
+
 template <class Layer, class T>
 cudaError_t gated_append_impl(void* temp, std::size_t& temp_bytes, const Layer& layer,
                               const device_page_stack* stack, device_span<const index_t> indptr,
@@ -138,31 +165,21 @@ cudaError_t gated_append_impl(void* temp, std::size_t& temp_bytes, const Layer& 
       tokens > static_cast<std::size_t>(std::numeric_limits<index_t>::max() - kv_threads)) {
     return cudaErrorInvalidValue;
   }
-  std::array<void*, 3> parts{};
-  const std::array<std::size_t, 3> sizes{sizeof(int), batch * sizeof(index_t),
-                                         batch * sizeof(index_t)};
-  const workspace_status ws = alias_temporaries(temp, temp_bytes, parts, sizes);
-  if (ws == workspace_status::size_query) return cudaSuccess;
-  if (ws == workspace_status::too_small) return cudaErrorInvalidValue;
+  kv_call_workspace ws;
+  const workspace_status status = layout_kv_workspace(temp, temp_bytes, batch, ws);
+  if (status == workspace_status::size_query) return cudaSuccess;
+  if (status == workspace_status::too_small) return cudaErrorInvalidValue;
   if (batch == 0) return cudaSuccess;
-  auto* const valid = static_cast<int*>(parts[0]);
-  auto* const old_len = static_cast<index_t*>(parts[1]);
-  auto* const offsets = static_cast<index_t*>(parts[2]);
   append_plan_kernel<kv_threads><<<1, kv_threads, 0, stream>>>(
       indptr.data(), batch, static_cast<index_t>(tokens), gated ? keep.data() : nullptr, gated,
-      [&] {
-        if constexpr (requires { layer.capacity; }) {
-          return layer.capacity;
-        } else {
-          return index_t{0};
-        }
-      }(),
-      pages_of(layer, stack), layer.lengths, layer.appended, old_len, offsets, valid, d_invalid);
+      capacity_of(layer), pages_of(layer, stack), layer.lengths, layer.appended, ws.old_len,
+      ws.offsets, ws.flag, d_invalid);
   if (const cudaError_t e = cudaPeekAtLastError(); e != cudaSuccess) return e;
   const auto grid = static_cast<unsigned>(std::min<std::size_t>(batch, 1u << 16));
   append_copy_kernel<T, kv_threads><<<grid, kv_threads, 0, stream>>>(
       rows_of(layer), indptr.data(), batch, gated ? keep.data() : nullptr, gated, k.data(),
-      v.data(), positions.data(), layer.width, old_len, layer.k, layer.v, layer.positions, valid);
+      v.data(), positions.data(), layer.width, ws.old_len, layer.k, layer.v, layer.positions,
+      ws.flag);
   return cudaPeekAtLastError();
 }
 
@@ -194,16 +211,14 @@ cudaError_t retain_impl(void* temp, std::size_t& temp_bytes, const Layer& layer,
   if (!kv_layer_ok(layer) || kept_indptr.size() != batch + 1 || (batch == 0 && !kept.empty())) {
     return cudaErrorInvalidValue;
   }
-  std::array<void*, 3> parts{};
-  const std::array<std::size_t, 3> sizes{sizeof(int), batch * sizeof(index_t),
-                                         batch * sizeof(index_t)};
-  const workspace_status ws = alias_temporaries(temp, temp_bytes, parts, sizes);
-  if (ws == workspace_status::size_query) return cudaSuccess;
-  if (ws == workspace_status::too_small) return cudaErrorInvalidValue;
+  kv_call_workspace ws;
+  const workspace_status status = layout_kv_workspace(temp, temp_bytes, batch, ws);
+  if (status == workspace_status::size_query) return cudaSuccess;
+  if (status == workspace_status::too_small) return cudaErrorInvalidValue;
   if (batch == 0) return cudaSuccess;
-  auto* const failed = static_cast<int*>(parts[0]);
-  auto* const old_len = static_cast<index_t*>(parts[1]);
-  auto* const offsets = static_cast<index_t*>(parts[2]);
+  int* const failed = ws.flag;
+  index_t* const old_len = ws.old_len;
+  index_t* const offsets = ws.offsets;
   if (const cudaError_t e = cudaMemsetAsync(failed, 0, sizeof(int), stream); e != cudaSuccess) {
     return e;
   }

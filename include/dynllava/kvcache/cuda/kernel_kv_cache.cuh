@@ -7,6 +7,7 @@
 #pragma once
 
 #include <dynllava/core/config.hpp>
+#include <dynllava/core/cuda/block_scan_batch.cuh>
 #include <dynllava/kvcache/kv_steps.hpp>
 
 #include <cub/block/block_scan.cuh>
@@ -83,29 +84,21 @@ __global__ void __launch_bounds__(Threads)
     return;
   }
   // Capacity per sequence, and the pages the batch takes (scan in sequence order).
-  index_t carry = 0;
-  for (std::size_t base = 0; base < batch; base += Threads) {
-    const std::size_t b = base + threadIdx.x;
-    index_t need = 0;
-    if (b < batch) {
-      const index_t held = lengths[b];
-      const index_t added = admitted_in(keep, gated, indptr[b], indptr[b + 1]);
-      if (paged) {
+  const index_t carry = block_scan_batch<Threads>(
+      batch,
+      [&](std::size_t b) {
+        const index_t held = lengths[b];
+        const index_t added = admitted_in(keep, gated, indptr[b], indptr[b + 1]);
+        if (!paged) {
+          ok = ok && static_cast<long long>(held) + added <= capacity;
+          return index_t{0};
+        }
         // the room check in 64 bits first: held + added may not fit in index_t
         ok = ok && static_cast<long long>(held) + added <=
                        static_cast<long long>(pages.max_pages) * pages.page_size;
-        need = ok ? dynllava::detail::pages_taken(held, added, pages.page_size) : 0;
-      } else {
-        ok = ok && static_cast<long long>(held) + added <= capacity;
-      }
-    }
-    index_t before = 0;
-    index_t total = 0;
-    scan_t(scan_storage).ExclusiveSum(need, before, total);
-    __syncthreads();
-    if (b < batch) offsets[b] = carry + before;
-    carry += total;
-  }
+        return ok ? dynllava::detail::pages_taken(held, added, pages.page_size) : index_t{0};
+      },
+      [&](std::size_t b, index_t before) { offsets[b] = before; }, scan_storage);
   const index_t free_before = paged ? *pages.free_count : 0;
   if (paged && carry > free_before) ok = false;
   if (__syncthreads_and(ok ? 1 : 0) == 0) {
@@ -278,20 +271,13 @@ __global__ void __launch_bounds__(Threads)
   using scan_t = cub::BlockScan<index_t, Threads>;
   __shared__ typename scan_t::TempStorage scan_storage;
   if (*failed != 0) return;
-  index_t carry = 0;
-  for (std::size_t base = 0; base < batch; base += Threads) {
-    const std::size_t b = base + threadIdx.x;
-    const index_t freed =
-        b < batch ? dynllava::detail::pages_freed(old_len[b], kept_indptr[b + 1] - kept_indptr[b],
-                                                  pages.page_size)
-                  : 0;
-    index_t before = 0;
-    index_t total = 0;
-    scan_t(scan_storage).ExclusiveSum(freed, before, total);
-    __syncthreads();
-    if (b < batch) offsets[b] = carry + before;
-    carry += total;
-  }
+  const index_t carry = block_scan_batch<Threads>(
+      batch,
+      [&](std::size_t b) {
+        return dynllava::detail::pages_freed(old_len[b], kept_indptr[b + 1] - kept_indptr[b],
+                                             pages.page_size);
+      },
+      [&](std::size_t b, index_t before) { offsets[b] = before; }, scan_storage);
   const index_t free_before = *pages.free_count;
   for (std::size_t b = threadIdx.x; b < batch; b += Threads) {
     const index_t kept = kept_indptr[b + 1] - kept_indptr[b];
@@ -316,18 +302,12 @@ __global__ void __launch_bounds__(Threads)
                           index_t* kept_indptr, index_t* kept, std::size_t kept_size) {
   using scan_t = cub::BlockScan<index_t, Threads>;
   __shared__ typename scan_t::TempStorage scan_storage;
-  index_t carry = 0;
-  for (std::size_t base = 0; base < batch; base += Threads) {
-    const std::size_t b = base + threadIdx.x;
-    const index_t count =
-        b < batch ? dynllava::detail::streaming_kept_count(lengths[b], sinks, window) : 0;
-    index_t before = 0;
-    index_t total = 0;
-    scan_t(scan_storage).ExclusiveSum(count, before, total);
-    __syncthreads();
-    if (b < batch) kept_indptr[b] = carry + before;
-    carry += total;
-  }
+  const index_t carry = block_scan_batch<Threads>(
+      batch,
+      [&](std::size_t b) {
+        return dynllava::detail::streaming_kept_count(lengths[b], sinks, window);
+      },
+      [&](std::size_t b, index_t before) { kept_indptr[b] = before; }, scan_storage);
   if (threadIdx.x == 0) kept_indptr[batch] = carry;
   __syncthreads();
   if (static_cast<std::size_t>(carry) > kept_size) {  // `kept` too small: refuse, write nothing
@@ -353,20 +333,13 @@ __global__ void __launch_bounds__(Threads)
                        index_t* last_page_len) {
   using scan_t = cub::BlockScan<index_t, Threads>;
   __shared__ typename scan_t::TempStorage scan_storage;
-  index_t carry = 0;
-  for (std::size_t base = 0; base < batch; base += Threads) {
-    const std::size_t b = base + threadIdx.x;
-    const index_t count = b < batch ? dynllava::detail::pages_for(lengths[b], page_size) : 0;
-    index_t before = 0;
-    index_t total = 0;
-    scan_t(scan_storage).ExclusiveSum(count, before, total);
-    __syncthreads();
-    if (b < batch) {
-      indptr[b] = carry + before;
-      last_page_len[b] = dynllava::detail::last_page_length(lengths[b], page_size);
-    }
-    carry += total;
-  }
+  const index_t carry = block_scan_batch<Threads>(
+      batch, [&](std::size_t b) { return dynllava::detail::pages_for(lengths[b], page_size); },
+      [&](std::size_t b, index_t before) {
+        indptr[b] = before;
+        last_page_len[b] = dynllava::detail::last_page_length(lengths[b], page_size);
+      },
+      scan_storage);
   if (threadIdx.x == 0) indptr[batch] = carry;
   __syncthreads();
   for (std::size_t b = 0; b < batch; ++b) {
