@@ -167,7 +167,7 @@ void set_counters(benchmark::State& state, int threads) { state.counters["thread
 
 void run_encode(benchmark::State& state, const bench_model& b) {
   const int threads = threads_of(state);
-  nn::set_blas_threads(threads);
+  nn::set_thread_count(threads);
   const auto px = random_pixels(b.model);
   std::vector<float> out(static_cast<std::size_t>(b.model.image_rows()) *
                          static_cast<std::size_t>(b.model.hidden()));
@@ -182,7 +182,7 @@ void run_encode(benchmark::State& state, const bench_model& b) {
 
 void run_prefill(benchmark::State& state, const bench_model& b, bool dynamic) {
   const int threads = threads_of(state);
-  nn::set_blas_threads(threads);
+  nn::set_thread_count(threads);
   const prompt_rows p = make_prompt(b.model);
   for (auto _ : state) {
     with_session(b, p, dynamic, [&](auto& s) {
@@ -198,7 +198,7 @@ void run_prefill(benchmark::State& state, const bench_model& b, bool dynamic) {
 
 void run_decode(benchmark::State& state, const bench_model& b, bool dynamic) {
   const int threads = threads_of(state);
-  nn::set_blas_threads(threads);
+  nn::set_thread_count(threads);
   const prompt_rows p = make_prompt(b.model);
   const auto v = static_cast<std::int32_t>(b.model.vocab() - 3);
   for (auto _ : state) {

@@ -77,7 +77,7 @@ void add_options(CLI::App& app, program_options& o, std::string& mode, std::stri
   app.add_option("--temperature", o.settings.temperature, "0: greedy (default); > 0: sample");
   app.add_option("--top-p", o.settings.top_p, "nucleus sampling mass, in (0, 1] (default: 1)");
   app.add_option("--seed", o.settings.seed, "seed of the sampler (default: 0)");
-  app.add_option("--threads", o.threads, "OpenBLAS threads (default: OpenBLAS's choice)");
+  app.add_option("--threads", o.threads, "compute threads (default: the number of cores)");
   app.add_option("--batch", o.batch,
                  "JSON lines, one request each ({\"image\" or \"images\", \"prompt\", and any of "
                  "mode, kv_cache, max_new_tokens, temperature, top_p, seed}); answers are "
@@ -93,7 +93,7 @@ void finish_options(program_options& o, std::string_view mode, std::string_view 
   if (!kv_cache.empty()) o.settings.kv_cache = parse_switch(kv_cache, "--kv-cache");
   o.settings.validate("--");
   DYNLLAVA_EXPECTS(o.threads >= 0,
-                   "--threads: expected a count >= 1 (0: OpenBLAS's default), got {}", o.threads);
+                   "--threads: expected a count >= 1 (0: the number of cores), got {}", o.threads);
   if (o.batch) {
     DYNLLAVA_EXPECTS(!o.prompt && o.images.empty(),
                      "--batch: the requests come from the file; --prompt and --image cannot be "

@@ -58,7 +58,7 @@ struct program_options {
   std::vector<std::filesystem::path> images;          ///< --image, in prompt order
   std::optional<std::string> prompt;                  ///< --prompt
   generation_settings settings;
-  int threads = 0;                                 ///< --threads; 0: OpenBLAS's default
+  int threads = 0;                                 ///< --threads; 0: the number of cores
   std::optional<std::filesystem::path> batch;      ///< --batch FILE (JSON lines)
   bool json = false;                               ///< --json
   std::optional<std::filesystem::path> visualize;  ///< --visualize OUT.html

@@ -78,7 +78,7 @@ int run(int argc, char** argv) {
   app.add_option("--batch", o.settings.batch, "questions per ragged batch")
       ->check(CLI::Range(1, 256))
       ->capture_default_str();
-  app.add_option("--threads", o.threads, "OpenBLAS threads (0: its default)")
+  app.add_option("--threads", o.threads, "compute threads (0: the number of cores)")
       ->check(CLI::Range(0, 1024));
   app.add_option("--limit", o.limit, "answer only the first N questions (0: all)");
   app.add_option("--seed", o.settings.seed, "the random mode's seed")->capture_default_str();
@@ -91,7 +91,7 @@ int run(int argc, char** argv) {
   if (const auto code = ll::check_usage(program, [&] { modes = parse_modes(o.modes); })) {
     return *code;
   }
-  if (o.threads > 0) dynllava::nn::set_blas_threads(o.threads);
+  if (o.threads > 0) dynllava::nn::set_thread_count(o.threads);
   const ll::loaded_model m = ll::load_model(o.model, std::nullopt);
   const std::filesystem::path file = o.eval.value_or(o.model / "eval" / "heldout.jsonl");
   const auto rows = m.folder.model.image_rows();

@@ -132,7 +132,7 @@ int run(int argc, char** argv) {
       })) {
     return *code;
   }
-  if (o.threads > 0) dynllava::nn::set_blas_threads(o.threads);
+  if (o.threads > 0) dynllava::nn::set_thread_count(o.threads);
   const progress report;
   report(fmt::format("loading {}", o.model.string()));
   const auto t0 = std::chrono::steady_clock::now();

@@ -24,12 +24,16 @@
 #include <doctest/doctest.h>
 
 #include <algorithm>
+#include <atomic>
 #include <bit>
 #include <cmath>
 #include <cstring>
 #include <memory>
 #include <random>
 #include <string>
+#include <sys/wait.h>
+#include <thread>
+#include <unistd.h>
 #include <utility>
 #include <vector>
 
@@ -446,6 +450,95 @@ TEST_SUITE("cpu") {
     nn::parallel_for(0, 2, [](std::size_t, std::size_t) { FAIL("no task to run"); });
   }
 
+  TEST_CASE("nn: parallel_for from inside a task, from two threads at once, and after fork") {
+    nn::set_thread_count(3);
+    // nested: the inner call finds the pool busy and starts its own threads
+    std::vector<std::atomic<int>> runs(8 * 5);
+    nn::parallel_for(8, 3, [&](std::size_t t, std::size_t) {
+      nn::parallel_for(5, 2, [&](std::size_t u, std::size_t) { ++runs[t * 5 + u]; });
+    });
+    for (const auto& r : runs) CHECK(r.load() == 1);
+    // concurrent callers: one gets the pool, the other its own threads; both complete
+    std::vector<std::atomic<int>> a(200), b(200);
+    for (int round = 0; round < 20; ++round) {
+      std::thread other(
+          [&] { nn::parallel_for(a.size(), 3, [&](std::size_t t, std::size_t) { ++a[t]; }); });
+      nn::parallel_for(b.size(), 3, [&](std::size_t t, std::size_t) { ++b[t]; });
+      other.join();
+    }
+    for (std::size_t i = 0; i < a.size(); ++i) {
+      CHECK(a[i].load() == 20);
+      CHECK(b[i].load() == 20);
+    }
+    // a child process has none of the pool's threads: its calls start their own
+    const pid_t child = fork();
+    REQUIRE(child >= 0);
+    if (child == 0) {
+      std::atomic<int> sum{0};
+      nn::parallel_for(10, 3, [&](std::size_t t, std::size_t) { sum += static_cast<int>(t); });
+      _exit(sum.load() == 45 ? 0 : 1);
+    }
+    int status = 0;
+    REQUIRE(waitpid(child, &status, 0) == child);
+    CHECK(WIFEXITED(status));
+    CHECK(WEXITSTATUS(status) == 0);
+    nn::set_thread_count(1);
+  }
+
+  TEST_CASE("nn: linear, norms, activations and adds give the same bits on 1, 2 and 3 threads") {
+    struct shape {
+      std::size_t rows, in, out;
+    };
+    // GEMVs and GEMMs large enough to split, outputs not a multiple of the 64-column pieces
+    const shape shapes[] = {
+        {1, 512, 1000}, {1, 1024, 4100}, {7, 512, 3000}, {600, 512, 1000}, {577, 256, 4161}};
+    for (const shape sh : shapes) {
+      CAPTURE(sh.rows);
+      CAPTURE(sh.out);
+      const auto x = random_values(sh.rows * sh.in, 60 + sh.out);
+      const auto wv = random_values(sh.in * sh.out, 61);
+      auto owner = std::make_shared<std::vector<std::byte>>(2 * wv.size());
+      for (std::size_t i = 0; i < wv.size(); ++i) {
+        const auto h = static_cast<std::uint16_t>(std::bit_cast<std::uint32_t>(wv[i]) >> 16);
+        std::memcpy(owner->data() + 2 * i, &h, 2);
+      }
+      const nn::linear_weights f32{
+          nn::stored_matrix(wv, static_cast<index_t>(sh.out), static_cast<index_t>(sh.in)),
+          random_values(sh.out, 62), static_cast<index_t>(sh.in), static_cast<index_t>(sh.out)};
+      const nn::linear_weights b16{
+          nn::stored_matrix::view(nn::element_type::bf16, owner->data(),
+                                  static_cast<index_t>(sh.out), static_cast<index_t>(sh.in), owner),
+          {},
+          f32.in,
+          f32.out};
+      std::vector<std::vector<float>> got;
+      for (int threads : {1, 2, 3}) {
+        nn::set_thread_count(threads);
+        got.push_back(nn::linear(x, sh.rows, f32));
+        got.push_back(nn::linear(x, sh.rows, b16));
+      }
+      nn::set_thread_count(1);
+      for (std::size_t i = 2; i < got.size(); ++i) CHECK(got[i] == got[i % 2]);
+    }
+    const std::size_t rows = 300, d = 1024, n = rows * d;
+    const auto x = random_values(n, 70), y = random_values(n, 71);
+    const nn::layer_norm_weights ln{random_values(d, 72), random_values(d, 73)};
+    std::vector<std::vector<float>> got;
+    for (int threads : {1, 2, 3}) {
+      nn::set_thread_count(threads);
+      std::vector<float> a(n), b(n), c = x, e = x, g = x, h = x;
+      nn::layer_norm(x.data(), rows, ln, 1e-5f, a.data());
+      nn::rms_norm(x.data(), rows, ln.gamma, 1e-6f, b.data());
+      nn::quick_gelu_inplace(c.data(), n - 5);  // a ragged end
+      nn::gelu_inplace(e.data(), n - 5);
+      nn::swiglu_inplace(g.data(), y.data(), n - 3);
+      nn::add_inplace(h.data(), y.data(), n - 1);
+      for (auto* v : {&a, &b, &c, &e, &g, &h}) got.push_back(*v);
+    }
+    nn::set_thread_count(1);
+    for (std::size_t i = 6; i < got.size(); ++i) CHECK(got[i] == got[i % 6]);
+  }
+
   TEST_CASE("nn: attention on two threads equals one thread bit for bit, key mass included") {
     const std::size_t heads = 4, hd = 16, w = heads * hd;
     struct shape {
@@ -463,7 +556,7 @@ TEST_SUITE("cpu") {
       const auto ref = reference_attention(cache, q, k, v, s.n, heads, hd, s.causal, &ref_mass);
       std::vector<std::vector<float>> outs, masses;
       for (int threads : {1, 2}) {
-        nn::set_blas_threads(threads);
+        nn::set_thread_count(threads);
         for (bool with_mass : {true, false}) {
           std::vector<float> out(s.n * w, NAN), mass(s.m + s.n, 0.5f);
           nn::attention({static_cast<index_t>(heads), static_cast<index_t>(hd), s.causal}, cache,
@@ -473,8 +566,8 @@ TEST_SUITE("cpu") {
           if (with_mass) masses.push_back(mass);
         }
       }
-      nn::set_blas_threads(1);
-      CHECK(nn::blas_threads() == 1);  // restored after the parallel call
+      nn::set_thread_count(1);
+      CHECK(nn::thread_count() == 1);
       for (const auto& o : outs) CHECK(o == outs.front());
       CHECK(masses[0] == masses[1]);
       CHECK(max_abs_diff(outs.front(), ref) < 1e-5);
@@ -483,11 +576,11 @@ TEST_SUITE("cpu") {
     }
   }
 
-  TEST_CASE("nn: BLAS threads and tensor tables") {
-    CHECK_THROWS_WITH_AS(nn::set_blas_threads(0), doctest::Contains("threads must be >= 1, got 0"),
+  TEST_CASE("nn: thread count and tensor tables") {
+    CHECK_THROWS_WITH_AS(nn::set_thread_count(0), doctest::Contains("threads must be >= 1, got 0"),
                          error);
-    nn::set_blas_threads(1);
-    CHECK(nn::blas_threads() == 1);
+    nn::set_thread_count(1);
+    CHECK(nn::thread_count() == 1);
     const llama_config c{16, 2, 2, 24, 10};
     CHECK(c.head_dim == 8);
     // the table gives names and shapes once; random init is deterministic in its order

@@ -152,7 +152,7 @@ class clip_vision_tower {
     nn::attention(opt, nn::no_cached_kv{}, {s.q.data(), D}, {s.k.data(), D}, {s.v.data(), D}, T,
                   s.att.data(), D);
     nn::linear(s.att.data(), T, w.out_proj, s.tmp.data());
-    for (std::size_t i = 0; i < TD; ++i) s.h[i] += s.tmp[i];
+    nn::add_inplace(s.h.data(), s.tmp.data(), TD);
     nn::layer_norm(s.h.data(), T, w.norm2, c_.layer_norm_eps, s.x.data());
     nn::linear(s.x.data(), T, w.fc1, s.mlp.data());
     const std::size_t TI = T * static_cast<std::size_t>(c_.intermediate);
@@ -162,7 +162,7 @@ class clip_vision_tower {
       nn::gelu_inplace(s.mlp.data(), TI);
     }
     nn::linear(s.mlp.data(), T, w.fc2, s.tmp.data());
-    for (std::size_t i = 0; i < TD; ++i) s.h[i] += s.tmp[i];
+    nn::add_inplace(s.h.data(), s.tmp.data(), TD);
   }
 
   clip_config c_;

@@ -261,7 +261,7 @@ class llama_model {
     const nn::attention_options opt{c_.heads, c_.head_dim, true};
     nn::attention(opt, cached, {s.q.data(), H}, {k, H}, {v, H}, n, s.att.data(), H, mass);
     nn::linear(s.att.data(), n, w.wo, s.tmp.data());
-    for (std::size_t i = 0; i < n * H; ++i) h[i] += s.tmp[i];
+    nn::add_inplace(h, s.tmp.data(), n * H);
     // SwiGLU MLP
     const std::size_t nI = n * static_cast<std::size_t>(c_.intermediate);
     nn::rms_norm(h, n, w.mlp_norm, c_.rms_eps, s.x.data());
@@ -269,7 +269,7 @@ class llama_model {
     nn::linear(s.x.data(), n, w.w_up, s.up.data());
     nn::swiglu_inplace(s.gate.data(), s.up.data(), nI);
     nn::linear(s.gate.data(), n, w.w_down, s.tmp.data());
-    for (std::size_t i = 0; i < n * H; ++i) h[i] += s.tmp[i];
+    nn::add_inplace(h, s.tmp.data(), n * H);
   }
 
   llama_config c_;

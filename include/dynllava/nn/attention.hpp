@@ -2,7 +2,7 @@
 /// @file attention.hpp
 /// @brief Multi-head softmax attention of one sequence's rows over a read-only view of its
 /// cached keys and values plus the rows' own keys and values, optionally causal. The QK^T and
-/// PV products are SGEMMs; heads and row blocks run on up to `blas_threads()` threads.
+/// PV products are SGEMMs; heads and row blocks run on up to `thread_count()` threads.
 #pragma once
 
 #include <dynllava/core/config.hpp>
@@ -90,11 +90,11 @@ inline void gemm_abt(std::size_t rows, std::size_t cols, std::size_t inner, floa
                      std::size_t ldc) {
   if (rows == 1) {
     std::fill(c, c + cols, 0.0f);
-    const auto threads = blas_gemv_scope(cols, inner);
+    hold_blas_to_one_thread();
     cblas_sgemv(CblasRowMajor, CblasNoTrans, static_cast<int>(cols), static_cast<int>(inner), alpha,
                 b, static_cast<int>(ldb), a, 1, 0.0f, c, 1);
   } else {
-    const auto threads = blas_gemm_scope(rows, cols, inner);
+    hold_blas_to_one_thread();
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(rows),
                 static_cast<int>(cols), static_cast<int>(inner), alpha, a, static_cast<int>(lda), b,
                 static_cast<int>(ldb), 0.0f, c, static_cast<int>(ldc));
@@ -107,11 +107,11 @@ inline void gemm_ab(std::size_t rows, std::size_t cols, std::size_t inner, const
                     std::size_t ldc) {
   if (rows == 1) {
     if (beta == 0.0f) std::fill(c, c + cols, 0.0f);  // never scale what was not written
-    const auto threads = blas_gemv_scope(inner, cols);
+    hold_blas_to_one_thread();
     cblas_sgemv(CblasRowMajor, CblasTrans, static_cast<int>(inner), static_cast<int>(cols), 1.0f, b,
                 static_cast<int>(ldb), a, 1, beta, c, 1);
   } else {
-    const auto threads = blas_gemm_scope(rows, cols, inner);
+    hold_blas_to_one_thread();
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(rows),
                 static_cast<int>(cols), static_cast<int>(inner), 1.0f, a, static_cast<int>(lda), b,
                 static_cast<int>(ldb), beta, c, static_cast<int>(ldc));
@@ -124,8 +124,8 @@ inline void gemm_ab(std::size_t rows, std::size_t cols, std::size_t inner, const
 /// The keys are the `m = cached.size()` cached tokens followed by the `n` new rows; with
 /// `causal`, new row `r` sees keys `[0, m + r]`, otherwise all `m + n`. Cached tokens whose rows
 /// lie back to back (a contiguous cache, a page) are read in place, not copied. Heads and
-/// blocks of 128 rows are spread over up to `blas_threads()` threads when the call is large
-/// enough (OpenBLAS held to one thread meanwhile); each head's arithmetic is the same whatever
+/// blocks of 128 rows are spread over up to `thread_count()` threads when the call is large
+/// enough; each head's arithmetic is the same whatever
 /// the thread count, so the results are too, bit for bit. Score buffers are kept by the calling
 /// thread between calls.
 /// @param q [n, heads * head_dim] rows of `q.ld` floats (host)
@@ -152,13 +152,11 @@ void attention(const attention_options& o, const V& cached, row_block q, row_blo
   // Tasks: one (row block, head) each; with key_mass one head each (all its blocks in order),
   // so that each head's key mass is summed over rows in one order into its own partial.
   const std::size_t tasks = key_mass != nullptr ? heads : blocks * heads;
-  // Workers: up to the BLAS thread count, about one per 2^19 multiply-adds of q k^T (tens of
+  // Workers: up to the thread count, about one per 2^19 multiply-adds of q k^T (tens of
   // microseconds of work: a thread costs about that to start).
   const std::size_t seen = o.causal ? n * m + n * (n + 1) / 2 : n * keys;  // scores per head
   const std::size_t work = seen * width;
-  const std::size_t workers =
-      std::min<std::size_t>({static_cast<std::size_t>(std::max(1, blas_threads())), tasks,
-                             std::max<std::size_t>(1, work >> 19)});
+  const std::size_t workers = workers_for(static_cast<double>(work), 524288.0, tasks);
   // Scratch kept by the calling thread: a score buffer per worker, and per-head key mass.
   thread_local std::vector<float> scratch;
   const std::size_t mass_size = key_mass != nullptr ? heads * keys : 0;
@@ -209,14 +207,9 @@ void attention(const attention_options& o, const V& cached, row_block q, row_blo
       run((t / heads) * block, t % heads, p, nullptr);
     }
   };
-  if (workers > 1) {
-    // Each task's BLAS calls on its own thread, one BLAS thread each: the same arithmetic as
-    // one worker running every task, so results do not depend on the thread count.
-    const blas_small_call_scope one_blas_thread(true);
-    parallel_for(tasks, workers, task);
-  } else {
-    parallel_for(tasks, 1, task);
-  }
+  // Each task's BLAS calls run on its own thread: the same arithmetic as one worker running
+  // every task, so results do not depend on the thread count.
+  parallel_for(tasks, workers, task);
   if (key_mass != nullptr) {
     for (std::size_t h = 0; h < heads; ++h) {
       const float* mh = mass + h * keys;

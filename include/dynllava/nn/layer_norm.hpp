@@ -4,7 +4,9 @@
 #pragma once
 
 #include <dynllava/core/config.hpp>
+#include <dynllava/nn/parallel.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <cstddef>
 #include <vector>
@@ -23,22 +25,26 @@ struct layer_norm_weights {
 inline void layer_norm(const float* x, std::size_t rows, const layer_norm_weights& w, float eps,
                        float* out) {
   const auto d = static_cast<std::size_t>(w.dim());
-  for (std::size_t r = 0; r < rows; ++r) {
-    const float* xr = x + r * d;
-    double mean = 0.0;
-    for (std::size_t i = 0; i < d; ++i) mean += xr[i];
-    mean /= static_cast<double>(d);
-    double var = 0.0;
-    for (std::size_t i = 0; i < d; ++i) {
-      const double c = xr[i] - mean;
-      var += c * c;
+  const std::size_t grain =
+      std::max<std::size_t>(1, (std::size_t{1} << 15) / std::max<std::size_t>(d, 1));
+  parallel_chunks(rows, grain, 1, [&](std::size_t begin, std::size_t end) {
+    for (std::size_t r = begin; r < end; ++r) {
+      const float* xr = x + r * d;
+      double mean = 0.0;
+      for (std::size_t i = 0; i < d; ++i) mean += xr[i];
+      mean /= static_cast<double>(d);
+      double var = 0.0;
+      for (std::size_t i = 0; i < d; ++i) {
+        const double c = xr[i] - mean;
+        var += c * c;
+      }
+      var /= static_cast<double>(d);
+      const auto inv = static_cast<float>(1.0 / std::sqrt(var + static_cast<double>(eps)));
+      const auto m = static_cast<float>(mean);
+      float* o = out + r * d;
+      for (std::size_t i = 0; i < d; ++i) o[i] = (xr[i] - m) * inv * w.gamma[i] + w.beta[i];
     }
-    var /= static_cast<double>(d);
-    const auto inv = static_cast<float>(1.0 / std::sqrt(var + static_cast<double>(eps)));
-    const auto m = static_cast<float>(mean);
-    float* o = out + r * d;
-    for (std::size_t i = 0; i < d; ++i) o[i] = (xr[i] - m) * inv * w.gamma[i] + w.beta[i];
-  }
+  });
 }
 
 }  // namespace dynllava::nn

@@ -3,6 +3,9 @@
 /// @brief RMSNorm over the last dimension of host fp32 rows (LLaMA's, no bias).
 #pragma once
 
+#include <dynllava/nn/parallel.hpp>
+
+#include <algorithm>
 #include <cmath>
 #include <cstddef>
 #include <vector>
@@ -15,14 +18,18 @@ namespace dynllava::nn {
 inline void rms_norm(const float* x, std::size_t rows, const std::vector<float>& weight, float eps,
                      float* out) {
   const std::size_t d = weight.size();
-  for (std::size_t r = 0; r < rows; ++r) {
-    const float* xr = x + r * d;
-    double ss = 0.0;
-    for (std::size_t i = 0; i < d; ++i) ss += static_cast<double>(xr[i]) * xr[i];
-    const auto inv = static_cast<float>(1.0 / std::sqrt(ss / static_cast<double>(d) + eps));
-    float* o = out + r * d;
-    for (std::size_t i = 0; i < d; ++i) o[i] = xr[i] * inv * weight[i];
-  }
+  const std::size_t grain =
+      std::max<std::size_t>(1, (std::size_t{1} << 15) / std::max<std::size_t>(d, 1));
+  parallel_chunks(rows, grain, 1, [&](std::size_t begin, std::size_t end) {
+    for (std::size_t r = begin; r < end; ++r) {
+      const float* xr = x + r * d;
+      double ss = 0.0;
+      for (std::size_t i = 0; i < d; ++i) ss += static_cast<double>(xr[i]) * xr[i];
+      const auto inv = static_cast<float>(1.0 / std::sqrt(ss / static_cast<double>(d) + eps));
+      float* o = out + r * d;
+      for (std::size_t i = 0; i < d; ++i) o[i] = xr[i] * inv * weight[i];
+    }
+  });
 }
 
 }  // namespace dynllava::nn
