@@ -183,7 +183,7 @@ void attention(const attention_options& o, const V& cached, row_block q, row_blo
       float* pr = p + r * cols;
       const std::size_t visible = o.causal ? m + r0 + r + 1 : keys;
       const float inv = 1.0f / exp_shifted_sum(pr, visible, row_max(pr, visible));
-      for (std::size_t j = 0; j < visible; ++j) pr[j] *= inv;
+      row_scale(pr, visible, inv);
       std::fill(pr + visible, pr + cols, 0.0f);
       if (mass_h != nullptr) {
         for (std::size_t j = 0; j < visible; ++j) mass_h[j] += pr[j];
