@@ -25,9 +25,7 @@ struct layer_norm_weights {
 inline void layer_norm(const float* x, std::size_t rows, const layer_norm_weights& w, float eps,
                        float* out) {
   const auto d = static_cast<std::size_t>(w.dim());
-  const std::size_t grain =
-      std::max<std::size_t>(1, (std::size_t{1} << 15) / std::max<std::size_t>(d, 1));
-  parallel_chunks(rows, grain, 1, [&](std::size_t begin, std::size_t end) {
+  parallel_rows(rows, d, [&](std::size_t begin, std::size_t end) {
     for (std::size_t r = begin; r < end; ++r) {
       const float* xr = x + r * d;
       double mean = 0.0;

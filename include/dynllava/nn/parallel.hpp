@@ -234,6 +234,15 @@ void parallel_chunks(std::size_t n, std::size_t grain, std::size_t align, Fn&& f
   });
 }
 
+/// `fn(begin, end)` over `rows` rows of `width` values each, in chunks of about 2^15 values
+/// (`parallel_chunks`), for row-wise work such as the norms.
+template <std::invocable<std::size_t, std::size_t> Fn>
+void parallel_rows(std::size_t rows, std::size_t width, Fn&& fn) {
+  const std::size_t grain =
+      std::max<std::size_t>(1, (std::size_t{1} << 15) / std::max<std::size_t>(width, 1));
+  parallel_chunks(rows, grain, 1, fn);
+}
+
 /// `x[i] += y[i]` for `n` host values, on up to `thread_count()` threads.
 inline void add_inplace(float* x, const float* y, std::size_t n) {
   parallel_chunks(n, std::size_t{1} << 17, 1, [&](std::size_t begin, std::size_t end) {

@@ -18,9 +18,7 @@ namespace dynllava::nn {
 inline void rms_norm(const float* x, std::size_t rows, const std::vector<float>& weight, float eps,
                      float* out) {
   const std::size_t d = weight.size();
-  const std::size_t grain =
-      std::max<std::size_t>(1, (std::size_t{1} << 15) / std::max<std::size_t>(d, 1));
-  parallel_chunks(rows, grain, 1, [&](std::size_t begin, std::size_t end) {
+  parallel_rows(rows, d, [&](std::size_t begin, std::size_t end) {
     for (std::size_t r = begin; r < end; ++r) {
       const float* xr = x + r * d;
       double ss = 0.0;
