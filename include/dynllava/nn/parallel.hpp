@@ -83,7 +83,7 @@ class task_pool {
   task_pool() = default;
 
   static void pause() noexcept {
-#if defined(__x86_64__) || defined(__i386__)
+#if (defined(__x86_64__) || defined(__i386__)) && !defined(__CUDACC__)
     __builtin_ia32_pause();
 #else
     std::this_thread::yield();
