@@ -6,7 +6,8 @@
 /// 16 heads, MLP 5632, vocab 32000; the real CLIP ViT-L/14-336 tower, 23 layers held; the
 /// mlp2x_gelu projector; random predictors with hidden 2048; all fp32, about 5 GB).
 ///
-/// Cases, each at one BLAS thread (argument 1) and at every hardware thread (argument 0):
+/// Cases, each on one thread (argument 1) and on every hardware thread (argument 0), the count
+/// set with `nn::set_thread_count`:
 ///   encode      one 336x336 image through the tower and the projector (576 rows out)
 ///   prefill     one LLaVA prompt: 35 system tokens, the image's 576 rows, 20 instruction tokens
 ///               (631 rows), through `kv_session::prefill` (the last row's logits included);
@@ -24,6 +25,8 @@
 #include <dynllava/nn/blas.hpp>
 #include <dynllava/score/random_weights.hpp>
 
+#include "peak_rss.hpp"
+
 #include <benchmark/benchmark.h>
 
 #include <cstdint>
@@ -36,6 +39,7 @@
 #include <vector>
 
 using namespace dynllava;
+using dynllava::bench::peak_rss_bytes;
 
 namespace {
 
@@ -49,21 +53,6 @@ struct bench_model {
   const image_predictor& image;
   const output_predictor& output;
 };
-
-/// The process's peak resident set (VmHWM) in bytes, 0 where /proc does not say.
-double peak_rss_bytes() {
-  std::ifstream in("/proc/self/status");
-  std::string key;
-  while (in >> key) {
-    if (key == "VmHWM:") {
-      double kb = 0;
-      in >> kb;
-      return kb * 1024.0;
-    }
-    std::getline(in, key);
-  }
-  return 0.0;
-}
 
 io::llava_folder load_tiny() {
   return io::load_llava(std::filesystem::path(DYNLLAVA_FIXTURE_DIR) / "llava" / "original");

@@ -8,6 +8,7 @@
 #include <dynllava/dynllava.hpp>
 #include <dynllava/io/load_llava.hpp>
 
+#include "../support/fixtures.hpp"
 #include "clip_preprocess.hpp"
 #include "conversation.hpp"
 #include "image.hpp"
@@ -122,6 +123,44 @@ generation no_cache_run(const prompt_rows& p, std::size_t batch, sparsifier_opti
   return generate(s, p.view(), p.segment_view(), greedy(n));
 }
 
+/// Runs a KV-cache session and a no-cache session side by side on `p` (one sequence) for `n`
+/// decode steps, feeding both the KV session's argmax token, and checks that they agree at
+/// every step: the same argmax, logits within 1e-4 of the row's largest, the same kept image
+/// positions; with the output gate on, the same keep flags for every decoded token.
+template <class KvSession, class NoCacheSession>
+void check_kv_equals_no_cache(KvSession& kv, NoCacheSession& nc, const prompt_rows& p, index_t n,
+                              bool gate) {
+  std::vector<float> a = kv.prefill(p.view(), p.segment_view());
+  std::vector<float> b = nc.prefill(p.view(), p.segment_view());
+  CHECK(kv.image_decisions().kept().positions == nc.image_decisions().kept().positions);
+  for (index_t step = 0; step <= n; ++step) {
+    CAPTURE(step);
+    REQUIRE(a.size() == b.size());
+    float scale = 0.0f, err = 0.0f;
+    for (std::size_t j = 0; j < a.size(); ++j) {
+      scale = std::max(scale, std::abs(a[j]));
+      err = std::max(err, std::abs(a[j] - b[j]));
+    }
+    CHECK(err <= 1e-4f * scale);
+    const auto t = static_cast<std::int32_t>(std::max_element(a.begin(), a.end()) - a.begin());
+    CHECK(std::max_element(b.begin(), b.end()) - b.begin() == t);
+    if (step == n) break;
+    const std::vector<std::int32_t> token{t};
+    a = kv.decode(make_host_span(token));
+    b = nc.decode(make_host_span(token));
+  }
+  if (gate) {
+    // The no-cache session's last step saw every decoded token but the newest as a candidate.
+    const auto& flags = kv.decisions();
+    const auto& seen = nc.output_decisions().keep;
+    REQUIRE(flags.size() == static_cast<std::size_t>(n));
+    REQUIRE(seen.size() + 1 == flags.size());
+    CHECK(std::equal(seen.begin(), seen.end(), flags.begin()));
+    CHECK(std::count(flags.begin(), flags.end(), 0) > 0);  // the gate dropped some
+    CHECK(std::count(flags.begin(), flags.end(), 1) > 0);  // and kept some
+  }
+}
+
 }  // namespace
 
 TEST_SUITE("llava") {
@@ -140,6 +179,18 @@ TEST_SUITE("llava") {
     for (std::size_t i = 0; i < want.size(); ++i)
       err = std::max(err, std::abs(r.pixels[i * stride] - want[i]));
     CHECK(err <= 1e-6f);
+    // Every value, against the reference's fp16 copy (half an fp16 ulp at |x| < 4 is < 2e-3),
+    // and the picture's own pixels are among them (not only the pad colour).
+    const std::vector<float> all = dynllava::test::reference_pixels();
+    REQUIRE(all.size() == r.pixels.size());
+    float worst = 0.0f;
+    std::size_t not_pad = 0;
+    for (std::size_t i = 0; i < all.size(); ++i) {
+      worst = std::max(worst, std::abs(r.pixels[i] - all[i]));
+      not_pad += std::abs(all[i] - all[0]) > 0.05f ? 1 : 0;
+    }
+    CHECK(worst <= 2e-3f);
+    CHECK(not_pad > all.size() / 4);
     const prompt_rows p = rows_of({r});
     CHECK(p.row_indptr.back() == static_cast<index_t>(c["input_ids"].size()));
   }
@@ -157,12 +208,21 @@ TEST_SUITE("llava") {
     keep_all.gate_outputs = false;
     CHECK(kv_run(p, 1, full_cache_policy{}, keep_all, true).tokens == dense_kv.tokens);
 
-    // Dynamic-LLaVA, vision only and vision + text: KV == no-cache (argmax rule).
+    // Dynamic-LLaVA, vision only and vision + text: KV == no-cache (argmax rule), tokens, and
+    // step by step the logits, the kept image rows and the gate's decisions.
     const auto vision_kv = kv_run(p, 1, full_cache_policy{}, dynamic(false), true);
     CHECK(no_cache_run(p, 1, dynamic(false), true).tokens == vision_kv.tokens);
     const index_t layer = tiny().config.sparse.sparse_layer;
     const auto both_kv = kv_run(p, 1, online_gate_policy{layer}, dynamic(true), true);
     CHECK(no_cache_run(p, 1, dynamic(true), true).tokens == both_kv.tokens);
+    for (const bool text : {false, true}) {
+      CAPTURE(text);
+      auto cache = cache_for(p, 1, 12);
+      kv_session kv(tiny().model, cache, online_gate_policy{layer}, &*tiny().image, &*tiny().output,
+                    dynamic(text));
+      no_cache_session nc(tiny().model, 1, &*tiny().image, &*tiny().output, dynamic(text));
+      check_kv_equals_no_cache(kv, nc, p, 12, text);
+    }
     {
       auto cache = cache_for(p, 1, 12);
       kv_session s(tiny().model, cache, online_gate_policy{layer}, &*tiny().image, &*tiny().output,
@@ -215,6 +275,23 @@ TEST_SUITE("llava") {
       CHECK(kv_run(alone, 1, online_gate_policy{layer}, dynamic(true), true).tokens.front() ==
             together.tokens[b]);
       CHECK(together_nc.tokens[b] == together.tokens[b]);
+    }
+    // Dense, vision-only Dynamic-LLaVA and FastV too.
+    sparsifier_options fastv = dense();
+    fastv.prune_images = true;
+    fastv.vision = vision_rule::fastv;
+    fastv.sparse_layer = 2;
+    fastv.vision_keep_ratio = 0.25;
+    for (int mode = 0; mode < 3; ++mode) {
+      CAPTURE(mode);
+      const sparsifier_options o = mode == 0 ? dense() : mode == 1 ? dynamic(false) : fastv;
+      const bool predictors = mode == 1;
+      const auto all = kv_run(p, batch.size(), full_cache_policy{}, o, predictors);
+      for (std::size_t b = 0; b < batch.size(); ++b) {
+        CAPTURE(b);
+        const prompt_rows alone = rows_of({batch[b]});
+        CHECK(kv_run(alone, 1, full_cache_policy{}, o, predictors).tokens.front() == all.tokens[b]);
+      }
     }
   }
 }

@@ -26,19 +26,7 @@ namespace {
 
 namespace ll = dynllava::llava;
 using dynllava::test::fixture_dir;
-
-/// The reference pixel values of tests/fixtures/llava/image.png (padded, CLIP): fp16, widened.
-std::vector<float> reference_pixels() {
-  const std::string bytes =
-      dynllava::test::read_file(fixture_dir() / "llava" / "pixel_values.f16.bin");
-  std::vector<float> v(bytes.size() / 2);
-  for (std::size_t i = 0; i < v.size(); ++i) {
-    const auto lo = static_cast<unsigned char>(bytes[2 * i]);
-    const auto hi = static_cast<unsigned char>(bytes[2 * i + 1]);
-    v[i] = dynllava::half_bits_to_float(static_cast<std::uint16_t>(lo | (hi << 8)));
-  }
-  return v;
-}
+using dynllava::test::reference_pixels;
 
 double max_abs_diff(const std::vector<float>& a, const std::vector<float>& b) {
   REQUIRE(a.size() == b.size());

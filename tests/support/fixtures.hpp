@@ -3,11 +3,14 @@
 /// @brief Paths of committed test fixtures and small file helpers for tests.
 #pragma once
 
+#include <dynllava/core/half.hpp>
+
 #include <cstdint>
 #include <filesystem>
 #include <fstream>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace dynllava::test {
 
@@ -39,6 +42,19 @@ inline void write_file(const std::filesystem::path& p, std::string_view bytes) {
 inline std::string read_file(const std::filesystem::path& p) {
   std::ifstream in(p, std::ios::binary);
   return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+/// The reference pixel values of tests/fixtures/llava/image.png (CLIPImageProcessor after the
+/// pad to a square, `[3, 336, 336]`), stored in fp16 and widened.
+inline std::vector<float> reference_pixels() {
+  const std::string bytes = read_file(fixture_dir() / "llava" / "pixel_values.f16.bin");
+  std::vector<float> v(bytes.size() / 2);
+  for (std::size_t i = 0; i < v.size(); ++i) {
+    const auto lo = static_cast<unsigned char>(bytes[2 * i]);
+    const auto hi = static_cast<unsigned char>(bytes[2 * i + 1]);
+    v[i] = half_bits_to_float(static_cast<std::uint16_t>(lo | (hi << 8)));
+  }
+  return v;
 }
 
 }  // namespace dynllava::test

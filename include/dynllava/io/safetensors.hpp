@@ -226,13 +226,17 @@ class checkpoint {
         return;
       }
       std::vector<fs::path> files;
+      bool pickled = false;  // PyTorch's pytorch_model*.bin: not read (pickle), named in the error
       for (fs::directory_iterator it(path, ec), end; !ec && it != end; it.increment(ec)) {
         if (it->path().extension() == ".safetensors") files.push_back(it->path());
+        pickled = pickled || it->path().extension() == ".bin";
       }
       DYNLLAVA_EXPECTS(!ec, "checkpoint: cannot list {}: {}", quote_untrusted(path.string()),
                        ec.message());
-      DYNLLAVA_EXPECTS(!files.empty(), "checkpoint: {} holds no .safetensors file and no index",
-                       quote_untrusted(path.string()));
+      DYNLLAVA_EXPECTS(
+          !files.empty(), "checkpoint: {} holds no .safetensors file and no index{}",
+          quote_untrusted(path.string()),
+          pickled ? " (PyTorch .bin files are not read: convert them to safetensors)" : "");
       std::sort(files.begin(), files.end());
       for (const auto& f : files) add_shard(f);
     } else if (path.extension() == ".json") {
