@@ -4,6 +4,7 @@
 /// predictor whose gate keeps about half of the tokens of a given decoder.
 #pragma once
 
+#include <dynllava/core/keep_margin.hpp>
 #include <dynllava/core/predictor_config.hpp>
 #include <dynllava/kvcache/paged_kv_cache.hpp>
 #include <dynllava/model/llama.hpp>
@@ -54,7 +55,7 @@ inline output_predictor centred_output_predictor(const predictor_config& pc,
       host,
       {make_host_span(std::as_const(indptr)), make_host_span(std::as_const(h)), model.hidden()},
       make_host_span(logits));
-  for (std::size_t i = 0; i < n; ++i) margin[i] = logits[2 * i] - logits[2 * i + 1];
+  for (std::size_t i = 0; i < n; ++i) margin[i] = keep_margin(logits[2 * i], logits[2 * i + 1]);
   std::nth_element(margin.begin(), margin.begin() + static_cast<std::ptrdiff_t>(n / 2),
                    margin.end());
   wts.head.back().bias[0] -= margin[n / 2];

@@ -88,7 +88,7 @@ void collect_decisions(const Session& s, const generation& g, std::vector<sequen
       for (std::size_t t = 0; t < std::min(fed_back, steps); ++t) {
         const std::size_t i = t * batch + b;
         r.output_keep.push_back(keep[i]);
-        r.output_margin.push_back(logits[2 * i] - logits[2 * i + 1]);
+        r.output_margin.push_back(keep_margin(logits[2 * i], logits[2 * i + 1]));
       }
     } else if (!gated) {
       r.output_keep.assign(fed_back, 1);

@@ -15,6 +15,7 @@
 #include <dynllava/core/error.hpp>
 #include <dynllava/core/execution.hpp>
 #include <dynllava/core/half.hpp>
+#include <dynllava/core/keep_margin.hpp>
 #include <dynllava/core/llama_config.hpp>
 #include <dynllava/core/predictor_config.hpp>
 #include <dynllava/core/ragged.hpp>

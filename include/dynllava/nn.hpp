@@ -22,6 +22,7 @@
 #include <dynllava/nn/blas.hpp>
 #include <dynllava/nn/layer_norm.hpp>
 #include <dynllava/nn/linear.hpp>
+#include <dynllava/nn/pointwise.hpp>
 #include <dynllava/nn/rms_norm.hpp>
 #include <dynllava/nn/rope.hpp>
 #include <dynllava/nn/stored_matrix.hpp>

@@ -3,6 +3,7 @@
 // cache-less overload.
 #include <dynllava/core/error.hpp>
 #include <dynllava/core/half.hpp>
+#include <dynllava/core/keep_margin.hpp>
 #include <dynllava/io/load_llama.hpp>
 #include <dynllava/kvcache/contiguous_kv_cache.hpp>
 #include <dynllava/model/llama.hpp>
@@ -14,6 +15,7 @@
 #include <dynllava/nn/layer_norm.hpp>
 #include <dynllava/nn/linear.hpp>
 #include <dynllava/nn/parallel.hpp>
+#include <dynllava/nn/pointwise.hpp>
 #include <dynllava/nn/rms_norm.hpp>
 #include <dynllava/nn/rope.hpp>
 #include <dynllava/nn/tensor_table.hpp>
@@ -312,6 +314,35 @@ TEST_SUITE("cpu") {
     CHECK(max_abs_diff(got, rms) < 1e-5);
     nn::layer_norm(x.data(), rows, nn::layer_norm_weights{g, b}, 1e-5f, got.data());
     CHECK(max_abs_diff(got, ln) < 1e-5);
+  }
+
+  TEST_CASE("nn: the pointwise formulas the CUDA twins share") {
+    // nn/cuda/kernel_rows.cuh computes GELU, LayerNorm's outputs and the keep margin with these
+    // host/device functions; the host blocks use the same ones.
+    for (float x : {-6.0f, -1.5f, -0.3f, 0.0f, 0.2f, 1.0f, 4.5f, 1e30f}) {
+      CHECK(nn::gelu(x) == nn::gelu_erf(x));
+      CHECK(nn::gelu_erf(x) ==
+            static_cast<float>(0.5f * x * (1.0f + std::erf(x * 0.70710678118654752440f))));
+    }
+    CHECK(std::isnan(nn::gelu_erf(NAN)));
+    CHECK(nn::layer_norm_value(3.0f, 1.0f, 0.5f, 2.0f, -1.0f) == 1.0f);
+    CHECK(keep_margin(2.5f, -1.0f) == 3.5f);
+    CHECK(std::isnan(keep_margin(NAN, 0.0f)));
+    CHECK(keep_margin(INFINITY, 0.0f) == INFINITY);
+    // The host LayerNorm writes layer_norm_value of its (double-accumulated) statistics.
+    const std::vector<float> x{1.0f, -2.0f, 4.0f, 0.5f}, g{1.0f, 2.0f, -0.5f, 1.5f},
+        b{0.0f, 0.25f, -1.0f, 2.0f};
+    std::vector<float> y(4);
+    nn::layer_norm(x.data(), 1, nn::layer_norm_weights{g, b}, 1e-5f, y.data());
+    double mean = 0, var = 0;
+    for (float v : x) mean += v;
+    mean /= 4;
+    for (float v : x) var += (v - mean) * (v - mean);
+    var /= 4;
+    const auto inv = static_cast<float>(1.0 / std::sqrt(var + 1e-5));
+    for (std::size_t i = 0; i < 4; ++i) {
+      CHECK(y[i] == nn::layer_norm_value(x[i], static_cast<float>(mean), inv, g[i], b[i]));
+    }
   }
 
   TEST_CASE("nn: GELU, quick GELU, SiLU, SwiGLU") {

@@ -5,6 +5,7 @@
 
 #include <dynllava/nn/exp.hpp>
 #include <dynllava/nn/parallel.hpp>
+#include <dynllava/nn/pointwise.hpp>
 
 #include <algorithm>
 #include <cmath>
@@ -13,10 +14,8 @@
 
 namespace dynllava::nn {
 
-/// Exact GELU `0.5 x (1 + erf(x / sqrt 2))`.
-inline float gelu(float x) noexcept {
-  return 0.5f * x * (1.0f + std::erf(x * 0.70710678118654752440f));
-}
+/// Exact GELU `0.5 x (1 + erf(x / sqrt 2))` (`gelu_erf`, the CUDA twin's formula).
+inline float gelu(float x) noexcept { return gelu_erf(x); }
 
 /// CLIP's quick GELU `x * sigmoid(1.702 x)`.
 inline float quick_gelu(float x) noexcept { return x / (1.0f + std::exp(-1.702f * x)); }

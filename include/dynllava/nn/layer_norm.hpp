@@ -5,6 +5,7 @@
 
 #include <dynllava/core/config.hpp>
 #include <dynllava/nn/parallel.hpp>
+#include <dynllava/nn/pointwise.hpp>
 
 #include <algorithm>
 #include <cmath>
@@ -40,7 +41,8 @@ inline void layer_norm(const float* x, std::size_t rows, const layer_norm_weight
       const auto inv = static_cast<float>(1.0 / std::sqrt(var + static_cast<double>(eps)));
       const auto m = static_cast<float>(mean);
       float* o = out + r * d;
-      for (std::size_t i = 0; i < d; ++i) o[i] = (xr[i] - m) * inv * w.gamma[i] + w.beta[i];
+      for (std::size_t i = 0; i < d; ++i)
+        o[i] = layer_norm_value(xr[i], m, inv, w.gamma[i], w.beta[i]);
     }
   });
 }

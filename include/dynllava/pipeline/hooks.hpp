@@ -20,6 +20,7 @@
 #include <dynllava/context/segments.hpp>
 #include <dynllava/core/error.hpp>
 #include <dynllava/core/execution.hpp>
+#include <dynllava/core/keep_margin.hpp>
 #include <dynllava/core/ragged.hpp>
 #include <dynllava/core/selection.hpp>
 #include <dynllava/pipeline/sparsifier_options.hpp>
@@ -111,7 +112,7 @@ host_selection select_images(const S& image, host_span<const float> hidden,
   if constexpr (predictor) {
     logits.resize(2 * n);
     image.logits(host, rows, make_host_span(logits));
-    for (std::size_t i = 0; i < n; ++i) scores[i] = logits[2 * i] - logits[2 * i + 1];
+    for (std::size_t i = 0; i < n; ++i) scores[i] = keep_margin(logits[2 * i], logits[2 * i + 1]);
   } else {
     image.score(host, rows, make_host_span(scores));
   }

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <dynllava/core/config.hpp>
+#include <dynllava/core/keep_margin.hpp>
 #include <dynllava/core/selection.hpp>
 #include <dynllava/core/span.hpp>
 
@@ -86,7 +87,8 @@ struct token_decisions {
   /// Sets `scores` to the margins `logit0 - logit1` of `logits`.
   void margins_from_logits() {
     scores.resize(logits.size() / 2);
-    for (std::size_t i = 0; i < scores.size(); ++i) scores[i] = logits[2 * i] - logits[2 * i + 1];
+    for (std::size_t i = 0; i < scores.size(); ++i)
+      scores[i] = keep_margin(logits[2 * i], logits[2 * i + 1]);
   }
 };
 

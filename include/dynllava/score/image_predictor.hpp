@@ -13,6 +13,7 @@
 
 #include <dynllava/core/error.hpp>
 #include <dynllava/core/execution.hpp>
+#include <dynllava/core/keep_margin.hpp>
 #include <dynllava/core/predictor_config.hpp>
 #include <dynllava/core/ragged.hpp>
 #include <dynllava/nn/activations.hpp>
@@ -62,7 +63,7 @@ class image_predictor {
     check_input(hidden, scores.size(), 1, "scores");
     std::vector<float> l(2 * scores.size());
     logits(host, hidden, make_host_span(l));
-    for (std::size_t i = 0; i < scores.size(); ++i) scores[i] = l[2 * i] - l[2 * i + 1];
+    for (std::size_t i = 0; i < scores.size(); ++i) scores[i] = keep_margin(l[2 * i], l[2 * i + 1]);
   }
 
  private:

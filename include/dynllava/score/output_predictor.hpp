@@ -8,6 +8,7 @@
 
 #include <dynllava/core/error.hpp>
 #include <dynllava/core/execution.hpp>
+#include <dynllava/core/keep_margin.hpp>
 #include <dynllava/core/predictor_config.hpp>
 #include <dynllava/core/ragged.hpp>
 #include <dynllava/nn/activations.hpp>
@@ -68,7 +69,7 @@ class output_predictor {
                      scores.size());
     std::vector<float> l(2 * scores.size());
     logits(host, hidden, make_host_span(l));
-    for (std::size_t i = 0; i < scores.size(); ++i) scores[i] = l[2 * i] - l[2 * i + 1];
+    for (std::size_t i = 0; i < scores.size(); ++i) scores[i] = keep_margin(l[2 * i], l[2 * i + 1]);
   }
 
  private:

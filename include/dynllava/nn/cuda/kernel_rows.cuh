@@ -7,6 +7,8 @@
 
 #include <dynllava/core/config.hpp>
 #include <dynllava/core/cuda/block_reduce.cuh>
+#include <dynllava/core/keep_margin.hpp>
+#include <dynllava/nn/pointwise.hpp>
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -21,11 +23,6 @@ __device__ inline float to_float(__nv_bfloat16 x) { return __bfloat162float(x); 
 template <class T>
 __device__ inline T from_float(float x) {
   return static_cast<T>(x);
-}
-
-/// Exact (erf) GELU, as `nn::gelu` on the host.
-__device__ inline float gelu_erf(float x) {
-  return 0.5f * x * (1.0f + erff(x * 0.70710678118654752440f));
 }
 
 /// @brief Grid-stride over rows, one block per row: `out[r, :] = (x[r, :] - mean) /
@@ -49,7 +46,7 @@ __global__ void layer_norm_rows_kernel(const T* x, std::size_t rows, index_t dim
     const float inv = rsqrtf(var + eps);
     T* o = out + r * d;
     for (std::size_t i = threadIdx.x; i < d; i += blockDim.x) {
-      o[i] = from_float<T>((to_float(xr[i]) - mean) * inv * gamma[i] + beta[i]);
+      o[i] = from_float<T>(nn::layer_norm_value(to_float(xr[i]), mean, inv, gamma[i], beta[i]));
     }
     __syncthreads();  // `storage` is reused by the next row
   }
@@ -64,7 +61,7 @@ __global__ void bias_activation_kernel(T* y, std::size_t rows, index_t dim, cons
        i += static_cast<std::size_t>(gridDim.x) * blockDim.x) {
     float v = to_float(y[i]);
     if (bias != nullptr) v += bias[i % static_cast<std::size_t>(dim)];
-    y[i] = from_float<T>(gelu ? gelu_erf(v) : v);
+    y[i] = from_float<T>(gelu ? nn::gelu_erf(v) : v);
   }
 }
 
@@ -116,7 +113,7 @@ template <int = 0>
 __global__ void margin_kernel(const float* logits, std::size_t n, float* scores) {
   for (std::size_t i = blockIdx.x * static_cast<std::size_t>(blockDim.x) + threadIdx.x; i < n;
        i += static_cast<std::size_t>(gridDim.x) * blockDim.x) {
-    scores[i] = logits[2 * i] - logits[2 * i + 1];
+    scores[i] = keep_margin(logits[2 * i], logits[2 * i + 1]);
   }
 }
 
