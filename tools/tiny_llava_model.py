@@ -161,6 +161,7 @@ class LlamaAttention(nn.Module):
     def __init__(self, d, heads):
         super().__init__()
         self.heads = heads
+        self.keep_qk = False
         self.q_proj, self.k_proj, self.v_proj, self.o_proj = (
             nn.Linear(d, d, bias=False) for _ in range(4))
 
@@ -173,6 +174,8 @@ class LlamaAttention(nn.Module):
                    for p in (self.q_proj, self.k_proj, self.v_proj))
         q = q * cos + rotate_half(q) * sin
         k = k * cos + rotate_half(k) * sin
+        if self.keep_qk:  # training: the binding loss reads this layer's queries and keys
+            self.last_q, self.last_k = q, k
         if mode == "causal":
             o = F.scaled_dot_product_attention(q, k, v, is_causal=True)
         elif mode == "bias":
@@ -334,7 +337,8 @@ class TinyLlava(nn.Module):
         """pixels [B, 3, 336, 336] -> projected image rows [B, 576, H]."""
         f = self.model.vision_tower.vision_tower.vision_model(pixels, -2)
         self.last_tower_rows = f  # [B, 576, C], read by the training's per-patch auxiliary loss
-        return self.model.mm_projector(f)
+        self.last_image_rows = self.model.mm_projector(f)  # [B, 576, H], read by the training
+        return self.last_image_rows
 
     def embed(self, ids, image_start, pixels):
         """ids [B, T] with placeholder rows (any id) at image_start[b] .. +576."""

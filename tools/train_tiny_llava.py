@@ -8,7 +8,8 @@ question-answering set that it generates, and exports it in the original Dynamic
 
 Needs PyTorch, transformers (only for the self-check against its CLIP / LLaMA), sentencepiece,
 safetensors, Pillow and numpy (PyPI). CPU only, deterministic from --seed (fixed thread count,
-torch.use_deterministic_algorithms).
+torch.use_deterministic_algorithms) on the same kind of CPU (torch's CPU kernels, and so the
+last bits of the results, depend on the instruction set).
 
 Data. 336x336 pictures, plain slate background, 1 to 3 objects of distinct shapes (circle,
 square, triangle, cross) in 4 colours (red, green, blue, yellow), each filling a 2 x 2 block of
@@ -51,6 +52,11 @@ cross-entropy, --predictor-aux-weight), because a few hundred steps of the langu
 alone do not tell the predictor which rows matter (the rows before the sparse layer already carry
 the picture). Defaults: tower 250 steps of 12 pictures, dense 1000 and Dynamic-LLaVA 120 steps
 of 6 sequences, one torch thread.
+
+Experiments that did not help (models/tiny-dynamic-llava/README.md says what each did), kept as
+options and off by default: --bind-weight (attention on the named shape's patches),
+--describe first|last (the description turn's place), --colour-weight, --align-weight (object
+rows that read as their colour and shape words). The defaults reproduce the committed weights.
 
 Evaluation (PyTorch, on the exported fp16 weights): an answer is exact when greedy decoding
 produces exactly the answer's tokens followed by "</s>" (checked teacher-forced: every argmax along
@@ -261,10 +267,11 @@ class Encoder:
         return self.cache[text]
 
     def conversation(self, turns):
-        """turns [(question, answer)] -> (ids with one IMAGE_ID, label mask): the vicuna_v1
-        prompt with the picture in the first turn; labels on each answer and its "</s>"."""
+        """turns [(question, answer)] -> (ids with one IMAGE_ID, label mask, answer starts): the
+        vicuna_v1 prompt with the picture in the first turn; labels on each answer and its
+        "</s>"; answer starts: the index in ids of each turn's first answer token."""
         text = SYSTEM + " "
-        ids, labels = None, None
+        ids, labels, starts = None, None, []
         for i, (q, a) in enumerate(turns):
             prompt = text + "USER: " + ("<image>\n" if i == 0 else "") + q + " ASSISTANT:"
             full = prompt + " " + a + "</s>"
@@ -274,7 +281,8 @@ class Encoder:
             labels = (labels or []) + [False] * (len(p) - len(labels or [])) + [True] * (len(f) - len(p))
             ids = f
             text = full
-        return ids, labels
+            starts.append(len(p))
+        return ids, labels, starts
 
 
 def expand(ids):
@@ -296,18 +304,39 @@ def batch_of(seqs):
     return ids, lab, starts, px
 
 
-def train_example(enc, seed, index):
+def train_example(enc, seed, index, describe="random"):
     rng = random.Random(f"train-{seed}-{index}")
     objs = make_scene(rng)
     img, _, col, shp = render(objs, labels=True)
     qs = questions(objs, rng, train=True)
     # Every question about the picture, in random order: the text rows are cheap next to the
-    # 576 image rows, so each picture carries as much supervision as it can.
-    turns = [(q, a) for _, q, a in rng.sample(qs, len(qs))]
-    ids, labels = enc.conversation(turns)
+    # 576 image rows, so each picture carries as much supervision as it can. With
+    # `describe_last`, "Describe the image." comes last, so that no later answer can copy a
+    # colour from the description's text (held-out questions come alone).
+    if describe == "random":
+        order = rng.sample(qs, len(qs))
+    else:
+        asks = [x for x in qs if x[0] != "describe"]
+        d = [x for x in qs if x[0] == "describe"]
+        asks = rng.sample(asks, len(asks))
+        order = asks + d if describe == "last" else d + asks
+    ids, labels, answers = enc.conversation([(q, a) for _, q, a in order])
     ids, start = expand(ids)
     labels = labels[:start] + [False] * IMAGE_ROWS + labels[start + 1:]
-    return ids, labels, start, pixel_values(img), col, shp
+    # The rows that predict a colour answer, with the shape class the question names (for the
+    # binding loss); answers come after the picture, so they move by the 575 added rows.
+    named = {o["shape"] for o in objs}
+    binds = [(answers[i] - 1 + IMAGE_ROWS - 1, 1 + SHAPES.index(q.split()[-1][:-1]))
+             for i, (kind, q, _) in enumerate(order) if kind == "colour"]
+    assert all(SHAPES[c - 1] in named for _, c in binds)
+    # The answer tokens of colour questions (for --colour-weight), in expanded rows.
+    colour = [False] * len(ids)
+    for i, (kind, _, _) in enumerate(order):
+        j = answers[i] + IMAGE_ROWS - 1
+        while kind == "colour" and j < len(ids) and labels[j]:
+            colour[j] = True
+            j += 1
+    return ids, labels, start, pixel_values(img), col, shp, binds, colour
 
 
 # ------------------------------------------------------------------------------------------
@@ -491,6 +520,24 @@ def patch_loss(colour_logits, shape_logits, col, shp):
             + F.cross_entropy(shape_logits[obj], shp[obj]))
 
 
+def binding_loss(q, k, starts, shp, binds, head):
+    """Training-only guidance for "What colour is the <shape>?": at the row that predicts the
+    answer, attention head `head` of one decoder layer (q, k [B, heads, T, hd] after RoPE) should
+    look at the patches of the named shape. The loss is -log of the causal attention mass that
+    the head puts on those patches, averaged over the colour questions of the batch. It only
+    guides training (like the per-patch and predictor terms); the exported model is a plain
+    Dynamic-LLaVA. binds[b]: [(row, shape class)]; shp [B, 576] the patches' shape classes."""
+    terms = []
+    hd = q.shape[-1]
+    for b, rows in enumerate(binds):
+        s = int(starts[b])
+        for r, cls in rows:
+            a = torch.softmax((k[b, head, :r + 1] @ q[b, head, r]).float() / math.sqrt(hd), -1)
+            mass = a[s:s + IMAGE_ROWS][shp[b] == cls].sum()
+            terms.append(-torch.log(mass + 1e-6))
+    return torch.stack(terms).mean() if terms else torch.zeros(())
+
+
 def run_tower_phase(model, aux, args, steps, log):
     """Pre-trains the vision tower alone on the per-patch colour and shape classes (the `aux`
     heads, never exported) of pictures from the training stream: a picture costs a quarter of a
@@ -549,14 +596,19 @@ def run_phase(model, aux, enc, args, phase, steps, eval_items, log, offset):
     gen = torch.Generator().manual_seed(args.seed + (1 if phase == "dynamic" else 0))
     t0 = time.time()
     min_out = SPARSE["output_text_len_for_training"]
+    colour_words = torch.tensor([enc.ids(" ASSISTANT: " + c)[-1] for c in COLOURS])
+    shape_words = torch.tensor([enc.ids("Is there a " + s)[-1] for s in SHAPES])
     for step in range(steps):
         for g in opt.param_groups:
             g["lr"] = lr_at(step, steps, g["base"])
-        seqs = [train_example(enc, args.seed, offset + step * args.batch + b)
+        seqs = [train_example(enc, args.seed, offset + step * args.batch + b, args.describe)
                 for b in range(args.batch)]
         ids, lab, starts, px = batch_of(seqs)
         col = torch.stack([s[4] for s in seqs])
         shp = torch.stack([s[5] for s in seqs])
+        bind_attn = model.model.layers[args.bind_layer].self_attn if args.bind_weight > 0 else None
+        if bind_attn is not None:
+            bind_attn.keep_qk = True
         model.train()
         if phase == "dense":
             logits, info = model(ids, starts, px, mode="dense")
@@ -576,12 +628,34 @@ def run_phase(model, aux, enc, args, phase, steps, eval_items, log, offset):
                                    torch.zeros(()))
                 budget = budget + term.mean()
             budget = SPARSE["mask_loss_weight"] * budget
-        # next-token loss on the answer tokens
+        # next-token loss on the answer tokens (colour answers weighted by --colour-weight)
         tgt = lab[:, 1:]
-        ce = F.cross_entropy(logits[:, :-1][tgt], ids[:, 1:][tgt])
+        if args.colour_weight == 1.0:
+            ce = F.cross_entropy(logits[:, :-1][tgt], ids[:, 1:][tgt])
+        else:
+            wt = torch.ones(lab.shape)
+            for b, sq in enumerate(seqs):
+                wt[b, :len(sq[7])] += (args.colour_weight - 1.0) * torch.tensor(sq[7], dtype=torch.float32)
+            w = wt[:, 1:][tgt]
+            ce = (F.cross_entropy(logits[:, :-1][tgt], ids[:, 1:][tgt], reduction="none") * w).sum() / w.sum()
         rows = model.last_tower_rows
         aux_loss = patch_loss(aux["colour"](rows), aux["shape"](rows), col, shp)
         loss = ce + budget + args.aux_weight * aux_loss
+        if args.align_weight > 0:
+            # Training-only: each object patch's projected row, read through the word
+            # embeddings, names its colour and its shape (two cross-entropies), so that what the
+            # decoder learns about words in text applies to the picture's rows.
+            emb = model.model.embed_tokens.weight
+            obj = shp > 0
+            wl = model.last_image_rows[obj] @ emb.t()
+            loss = loss + args.align_weight * (F.cross_entropy(wl, colour_words[col[obj] - 1]) +
+                                               F.cross_entropy(wl, shape_words[shp[obj] - 1]))
+        bind = torch.zeros(())
+        if bind_attn is not None:
+            bind_attn.keep_qk = False
+            bind = binding_loss(bind_attn.last_q, bind_attn.last_k, starts, shp,
+                                [s[6] for s in seqs], args.bind_head)
+            loss = loss + args.bind_weight * bind
         if phase == "dynamic" and args.predictor_aux_weight > 0:
             # Training-only guidance for the short run: the image predictor's keep margin
             # against the patches that touch an object.
@@ -599,7 +673,8 @@ def run_phase(model, aux, enc, args, phase, steps, eval_items, log, offset):
                 extra = f" budget {budget.item():.4f} img_keep {info['image_keep'].mean().item():.3f}"
                 if "out_keep" in info:
                     extra += f" out_keep {(info['out_keep'] * out_mask).sum().item() / max(1, out_mask.sum().item()):.3f}"
-            log(f"{phase} step {step}/{steps} ce {ce.item():.4f} aux {aux_loss.item():.4f}{extra} "
+            log(f"{phase} step {step}/{steps} ce {ce.item():.4f} aux {aux_loss.item():.4f} "
+                f"bind {bind.item():.4f}{extra} "
                 f"lr {opt.param_groups[0]['lr']:.2e} {time.time() - t0:.0f}s")
         if args.eval_every and (step + 1) % args.eval_every == 0 and step + 1 < steps:
             mode = "dense" if phase == "dense" else "dynamic"
@@ -671,6 +746,16 @@ def main():
     ap.add_argument("--lr-tower", type=float, default=2e-3)
     ap.add_argument("--predictor-aux-weight", type=float, default=1.0,
                     help="weight of the image predictor's object-patch loss (dynamic phase)")
+    ap.add_argument("--bind-weight", type=float, default=0.0,
+                    help="weight of the training-only binding loss (see binding_loss); 0: off")
+    ap.add_argument("--bind-layer", type=int, default=3)
+    ap.add_argument("--describe", choices=["random", "first", "last"], default="random",
+                    help="where the description turn goes in a training conversation")
+    ap.add_argument("--align-weight", type=float, default=0.0,
+                    help="weight of the training-only word-alignment loss (see run_phase)")
+    ap.add_argument("--colour-weight", type=float, default=1.0,
+                    help="weight of the colour answers' tokens in the language-model loss")
+    ap.add_argument("--bind-head", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--heldout-images", type=int, default=134)
     ap.add_argument("--eval-every", type=int, default=100)
