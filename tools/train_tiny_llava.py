@@ -46,8 +46,8 @@ gradients, temperature 0.1 ** (step / steps); layers >= 2 use MaskedSoftmax with
 as a key mask; loss = CE + 100 * [ mean_b (0.2 - mean(M_img_b))^2 + mean_b (t_b - mean(M_out_b))^2 ]
 where t_b = 0.5 when the sequence has at least `output_text_len_for_training` answer tokens (12
 here, 50 in the released configs: our answers are short) and the term is zero otherwise (the
-output mask is then all ones). A short run adds one training-only term the released recipe does
-not have: the image predictor's keep margin (logit0 - logit1) against the object patches (binary
+output mask is then all ones). A short run adds two training-only terms the released recipe does
+not have: the binding loss (below) and the image predictor's keep margin (logit0 - logit1) against the object patches (binary
 cross-entropy, --predictor-aux-weight), because a few hundred steps of the language-model loss
 alone do not tell the predictor which rows matter (the rows before the sparse layer already carry
 the picture). Defaults: tower 250 steps of 12 pictures, dense 1000 and Dynamic-LLaVA 120 steps
@@ -56,8 +56,8 @@ of 6 sequences, one torch thread.
 The binding loss (--bind-weight 0.3 --bind-layer 3 --bind-head 3, the defaults; `binding_loss`):
 without it the decoder answered "What colour is the <shape>?" with one of the picture's colours,
 not the named shape's (60%). Experiments that did not help (models/tiny-dynamic-llava/README.md
-says what each did), kept as options, off by default: the binding loss on other heads and
-layers, --describe first|last (the description turn's place), --colour-weight, --align-weight
+says what each did): other --bind-layer/--bind-head values (head 0 of layers 3 and 4, head 3 of
+layer 2); kept as options, off by default: --describe first|last (the description turn's place), --colour-weight, --align-weight
 (object rows that read as their colour and shape words). The defaults reproduce the committed
 weights (on the same kind of CPU).
 
