@@ -313,8 +313,8 @@ def train_example(enc, seed, index, describe="random"):
     img, _, col, shp = render(objs, labels=True)
     qs = questions(objs, rng, train=True)
     # Every question about the picture, in random order: the text rows are cheap next to the
-    # 576 image rows, so each picture carries as much supervision as it can. With
-    # `describe_last`, "Describe the image." comes last, so that no later answer can copy a
+    # 576 image rows, so each picture carries as much supervision as it can. With describe=
+    # "last", "Describe the image." comes last, so that no later answer can copy a
     # colour from the description's text (held-out questions come alone).
     if describe == "random":
         order = rng.sample(qs, len(qs))
