@@ -6,6 +6,9 @@
 /// compiles (every CI run builds it).
 #include <dynllava/dynllava.cuh>
 
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
 #include <cstddef>
 #include <cstdint>
 
@@ -55,23 +58,28 @@ struct device_selector {
 static_assert(token_selector<device_selector, on_stream, ragged_span<const float, device_space>>);
 static_assert(!token_selector<budgeted_topk, on_stream, ragged_span<const float, device_space>>);
 
-/// A KV cache whose keys and values live in device memory (shape queries on the host).
+/// A KV cache whose keys, values and counts live in device memory (shape on the host).
 struct device_cache {
   using memory_space = device_space;
+  using value_type = __half;
   index_t layers() const;
   std::size_t batch() const;
   index_t width() const;
-  index_t length(index_t, std::size_t) const;
-  index_t appended(index_t, std::size_t) const;
-  const float* key(index_t, std::size_t, index_t) const;
-  const float* value(index_t, std::size_t, index_t) const;
-  index_t position(index_t, std::size_t, index_t) const;
-  void append(index_t, std::size_t, const float*, const float*, index_t);
-  void retain(index_t, std::size_t, dspan<const index_t>);
+  dspan<const index_t> lengths(index_t) const;
+  dspan<const index_t> appended_counts(index_t) const;
+  void append(on_stream, index_t, dspan<const index_t>, dspan<const __half>, dspan<const __half>,
+              dspan<const std::uint8_t>, dspan<const index_t>);
+  void retain(on_stream, index_t, ragged_span<const index_t, device_space>);
 };
 static_assert(kv_storage<device_cache, on_stream>);
 static_assert(!kv_storage<device_cache, host_t>);
 static_assert(!kv_storage<paged_kv_cache, on_stream>);
+static_assert(!kv_storage<contiguous_kv_cache, on_stream>);
+// the bundled CUDA caches are its models; the host caches also give token-by-token access
+static_assert(kv_storage<cuda::device_paged_kv_cache<__nv_bfloat16>, on_stream>);
+static_assert(kv_storage<cuda::device_contiguous_kv_cache<float>, on_stream>);
+static_assert(!host_kv_storage<cuda::device_contiguous_kv_cache<float>>);
+static_assert(host_kv_storage<paged_kv_cache> && kv_storage<paged_kv_cache, host_t>);
 
 /// A retention policy that ranks device scores.
 struct device_policy {

@@ -76,7 +76,7 @@ void check_contents(const C& cache, index_t l, std::size_t b,
 TEST_SUITE("cpu") {
   TEST_CASE_TEMPLATE("kv cache: online gate, per-layer lengths, positions preserved", C,
                      paged_kv_cache, contiguous_kv_cache) {
-    static_assert(kv_storage<C, host_t>);
+    static_assert(kv_storage<C, host_t> && host_kv_storage<C>);
     C cache = make_cache<C>(4, 2, 12);
     const online_gate_policy gate{2};
     // prompt: 3 tokens per sequence, cached in full everywhere (multi-token append: keep = 1)

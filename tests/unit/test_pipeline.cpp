@@ -401,7 +401,7 @@ struct bare_decoder {
   void embed(host_t, host_span<const std::int32_t> t, host_span<float> out) const {
     m.embed(t, out);
   }
-  template <kv_storage<host_t> C>
+  template <host_kv_storage C>
   void layer(host_t, index_t l, host_ragged_rows<float> rows, host_span<const index_t> pos,
              const C* cache, host_span<float> k, host_span<float> v) const {
     m.layer(l, rows, pos, cache, k, v);

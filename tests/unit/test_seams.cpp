@@ -30,7 +30,7 @@ struct toy_decoder {
     }
   }
 
-  template <kv_storage<host_t> C>
+  template <host_kv_storage C>
   void layer(host_t, index_t l, host_ragged_rows<float> rows, host_span<const index_t> pos,
              const C* cache, host_span<float> k, host_span<float> v) const {
     const float scale = 1.0f + 0.25f * static_cast<float>(l);

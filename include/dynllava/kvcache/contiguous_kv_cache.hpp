@@ -27,6 +27,8 @@ class contiguous_kv_cache {
  public:
   /// Keys, values and positions live in host memory.
   using memory_space = host_space;
+  /// Stored element of K and V.
+  using value_type = float;
 
   /// @throws dynllava::error on a non-positive size.
   explicit contiguous_kv_cache(const contiguous_kv_config& c) : c_(c) {
@@ -49,6 +51,13 @@ class contiguous_kv_cache {
   index_t capacity() const noexcept { return c_.capacity; }
   index_t length(index_t l, std::size_t b) const noexcept { return len_[at(l, b)]; }
   index_t appended(index_t l, std::size_t b) const noexcept { return seen_[at(l, b)]; }
+  /// Tokens held by layer `l`, per sequence (`[batch]`; follows later appends and evictions).
+  /// @throws dynllava::error on a layer outside [0, layers).
+  host_span<const index_t> lengths(index_t l) const { return counts(len_, l, "lengths"); }
+  /// Tokens ever appended to layer `l`, per sequence (`[batch]`).
+  host_span<const index_t> appended_counts(index_t l) const {
+    return counts(seen_, l, "appended_counts");
+  }
   const float* key(index_t l, std::size_t b, index_t i) const noexcept {
     return k_.data() + row(l, b, i) * w();
   }
@@ -89,6 +98,37 @@ class contiguous_kv_cache {
     len_[s] = static_cast<index_t>(kept.size());
   }
 
+  /// @brief Layer-level gated append (`kv_storage` requirement 4): sequence `b`'s new tokens
+  /// `indptr[b] .. indptr[b + 1]` enter layer `l` in order, each only when `keep` is empty or
+  /// `keep[t] != 0`. All or nothing: every argument and each sequence's room are checked first.
+  /// @param[in] indptr [batch + 1] host; @param[in] k, v [tokens, width] host;
+  /// @param[in] keep [tokens] host or empty; @param[in] positions [tokens] host
+  /// @throws dynllava::error naming the argument, or the sequence without room (nothing changed).
+  void append(host_t, index_t l, host_span<const index_t> indptr, host_span<const float> k,
+              host_span<const float> v, host_span<const std::uint8_t> keep,
+              host_span<const index_t> positions) {
+    detail::check_layer_append("contiguous_kv_cache::append", l, c_.layers, c_.batch, c_.width,
+                               indptr, k, v, keep, positions);
+    for (std::size_t b = 0; b < c_.batch; ++b) {
+      const index_t held = len_[at(l, b)];
+      const index_t add = detail::admitted_tokens(indptr, keep, b);
+      DYNLLAVA_EXPECTS(add <= c_.capacity - held,
+                       "contiguous_kv_cache::append: layer {} sequence {} holds {} of {} tokens "
+                       "and cannot take {} more; nothing was appended (evict, or allocate a "
+                       "larger capacity)",
+                       l, b, held, c_.capacity, add);
+    }
+    detail::append_admitted(*this, l, indptr, k, v, keep, positions);
+  }
+
+  /// @brief Layer-level compaction (`kv_storage` requirement 5): sequence `b` keeps the tokens
+  /// at `kept.row(b)` (strictly ascending local positions). Every list is checked first.
+  /// @throws dynllava::error naming the list (nothing changed).
+  void retain(host_t, index_t l, host_ragged<const index_t> kept) {
+    detail::check_layer_kept("contiguous_kv_cache::retain", l, c_.layers, kept, lengths(l));
+    for (std::size_t b = 0; b < c_.batch; ++b) retain(l, b, kept.row(b));
+  }
+
   /// @brief View of layer `l` (`contiguous_kv_view.hpp`): it points into this cache's storage,
   /// so it follows later appends and evictions, and stays valid as long as the cache.
   /// @throws dynllava::error on a layer outside [0, layers).
@@ -106,6 +146,12 @@ class contiguous_kv_cache {
   }
 
  private:
+  host_span<const index_t> counts(const std::vector<index_t>& v, index_t l,
+                                  const char* what) const {
+    DYNLLAVA_EXPECTS(l >= 0 && l < c_.layers, "{}::{}: layer {} is not in [0, {})",
+                     "contiguous_kv_cache", what, l, c_.layers);
+    return {v.data() + at(l, 0), c_.batch};
+  }
   std::size_t w() const noexcept { return static_cast<std::size_t>(c_.width); }
   std::size_t at(index_t l, std::size_t b) const noexcept {
     return static_cast<std::size_t>(l) * c_.batch + b;
@@ -118,6 +164,6 @@ class contiguous_kv_cache {
   std::vector<index_t> pos_;
   std::vector<index_t> len_, seen_;
 };
-static_assert(kv_storage<contiguous_kv_cache, host_t>);
+static_assert(host_kv_storage<contiguous_kv_cache>);
 
 }  // namespace dynllava

@@ -5,10 +5,12 @@
 
 #include <dynllava/core/config.hpp>
 #include <dynllava/core/error.hpp>
+#include <dynllava/core/ragged.hpp>
 #include <dynllava/core/span.hpp>
 
 #include <algorithm>
 #include <cstddef>
+#include <cstdint>
 
 namespace dynllava::detail {
 
@@ -37,6 +39,68 @@ inline void check_kept(const char* fn, host_span<const index_t> kept, index_t he
                      kept[j], held);
     prev = kept[j];
   }
+}
+
+/// @brief Checks a layer-level append (`kv_storage` requirement 4) against a cache of `layers`
+/// layers, `batch` sequences and `width` columns: the layer, `indptr` (`[batch + 1]`, offsets
+/// into the `[tokens]` positions), `k` and `v` (`[tokens, width]`) and `keep` (empty or
+/// `[tokens]`). @throws dynllava::error naming `fn` and the argument.
+inline void check_layer_append(const char* fn, index_t layer, index_t layers, std::size_t batch,
+                               index_t width, host_span<const index_t> indptr,
+                               host_span<const float> k, host_span<const float> v,
+                               host_span<const std::uint8_t> keep,
+                               host_span<const index_t> positions) {
+  DYNLLAVA_EXPECTS(layer >= 0 && layer < layers, "{}: layer {} is not in [0, {})", fn, layer,
+                   layers);
+  DYNLLAVA_EXPECTS(indptr.size() == batch + 1,
+                   "{}: indptr must have batch + 1 = {} entries, got {}", fn, batch + 1,
+                   indptr.size());
+  const std::size_t tokens = positions.size();
+  validate_indptr(indptr, tokens, fn);
+  const auto w = static_cast<std::size_t>(width);
+  DYNLLAVA_EXPECTS(k.size() == tokens * w && v.size() == k.size(),
+                   "{}: k and v must be [tokens = {}, width = {}], got {} and {} values", fn,
+                   tokens, w, k.size(), v.size());
+  DYNLLAVA_EXPECTS(keep.empty() || keep.size() == tokens,
+                   "{}: keep must be empty (every token) or have one entry per token ({}), got {}",
+                   fn, tokens, keep.size());
+}
+
+/// New tokens of sequence `b` that a layer-level append admits (`keep` empty: all).
+inline index_t admitted_tokens(host_span<const index_t> indptr, host_span<const std::uint8_t> keep,
+                               std::size_t b) noexcept {
+  if (keep.empty()) return indptr[b + 1] - indptr[b];
+  index_t n = 0;
+  for (index_t t = indptr[b]; t < indptr[b + 1]; ++t) n += keep[static_cast<std::size_t>(t)] != 0;
+  return n;
+}
+
+/// @brief The per-token appends of a checked layer-level append, sequence by sequence.
+template <class Cache>
+void append_admitted(Cache& cache, index_t layer, host_span<const index_t> indptr,
+                     host_span<const float> k, host_span<const float> v,
+                     host_span<const std::uint8_t> keep, host_span<const index_t> positions) {
+  const auto w = static_cast<std::size_t>(cache.width());
+  for (std::size_t b = 0; b + 1 < indptr.size(); ++b) {
+    for (index_t t = indptr[b]; t < indptr[b + 1]; ++t) {
+      const auto i = static_cast<std::size_t>(t);
+      if (!keep.empty() && keep[i] == 0) continue;
+      cache.append(layer, b, k.data() + i * w, v.data() + i * w, positions[i]);
+    }
+  }
+}
+
+/// @brief Checks every kept list of a layer-level retain (`kv_storage` requirement 5): one row
+/// per sequence of `held` (`[batch]` tokens held), each strictly ascending and below its count.
+inline void check_layer_kept(const char* fn, index_t layer, index_t layers,
+                             host_ragged<const index_t> kept, host_span<const index_t> held) {
+  DYNLLAVA_EXPECTS(layer >= 0 && layer < layers, "{}: layer {} is not in [0, {})", fn, layer,
+                   layers);
+  DYNLLAVA_EXPECTS(kept.indptr.size() == held.size() + 1,
+                   "{}: kept must have one row per sequence ({}), got indptr of {} entries", fn,
+                   held.size(), kept.indptr.size());
+  validate_indptr(kept.indptr, kept.values.size(), fn);
+  for (std::size_t b = 0; b < held.size(); ++b) check_kept(fn, kept.row(b), held[b]);
 }
 
 }  // namespace dynllava::detail

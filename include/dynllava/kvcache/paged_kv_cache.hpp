@@ -30,6 +30,8 @@ class paged_kv_cache {
  public:
   /// Keys, values and positions live in host memory.
   using memory_space = host_space;
+  /// Stored element of K and V.
+  using value_type = float;
 
   /// @throws dynllava::error on a non-positive size.
   explicit paged_kv_cache(const paged_kv_config& c) : c_(c), pool_(c.num_pages) {
@@ -56,6 +58,13 @@ class paged_kv_cache {
 
   index_t length(index_t l, std::size_t b) const noexcept { return len_[at(l, b)]; }
   index_t appended(index_t l, std::size_t b) const noexcept { return seen_[at(l, b)]; }
+  /// Tokens held by layer `l`, per sequence (`[batch]`; follows later appends and evictions).
+  /// @throws dynllava::error on a layer outside [0, layers).
+  host_span<const index_t> lengths(index_t l) const { return counts(len_, l, "lengths"); }
+  /// Tokens ever appended to layer `l`, per sequence (`[batch]`).
+  host_span<const index_t> appended_counts(index_t l) const {
+    return counts(seen_, l, "appended_counts");
+  }
   /// Page ids of (layer, sequence), in token order.
   const std::vector<index_t>& pages(index_t l, std::size_t b) const noexcept {
     return pages_[at(l, b)];
@@ -105,6 +114,39 @@ class paged_kv_cache {
     }
   }
 
+  /// @brief Layer-level gated append (`kv_storage` requirement 4): sequence `b`'s new tokens
+  /// `indptr[b] .. indptr[b + 1]` enter layer `l` in order, each only when `keep` is empty or
+  /// `keep[t] != 0`. All or nothing: every argument and the free pages are checked first.
+  /// @param[in] indptr [batch + 1] host; @param[in] k, v [tokens, width] host;
+  /// @param[in] keep [tokens] host or empty; @param[in] positions [tokens] host
+  /// @throws dynllava::error naming the argument, or the sequence without room (nothing changed).
+  void append(host_t, index_t l, host_span<const index_t> indptr, host_span<const float> k,
+              host_span<const float> v, host_span<const std::uint8_t> keep,
+              host_span<const index_t> positions) {
+    detail::check_layer_append("paged_kv_cache::append", l, c_.layers, c_.batch, c_.width, indptr,
+                               k, v, keep, positions);
+    long long pages = 0;
+    for (std::size_t b = 0; b < c_.batch; ++b) {
+      const long long held = len_[at(l, b)];
+      const long long add = detail::admitted_tokens(indptr, keep, b);
+      const long long ps = c_.page_size;
+      pages += (held + add + ps - 1) / ps - static_cast<long long>(pages_[at(l, b)].size());
+    }
+    DYNLLAVA_EXPECTS(pages <= pool_.free_pages(),
+                     "paged_kv_cache::append: layer {} needs {} new pages, {} of {} are free; "
+                     "nothing was appended (evict, or give the cache more pages)",
+                     l, pages, pool_.free_pages(), pool_.capacity());
+    detail::append_admitted(*this, l, indptr, k, v, keep, positions);
+  }
+
+  /// @brief Layer-level compaction (`kv_storage` requirement 5): sequence `b` keeps the tokens
+  /// at `kept.row(b)` (strictly ascending local positions). Every list is checked first.
+  /// @throws dynllava::error naming the list (nothing changed).
+  void retain(host_t, index_t l, host_ragged<const index_t> kept) {
+    detail::check_layer_kept("paged_kv_cache::retain", l, c_.layers, kept, lengths(l));
+    for (std::size_t b = 0; b < c_.batch; ++b) retain(l, b, kept.row(b));
+  }
+
   /// @brief FlashInfer-layout view of layer `l` (its page table is rebuilt on each call; the
   /// view stays valid until the next `view(l)`, `append` or `retain` on that layer).
   paged_kv_view<float, host_space> view(index_t l) {
@@ -132,6 +174,12 @@ class paged_kv_cache {
   }
 
  private:
+  host_span<const index_t> counts(const std::vector<index_t>& v, index_t l,
+                                  const char* what) const {
+    DYNLLAVA_EXPECTS(l >= 0 && l < c_.layers, "{}::{}: layer {} is not in [0, {})",
+                     "paged_kv_cache", what, l, c_.layers);
+    return {v.data() + at(l, 0), c_.batch};
+  }
   struct table {
     std::vector<index_t> indptr, indices, last;
   };
@@ -153,6 +201,6 @@ class paged_kv_cache {
   std::vector<index_t> len_, seen_;          // [layers * batch]
   std::vector<table> tables_;                // [layers]
 };
-static_assert(kv_storage<paged_kv_cache, host_t>);
+static_assert(host_kv_storage<paged_kv_cache>);
 
 }  // namespace dynllava

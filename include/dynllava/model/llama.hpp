@@ -34,7 +34,7 @@ namespace dynllava {
 namespace detail {
 
 /// The `nn::kv_view` of what `cache` holds for layer `l`, sequence `b`.
-template <kv_storage<host_t> C>
+template <host_kv_storage C>
 struct cached_layer_view {
   const C* cache;
   index_t l;
@@ -73,7 +73,7 @@ class llama_model {
   void embed(host_t, host_span<const std::int32_t> tokens, host_span<float> out) const {
     embed(tokens, out);
   }
-  template <kv_storage<host_t> C>
+  template <host_kv_storage C>
   void layer(host_t, index_t l, host_ragged_rows<float> hidden, host_span<const index_t> positions,
              const C* cache, host_span<float> k_out, host_span<float> v_out,
              layer_probes probes = {}) const {
@@ -112,7 +112,7 @@ class llama_model {
   /// @param[in] cache the layer's KV state, or null for none
   /// @param[out] k_out, v_out [rows, H]: the rows' keys (after RoPE) and values, to cache
   /// @param[out] probes optional queries and per-key attention (see `layer_probes`)
-  template <kv_storage<host_t> C>
+  template <host_kv_storage C>
   void layer(index_t l, host_ragged_rows<float> hidden, host_span<const index_t> positions,
              const C* cache, host_span<float> k_out, host_span<float> v_out,
              layer_probes probes = {}) const {

@@ -76,7 +76,7 @@ class llava_model {
   void embed(host_t, host_span<const std::int32_t> tokens, host_span<float> out) const {
     text_.embed(tokens, out);
   }
-  template <kv_storage<host_t> C>
+  template <host_kv_storage C>
   void layer(host_t, index_t l, host_ragged_rows<float> hidden, host_span<const index_t> positions,
              const C* cache, host_span<float> k_out, host_span<float> v_out,
              layer_probes probes = {}) const {

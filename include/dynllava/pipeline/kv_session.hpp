@@ -46,7 +46,7 @@ namespace dynllava {
 /// the gate (full cache, H2O, StreamingLLM) run with `gate_outputs = false`.
 ///
 /// Seams: any `decoder<Model, host_t, Cache>` (a `probing_decoder` for FastV and H2O), any
-/// `kv_storage`, any `kv_policy`, and any `two_way_predictor` as image and output predictor
+/// `host_kv_storage`, any `kv_policy`, and any `two_way_predictor` as image and output predictor
 /// (`nullptr` for none: class template argument deduction makes it `no_predictor`).
 ///
 /// After each call the decisions are readable: `image_decisions()` (the last prompt's image
@@ -58,7 +58,7 @@ namespace dynllava {
 /// widths, a policy that disagrees with the options, `decode` before `prefill`). A call that fails
 /// later (the paged cache runs out of pages in some layer) leaves the session and its cache
 /// valid but in an unspecified state (some layers appended): discard both.
-template <class Model, kv_storage<host_t> Cache, kv_policy<host_t> Policy,
+template <class Model, host_kv_storage Cache, kv_policy<host_t> Policy,
           two_way_predictor<host_t> ImagePredictor, two_way_predictor<host_t> OutputPredictor>
 requires decoder<Model, host_t, Cache>
 class kv_session {
