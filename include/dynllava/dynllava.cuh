@@ -18,6 +18,7 @@
 #include <dynllava/kvcache/cuda/device_h2o.cuh>
 #include <dynllava/kvcache/cuda/device_kv_cache.cuh>
 #include <dynllava/kvcache/cuda/device_kv_caches.cuh>
+#include <dynllava/kvcache/cuda/device_policies.cuh>
 #include <dynllava/kvcache/cuda/kernel_kv_cache.cuh>
 #include <dynllava/nn/cuda/device_linear.cuh>
 #include <dynllava/nn/cuda/kernel_rows.cuh>

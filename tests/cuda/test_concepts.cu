@@ -81,13 +81,21 @@ static_assert(kv_storage<cuda::device_contiguous_kv_cache<float>, on_stream>);
 static_assert(!host_kv_storage<cuda::device_contiguous_kv_cache<float>>);
 static_assert(host_kv_storage<paged_kv_cache> && kv_storage<paged_kv_cache, host_t>);
 
-/// A retention policy that ranks device scores.
+/// A retention policy that ranks device scores, a layer at a time.
 struct device_policy {
   bool admits(index_t, bool) const;
-  index_t retain(index_t, kv_sequence_state, dspan<const float>, dspan<index_t>) const;
+  bool evicts(index_t) const;
+  void kept(on_stream, index_t, dspan<const index_t>, dspan<const index_t>,
+            ragged_span<const float, device_space>, dspan<index_t>, dspan<index_t>) const;
 };
 static_assert(kv_policy<device_policy, on_stream>);
 static_assert(!kv_policy<device_policy, host_t>);
+static_assert(!kv_policy<h2o_policy, on_stream>);
+// the bundled CUDA policies are its models; the host policies also decide sequence by sequence
+static_assert(kv_policy<cuda::device_h2o_policy, on_stream>);
+static_assert(kv_policy<cuda::device_online_gate_policy, on_stream>);
+static_assert(!host_kv_policy<cuda::device_streaming_policy>);
+static_assert(host_kv_policy<streaming_policy> && kv_policy<streaming_policy, host_t>);
 
 /// A decoder on device rows, probing for FastV/H2O.
 struct device_decoder {

@@ -55,7 +55,7 @@ index_t gated_append(C& cache, const P& policy, index_t layer, host_span<const i
 /// @param[in] scores [held] per-token scores for score-based policies (H2O), else empty
 /// @param[out] kept_out optional: receives the kept local positions (to keep a scorer in step)
 /// @return tokens evicted
-template <host_kv_storage C, kv_policy<host_t> P>
+template <host_kv_storage C, host_kv_policy P>
 index_t enforce_retention(C& cache, const P& policy, index_t layer, std::size_t b,
                           host_span<const float> scores = {},
                           std::vector<index_t>* kept_out = nullptr) {

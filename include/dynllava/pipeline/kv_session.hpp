@@ -58,7 +58,7 @@ namespace dynllava {
 /// widths, a policy that disagrees with the options, `decode` before `prefill`). A call that fails
 /// later (the paged cache runs out of pages in some layer) leaves the session and its cache
 /// valid but in an unspecified state (some layers appended): discard both.
-template <class Model, host_kv_storage Cache, kv_policy<host_t> Policy,
+template <class Model, host_kv_storage Cache, host_kv_policy Policy,
           two_way_predictor<host_t> ImagePredictor, two_way_predictor<host_t> OutputPredictor>
 requires decoder<Model, host_t, Cache>
 class kv_session {

@@ -36,6 +36,14 @@ struct h2o_policy {
   }
 
   bool admits(index_t, bool) const noexcept { return true; }
+  /// Layers below `uncompressed_layers` keep everything.
+  bool evicts(index_t layer) const noexcept { return layer >= uncompressed_layers; }
+  /// `kv_policy` requirement 3 on the host, sequence by sequence (`kv_policy.hpp`).
+  void kept(host_t, index_t l, host_span<const index_t> held, host_span<const index_t> appended,
+            host_ragged<const float> scores, host_span<index_t> out_indptr,
+            host_span<index_t> out) const {
+    detail::kept_by_sequence("h2o_policy::kept", *this, l, held, appended, scores, out_indptr, out);
+  }
 
   /// Budget of a (layer, sequence): how many of its held tokens survive.
   index_t budget(index_t layer, kv_sequence_state s) const noexcept {
@@ -72,7 +80,7 @@ struct h2o_policy {
     return n;
   }
 };
-static_assert(kv_policy<h2o_policy, host_t>);
+static_assert(host_kv_policy<h2o_policy>);
 template <>
 inline constexpr bool kv_policy_needs_scores<h2o_policy> = true;
 

@@ -24,6 +24,15 @@ struct streaming_policy {
   }
 
   bool admits(index_t, bool) const noexcept { return true; }
+  /// Evicts the middle of every layer.
+  bool evicts(index_t) const noexcept { return true; }
+  /// `kv_policy` requirement 3 on the host, sequence by sequence (`kv_policy.hpp`).
+  void kept(host_t, index_t l, host_span<const index_t> held, host_span<const index_t> appended,
+            host_ragged<const float> scores, host_span<index_t> out_indptr,
+            host_span<index_t> out) const {
+    detail::kept_by_sequence("streaming_policy::kept", *this, l, held, appended, scores, out_indptr,
+                             out);
+  }
   /// Keeps `min(held, sinks + window)` tokens: positions `[0, sinks)` and the last `window`.
   index_t retain(index_t, kv_sequence_state s, host_span<const float>,
                  host_span<index_t> out) const {
@@ -36,6 +45,6 @@ struct streaming_policy {
     return n;
   }
 };
-static_assert(kv_policy<streaming_policy, host_t>);
+static_assert(host_kv_policy<streaming_policy>);
 
 }  // namespace dynllava
