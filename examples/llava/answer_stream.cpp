@@ -25,7 +25,21 @@ void answer_stream::finish() {
 void answer_stream::emit(const std::string& s) {
   answer_ += s;
   if (out_ != nullptr && !s.empty()) {
-    *out_ << s;
+    // A sampled token may decode to control bytes (NUL, ESC, ...): the terminal gets them
+    // visible as \xNN, never raw; line breaks and tabs pass. `answer()` keeps the text as is.
+    std::string shown;
+    for (const char c : s) {
+      const auto u = static_cast<unsigned char>(c);
+      if ((u < 0x20 && c != '\n' && c != '\t') || u == 0x7f) {
+        constexpr char hex[] = "0123456789abcdef";
+        shown += "\\x";
+        shown += hex[u >> 4];
+        shown += hex[u & 15];
+      } else {
+        shown += c;
+      }
+    }
+    *out_ << shown;
     out_->flush();
   }
 }

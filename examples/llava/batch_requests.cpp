@@ -45,9 +45,12 @@ batch_entry parse_entry(const std::string& where, const std::string& text,
     } else if (key == "mode") {
       e.settings.mode = parse_mode(string_of(v, key), "--batch " + where + ": \"mode\"");
     } else if (key == "kv_cache") {
-      e.settings.kv_cache =
-          v.is_boolean() ? v.get<bool>()
-                         : parse_switch(string_of(v, key), "--batch " + where + ": \"kv_cache\"");
+      DYNLLAVA_EXPECTS(v.is_boolean() || v.is_string(),
+                       "--batch {}: \"kv_cache\" must be true, false, \"on\" or \"off\", got {}",
+                       where, v.type_name());
+      e.settings.kv_cache = v.is_boolean() ? v.get<bool>()
+                                           : parse_switch(v.get<std::string>(),
+                                                          "--batch " + where + ": \"kv_cache\"");
     } else if (key == "max_new_tokens") {
       DYNLLAVA_EXPECTS(v.is_number_integer() && v.get<std::int64_t>() >= 0 &&
                            v.get<std::int64_t>() <= std::numeric_limits<index_t>::max(),
@@ -71,7 +74,13 @@ batch_entry parse_entry(const std::string& where, const std::string& text,
     }
   }
   DYNLLAVA_EXPECTS(prompt, "--batch {}: \"prompt\" is missing", where);
-  e.settings.validate("--batch " + where + ": ");
+  for (const auto& image : e.req.images) {
+    DYNLLAVA_EXPECTS(std::filesystem::is_regular_file(image),
+                     "--batch {}: image {} is not a file (relative paths are read from the "
+                     "current folder)",
+                     where, quote_untrusted(image.string()));
+  }
+  e.settings.validate("--batch " + where);
   return e;
 }
 

@@ -35,6 +35,8 @@ enum class run_mode : std::uint8_t {
 [[nodiscard]] run_mode parse_mode(std::string_view text, std::string_view option);
 /// `on` / `off` (also `true` / `false`, `1` / `0`). @throws dynllava::error naming `option`.
 [[nodiscard]] bool parse_switch(std::string_view text, std::string_view option);
+/// A decimal integer in [0, 2^64) (no sign, no exponent). @throws dynllava::error naming `option`.
+[[nodiscard]] std::uint64_t parse_seed(std::string_view text, std::string_view option);
 
 /// How one request is generated. Requests of a batch run together when these agree.
 struct generation_settings {
@@ -45,9 +47,10 @@ struct generation_settings {
   float top_p = 1.0f;           ///< in (0, 1]
   std::uint64_t seed = 0;
 
-  /// @throws dynllava::error naming the option (`prefix` + its name) that is out of range, or a
-  ///         mode that needs the KV cache without it.
-  void validate(std::string_view prefix) const;
+  /// @throws dynllava::error naming the option that is out of range, or a mode that needs the
+  ///         KV cache without it: the command line's (`where` empty: `--top-p`) or a batch line's
+  ///         key (`where` = `--batch FILE:LINE`: `--batch FILE:LINE: "top_p"`).
+  void validate(std::string_view where) const;
   friend bool operator==(const generation_settings&, const generation_settings&) = default;
 };
 
@@ -64,13 +67,15 @@ struct program_options {
   std::optional<std::filesystem::path> visualize;  ///< --visualize OUT.html
 };
 
-/// @brief Declares every option on `app`, writing into `out` and into the strings `mode` and
-/// `kv_cache` (read by `finish_options`); all must outlive `app`'s parse.
-void add_options(CLI::App& app, program_options& out, std::string& mode, std::string& kv_cache);
+/// @brief Declares every option on `app`, writing into `out` and into the strings `mode`,
+/// `kv_cache` and `seed` (read by `finish_options`); all must outlive `app`'s parse.
+void add_options(CLI::App& app, program_options& out, std::string& mode, std::string& kv_cache,
+                 std::string& seed);
 
 /// @brief Reads `mode` and `kv_cache` into `o` and checks what CLI11 does not: value ranges and
 /// combinations (`--prompt` without `--batch`, `--batch` with `--prompt`, ...).
 /// @throws dynllava::error naming the option and the problem.
-void finish_options(program_options& o, std::string_view mode, std::string_view kv_cache);
+void finish_options(program_options& o, std::string_view mode, std::string_view kv_cache,
+                    std::string_view seed);
 
 }  // namespace dynllava::llava

@@ -180,6 +180,8 @@ figcaption { font-size: 13px; margin-top: 4px; }
 .tok:hover { outline: 1px solid #36c; background: #eef3ff; }
 .tok.evicted { color: #a8a8a8; }
 .tok.unfed { text-decoration: underline dotted #888; }
+.tok.blank { font-size: 11px; font-style: italic; color: #777; }
+.tok.blank.evicted { color: #c4c4c4; }
 .legend { font-size: 13px; color: #555; margin-top: 6px; }
 table { border-collapse: collapse; font-size: 14px; }
 td { border: 1px solid #ccc; padding: 2px 8px; }
@@ -202,37 +204,48 @@ void append_image(std::string& out, const figure6_image& img, std::size_t index)
       index + 1, kept, patches, img.grid, img.grid);
 }
 
-void append_answer(std::string& out, const std::vector<figure6_token>& answer) {
+void append_answer(std::string& out, const std::vector<figure6_token>& answer, bool kv_cache) {
   if (answer.empty()) {
     out += "<p class=\"legend\">No tokens were generated.</p>\n";
     return;
   }
+  const char* in = kv_cache ? "in the KV cache" : "in the context of the last step";
+  const char* out_of = kv_cache ? "not in the KV cache" : "dropped from the context";
   std::size_t cached = 0;
   std::size_t fed = 0;
   out += "<p class=\"text answer\">";
   for (const figure6_token& t : answer) {
+    const bool blank = t.text.empty();
+    const std::string note = blank ? " (no text of its own)" : "";
     if (!t.fed_back) {
-      out +=
-          "<span class=\"tok unfed\" title=\"generation ended on it: never fed back, no KV "
-          "entry\">";
+      out += fmt::format(
+          "<span class=\"tok unfed{}\" title=\"generation ended on it{}: never fed back, no "
+          "decision\">",
+          blank ? " blank" : "", note);
     } else {
       ++fed;
       cached += t.in_cache ? 1 : 0;
-      const char* where = t.in_cache ? "in the KV cache" : "not in the KV cache";
-      const std::string title = t.margin ? fmt::format("gate margin {:+.3f}; {}", *t.margin, where)
-                                         : fmt::format("not gated; {}", where);
-      out +=
-          fmt::format("<span class=\"tok{}\" title=\"{}\">", t.in_cache ? "" : " evicted", title);
+      const char* where = t.in_cache ? in : out_of;
+      const std::string title =
+          t.margin ? fmt::format("gate margin {:+.3f}; {}{}", *t.margin, where, note)
+                   : fmt::format("not gated; {}{}", where, note);
+      out += fmt::format("<span class=\"tok{}{}\" title=\"{}\">", t.in_cache ? "" : " evicted",
+                         blank ? " blank" : "", title);
     }
-    append_escaped(out, t.text);
+    if (blank) {
+      append_escaped(out, t.blank_label.empty() ? std::string("\u00b7") : t.blank_label);
+    } else {
+      append_escaped(out, t.text);
+    }
     out += "</span>";
   }
   out += fmt::format(
-      "</p>\n<p class=\"legend\">{} of the {} generated tokens fed back to the decoder entered "
-      "the KV cache; the others are greyed.{} Hover a token for its output gate margin (logit0 "
-      "- logit1).</p>\n",
+      "</p>\n<p class=\"legend\">{} of the {} generated tokens fed back to the decoder {}; the "
+      "others are greyed.{} Small italic marks stand for tokens without text of their own. "
+      "Hover a token for its output gate margin (logit0 - logit1).</p>\n",
       cached, fed,
-      fed < answer.size() ? " Generation ended on the dotted one: it was never fed back." : "");
+      kv_cache ? "entered the KV cache" : "stay in the recomputed context of the last step",
+      fed < answer.size() ? " Generation ended on the dotted token: it was never fed back." : "");
 }
 
 }  // namespace
@@ -258,7 +271,7 @@ std::string figure6_html(const figure6_page& page) {
     out += "</div>\n";
   }
   out += "<h2>Answer</h2>\n";
-  append_answer(out, page.answer);
+  append_answer(out, page.answer, page.kv_cache);
   if (!page.summary.empty()) {
     out += "<h2>Summary</h2>\n<table class=\"summary\">\n";
     for (const auto& [name, value] : page.summary) {

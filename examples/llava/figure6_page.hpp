@@ -26,17 +26,23 @@ struct figure6_image {
 
 /// One generated token.
 struct figure6_token {
-  std::string text;             ///< its decoded text (UTF-8; may be empty for partial bytes)
-  bool in_cache = true;         ///< its keys and values entered the KV cache
+  std::string text;  ///< its decoded text (UTF-8; may be empty for partial bytes)
+  /// Its keys and values entered the KV cache (without a KV cache: it stays in the recomputed
+  /// context of the last step).
+  bool in_cache = true;
   std::optional<float> margin;  ///< the output gate's margin (logit0 - logit1), when gated
   /// False for a token generation ended on (it was never fed back to the decoder, so it has
   /// no keys or values and no cache decision; `in_cache` and `margin` are ignored).
   bool fed_back = true;
+  /// Shown instead of an empty `text` (e.g. "</s>" for the end of sequence; "" = a dot), so
+  /// that every token can be hovered.
+  std::string blank_label{};
 };
 
 /// Everything the page shows.
 struct figure6_page {
   std::string prompt;                 ///< the user's question, as typed
+  bool kv_cache = true;               ///< decoded with a KV cache (else: context recomputed)
   std::vector<figure6_image> images;  ///< in prompt order
   std::vector<figure6_token> answer;  ///< in generation order
   /// The summary table: (name, value) rows in display order.

@@ -24,6 +24,7 @@ figure6_page make_figure6_page(const loaded_model& m, const request& req,
                    prepared.views.size(), rows);
   figure6_page page;
   page.prompt = req.prompt;
+  page.kv_cache = summary.settings.kv_cache;
   for (std::size_t i = 0; i < prepared.views.size(); ++i) {
     const rgb_image& v = prepared.views[i];
     figure6_image img;
@@ -39,6 +40,7 @@ figure6_page make_figure6_page(const loaded_model& m, const request& req,
   for (std::size_t k = 0; k < r.tokens.size() && k < pieces.size(); ++k) {
     figure6_token t;
     t.text = pieces[k];
+    if (r.tokens[k] == static_cast<std::int32_t>(c.eos_token_id)) t.blank_label = "</s>";
     if (k < r.output_keep.size()) {
       t.in_cache = r.output_keep[k] != 0;
       if (!std::isnan(r.output_margin[k])) t.margin = r.output_margin[k];

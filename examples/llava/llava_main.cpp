@@ -42,7 +42,7 @@ class progress {
  public:
   progress() : on_(isatty(STDERR_FILENO) != 0) {}
   void operator()(const std::string& what) const {
-    if (on_) std::cerr << program << ": " << what << "...\n";
+    if (on_) std::cerr << program << ": " << what << '\n';
   }
 
  private:
@@ -60,13 +60,15 @@ void add_answer(nlohmann::json& j, const ll::answer_stream& answer, const ll::se
   j["stopped_at_eos"] = r.stopped_at_eos;
 }
 
-int run_one(const ll::loaded_model& m, const ll::program_options& o, const progress& report) {
-  const ll::request req{*o.prompt, o.images};
+/// Asks `o.prompt` about `images` (all in one prompt) and streams the answer.
+int run_one(const ll::loaded_model& m, const ll::program_options& o,
+            const std::vector<std::filesystem::path>& images, const progress& report) {
+  const ll::request req{*o.prompt, images};
   const ll::prepared_request prepared = ll::prepare_request(m, req);
   ll::answer_stream answer(m.tok, o.json ? nullptr : &std::cout);
   const ll::batch_result res = ll::run_batch(
       m, {prepared}, o.settings, [&](std::size_t, std::int32_t id) { answer.push(id); },
-      [&](const std::string& what) { report(what); });
+      [&](const std::string& what) { report(what + "..."); });
   answer.finish();
   const ll::sequence_result& r = res.sequences.front();
   const ll::run_summary summary = ll::summarize(o.settings, 1, r, res.cost);
@@ -77,6 +79,7 @@ int run_one(const ll::loaded_model& m, const ll::program_options& o, const progr
   if (o.json) {
     nlohmann::json j = ll::summary_json(summary);
     add_answer(j, answer, r);
+    if (images.size() == 1 && o.images.size() > 1) j["image"] = images.front().string();
     std::cout << dump(j) << '\n';
   } else {
     std::cout << "\n\n";
@@ -86,20 +89,43 @@ int run_one(const ll::loaded_model& m, const ll::program_options& o, const progr
   return 0;
 }
 
-int run_batch_file(const ll::loaded_model& m, const std::vector<ll::batch_entry>& entries,
-                   const progress& report) {
+/// One image or none: one run. Several `--image`s: the question about each image in turn, each
+/// answer streamed and summarised on its own (JSON: one line per image).
+int run_images(const ll::loaded_model& m, const ll::program_options& o, const progress& report) {
+  if (o.images.size() <= 1) return run_one(m, o, o.images, report);
+  for (std::size_t i = 0; i < o.images.size(); ++i) {
+    if (!o.json) {
+      std::cout << (i == 0 ? "" : "\n") << "[image " << i + 1 << " of " << o.images.size() << ": "
+                << o.images[i].string() << "]\n";
+      std::cout.flush();
+    }
+    run_one(m, o, {o.images[i]}, report);
+  }
+  return 0;
+}
+
+int run_batch_file(const ll::loaded_model& m, const std::filesystem::path& batch_file,
+                   const std::vector<ll::batch_entry>& entries, const progress& report) {
   std::vector<std::string> lines(entries.size());
   for (const auto& group : ll::group_batches(entries)) {
     std::vector<ll::prepared_request> prepared;
     std::vector<ll::answer_stream> answers;
     for (std::size_t i : group) {
-      prepared.push_back(ll::prepare_request(m, entries[i].req));
+      try {
+        prepared.push_back(ll::prepare_request(m, entries[i].req));
+      } catch (const dynllava::error& e) {  // name the request's line
+        std::string_view what = e.what();
+        if (what.starts_with("dynllava: ")) what.remove_prefix(10);
+        throw dynllava::error(fmt::format("--batch {}:{}: {}",
+                                          dynllava::quote_untrusted(batch_file.string()),
+                                          entries[i].line, what));
+      }
       answers.emplace_back(m.tok, nullptr);
     }
     const auto& settings = entries[group.front()].settings;
     const ll::batch_result res = ll::run_batch(
         m, prepared, settings, [&](std::size_t b, std::int32_t id) { answers[b].push(id); },
-        [&](const std::string& what) { report(what); });
+        [&](const std::string& what) { report(what + "..."); });
     for (std::size_t b = 0; b < group.size(); ++b) {
       answers[b].finish();
       nlohmann::json j;
@@ -117,13 +143,17 @@ int run(int argc, char** argv) {
   CLI::App app{"Asks LLaVA-1.5 / Dynamic-LLaVA about images, with the library's token pruning.",
                std::string(program)};
   app.set_version_flag("--version", fmt::format("{} {}", program, DYNLLAVA_VERSION));
+  app.footer(
+      "Errors are one line on stderr. Exit status: 0 done; 2 a bad command line (an option, a "
+      "missing file or folder, a malformed --batch line); 1 a model, image or run that failed.");
   ll::program_options o;
-  std::string mode, kv_cache;
-  ll::add_options(app, o, mode, kv_cache);
+  std::string mode, kv_cache, seed;
+  ll::add_options(app, o, mode, kv_cache, seed);
   if (const auto code = ll::parse_command_line(app, argc, argv, program)) return *code;
   std::vector<ll::batch_entry> entries;
   if (const auto code = ll::check_usage(program, [&] {
-        ll::finish_options(o, mode, kv_cache);
+        ll::finish_options(o, mode, kv_cache, seed);
+        ll::check_model_folder(o.model, o.vision_tower);
         for (const auto& image : o.images) {
           DYNLLAVA_EXPECTS(std::filesystem::is_regular_file(image), "--image: {} is not a file",
                            dynllava::quote_untrusted(image.string()));
@@ -134,12 +164,12 @@ int run(int argc, char** argv) {
   }
   if (o.threads > 0) dynllava::nn::set_thread_count(o.threads);
   const progress report;
-  report(fmt::format("loading {}", o.model.string()));
+  report(fmt::format("loading {}...", o.model.string()));
   const auto t0 = std::chrono::steady_clock::now();
   const ll::loaded_model m = ll::load_model(o.model, o.vision_tower);
-  report(fmt::format("loaded in {:.1f} s",
+  report(fmt::format("loaded in {:.2f} s",
                      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count()));
-  return o.batch ? run_batch_file(m, entries, report) : run_one(m, o, report);
+  return o.batch ? run_batch_file(m, *o.batch, entries, report) : run_images(m, o, report);
 }
 
 }  // namespace

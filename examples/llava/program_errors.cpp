@@ -14,6 +14,16 @@ namespace dynllava::llava {
 
 void print_error(std::string_view program, std::string_view message) {
   if (message.starts_with("dynllava: ")) message.remove_prefix(10);
+  // The library's messages end with the check's source location (" [file.cpp:38]"), which
+  // helps a developer, not someone running the program.
+  if (message.ends_with(']')) {
+    const auto open = message.rfind(" [");
+    const auto colon = message.rfind(':');
+    if (open != std::string_view::npos && colon != std::string_view::npos && colon > open &&
+        message.find_first_not_of("0123456789", colon + 1) == message.size() - 1) {
+      message = message.substr(0, open);
+    }
+  }
   std::string line(message);
   for (char& c : line) {
     if (c == '\n' || c == '\r') c = ' ';

@@ -105,6 +105,10 @@ void collect_decisions(const Session& s, const generation& g, std::vector<sequen
         r.output_keep.push_back(od.keep[i]);
         r.output_margin.push_back(margins ? od.scores[i] : std::numeric_limits<float>::quiet_NaN());
       }
+      // The newest token fed back is no candidate: it is the row the step decodes from, always
+      // in the context and never gated (`context_options::pin_last_output`).
+      r.output_keep.resize(fed_back, 1);
+      r.output_margin.resize(fed_back, std::numeric_limits<float>::quiet_NaN());
     }
   }
 }
@@ -183,7 +187,7 @@ paged_kv_cache kv_cache_for(const llava_model& m, const prompt_rows& p, std::siz
   return paged_kv_cache({m.layers(), batch, width, page, m.layers() * pages_per_layer});
 }
 
-loaded_model load_model(const std::filesystem::path& model_dir,
+void check_model_folder(const std::filesystem::path& model_dir,
                         const std::optional<std::filesystem::path>& vision_tower) {
   DYNLLAVA_EXPECTS(std::filesystem::is_directory(model_dir),
                    "--model: {} is not a folder (expected a LLaVA checkpoint folder)",
@@ -199,9 +203,34 @@ loaded_model load_model(const std::filesystem::path& model_dir,
     DYNLLAVA_EXPECTS(std::filesystem::is_directory(*vision_tower),
                      "--vision-tower: {} is not a folder", quote_untrusted(vision_tower->string()));
   }
+}
+
+loaded_model load_model(const std::filesystem::path& model_dir,
+                        const std::optional<std::filesystem::path>& vision_tower) {
+  check_model_folder(model_dir, vision_tower);
+  const auto tok_file = model_dir / "tokenizer.model";
   io::load_llava_options o;
   o.vision_tower = vision_tower;
-  io::llava_folder folder = io::load_llava(model_dir, o);
+  io::llava_folder folder = [&] {
+    try {
+      return io::load_llava(model_dir, o);
+    } catch (const dynllava::error& e) {
+      // The library names its own option; the program's is --vision-tower.
+      std::string what = e.what();
+      for (const std::string_view api :
+           {"llava_config_options::clip_config", "load_llava_options::vision_tower"}) {
+        for (auto at = what.find(api); at != std::string::npos; at = what.find(api)) {
+          what.replace(at, api.size(), "--vision-tower DIR");
+        }
+      }
+      if (vision_tower && what.find(vision_tower->string()) != std::string::npos &&
+          !what.starts_with("dynllava: --vision-tower")) {
+        what = "--vision-tower " + quote_untrusted(vision_tower->string()) + ": " +
+               (what.starts_with("dynllava: ") ? what.substr(10) : what);
+      }
+      throw dynllava::error(what);
+    }
+  }();
   tokenizer tok = tokenizer::load(tok_file, read_tokenizer_options(model_dir));
   DYNLLAVA_EXPECTS(tok.vocab_size() <= folder.model.vocab(),
                    "--model: {} has {} pieces, more than the model's vocabulary ({})",
@@ -235,7 +264,7 @@ prepared_request prepare_request(const loaded_model& m, const request& r) {
 batch_result run_batch(const loaded_model& m, const std::vector<prepared_request>& batch,
                        const generation_settings& settings, const token_callback& on_token,
                        const progress_callback& progress) {
-  settings.validate("--");
+  settings.validate("");
   DYNLLAVA_EXPECTS(!batch.empty(), "run_batch: the batch is empty");
   const io::llava_folder& f = m.folder;
   const llava_model& model = f.model;
@@ -265,13 +294,17 @@ batch_result run_batch(const loaded_model& m, const std::vector<prepared_request
   // The context never outgrows what the model was trained for (and the cache stays bounded).
   const index_t positions = f.config.text.max_positions;
   for (std::size_t b = 0; b < batch.size(); ++b) {
-    const auto needed = static_cast<std::int64_t>(batch[b].ids.size()) +
-                        static_cast<std::int64_t>(batch[b].images) * (model.image_rows() - 1) +
-                        settings.max_new_tokens;
-    DYNLLAVA_EXPECTS(needed <= positions,
+    const auto prompt = static_cast<std::int64_t>(batch[b].ids.size()) +
+                        static_cast<std::int64_t>(batch[b].images) * (model.image_rows() - 1);
+    DYNLLAVA_EXPECTS(prompt < positions,
+                     "--prompt/--image: the prompt of request {} needs {} rows ({} image{} of {} "
+                     "rows each) and the model has {} positions (max_position_embeddings)",
+                     b + 1, prompt, batch[b].images, batch[b].images == 1 ? "" : "s",
+                     model.image_rows(), positions);
+    DYNLLAVA_EXPECTS(prompt + settings.max_new_tokens <= positions,
                      "--max-new-tokens: the prompt of request {} ({} rows with its images) plus "
                      "{} new tokens exceed the model's {} positions (max_position_embeddings)",
-                     b + 1, needed - settings.max_new_tokens, settings.max_new_tokens, positions);
+                     b + 1, prompt, settings.max_new_tokens, positions);
   }
   run_cost cost;
   const auto t0 = clock_type::now();

@@ -30,6 +30,12 @@ struct loaded_model {
   tokenizer tok;
 };
 
+/// @brief Checks that `model_dir` looks like a checkpoint folder (a folder with `config.json` and
+/// `tokenizer.model`) and that `vision_tower`, when given, is a folder; reads no file.
+/// @throws dynllava::error naming `--model` or `--vision-tower` and the problem.
+void check_model_folder(const std::filesystem::path& model_dir,
+                        const std::optional<std::filesystem::path>& vision_tower);
+
 /// @brief Loads `model_dir` (and its `tokenizer.model`).
 /// @throws dynllava::error naming the folder or file and the problem.
 [[nodiscard]] loaded_model load_model(const std::filesystem::path& model_dir,

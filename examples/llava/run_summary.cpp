@@ -34,6 +34,7 @@ run_summary summarize(const generation_settings& settings, std::size_t batch_siz
   s.generated = r.tokens.size();
   s.decided = r.output_keep.size();
   s.kept = static_cast<std::size_t>(std::count(r.output_keep.begin(), r.output_keep.end(), 1));
+  s.stopped_at_eos = r.stopped_at_eos;
   s.cost = cost;
   return s;
 }
@@ -52,6 +53,10 @@ std::vector<std::pair<std::string, std::string>> summary_rows(const run_summary&
       fmt::format("{} / {} {} ({} generated)", s.kept, s.decided,
                   s.settings.kv_cache ? "entered the KV cache" : "stay in the context",
                   s.generated));
+  rows.emplace_back("stopped", s.stopped_at_eos
+                                   ? std::string("at the end-of-sequence token")
+                                   : fmt::format("at --max-new-tokens ({}): the answer may be cut",
+                                                 s.settings.max_new_tokens));
   if (s.settings.kv_cache) {
     rows.emplace_back("KV cache held",
                       fmt::format("{} vs dense {} ({})", mib(c.kv_bytes), mib(c.dense_kv_bytes),
@@ -66,7 +71,9 @@ std::vector<std::pair<std::string, std::string>> summary_rows(const run_summary&
   rows.emplace_back("prefill", fmt::format("{:.3f} s (+ {:.3f} s embedding and vision tower)",
                                            c.prefill_s, c.encode_s));
   rows.emplace_back("decode", fmt::format("{:.3f} s, {} steps", c.decode_s, c.decode_steps));
-  rows.emplace_back("speed", fmt::format("{:.1f} tokens/s", s.tokens_per_s()));
+  rows.emplace_back("speed", fmt::format("{:.1f} tokens/s (generated tokens over prefill and "
+                                         "decode time)",
+                                         s.tokens_per_s()));
   return rows;
 }
 
@@ -84,6 +91,9 @@ nlohmann::json summary_json(const run_summary& s) {
   j["mode"] = std::string(to_string(s.settings.mode));
   j["kv_cache"] = s.settings.kv_cache;
   j["batch_size"] = s.batch_size;
+  // kv_bytes, tflops, seconds and decode_steps are the run's: the whole batch's when it holds
+  // several requests.
+  j["cost_scope"] = s.batch_size > 1 ? "batch" : "request";
   j["image_tokens"] = {{"kept", s.image_kept}, {"total", s.image_total}};
   j["output_tokens"] = {{"generated", s.generated}, {"decided", s.decided}, {"kept", s.kept}};
   j["kv_bytes"] = {{"held", c.kv_bytes}, {"dense", c.dense_kv_bytes}};

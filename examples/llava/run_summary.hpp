@@ -24,12 +24,13 @@ struct run_summary {
   generation_settings settings;
   std::size_t batch_size = 1;
   std::size_t image_total = 0, image_kept = 0;
-  std::size_t generated = 0;  ///< tokens generated (EOS included)
-  std::size_t decided = 0;    ///< generated tokens fed back and gated (all but the newest)
-  std::size_t kept = 0;       ///< of `decided`, those whose K/V entered the cache
-  run_cost cost;
+  std::size_t generated = 0;    ///< tokens generated (EOS included)
+  std::size_t decided = 0;      ///< generated tokens fed back and gated (all but the newest)
+  std::size_t kept = 0;         ///< of `decided`, those whose K/V entered the cache
+  bool stopped_at_eos = false;  ///< false: generation stopped at `settings.max_new_tokens`
+  run_cost cost;                ///< the whole batch's (`batch_size` requests)
 
-  /// Generated tokens per second of prefill and decode.
+  /// This request's generated tokens per second of the batch's prefill and decode.
   [[nodiscard]] double tokens_per_s() const noexcept;
 };
 

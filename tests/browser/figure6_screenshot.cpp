@@ -222,14 +222,13 @@ int main(int argc, char** argv) {
   const int rc = std::system(command.c_str());
   if (rc != 0 || !fs::exists(png)) {
     const std::string status =
-        rc == -1          ? "could not be started"
+        rc == -1                                  ? "could not be started"
+        : WIFEXITED(rc) && WEXITSTATUS(rc) == 124 ? std::string("ran past 120 s (timeout)")
         : WIFEXITED(rc)   ? "exited with status " + std::to_string(WEXITSTATUS(rc))
         : WIFSIGNALED(rc) ? "was killed by signal " + std::to_string(WTERMSIG(rc))
                           : "failed";
     const std::string why = "Chromium (" + chromium->string() + ") " + status +
-                            " without a screenshot (status 124: it ran past 120 s); its output "
-                            "ends:\n" +
-                            tail_of_file(log, 1500);
+                            " without a screenshot; its output ends:\n" + tail_of_file(log, 1500);
     fs::remove_all(dir);
     return cannot_run(why);
   }

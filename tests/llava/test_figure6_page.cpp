@@ -96,10 +96,32 @@ TEST_CASE("figure6_html greys the tokens left out of the cache and shows each ga
   CHECK(html.find(".tok.evicted { color: #a8a8a8; }") != std::string::npos);
   // The token generation ended on was never fed back: neither cached nor evicted.
   CHECK(html.find("<span class=\"tok unfed\" title=\"generation ended on it: never fed back, no "
-                  "KV entry\">&lt;/s&gt;</span>") != std::string::npos);
+                  "decision\">&lt;/s&gt;</span>") != std::string::npos);
   CHECK(html.find("2 of the 3 generated tokens fed back to the decoder entered the KV cache") !=
         std::string::npos);
-  CHECK(html.find("Generation ended on the dotted one") != std::string::npos);
+  CHECK(html.find("Generation ended on the dotted token") != std::string::npos);
+}
+
+TEST_CASE("figure6_html without a KV cache speaks of the context; blank tokens stay hoverable") {
+  ll::figure6_page page;
+  page.kv_cache = false;
+  page.answer = {{"", true, 0.75F},                 // a token without text of its own
+                 {"A", false, -0.5F},               // dropped from the recomputed context
+                 {"B", true, std::nullopt},         // the newest row fed back: never gated
+                 {"", true, 1.0F, false, "</s>"}};  // EOS, never fed back
+  const std::string html = ll::figure6_html(page);
+  CHECK(html.find("KV cache") == std::string::npos);
+  CHECK(html.find("<span class=\"tok blank\" title=\"gate margin +0.750; in the context of the "
+                  "last step (no text of its own)\">\u00b7</span>") != std::string::npos);
+  CHECK(html.find("<span class=\"tok evicted\" title=\"gate margin -0.500; dropped from the "
+                  "context\">A</span>") != std::string::npos);
+  CHECK(html.find("<span class=\"tok\" title=\"not gated; in the context of the last step\">B"
+                  "</span>") != std::string::npos);
+  CHECK(html.find("<span class=\"tok unfed blank\" title=\"generation ended on it (no text of "
+                  "its own): never fed back, no decision\">&lt;/s&gt;</span>") !=
+        std::string::npos);
+  CHECK(html.find("2 of the 3 generated tokens fed back to the decoder stay in the recomputed "
+                  "context of the last step") != std::string::npos);
 }
 
 TEST_CASE("figure6_html of an empty run is a complete page that says so") {
