@@ -14,6 +14,45 @@ using namespace dynllava;
 
 namespace {
 
+/// A KV cache that offers only the layer-level calls of `kv_storage` (no token-by-token access)
+/// and, under its own name, the storage the toy decoder below reads: the drivers must not need
+/// more than the concept.
+class layer_only_cache {
+ public:
+  using memory_space = host_space;
+  using value_type = float;
+  explicit layer_only_cache(const contiguous_kv_config& c) : c_(c) {}
+  index_t layers() const { return c_.layers(); }
+  std::size_t batch() const { return c_.batch(); }
+  index_t width() const { return c_.width(); }
+  host_span<const index_t> lengths(index_t l) const { return c_.lengths(l); }
+  host_span<const index_t> appended_counts(index_t l) const { return c_.appended_counts(l); }
+  void append(host_t, index_t l, host_span<const index_t> indptr, host_span<const float> k,
+              host_span<const float> v, host_span<const std::uint8_t> keep,
+              host_span<const index_t> positions) {
+    c_.append(host, l, indptr, k, v, keep, positions);
+    ++appends;
+  }
+  void retain(host_t, index_t l, host_ragged<const index_t> kept) {
+    c_.retain(host, l, kept);
+    ++retains;
+  }
+  /// What the decoder reads (a model knows its own cache).
+  const contiguous_kv_cache& storage() const { return c_; }
+  int appends = 0, retains = 0;
+
+ private:
+  contiguous_kv_cache c_;
+};
+static_assert(kv_storage<layer_only_cache, host_t>);
+static_assert(!host_kv_storage<layer_only_cache>);
+
+template <host_kv_storage C>
+const C& storage_of(const C& c) {
+  return c;
+}
+const contiguous_kv_cache& storage_of(const layer_only_cache& c) { return c.storage(); }
+
 /// A tiny attention decoder: per layer, q = k = v = the row scaled by a layer factor plus a
 /// position term; each row adds the softmax-weighted values of what it may see (the layer's
 /// cache for its sequence, then the call's rows of its sequence up to itself).
@@ -30,9 +69,10 @@ struct toy_decoder {
     }
   }
 
-  template <host_kv_storage C>
+  template <kv_storage<host_t> C>
   void layer(host_t, index_t l, host_ragged_rows<float> rows, host_span<const index_t> pos,
-             const C* cache, host_span<float> k, host_span<float> v) const {
+             const C* cache_or_null, host_span<float> k, host_span<float> v) const {
+    const auto* cache = cache_or_null == nullptr ? nullptr : &storage_of(*cache_or_null);
     const float scale = 1.0f + 0.25f * static_cast<float>(l);
     const std::vector<float> in(rows.values.begin(), rows.values.end());
     for (std::size_t r = 0; r < rows.rows(); ++r) {
@@ -82,6 +122,7 @@ struct toy_decoder {
   }
 };
 static_assert(decoder<toy_decoder, host_t, contiguous_kv_cache>);
+static_assert(decoder<toy_decoder, host_t, layer_only_cache>);
 static_assert(!probing_decoder<toy_decoder, host_t, contiguous_kv_cache>);
 
 /// A 2-way predictor: logit0 = w . h, logit1 = bias.
@@ -186,6 +227,36 @@ TEST_SUITE("cpu") {
               kv.decisions()[static_cast<std::size_t>(t) * 2 + s]);
       }
     }
+  }
+
+  TEST_CASE("seams: kv_session drives a cache through the layer-level calls of kv_storage only") {
+    const toy_decoder m;
+    const toy_predictor image{{0.5f, -1.0f, 0.25f, 1.0f}, 0.0f};
+    const toy_predictor output{{1.0f, 0.5f, -0.5f, 0.25f}, 0.1f};
+    const toy_prompt prompt({6, 9});
+    auto no_gate = toy_options();
+    no_gate.gate_outputs = false;
+    auto both = [&](auto policy, const sparsifier_options& o) {
+      contiguous_kv_cache plain({3, 2, 4, 64});
+      layer_only_cache layered({3, 2, 4, 64});
+      kv_session a(m, plain, policy, &image, &output, o);
+      kv_session b(m, layered, policy, &image, &output, o);
+      auto x = a.prefill(prompt.view(), prompt.table());
+      auto y = b.prefill(prompt.view(), prompt.table());
+      for (int step = 0; step < 6; ++step) {
+        CHECK(x == y);  // bit for bit: the same appends and evictions
+        CHECK(a.cache_lengths() == b.cache_lengths());
+        const auto next = greedy_tokens(x, m.vocab());
+        x = a.decode(make_host_span(next));
+        y = b.decode(make_host_span(next));
+      }
+      CHECK(x == y);
+      CHECK(a.bytes_held() == b.bytes_held());
+      CHECK(layered.appends == 7 * 3);  // one layer-level append per layer and call
+      return layered.retains;
+    };
+    CHECK(both(online_gate_policy{1}, toy_options()) == 0);  // never evicts
+    CHECK(both(streaming_policy{1, 3}, no_gate) == 7 * 3);   // every layer after every call
   }
 
   TEST_CASE("seams: the generate loop runs any session the same way") {

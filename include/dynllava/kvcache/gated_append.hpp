@@ -1,7 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0
 /// @file gated_append.hpp
-/// @brief Appending a step's K/V to one layer under a policy, and enforcing a policy's
-/// retention, on the host.
+/// @brief Appending a call's K/V to one layer under a policy, and enforcing a policy's retention:
+/// once for any execution tag through the layer-level calls of `kv_storage` and `kv_policy`
+/// (`dynllava::gated_append`, `dynllava::enforce_retention`: what the drivers call), and token by
+/// token / sequence by sequence on the host (`cpu::`, for engines that hold host caches).
 #pragma once
 
 #include <dynllava/core/error.hpp>
@@ -12,6 +14,58 @@
 #include <cstdint>
 #include <utility>
 #include <vector>
+
+namespace dynllava {
+
+/// @brief Appends a call's K/V to layer `layer` of `cache` under `policy`, as one layer-level
+/// append (`kv_storage` requirement 4) in the tag's memory: every token where the policy also
+/// admits gated-out tokens, the gate's `keep` mask where it admits only kept ones, nothing where
+/// it admits none (the policy's `admits` is answered on the host).
+/// @param[in] indptr [batch + 1]: new tokens per sequence (CSR)
+/// @param[in] k, v [tokens, width]: this layer's keys and values of the new tokens
+/// @param[in] keep [tokens]: the output gate's decisions (1 = keep); a multi-token append (a
+///            prompt) passes ones
+/// @param[in] positions [tokens]: original positions, stored with the K/V
+/// @throws dynllava::error on a policy that admits gated-out tokens but not kept ones, and what
+///         the cache's append throws (nothing appended then).
+template <class Tag, class C, class P>
+requires kv_storage<C, Tag> && kv_policy<P, Tag>
+void gated_append(Tag tag, C& cache, const P& policy, index_t layer,
+                  span_for<Tag, const index_t> indptr,
+                  span_for<Tag, const typename C::value_type> k,
+                  span_for<Tag, const typename C::value_type> v,
+                  span_for<Tag, const std::uint8_t> keep, span_for<Tag, const index_t> positions) {
+  const bool gated_out = policy.admits(layer, false);
+  const bool kept = policy.admits(layer, true);
+  DYNLLAVA_EXPECTS(kept || !gated_out,
+                   "gated_append: the policy admits gated-out tokens but not kept ones at layer {}",
+                   layer);
+  if (!kept) return;
+  cache.append(tag, layer, indptr, k, v, gated_out ? span_for<Tag, const std::uint8_t>{} : keep,
+               positions);
+}
+
+/// @brief Enforces `policy` on layer `layer` of `cache`: the policy's kept lists (`kv_policy`
+/// requirement 3) into `kept_indptr` / `kept`, then the layer compacted to them (`kv_storage`
+/// requirement 5). Nothing happens where `policy.evicts(layer)` is false.
+/// @param[in] scores per held token, a row per sequence (score-ranking policies), or empty
+/// @param[out] kept_indptr [batch + 1]; @param[out] kept [>= tokens held by the layer]
+/// @return whether the layer was compacted (`policy.evicts(layer)`)
+template <class Tag, class C, class P>
+requires kv_storage<C, Tag> && kv_policy<P, Tag>
+bool enforce_retention(Tag tag, C& cache, const P& policy, index_t layer,
+                       ragged_for<Tag, const float> scores, span_for<Tag, index_t> kept_indptr,
+                       span_for<Tag, index_t> kept) {
+  if (!policy.evicts(layer)) return false;
+  policy.kept(tag, layer, cache.lengths(layer), cache.appended_counts(layer), scores, kept_indptr,
+              kept);
+  cache.retain(tag, layer,
+               ragged_for<Tag, const index_t>{span_for<Tag, const index_t>(kept_indptr),
+                                              span_for<Tag, const index_t>(kept)});
+  return true;
+}
+
+}  // namespace dynllava
 
 namespace dynllava::cpu {
 

@@ -91,7 +91,8 @@ void append_admitted(Cache& cache, index_t layer, host_span<const index_t> indpt
 }
 
 /// @brief Checks every kept list of a layer-level retain (`kv_storage` requirement 5): one row
-/// per sequence of `held` (`[batch]` tokens held), each strictly ascending and below its count.
+/// per sequence of `held` (`[batch]` tokens held), each strictly ascending and below its count;
+/// `kept.values` may be longer than `kept.indptr[batch]`.
 inline void check_layer_kept(const char* fn, index_t layer, index_t layers,
                              host_ragged<const index_t> kept, host_span<const index_t> held) {
   DYNLLAVA_EXPECTS(layer >= 0 && layer < layers, "{}: layer {} is not in [0, {})", fn, layer,
@@ -99,7 +100,16 @@ inline void check_layer_kept(const char* fn, index_t layer, index_t layers,
   DYNLLAVA_EXPECTS(kept.indptr.size() == held.size() + 1,
                    "{}: kept must have one row per sequence ({}), got indptr of {} entries", fn,
                    held.size(), kept.indptr.size());
-  validate_indptr(kept.indptr, kept.values.size(), fn);
+  DYNLLAVA_EXPECTS(kept.indptr[0] == 0, "{}: kept.indptr[0] must be 0, got {}", fn, kept.indptr[0]);
+  for (std::size_t b = 0; b < held.size(); ++b) {
+    DYNLLAVA_EXPECTS(kept.indptr[b + 1] >= kept.indptr[b],
+                     "{}: kept.indptr must be non-decreasing, got indptr[{}] = {} > indptr[{}] "
+                     "= {}",
+                     fn, b, kept.indptr[b], b + 1, kept.indptr[b + 1]);
+  }
+  DYNLLAVA_EXPECTS(static_cast<std::size_t>(kept.indptr[held.size()]) <= kept.values.size(),
+                   "{}: kept.indptr[batch] = {} exceeds the {} kept values", fn,
+                   kept.indptr[held.size()], kept.values.size());
   for (std::size_t b = 0; b < held.size(); ++b) check_kept(fn, kept.row(b), held[b]);
 }
 

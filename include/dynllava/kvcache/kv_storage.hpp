@@ -38,9 +38,10 @@ namespace dynllava {
 ///      offset is malformed nothing changes (the host throws `dynllava::error`; a device model,
 ///      which cannot throw on what only the device knows, raises a device flag it documents);
 ///   5. `c.retain(tag, l, kept)` keeps, for every sequence, only the tokens at the strictly
-///      ascending local positions of its row of `kept` (`ragged_for<Tag, const index_t>`), in
-///      place, order preserved, and releases what is no longer needed; invalid lists change
-///      nothing (as in 4).
+///      ascending local positions of its row of `kept` (`ragged_for<Tag, const index_t>`; its
+///      `values` may be longer than `indptr[batch]`, e.g. a buffer sized for every held token,
+///      and the rest is ignored), in place, order preserved, and releases what is no longer
+///      needed; invalid lists change nothing (as in 4).
 template <class C, class Tag>
 concept kv_storage = execution_tag<Tag> &&
     std::same_as<typename C::memory_space, execution_space_t<Tag>> &&
@@ -79,20 +80,21 @@ concept host_kv_storage = kv_storage<C, host_t> && std::same_as<typename C::valu
   c.retain(l, b, kept);
 };
 
-/// Tokens held by layer `l` of `cache`, summed over the batch.
-template <host_kv_storage C>
-index_t held_tokens(const C& cache, index_t l) noexcept {
+/// Tokens held by layer `l` of a host `cache`, summed over the batch.
+template <class C>
+requires kv_storage<C, host_t> index_t held_tokens(const C& cache, index_t l) {
   index_t n = 0;
-  for (std::size_t b = 0; b < cache.batch(); ++b) n += cache.length(l, b);
+  for (const index_t held : cache.lengths(l)) n += held;
   return n;
 }
 
-/// Bytes of K and V actually held by every layer of `cache` (tokens x 2 x width x 4, fp32).
-template <host_kv_storage C>
-std::size_t bytes_held(const C& cache) noexcept {
+/// Bytes of K and V actually held by every layer of a host `cache` (tokens x 2 x width x the
+/// element size).
+template <class C>
+requires kv_storage<C, host_t> std::size_t bytes_held(const C& cache) {
   std::size_t n = 0;
   for (index_t l = 0; l < cache.layers(); ++l) n += static_cast<std::size_t>(held_tokens(cache, l));
-  return n * 2 * static_cast<std::size_t>(cache.width()) * sizeof(float);
+  return n * 2 * static_cast<std::size_t>(cache.width()) * sizeof(typename C::value_type);
 }
 
 }  // namespace dynllava

@@ -192,7 +192,7 @@ std::vector<float> no_cache_step(const Model& m, const PI* image, const PO* outp
 /// @return `[batch, vocab]` logits of each sequence's last row.
 /// @tparam Cache a KV storage type the model's `layer` accepts (no cache is used: a null one is
 ///         passed); name it for a model that does not take `contiguous_kv_cache`.
-template <class Model, host_kv_storage Cache = no_cache_storage_t<Model>, predictor_argument PI,
+template <class Model, kv_storage<host_t> Cache = no_cache_storage_t<Model>, predictor_argument PI,
           predictor_argument PO>
 requires decoder<Model, host_t, Cache> std::vector<float> decode_without_cache(
     const Model& m, PI image, PO output, host_ragged_rows<const float> rows,

@@ -22,6 +22,7 @@
 #include <dynllava/score/layer_attention.hpp>
 #include <dynllava/select/gate.hpp>
 
+#include <concepts>
 #include <cstdint>
 #include <limits>
 #include <vector>
@@ -46,7 +47,9 @@ namespace dynllava {
 /// the gate (full cache, H2O, StreamingLLM) run with `gate_outputs = false`.
 ///
 /// Seams: any `decoder<Model, host_t, Cache>` (a `probing_decoder` for FastV and H2O), any
-/// `host_kv_storage`, any `kv_policy`, and any `two_way_predictor` as image and output predictor
+/// `kv_storage<Cache, host_t>` and `kv_policy<Policy, host_t>` (the session appends and evicts a
+/// whole layer at a time through their layer-level calls: `dynllava::gated_append`,
+/// `dynllava::enforce_retention`), and any `two_way_predictor` as image and output predictor
 /// (`nullptr` for none: class template argument deduction makes it `no_predictor`).
 ///
 /// After each call the decisions are readable: `image_decisions()` (the last prompt's image
@@ -58,12 +61,14 @@ namespace dynllava {
 /// widths, a policy that disagrees with the options, `decode` before `prefill`). A call that fails
 /// later (the paged cache runs out of pages in some layer) leaves the session and its cache
 /// valid but in an unspecified state (some layers appended): discard both.
-template <class Model, host_kv_storage Cache, host_kv_policy Policy,
+template <class Model, kv_storage<host_t> Cache, kv_policy<host_t> Policy,
           two_way_predictor<host_t> ImagePredictor, two_way_predictor<host_t> OutputPredictor>
 requires decoder<Model, host_t, Cache>
 class kv_session {
   static_assert(!kv_policy_needs_scores<Policy> || probing_decoder<Model, host_t, Cache>,
                 "kv_session: a policy that ranks by attention (H2O) needs a probing_decoder");
+  static_assert(std::same_as<typename Cache::value_type, float>,
+                "kv_session: the decoder's keys and values are fp32; the cache must store fp32");
 
  public:
   /// @param image, output the predictors (not owned, must outlive the session), or null where
@@ -111,12 +116,14 @@ class kv_session {
     // The session numbers positions from 0 and tracks what it cached: it starts from an empty
     // cache (a used one would repeat positions and, for H2O, hold untracked tokens).
     for (index_t l = 0; l < model.layers(); ++l) {
+      const auto held = cache.lengths(l);
+      const auto appended = cache.appended_counts(l);
       for (std::size_t b = 0; b < cache.batch(); ++b) {
         DYNLLAVA_EXPECTS(
-            cache.appended(l, b) == 0,
+            appended[b] == 0,
             "kv_session: a session needs an empty cache (layer {}, sequence {} holds {} "
             "tokens); {} were appended",
-            l, b, cache.length(l, b), cache.appended(l, b));
+            l, b, held[b], appended[b]);
       }
     }
     if constexpr (kv_policy_needs_scores<Policy>) {
@@ -270,7 +277,8 @@ class kv_session {
   std::vector<index_t> cache_lengths() const {
     std::vector<index_t> out;
     for (index_t l = 0; l < cache_.layers(); ++l) {
-      for (std::size_t b = 0; b < cache_.batch(); ++b) out.push_back(cache_.length(l, b));
+      const auto held = cache_.lengths(l);
+      out.insert(out.end(), held.begin(), held.end());
     }
     return out;
   }
@@ -280,31 +288,31 @@ class kv_session {
   void observe(pipeline_observer* observer) noexcept { obs_ = observer; }
 
  private:
-  /// After every call: each (layer, sequence) keeps what the policy retains; score-based
-  /// policies rank by the attention accumulated in `attention_[layer]`.
+  /// After every call: each layer keeps what the policy retains (layer-level, where it can
+  /// evict); score-based policies rank by the attention accumulated in `attention_[layer]`.
   void retain() {
     std::vector<float> scores;
-    std::vector<index_t> kept, kept_indptr, kept_all;
+    std::vector<index_t> scores_indptr, kept_indptr(cache_.batch() + 1), kept;
     for (index_t layer = 0; layer < m_.layers(); ++layer) {
+      if (!policy_.evicts(layer)) continue;
+      const auto held = cache_.lengths(layer);
+      scores_indptr.assign(1, 0);
+      for (const index_t n : held) scores_indptr.push_back(scores_indptr.back() + n);
+      const auto total = static_cast<std::size_t>(scores_indptr.back());
+      kept.resize(total);
+      host_ragged<const float> ranked{};
       if constexpr (kv_policy_needs_scores<Policy>) {
-        scores.resize(static_cast<std::size_t>(held_tokens(cache_, layer)));
+        scores.resize(total);
         attention_.scores(layer, make_host_span(scores));
-        kept_indptr.assign(1, 0);
-        kept_all.clear();
-        std::size_t first = 0;
-        for (std::size_t b = 0; b < cache_.batch(); ++b) {
-          const auto held = static_cast<std::size_t>(cache_.length(layer, b));
-          cpu::enforce_retention(cache_, policy_, layer, b,
-                                 host_span<const float>(scores.data() + first, held), &kept);
-          first += held;
-          kept_all.insert(kept_all.end(), kept.begin(), kept.end());
-          kept_indptr.push_back(static_cast<index_t>(kept_all.size()));
-        }
+        ranked = {make_host_span(std::as_const(scores_indptr)),
+                  make_host_span(std::as_const(scores))};
+      }
+      dynllava::enforce_retention(host, cache_, policy_, layer, ranked, make_host_span(kept_indptr),
+                                  make_host_span(kept));
+      if constexpr (kv_policy_needs_scores<Policy>) {
         attention_.retain(layer, {make_host_span(std::as_const(kept_indptr)),
-                                  make_host_span(std::as_const(kept_all))});
-      } else {
-        for (std::size_t b = 0; b < cache_.batch(); ++b)
-          cpu::enforce_retention(cache_, policy_, layer, b);
+                                  host_span<const index_t>(
+                                      kept.data(), static_cast<std::size_t>(kept_indptr.back()))});
       }
     }
   }
@@ -327,7 +335,7 @@ class kv_session {
     const auto cands = cpu::candidate_rows(segments, segment_kind::image);
     for (std::size_t b = 0; b < cache_.batch(); ++b) {
       DYNLLAVA_EXPECTS(
-          cands.indptr[b + 1] == cands.indptr[b] || cache_.length(o_.sparse_layer - 1, b) == 0,
+          cands.indptr[b + 1] == cands.indptr[b] || cache_.lengths(o_.sparse_layer - 1)[b] == 0,
           "kv_session: FastV ranks image tokens within the prompt that holds them; "
           "sequence {} brings an image after earlier turns",
           b);
@@ -346,7 +354,8 @@ class kv_session {
     detail::count_rows(stats_, m_.layers(), from, to, pos.size());
     std::vector<index_t> cached(cache_.batch());
     for (index_t layer = from; layer < to; ++layer) {
-      for (std::size_t b = 0; b < cache_.batch(); ++b) cached[b] = cache_.length(layer, b);
+      const auto held = cache_.lengths(layer);
+      cached.assign(held.begin(), held.end());
       detail::observe_layer(obs_, layer, indptr, cached);
       layer_probes probes;
       if (q_last != nullptr && layer == to - 1) probes.queries = make_host_span(*q_last);
@@ -359,9 +368,9 @@ class kv_session {
                         make_host_span(pos), static_cast<const Cache*>(&cache_), make_host_span(k),
                         make_host_span(v), probes);
       if (!probes.queries.empty() && k_last != nullptr) *k_last = k;
-      cpu::gated_append(cache_, policy_, layer, make_host_span(indptr),
-                        make_host_span(std::as_const(k)), make_host_span(std::as_const(v)),
-                        make_host_span(keep), make_host_span(pos));
+      dynllava::gated_append(host, cache_, policy_, layer, make_host_span(indptr),
+                             make_host_span(std::as_const(k)), make_host_span(std::as_const(v)),
+                             make_host_span(keep), make_host_span(pos));
       if constexpr (kv_policy_needs_scores<Policy>) {
         std::vector<std::uint8_t> admitted(keep.size());
         for (std::size_t r = 0; r < keep.size(); ++r)

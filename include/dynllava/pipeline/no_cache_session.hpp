@@ -37,7 +37,7 @@ namespace dynllava {
 /// `nullptr`). Host memory; the session owns the context rows (`[rows, H]` per sequence).
 template <class Model, two_way_predictor<host_t> ImagePredictor,
           two_way_predictor<host_t> OutputPredictor,
-          host_kv_storage Cache = no_cache_storage_t<Model>>
+          kv_storage<host_t> Cache = no_cache_storage_t<Model>>
 requires decoder<Model, host_t, Cache>
 class no_cache_session {
  public:
