@@ -74,6 +74,7 @@ batch_entry parse_entry(const std::string& where, const std::string& text,
     }
   }
   DYNLLAVA_EXPECTS(prompt, "--batch {}: \"prompt\" is missing", where);
+  check_prompt_text(e.req.prompt, "--batch " + where + ": \"prompt\"");
   for (const auto& image : e.req.images) {
     DYNLLAVA_EXPECTS(std::filesystem::is_regular_file(image),
                      "--batch {}: image {} is not a file (relative paths are read from the "

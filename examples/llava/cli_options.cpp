@@ -71,6 +71,13 @@ void generation_settings::validate(std::string_view where) const {
                    where.empty() ? "--kv-cache on" : "\"kv_cache\": true (or \"on\")");
 }
 
+void check_prompt_text(std::string_view prompt, std::string_view option) {
+  DYNLLAVA_EXPECTS(prompt.find("<image>") == std::string_view::npos,
+                   "{}: the text contains \"<image>\"; give pictures with --image (or a batch "
+                   "line's \"image\"/\"images\"): they are placed before the question",
+                   option);
+}
+
 std::uint64_t parse_seed(std::string_view text, std::string_view option) {
   std::uint64_t seed = 0;
   const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), seed);
@@ -106,7 +113,9 @@ void add_options(CLI::App& app, program_options& o, std::string& mode, std::stri
                  "JSON lines, one request each ({\"image\" or \"images\", \"prompt\", and any of "
                  "mode, kv_cache, max_new_tokens, temperature, top_p, seed}); answers are "
                  "written to stdout as JSON lines");
-  app.add_flag("--json", o.json, "print the answer and the summary as one JSON object");
+  app.add_flag("--json", o.json,
+               "print the answer and the summary as one JSON object (one line per image with "
+               "repeated --image)");
   app.add_option("--visualize", o.visualize,
                  "write the paper's Figure-6 view of the run (dropped patches whitened, tokens "
                  "left out of the KV cache greyed, the summary) as one HTML file");
@@ -129,6 +138,7 @@ void finish_options(program_options& o, std::string_view mode, std::string_view 
                      "--visualize: shows one run; it cannot be combined with --batch");
   } else {
     DYNLLAVA_EXPECTS(o.prompt.has_value(), "--prompt: required (or --batch FILE)");
+    check_prompt_text(*o.prompt, "--prompt");
   }
   if (o.visualize) {
     const std::string name = quote_untrusted(o.visualize->string());
@@ -140,6 +150,10 @@ void finish_options(program_options& o, std::string_view mode, std::string_view 
                      "--visualize: the folder of {} does not exist", name);
     DYNLLAVA_EXPECTS(::access(folder.empty() ? "." : folder.c_str(), W_OK) == 0,
                      "--visualize: the folder of {} is not writable", name);
+    DYNLLAVA_EXPECTS(
+        !std::filesystem::exists(*o.visualize) || (std::filesystem::is_regular_file(*o.visualize) &&
+                                                   ::access(o.visualize->c_str(), W_OK) == 0),
+        "--visualize: {} exists and is not a writable file", name);
     DYNLLAVA_EXPECTS(o.images.size() <= 1,
                      "--visualize: shows one run; it cannot be combined with {} --image options",
                      o.images.size());

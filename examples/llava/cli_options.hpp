@@ -35,6 +35,9 @@ enum class run_mode : std::uint8_t {
 [[nodiscard]] run_mode parse_mode(std::string_view text, std::string_view option);
 /// `on` / `off` (also `true` / `false`, `1` / `0`). @throws dynllava::error naming `option`.
 [[nodiscard]] bool parse_switch(std::string_view text, std::string_view option);
+/// @brief Refuses a prompt that spells LLaVA's `<image>` placeholder itself (the program places
+/// one per picture). @throws dynllava::error naming `option`.
+void check_prompt_text(std::string_view prompt, std::string_view option);
 /// A decimal integer in [0, 2^64) (no sign, no exponent). @throws dynllava::error naming `option`.
 [[nodiscard]] std::uint64_t parse_seed(std::string_view text, std::string_view option);
 

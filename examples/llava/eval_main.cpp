@@ -69,6 +69,9 @@ int run(int argc, char** argv) {
       "Dynamic-LLaVA and random-115 modes and reports issue #16's figures.",
       std::string(program)};
   app.set_version_flag("--version", fmt::format("{} {}", program, DYNLLAVA_VERSION));
+  app.footer(
+      "Errors are one line on stderr. Exit status: 0 done; 2 a bad command line (an option, a "
+      "missing model folder, a malformed question file); 1 a model or run that failed.");
   eval_options o;
   app.add_option("--model", o.model, "the model folder (config.json, weights, tokenizer.model)")
       ->required();
@@ -88,7 +91,10 @@ int run(int argc, char** argv) {
   app.add_flag("--json", o.json, "one JSON object on stdout instead of the table");
   if (const auto code = ll::parse_command_line(app, argc, argv, program)) return *code;
   std::vector<ll::eval_mode> modes;
-  if (const auto code = ll::check_usage(program, [&] { modes = parse_modes(o.modes); })) {
+  if (const auto code = ll::check_usage(program, [&] {
+        modes = parse_modes(o.modes);
+        ll::check_model_folder(o.model, std::nullopt);
+      })) {
     return *code;
   }
   if (o.threads > 0) dynllava::nn::set_thread_count(o.threads);

@@ -239,13 +239,16 @@ void append_answer(std::string& out, const std::vector<figure6_token>& answer, b
     }
     out += "</span>";
   }
+  bool blanks = false;
+  for (const figure6_token& t : answer) blanks = blanks || t.text.empty();
   out += fmt::format(
-      "</p>\n<p class=\"legend\">{} of the {} generated tokens fed back to the decoder {}; the "
-      "others are greyed.{} Small italic marks stand for tokens without text of their own. "
+      "</p>\n<p class=\"legend\">{} of the {} generated tokens fed back to the decoder {}{}.{}{} "
       "Hover a token for its output gate margin (logit0 - logit1).</p>\n",
       cached, fed,
       kv_cache ? "entered the KV cache" : "stay in the recomputed context of the last step",
-      fed < answer.size() ? " Generation ended on the dotted token: it was never fed back." : "");
+      cached < fed ? "; the others are greyed" : "",
+      fed < answer.size() ? " Generation ended on the dotted token: it was never fed back." : "",
+      blanks ? " Small italic marks stand for tokens without text of their own." : "");
 }
 
 }  // namespace

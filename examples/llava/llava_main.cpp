@@ -65,6 +65,7 @@ int run_one(const ll::loaded_model& m, const ll::program_options& o,
             const std::vector<std::filesystem::path>& images, const progress& report) {
   const ll::request req{*o.prompt, images};
   const ll::prepared_request prepared = ll::prepare_request(m, req);
+  ll::check_fits(m, prepared, o.settings, "");
   ll::answer_stream answer(m.tok, o.json ? nullptr : &std::cout);
   const ll::batch_result res = ll::run_batch(
       m, {prepared}, o.settings, [&](std::size_t, std::int32_t id) { answer.push(id); },
@@ -72,19 +73,29 @@ int run_one(const ll::loaded_model& m, const ll::program_options& o,
   answer.finish();
   const ll::sequence_result& r = res.sequences.front();
   const ll::run_summary summary = ll::summarize(o.settings, 1, r, res.cost);
+  if (!o.json) {
+    std::cout << "\n\n";
+    ll::print_summary(std::cout, summary);
+    std::cout.flush();
+  }
   if (o.visualize) {
-    ll::write_figure6_html(*o.visualize,
-                           ll::make_figure6_page(m, req, prepared, r, answer.pieces(), summary));
+    try {
+      ll::write_figure6_html(*o.visualize,
+                             ll::make_figure6_page(m, req, prepared, r, answer.pieces(), summary));
+    } catch (const dynllava::error& e) {
+      std::string_view what = e.what();
+      if (what.starts_with("dynllava: ")) what.remove_prefix(10);
+      if (what.starts_with("write_figure6_html: ")) what.remove_prefix(20);
+      throw dynllava::error(fmt::format("--visualize: {}", what));
+    }
   }
   if (o.json) {
     nlohmann::json j = ll::summary_json(summary);
     add_answer(j, answer, r);
     if (images.size() == 1 && o.images.size() > 1) j["image"] = images.front().string();
     std::cout << dump(j) << '\n';
-  } else {
-    std::cout << "\n\n";
-    ll::print_summary(std::cout, summary);
-    if (o.visualize) std::cout << "Figure-6 view: " << o.visualize->string() << '\n';
+  } else if (o.visualize) {
+    std::cout << "Figure-6 view: " << o.visualize->string() << '\n';
   }
   return 0;
 }
@@ -120,6 +131,9 @@ int run_batch_file(const ll::loaded_model& m, const std::filesystem::path& batch
                                           dynllava::quote_untrusted(batch_file.string()),
                                           entries[i].line, what));
       }
+      ll::check_fits(m, prepared.back(), entries[i].settings,
+                     fmt::format("--batch {}:{}", dynllava::quote_untrusted(batch_file.string()),
+                                 entries[i].line));
       answers.emplace_back(m.tok, nullptr);
     }
     const auto& settings = entries[group.front()].settings;

@@ -36,6 +36,9 @@ int run_reporting_errors(std::string_view program, const std::function<int()>& b
   try {
     try {
       return body();
+    } catch (const usage_error& e) {
+      print_error(program, e.what());
+      return 2;
     } catch (const std::bad_alloc&) {
       print_error(program, "out of memory");
     } catch (const std::exception& e) {  // dynllava::error and the rest

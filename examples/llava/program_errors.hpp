@@ -4,6 +4,8 @@
 /// exit code, never an exception dump.
 #pragma once
 
+#include <dynllava/core/error.hpp>
+
 #include <functional>
 #include <optional>
 #include <string_view>
@@ -14,12 +16,19 @@ class App;
 
 namespace dynllava::llava {
 
+/// A problem with what the command line (or a `--batch` line) asks for that can only be seen
+/// after the model is loaded (a prompt longer than the model's positions): exit code 2.
+class usage_error : public dynllava::error {
+ public:
+  using dynllava::error::error;
+};
+
 /// @brief Writes `<program>: error: <message>` as one line on stderr (line breaks become
 /// spaces; the library's "dynllava: " prefix is dropped), after flushing stdout.
 void print_error(std::string_view program, std::string_view message);
 
 /// @brief Runs `body` and returns its exit code; any exception it lets out is printed with
-/// `print_error` (out of memory as "out of memory") and gives exit code 1.
+/// `print_error` (out of memory as "out of memory") and gives exit code 1 (`usage_error`: 2).
 [[nodiscard]] int run_reporting_errors(std::string_view program,
                                        const std::function<int()>& body) noexcept;
 

@@ -10,6 +10,7 @@
 
 #include "clip_preprocess.hpp"
 #include "conversation.hpp"
+#include "program_errors.hpp"
 #include "prompt_tokens.hpp"
 
 #include <algorithm>
@@ -261,6 +262,34 @@ prepared_request prepare_request(const loaded_model& m, const request& r) {
   return out;
 }
 
+void check_fits(const loaded_model& m, const prepared_request& r,
+                const generation_settings& settings, std::string_view where) {
+  const llava_model& model = m.folder.model;
+  const std::int64_t positions = m.folder.config.text.max_positions;
+  const auto prompt = static_cast<std::int64_t>(r.ids.size()) +
+                      static_cast<std::int64_t>(r.images) * (model.image_rows() - 1);
+  const std::string images =
+      r.images == 0 ? std::string()
+                    : fmt::format(", {} of them for {} image{} of {} rows each",
+                                  r.images * static_cast<std::size_t>(model.image_rows()), r.images,
+                                  r.images == 1 ? "" : "s", model.image_rows());
+  if (prompt >= positions) {
+    throw usage_error(
+        fmt::format("{}: the prompt needs {} rows{}, and the model has {} positions "
+                    "(max_position_embeddings){}",
+                    where.empty() ? "--prompt/--image" : where, prompt, images, positions,
+                    r.images > 1 ? "; ask about one image at a time" : ""));
+  }
+  if (prompt + settings.max_new_tokens > positions) {
+    throw usage_error(
+        fmt::format("{}: the prompt ({} rows{}) plus {} new tokens exceed the model's {} positions "
+                    "(max_position_embeddings)",
+                    where.empty() ? std::string("--max-new-tokens")
+                                  : fmt::format("{}: \"max_new_tokens\"", where),
+                    prompt, images, settings.max_new_tokens, positions));
+  }
+}
+
 batch_result run_batch(const loaded_model& m, const std::vector<prepared_request>& batch,
                        const generation_settings& settings, const token_callback& on_token,
                        const progress_callback& progress) {
@@ -292,19 +321,8 @@ batch_result run_batch(const loaded_model& m, const std::vector<prepared_request
     progress(fmt::format("encoding {} image{}", images, images == 1 ? "" : "s"));
   }
   // The context never outgrows what the model was trained for (and the cache stays bounded).
-  const index_t positions = f.config.text.max_positions;
   for (std::size_t b = 0; b < batch.size(); ++b) {
-    const auto prompt = static_cast<std::int64_t>(batch[b].ids.size()) +
-                        static_cast<std::int64_t>(batch[b].images) * (model.image_rows() - 1);
-    DYNLLAVA_EXPECTS(prompt < positions,
-                     "--prompt/--image: the prompt of request {} needs {} rows ({} image{} of {} "
-                     "rows each) and the model has {} positions (max_position_embeddings)",
-                     b + 1, prompt, batch[b].images, batch[b].images == 1 ? "" : "s",
-                     model.image_rows(), positions);
-    DYNLLAVA_EXPECTS(prompt + settings.max_new_tokens <= positions,
-                     "--max-new-tokens: the prompt of request {} ({} rows with its images) plus "
-                     "{} new tokens exceed the model's {} positions (max_position_embeddings)",
-                     b + 1, prompt, settings.max_new_tokens, positions);
+    check_fits(m, batch[b], settings, fmt::format("request {} of the batch", b + 1));
   }
   run_cost cost;
   const auto t0 = clock_type::now();

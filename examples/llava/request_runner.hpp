@@ -20,6 +20,7 @@
 #include <functional>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace dynllava::llava {
@@ -58,6 +59,13 @@ struct prepared_request {
 /// @brief Tokenises the vicuna_v1 prompt of `r` and preprocesses its images.
 /// @throws dynllava::error naming an image file that cannot be read or decoded.
 [[nodiscard]] prepared_request prepare_request(const loaded_model& m, const request& r);
+
+/// @brief Checks that `r`'s prompt (images expanded) and `settings.max_new_tokens` fit the
+/// model's positions. `where` names the request: empty for the command line (the messages name
+/// `--prompt/--image` and `--max-new-tokens`), else a batch line (`--batch FILE:LINE`).
+/// @throws usage_error (exit code 2) naming what does not fit.
+void check_fits(const loaded_model& m, const prepared_request& r,
+                const generation_settings& settings, std::string_view where);
 
 /// @brief A paged KV cache (pages of 16 rows, host) with room for every row of `prompt` and
 /// `new_tokens` generated rows per sequence of a `batch`-sequence run of `m`.

@@ -4,6 +4,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <string_view>
 
 namespace dynllava::llava {
 
@@ -15,6 +16,20 @@ std::string percent(double part, double whole) {
 
 std::string mib(std::int64_t bytes) {
   return fmt::format("{:.2f} MiB", static_cast<double>(bytes) / (1024.0 * 1024.0));
+}
+
+/// What a baseline keeps, as the program runs it (request_runner.cpp).
+std::string_view mode_rule(run_mode mode) {
+  switch (mode) {
+    case run_mode::fastv:
+      return " (25% of the image tokens by attention at layer 3)";
+    case run_mode::h2o:
+      return " (evicts: each layer keeps half of its tokens by attention, the newest 32 always)";
+    case run_mode::streaming:
+      return " (evicts: each layer keeps 4 sink tokens and the newest 252)";
+    default:
+      return "";
+  }
 }
 
 }  // namespace
@@ -42,8 +57,9 @@ run_summary summarize(const generation_settings& settings, std::size_t batch_siz
 std::vector<std::pair<std::string, std::string>> summary_rows(const run_summary& s) {
   const run_cost& c = s.cost;
   std::vector<std::pair<std::string, std::string>> rows;
-  rows.emplace_back("mode", fmt::format("{}, {}", to_string(s.settings.mode),
-                                        s.settings.kv_cache ? "KV cache" : "no KV cache"));
+  rows.emplace_back("mode",
+                    fmt::format("{}{}, {}", to_string(s.settings.mode), mode_rule(s.settings.mode),
+                                s.settings.kv_cache ? "KV cache" : "no KV cache"));
   if (s.batch_size > 1) rows.emplace_back("batch", fmt::format("{} requests", s.batch_size));
   rows.emplace_back("image tokens kept", fmt::format("{} / {} ({})", s.image_kept, s.image_total,
                                                      percent(static_cast<double>(s.image_kept),
@@ -70,7 +86,8 @@ std::vector<std::pair<std::string, std::string>> summary_rows(const run_summary&
                                 c.dense_flops * 1e-12, percent(c.flops, c.dense_flops)));
   rows.emplace_back("prefill", fmt::format("{:.3f} s (+ {:.3f} s embedding and vision tower)",
                                            c.prefill_s, c.encode_s));
-  rows.emplace_back("decode", fmt::format("{:.3f} s, {} steps", c.decode_s, c.decode_steps));
+  rows.emplace_back("decode", fmt::format("{:.3f} s, {} step{}", c.decode_s, c.decode_steps,
+                                          c.decode_steps == 1 ? "" : "s"));
   rows.emplace_back("speed", fmt::format("{:.1f} tokens/s (generated tokens over prefill and "
                                          "decode time)",
                                          s.tokens_per_s()));

@@ -385,7 +385,10 @@ TEST_SUITE("llava") {
     std::string long_prompt;
     for (int i = 0; i < 5000; ++i) long_prompt += "a ";
     expect_one_line_error({"--model", tiny_dir(), "--prompt", long_prompt},
-                          "--prompt/--image: the prompt of request 1 needs");
+                          "--prompt/--image: the prompt needs");
+    CHECK(run_program({"--model", tiny_dir(), "--prompt", long_prompt}).status == 2);
+    expect_one_line_error({"--model", tiny_dir(), "--prompt", "<image>\nWhat is it?"},
+                          "--prompt: the text contains \"<image>\"");
     // Seeds and thread counts out of range are refused, not wrapped or clamped.
     for (const char* seed : {"-1", "18446744073709551616", "1e23", "7x"}) {
       expect_one_line_error({"--model", tiny_dir(), "--prompt", "hi", "--seed", seed}, "--seed");
@@ -394,6 +397,15 @@ TEST_SUITE("llava") {
                           "--threads");
     expect_one_line_error({"--model", tiny_dir(), "--prompt", "hi", "--visualize", "/tmp"},
                           "--visualize: expected the path of an HTML file");
+    const fs::path read_only = scratch() / "read-only.html";
+    std::ofstream(read_only) << "x";
+    fs::permissions(read_only,
+                    fs::perms::owner_read | fs::perms::group_read | fs::perms::others_read);
+    if (::access(read_only.c_str(), W_OK) != 0) {  // root may write anyway
+      expect_one_line_error(
+          {"--model", tiny_dir(), "--prompt", "hi", "--visualize", read_only.string()},
+          "exists and is not a writable file");
+    }
     // Bad files and folders named on the command line are usage errors (exit 2) found before
     // anything loads.
     CHECK(run_program({"--model", "/no/such/model", "--prompt", "hi"}).status == 2);
@@ -421,6 +433,12 @@ TEST_SUITE("llava") {
     expect_one_line_error(with_lines("{\"image\": \"x.png\"}"), "\"prompt\" is missing");
     expect_one_line_error(with_lines("{\"prompt\": \"hi\", \"image\": \"/no/such.png\"}"),
                           "bad.jsonl\":2: image \"/no/such.png\" is not a file");
+    // A request longer than the model's positions names its line, not the command line's options.
+    expect_one_line_error(
+        with_lines(nlohmann::json{{"prompt", "hi"}, {"max_new_tokens", 5000}}.dump()),
+        "bad.jsonl\":2: \"max_new_tokens\": the prompt");
+    expect_one_line_error(with_lines(nlohmann::json{{"prompt", "<image> hi"}}.dump()),
+                          "bad.jsonl\":2: \"prompt\": the text contains");
     expect_one_line_error(with_lines("{\"prompt\": \"hi\", \"kv_cache\": 0}"),
                           "\"kv_cache\" must be true, false, \"on\" or \"off\", got number");
     expect_one_line_error(
