@@ -6,13 +6,15 @@
 /// 23 layers held, about 1.2 GB). The PyTorch peer bench/torch/clip_peer.py runs transformers'
 /// CLIPVisionModel on the same shape.
 ///
-/// Run with one BLAS thread (OPENBLAS_NUM_THREADS=1) and pinned, filtered to it:
+/// The nn calls run on one thread (`nn::set_thread_count(1)`); run with one BLAS thread
+/// (OPENBLAS_NUM_THREADS=1) and pinned, filtered to it:
 ///   OPENBLAS_NUM_THREADS=1 taskset -c 1 ./build/cpu/bench/dynllava_bench_cpu
 ///   --benchmark_filter=clip
 #include <dynllava/core/clip_config.hpp>
 #include <dynllava/model/clip.hpp>
 #include <dynllava/model/clip_weights.hpp>
 #include <dynllava/model/llava_config.hpp>
+#include <dynllava/nn/parallel.hpp>
 
 #include <benchmark/benchmark.h>
 
@@ -42,6 +44,7 @@ const clip_vision_tower& bench_tower() {
 }
 
 void bm_clip_vit_l14_336_encode(benchmark::State& state) {
+  nn::set_thread_count(1);  // the targets are single-thread (with OPENBLAS_NUM_THREADS=1)
   const auto& tower = bench_tower();
   const index_t layer = bench_config().vision_layer();
   std::mt19937_64 g(3);

@@ -5,11 +5,13 @@
 /// bench/torch/llama_peer.py does the same math in eager PyTorch.
 ///
 /// Shape: hidden 1024, 8 heads of 128, SwiGLU MLP 2816, 4 layers, vocab 1000, random weights.
-/// Run with one BLAS thread (OPENBLAS_NUM_THREADS=1 or --threads, see main) and pinned.
+/// The nn calls run on one thread (`nn::set_thread_count(1)`); run with one BLAS thread
+/// (OPENBLAS_NUM_THREADS=1) and pinned.
 #include <dynllava/kvcache/contiguous_kv_cache.hpp>
 #include <dynllava/model/llama.hpp>
 #include <dynllava/model/llama_weights.hpp>
 #include <dynllava/nn/blas.hpp>
+#include <dynllava/nn/parallel.hpp>
 
 #include <benchmark/benchmark.h>
 
@@ -64,6 +66,7 @@ std::vector<float> prefill(const llama_model& m, contiguous_kv_cache* cache) {
 }
 
 void bm_llama_prefill(benchmark::State& state) {
+  nn::set_thread_count(1);  // the targets are single-thread (with OPENBLAS_NUM_THREADS=1)
   const auto& m = bench_model();
   for (auto _ : state) {
     benchmark::DoNotOptimize(prefill(m, nullptr));
@@ -76,6 +79,7 @@ void bm_llama_prefill(benchmark::State& state) {
 /// One new token at position 600 through every layer over the 600 cached tokens, then its
 /// logits. The cache is not appended to, so every iteration sees the same 600 tokens.
 void bm_llama_decode_step(benchmark::State& state) {
+  nn::set_thread_count(1);  // the targets are single-thread (with OPENBLAS_NUM_THREADS=1)
   const auto& m = bench_model();
   const auto H = static_cast<std::size_t>(m.hidden());
   contiguous_kv_cache cache({m.layers(), 1, m.hidden(), tokens + 1});

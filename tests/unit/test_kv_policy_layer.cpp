@@ -9,6 +9,7 @@
 #include <dynllava/kvcache/policies/online_gate.hpp>
 #include <dynllava/kvcache/policies/streaming.hpp>
 
+#include <support/errors.hpp>
 #include <support/random.hpp>
 
 #include <doctest/doctest.h>
@@ -17,6 +18,7 @@
 #include <vector>
 
 using namespace dynllava;
+using dynllava::test::error_of;
 
 namespace {
 
@@ -48,16 +50,6 @@ void check_kept_equals_retain(const P& policy, test::rng& g, index_t l) {
     dropped = dropped || n < held[b];
   }
   if (!policy.evicts(l)) CHECK_FALSE(dropped);
-}
-
-template <class F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const dynllava::error& e) {
-    return e.what();
-  }
-  return "";
 }
 
 }  // namespace

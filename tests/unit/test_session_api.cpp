@@ -262,6 +262,42 @@ TEST_SUITE("cpu") {
     CHECK_FALSE(nc.prefilled());
   }
 
+  TEST_CASE("guards: segments of another batch are refused before anything changes") {
+    const auto& w = the_world();
+    auto cache = make_cache(w, 2);
+    kv_session s(w.model, cache, online_gate_policy{2}, &w.image, &w.output, {});
+    const auto one = w.input({0});
+    // the rows say two sequences (the second empty), the segments one
+    const std::vector<index_t> indptr{0, one.indptr[1], one.indptr[1]};
+    CHECK_THROWS_WITH_AS(
+        s.prefill({make_host_span(indptr), make_host_span(one.rows), w.lc.hidden}, one.table()),
+        doctest::Contains("1 sequences) and the cache (2 sequences)"), error);
+    for (index_t l = 0; l < w.lc.layers; ++l) CHECK(held_tokens(cache, l) == 0);
+    CHECK_FALSE(s.prefilled());
+  }
+
+  TEST_CASE("guards: after a call that failed midway, the session refuses to go on") {
+    const auto& w = the_world();
+    const auto in = w.input({0});
+    // room for the prompt in one layer only: layer 0 is appended, layer 1 runs out of pages
+    const index_t pages = (in.indptr[1] + 3) / 4;
+    paged_kv_cache cache({w.lc.layers, 1, w.lc.hidden, 4, pages});
+    kv_session s(w.model, cache, full_cache_policy{}, nullptr, nullptr,
+                 {.prune_images = false, .gate_outputs = false});
+    CHECK_THROWS_WITH_AS(s.prefill(in.view(w.lc.hidden), in.table()),
+                         doctest::Contains("paged_kv_cache::append: layer 1 needs"), error);
+    CHECK(held_tokens(cache, 0) == in.indptr[1]);  // layer 0 took the prompt, layer 1 nothing
+    CHECK(held_tokens(cache, 1) == 0);
+    const std::vector<std::int32_t> t{1};
+    CHECK_THROWS_WITH_AS(s.decode(make_host_span(t)),
+                         doctest::Contains("kv_session::decode: an earlier call failed midway"),
+                         error);
+    CHECK_THROWS_WITH_AS(s.prefill(in.view(w.lc.hidden), in.table()),
+                         doctest::Contains("kv_session::prefill: an earlier call failed midway"),
+                         error);
+    CHECK(held_tokens(cache, 0) == in.indptr[1]);  // nothing appended twice
+  }
+
   TEST_CASE(
       "no-cache session: the image predictor runs once per prompt; logits and decisions equal the "
       "stateless step") {

@@ -41,22 +41,23 @@ inline void check_kept(const char* fn, host_span<const index_t> kept, index_t he
   }
 }
 
-/// @brief Checks a layer-level append (`kv_storage` requirement 4) against a cache of `layers`
-/// layers, `batch` sequences and `width` columns: the layer, `indptr` (`[batch + 1]`, offsets
-/// into the `[tokens]` positions), `k` and `v` (`[tokens, width]`) and `keep` (empty or
-/// `[tokens]`). @throws dynllava::error naming `fn` and the argument.
-inline void check_layer_append(const char* fn, index_t layer, index_t layers, std::size_t batch,
-                               index_t width, host_span<const index_t> indptr,
-                               host_span<const float> k, host_span<const float> v,
-                               host_span<const std::uint8_t> keep,
-                               host_span<const index_t> positions) {
+/// @brief Checks the shapes of a layer-level append (`kv_storage` requirement 4) in any memory
+/// space (nothing is read through the spans), against a cache of `layers` layers, `batch`
+/// sequences and `width` columns: the layer, `indptr` (`[batch + 1]`), `k` and `v`
+/// (`[tokens, width]`, `tokens` = the positions' count), `keep` (empty or `[tokens]`), and no
+/// tokens for an empty batch. @throws dynllava::error naming `fn` and the argument.
+template <class T, class Space>
+void check_layer_append_shapes(const char* fn, index_t layer, index_t layers, std::size_t batch,
+                               index_t width, span<const index_t, Space> indptr,
+                               span<const T, Space> k, span<const T, Space> v,
+                               span<const std::uint8_t, Space> keep,
+                               span<const index_t, Space> positions) {
   DYNLLAVA_EXPECTS(layer >= 0 && layer < layers, "{}: layer {} is not in [0, {})", fn, layer,
                    layers);
   DYNLLAVA_EXPECTS(indptr.size() == batch + 1,
                    "{}: indptr must have batch + 1 = {} entries, got {}", fn, batch + 1,
                    indptr.size());
   const std::size_t tokens = positions.size();
-  validate_indptr(indptr, tokens, fn);
   const auto w = static_cast<std::size_t>(width);
   DYNLLAVA_EXPECTS(k.size() == tokens * w && v.size() == k.size(),
                    "{}: k and v must be [tokens = {}, width = {}], got {} and {} values", fn,
@@ -64,6 +65,19 @@ inline void check_layer_append(const char* fn, index_t layer, index_t layers, st
   DYNLLAVA_EXPECTS(keep.empty() || keep.size() == tokens,
                    "{}: keep must be empty (every token) or have one entry per token ({}), got {}",
                    fn, tokens, keep.size());
+  DYNLLAVA_EXPECTS(batch > 0 || tokens == 0, "{}: an empty batch cannot take {} tokens", fn,
+                   tokens);
+}
+
+/// @brief `check_layer_append_shapes` on the host, plus the offsets themselves (first 0,
+/// non-decreasing, last = tokens).
+inline void check_layer_append(const char* fn, index_t layer, index_t layers, std::size_t batch,
+                               index_t width, host_span<const index_t> indptr,
+                               host_span<const float> k, host_span<const float> v,
+                               host_span<const std::uint8_t> keep,
+                               host_span<const index_t> positions) {
+  check_layer_append_shapes(fn, layer, layers, batch, width, indptr, k, v, keep, positions);
+  validate_indptr(indptr, positions.size(), fn);
 }
 
 /// New tokens of sequence `b` that a layer-level append admits (`keep` empty: all).

@@ -61,8 +61,10 @@ struct prompt_rows {
   }
 };
 
-/// What `build_prompt_rows` needs of a model: its width and `embed` (requirements 1-2 of
-/// `decoder`).
+/// @brief What `build_prompt_rows` needs of a model (requirements 1-2 of `decoder` on the
+/// host), for `const M& m`:
+///   1. `m.hidden()` is the width H of a row;
+///   2. `m.embed(host, tokens, out)` writes `[n, H]` rows for `n` token ids.
 template <class M>
 concept token_embedder = requires(const M& m, host_span<const std::int32_t> tokens,
                                   host_span<float> out) {

@@ -20,9 +20,11 @@
 
 namespace dynllava::nn {
 
-/// @brief A read-only view of the keys and values cached for one sequence: `size()` tokens,
-/// `key(i)` and `value(i)` point to `heads * head_dim` host floats (token `i`, heads
-/// concatenated), in attention order. The view does not own them.
+/// @brief A read-only view of the keys and values cached for one sequence. Requirements, for
+/// `const V& v` and a token `i` in `[0, v.size())`:
+///   1. `v.size()` is the number of cached tokens;
+///   2. `v.key(i)` and `v.value(i)` point to `heads * head_dim` host floats (token `i`, heads
+///      concatenated), in attention order; the view does not own them.
 template <class V>
 concept kv_view = requires(const V& v, index_t i) {
   { v.size() } -> std::convertible_to<index_t>;

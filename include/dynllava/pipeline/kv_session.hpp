@@ -60,7 +60,8 @@ namespace dynllava {
 /// Errors: bad arguments throw `dynllava::error` before anything changes (shapes, predictor
 /// widths, a policy that disagrees with the options, `decode` before `prefill`). A call that fails
 /// later (the paged cache runs out of pages in some layer) leaves the session and its cache
-/// valid but in an unspecified state (some layers appended): discard both.
+/// valid but in an unspecified state (some layers appended): every later `prefill` or `decode`
+/// then throws, saying so; discard both.
 template <class Model, kv_storage<host_t> Cache, kv_policy<host_t> Policy,
           two_way_predictor<host_t> ImagePredictor, two_way_predictor<host_t> OutputPredictor>
 requires decoder<Model, host_t, Cache>
@@ -139,14 +140,15 @@ class kv_session {
   /// @throws dynllava::error when shapes disagree or a prompt ends with an image token.
   std::vector<float> prefill(host_ragged_rows<const float> rows,
                              segment_table<host_space> segments) {
+    check_usable("prefill");
     const index_t total = validate(segments, "kv_session::prefill: segments");
     validate(rows, "kv_session::prefill: rows");
     DYNLLAVA_EXPECTS(
         rows.width == m_.hidden() && rows.rows() == static_cast<std::size_t>(total) &&
-            rows.batch() == cache_.batch(),
+            rows.batch() == cache_.batch() && segments.batch() == cache_.batch(),
         "kv_session::prefill: rows ({} x {}, {} sequences) must match the segments ({} "
-        "rows) and the cache ({} sequences)",
-        rows.rows(), rows.width, rows.batch(), total, cache_.batch());
+        "rows, {} sequences) and the cache ({} sequences)",
+        rows.rows(), rows.width, rows.batch(), total, segments.batch(), cache_.batch());
     for (const segment& seg : segments.segments) {
       DYNLLAVA_EXPECTS(
           seg.kind != segment_kind::output,
@@ -173,6 +175,7 @@ class kv_session {
     }
     if (o_.vision == vision_rule::fastv && o_.prune_images) check_fastv_context(segments);
     const index_t l = o_.sparse_layer;
+    changing_ = true;  // from here on a failure leaves the cache partly updated
     begin_call();
     if (o_.vision == vision_rule::fastv && o_.prune_images) {
       // FastV: the last full layer also hands out its queries and keys.
@@ -197,6 +200,7 @@ class kv_session {
     end_call();
     gate_ = token_decisions{};  // no decode step since this prompt
     prefilled_ = true;
+    changing_ = false;
     return detail::last_logits(m_, ctx.indptr, hk);
   }
 
@@ -206,6 +210,7 @@ class kv_session {
   /// @return `[batch, vocab]` logits.
   /// @throws dynllava::error before `prefill`, or when `tokens` is not one id per sequence.
   std::vector<float> decode(host_span<const std::int32_t> tokens) {
+    check_usable("decode");
     DYNLLAVA_EXPECTS(tokens.size() == cache_.batch(),
                      "kv_session::decode: one token per sequence ({}), got {}", cache_.batch(),
                      tokens.size());
@@ -225,6 +230,7 @@ class kv_session {
       pos[b] = next_pos_[b]++;
     }
     const index_t l = o_.sparse_layer;
+    changing_ = true;
     begin_call();
     run(0, l, indptr, h, pos, std::vector<std::uint8_t>(n, 1));
     std::vector<std::uint8_t> keep(n, 1);
@@ -249,6 +255,7 @@ class kv_session {
     run(l, m_.layers(), indptr, h, pos, keep);
     retain();
     end_call();
+    changing_ = false;
     return detail::last_logits(m_, indptr, h);
   }
 
@@ -288,6 +295,15 @@ class kv_session {
   void observe(pipeline_observer* observer) noexcept { obs_ = observer; }
 
  private:
+  /// @throws dynllava::error when an earlier call failed after it had started changing the
+  /// cache (the session and the cache are then in an unspecified state).
+  void check_usable(const char* call) const {
+    DYNLLAVA_EXPECTS(!changing_,
+                     "kv_session::{}: an earlier call failed midway and left the cache partly "
+                     "updated; discard this session and its cache",
+                     call);
+  }
+
   /// After every call: each layer keeps what the policy retains (layer-level, where it can
   /// evict); score-based policies rank by the attention accumulated in `attention_[layer]`.
   void retain() {
@@ -390,6 +406,7 @@ class kv_session {
   sparsifier_options o_;
   std::vector<index_t> next_pos_;
   bool prefilled_ = false;
+  bool changing_ = false;  ///< a call is (or was, when it failed) changing the cache
   host_selection image_kept_;
   token_decisions images_, gate_;
   std::vector<std::uint8_t> decisions_;

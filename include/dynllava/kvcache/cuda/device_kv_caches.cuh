@@ -23,6 +23,7 @@
 #include <dynllava/core/error.hpp>
 #include <dynllava/core/ragged.hpp>
 #include <dynllava/kvcache/cuda/device_kv_cache.cuh>
+#include <dynllava/kvcache/kv_layout_checks.hpp>
 #include <dynllava/kvcache/kv_storage.hpp>
 
 #include <cuda_fp16.h>
@@ -36,30 +37,6 @@ namespace dynllava::cuda {
 
 namespace detail {
 
-/// Host-known shapes of a layer-level append (`kv_storage` requirement 4) on a device cache.
-/// @throws dynllava::error naming `fn` and the argument.
-template <class T>
-void check_device_append(const char* fn, index_t layer, index_t layers, std::size_t batch,
-                         index_t width, device_span<const index_t> indptr, device_span<const T> k,
-                         device_span<const T> v, device_span<const std::uint8_t> keep,
-                         device_span<const index_t> positions) {
-  DYNLLAVA_EXPECTS(layer >= 0 && layer < layers, "{}: layer {} is not in [0, {})", fn, layer,
-                   layers);
-  DYNLLAVA_EXPECTS(indptr.size() == batch + 1,
-                   "{}: indptr must have batch + 1 = {} entries, got {}", fn, batch + 1,
-                   indptr.size());
-  const std::size_t tokens = positions.size();
-  const auto w = static_cast<std::size_t>(width);
-  DYNLLAVA_EXPECTS(k.size() == tokens * w && v.size() == k.size(),
-                   "{}: k and v must be [tokens = {}, width = {}], got {} and {} values", fn,
-                   tokens, w, k.size(), v.size());
-  DYNLLAVA_EXPECTS(keep.empty() || keep.size() == tokens,
-                   "{}: keep must be empty (every token) or have one entry per token ({}), got {}",
-                   fn, tokens, keep.size());
-  DYNLLAVA_EXPECTS(batch > 0 || tokens == 0, "{}: an empty batch cannot take {} tokens", fn,
-                   tokens);
-}
-
 /// Host-known shape of a layer-level compaction's kept lists.
 inline void check_device_kept(const char* fn, index_t layer, index_t layers, std::size_t batch,
                               ragged_span<const index_t, device_space> kept) {
@@ -69,6 +46,76 @@ inline void check_device_kept(const char* fn, index_t layer, index_t layers, std
                    "{}: kept must have one row per sequence ({}), got indptr of {} entries", fn,
                    batch, kept.indptr.size());
 }
+
+/// @brief The `kv_storage<C, cuda::on_stream>` calls both device caches share (CRTP: `Cache`
+/// gives `config()`, `layer(l)`, `invalid_flag()`, the names `append_name` / `retain_name`
+/// and, when paged, `stack()`).
+template <class Cache, class T>
+class device_kv_storage_calls {
+ public:
+  /// Keys, values, positions and counts live in device memory.
+  using memory_space = device_space;
+  /// Stored element of K and V.
+  using value_type = T;
+
+  index_t layers() const noexcept { return self().config().layers; }
+  std::size_t batch() const noexcept { return self().config().batch; }
+  index_t width() const noexcept { return self().config().width; }
+  /// Tokens held by layer `l` per sequence (`[batch]`, device). @throws dynllava::error on `l`.
+  device_span<const index_t> lengths(index_t l) const { return {self().layer(l).lengths, batch()}; }
+  /// Tokens ever appended to layer `l` per sequence (`[batch]`, device).
+  device_span<const index_t> appended_counts(index_t l) const {
+    return {self().layer(l).appended, batch()};
+  }
+
+  /// @brief Layer-level gated append (`kv_storage` requirement 4), enqueued on `exec.stream`:
+  /// sequence `b`'s new tokens `indptr[b] .. indptr[b + 1]` enter layer `l` in order, each only
+  /// when `keep` is empty or `keep[t] != 0` (a paged cache takes new pages from its free
+  /// stack). What only the device sees (malformed offsets, a sequence without room) raises
+  /// `invalid_flag()` and changes nothing.
+  /// @param[in] indptr [batch + 1] device; @param[in] k, v [tokens, width] device;
+  /// @param[in] keep [tokens] device or empty; @param[in] positions [tokens] device
+  /// @throws dynllava::error on host-known shapes, dynllava::cuda_error on a CUDA failure.
+  void append(on_stream exec, index_t l, device_span<const index_t> indptr, device_span<const T> k,
+              device_span<const T> v, device_span<const std::uint8_t> keep,
+              device_span<const index_t> positions) {
+    dynllava::detail::check_layer_append_shapes(Cache::append_name, l, layers(), batch(), width(),
+                                                indptr, k, v, keep, positions);
+    const auto lay = self().layer(l);
+    constexpr bool paged = requires(const Cache& c) { c.stack(); };
+    with_stream_workspace(exec.stream, [&](void* temp, std::size_t& bytes) {
+      if constexpr (paged) {
+        return dynllava::cuda::gated_append(temp, bytes, lay, self().stack(), indptr, k, v, keep,
+                                            positions, self().invalid_flag(), exec.stream);
+      } else {
+        return dynllava::cuda::gated_append(temp, bytes, lay, indptr, k, v, keep, positions,
+                                            self().invalid_flag(), exec.stream);
+      }
+    });
+  }
+
+  /// @brief Layer-level compaction (`kv_storage` requirement 5), enqueued on `exec.stream`:
+  /// sequence `b` keeps the tokens at `kept.row(b)` (strictly ascending local positions,
+  /// device); a paged cache pushes the pages it no longer needs back on its free stack. Invalid
+  /// lists raise `invalid_flag()` and change nothing.
+  void retain(on_stream exec, index_t l, ragged_span<const index_t, device_space> kept) {
+    check_device_kept(Cache::retain_name, l, layers(), batch(), kept);
+    const auto lay = self().layer(l);
+    constexpr bool paged = requires(const Cache& c) { c.stack(); };
+    with_stream_workspace(exec.stream, [&](void* temp, std::size_t& bytes) {
+      if constexpr (paged) {
+        return dynllava::cuda::retain(temp, bytes, lay, self().stack(), kept.indptr, kept.values,
+                                      self().invalid_flag(), exec.stream);
+      } else {
+        return dynllava::cuda::retain(temp, bytes, lay, kept.indptr, kept.values,
+                                      self().invalid_flag(), exec.stream);
+      }
+    });
+  }
+
+ private:
+  const Cache& self() const noexcept { return static_cast<const Cache&>(*this); }
+};
 
 }  // namespace detail
 
@@ -84,8 +131,11 @@ struct device_paged_kv_config {
 
 /// @brief A paged KV cache in device memory, every sequence empty and every page free at first.
 template <class T>
-class device_paged_kv_cache {
+class device_paged_kv_cache : public detail::device_kv_storage_calls<device_paged_kv_cache<T>, T> {
  public:
+  static constexpr const char* append_name = "device_paged_kv_cache::append";
+  static constexpr const char* retain_name = "device_paged_kv_cache::retain";
+
   /// @throws dynllava::error on a non-positive size, dynllava::cuda_error on a CUDA failure.
   explicit device_paged_kv_cache(const device_paged_kv_config& c) : c_(c) {
     DYNLLAVA_EXPECTS(
@@ -113,56 +163,10 @@ class device_paged_kv_cache {
     DYNLLAVA_CUDA_TRY(cudaStreamSynchronize(nullptr));
   }
 
-  /// Keys, values, positions and counts live in device memory.
-  using memory_space = device_space;
-  /// Stored element of K and V.
-  using value_type = T;
-
   const device_paged_kv_config& config() const noexcept { return c_; }
-  index_t layers() const noexcept { return c_.layers; }
-  std::size_t batch() const noexcept { return c_.batch; }
-  index_t width() const noexcept { return c_.width; }
-  /// Tokens held by layer `l` per sequence (`[batch]`, device). @throws dynllava::error on `l`.
-  device_span<const index_t> lengths(index_t l) const { return {layer(l).lengths, c_.batch}; }
-  /// Tokens ever appended to layer `l` per sequence (`[batch]`, device).
-  device_span<const index_t> appended_counts(index_t l) const {
-    return {layer(l).appended, c_.batch};
-  }
   /// Device int raised (never cleared by the cache) by an `append` or `retain` that the device
   /// found invalid (that call changed nothing).
   int* invalid_flag() const noexcept { return invalid_.data(); }
-
-  /// @brief Layer-level gated append (`kv_storage` requirement 4), enqueued on `exec.stream`:
-  /// sequence `b`'s new tokens `indptr[b] .. indptr[b + 1]` enter layer `l` in order, each only
-  /// when `keep` is empty or `keep[t] != 0`; new pages come from the shared free stack.
-  /// @param[in] indptr [batch + 1] device; @param[in] k, v [tokens, width] device;
-  /// @param[in] keep [tokens] device or empty; @param[in] positions [tokens] device
-  /// @throws dynllava::error on host-known shapes, dynllava::cuda_error on a CUDA failure.
-  void append(on_stream exec, index_t l, device_span<const index_t> indptr, device_span<const T> k,
-              device_span<const T> v, device_span<const std::uint8_t> keep,
-              device_span<const index_t> positions) {
-    detail::check_device_append("device_paged_kv_cache::append", l, c_.layers, c_.batch, c_.width,
-                                indptr, k, v, keep, positions);
-    const auto lay = layer(l);
-    const auto pool = stack();
-    detail::with_stream_workspace(exec.stream, [&](void* temp, std::size_t& bytes) {
-      return gated_append(temp, bytes, lay, pool, indptr, k, v, keep, positions, invalid_flag(),
-                          exec.stream);
-    });
-  }
-
-  /// @brief Layer-level compaction (`kv_storage` requirement 5), enqueued on `exec.stream`:
-  /// sequence `b` keeps the tokens at `kept.row(b)` (strictly ascending local positions, device);
-  /// pages no longer needed go back on the free stack.
-  void retain(on_stream exec, index_t l, ragged_span<const index_t, device_space> kept) {
-    detail::check_device_kept("device_paged_kv_cache::retain", l, c_.layers, c_.batch, kept);
-    const auto lay = layer(l);
-    const auto pool = stack();
-    detail::with_stream_workspace(exec.stream, [&](void* temp, std::size_t& bytes) {
-      return dynllava::cuda::retain(temp, bytes, lay, pool, kept.indptr, kept.values,
-                                    invalid_flag(), exec.stream);
-    });
-  }
 
   /// The free stack shared by every layer.
   device_page_stack stack() const noexcept {
@@ -206,8 +210,12 @@ struct device_contiguous_kv_config {
 
 /// @brief A contiguous KV cache in device memory, every sequence empty at first.
 template <class T>
-class device_contiguous_kv_cache {
+class device_contiguous_kv_cache
+    : public detail::device_kv_storage_calls<device_contiguous_kv_cache<T>, T> {
  public:
+  static constexpr const char* append_name = "device_contiguous_kv_cache::append";
+  static constexpr const char* retain_name = "device_contiguous_kv_cache::retain";
+
   /// @throws dynllava::error on a non-positive size, dynllava::cuda_error on a CUDA failure.
   explicit device_contiguous_kv_cache(const device_contiguous_kv_config& c) : c_(c) {
     DYNLLAVA_EXPECTS(c.layers > 0 && c.width > 0 && c.capacity >= 0,
@@ -223,49 +231,10 @@ class device_contiguous_kv_cache {
     appended_ = device_buffer<index_t>(std::vector<index_t>(lb, 0));
   }
 
-  /// Keys, values, positions and counts live in device memory.
-  using memory_space = device_space;
-  /// Stored element of K and V.
-  using value_type = T;
-
   const device_contiguous_kv_config& config() const noexcept { return c_; }
-  index_t layers() const noexcept { return c_.layers; }
-  std::size_t batch() const noexcept { return c_.batch; }
-  index_t width() const noexcept { return c_.width; }
-  /// Tokens held by layer `l` per sequence (`[batch]`, device). @throws dynllava::error on `l`.
-  device_span<const index_t> lengths(index_t l) const { return {layer(l).lengths, c_.batch}; }
-  /// Tokens ever appended to layer `l` per sequence (`[batch]`, device).
-  device_span<const index_t> appended_counts(index_t l) const {
-    return {layer(l).appended, c_.batch};
-  }
   /// Device int raised (never cleared by the cache) by an `append` or `retain` that the device
   /// found invalid (that call changed nothing).
   int* invalid_flag() const noexcept { return invalid_.data(); }
-
-  /// @brief Layer-level gated append (`kv_storage` requirement 4), enqueued on `exec.stream`;
-  /// arguments as `device_paged_kv_cache::append`. A sequence without room raises
-  /// `invalid_flag()` and changes nothing.
-  void append(on_stream exec, index_t l, device_span<const index_t> indptr, device_span<const T> k,
-              device_span<const T> v, device_span<const std::uint8_t> keep,
-              device_span<const index_t> positions) {
-    detail::check_device_append("device_contiguous_kv_cache::append", l, c_.layers, c_.batch,
-                                c_.width, indptr, k, v, keep, positions);
-    const auto lay = layer(l);
-    detail::with_stream_workspace(exec.stream, [&](void* temp, std::size_t& bytes) {
-      return gated_append(temp, bytes, lay, indptr, k, v, keep, positions, invalid_flag(),
-                          exec.stream);
-    });
-  }
-
-  /// @brief Layer-level compaction (`kv_storage` requirement 5), enqueued on `exec.stream`.
-  void retain(on_stream exec, index_t l, ragged_span<const index_t, device_space> kept) {
-    detail::check_device_kept("device_contiguous_kv_cache::retain", l, c_.layers, c_.batch, kept);
-    const auto lay = layer(l);
-    detail::with_stream_workspace(exec.stream, [&](void* temp, std::size_t& bytes) {
-      return dynllava::cuda::retain(temp, bytes, lay, kept.indptr, kept.values, invalid_flag(),
-                                    exec.stream);
-    });
-  }
 
   /// Layer `l`'s description. @throws dynllava::error on a layer outside [0, layers).
   contiguous_kv_layer<T> layer(index_t l) const {
