@@ -83,8 +83,7 @@ int run_one(const ll::loaded_model& m, const ll::program_options& o,
       ll::write_figure6_html(*o.visualize,
                              ll::make_figure6_page(m, req, prepared, r, answer.pieces(), summary));
     } catch (const dynllava::error& e) {
-      std::string_view what = e.what();
-      if (what.starts_with("dynllava: ")) what.remove_prefix(10);
+      std::string_view what = ll::message_of(e);
       if (what.starts_with("write_figure6_html: ")) what.remove_prefix(20);
       throw dynllava::error(fmt::format("--visualize: {}", what));
     }
@@ -125,11 +124,9 @@ int run_batch_file(const ll::loaded_model& m, const std::filesystem::path& batch
       try {
         prepared.push_back(ll::prepare_request(m, entries[i].req));
       } catch (const dynllava::error& e) {  // name the request's line
-        std::string_view what = e.what();
-        if (what.starts_with("dynllava: ")) what.remove_prefix(10);
         throw dynllava::error(fmt::format("--batch {}:{}: {}",
                                           dynllava::quote_untrusted(batch_file.string()),
-                                          entries[i].line, what));
+                                          entries[i].line, ll::message_of(e)));
       }
       ll::check_fits(m, prepared.back(), entries[i].settings,
                      fmt::format("--batch {}:{}", dynllava::quote_untrusted(batch_file.string()),

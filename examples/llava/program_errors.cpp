@@ -12,6 +12,12 @@
 
 namespace dynllava::llava {
 
+std::string_view message_of(const std::exception& e) noexcept {
+  std::string_view what = e.what();
+  if (what.starts_with("dynllava: ")) what.remove_prefix(10);
+  return what;
+}
+
 void print_error(std::string_view program, std::string_view message) {
   if (message.starts_with("dynllava: ")) message.remove_prefix(10);
   // The library's messages end with the check's source location (" [file.cpp:38]"), which

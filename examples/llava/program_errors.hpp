@@ -23,6 +23,9 @@ class usage_error : public dynllava::error {
   using dynllava::error::error;
 };
 
+/// The message of `e` without the library's "dynllava: " prefix.
+[[nodiscard]] std::string_view message_of(const std::exception& e) noexcept;
+
 /// @brief Writes `<program>: error: <message>` as one line on stderr (line breaks become
 /// spaces; the library's "dynllava: " prefix is dropped), after flushing stdout.
 void print_error(std::string_view program, std::string_view message);

@@ -308,13 +308,12 @@ class kv_session {
   /// evict); score-based policies rank by the attention accumulated in `attention_[layer]`.
   void retain() {
     std::vector<float> scores;
-    std::vector<index_t> scores_indptr, kept_indptr(cache_.batch() + 1), kept;
+    std::vector<index_t> scores_indptr(cache_.batch() + 1), kept_indptr(cache_.batch() + 1), kept;
     for (index_t layer = 0; layer < m_.layers(); ++layer) {
       if (!policy_.evicts(layer)) continue;
       const auto held = cache_.lengths(layer);
-      scores_indptr.assign(1, 0);
-      for (const index_t n : held) scores_indptr.push_back(scores_indptr.back() + n);
-      const auto total = static_cast<std::size_t>(scores_indptr.back());
+      const auto total =
+          static_cast<std::size_t>(lengths_to_indptr(held, make_host_span(scores_indptr)));
       kept.resize(total);
       host_ragged<const float> ranked{};
       if constexpr (kv_policy_needs_scores<Policy>) {
