@@ -256,5 +256,3 @@ DYNLLAVA_BENCH_LLAVA(bm_llava_mid_prefill_dense, 2);
 DYNLLAVA_BENCH_LLAVA(bm_llava_mid_prefill_dynamic, 2);
 DYNLLAVA_BENCH_LLAVA(bm_llava_mid_decode_dense, 2);
 DYNLLAVA_BENCH_LLAVA(bm_llava_mid_decode_dynamic, 2);
-
-BENCHMARK_MAIN();

@@ -130,5 +130,3 @@ void shapes(benchmark::internal::Benchmark* b) {
 BENCHMARK(bm_dynllava_cpu_topk)->Apply(shapes);
 BENCHMARK(bm_baseline_nth_element_keys)->Apply(shapes);
 BENCHMARK(bm_baseline_partial_sort)->Apply(shapes);
-
-BENCHMARK_MAIN();

@@ -7,7 +7,8 @@
 /// line on stderr and a non-zero exit code (2: the command line or the file, 1: anything else).
 #include <dynllava/core/error.hpp>
 #include <dynllava/core/untrusted_text.hpp>
-#include <dynllava/nn/blas.hpp>
+#include <dynllava/nn/blas_core.hpp>
+#include <dynllava/nn/parallel.hpp>
 
 #include "eval_modes.hpp"
 #include "eval_report.hpp"
@@ -133,5 +134,7 @@ int run(int argc, char** argv) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // Debian's OpenBLAS may pick generic kernels on CPUs newer than itself: rerun with fitting ones.
+  dynllava::nn::rerun_with_blas_core(argv);
   return ll::run_reporting_errors(program, [&] { return run(argc, argv); });
 }

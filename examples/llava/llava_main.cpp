@@ -6,7 +6,8 @@
 /// exit code (2: the command line, 1: anything else).
 #include <dynllava/core/error.hpp>
 #include <dynllava/core/untrusted_text.hpp>
-#include <dynllava/nn/blas.hpp>
+#include <dynllava/nn/blas_core.hpp>
+#include <dynllava/nn/parallel.hpp>
 
 #include "answer_stream.hpp"
 #include "batch_requests.hpp"
@@ -186,5 +187,7 @@ int run(int argc, char** argv) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // Debian's OpenBLAS may pick generic kernels on CPUs newer than itself: rerun with fitting ones.
+  dynllava::nn::rerun_with_blas_core(argv);
   return ll::run_reporting_errors(program, [&] { return run(argc, argv); });
 }

@@ -20,6 +20,7 @@
 #include <dynllava/nn/activations.hpp>
 #include <dynllava/nn/attention.hpp>
 #include <dynllava/nn/blas.hpp>
+#include <dynllava/nn/blas_core.hpp>
 #include <dynllava/nn/layer_norm.hpp>
 #include <dynllava/nn/linear.hpp>
 #include <dynllava/nn/pointwise.hpp>

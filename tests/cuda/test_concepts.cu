@@ -40,7 +40,7 @@ static_assert(!attention_scorer<fastv_scorer, on_stream>);
 /// H2O-like accumulator in device memory.
 struct device_stateful_scorer {
   explicit device_stateful_scorer(std::size_t batch);
-  index_t tracked(std::size_t b) const;
+  dspan<const index_t> lengths() const;
   void score(on_stream, ragged_rows<const float, device_space>, dspan<float>) const;
   void append(on_stream, dspan<const index_t>);
   void accumulate(on_stream, ragged_span<const float, device_space>);
@@ -97,7 +97,7 @@ static_assert(kv_policy<cuda::device_online_gate_policy, on_stream>);
 static_assert(!host_kv_policy<cuda::device_streaming_policy>);
 static_assert(host_kv_policy<streaming_policy> && kv_policy<streaming_policy, host_t>);
 
-/// A decoder on device rows, probing for FastV/H2O.
+/// A decoder on device rows, probing for FastV/H2O, writing K/V in the cache's fp16.
 struct device_decoder {
   index_t layers() const;
   index_t hidden() const;
@@ -105,12 +105,24 @@ struct device_decoder {
   index_t heads() const;
   void embed(on_stream, dspan<const std::int32_t>, dspan<float>) const;
   void layer(on_stream, index_t, ragged_rows<float, device_space>, dspan<const index_t>,
-             const device_cache*, dspan<float>, dspan<float>) const;
+             const device_cache*, dspan<__half>, dspan<__half>) const;
   void layer(on_stream, index_t, ragged_rows<float, device_space>, dspan<const index_t>,
-             const device_cache*, dspan<float>, dspan<float>, layer_probes_for<on_stream>) const;
+             const device_cache*, dspan<__half>, dspan<__half>, layer_probes_for<on_stream>) const;
   void logits(on_stream, dspan<const float>, dspan<float>) const;
 };
 static_assert(probing_decoder<device_decoder, on_stream, device_cache>);
 static_assert(!decoder<device_decoder, host_t, paged_kv_cache>);
+
+/// The same decoder writing fp32 K/V does not fit the fp16 cache: K/V come in its element type.
+struct device_decoder_fp32_kv {
+  index_t layers() const;
+  index_t hidden() const;
+  index_t vocab() const;
+  void embed(on_stream, dspan<const std::int32_t>, dspan<float>) const;
+  void layer(on_stream, index_t, ragged_rows<float, device_space>, dspan<const index_t>,
+             const device_cache*, dspan<float>, dspan<float>) const;
+  void logits(on_stream, dspan<const float>, dspan<float>) const;
+};
+static_assert(!decoder<device_decoder_fp32_kv, on_stream, device_cache>);
 
 }  // namespace dynllava::test::device_archetypes

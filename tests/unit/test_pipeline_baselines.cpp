@@ -10,6 +10,8 @@
 
 #include "support/pipeline_world.hpp"
 
+#include <algorithm>
+#include <concepts>
 #include <set>
 
 using namespace dynllava;
@@ -255,7 +257,17 @@ TEST_SUITE("cpu") {
     CHECK_THROWS_WITH_AS(w.model.layer(0, {make_host_span(one), make_host_span(h1), w.lc.hidden},
                                        make_host_span(npos), &cache, make_host_span(k1),
                                        make_host_span(v1), {{}, make_host_span(short_mass)}),
-                         doctest::Contains("probes.key_attention must hold 44 values"), error);
+                         doctest::Contains("probes.key_attention must hold at least 44 values"),
+                         error);
+    // A longer buffer (sized by a bound): the same first entries, the rest left as they were.
+    std::vector<float> long_mass(m1.size() + 5, -7.0f), k2(k1.size()), v2(v1.size());
+    std::vector<float> h2(2 * H);
+    w.model.embed(make_host_span(next), make_host_span(h2));
+    w.model.layer(0, {make_host_span(one), make_host_span(h2), w.lc.hidden}, make_host_span(npos),
+                  &cache, make_host_span(k2), make_host_span(v2), {{}, make_host_span(long_mass)});
+    CHECK(std::equal(m1.begin(), m1.end(), long_mass.begin()));
+    CHECK(std::all_of(long_mass.begin() + static_cast<std::ptrdiff_t>(m1.size()), long_mass.end(),
+                      [](float x) { return x == -7.0f; }));
   }
 
   TEST_CASE(
@@ -488,5 +500,100 @@ TEST_SUITE("cpu") {
     CHECK_THROWS_WITH_AS(
         (kv_session(w.model, cache, h2o_policy{}, nullptr, nullptr, dense_options())),
         doctest::Contains("needs an empty cache (layer 0, sequence 0 holds 1 tokens)"), error);
+  }
+}
+
+namespace dynllava::test_policy_scorer {
+
+/// An accumulator written here, not the bundled one: H2O's sums (delegated), counting its
+/// `accumulate` calls; with `negate` its scores are the negated sums (the least attended rank
+/// first).
+template <bool negate>
+class counting_scorer {
+ public:
+  inline static int accumulate_calls = 0;
+  explicit counting_scorer(std::size_t batch) : inner_(batch) {}
+  host_span<const index_t> lengths() const noexcept { return inner_.lengths(); }
+  void append(host_t, host_span<const index_t> counts) { inner_.append(host, counts); }
+  void accumulate(host_t, host_ragged<const float> probs) {
+    ++accumulate_calls;
+    inner_.accumulate(host, probs);
+  }
+  void retain(host_t, host_ragged<const index_t> kept) { inner_.retain(host, kept); }
+  void scores(host_t, host_span<float> out) const {
+    inner_.scores(host, out);
+    if constexpr (negate) {
+      for (float& x : out) x = -x;
+    }
+  }
+  void score(host_t, host_ragged_rows<const float> hidden, host_span<float> out) const {
+    inner_.score(host, hidden, out);
+    if constexpr (negate) {
+      for (float& x : out) x = -x;
+    }
+  }
+
+ private:
+  h2o_scorer inner_;
+};
+static_assert(stateful_token_scorer<counting_scorer<false>, host_t>);
+
+/// H2O's budget, ranked by the accumulator above.
+template <bool negate>
+struct own_scorer_policy : h2o_policy {
+  using scorer_type = counting_scorer<negate>;
+};
+
+}  // namespace dynllava::test_policy_scorer
+
+namespace dynllava {
+template <bool negate>
+inline constexpr bool kv_policy_needs_scores<test_policy_scorer::own_scorer_policy<negate>> = true;
+}  // namespace dynllava
+
+TEST_SUITE("cpu") {
+  TEST_CASE("pipeline: a policy that names its own scorer_type is ranked by it, one per layer") {
+    using namespace dynllava::test_policy_scorer;
+    const auto& w = the_world();
+    static_assert(std::same_as<session_scorer_t<h2o_policy>, h2o_scorer>);
+    static_assert(std::same_as<session_scorer_t<own_scorer_policy<true>>, counting_scorer<true>>);
+    const h2o_policy plain{0.5, 4, 1};
+    auto run = [&](auto policy, std::vector<std::vector<index_t>>& held) {
+      auto cache = make_cache(w, 2);
+      kv_session session(w.model, cache, policy, nullptr, nullptr, dense_options());
+      const auto in = w.input({0, 1});
+      auto logits = session.prefill(in.view(w.lc.hidden), in.table());
+      for (int step = 0; step < 6; ++step) {
+        const auto next = greedy_tokens(logits, w.lc.vocab);
+        logits = session.decode(make_host_span(next));
+      }
+      for (index_t l = 0; l < w.lc.layers; ++l)
+        for (std::size_t b = 0; b < 2; ++b) held.push_back(held_positions(cache, l, b));
+      return logits;
+    };
+    std::vector<std::vector<index_t>> held_plain, held_same, held_negated;
+    const auto logits_plain = run(plain, held_plain);
+    counting_scorer<false>::accumulate_calls = 0;
+    own_scorer_policy<false> same;
+    static_cast<h2o_policy&>(same) = plain;
+    const auto logits_same = run(same, held_same);
+    // Every layer of every call (the prefill and 6 steps) fed the policy's own accumulator, and
+    // with H2O's scores it keeps what H2O keeps, bit for bit.
+    CHECK(counting_scorer<false>::accumulate_calls == 7 * w.lc.layers);
+    CHECK(logits_same == logits_plain);
+    CHECK(held_same == held_plain);
+    // Ranked by the negated sums, the compressed layers keep other tokens (same budget).
+    own_scorer_policy<true> negated;
+    static_cast<h2o_policy&>(negated) = plain;
+    run(negated, held_negated);
+    REQUIRE(held_negated.size() == held_plain.size());
+    bool differs = false;
+    for (std::size_t i = 0; i < held_plain.size(); ++i) {
+      CHECK(held_negated[i].size() == held_plain[i].size());
+      differs = differs || held_negated[i] != held_plain[i];
+    }
+    CHECK(differs);
+    // Layer 0 is uncompressed: every token, whatever the scores.
+    CHECK(held_negated[0] == held_plain[0]);
   }
 }

@@ -199,11 +199,11 @@ class llama_model {
       for (std::size_t b = 0; b < hidden.batch(); ++b) {
         need += static_cast<std::size_t>(view_of(b).size());
       }
-      DYNLLAVA_EXPECTS(probes.key_attention.size() == need,
-                       "llama_model::layer: probes.key_attention must hold {} values (cached + "
-                       "new keys), got {}",
+      DYNLLAVA_EXPECTS(probes.key_attention.size() >= need,
+                       "llama_model::layer: probes.key_attention must hold at least {} values "
+                       "(cached + new keys), got {}",
                        need, probes.key_attention.size());
-      std::fill(probes.key_attention.begin(), probes.key_attention.end(), 0.0f);
+      std::fill_n(probes.key_attention.begin(), need, 0.0f);
       mass = probes.key_attention.data();
     }
     std::size_t longest = 0;

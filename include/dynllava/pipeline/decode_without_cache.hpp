@@ -108,7 +108,8 @@ std::vector<float> no_cache_step(const Model& m, const PI* image, const PO* outp
   for (std::size_t b = 0; b < rows.batch(); ++b) {
     for (index_t i = 0; i < rows.length(b); ++i) pos[static_cast<std::size_t>(indptr[b] + i)] = i;
   }
-  std::vector<float> k(h.size()), v(h.size());
+  // The keys and values the layers write (in the cache's element type) are not kept.
+  std::vector<typename Cache::value_type> k(h.size()), v(h.size());
   const Cache* none = nullptr;
   const std::vector<index_t> nothing_cached;
   if (obs != nullptr) obs->begin_call(m.layers());

@@ -22,10 +22,14 @@ template <memory_space Space>
 struct basic_layer_probes {
   /// `[rows, H]`: the rows' queries after RoPE (FastV reads the last prompt row's).
   span<float, Space> queries;
-  /// `[sum_b (cached(l, b) + rows(b))]`, sequence by sequence: for every key a row of sequence
-  /// `b` could attend to in this call (the tokens the cache holds for (l, b), in cache order,
-  /// then the call's rows of `b`), the attention probability it received, summed over heads and
-  /// over the call's rows of `b` (H2O accumulates it). Overwritten, not accumulated.
+  /// At least `sum_b (cached(l, b) + rows(b))` entries, whose first ones are written sequence by
+  /// sequence: for every key a row of sequence `b` could attend to in this call (the tokens the
+  /// cache holds for (l, b), in cache order, then the call's rows of `b`), the attention
+  /// probability it received, summed over heads and over the call's rows of `b` (H2O accumulates
+  /// it). Overwritten, not accumulated; entries past the sum are left as they were. A host caller
+  /// sizes it exactly (`key_attention_size`); a caller that cannot read the cache's lengths
+  /// without a synchronisation (device caches) sizes it by a bound, e.g. `batch * capacity +
+  /// rows`, and finds each sequence's offset from the lengths where they live.
   span<float, Space> key_attention;
 };
 /// The host probes.
@@ -45,8 +49,9 @@ using layer_probes_for = basic_layer_probes<execution_space_t<Tag>>;
 ///      of rows (`ragged_rows_for<Tag, float>`, `[n, H]`) at the given original positions
 ///      (`span_for<Tag, const index_t>`, `[n]`), each row attending to what `cache` (`const C*`,
 ///      may be null: nothing cached) holds for its sequence at layer `l` and to the earlier rows of
-///      its sequence in this call, and writes the rows' keys and values (`[n, H]` each) for the
-///      caller to cache;
+///      its sequence in this call, and writes the rows' keys and values (`[n, H]` each,
+///      `span_for<Tag, typename C::value_type>`: in the element type the cache stores, so a
+///      decoder for an fp16 or bf16 cache writes them in that width) for the caller to cache;
 ///   4. `m.logits(tag, rows, out)` maps `[n, H]` final hidden states to `[n, vocab]` logits.
 /// The hidden states entering layer `l` are simply the rows after layers `0 .. l-1`: the
 /// pipeline owns them between calls, which is where the predictors read them.
@@ -55,12 +60,12 @@ concept decoder = kv_storage<C, Tag> &&
     requires(const M& m, Tag tag, index_t l, span_for<Tag, const std::int32_t> tokens,
              span_for<Tag, float> out, ragged_rows_for<Tag, float> rows,
              span_for<Tag, const index_t> positions, const C* cache,
-             span_for<Tag, const float> final_rows) {
+             span_for<Tag, typename C::value_type> kv, span_for<Tag, const float> final_rows) {
   { m.layers() } -> std::convertible_to<index_t>;
   { m.hidden() } -> std::convertible_to<index_t>;
   { m.vocab() } -> std::convertible_to<index_t>;
   m.embed(tag, tokens, out);
-  m.layer(tag, l, rows, positions, cache, out, out);
+  m.layer(tag, l, rows, positions, cache, kv, kv);
   m.logits(tag, final_rows, out);
 };
 
@@ -85,10 +90,10 @@ inline std::size_t key_attention_size(host_span<const index_t> indptr,
 template <class M, class Tag, class C>
 concept probing_decoder = decoder<M, Tag, C> &&
     requires(const M& m, Tag tag, index_t l, ragged_rows_for<Tag, float> rows,
-             span_for<Tag, const index_t> positions, const C* cache, span_for<Tag, float> out,
-             layer_probes_for<Tag> probes) {
+             span_for<Tag, const index_t> positions, const C* cache,
+             span_for<Tag, typename C::value_type> kv, layer_probes_for<Tag> probes) {
   { m.heads() } -> std::convertible_to<index_t>;
-  m.layer(tag, l, rows, positions, cache, out, out, probes);
+  m.layer(tag, l, rows, positions, cache, kv, kv, probes);
 };
 
 }  // namespace dynllava

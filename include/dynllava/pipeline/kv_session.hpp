@@ -19,6 +19,7 @@
 #include <dynllava/pipeline/sparsifier_options.hpp>
 #include <dynllava/pipeline/token_decisions.hpp>
 #include <dynllava/score/concepts.hpp>
+#include <dynllava/score/h2o_scorer.hpp>
 #include <dynllava/score/layer_attention.hpp>
 #include <dynllava/select/gate.hpp>
 
@@ -29,6 +30,22 @@
 
 namespace dynllava {
 
+/// @brief The stateful scorer that accumulates the evidence a score-ranking policy
+/// (`kv_policy_needs_scores<P>`) ranks held tokens by, one per layer in a `kv_session`:
+/// `P::scorer_type` when the policy names one (an engine's own accumulator, a
+/// `stateful_token_scorer<S, host_t>` fed each call's attention per key), else `h2o_scorer`.
+template <class P>
+struct session_scorer {
+  using type = h2o_scorer;
+};
+template <class P>
+requires requires { typename P::scorer_type; }
+struct session_scorer<P> {
+  using type = typename P::scorer_type;
+};
+template <class P>
+using session_scorer_t = typename session_scorer<P>::type;
+
 /// @brief A batch of conversations decoded with a KV cache: `prefill` once, then `decode` one
 /// token per sequence per step. With `online_gate_policy` this is Dynamic-LLaVA's KV mode; with
 /// `full_cache_policy` and no pruning it is the dense model. Baselines through the same driver:
@@ -38,7 +55,8 @@ namespace dynllava {
 /// Retention: after every call (prefill or decode step) each (layer, sequence) is cut to what
 /// the policy retains. Policies that rank by scores (`kv_policy_needs_scores`, H2O) get, per
 /// layer, the attention every held token has received so far (summed over heads and queries,
-/// from the decoder's `layer_probes::key_attention`, accumulated by one `h2o_scorer` per layer).
+/// from the decoder's `layer_probes::key_attention`, accumulated per layer by the policy's
+/// `session_scorer_t`: `h2o_scorer` unless the policy names its own `scorer_type`).
 ///
 /// The batch moves together: every `prefill` call gives each sequence a non-empty prompt (system,
 /// image and instruction segments; generated tokens go through `decode`), every `decode` step
@@ -128,7 +146,7 @@ class kv_session {
       }
     }
     if constexpr (kv_policy_needs_scores<Policy>) {
-      attention_ = layer_attention<>(model.layers(), cache.batch());
+      attention_ = layer_attention<session_scorer_t<Policy>>(model.layers(), cache.batch());
     }
   }
 
@@ -412,7 +430,7 @@ class kv_session {
   std::vector<float> gate_logits_;  ///< [steps * batch, 2]
   run_stats stats_;
   pipeline_observer* obs_ = nullptr;
-  layer_attention<> attention_;  ///< only for score-based policies
+  layer_attention<session_scorer_t<Policy>> attention_;  ///< only for score-based policies
 };
 
 /// `kv_session(model, cache, policy, &image, &output, options)`; `nullptr` for a predictor the

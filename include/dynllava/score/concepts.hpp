@@ -50,22 +50,25 @@ concept two_way_predictor = token_scorer<S, Tag> &&
 /// @brief A stateful scorer accumulates evidence across decode steps (H2O): a `token_scorer`
 /// whose scores also depend on what it has seen.
 ///
-/// Requirements, for `S& s`, `const S& cs` and a sequence index `b`:
+/// Requirements, for `S& s` and `const S& cs`:
 ///   1. `S(batch)` constructs a scorer for `batch` sequences tracking nothing;
-///   2. `cs.tracked(b)` is the number of tokens tracked for sequence `b`;
+///   2. `cs.lengths()` (convertible to `span_for<Tag, const index_t>`, `[batch]`) holds the number
+///      of tokens tracked per sequence, in the tag's memory space (a device model keeps them on
+///      the device, so nothing here needs a host read); it stays valid while `s` lives and
+///      reflects every call enqueued before the read;
 ///   3. `s.append(tag, counts)` starts tracking `counts[b]` new tokens at the end of sequence `b`
 ///      (`span_for<Tag, const index_t>`, `[batch]`), each with score 0;
 ///   4. `s.accumulate(tag, probs)` adds attention mass: `probs` (`ragged_for<Tag, const float>`)
-///      is ragged by sequence, each sequence's values a row-major `[rows, tracked_b]` block of
+///      is ragged by sequence, each sequence's values a row-major `[rows, lengths()[b]]` block of
 ///      attention probabilities (rows = heads x new queries) over its tracked tokens;
 ///   5. `s.retain(tag, kept)` keeps only the tracked tokens at `kept` (CSR, local, ascending);
 ///   6. `cs.scores(tag, out)` writes every tracked token's score, sequence by sequence.
 template <class S, class Tag>
 concept stateful_token_scorer = token_scorer<S, Tag> && std::constructible_from<S, std::size_t> &&
-    requires(S& s, const S& cs, Tag tag, std::size_t b, span_for<Tag, const index_t> counts,
+    requires(S& s, const S& cs, Tag tag, span_for<Tag, const index_t> counts,
              ragged_for<Tag, const float> probs, ragged_for<Tag, const index_t> kept,
              span_for<Tag, float> out) {
-  { cs.tracked(b) } -> std::convertible_to<index_t>;
+  { cs.lengths() } -> std::convertible_to<span_for<Tag, const index_t>>;
   s.append(tag, counts);
   s.accumulate(tag, probs);
   s.retain(tag, kept);

@@ -22,11 +22,13 @@ namespace dynllava {
 class h2o_scorer {
  public:
   /// Tracks `batch` sequences, each with no token yet.
-  explicit h2o_scorer(std::size_t batch = 0) : acc_(batch) {}
+  explicit h2o_scorer(std::size_t batch = 0) : acc_(batch), lengths_(batch, 0) {}
 
   std::size_t batch() const noexcept { return acc_.size(); }
   /// Tokens tracked for sequence `b`.
-  index_t tracked(std::size_t b) const noexcept { return static_cast<index_t>(acc_[b].size()); }
+  index_t tracked(std::size_t b) const noexcept { return lengths_[b]; }
+  /// Tokens tracked per sequence (`[batch]`, host; valid while the scorer lives).
+  host_span<const index_t> lengths() const noexcept { return make_host_span(lengths_); }
 
   /// Starts tracking `counts[b]` new tokens at the end of each sequence, with score 0.
   /// @throws dynllava::error on a wrong size or a negative count.
@@ -40,6 +42,7 @@ class h2o_scorer {
     }
     for (std::size_t b = 0; b < acc_.size(); ++b) {
       acc_[b].resize(acc_[b].size() + static_cast<std::size_t>(counts[b]), 0.0);
+      lengths_[b] = static_cast<index_t>(acc_[b].size());
     }
   }
 
@@ -89,6 +92,7 @@ class h2o_scorer {
       std::vector<double> next;
       for (index_t p : kept.row(b)) next.push_back(acc_[b][static_cast<std::size_t>(p)]);
       acc_[b] = std::move(next);
+      lengths_[b] = static_cast<index_t>(acc_[b].size());
     }
   }
 
@@ -124,6 +128,7 @@ class h2o_scorer {
 
  private:
   std::vector<std::vector<double>> acc_;
+  std::vector<index_t> lengths_;  // acc_[b].size(), contiguous for lengths()
 };
 static_assert(stateful_token_scorer<h2o_scorer, host_t>);
 

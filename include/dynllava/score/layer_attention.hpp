@@ -42,11 +42,15 @@ class layer_attention {
     std::vector<index_t> added(cached.size(), 0), block_indptr{0};
     std::vector<float> block;
     std::size_t first = 0;
+    const host_span<const index_t> tracked = acc.lengths();
+    DYNLLAVA_EXPECTS(tracked.size() == cached.size(),
+                     "layer_attention: layer {} tracks {} sequences, the cache holds {}", l,
+                     tracked.size(), cached.size());
     for (std::size_t b = 0; b < cached.size(); ++b) {
-      DYNLLAVA_EXPECTS(acc.tracked(b) == cached[b],
+      DYNLLAVA_EXPECTS(tracked[b] == cached[b],
                        "layer_attention: layer {} sequence {} holds {} tokens but {} are tracked "
                        "(was the cache changed outside the session?)",
-                       l, b, cached[b], acc.tracked(b));
+                       l, b, cached[b], tracked[b]);
       const auto held = static_cast<std::size_t>(cached[b]);
       block.insert(block.end(), mass.begin() + static_cast<std::ptrdiff_t>(first),
                    mass.begin() + static_cast<std::ptrdiff_t>(first + held));

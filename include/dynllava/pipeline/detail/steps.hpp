@@ -157,8 +157,9 @@ void check_options(const sparsifier_options& o, index_t layers, index_t hidden, 
 /// Runs `m.layer` with probes when the model offers them (a plain decoder gets none).
 template <class Model, class Cache>
 void run_layer(const Model& m, index_t l, host_ragged_rows<float> rows,
-               host_span<const index_t> pos, const Cache* cache, host_span<float> k,
-               host_span<float> v, layer_probes probes) {
+               host_span<const index_t> pos, const Cache* cache,
+               host_span<typename Cache::value_type> k, host_span<typename Cache::value_type> v,
+               layer_probes probes) {
   if constexpr (probing_decoder<Model, host_t, Cache>) {
     m.layer(host, l, rows, pos, cache, k, v, probes);
   } else {
