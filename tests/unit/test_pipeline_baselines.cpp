@@ -597,3 +597,74 @@ TEST_SUITE("cpu") {
     CHECK(held_negated[0] == held_plain[0]);
   }
 }
+
+namespace dynllava::test_attention_slot {
+
+/// An attention scorer written here: FastV's scores (delegated), counting its calls; with
+/// `negate` the negated scores (the least attended image tokens rank first).
+template <bool negate>
+struct counting_attention {
+  fastv_scorer inner;
+  mutable int calls = 0;
+  void score(host_t, host_span<const float> q, host_ragged_rows<const float> k,
+             host_ragged<const index_t> c, host_span<float> out) const {
+    ++calls;
+    inner.score(host, q, k, c, out);
+    if constexpr (negate) {
+      for (float& x : out) x = -x;
+    }
+  }
+};
+static_assert(attention_scorer<counting_attention<true>, host_t>);
+static_assert(image_ranker<counting_attention<true>> &&
+              !two_way_predictor<counting_attention<true>, host_t>);
+
+}  // namespace dynllava::test_attention_slot
+
+TEST_SUITE("cpu") {
+  TEST_CASE("pipeline: an attention scorer in the image slot ranks with vision_rule::fastv") {
+    using namespace dynllava::test_attention_slot;
+    const auto& w = the_world();
+    const auto opts = fastv_options();
+    const auto in = w.input({0, 1});
+    const counting_attention<false> same{{w.lc.heads, w.lc.head_dim}};
+    const counting_attention<true> negated{{w.lc.heads, w.lc.head_dim}};
+    auto prefill = [&](const auto* scorer, host_selection& kept) {
+      auto cache = make_cache(w, 2);
+      kv_session session(w.model, cache, full_cache_policy{}, scorer, nullptr, opts);
+      auto logits = session.prefill(in.view(w.lc.hidden), in.table());
+      kept = session.image_kept();
+      return logits;
+    };
+    host_selection kept_bundled, kept_same, kept_negated;
+    const auto logits_bundled = prefill(static_cast<const fastv_scorer*>(nullptr), kept_bundled);
+    const auto logits_same = prefill(&same, kept_same);
+    CHECK(same.calls == 1);  // one prefill, one call for the whole batch
+    CHECK(logits_same == logits_bundled);
+    CHECK(kept_same.indptr == kept_bundled.indptr);
+    CHECK(kept_same.positions == kept_bundled.positions);
+    prefill(&negated, kept_negated);
+    CHECK(negated.calls == 1);
+    CHECK(kept_negated.indptr == kept_bundled.indptr);  // the same budget per image
+    CHECK(kept_negated.positions != kept_bundled.positions);
+    // Without KV cache: the stateless step and the session take it too, with the same result.
+    const auto nc_bundled =
+        decode_without_cache(w.model, nullptr, nullptr, in.view(w.lc.hidden), in.table(), opts);
+    CHECK(decode_without_cache(w.model, &same, nullptr, in.view(w.lc.hidden), in.table(), opts) ==
+          nc_bundled);
+    CHECK(same.calls == 2);
+    no_cache_session nc(w.model, 2, &negated, nullptr, opts);
+    nc.prefill(in.view(w.lc.hidden), in.table());
+    CHECK(negated.calls == 2);
+    CHECK(nc.image_decisions().kept().positions == kept_negated.positions);
+    // It cannot stand in for the image predictor: refused before anything runs.
+    auto predictor_rule = dense_options();
+    predictor_rule.prune_images = true;
+    auto cache = make_cache(w, 2);
+    CHECK_THROWS_WITH_AS(
+        (kv_session(w.model, cache, full_cache_policy{}, &same, nullptr, predictor_rule)),
+        doctest::Contains("vision_rule::predictor needs a two_way_predictor as image ranker"),
+        error);
+    CHECK(same.calls == 2);
+  }
+}

@@ -141,7 +141,7 @@ std::vector<float> no_cache_step(const Model& m, const PI* image, const PO* outp
     s.image_tokens += static_cast<index_t>(old.candidates());
     s.image_kept += static_cast<index_t>(std::count(old.keep.begin(), old.keep.end(), 1));
   } else {
-    image_kept = fastv ? select_images_fastv(m, q, k, indptr, segments, o, s, seen.images)
+    image_kept = fastv ? select_images_fastv(m, image, q, k, indptr, segments, o, s, seen.images)
                        : select_images(image, h, segments, o, s, obs, seen.images);
   }
   // Output candidates: every generated token but the newest.
@@ -186,14 +186,16 @@ std::vector<float> no_cache_step(const Model& m, const PI* image, const PO* outp
 /// `vision_rule::fastv` by the newest row's attention in layer `sparse_layer - 1`); output
 /// tokens except the newest are gated by `options.rule`; the newest token is always kept.
 /// A null predictor is an error wherever the options use it, as is a predictor of another width.
-/// @param image, output pointers to `two_way_predictor<host_t>` models, or `nullptr`
+/// @param image a pointer to an `image_ranker` (a `two_way_predictor<host_t>`, or an
+///        `attention_scorer<host_t>` that ranks with `vision_rule::fastv`), or `nullptr`
+/// @param output a pointer to a `two_way_predictor<host_t>`, or `nullptr`
 /// @param[out] stats optional: rows per layer and kept counts, added to
 /// @param[out] kept_outputs optional: the kept positions among each sequence's output candidates
 /// @param[in] observer optional: told of the step's work (e.g. a `trace_recorder`)
 /// @return `[batch, vocab]` logits of each sequence's last row.
 /// @tparam Cache a KV storage type the model's `layer` accepts (no cache is used: a null one is
 ///         passed); name it for a model that does not take `contiguous_kv_cache`.
-template <class Model, kv_storage<host_t> Cache = no_cache_storage_t<Model>, predictor_argument PI,
+template <class Model, kv_storage<host_t> Cache = no_cache_storage_t<Model>, image_argument PI,
           predictor_argument PO>
 requires decoder<Model, host_t, Cache> std::vector<float> decode_without_cache(
     const Model& m, PI image, PO output, host_ragged_rows<const float> rows,

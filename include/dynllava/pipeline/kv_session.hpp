@@ -67,8 +67,10 @@ using session_scorer_t = typename session_scorer<P>::type;
 /// Seams: any `decoder<Model, host_t, Cache>` (a `probing_decoder` for FastV and H2O), any
 /// `kv_storage<Cache, host_t>` and `kv_policy<Policy, host_t>` (the session appends and evicts a
 /// whole layer at a time through their layer-level calls: `dynllava::gated_append`,
-/// `dynllava::enforce_retention`), and any `two_way_predictor` as image and output predictor
-/// (`nullptr` for none: class template argument deduction makes it `no_predictor`).
+/// `dynllava::enforce_retention`), any `two_way_predictor` as image and output predictor
+/// (`nullptr` for none: class template argument deduction makes it `no_predictor`), and in the
+/// image slot also any `attention_scorer<S, host_t>`, which ranks with `vision_rule::fastv`
+/// instead of the bundled `fastv_scorer` (`image_ranker`).
 ///
 /// After each call the decisions are readable: `image_decisions()` (the last prompt's image
 /// logits, margins and kept tokens), `gate_decisions()` (the last step's gate logits, margins and
@@ -81,7 +83,7 @@ using session_scorer_t = typename session_scorer<P>::type;
 /// valid but in an unspecified state (some layers appended): every later `prefill` or `decode`
 /// then throws, saying so; discard both.
 template <class Model, kv_storage<host_t> Cache, kv_policy<host_t> Policy,
-          two_way_predictor<host_t> ImagePredictor, two_way_predictor<host_t> OutputPredictor>
+          image_ranker ImagePredictor, two_way_predictor<host_t> OutputPredictor>
 requires decoder<Model, host_t, Cache>
 class kv_session {
   static_assert(!kv_policy_needs_scores<Policy> || probing_decoder<Model, host_t, Cache>,
@@ -199,7 +201,8 @@ class kv_session {
       // FastV: the last full layer also hands out its queries and keys.
       std::vector<float> q, k;
       run(0, l, indptr, h, pos, std::vector<std::uint8_t>(pos.size(), 1), &q, &k);
-      image_kept_ = detail::select_images_fastv(m_, q, k, indptr, segments, o_, stats_, images_);
+      image_kept_ =
+          detail::select_images_fastv(m_, image_, q, k, indptr, segments, o_, stats_, images_);
     } else {
       run(0, l, indptr, h, pos, std::vector<std::uint8_t>(pos.size(), 1));
       // Vision pruning at the sparse layer.
@@ -435,7 +438,7 @@ class kv_session {
 
 /// `kv_session(model, cache, policy, &image, &output, options)`; `nullptr` for a predictor the
 /// options do not use gives `no_predictor`.
-template <class Model, class Cache, class Policy, predictor_argument PI, predictor_argument PO>
+template <class Model, class Cache, class Policy, image_argument PI, predictor_argument PO>
 kv_session(const Model&, Cache&, Policy, PI, PO, sparsifier_options = {})
     -> kv_session<Model, Cache, Policy, predictor_type_t<PI>, predictor_type_t<PO>>;
 

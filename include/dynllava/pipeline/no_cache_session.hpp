@@ -33,10 +33,10 @@ namespace dynllava {
 /// sparse layer do not depend on anything after them, so the predictor's decision never changes
 /// (METHOD.md 4a). FastV ranks by the newest row, so it ranks again at every call.
 ///
-/// Seams as `kv_session`: any `decoder<Model, host_t, Cache>` and `two_way_predictor`s (or
-/// `nullptr`). Host memory; the session owns the context rows (`[rows, H]` per sequence).
-template <class Model, two_way_predictor<host_t> ImagePredictor,
-          two_way_predictor<host_t> OutputPredictor,
+/// Seams as `kv_session`: any `decoder<Model, host_t, Cache>`, `two_way_predictor`s (or
+/// `nullptr`), and in the image slot an `attention_scorer` for `vision_rule::fastv`. Host memory;
+/// the session owns the context rows (`[rows, H]` per sequence).
+template <class Model, image_ranker ImagePredictor, two_way_predictor<host_t> OutputPredictor,
           kv_storage<host_t> Cache = no_cache_storage_t<Model>>
 requires decoder<Model, host_t, Cache>
 class no_cache_session {
@@ -200,7 +200,7 @@ class no_cache_session {
 };
 
 /// `no_cache_session(model, batch, &image, &output, options)`; `nullptr` gives `no_predictor`.
-template <class Model, predictor_argument PI, predictor_argument PO>
+template <class Model, image_argument PI, predictor_argument PO>
 no_cache_session(const Model&, std::size_t, PI, PO, sparsifier_options = {})
     -> no_cache_session<Model, predictor_type_t<PI>, predictor_type_t<PO>,
                         no_cache_storage_t<Model>>;

@@ -71,11 +71,15 @@ std::vector<float> last_logits(const Model& m, const std::vector<index_t>& indpt
 
 /// Image top-k at the sparse layer by the image predictor (`cpu::select_images`), with the
 /// run's statistics; `seen` gets what it saw (keep-all flags and no logits when not pruning).
-template <two_way_predictor<host_t> P>
+template <class P>
 host_selection select_images(const P* pred, const std::vector<float>& hidden,
                              segment_table<host_space> t, const sparsifier_options& o,
                              run_stats& stats, pipeline_observer* obs, token_decisions& seen) {
   host_selection kept;
+  if constexpr (!two_way_predictor<P, host_t>) {
+    // An attention scorer ranks only under vision_rule::fastv (checked up front).
+    DYNLLAVA_EXPECTS(!o.prune_images, "select_images: no image predictor");
+  }
   if (!o.prune_images) {
     const auto cands = cpu::candidate_rows(t, segment_kind::image).indptr;
     kept = host_selection::keep_all(cands);
@@ -87,7 +91,9 @@ host_selection select_images(const P* pred, const std::vector<float>& hidden,
       const auto groups = cpu::group_images_by_turn(t);
       obs->image_predictor(make_host_span(groups.indptr));
     }
-    kept = cpu::select_images(*pred, make_host_span(hidden), t, o.vision_keep_ratio, &seen);
+    if constexpr (two_way_predictor<P, host_t>) {
+      kept = cpu::select_images(*pred, make_host_span(hidden), t, o.vision_keep_ratio, &seen);
+    }
   }
   stats.image_tokens += image_candidates(t);
   stats.image_kept += static_cast<index_t>(kept.positions.size());
@@ -96,18 +102,29 @@ host_selection select_images(const P* pred, const std::vector<float>& hidden,
 
 /// FastV at the sparse layer (`cpu::select_images_fastv`): each sequence's last row in the call
 /// ranks its image tokens, from the queries `q` and keys `k` (`[rows, H]`, ragged by `indptr`)
-/// of the last full layer.
-template <class Model>
-host_selection select_images_fastv(const Model& m, const std::vector<float>& q,
+/// of the last full layer, by `scorer` when it is an `attention_scorer` given to the driver,
+/// else by `fastv_scorer{heads, H / heads}`.
+template <class Model, class S>
+host_selection select_images_fastv(const Model& m, const S* scorer, const std::vector<float>& q,
                                    const std::vector<float>& k, const std::vector<index_t>& indptr,
                                    segment_table<host_space> segments, const sparsifier_options& o,
                                    run_stats& stats, token_decisions& seen) {
   if constexpr (requires { m.heads(); }) {
     const index_t H = m.hidden();
     const auto queries = last_rows(q, indptr, H);
-    auto kept = cpu::select_images_fastv(
-        fastv_scorer{m.heads(), H / m.heads()}, make_host_span(queries),
-        {make_host_span(indptr), make_host_span(k), H}, segments, o.vision_keep_ratio, &seen);
+    const host_ragged_rows<const float> keys{make_host_span(indptr), make_host_span(k), H};
+    host_selection kept;
+    if constexpr (attention_scorer<S, host_t>) {
+      if (scorer != nullptr) {
+        kept = cpu::select_images_fastv(*scorer, make_host_span(queries), keys, segments,
+                                        o.vision_keep_ratio, &seen);
+      }
+    }
+    if (kept.indptr.empty()) {
+      kept =
+          cpu::select_images_fastv(fastv_scorer{m.heads(), H / m.heads()}, make_host_span(queries),
+                                   keys, segments, o.vision_keep_ratio, &seen);
+    }
     stats.image_tokens += image_candidates(segments);
     stats.image_kept += static_cast<index_t>(kept.positions.size());
     return kept;
@@ -140,15 +157,21 @@ void check_options(const sparsifier_options& o, index_t layers, index_t hidden, 
                      "{}: prune_images with vision_rule::predictor needs an image predictor, got "
                      "null (set prune_images = false for dense vision)",
                      who);
+    DYNLLAVA_EXPECTS((!o.prune_images || two_way_predictor<PI, host_t>),
+                     "{}: vision_rule::predictor needs a two_way_predictor as image ranker; an "
+                     "attention scorer ranks with vision_rule::fastv",
+                     who);
   }
   DYNLLAVA_EXPECTS(!o.gate_outputs || output != nullptr,
                    "{}: gate_outputs needs an output predictor, got null (set gate_outputs = "
                    "false for dense text)",
                    who);
-  const bool image_used = o.vision == vision_rule::predictor && o.prune_images;
-  DYNLLAVA_EXPECTS(!image_used || image->hidden() == hidden,
-                   "{}: the image predictor reads width {}, but the model's hidden width is {}",
-                   who, image_used ? image->hidden() : 0, hidden);
+  if constexpr (two_way_predictor<PI, host_t>) {
+    const bool image_used = o.vision == vision_rule::predictor && o.prune_images;
+    DYNLLAVA_EXPECTS(!image_used || image->hidden() == hidden,
+                     "{}: the image predictor reads width {}, but the model's hidden width is {}",
+                     who, image_used ? image->hidden() : 0, hidden);
+  }
   DYNLLAVA_EXPECTS(!o.gate_outputs || output->hidden() == hidden,
                    "{}: the output predictor reads width {}, but the model's hidden width is {}",
                    who, o.gate_outputs ? output->hidden() : 0, hidden);
