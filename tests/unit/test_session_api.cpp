@@ -1,6 +1,10 @@
 // SPDX-License-Identifier: Apache-2.0
 // The session API: the generate loop (greedy, sampling, EOS, budget, streaming callback), the
 // decision views after each call, and the guards checked before anything changes.
+#include <dynllava/core/error.hpp>
+#include <dynllava/kvcache/contiguous_kv_cache.hpp>
+#include <dynllava/kvcache/policies/full_cache.hpp>
+
 #include "support/pipeline_world.hpp"
 
 #include <doctest/doctest.h>
@@ -34,6 +38,28 @@ struct counting_observer final : pipeline_observer {
   }
   void output_predictor(std::size_t) override { ++output_runs; }
 };
+
+/// `llama_model` behind a decoder that throws from its `call`-th layer call (counted from 0).
+struct flaky_decoder {
+  const llama_model& m;
+  mutable int fail_at = -1;
+  mutable int calls = 0;
+  index_t layers() const { return m.layers(); }
+  index_t hidden() const { return m.hidden(); }
+  index_t vocab() const { return m.vocab(); }
+  void embed(host_t, host_span<const std::int32_t> t, host_span<float> out) const {
+    m.embed(host, t, out);
+  }
+  void layer(host_t, index_t l, host_ragged_rows<float> rows, host_span<const index_t> pos,
+             const paged_kv_cache* cache, host_span<float> k, host_span<float> v) const {
+    if (calls++ == fail_at) DYNLLAVA_FAIL("flaky_decoder: engine failure in layer {}", l);
+    m.layer(host, l, rows, pos, cache, k, v);
+  }
+  void logits(host_t, host_span<const float> rows, host_span<float> out) const {
+    m.logits(host, rows, out);
+  }
+};
+static_assert(decoder<flaky_decoder, host_t, paged_kv_cache>);
 
 }  // namespace
 
@@ -296,6 +322,86 @@ TEST_SUITE("cpu") {
                          doctest::Contains("kv_session::prefill: an earlier call failed midway"),
                          error);
     CHECK(held_tokens(cache, 0) == in.indptr[1]);  // nothing appended twice
+  }
+
+  TEST_CASE("guards: a call refused by a full cache's first append changes nothing") {
+    const auto& w = the_world();
+    const auto in = w.input({1});  // 15 rows
+    const sparsifier_options dense{.prune_images = false, .gate_outputs = false};
+    {  // prefill: the cache is too small for the prompt
+      contiguous_kv_cache cache({w.lc.layers, 1, w.lc.hidden, 10});
+      kv_session s(w.model, cache, full_cache_policy{}, nullptr, nullptr, dense);
+      CHECK_THROWS_WITH_AS(s.prefill(in.view(w.lc.hidden), in.table()),
+                           doctest::Contains("holds 0 of 10 tokens and cannot take 15 more"),
+                           error);
+      CHECK_FALSE(s.prefilled());
+      for (index_t l = 0; l < w.lc.layers; ++l) CHECK(held_tokens(cache, l) == 0);
+      const std::vector<std::int32_t> t{1};
+      CHECK_THROWS_WITH_AS(s.decode(make_host_span(t)),
+                           doctest::Contains("kv_session::decode: call prefill() first"), error);
+    }
+    // decode: room for the prompt and one token; the second step is refused at layer 0
+    contiguous_kv_cache cache({w.lc.layers, 1, w.lc.hidden, 16});
+    kv_session s(w.model, cache, full_cache_policy{}, nullptr, nullptr, dense);
+    s.prefill(in.view(w.lc.hidden), in.table());
+    const std::vector<std::int32_t> t{7};
+    s.decode(make_host_span(t));
+    const auto lengths = s.cache_lengths();
+    const auto decisions = s.decisions();
+    const auto gate_logits = s.gate_logits();
+    const auto stats = s.stats();
+    for (int attempt = 0; attempt < 2; ++attempt) {  // the same error again, not "failed midway"
+      CHECK_THROWS_WITH_AS(s.decode(make_host_span(t)),
+                           doctest::Contains("holds 16 of 16 tokens and cannot take 1 more"),
+                           error);
+      CHECK(s.cache_lengths() == lengths);
+      CHECK(s.decisions() == decisions);
+      CHECK(s.gate_logits().size() == gate_logits.size());
+      CHECK(s.stats().output_tokens == stats.output_tokens);
+      CHECK(s.stats().rows_per_layer == stats.rows_per_layer);
+    }
+  }
+
+  TEST_CASE("guards: a decoder that throws before the first append leaves either session usable") {
+    const auto& w = the_world();
+    const auto in = w.input({1});
+    const sparsifier_options dense{.prune_images = false, .gate_outputs = false};
+    const std::vector<std::int32_t> t{7};
+    // references: the same calls on a decoder that never fails
+    const flaky_decoder sound{w.model};
+    auto ref_cache = make_cache(w, 1);
+    kv_session ref(sound, ref_cache, full_cache_policy{}, nullptr, nullptr, dense);
+    ref.prefill(in.view(w.lc.hidden), in.table());
+    const auto ref_logits = ref.decode(make_host_span(t));
+    no_cache_session nc_ref(sound, 1, nullptr, nullptr, dense);
+    nc_ref.prefill(in.view(w.lc.hidden), in.table());
+    const auto nc_ref_logits = nc_ref.decode(make_host_span(t));
+
+    const flaky_decoder flaky{w.model};
+    auto cache = make_cache(w, 1);
+    kv_session s(flaky, cache, full_cache_policy{}, nullptr, nullptr, dense);
+    s.prefill(in.view(w.lc.hidden), in.table());
+    flaky.fail_at = flaky.calls;  // the decode step's first layer
+    CHECK_THROWS_WITH_AS(s.decode(make_host_span(t)),
+                         doctest::Contains("flaky_decoder: engine failure in layer 0"), error);
+    CHECK(s.decisions().empty());
+    CHECK(held_tokens(cache, 0) == in.indptr[1]);
+    CHECK(s.decode(make_host_span(t)) == ref_logits);  // usable, and as if it had not failed
+
+    no_cache_session nc(flaky, 1, nullptr, nullptr, dense);
+    flaky.fail_at = flaky.calls + 1;  // the prompt's second layer
+    CHECK_THROWS_WITH_AS(nc.prefill(in.view(w.lc.hidden), in.table()),
+                         doctest::Contains("flaky_decoder: engine failure in layer 1"), error);
+    CHECK_FALSE(nc.prefilled());
+    CHECK(nc.current().rows.empty());
+    nc.prefill(in.view(w.lc.hidden), in.table());
+    CHECK(nc.current().rows.size() == in.rows.size());
+    flaky.fail_at = flaky.calls + 2;  // the decode step, layer 2
+    CHECK_THROWS_WITH_AS(nc.decode(make_host_span(t)),
+                         doctest::Contains("flaky_decoder: engine failure in layer 2"), error);
+    CHECK(nc.current().rows.size() == in.rows.size());  // the token was not kept
+    CHECK(nc.current().segments.size() == in.segs.size());
+    CHECK(nc.decode(make_host_span(t)) == nc_ref_logits);
   }
 
   TEST_CASE(

@@ -23,10 +23,10 @@ struct llava_config : llama_config {
   void validate() const {
     llama_config::validate();
     DYNLLAVA_EXPECTS(kv_bytes_per_element > 0,
-                     "llama_config: kv_bytes_per_element must be > 0, got {}",
+                     "cost::llava_config: kv_bytes_per_element must be > 0, got {}",
                      kv_bytes_per_element);
     DYNLLAVA_EXPECTS(predictor.hidden == hidden,
-                     "llama_config: predictor.hidden must equal hidden ({}), got {}", hidden,
+                     "cost::llava_config: predictor.hidden must equal hidden ({}), got {}", hidden,
                      predictor.hidden);
     predictor.validate();
   }

@@ -176,9 +176,18 @@ host_sparse_context prune_prefill(const S& image, host_span<const float> hidden,
 /// @param[in] hidden ragged `[tokens, H]` host: the new tokens' hidden states at the sparse layer
 /// @param[out] keep `[tokens]` host: 1 = keep
 /// @param[out] seen optional: the tokens' gate logits, margins and keep flags
+/// @throws dynllava::error when `hidden` is malformed, its width is not `output.hidden()`, or
+///         `keep` does not have one entry per row (before the predictor runs).
 template <two_way_predictor<host_t> P>
 void gate_new_tokens(const P& output, host_ragged_rows<const float> hidden,
                      host_span<std::uint8_t> keep, token_decisions* seen = nullptr) {
+  validate(hidden, "gate_new_tokens: hidden");
+  DYNLLAVA_EXPECTS(hidden.width == output.hidden(),
+                   "gate_new_tokens: the output predictor reads width {}, the rows have width {}",
+                   output.hidden(), hidden.width);
+  DYNLLAVA_EXPECTS(keep.size() == hidden.rows(),
+                   "gate_new_tokens: keep must have one entry per row ({}), got {}", hidden.rows(),
+                   keep.size());
   std::vector<float> logits(2 * hidden.rows());
   output.logits(host, hidden, make_host_span(logits));
   argmax_gate({hidden.indptr, make_host_span(std::as_const(logits))}, keep);

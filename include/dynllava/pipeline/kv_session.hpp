@@ -79,9 +79,11 @@ using session_scorer_t = typename session_scorer<P>::type;
 ///
 /// Errors: bad arguments throw `dynllava::error` before anything changes (shapes, predictor
 /// widths, a policy that disagrees with the options, `decode` before `prefill`). A call that fails
-/// later (the paged cache runs out of pages in some layer) leaves the session and its cache
-/// valid but in an unspecified state (some layers appended): every later `prefill` or `decode`
-/// then throws, saying so; discard both.
+/// before its first append reached the cache (a full cache refuses the first layer's append; the
+/// decoder or a predictor throws in the layers below) changes nothing either: the session stays
+/// usable. A call that fails later (the paged cache runs out of pages in a later layer) leaves
+/// the session and its cache valid but in an unspecified state (some layers appended): every
+/// later `prefill` or `decode` then throws, saying so; discard both.
 template <class Model, kv_storage<host_t> Cache, kv_policy<host_t> Policy,
           image_ranker ImagePredictor, two_way_predictor<host_t> OutputPredictor>
 requires decoder<Model, host_t, Cache>
@@ -195,7 +197,7 @@ class kv_session {
     }
     if (o_.vision == vision_rule::fastv && o_.prune_images) check_fastv_context(segments);
     const index_t l = o_.sparse_layer;
-    changing_ = true;  // from here on a failure leaves the cache partly updated
+    call_scope scope(*this);  // a failure after the first append leaves the cache partly updated
     begin_call();
     if (o_.vision == vision_rule::fastv && o_.prune_images) {
       // FastV: the last full layer also hands out its queries and keys.
@@ -221,7 +223,7 @@ class kv_session {
     end_call();
     gate_ = token_decisions{};  // no decode step since this prompt
     prefilled_ = true;
-    changing_ = false;
+    scope.done();
     return detail::last_logits(m_, ctx.indptr, hk);
   }
 
@@ -248,10 +250,10 @@ class kv_session {
     std::vector<index_t> indptr(n + 1), pos(n);
     for (std::size_t b = 0; b < n; ++b) {
       indptr[b + 1] = static_cast<index_t>(b + 1);
-      pos[b] = next_pos_[b]++;
+      pos[b] = next_pos_[b];
     }
     const index_t l = o_.sparse_layer;
-    changing_ = true;
+    call_scope scope(*this);
     begin_call();
     run(0, l, indptr, h, pos, std::vector<std::uint8_t>(n, 1));
     std::vector<std::uint8_t> keep(n, 1);
@@ -274,9 +276,10 @@ class kv_session {
       gate_logits_.insert(gate_logits_.end(), 2 * n, std::numeric_limits<float>::quiet_NaN());
     }
     run(l, m_.layers(), indptr, h, pos, keep);
+    for (std::size_t b = 0; b < n; ++b) ++next_pos_[b];
     retain();
     end_call();
-    changing_ = false;
+    scope.done();
     return detail::last_logits(m_, indptr, h);
   }
 
@@ -316,6 +319,53 @@ class kv_session {
   void observe(pipeline_observer* observer) noexcept { obs_ = observer; }
 
  private:
+  /// @brief Marks a call as changing the session (`changing_`). When the call throws before
+  /// its first append reached the cache (`touched_`; appends are all or nothing per layer:
+  /// a full cache fails there), the destructor puts back what the call had changed, and the
+  /// session stays usable; after that point `changing_` stays set.
+  class call_scope {
+   public:
+    explicit call_scope(kv_session& s)
+        : s_(s),
+          stats_(s.stats_),
+          decisions_(s.decisions_.size()),
+          gate_logits_(s.gate_logits_.size()),
+          gate_(s.gate_),
+          images_(s.images_),
+          image_kept_(s.image_kept_),
+          next_pos_(s.next_pos_) {
+      s_.changing_ = true;
+      s_.touched_ = false;
+    }
+    call_scope(const call_scope&) = delete;
+    call_scope& operator=(const call_scope&) = delete;
+    ~call_scope() {
+      if (done_ || s_.touched_) return;
+      s_.stats_ = std::move(stats_);
+      s_.decisions_.resize(decisions_);
+      s_.gate_logits_.resize(gate_logits_);
+      s_.gate_ = std::move(gate_);
+      s_.images_ = std::move(images_);
+      s_.image_kept_ = std::move(image_kept_);
+      s_.next_pos_ = std::move(next_pos_);
+      s_.changing_ = false;
+    }
+    /// The call succeeded.
+    void done() noexcept {
+      done_ = true;
+      s_.changing_ = false;
+    }
+
+   private:
+    kv_session& s_;
+    run_stats stats_;
+    std::size_t decisions_, gate_logits_;
+    token_decisions gate_, images_;
+    host_selection image_kept_;
+    std::vector<index_t> next_pos_;
+    bool done_ = false;
+  };
+
   /// @throws dynllava::error when an earlier call failed after it had started changing the
   /// cache (the session and the cache are then in an unspecified state).
   void check_usable(const char* call) const {
@@ -407,6 +457,7 @@ class kv_session {
       dynllava::gated_append(host, cache_, policy_, layer, make_host_span(indptr),
                              make_host_span(std::as_const(k)), make_host_span(std::as_const(v)),
                              make_host_span(keep), make_host_span(pos));
+      touched_ = true;  // the cache holds this call's tokens from here on
       if constexpr (kv_policy_needs_scores<Policy>) {
         std::vector<std::uint8_t> admitted(keep.size());
         for (std::size_t r = 0; r < keep.size(); ++r)
@@ -427,6 +478,7 @@ class kv_session {
   std::vector<index_t> next_pos_;
   bool prefilled_ = false;
   bool changing_ = false;  ///< a call is (or was, when it failed) changing the cache
+  bool touched_ = false;   ///< the current call has appended to the cache
   host_selection image_kept_;
   token_decisions images_, gate_;
   std::vector<std::uint8_t> decisions_;

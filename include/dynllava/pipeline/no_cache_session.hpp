@@ -36,6 +36,11 @@ namespace dynllava {
 /// Seams as `kv_session`: any `decoder<Model, host_t, Cache>`, `two_way_predictor`s (or
 /// `nullptr`), and in the image slot an `attention_scorer` for `vision_rule::fastv`. Host memory;
 /// the session owns the context rows (`[rows, H]` per sequence).
+///
+/// Errors: every call is all or nothing. Bad arguments throw before anything changes; a call
+/// that fails later (the decoder or a predictor throws) leaves the conversation, statistics and
+/// decisions as they were, so the session stays usable (an observer may have been told of the
+/// failed call's start).
 template <class Model, image_ranker ImagePredictor, two_way_predictor<host_t> OutputPredictor,
           kv_storage<host_t> Cache = no_cache_storage_t<Model>>
 requires decoder<Model, host_t, Cache>
@@ -86,19 +91,20 @@ class no_cache_session {
           b);
     }
     const auto H = static_cast<std::size_t>(m_.hidden());
-    for (std::size_t b = 0; b < batch(); ++b) {
-      const index_t first_row = length(b);
-      const index_t turn = segs_[b].empty() ? 0 : segs_[b].back().turn + 1;
-      for (index_t i = segments.indptr[b]; i < segments.indptr[b + 1]; ++i) {
-        segment seg = segments.segments[static_cast<std::size_t>(i)];
-        seg.begin += first_row;
-        seg.turn += turn;
-        segs_[b].push_back(seg);
+    auto logits = grow_and_step([&] {
+      for (std::size_t b = 0; b < batch(); ++b) {
+        const index_t first_row = length(b);
+        const index_t turn = segs_[b].empty() ? 0 : segs_[b].back().turn + 1;
+        for (index_t i = segments.indptr[b]; i < segments.indptr[b + 1]; ++i) {
+          segment seg = segments.segments[static_cast<std::size_t>(i)];
+          seg.begin += first_row;
+          seg.turn += turn;
+          segs_[b].push_back(seg);
+        }
+        const float* r = rows.row(static_cast<std::size_t>(rows.indptr[b]));
+        rows_[b].insert(rows_[b].end(), r, r + static_cast<std::size_t>(rows.length(b)) * H);
       }
-      const float* r = rows.row(static_cast<std::size_t>(rows.indptr[b]));
-      rows_[b].insert(rows_[b].end(), r, r + static_cast<std::size_t>(rows.length(b)) * H);
-    }
-    auto logits = step();
+    });
     prefilled_ = true;
     return logits;
   }
@@ -123,17 +129,18 @@ class no_cache_session {
     const auto H = static_cast<std::size_t>(m_.hidden());
     std::vector<float> e(tokens.size() * H);
     m_.embed(host, tokens, make_host_span(e));
-    for (std::size_t b = 0; b < batch(); ++b) {
-      auto& segs = segs_[b];
-      if (segs.back().kind == segment_kind::output) {
-        ++segs.back().length;
-      } else {
-        segs.push_back({segment_kind::output, length(b), 1, segs.back().turn});
+    return grow_and_step([&] {
+      for (std::size_t b = 0; b < batch(); ++b) {
+        auto& segs = segs_[b];
+        if (segs.back().kind == segment_kind::output) {
+          ++segs.back().length;
+        } else {
+          segs.push_back({segment_kind::output, length(b), 1, segs.back().turn});
+        }
+        rows_[b].insert(rows_[b].end(), e.begin() + static_cast<std::ptrdiff_t>(b * H),
+                        e.begin() + static_cast<std::ptrdiff_t>((b + 1) * H));
       }
-      rows_[b].insert(rows_[b].end(), e.begin() + static_cast<std::ptrdiff_t>(b * H),
-                      e.begin() + static_cast<std::ptrdiff_t>((b + 1) * H));
-    }
-    return step();
+    });
   }
 
   /// The image candidates of the conversation and what ranked them (each image ranked in the
@@ -175,13 +182,36 @@ class no_cache_session {
     return static_cast<index_t>(rows_[b].size() / static_cast<std::size_t>(m_.hidden()));
   }
 
+  /// Grows the conversation (`grow`), then recomputes it. All or nothing: when either throws
+  /// (the decoder or a predictor fails mid-step, memory runs out), the conversation, statistics
+  /// and decisions are as they were before the call, and the session stays usable.
+  template <class Grow>
+  std::vector<float> grow_and_step(Grow&& grow) {
+    std::vector<std::size_t> sizes(batch());
+    for (std::size_t b = 0; b < batch(); ++b) sizes[b] = rows_[b].size();
+    auto segs_before = segs_;
+    try {
+      grow();
+      return step();
+    } catch (...) {
+      for (std::size_t b = 0; b < batch(); ++b) rows_[b].resize(sizes[b]);
+      segs_ = std::move(segs_before);
+      throw;
+    }
+  }
+
+  /// Recomputes the conversation; its statistics and decisions change only when it succeeds.
   std::vector<float> step() {
     const auto ctx = current();
     const bool reuse =
         images_.has_value() && o_.vision == vision_rule::predictor && o_.prune_images;
+    run_stats stats = stats_;
+    detail::no_cache_seen seen;
     auto logits = detail::no_cache_step<Model, Cache>(
-        m_, image_, output_, ctx.view(m_.hidden()), ctx.table(), o_, stats_, obs_, seen_,
+        m_, image_, output_, ctx.view(m_.hidden()), ctx.table(), o_, stats, obs_, seen,
         reuse ? &*images_ : nullptr, "no_cache_session");
+    stats_ = std::move(stats);
+    seen_ = std::move(seen);
     images_ = seen_.images;
     return logits;
   }
