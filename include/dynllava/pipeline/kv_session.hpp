@@ -199,18 +199,20 @@ class kv_session {
     const index_t l = o_.sparse_layer;
     call_scope scope(*this);  // a failure after the first append leaves the cache partly updated
     begin_call();
+    host_selection image_kept;  // the members change when the call succeeds
+    token_decisions images;
     if (o_.vision == vision_rule::fastv && o_.prune_images) {
       // FastV: the last full layer also hands out its queries and keys.
       std::vector<float> q, k;
       run(0, l, indptr, h, pos, std::vector<std::uint8_t>(pos.size(), 1), &q, &k);
-      image_kept_ =
-          detail::select_images_fastv(m_, image_, q, k, indptr, segments, o_, stats_, images_);
+      image_kept =
+          detail::select_images_fastv(m_, image_, q, k, indptr, segments, o_, stats_, images);
     } else {
       run(0, l, indptr, h, pos, std::vector<std::uint8_t>(pos.size(), 1));
       // Vision pruning at the sparse layer.
-      image_kept_ = detail::select_images(image_, h, segments, o_, stats_, obs_, images_);
+      image_kept = detail::select_images(image_, h, segments, o_, stats_, obs_, images);
     }
-    const std::vector<kind_selection> pruned{{segment_kind::image, image_kept_.view()}};
+    const std::vector<kind_selection> pruned{{segment_kind::image, image_kept.view()}};
     const auto ctx =
         cpu::build_sparse_context(segments, make_host_span(std::as_const(pruned)),
                                   {.position_offsets = make_host_span(std::as_const(next_pos_))});
@@ -221,6 +223,8 @@ class kv_session {
     for (std::size_t b = 0; b < rows.batch(); ++b) next_pos_[b] += rows.length(b);
     retain();
     end_call();
+    image_kept_ = std::move(image_kept);
+    images_ = std::move(images);
     gate_ = token_decisions{};  // no decode step since this prompt
     prefilled_ = true;
     scope.done();
@@ -257,28 +261,29 @@ class kv_session {
     begin_call();
     run(0, l, indptr, h, pos, std::vector<std::uint8_t>(n, 1));
     std::vector<std::uint8_t> keep(n, 1);
-    gate_ = token_decisions{};
+    token_decisions gate;  // the members change when the call succeeds
     if (o_.gate_outputs && l < m_.layers()) {
       if (obs_ != nullptr) obs_->output_predictor(n);
       cpu::gate_new_tokens(
           *output_, {make_host_span(std::as_const(indptr)), make_host_span(std::as_const(h)), H},
-          make_host_span(keep), &gate_);
+          make_host_span(keep), &gate);
     } else {
-      gate_.indptr = indptr;
-      gate_.keep = keep;
+      gate.indptr = indptr;
+      gate.keep = keep;
     }
     stats_.output_tokens += static_cast<index_t>(n);
     for (auto k : keep) stats_.output_kept += k;
-    decisions_.insert(decisions_.end(), keep.begin(), keep.end());
-    if (gate_.logits.size() == 2 * n) {
-      gate_logits_.insert(gate_logits_.end(), gate_.logits.begin(), gate_.logits.end());
-    } else {
-      gate_logits_.insert(gate_logits_.end(), 2 * n, std::numeric_limits<float>::quiet_NaN());
-    }
     run(l, m_.layers(), indptr, h, pos, keep);
     for (std::size_t b = 0; b < n; ++b) ++next_pos_[b];
     retain();
     end_call();
+    decisions_.insert(decisions_.end(), keep.begin(), keep.end());
+    if (gate.logits.size() == 2 * n) {
+      gate_logits_.insert(gate_logits_.end(), gate.logits.begin(), gate.logits.end());
+    } else {
+      gate_logits_.insert(gate_logits_.end(), 2 * n, std::numeric_limits<float>::quiet_NaN());
+    }
+    gate_ = std::move(gate);
     scope.done();
     return detail::last_logits(m_, indptr, h);
   }
@@ -319,21 +324,14 @@ class kv_session {
   void observe(pipeline_observer* observer) noexcept { obs_ = observer; }
 
  private:
-  /// @brief Marks a call as changing the session (`changing_`). When the call throws before
-  /// its first append reached the cache (`touched_`; appends are all or nothing per layer:
-  /// a full cache fails there), the destructor puts back what the call had changed, and the
-  /// session stays usable; after that point `changing_` stays set.
+  /// @brief Marks a call as changing the session (`changing_`). The calls change their
+  /// decisions, positions and the cache's content only after the first append reached the cache
+  /// (`touched_`; appends are all or nothing per layer: a full cache fails there), and their
+  /// statistics as they go; when a call throws before that point, the destructor puts the
+  /// statistics back and the session stays usable. After it, `changing_` stays set.
   class call_scope {
    public:
-    explicit call_scope(kv_session& s)
-        : s_(s),
-          stats_(s.stats_),
-          decisions_(s.decisions_.size()),
-          gate_logits_(s.gate_logits_.size()),
-          gate_(s.gate_),
-          images_(s.images_),
-          image_kept_(s.image_kept_),
-          next_pos_(s.next_pos_) {
+    explicit call_scope(kv_session& s) : s_(s), stats_(s.stats_) {
       s_.changing_ = true;
       s_.touched_ = false;
     }
@@ -342,12 +340,6 @@ class kv_session {
     ~call_scope() {
       if (done_ || s_.touched_) return;
       s_.stats_ = std::move(stats_);
-      s_.decisions_.resize(decisions_);
-      s_.gate_logits_.resize(gate_logits_);
-      s_.gate_ = std::move(gate_);
-      s_.images_ = std::move(images_);
-      s_.image_kept_ = std::move(image_kept_);
-      s_.next_pos_ = std::move(next_pos_);
       s_.changing_ = false;
     }
     /// The call succeeded.
@@ -359,10 +351,6 @@ class kv_session {
    private:
     kv_session& s_;
     run_stats stats_;
-    std::size_t decisions_, gate_logits_;
-    token_decisions gate_, images_;
-    host_selection image_kept_;
-    std::vector<index_t> next_pos_;
     bool done_ = false;
   };
 

@@ -76,10 +76,6 @@ host_selection select_images(const P* pred, const std::vector<float>& hidden,
                              segment_table<host_space> t, const sparsifier_options& o,
                              run_stats& stats, pipeline_observer* obs, token_decisions& seen) {
   host_selection kept;
-  if constexpr (!two_way_predictor<P, host_t>) {
-    // An attention scorer ranks only under vision_rule::fastv (checked up front).
-    DYNLLAVA_EXPECTS(!o.prune_images, "select_images: no image predictor");
-  }
   if (!o.prune_images) {
     const auto cands = cpu::candidate_rows(t, segment_kind::image).indptr;
     kept = host_selection::keep_all(cands);
@@ -93,6 +89,9 @@ host_selection select_images(const P* pred, const std::vector<float>& hidden,
     }
     if constexpr (two_way_predictor<P, host_t>) {
       kept = cpu::select_images(*pred, make_host_span(hidden), t, o.vision_keep_ratio, &seen);
+    } else {
+      // An attention scorer ranks only under vision_rule::fastv (checked up front).
+      DYNLLAVA_FAIL("select_images: the image ranker is not a two_way_predictor");
     }
   }
   stats.image_tokens += image_candidates(t);
@@ -113,17 +112,16 @@ host_selection select_images_fastv(const Model& m, const S* scorer, const std::v
     const index_t H = m.hidden();
     const auto queries = last_rows(q, indptr, H);
     const host_ragged_rows<const float> keys{make_host_span(indptr), make_host_span(k), H};
+    const auto rank = [&](const auto& by) {
+      return cpu::select_images_fastv(by, make_host_span(queries), keys, segments,
+                                      o.vision_keep_ratio, &seen);
+    };
+    const fastv_scorer bundled{m.heads(), H / m.heads()};
     host_selection kept;
     if constexpr (attention_scorer<S, host_t>) {
-      if (scorer != nullptr) {
-        kept = cpu::select_images_fastv(*scorer, make_host_span(queries), keys, segments,
-                                        o.vision_keep_ratio, &seen);
-      }
-    }
-    if (kept.indptr.empty()) {
-      kept =
-          cpu::select_images_fastv(fastv_scorer{m.heads(), H / m.heads()}, make_host_span(queries),
-                                   keys, segments, o.vision_keep_ratio, &seen);
+      kept = scorer != nullptr ? rank(*scorer) : rank(bundled);
+    } else {
+      kept = rank(bundled);
     }
     stats.image_tokens += image_candidates(segments);
     stats.image_kept += static_cast<index_t>(kept.positions.size());
