@@ -10,11 +10,15 @@
                                         or 115) then torch.sort of the kept positions; fp32 or fp16
                                         scores uniform in [-3, 3); batch * n <= 2^30
 
-CUDA events around each call, L2 flushed before each call, median of repetitions. Writes Google
-Benchmark's JSON layout so that scripts/gpu_kit/report.py reads both. Exit 77: no CUDA device.
+CUDA events around each call, L2 flushed before each call, median of repetitions (as many as
+fit about half a second per shape, 3 to 50). Writes Google Benchmark's JSON layout so that
+scripts/gpu_kit/report.py reads both, rewritten after every shape (a run cut short keeps what it
+measured). `--grid kit` measures the GPU kit's shapes (those of its benchmark chunks, run.sh),
+`--grid full` every shape above. Exit 77: no CUDA device.
 """
 import argparse
 import json
+import os
 import platform
 import sys
 import time
@@ -23,7 +27,8 @@ import time
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", required=True)
-    ap.add_argument("--iters", type=int, default=50)
+    ap.add_argument("--iters", type=int, default=50, help="most repetitions per shape")
+    ap.add_argument("--grid", choices=("kit", "full"), default="full")
     args = ap.parse_args()
     import torch
 
@@ -36,8 +41,13 @@ def main():
 
     def timed(fn):
         times = []
-        fn()  # warm-up
-        for i in range(args.iters):
+        fn()  # warm-up, then as many repetitions as fit about 0.5 s (3 at least)
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        fn()
+        torch.cuda.synchronize()
+        once = max(time.perf_counter() - t0, 1e-6)
+        for i in range(max(3, min(args.iters, int(0.5 / once)))):
             flush.fill_(i & 0xFF)
             start = torch.cuda.Event(enable_timing=True)
             stop = torch.cuda.Event(enable_timing=True)
@@ -50,11 +60,23 @@ def main():
         return times[len(times) // 2]
 
     results = []
+    context = dict(date=time.strftime("%Y-%m-%dT%H:%M:%S%z"), host_name=platform.node(),
+                   executable="bench/torch/peers.py", torch=torch.__version__,
+                   cuda=torch.version.cuda, device=torch.cuda.get_device_name(0))
 
     def record(name, us, bytes_moved, **counters):
         results.append(dict(name=name + "_median", run_name=name, run_type="aggregate",
                             aggregate_name="median", real_time=us, cpu_time=us, time_unit="us",
                             bytes_per_second=bytes_moved / (us * 1e-6), **counters))
+        with open(args.out + ".tmp", "w") as f:
+            json.dump(dict(context=context, benchmarks=results), f, indent=1)
+        os.replace(args.out + ".tmp", args.out)
+
+    def in_kit(batch, n, k115, half):
+        """The shapes of run.sh's benchmark chunks."""
+        return ((n == 576 and k115 == 1) or (n == 1 << 24 and batch in (1, 64) and not k115
+                                             and not half)
+                or (batch in (8, 64) and n in (2048, 32768, 1 << 20) and not half))
 
     g = torch.Generator().manual_seed(1)
     for batch in (1, 8, 32):
@@ -80,18 +102,14 @@ def main():
             for half in (0, 1):
                 scores = base.half() if half else base
                 for k115 in (0, 1):
+                    if args.grid == "kit" and not in_kit(batch, n, k115, half):
+                        continue
                     k = 115 if k115 else n // 5
                     us = timed(lambda: torch.sort(
                         torch.topk(scores, k, dim=1, sorted=False).indices, dim=1))
                     record(f"torch_topk_sort/{batch}/{n}/{k115}/{half}", us,
                            scores.numel() * scores.element_size(), batch=batch, n=n, k=k)
 
-    doc = dict(context=dict(date=time.strftime("%Y-%m-%dT%H:%M:%S%z"), host_name=platform.node(),
-                            executable="bench/torch/peers.py", torch=torch.__version__,
-                            cuda=torch.version.cuda, device=torch.cuda.get_device_name(0)),
-               benchmarks=results)
-    with open(args.out, "w") as f:
-        json.dump(doc, f, indent=1)
     print(f"{len(results)} results on {torch.cuda.get_device_name(0)}")
     return 0
 

@@ -53,6 +53,7 @@
 #include <dynllava/pipeline/no_predictor.hpp>
 #include <dynllava/pipeline/pipeline_observer.hpp>
 #include <dynllava/pipeline/sparsifier_options.hpp>
+#include <dynllava/pipeline/tagged_hooks.hpp>
 #include <dynllava/pipeline/token_decisions.hpp>
 #include <dynllava/pipeline/token_sampler.hpp>
 #include <dynllava/pipeline/trace_recorder.hpp>

@@ -45,6 +45,11 @@ step() {  # step NAME STATUS SECONDS [DETAIL]; on a GPU machine a SKIP counts as
   [[ $status == FAIL ]] && failed=1
   return 0
 }
+count() {  # count PATTERN FILE: matching lines, 0 when none or no file
+  local n
+  n=$(grep -c "$1" "$2" 2>/dev/null)
+  echo "${n:-0}"
+}
 cap() {  # cap SECONDS: the step's cap, shortened to what is left before the deadline
   local left=$((deadline - $(date +%s) - 10))
   (( left < 1 )) && left=1
@@ -137,7 +142,7 @@ else
   step gpu-tests FAIL 0 "no test binary"
 fi
 
-# --- compute-sanitizer ------------------------------------------------------------------------
+# --- compute-sanitizer: the runner (called last, below) ---------------------------------------
 sanitizer=$(command -v compute-sanitizer || true)
 nvcc_dir=$(dirname "$(command -v nvcc 2>/dev/null || echo /usr/local/cuda/bin/nvcc)")
 for c in "$nvcc_dir/compute-sanitizer" "$nvcc_dir/../compute-sanitizer/compute-sanitizer" \
@@ -173,28 +178,58 @@ sanitize() {  # sanitize TOOL CAP EXTRA...
   else step "$tool" FAIL $(( $(date +%s) - s )) "exit $rc; $errors"
   fi
 }
-sanitize memcheck 150 --leak-check full
-sanitize racecheck 120
 
 # --- benchmarks -------------------------------------------------------------------------------
+# In chunks, most important first, each with its own JSON (merged into bench_cuda.json), so that
+# a chunk cut by its cap costs only itself. The kit's grid is the issue's target shapes and a
+# sample of the rest; DYNLLAVA_KIT_BENCH=full runs every registered case (longer than a kit run).
 s=$(date +%s)
 json="$out/bench_cuda.json"
+py=$(command -v python3 || command -v python || true)
+if [[ ${DYNLLAVA_KIT_BENCH:-kit} == full ]]; then
+  chunks=(".")
+else
+  chunks=(
+    "^bm_baseline_empty_launch|^bm_[a-z_]+/(1|8|64|256)/576/1/[01]/"   # top-k targets: n 576, k 115
+    "^bm_[a-z_]+/(1|64)/16777216/0/0/"                                  # top-k target: n 2^24
+    "gather|memcpy|append|copy_rows|predictor|dense_layer"              # the other groups
+    "^bm_[a-z_]+/(8|64)/(2048|32768|1048576)/[01]/0/"                   # top-k, other n
+  )
+fi
+bench_status=PASS bench_detail="" parts=()
 if [[ -n ${bin[dynllava_bench_cuda]} ]]; then
-  timeout -k 5 "$(cap 100)" "${bin[dynllava_bench_cuda]}" --benchmark_min_time=0.05 \
-    --benchmark_repetitions=3 --benchmark_display_aggregates_only=true \
-    --benchmark_out="$json" --benchmark_out_format=json >"$work/bench.txt" 2>&1
-  rc=$?
-  total=$(grep -c '"name":' "$json" 2>/dev/null || echo 0)
-  errors=$(grep -c '"error_occurred": true' "$json" 2>/dev/null || echo 0)
-  no_device=$(grep -c '"error_message": "no CUDA device"' "$json" 2>/dev/null || echo 0)
-  if (( rc != 0 )); then
-    step bench-cuda FAIL $(( $(date +%s) - s )) "exit $rc: $(tail -3 "$work/bench.txt" | oneline)"
-  elif (( total == 0 )); then
-    step bench-cuda FAIL $(( $(date +%s) - s )) "no results in bench_cuda.json"
-  elif (( have_gpu )); then
-    if (( errors > 0 )); then step bench-cuda FAIL $(( $(date +%s) - s )) "$errors runs reported an error; see bench_cuda.json"
-    else step bench-cuda PASS $(( $(date +%s) - s )) "$total runs"
+  for i in "${!chunks[@]}"; do
+    part="$work/bench_part$i.json"
+    timeout -k 5 "$(cap 70)" "${bin[dynllava_bench_cuda]}" --benchmark_filter="${chunks[$i]}" \
+      --benchmark_min_time=0.02 --benchmark_repetitions=3 --benchmark_display_aggregates_only=true \
+      --benchmark_out="$part" --benchmark_out_format=json >"$work/bench$i.txt" 2>&1
+    rc=$?
+    if (( rc != 0 )); then
+      bench_status=FAIL
+      bench_detail+="chunk $i exit $rc$( (( rc == 124 || rc == 137 )) && echo ' (cap)'): $(tail -2 "$work/bench$i.txt" | oneline); "
     fi
+    # a chunk cut by its cap leaves unterminated JSON: only complete parts are merged
+    [[ -s $part ]] && { [[ -z $py ]] || "$py" -c 'import json,sys; json.load(open(sys.argv[1]))' "$part" 2>/dev/null; } && parts+=("$part")
+  done
+  if (( ${#parts[@]} > 0 )); then
+    "${py:-false}" - "$json" "${parts[@]}" <<'PY' || cp "${parts[0]}" "$json"
+import json, sys
+docs = [json.load(open(p)) for p in sys.argv[2:]]
+merged = dict(context=docs[0].get("context", {}), benchmarks=[b for d in docs for b in d.get("benchmarks", [])])
+json.dump(merged, open(sys.argv[1], "w"), indent=1)
+PY
+  fi
+  total=$(count '"name":' "$json")
+  errors=$(count '"error_occurred": true' "$json")
+  no_device=$(count '"error_message": "no CUDA device"' "$json")
+  if (( total == 0 )); then
+    step bench-cuda FAIL $(( $(date +%s) - s )) "no results in bench_cuda.json; $bench_detail"
+  elif (( have_gpu )); then
+    if (( errors > 0 )); then step bench-cuda FAIL $(( $(date +%s) - s )) "$errors runs reported an error; see bench_cuda.json; $bench_detail"
+    else step bench-cuda "$bench_status" $(( $(date +%s) - s )) "$total runs in ${#parts[@]} of ${#chunks[@]} chunks; $bench_detail"
+    fi
+  elif [[ $bench_status == FAIL ]]; then
+    step bench-cuda FAIL $(( $(date +%s) - s )) "$bench_detail"
   elif (( no_device == total )); then
     step bench-cuda SKIP $(( $(date +%s) - s )) "all $total runs said 'no CUDA device' cleanly"
   else
@@ -206,17 +241,21 @@ fi
 
 # --- PyTorch peers ----------------------------------------------------------------------------
 s=$(date +%s)
-py=$(command -v python3 || command -v python || true)
 if [[ -n $py ]] && "$py" -c "import torch" >/dev/null 2>&1; then
-  timeout -k 5 "$(cap 90)" "$py" "$root/bench/torch/peers.py" --out "$out/bench_torch.json" >"$work/torch.txt" 2>&1
+  timeout -k 5 "$(cap 60)" "$py" "$root/bench/torch/peers.py" --out "$out/bench_torch.json" --grid "${DYNLLAVA_KIT_BENCH:-kit}" >"$work/torch.txt" 2>&1
   rc=$?
   if (( rc == 0 )); then step torch-peers PASS $(( $(date +%s) - s )) "$(tail -1 "$work/torch.txt" | oneline)"
   elif (( rc == 77 && !have_gpu )); then step torch-peers SKIP $(( $(date +%s) - s )) "torch without CUDA"
+  elif (( rc == 124 || rc == 137 )); then step torch-peers FAIL $(( $(date +%s) - s )) "cap reached; bench_torch.json holds the shapes done: $(tail -1 "$work/torch.txt" | oneline)"
   else step torch-peers FAIL $(( $(date +%s) - s )) "exit $rc: $(tail -3 "$work/torch.txt" | oneline)"
   fi
 else
   step torch-peers SKIP 0 "no python with torch"
 fi
+
+# --- compute-sanitizer (last: the slowest, and a cut run still reports what it found) ---------
+sanitize memcheck 130 --leak-check full
+sanitize racecheck 110
 
 log "total: $(( $(date +%s) - t0 )) s; $( ((failed)) && echo FAILED || echo OK)"
 exit "$failed"

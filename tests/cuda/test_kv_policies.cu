@@ -86,6 +86,14 @@ TEST_SUITE("gpu") {
         for (const h2o_policy p : {h2o_policy{0.5, 4, 0}, h2o_policy{0.2, 0, 0},
                                    h2o_policy{1.0, 3, 0}, h2o_policy{0.3, 50, 2}}) {
           check_same_lists(p, dc::device_h2o_policy{p, 300, nullptr}, s, l);
+          // in a caller's workspace sized for the largest layer (nothing allocated by `kept`)
+          dc::device_h2o_policy in_workspace{p, 300, nullptr};
+          device_buffer<unsigned char> ws(in_workspace.workspace_bytes(9, 9 * 300));
+          in_workspace.temp = ws.data();
+          in_workspace.temp_bytes = ws.size();
+          check_same_lists(p, in_workspace, s, l);
+          in_workspace.temp_bytes = 1;  // a workspace too small is refused on the host
+          CHECK_THROWS_AS(check_same_lists(p, in_workspace, s, l), error);
         }
       }
     }

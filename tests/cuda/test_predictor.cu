@@ -27,6 +27,7 @@
 #include <dynllava/select/cuda/device_gate.cuh>
 #include <dynllava/select/gate.hpp>
 
+#include <support/cuda_predictors.cuh>
 #include <support/cuda_readback.cuh>
 #include <support/random.hpp>
 
@@ -44,6 +45,9 @@
 using namespace dynllava;
 namespace dc = dynllava::cuda;  // `cuda` alone is ambiguous with CCCL's ::cuda
 using dc::device_buffer;
+using test::cublas_handle;
+using test::host_weights;
+using test::widen;
 
 namespace {
 
@@ -60,48 +64,6 @@ std::vector<float> random_rows(test::rng& g, std::size_t n) {
   for (auto& v : out) v = d(g);
   return out;
 }
-
-/// The CPU predictor's weights widened to fp32, and the views the CUDA uploader takes.
-struct host_weights {
-  std::vector<float> gamma, beta;
-  std::array<std::vector<float>, 4> weight, bias;
-  dc::output_predictor_host_weights view(const predictor_config& c) const {
-    dc::output_predictor_host_weights v;
-    v.dims = {c.hidden, c.output_head[0], c.output_head[1], c.output_head[2], 2};
-    v.eps = c.layer_norm_eps;
-    v.gamma = make_host_span(gamma);
-    v.beta = make_host_span(beta);
-    for (std::size_t i = 0; i < 4; ++i) {
-      v.weight[i] = make_host_span(weight[i]);
-      v.bias[i] = make_host_span(bias[i]);
-    }
-    return v;
-  }
-};
-
-host_weights widen(const output_predictor_weights& w) {
-  host_weights h{w.norm.gamma, w.norm.beta, {}, {}};
-  for (std::size_t i = 0; i < 4; ++i) {
-    const auto& l = w.head[i];
-    h.weight[i].resize(static_cast<std::size_t>(l.out) * static_cast<std::size_t>(l.in));
-    l.weight.widen_rows(0, l.out, h.weight[i].data());
-    h.bias[i] = l.bias;
-  }
-  return h;
-}
-
-/// RAII cuBLAS handle with a user workspace (so that it allocates nothing while captured).
-struct cublas_handle {
-  cublasHandle_t h = nullptr;
-  device_buffer<unsigned char> workspace{std::size_t{4} << 20};
-  cublas_handle() {
-    REQUIRE(cublasCreate(&h) == CUBLAS_STATUS_SUCCESS);
-    REQUIRE(cublasSetWorkspace(h, workspace.data(), workspace.size()) == CUBLAS_STATUS_SUCCESS);
-  }
-  ~cublas_handle() { (void)cublasDestroy(h); }
-  cublas_handle(const cublas_handle&) = delete;
-  cublas_handle& operator=(const cublas_handle&) = delete;
-};
 
 template <class T>
 std::vector<float> device_logits(const dc::device_output_predictor<T>& p, cublasHandle_t handle,
@@ -281,6 +243,27 @@ TEST_SUITE("gpu") {
       REQUIRE(cudaStreamSynchronize(nullptr) == cudaSuccess);
       CHECK(invalid.to_host()[0] == 1);
       CHECK(d_scores.to_host()[0] == 0.0f);
+    }
+    // offsets that disagree with the sizes (found on the device): flagged, nothing written
+    for (const bool keys_bad : {true, false}) {
+      CAPTURE(keys_bad);
+      if (lengths.size() < 2 || cands.empty()) break;
+      std::vector<index_t> bad = keys_bad ? key_indptr : cand_indptr;
+      std::swap(bad[0], bad[bad.size() - 1]);  // starts past 0, ends at 0: decreasing
+      device_buffer<index_t> d_bad(bad);
+      device_buffer<float> d_untouched(std::vector<float>(cands.size(), -5.0f));
+      const std::vector<int> zero{0};
+      invalid.copy_from(make_host_span(zero));
+      scorer.score(
+          dc::on_stream{}, std::as_const(d_queries).view(),
+          ragged_rows<const float, device_space>{
+              keys_bad ? std::as_const(d_bad).view() : key_view.indptr, key_view.values, width},
+          ragged_span<const index_t, device_space>{
+              keys_bad ? cand_view.indptr : std::as_const(d_bad).view(), cand_view.values},
+          d_untouched.view());
+      REQUIRE(cudaStreamSynchronize(nullptr) == cudaSuccess);
+      CHECK(invalid.to_host()[0] == 1);
+      CHECK(d_untouched.to_host() == std::vector<float>(cands.size(), -5.0f));
     }
   }
 

@@ -1,18 +1,23 @@
 // SPDX-License-Identifier: Apache-2.0
 /// @file test_kv_steps.cpp
 /// @brief The arithmetic of the CUDA KV caches (kvcache/kv_steps.hpp) against the host caches:
-/// page counts and rows, StreamingLLM's kept positions against `streaming_policy`, and an
+/// page counts and rows, StreamingLLM's kept positions against `streaming_policy`, the CUDA H2O
+/// kept-list path (budget split, the recent window masked to NaN, one budgeted top-k, the merge)
+/// emulated on the host against `h2o_policy::retain`, and an
 /// emulation of the CUDA append and compaction page bookkeeping (a free stack popped and pushed
 /// by `popped_slot` / `pushed_slot`, offsets by an exclusive scan in sequence order) whose page
 /// lists must equal `paged_kv_cache`'s, page id for page id, over random appends and evictions.
 #include <dynllava/kvcache/kv_steps.hpp>
 #include <dynllava/kvcache/paged_kv_cache.hpp>
+#include <dynllava/kvcache/policies/h2o.hpp>
 #include <dynllava/kvcache/policies/streaming.hpp>
+#include <dynllava/select/topk.hpp>
 
 #include <support/random.hpp>
 
 #include <doctest/doctest.h>
 
+#include <limits>
 #include <vector>
 
 using namespace dynllava;
@@ -103,6 +108,63 @@ TEST_SUITE("kvcache") {
           for (index_t j = 0; j < n; ++j) {
             CHECK(streaming_kept_position(held, sinks, window, j) ==
                   expected[static_cast<std::size_t>(j)]);
+          }
+        }
+      }
+    }
+  }
+
+  TEST_CASE("kv steps: the emulated CUDA H2O kept lists equal h2o_policy::retain") {
+    test::rng g(91);
+    const float nan = std::numeric_limits<float>::quiet_NaN();
+    for (int trial = 0; trial < 60; ++trial) {
+      CAPTURE(trial);
+      const auto mix = trial % 3 == 0   ? test::score_mix::adversarial
+                       : trial % 3 == 1 ? test::score_mix::heavy_ties
+                                        : test::score_mix::distinct;
+      const std::size_t batch = 1 + static_cast<std::size_t>(trial % 6);
+      const auto held = test::random_lengths(g, batch, 40);
+      std::vector<index_t> appended;
+      for (index_t h : held) appended.push_back(h + static_cast<index_t>(g() % 30));
+      const auto indptr = test::indptr_of(held);
+      const auto scores = test::random_scores(g, static_cast<std::size_t>(indptr.back()), mix);
+      const h2o_policy policy{trial % 4 == 0 ? 1.0 : 0.1 * static_cast<double>(trial % 7),
+                              static_cast<index_t>(trial % 5), trial % 2};
+      for (const index_t layer : {0, 1}) {
+        CAPTURE(layer);
+        // h2o_plan_kernel: budgets, splits; h2o_mask_recent_kernel: the recent window -> NaN
+        std::vector<index_t> keep(batch), heavy(batch);
+        std::vector<float> masked(scores.size());
+        for (std::size_t b = 0; b < batch; ++b) {
+          keep[b] = h2o_budget(layer, held[b], appended[b], policy.ratio, policy.recent,
+                               policy.uncompressed_layers);
+          const h2o_split split = split_h2o_budget(held[b], keep[b], policy.recent);
+          CHECK(split.window + split.older == held[b]);
+          CHECK(split.heavy <= split.older);
+          heavy[b] = split.heavy;
+          for (index_t i = 0; i < held[b]; ++i) {
+            const auto at = static_cast<std::size_t>(indptr[b] + i);
+            masked[at] = i < split.older ? scores[at] : nan;
+          }
+        }
+        // one budgeted top-k of `heavy[b]` per sequence, then h2o_merge_kernel
+        std::vector<index_t> top_indptr(batch + 1), top(masked.size());
+        (void)cpu::topk(
+            {make_host_span(indptr), make_host_span(std::as_const(masked))},
+            topk_budget<host_space>::keep_per_sequence(make_host_span(std::as_const(heavy))),
+            make_host_span(top_indptr), make_host_span(top));
+        for (std::size_t b = 0; b < batch; ++b) {
+          CAPTURE(b);
+          std::vector<index_t> expected(static_cast<std::size_t>(held[b]));
+          const std::vector<float> own(scores.begin() + indptr[b], scores.begin() + indptr[b + 1]);
+          const index_t n = policy.retain(layer, kv_sequence_state{held[b], appended[b]},
+                                          make_host_span(own), make_host_span(expected));
+          REQUIRE(n == keep[b]);
+          REQUIRE(top_indptr[b + 1] - top_indptr[b] == heavy[b]);
+          for (index_t j = 0; j < n; ++j) {
+            const index_t got = j < heavy[b] ? top[static_cast<std::size_t>(top_indptr[b] + j)]
+                                             : h2o_recent_position(held[b], keep[b], heavy[b], j);
+            CHECK(got == expected[static_cast<std::size_t>(j)]);
           }
         }
       }

@@ -94,4 +94,27 @@ DYNLLAVA_HOST_DEVICE index_t h2o_budget(index_t layer, index_t held, index_t app
   return held < floor ? held : floor;
 }
 
+/// @brief How H2O splits a (layer, sequence)'s budget `keep` (`h2o_budget`) of `held` tokens: the
+/// `window = min(recent, keep)` newest tokens, and `heavy = keep - window` heavy hitters chosen
+/// among the `older = held - window` tokens before them. Shared by `h2o_policy::retain` and the
+/// CUDA plan kernel. @pre `0 <= keep <= held`, `recent >= 0`.
+struct h2o_split {
+  index_t window = 0;
+  index_t older = 0;
+  index_t heavy = 0;
+};
+DYNLLAVA_HOST_DEVICE constexpr h2o_split split_h2o_budget(index_t held, index_t keep,
+                                                          index_t recent) noexcept {
+  const index_t window = recent < keep ? recent : keep;
+  return {window, held - window, keep - window};
+}
+
+/// @brief Local position of H2O's `j`-th kept token when it is in the recent window (`j >=
+/// heavy`): the kept list is the `heavy` heavy hitters (ascending) then the `kept - heavy` newest
+/// of the `held` tokens. @pre `heavy <= j < kept <= held`.
+DYNLLAVA_HOST_DEVICE constexpr index_t h2o_recent_position(index_t held, index_t kept,
+                                                           index_t heavy, index_t j) noexcept {
+  return held - (kept - heavy) + (j - heavy);
+}
+
 }  // namespace dynllava::detail

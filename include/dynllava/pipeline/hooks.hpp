@@ -12,6 +12,9 @@
 ///
 /// The hooks are templates over the scorer concepts (`two_way_predictor<P, host_t>`,
 /// `attention_scorer<S, host_t>`), so an engine's own predictor plugs in as the bundled ones do.
+/// The decision points that need no segment table are written once for every execution tag in
+/// `tagged_hooks.hpp` (`select_tokens`, `gate_new_tokens(exec, ...)`: what a CUDA engine calls);
+/// `cpu::gate_new_tokens` runs through `gate_new_tokens(host, ...)`.
 #pragma once
 
 #include <dynllava/context/build_context.hpp>
@@ -24,6 +27,7 @@
 #include <dynllava/core/ragged.hpp>
 #include <dynllava/core/selection.hpp>
 #include <dynllava/pipeline/sparsifier_options.hpp>
+#include <dynllava/pipeline/tagged_hooks.hpp>
 #include <dynllava/pipeline/token_decisions.hpp>
 #include <dynllava/score/concepts.hpp>
 #include <dynllava/select/concepts.hpp>
@@ -189,8 +193,11 @@ void gate_new_tokens(const P& output, host_ragged_rows<const float> hidden,
                    "gate_new_tokens: keep must have one entry per row ({}), got {}", hidden.rows(),
                    keep.size());
   std::vector<float> logits(2 * hidden.rows());
-  output.logits(host, hidden, make_host_span(logits));
-  argmax_gate({hidden.indptr, make_host_span(std::as_const(logits))}, keep);
+  std::vector<index_t> kept_indptr(hidden.batch() + 1), kept(hidden.rows());
+  dynllava::gate_new_tokens(
+      host, output, hidden,
+      gate_outputs<host_t>{make_host_span(logits), keep, make_host_span(kept_indptr),
+                           make_host_span(kept)});
   if (seen != nullptr) {
     seen->indptr.assign(hidden.indptr.begin(), hidden.indptr.end());
     seen->keep.assign(keep.begin(), keep.end());

@@ -3,11 +3,15 @@
 /// @brief Per-token keep gates: 2-way logits argmax (channel 0 = keep) and score threshold.
 ///
 /// A gate decides each token on its own (no budget). Decisions come out as a mask
-/// (`1` = keep) or, through `cpu::mask_to_positions`, as kept positions in CSR.
+/// (`1` = keep) or, through `cpu::mask_to_positions`, as kept positions in CSR. The execution-tag
+/// entry points `argmax_gate(host, ...)` / `threshold_gate(host, ...)` write both in one call,
+/// with the arguments and semantics of their CUDA twins (`select/cuda/device_gate.cuh`), so
+/// generic code calls one name for either backend.
 #pragma once
 
 #include <dynllava/core/config.hpp>
 #include <dynllava/core/error.hpp>
+#include <dynllava/core/execution.hpp>
 #include <dynllava/core/ragged.hpp>
 #include <dynllava/core/span.hpp>
 
@@ -114,4 +118,74 @@ inline index_t mask_to_positions(host_span<const index_t> indptr,
 }
 
 }  // namespace cpu
+
+namespace detail {
+
+/// The host gate with the CUDA twin's outputs: `keep_of(i)` decides token `i`; writes `mask`
+/// (when not empty) and the kept positions in CSR.
+/// @throws dynllava::error naming `who` and the argument on a shape mismatch.
+template <class Keep>
+void gate_compact(Keep keep_of, host_span<const index_t> indptr, std::size_t tokens,
+                  host_span<std::uint8_t> mask, host_span<index_t> out_indptr,
+                  host_span<index_t> out_positions, const char* who) {
+  const std::size_t batch = indptr.empty() ? 0 : indptr.size() - 1;
+  DYNLLAVA_EXPECTS(!indptr.empty() || tokens == 0,
+                   "{}: an empty indptr describes an empty batch, but {} tokens were given", who,
+                   tokens);
+  if (!indptr.empty()) validate_indptr(indptr, tokens, who);
+  DYNLLAVA_EXPECTS(mask.empty() || mask.size() == tokens,
+                   "{}: mask must be empty or have one entry per token ({}), got {}", who, tokens,
+                   mask.size());
+  DYNLLAVA_EXPECTS(out_indptr.size() == batch + 1,
+                   "{}: out_indptr must have batch + 1 = {} entries, got {}", who, batch + 1,
+                   out_indptr.size());
+  DYNLLAVA_EXPECTS(out_positions.size() >= tokens,
+                   "{}: out_positions must hold one entry per token ({}), got {}", who, tokens,
+                   out_positions.size());
+  index_t nnz = 0;
+  out_indptr[0] = 0;
+  for (std::size_t b = 0; b < batch; ++b) {
+    for (index_t i = indptr[b]; i < indptr[b + 1]; ++i) {
+      const bool keep = keep_of(static_cast<std::size_t>(i));
+      if (!mask.empty()) mask[static_cast<std::size_t>(i)] = keep ? 1 : 0;
+      if (keep) out_positions[static_cast<std::size_t>(nnz++)] = i - indptr[b];
+    }
+    out_indptr[b + 1] = nnz;
+  }
+}
+
+}  // namespace detail
+
+/// @brief Execution-tag entry point of the argmax gate on the host, the twin of
+/// `argmax_gate(cuda::on_stream, ...)`: token `i` is kept when `logits[2 i] > logits[2 i + 1]`.
+/// @param[in] indptr [batch + 1] host token offsets (empty for an empty batch)
+/// @param[in] logits [tokens * 2] host, channel 0 = keep
+/// @param[out] mask [tokens] host (1 = keep), or empty to skip it
+/// @param[out] out_indptr [batch + 1] host offsets of the kept positions
+/// @param[out] out_positions [>= tokens] host kept positions, local to each sequence, ascending
+/// @throws dynllava::error naming the argument on a shape mismatch (before anything is written).
+inline void argmax_gate(host_t, host_span<const index_t> indptr, host_span<const float> logits,
+                        host_span<std::uint8_t> mask, host_span<index_t> out_indptr,
+                        host_span<index_t> out_positions) {
+  DYNLLAVA_EXPECTS(logits.size() % 2 == 0,
+                   "argmax_gate: logits must hold 2 values per token, got {} values",
+                   logits.size());
+  detail::gate_compact(
+      [&](std::size_t i) { return argmax_keeps(logits[2 * i], logits[2 * i + 1]); }, indptr,
+      logits.size() / 2, mask, out_indptr, out_positions, "argmax_gate");
+}
+
+/// @brief Execution-tag entry point of the threshold gate on the host, the twin of
+/// `threshold_gate(cuda::on_stream, ...)`: token `i` is kept when `scores.values[i] > threshold`.
+/// Outputs as `argmax_gate(host, ...)`.
+/// @throws dynllava::error naming the argument on a shape mismatch or a NaN threshold.
+inline void threshold_gate(host_t, host_ragged<const float> scores, float threshold,
+                           host_span<std::uint8_t> mask, host_span<index_t> out_indptr,
+                           host_span<index_t> out_positions) {
+  DYNLLAVA_EXPECTS(threshold == threshold, "threshold_gate: threshold must not be NaN");
+  detail::gate_compact([&](std::size_t i) { return threshold_keeps(scores.values[i], threshold); },
+                       scores.indptr, scores.values.size(), mask, out_indptr, out_positions,
+                       "threshold_gate");
+}
+
 }  // namespace dynllava

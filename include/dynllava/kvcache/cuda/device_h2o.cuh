@@ -55,9 +55,10 @@ __global__ void __launch_bounds__(Threads)
              scores_indptr[b + 1] - scores_indptr[b] == held;
         const index_t keep = dynllava::detail::h2o_budget(layer, held, appended[b], p.ratio,
                                                           p.recent, p.uncompressed_layers);
-        const index_t window = p.recent < keep ? p.recent : keep;
-        older_counts[b] = held - window;
-        heavy[b] = keep - window;
+        const dynllava::detail::h2o_split split =
+            dynllava::detail::split_h2o_budget(held, keep, p.recent);
+        older_counts[b] = split.older;
+        heavy[b] = split.heavy;
         return keep;
       },
       [&](std::size_t b, index_t before) { kept_indptr[b] = before; }, scan_storage);
@@ -111,9 +112,9 @@ __global__ void h2o_merge_kernel(const index_t* lengths, index_t* kept_indptr,
     index_t* out = kept + kept_indptr[b];
     const index_t heavy = heavy_indptr[b + 1] - heavy_indptr[b];
     const index_t count = kept_indptr[b + 1] - kept_indptr[b];
-    const index_t first_recent = lengths[b] - (count - heavy);
     for (index_t j = threadIdx.x; j < count; j += blockDim.x) {
-      out[j] = j < heavy ? heavy_positions[heavy_indptr[b] + j] : first_recent + (j - heavy);
+      out[j] = j < heavy ? heavy_positions[heavy_indptr[b] + j]
+                         : dynllava::detail::h2o_recent_position(lengths[b], count, heavy, j);
     }
   }
 }

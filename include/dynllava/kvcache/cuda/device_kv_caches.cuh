@@ -8,18 +8,20 @@
 ///
 /// Both are the CUDA models of `kv_storage<C, cuda::on_stream>` (kvcache/kv_storage.hpp):
 /// `lengths(l)` and `appended_counts(l)` stay in device memory, and `append(exec, ...)` /
-/// `retain(exec, ...)` enqueue the device-level gated append and compaction on `exec.stream`
-/// with a workspace allocated and freed in stream order (no host synchronisation; capturable in a
-/// CUDA graph with stream-ordered allocation). A call that the device finds invalid (a sequence
-/// without room, malformed offsets or kept lists) changes nothing and raises `invalid_flag()`,
-/// where the host caches throw; shapes known on the host are checked there and throw.
+/// `retain(exec, ...)` enqueue the device-level gated append and compaction on `exec.stream` in
+/// the cache's own workspace (its size depends only on the batch, so it is allocated with the
+/// cache): they allocate nothing and never synchronise with the host, and a decode step's calls
+/// can be captured in a CUDA graph. Calls on one cache must be ordered (one stream, or streams
+/// that wait for each other), as they modify the same storage. A call that the device finds invalid
+/// (a sequence without room, malformed offsets or kept lists) changes nothing and raises
+/// `invalid_flag()`, where the host caches throw; shapes known on the host are checked there and
+/// throw.
 #pragma once
 
 #include <dynllava/core/config.hpp>
 #include <dynllava/core/cuda/device_buffer.cuh>
 #include <dynllava/core/cuda/error.cuh>
 #include <dynllava/core/cuda/execution.cuh>
-#include <dynllava/core/cuda/stream_workspace.cuh>
 #include <dynllava/core/error.hpp>
 #include <dynllava/core/ragged.hpp>
 #include <dynllava/kvcache/cuda/device_kv_cache.cuh>
@@ -83,15 +85,16 @@ class device_kv_storage_calls {
                                                 indptr, k, v, keep, positions);
     const auto lay = self().layer(l);
     constexpr bool paged = requires(const Cache& c) { c.stack(); };
-    with_stream_workspace(exec.stream, [&](void* temp, std::size_t& bytes) {
-      if constexpr (paged) {
-        return dynllava::cuda::gated_append(temp, bytes, lay, self().stack(), indptr, k, v, keep,
-                                            positions, self().invalid_flag(), exec.stream);
-      } else {
-        return dynllava::cuda::gated_append(temp, bytes, lay, indptr, k, v, keep, positions,
-                                            self().invalid_flag(), exec.stream);
-      }
-    });
+    std::size_t bytes = temp_.size();
+    if constexpr (paged) {
+      DYNLLAVA_CUDA_TRY(dynllava::cuda::gated_append(temp_.data(), bytes, lay, self().stack(),
+                                                     indptr, k, v, keep, positions,
+                                                     self().invalid_flag(), exec.stream));
+    } else {
+      DYNLLAVA_CUDA_TRY(dynllava::cuda::gated_append(temp_.data(), bytes, lay, indptr, k, v, keep,
+                                                     positions, self().invalid_flag(),
+                                                     exec.stream));
+    }
   }
 
   /// @brief Layer-level compaction (`kv_storage` requirement 5), enqueued on `exec.stream`:
@@ -102,19 +105,30 @@ class device_kv_storage_calls {
     check_device_kept(Cache::retain_name, l, layers(), batch(), kept);
     const auto lay = self().layer(l);
     constexpr bool paged = requires(const Cache& c) { c.stack(); };
-    with_stream_workspace(exec.stream, [&](void* temp, std::size_t& bytes) {
-      if constexpr (paged) {
-        return dynllava::cuda::retain(temp, bytes, lay, self().stack(), kept.indptr, kept.values,
-                                      self().invalid_flag(), exec.stream);
-      } else {
-        return dynllava::cuda::retain(temp, bytes, lay, kept.indptr, kept.values,
-                                      self().invalid_flag(), exec.stream);
-      }
-    });
+    std::size_t bytes = temp_.size();
+    if constexpr (paged) {
+      DYNLLAVA_CUDA_TRY(dynllava::cuda::retain(temp_.data(), bytes, lay, self().stack(),
+                                               kept.indptr, kept.values, self().invalid_flag(),
+                                               exec.stream));
+    } else {
+      DYNLLAVA_CUDA_TRY(dynllava::cuda::retain(temp_.data(), bytes, lay, kept.indptr, kept.values,
+                                               self().invalid_flag(), exec.stream));
+    }
+  }
+
+ protected:
+  /// Allocates the workspace of the layer-level calls for `batch` sequences (the derived cache's
+  /// constructor calls it once).
+  void reserve_workspace(std::size_t batch) {
+    std::size_t bytes = 0;
+    kv_call_workspace unused{};
+    (void)layout_kv_workspace(nullptr, bytes, batch, unused);
+    temp_ = device_buffer<unsigned char>(bytes);
   }
 
  private:
   const Cache& self() const noexcept { return static_cast<const Cache&>(*this); }
+  device_buffer<unsigned char> temp_;  ///< the layer-level calls' workspace
 };
 
 }  // namespace detail
@@ -155,6 +169,7 @@ class device_paged_kv_cache : public detail::device_kv_storage_calls<device_page
     appended_ = device_buffer<index_t>(std::vector<index_t>(lb, 0));
     free_pages_ = device_buffer<index_t>(static_cast<std::size_t>(c.num_pages));
     free_count_ = device_buffer<index_t>(std::size_t{1});
+    this->reserve_workspace(c.batch);
     if (c.num_pages > 0) {
       DYNLLAVA_CUDA_TRY(reset_page_stack(stack(), nullptr));
     } else {
@@ -229,6 +244,7 @@ class device_contiguous_kv_cache
     positions_ = device_buffer<index_t>(rows);
     lengths_ = device_buffer<index_t>(std::vector<index_t>(lb, 0));
     appended_ = device_buffer<index_t>(std::vector<index_t>(lb, 0));
+    this->reserve_workspace(c.batch);
   }
 
   const device_contiguous_kv_config& config() const noexcept { return c_; }

@@ -93,15 +93,37 @@ struct device_streaming_policy {
 
 /// @brief H2O on CUDA: the `recent` newest held tokens plus the heaviest hitters by accumulated
 /// attention (ties to the earlier token), `h2o_budget` in all. Unlike the host policy, which
-/// needs scores only where it evicts, `kept` always takes one score per held token.
+/// needs scores only where it evicts, `kept` always takes one score per held token. `kept` runs
+/// in the caller's workspace when one is set (`temp`, sized by `workspace_bytes`: nothing is
+/// allocated, as a captured decode step needs), else in one allocated and freed in stream order.
 struct device_h2o_policy {
   h2o_policy policy{};
-  index_t max_length = 0;  ///< host-known bound of every held length (e.g. the cache capacity)
-  int* invalid = nullptr;  ///< device int or null: raised when the device finds the scores'
-                           ///< offsets or a held length invalid (then `out_indptr[0]` is -1)
+  index_t max_length = 0;      ///< host-known bound of every held length (e.g. the cache capacity)
+  int* invalid = nullptr;      ///< device int or null: raised when the device finds the scores'
+                               ///< offsets or a held length invalid (then `out_indptr[0]` is -1)
+  void* temp = nullptr;        ///< device workspace of `kept`, or null (stream-ordered allocation)
+  std::size_t temp_bytes = 0;  ///< its size
 
   bool admits(index_t l, bool keep) const noexcept { return policy.admits(l, keep); }
   bool evicts(index_t l) const noexcept { return policy.evicts(l); }
+
+  /// Workspace bytes of `kept` for `batch` sequences holding `tokens` tokens in all (at most).
+  /// @throws dynllava::error when `max_length` is out of range.
+  std::size_t workspace_bytes(std::size_t batch, std::size_t tokens) const {
+    DYNLLAVA_EXPECTS(max_length >= 0 && max_length <= dynllava::detail::topk_row_max,
+                     "device_h2o_policy: max_length must be in [0, {}], got {}",
+                     dynllava::detail::topk_row_max, max_length);
+    std::size_t bytes = 0;
+    const h2o_parameters p{policy.ratio, policy.recent, policy.uncompressed_layers};
+    DYNLLAVA_CUDA_TRY(h2o_kept(
+        nullptr, bytes, device_span<const index_t>(nullptr, batch),
+        device_span<const index_t>(nullptr, batch),
+        ragged_span<const float, device_space>{device_span<const index_t>(nullptr, batch + 1),
+                                               device_span<const float>(nullptr, tokens)},
+        0, p, max_length, device_span<index_t>(nullptr, batch + 1),
+        device_span<index_t>(nullptr, tokens), nullptr, nullptr));
+    return bytes;
+  }
 
   /// `kv_policy` requirement 3: `scores` holds every held token's accumulated attention.
   /// @throws dynllava::error on bad settings or host-known shapes, dynllava::cuda_error on a
@@ -122,10 +144,22 @@ struct device_h2o_policy {
                      "device_h2o_policy::kept: max_length must be in [0, {}], got {}",
                      dynllava::detail::topk_row_max, max_length);
     const h2o_parameters p{policy.ratio, policy.recent, policy.uncompressed_layers};
-    detail::with_stream_workspace(exec.stream, [&](void* temp, std::size_t& bytes) {
-      return h2o_kept(temp, bytes, held, appended, scores, l, p, max_length, out_indptr, out,
-                      invalid, exec.stream);
-    });
+    const auto run = [&](void* ws, std::size_t& bytes) {
+      return h2o_kept(ws, bytes, held, appended, scores, l, p, max_length, out_indptr, out, invalid,
+                      exec.stream);
+    };
+    if (temp == nullptr) {
+      detail::with_stream_workspace(exec.stream, run);
+      return;
+    }
+    std::size_t needed = 0;
+    DYNLLAVA_CUDA_TRY(run(nullptr, needed));
+    DYNLLAVA_EXPECTS(temp_bytes >= needed,
+                     "device_h2o_policy::kept: the workspace must hold {} bytes for {} sequences "
+                     "and {} tokens, got {}",
+                     needed, held.size(), scores.values.size(), temp_bytes);
+    std::size_t bytes = temp_bytes;
+    DYNLLAVA_CUDA_TRY(run(temp, bytes));
   }
 };
 

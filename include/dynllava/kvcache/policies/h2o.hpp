@@ -61,9 +61,9 @@ struct h2o_policy {
     DYNLLAVA_EXPECTS(scores.size() == static_cast<std::size_t>(s.held),
                      "h2o_policy::retain: scores must have one entry per held token ({}), got {}",
                      s.held, scores.size());
-    const index_t window = std::min(recent, keep);
-    const index_t heavy = keep - window;
-    const index_t older = s.held - window;  // candidates for heavy hitters: [0, older)
+    const detail::h2o_split split = detail::split_h2o_budget(s.held, keep, recent);
+    const index_t heavy = split.heavy;
+    const index_t older = split.older;  // candidates for heavy hitters: [0, older)
     std::vector<std::uint64_t> keys(static_cast<std::size_t>(older));
     for (index_t i = 0; i < older; ++i) {
       keys[static_cast<std::size_t>(i)] =
@@ -76,7 +76,9 @@ struct h2o_policy {
           static_cast<index_t>(~static_cast<std::uint32_t>(keys[static_cast<std::size_t>(j)]));
     }
     std::sort(out.data(), out.data() + n);
-    for (index_t i = older; i < s.held; ++i) out[static_cast<std::size_t>(n++)] = i;
+    for (index_t j = heavy; j < keep; ++j) {
+      out[static_cast<std::size_t>(n++)] = detail::h2o_recent_position(s.held, keep, heavy, j);
+    }
     return n;
   }
 };

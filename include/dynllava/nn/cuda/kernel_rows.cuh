@@ -93,12 +93,16 @@ __global__ void softmax_rows_kernel(const float* s, std::size_t rows, index_t n,
 /// the sequence by their mean over its rows (the image predictor's global half).
 template <class T>
 __global__ void global_mean_kernel(T* h, const index_t* indptr, std::size_t batch, index_t d,
-                                   index_t local) {
+                                   index_t local, std::size_t rows) {
   const auto w = static_cast<std::size_t>(d);
   for (std::size_t b = blockIdx.x; b < batch; b += gridDim.x) {
-    const auto first = static_cast<std::size_t>(indptr[b]);
-    const auto n = static_cast<std::size_t>(indptr[b + 1] - indptr[b]);
-    if (n == 0) continue;
+    const index_t lo = indptr[b];
+    const index_t hi = indptr[b + 1];
+    // offsets outside the rows (a caller's device offsets that break the precondition) are
+    // skipped: never a read or write out of bounds
+    if (lo < 0 || hi <= lo || static_cast<std::size_t>(hi) > rows) continue;
+    const auto first = static_cast<std::size_t>(lo);
+    const auto n = static_cast<std::size_t>(hi - lo);
     for (std::size_t c = static_cast<std::size_t>(local) + threadIdx.x; c < w; c += blockDim.x) {
       float sum = 0.0f;
       for (std::size_t i = 0; i < n; ++i) sum += to_float(h[(first + i) * w + c]);

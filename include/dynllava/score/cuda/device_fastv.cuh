@@ -12,6 +12,7 @@
 #include <dynllava/core/cuda/block_reduce.cuh>
 #include <dynllava/core/cuda/error.cuh>
 #include <dynllava/core/cuda/execution.cuh>
+#include <dynllava/core/cuda/kernel_validate.cuh>
 #include <dynllava/core/error.hpp>
 #include <dynllava/core/ragged.hpp>
 #include <dynllava/core/span.hpp>
@@ -31,13 +32,15 @@ namespace dynllava::cuda {
 namespace detail {
 
 /// @brief Grid over the batch, a block per sequence: FastV scores of its candidates. A candidate
-/// outside its sequence's context gets score 0 and raises `*invalid_out` (nullable).
+/// outside its sequence's context gets score 0 and raises `*invalid_out` (nullable). Runs only
+/// when `*valid` (the layout check of both offsets, `validate_layout_kernel`) is 1.
 template <int = 0>
 __global__ void fastv_kernel(const float* queries, const float* keys, const index_t* key_indptr,
                              const index_t* candidates, const index_t* candidate_indptr,
                              std::size_t batch, index_t heads, index_t head_dim, float* logits,
-                             float* probs, float* scores, int* invalid_out) {
+                             float* probs, float* scores, const int* valid, int* invalid_out) {
   __shared__ block_reduce_storage storage;
+  if (*valid == 0) return;  // offsets that disagree with the sizes: write nothing
   const auto hd = static_cast<std::size_t>(head_dim);
   const std::size_t width = static_cast<std::size_t>(heads) * hd;
   const float scale = rsqrtf(static_cast<float>(head_dim));
@@ -86,10 +89,13 @@ __global__ void fastv_kernel(const float* queries, const float* keys, const inde
 /// @brief Device-level FastV scores.
 /// @param[in] temp, temp_bytes workspace (null `temp`: size query), 2 floats per context row
 /// @param[in] queries [batch, heads * head_dim] device: the last token's query per sequence
-/// @param[in] keys ragged `[context, heads * head_dim]` device (RoPE applied)
-/// @param[in] candidates ragged device: context rows (local to each sequence) to score
+/// @param[in] keys ragged `[context, heads * head_dim]` device (RoPE applied); its offsets are
+///            checked on the device against `keys.rows()`
+/// @param[in] candidates ragged device: context rows (local to each sequence) to score; offsets
+///            checked on the device against `candidates.values.size()`
 /// @param[out] scores [candidates] device: head-averaged attention probabilities
-/// @param[out] d_invalid device int or null: raised by a candidate outside its context (scored 0)
+/// @param[out] d_invalid device int or null: raised by a candidate outside its context (scored
+///             0), or by offsets that disagree with the sizes (then nothing is written)
 /// @return `cudaErrorInvalidValue` on inconsistent shapes or a too small workspace
 inline cudaError_t fastv_scores(void* temp, std::size_t& temp_bytes, index_t heads,
                                 index_t head_dim, device_span<const float> queries,
@@ -104,18 +110,24 @@ inline cudaError_t fastv_scores(void* temp, std::size_t& temp_bytes, index_t hea
     return cudaErrorInvalidValue;
   }
   const std::size_t rows = keys.rows();
-  std::array<void*, 2> parts{};
-  const workspace_status ws =
-      alias_temporaries(temp, temp_bytes, parts, {rows * sizeof(float), rows * sizeof(float)});
+  std::array<void*, 3> parts{};
+  const workspace_status ws = alias_temporaries(
+      temp, temp_bytes, parts, {rows * sizeof(float), rows * sizeof(float), sizeof(int)});
   if (ws == workspace_status::size_query) return cudaSuccess;
   if (ws == workspace_status::too_small) return cudaErrorInvalidValue;
   const std::size_t batch = keys.batch();
   if (batch == 0 || candidates.values.empty()) return cudaSuccess;
+  auto* const valid = static_cast<int*>(parts[2]);
+  detail::validate_layout_kernel<<<1, 1, 0, stream>>>(keys.indptr.data(), batch, rows, 0, 0, 0,
+                                                      nullptr, valid, false, d_invalid);
+  detail::validate_layout_kernel<<<1, 1, 0, stream>>>(candidates.indptr.data(), batch,
+                                                      candidates.values.size(), 0, 0, 0, nullptr,
+                                                      valid, true, d_invalid);
   detail::
       fastv_kernel<<<static_cast<unsigned>(std::min<std::size_t>(batch, 65535)), 256, 0, stream>>>(
           queries.data(), keys.values.data(), keys.indptr.data(), candidates.values.data(),
           candidates.indptr.data(), batch, heads, head_dim, static_cast<float*>(parts[0]),
-          static_cast<float*>(parts[1]), scores.data(), d_invalid);
+          static_cast<float*>(parts[1]), scores.data(), valid, d_invalid);
   return cudaPeekAtLastError();
 }
 
@@ -130,7 +142,12 @@ struct fastv_device_scorer {
 
   /// Workspace bytes for `context_rows` keys in all.
   std::size_t workspace_bytes(std::size_t context_rows) const noexcept {
-    return align_workspace(context_rows * sizeof(float)) * 2 + workspace_alignment;
+    std::size_t bytes = 0;
+    std::array<void*, 3> parts{};
+    (void)alias_temporaries(
+        nullptr, bytes, parts,
+        {context_rows * sizeof(float), context_rows * sizeof(float), sizeof(int)});
+    return bytes;
   }
 
   /// @throws dynllava::error on inconsistent shapes or a too small workspace,

@@ -166,7 +166,9 @@ bool image_predictor_view_ok(const image_predictor_view<T>& w) {
 ///            tokens and the longest sequence)
 /// @param[in] handle cuBLAS handle (its stream is set to `stream`)
 /// @param[in] host_indptr [batch + 1] host offsets of each sequence's image tokens
-/// @param[in] indptr the same offsets in device memory (read by the global-mean kernel)
+/// @param[in] indptr the same offsets in device memory (read by the global-mean kernel; a
+///            precondition, not checked: sequences whose device offsets fall outside the rows are
+///            skipped there, never read out of bounds)
 /// @param[in] hidden [tokens, H] device, read-only
 /// @param[out] logits [tokens, 2] device fp32; channel 0 = keep
 /// @return `cudaErrorInvalidValue` on invalid weights, offsets or sizes, or a too small
@@ -246,7 +248,7 @@ requires device_score<T> cudaError_t image_predictor_logits(
   }
   if (e != cudaSuccess) return e;
   detail::global_mean_kernel<<<static_cast<unsigned>(std::min<std::size_t>(batch, 65535)), 256, 0,
-                               stream>>>(h, indptr.data(), batch, d, w.local_dim);
+                               stream>>>(h, indptr.data(), batch, d, w.local_dim, tokens);
   if (e = cudaPeekAtLastError(); e != cudaSuccess) return e;
   e = cuda::linear(handle, static_cast<const T*>(h), tokens, w.head[0].weight, w.head[0].in,
                    w.head[0].out, w.head[0].bias, true, m, stream);
