@@ -232,53 +232,59 @@ TEST_SUITE("gpu") {
 
   TEST_CASE("kv cache: CUDA H2O kept lists equal h2o_policy::retain (ties, NaN, window, layers)") {
     test::rng g(24);
-    for (const auto mix :
-         {test::score_mix::distinct, test::score_mix::heavy_ties, test::score_mix::adversarial}) {
-      for (const h2o_policy policy :
-           {h2o_policy{0.5, 4, 0}, h2o_policy{0.2, 0, 0}, h2o_policy{1.0, 3, 0},
-            h2o_policy{0.3, 50, 0}, h2o_policy{0.5, 4, 2}}) {
-        for (index_t layer : {0, 3}) {
-          CAPTURE(static_cast<int>(mix));
-          CAPTURE(policy.ratio);
-          CAPTURE(policy.recent);
-          CAPTURE(layer);
-          const auto lengths = test::random_lengths(g, 9, 700);
-          std::vector<index_t> appended(lengths.size());
-          for (std::size_t b = 0; b < lengths.size(); ++b) {
-            appended[b] = lengths[b] + static_cast<index_t>(g() % 300);
+    // rows held on chip (max_length 700), and rows of the multi-block top-k (max_length 20000)
+    for (const index_t max_length : {700, 20000}) {
+      for (const auto mix :
+           {test::score_mix::distinct, test::score_mix::heavy_ties, test::score_mix::adversarial}) {
+        for (const h2o_policy policy :
+             {h2o_policy{0.5, 4, 0}, h2o_policy{0.2, 0, 0}, h2o_policy{1.0, 3, 0},
+              h2o_policy{0.3, 50, 0}, h2o_policy{0.5, 4, 2}}) {
+          for (index_t layer : {0, 3}) {
+            CAPTURE(static_cast<int>(mix));
+            CAPTURE(policy.ratio);
+            CAPTURE(policy.recent);
+            CAPTURE(layer);
+            CAPTURE(max_length);
+            const auto lengths = test::random_lengths(g, 9, max_length == 700 ? 700 : 12000);
+            std::vector<index_t> appended(lengths.size());
+            for (std::size_t b = 0; b < lengths.size(); ++b) {
+              appended[b] = lengths[b] + static_cast<index_t>(g() % 300);
+            }
+            const auto indptr = test::indptr_of(lengths);
+            const auto scores =
+                test::random_scores(g, static_cast<std::size_t>(indptr.back()), mix);
+            host_selection expected;
+            expected.indptr.push_back(0);
+            for (std::size_t b = 0; b < lengths.size(); ++b) {
+              std::vector<index_t> out(static_cast<std::size_t>(lengths[b]));
+              const index_t n =
+                  policy.retain(layer, kv_sequence_state{lengths[b], appended[b]},
+                                host_span<const float>(scores.data() + indptr[b],
+                                                       static_cast<std::size_t>(lengths[b])),
+                                make_host_span(out));
+              expected.positions.insert(expected.positions.end(), out.begin(), out.begin() + n);
+              expected.indptr.push_back(static_cast<index_t>(expected.positions.size()));
+            }
+            device_buffer<index_t> d_lengths(lengths), d_appended(appended), d_indptr(indptr);
+            device_buffer<float> d_scores(scores);
+            device_buffer<index_t> kept_indptr(lengths.size() + 1),
+                kept(std::max<std::size_t>(scores.size(), 1));
+            device_buffer<int> invalid(std::vector<int>{0});
+            with_workspace([&](void* temp, std::size_t& bytes) {
+              return dc::h2o_kept(
+                  temp, bytes, std::as_const(d_lengths).view(), std::as_const(d_appended).view(),
+                  device_ragged<const float>{std::as_const(d_indptr).view(),
+                                             std::as_const(d_scores).view()},
+                  layer,
+                  dc::h2o_parameters{policy.ratio, policy.recent, policy.uncompressed_layers},
+                  max_length, kept_indptr.view(), kept.view(), invalid.data(), nullptr);
+            });
+            CHECK(invalid.to_host()[0] == 0);
+            CHECK(kept_indptr.to_host() == expected.indptr);
+            auto got = kept.to_host();
+            got.resize(expected.positions.size());
+            CHECK(got == expected.positions);
           }
-          const auto indptr = test::indptr_of(lengths);
-          const auto scores = test::random_scores(g, static_cast<std::size_t>(indptr.back()), mix);
-          host_selection expected;
-          expected.indptr.push_back(0);
-          for (std::size_t b = 0; b < lengths.size(); ++b) {
-            std::vector<index_t> out(static_cast<std::size_t>(lengths[b]));
-            const index_t n =
-                policy.retain(layer, kv_sequence_state{lengths[b], appended[b]},
-                              host_span<const float>(scores.data() + indptr[b],
-                                                     static_cast<std::size_t>(lengths[b])),
-                              make_host_span(out));
-            expected.positions.insert(expected.positions.end(), out.begin(), out.begin() + n);
-            expected.indptr.push_back(static_cast<index_t>(expected.positions.size()));
-          }
-          device_buffer<index_t> d_lengths(lengths), d_appended(appended), d_indptr(indptr);
-          device_buffer<float> d_scores(scores);
-          device_buffer<index_t> kept_indptr(lengths.size() + 1),
-              kept(std::max<std::size_t>(scores.size(), 1));
-          device_buffer<int> invalid(std::vector<int>{0});
-          with_workspace([&](void* temp, std::size_t& bytes) {
-            return dc::h2o_kept(
-                temp, bytes, std::as_const(d_lengths).view(), std::as_const(d_appended).view(),
-                device_ragged<const float>{std::as_const(d_indptr).view(),
-                                           std::as_const(d_scores).view()},
-                layer, dc::h2o_parameters{policy.ratio, policy.recent, policy.uncompressed_layers},
-                700, kept_indptr.view(), kept.view(), invalid.data(), nullptr);
-          });
-          CHECK(invalid.to_host()[0] == 0);
-          CHECK(kept_indptr.to_host() == expected.indptr);
-          auto got = kept.to_host();
-          got.resize(expected.positions.size());
-          CHECK(got == expected.positions);
         }
       }
     }

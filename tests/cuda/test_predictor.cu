@@ -361,6 +361,40 @@ TEST_SUITE("gpu") {
               device_span<float>(nullptr, 2 * 500), nullptr) == cudaErrorInvalidValue);
   }
 
+  TEST_CASE("image predictor: the checkpoints' attention shape (8 heads of 64), ragged, fp32") {
+    predictor_config c;  // d_model 512, 8 heads, ffn 2048, 2 blocks, local 256 (the defaults)
+    c.hidden = 128;
+    const auto weights = random_image_predictor_weights(c, 44);
+    const image_predictor cpu_predictor(c, weights);
+    const dc::device_image_predictor<float> predictor(c, weights);
+    cublas_handle handle;
+    test::rng g(45);
+    // longer than a query tile (128) and a key tile (32), shorter than both, and empty
+    const std::vector<index_t> lengths{576, 3, 0, 130, 33};
+    const auto indptr = test::indptr_of(lengths);
+    const auto tokens = static_cast<std::size_t>(indptr.back());
+    const auto hidden = random_rows(g, tokens * static_cast<std::size_t>(c.hidden));
+    std::vector<float> expected(2 * tokens);
+    cpu_predictor.logits(
+        host,
+        host_ragged_rows<const float>{make_host_span(indptr), make_host_span(hidden), c.hidden},
+        make_host_span(expected));
+    device_buffer<index_t> d_indptr(indptr);
+    device_buffer<float> d_hidden(hidden), d_logits(2 * tokens);
+    std::size_t bytes = 0;
+    REQUIRE(dc::image_predictor_logits(nullptr, bytes, handle.h, predictor.view(),
+                                       make_host_span(indptr), std::as_const(d_indptr).view(),
+                                       std::as_const(d_hidden).view(), d_logits.view(),
+                                       nullptr) == cudaSuccess);
+    device_buffer<unsigned char> temp(bytes);
+    REQUIRE(dc::image_predictor_logits(temp.data(), bytes, handle.h, predictor.view(),
+                                       make_host_span(indptr), std::as_const(d_indptr).view(),
+                                       std::as_const(d_hidden).view(), d_logits.view(),
+                                       nullptr) == cudaSuccess);
+    REQUIRE(cudaStreamSynchronize(nullptr) == cudaSuccess);
+    check_close(d_logits.to_host(), expected, 2e-4f, 1e-3f);
+  }
+
   TEST_CASE("output predictor: CUDA logits equal the CPU twin, fp32, fp16 and bf16") {
     const predictor_config c = small_config();
     const auto weights = random_output_predictor_weights(c, 31);

@@ -14,6 +14,7 @@
 #include <dynllava/nn/exp.hpp>
 #include <dynllava/nn/layer_norm.hpp>
 #include <dynllava/nn/linear.hpp>
+#include <dynllava/nn/online_softmax.hpp>
 #include <dynllava/nn/parallel.hpp>
 #include <dynllava/nn/pointwise.hpp>
 #include <dynllava/nn/rms_norm.hpp>
@@ -436,6 +437,79 @@ TEST_SUITE("cpu") {
       CHECK(max_abs_diff(out, ref) < 1e-5);
       CHECK(max_abs_diff(mass, ref_mass) < 1e-4);
     }
+  }
+
+  TEST_CASE("nn: the CUDA attention kernel's row loop (online softmax) equals nn::attention") {
+    // what bidirectional_attention_kernel runs per (query row, head), on the host
+    const auto emulate = [](const std::vector<float>& qkv, std::size_t n, std::size_t heads,
+                            std::size_t hd) {
+      const std::size_t w = heads * hd;
+      const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+      std::vector<float> out(n * w);
+      for (std::size_t h = 0; h < heads; ++h) {
+        for (std::size_t i = 0; i < n; ++i) {
+          const float* q = qkv.data() + i * 3 * w + h * hd;
+          std::vector<float> acc(hd, 0.0f);
+          nn::online_softmax softmax;
+          for (std::size_t j = 0; j < n; ++j) {
+            const float* k = qkv.data() + j * 3 * w + w + h * hd;
+            const float* v = qkv.data() + j * 3 * w + 2 * w + h * hd;
+            float dot = 0.0f;
+            for (std::size_t c = 0; c < hd; ++c) dot += q[c] * k[c];
+            const nn::online_softmax_step step = softmax.add(dot * scale);
+            for (std::size_t c = 0; c < hd; ++c)
+              acc[c] = acc[c] * step.rescale + step.weight * v[c];
+          }
+          for (std::size_t c = 0; c < hd; ++c) out[i * w + h * hd + c] = acc[c] / softmax.sum();
+        }
+      }
+      return out;
+    };
+    struct shape {
+      std::size_t n, heads, hd;
+      float spread;  // scales the queries: large values make the running maximum move a lot
+    };
+    for (const shape s : {shape{1, 8, 8, 1.0f}, shape{33, 8, 8, 1.0f}, shape{97, 2, 64, 1.0f},
+                          shape{40, 4, 16, 60.0f}, shape{577, 1, 8, 3.0f}}) {
+      CAPTURE(s.n);
+      CAPTURE(s.spread);
+      const std::size_t w = s.heads * s.hd;
+      auto qkv = random_values(s.n * 3 * w, 40 + s.n);
+      for (std::size_t r = 0; r < s.n; ++r) {
+        for (std::size_t c = 0; c < w; ++c) qkv[r * 3 * w + c] *= s.spread;
+      }
+      std::vector<float> expected(s.n * w);
+      nn::attention({static_cast<index_t>(s.heads), static_cast<index_t>(s.hd), false},
+                    nn::no_cached_kv{}, {qkv.data(), 3 * w}, {qkv.data() + w, 3 * w},
+                    {qkv.data() + 2 * w, 3 * w}, s.n, expected.data(), w);
+      const auto got = emulate(qkv, s.n, s.heads, s.hd);
+      double worst = 0;
+      for (std::size_t i = 0; i < got.size(); ++i) {
+        worst = std::max(worst, std::fabs(static_cast<double>(got[i]) - expected[i]));
+      }
+      CHECK(worst < 2e-5);
+    }
+  }
+
+  TEST_CASE("nn: online_softmax steps: -inf logits weigh nothing, rescaling is exact") {
+    nn::online_softmax s;
+    auto step = s.add(-INFINITY);
+    CHECK(step.rescale == 1.0f);
+    CHECK(step.weight == 0.0f);
+    CHECK(s.sum() == 0.0f);  // only -inf so far: the weighted sum is 0 / 0, as torch gives NaN
+    step = s.add(2.0f);
+    CHECK(step.rescale == 0.0f);  // the nothing accumulated so far stays nothing
+    CHECK(step.weight == 1.0f);
+    step = s.add(-INFINITY);
+    CHECK(step.rescale == 1.0f);
+    CHECK(step.weight == 0.0f);
+    step = s.add(2.0f + std::log(3.0f));  // a new maximum: the old terms shrink by 1/3
+    CHECK(step.rescale == doctest::Approx(1.0f / 3.0f));
+    CHECK(step.weight == 1.0f);
+    CHECK(s.sum() == doctest::Approx(1.0f + 1.0f / 3.0f));
+    step = s.add(0.0f);  // below the maximum: weight exp(0 - max), nothing rescaled
+    CHECK(step.rescale == 1.0f);
+    CHECK(step.weight == doctest::Approx(std::exp(-(2.0f + std::log(3.0f)))));
   }
 
   TEST_CASE("nn: exp_shifted_sum and row_max are the same on every path, lane sums in order") {

@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0
 /// @file kernel_rows.cuh
 /// @brief Row-wise building blocks on CUDA (the device twins of nn/layer_norm.hpp and
-/// nn/activations.hpp): affine LayerNorm, bias plus optional exact-erf GELU, and the 2-way
-/// margin `logit0 - logit1`. fp32 arithmetic for every storage type.
+/// nn/activations.hpp): affine LayerNorm, bias plus optional exact-erf GELU, the image
+/// predictor's global mean, and the 2-way margin `logit0 - logit1`. fp32 arithmetic for every
+/// storage type.
 #pragma once
 
 #include <dynllava/core/config.hpp>
@@ -62,30 +63,6 @@ __global__ void bias_activation_kernel(T* y, std::size_t rows, index_t dim, cons
     float v = to_float(y[i]);
     if (bias != nullptr) v += bias[i % static_cast<std::size_t>(dim)];
     y[i] = from_float<T>(gelu ? nn::gelu_erf(v) : v);
-  }
-}
-
-/// @brief Grid-stride over rows, one block per row: `p[r, :] = softmax(scale * s[r, :])` (fp32,
-/// max-subtracted), `s` fp32, `p` in the storage type of the next GEMM.
-template <class P>
-__global__ void softmax_rows_kernel(const float* s, std::size_t rows, index_t n, float scale,
-                                    P* p) {
-  __shared__ block_reduce_storage storage;
-  const auto cols = static_cast<std::size_t>(n);
-  for (std::size_t r = blockIdx.x; r < rows; r += gridDim.x) {
-    const float* sr = s + r * cols;
-    float m = -INFINITY;
-    int arg = 0;
-    for (std::size_t i = threadIdx.x; i < cols; i += blockDim.x) m = fmaxf(m, scale * sr[i]);
-    block_max_arg(m, arg, storage);
-    float sum = 0.0f;
-    for (std::size_t i = threadIdx.x; i < cols; i += blockDim.x) sum += __expf(scale * sr[i] - m);
-    const float total = block_sum(sum, storage);
-    P* pr = p + r * cols;
-    for (std::size_t i = threadIdx.x; i < cols; i += blockDim.x) {
-      pr[i] = from_float<P>(__expf(scale * sr[i] - m) / total);
-    }
-    __syncthreads();  // `storage` is reused by the next row
   }
 }
 

@@ -9,11 +9,14 @@
 ///   keep
 /// Storage `T` (fp32, fp16, bf16) for inputs, weights and activations; fp32 LayerNorm
 /// parameters, biases, accumulation, attention scores and logits. GEMMs through cuBLAS; the
-/// attention of each sequence is two strided-batched GEMMs over its heads around a softmax.
+/// attention is one launch of the library's own kernel over the whole ragged batch
+/// (`nn/cuda/kernel_attention.cuh`: a thread per query row and head, online softmax over the
+/// sequence's keys, no score matrix in memory).
 ///
 /// The image-token counts per sequence are host-known in prefill (576 per image), so the call
-/// takes the batch's offsets on the host as well (`host_indptr`): it launches per sequence
-/// without reading device memory, and stays free of host synchronisation.
+/// takes the batch's offsets on the host as well (`host_indptr`): the workspace and the launch
+/// shapes come from them without reading device memory, and the call stays free of host
+/// synchronisation.
 #pragma once
 
 #include <dynllava/core/config.hpp>
@@ -24,6 +27,7 @@
 #include <dynllava/core/span.hpp>
 #include <dynllava/core/workspace.hpp>
 #include <dynllava/nn/cuda/device_linear.cuh>
+#include <dynllava/nn/cuda/kernel_attention.cuh>
 #include <dynllava/nn/cuda/kernel_rows.cuh>
 #include <dynllava/score/concepts.hpp>
 #include <dynllava/select/cuda/device_score.cuh>
@@ -81,49 +85,15 @@ struct image_predictor_view {
 namespace detail {
 
 template <class T>
-std::array<std::size_t, 9> image_predictor_parts(const image_predictor_view<T>& w,
-                                                 std::size_t tokens, std::size_t max_n) {
+std::array<std::size_t, 6> image_predictor_parts(const image_predictor_view<T>& w,
+                                                 std::size_t tokens) {
   const auto d = static_cast<std::size_t>(w.d_model);
-  const auto heads = static_cast<std::size_t>(w.heads);
   return {tokens * static_cast<std::size_t>(w.hidden) * sizeof(T),  // normalised input
           tokens * d * sizeof(T),                                   // h
           tokens * d * sizeof(T),                                   // a (normed) / attention out
           tokens * 3 * d * sizeof(T),                               // qkv
           tokens * static_cast<std::size_t>(std::max(w.ffn, w.head[0].out)) * sizeof(T),  // mlp
-          heads * max_n * max_n * sizeof(float),                         // attention scores
-          heads * max_n * max_n * sizeof(T),                             // probabilities
-          tokens * static_cast<std::size_t>(w.head[1].out) * sizeof(T),  // head hidden 2
-          tokens * 2 * sizeof(float)};                                   // logits (scores)
-}
-
-/// Multi-head attention of one sequence: `out [n, d]` (ld d) from `qkv [n, 3d]` (ld 3d), no mask.
-template <class T>
-cudaError_t sequence_attention(cublasHandle_t handle, const T* qkv, std::size_t n, index_t d,
-                               index_t heads, float* scores, T* probs, T* out,
-                               cudaStream_t stream) {
-  if (const cudaError_t e = use_stream(handle, stream); e != cudaSuccess) return e;
-  const index_t hd = d / heads;
-  const auto ni = static_cast<int>(n);
-  const float one = 1.0f;
-  const float zero = 0.0f;
-  // scores (row-major [n, n] per head) = Q K^T: column-major C' = K^T-op ... see the file notes
-  auto s = cublasGemmStridedBatchedEx(handle, CUBLAS_OP_T, CUBLAS_OP_N, ni, ni, hd, &one, qkv + d,
-                                      cuda_data_type<T>(), 3 * d, hd, qkv, cuda_data_type<T>(),
-                                      3 * d, hd, &zero, scores, CUDA_R_32F, ni,
-                                      static_cast<long long>(n) * static_cast<long long>(n), heads,
-                                      CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
-  if (s != CUBLAS_STATUS_SUCCESS) return from_cublas(s);
-  const std::size_t rows = static_cast<std::size_t>(heads) * n;
-  softmax_rows_kernel<<<static_cast<unsigned>(std::min<std::size_t>(rows, 65535)), 256, 0,
-                        stream>>>(scores, rows, static_cast<index_t>(n),
-                                  1.0f / std::sqrt(static_cast<float>(hd)), probs);
-  if (const cudaError_t e = cudaPeekAtLastError(); e != cudaSuccess) return e;
-  // out (row-major [n, hd] at column h * hd, ld d) = P V
-  s = cublasGemmStridedBatchedEx(
-      handle, CUBLAS_OP_N, CUBLAS_OP_N, hd, ni, ni, &one, qkv + 2 * d, cuda_data_type<T>(), 3 * d,
-      hd, probs, cuda_data_type<T>(), ni, static_cast<long long>(n) * static_cast<long long>(n),
-      &zero, out, cuda_data_type<T>(), d, hd, heads, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
-  return from_cublas(s);
+          tokens * static_cast<std::size_t>(w.head[1].out) * sizeof(T)};  // head hidden 2
 }
 
 template <class T>
@@ -137,8 +107,9 @@ inline bool norm_ok(const device_norm_view& n) { return n.gamma != nullptr && n.
 /// array).
 template <class T>
 bool image_predictor_view_ok(const image_predictor_view<T>& w) {
-  if (w.hidden <= 0 || w.d_model <= 0 || w.heads <= 0 || w.d_model % w.heads != 0 || w.ffn <= 0 ||
-      w.local_dim < 0 || w.local_dim > w.d_model || (w.block_count > 0 && w.blocks == nullptr)) {
+  if (w.hidden <= 0 || w.d_model <= 0 || w.heads <= 0 || w.d_model % w.heads != 0 ||
+      w.d_model / w.heads > attention_max_head_dim || w.ffn <= 0 || w.local_dim < 0 ||
+      w.local_dim > w.d_model || (w.block_count > 0 && w.blocks == nullptr)) {
     return false;
   }
   const index_t d = w.d_model;
@@ -192,9 +163,9 @@ requires device_score<T> cudaError_t image_predictor_logits(
   if (hidden.size() != tokens * static_cast<std::size_t>(w.hidden) || logits.size() != 2 * tokens) {
     return cudaErrorInvalidValue;
   }
-  std::array<void*, 9> parts{};
+  std::array<void*, 6> parts{};
   const workspace_status ws =
-      alias_temporaries(temp, temp_bytes, parts, detail::image_predictor_parts(w, tokens, max_n));
+      alias_temporaries(temp, temp_bytes, parts, detail::image_predictor_parts(w, tokens));
   if (ws == workspace_status::size_query) return cudaSuccess;
   if (ws == workspace_status::too_small) return cudaErrorInvalidValue;
   if (tokens == 0) return cudaSuccess;
@@ -203,9 +174,7 @@ requires device_score<T> cudaError_t image_predictor_logits(
   auto* const a = static_cast<T*>(parts[2]);
   auto* const qkv = static_cast<T*>(parts[3]);
   auto* const m = static_cast<T*>(parts[4]);
-  auto* const scores = static_cast<float*>(parts[5]);
-  auto* const probs = static_cast<T*>(parts[6]);
-  auto* const m2 = static_cast<T*>(parts[7]);
+  auto* const m2 = static_cast<T*>(parts[5]);
   const index_t d = w.d_model;
   const float eps = w.eps;
   cudaError_t e = cuda::layer_norm(hidden.data(), tokens, w.hidden, w.down_norm.gamma,
@@ -222,12 +191,9 @@ requires device_score<T> cudaError_t image_predictor_logits(
       e = cuda::linear(handle, static_cast<const T*>(a), tokens, blk.qkv.weight, d, 3 * d,
                        static_cast<const float*>(nullptr), false, qkv, stream);
     }
-    for (std::size_t b = 0; b < batch && e == cudaSuccess; ++b) {
-      const auto first = static_cast<std::size_t>(host_indptr[b]);
-      const auto n = static_cast<std::size_t>(host_indptr[b + 1] - host_indptr[b]);
-      if (n == 0) continue;
-      e = detail::sequence_attention(handle, static_cast<const T*>(qkv) + first * 3 * d, n, d,
-                                     w.heads, scores, probs, a + first * d, stream);
+    if (e == cudaSuccess) {  // a = attention of each sequence's rows over its own rows
+      e = detail::bidirectional_attention(static_cast<const T*>(qkv), indptr.data(), batch, tokens,
+                                          max_n, d, w.heads, a, stream);
     }
     if (e == cudaSuccess) {  // h += proj(att) + b
       e = cuda::linear(handle, static_cast<const T*>(a), tokens, blk.proj.weight, d, d,
