@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 /// @file dynllava.cuh
 /// @brief Umbrella header of the CUDA tier (`dynllava::cuda`): the host tier (`dynllava.hpp`)
-/// plus every `.cuh` of dynllava. Needs nvcc, the CUDA runtime, cuBLAS and CCCL; no BLAS or JSON
+/// plus every `.cuh` of dynllava but `score/cuda/device_image_predictor_weights.cuh` (which needs
+/// the `nn` tier). Needs nvcc, the CUDA runtime, cuBLAS and CCCL; no BLAS or JSON
 /// (include `dynllava/nn.hpp` or `dynllava/io.hpp` too for those, and link their targets).
 #pragma once
 
@@ -25,6 +26,7 @@
 #include <dynllava/score/cuda/device_fastv.cuh>
 #include <dynllava/score/cuda/device_h2o_scorer.cuh>
 #include <dynllava/score/cuda/device_image_predictor.cuh>
+#include <dynllava/score/cuda/device_margins.cuh>
 #include <dynllava/score/cuda/device_output_predictor.cuh>
 #include <dynllava/select/cuda/device_gate.cuh>
 #include <dynllava/select/cuda/device_score.cuh>

@@ -48,6 +48,7 @@
 #include <dynllava/pipeline/decoder.hpp>
 #include <dynllava/pipeline/generate.hpp>
 #include <dynllava/pipeline/hooks.hpp>
+#include <dynllava/pipeline/image_ranker.hpp>
 #include <dynllava/pipeline/kv_session.hpp>
 #include <dynllava/pipeline/no_cache_session.hpp>
 #include <dynllava/pipeline/no_predictor.hpp>

@@ -35,7 +35,10 @@ struct device_attention_scorer {
              ragged_span<const index_t, device_space>, dspan<float>) const;
 };
 static_assert(attention_scorer<device_attention_scorer, on_stream>);
+static_assert(!attention_scorer<device_attention_scorer, host_t>);
 static_assert(!attention_scorer<fastv_scorer, on_stream>);
+static_assert(image_ranker<device_attention_scorer, on_stream> &&
+              image_ranker<device_predictor, on_stream> && !image_ranker<device_predictor, host_t>);
 
 /// H2O-like accumulator in device memory.
 struct device_stateful_scorer {
@@ -48,6 +51,7 @@ struct device_stateful_scorer {
   void scores(on_stream, dspan<float>) const;
 };
 static_assert(stateful_token_scorer<device_stateful_scorer, on_stream>);
+static_assert(!stateful_token_scorer<device_stateful_scorer, host_t>);
 static_assert(!stateful_token_scorer<h2o_scorer, on_stream>);
 
 /// A selector over device scores.
@@ -56,6 +60,7 @@ struct device_selector {
                  dspan<index_t>) const;
 };
 static_assert(token_selector<device_selector, on_stream, ragged_span<const float, device_space>>);
+static_assert(!token_selector<device_selector, host_t, ragged_span<const float, host_space>>);
 static_assert(!token_selector<budgeted_topk, on_stream, ragged_span<const float, device_space>>);
 
 /// A KV cache whose keys, values and counts live in device memory (shape on the host).

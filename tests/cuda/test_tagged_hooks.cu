@@ -179,7 +179,7 @@ TEST_SUITE("gpu") {
     scorer.temp = scorer_temp.data();
     scorer.temp_bytes = scorer_temp.size();
     device_buffer<index_t> d_indptr(indptr);
-    device_buffer<float> d_hidden(hidden), d_scores(tokens);
+    device_buffer<float> d_hidden(hidden), d_scores(tokens), d_logits(2 * tokens);
     device_buffer<index_t> d_kept_indptr(batch + 1), d_kept(tokens);
     device_buffer<int> d_invalid(std::vector<int>{0});
     const ragged_rows<const float, device_space> rows{std::as_const(d_indptr).view(),
@@ -192,9 +192,11 @@ TEST_SUITE("gpu") {
       selector.temp = topk_temp.data();
       selector.temp_bytes = topk_temp.size();
       selector.d_invalid = d_invalid.data();
-      const index_t count = select_tokens(
-          dc::on_stream{}, scorer, rows, selector,
-          selection_outputs<dc::on_stream>{d_scores.view(), d_kept_indptr.view(), d_kept.view()});
+      // with the logits too: the scores are then their margins (keep_margins on the stream)
+      const index_t count =
+          select_tokens(dc::on_stream{}, scorer, rows, selector,
+                        selection_outputs<dc::on_stream>{d_scores.view(), d_kept_indptr.view(),
+                                                         d_kept.view(), d_logits.view()});
       CHECK(count == kept_count_on_device);
       REQUIRE(cudaStreamSynchronize(nullptr) == cudaSuccess);
       CHECK(d_invalid.to_host()[0] == 0);
@@ -211,6 +213,10 @@ TEST_SUITE("gpu") {
                                     make_host_span(kept)});
       const auto device_scores = d_scores.to_host();
       check_close(device_scores, scores, 2e-4f);
+      const auto device_logits = d_logits.to_host();
+      for (std::size_t t = 0; t < tokens; ++t) {
+        CHECK(device_scores[t] == keep_margin(device_logits[2 * t], device_logits[2 * t + 1]));
+      }
       // the kept sets: the host top-k of the device's own scores, bit for bit
       const index_t n = host_selector.select(
           host, host_ragged<const float>{make_host_span(indptr), make_host_span(device_scores)},

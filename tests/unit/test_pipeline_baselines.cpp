@@ -616,7 +616,7 @@ struct counting_attention {
   }
 };
 static_assert(attention_scorer<counting_attention<true>, host_t>);
-static_assert(image_ranker<counting_attention<true>> &&
+static_assert(image_ranker<counting_attention<true>, host_t> &&
               !two_way_predictor<counting_attention<true>, host_t>);
 
 }  // namespace dynllava::test_attention_slot
@@ -663,7 +663,8 @@ TEST_SUITE("cpu") {
     auto cache = make_cache(w, 2);
     CHECK_THROWS_WITH_AS(
         (kv_session(w.model, cache, full_cache_policy{}, &same, nullptr, predictor_rule)),
-        doctest::Contains("vision_rule::predictor needs a two_way_predictor as image ranker"),
+        doctest::Contains("vision_rule::predictor needs a token_scorer (e.g. a two_way_predictor) "
+                          "as image ranker"),
         error);
     CHECK(same.calls == 2);
   }

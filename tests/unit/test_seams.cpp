@@ -229,6 +229,97 @@ TEST_SUITE("cpu") {
     }
   }
 
+  TEST_CASE("seams: a plain token_scorer ranks the drivers' image tokens (L2 norm here)") {
+    const toy_decoder m;
+    const l2_norm_scorer l2{};
+    const toy_predictor output{{1.0f, 0.5f, -0.5f, 0.25f}, 0.1f};
+    static_assert(image_ranker<l2_norm_scorer, host_t> &&
+                  !two_way_predictor<l2_norm_scorer, host_t>);
+    const toy_prompt prompt({6, 9});
+    contiguous_kv_cache cache({3, 2, 4, 64});
+    kv_session kv(m, cache, online_gate_policy{1}, &l2, &output, toy_options());
+    no_cache_session nc(m, 2, &l2, &output, toy_options());
+    const auto a = kv.prefill(prompt.view(), prompt.table());
+    const auto b = nc.prefill(prompt.view(), prompt.table());
+    for (std::size_t i = 0; i < a.size(); ++i) CHECK(a[i] == doctest::Approx(b[i]).epsilon(1e-5));
+    // the hidden states entering sparse layer 1: layer 0 of the toy decoder over the prompt
+    std::vector<float> h(prompt.rows);
+    std::vector<index_t> pos;
+    for (std::size_t s = 0; s < 2; ++s) {
+      for (index_t i = 0; i < prompt.indptr[s + 1] - prompt.indptr[s]; ++i) pos.push_back(i);
+    }
+    std::vector<float> k(h.size()), v(h.size());
+    m.layer(host, 0, host_ragged_rows<float>{make_host_span(prompt.indptr), make_host_span(h), 4},
+            make_host_span(std::as_const(pos)), static_cast<const contiguous_kv_cache*>(nullptr),
+            make_host_span(k), make_host_span(v));
+    const auto expected =
+        cpu::select_images(l2, make_host_span(std::as_const(h)), prompt.table(), 0.5);
+    CHECK(kv.image_kept().positions == expected.positions);
+    CHECK(nc.image_decisions().kept().positions == expected.positions);
+    CHECK(kv.image_decisions().logits.empty());  // a scorer has scores, no logits
+    CHECK(kv.image_decisions().scores.size() == 6 + 9);
+  }
+
+  TEST_CASE("seams: kv_session refuses the no-cache output rule instead of ignoring it") {
+    const toy_decoder m;
+    const toy_predictor image{{0.5f, -1.0f, 0.25f, 1.0f}, 0.0f};
+    const toy_predictor output{{1.0f, 0.5f, -0.5f, 0.25f}, 0.1f};
+    auto o = toy_options();
+    o.rule = output_rule::released_batch_max_topk;
+    contiguous_kv_cache cache({3, 2, 4, 64});
+    CHECK_THROWS_WITH_AS((kv_session(m, cache, online_gate_policy{1}, &image, &output, o)),
+                         doctest::Contains("with a cache the online gate decides each token once"),
+                         error);
+    no_cache_session nc(m, 2, &image, &output, o);  // its rule: accepted
+    CHECK_FALSE(nc.prefilled());
+  }
+
+  TEST_CASE("seams: sparse_layer == layers prunes nothing and runs no predictor, in both modes") {
+    const toy_decoder m;
+    struct counting_predictor : toy_predictor {
+      mutable int calls = 0;
+      void logits(host_t, host_ragged_rows<const float> h, host_span<float> out) const {
+        ++calls;
+        toy_predictor::logits(host, h, out);
+      }
+      void score(host_t, host_ragged_rows<const float> h, host_span<float> out) const {
+        ++calls;
+        toy_predictor::score(host, h, out);
+      }
+    };
+    const counting_predictor image{{{0.5f, -1.0f, 0.25f, 1.0f}, 0.0f}};
+    const counting_predictor output{{{1.0f, 0.5f, -0.5f, 0.25f}, 0.1f}};
+    const toy_prompt prompt({6, 9});
+    auto top = toy_options();
+    top.sparse_layer = m.layers();
+    auto dense = top;
+    dense.prune_images = false;
+    dense.gate_outputs = false;
+    contiguous_kv_cache cache({3, 2, 4, 64}), dense_cache({3, 2, 4, 64});
+    kv_session kv(m, cache, full_cache_policy{}, &image, &output, top);
+    kv_session reference(m, dense_cache, full_cache_policy{}, nullptr, nullptr, dense);
+    no_cache_session nc(m, 2, &image, &output, top);
+    auto a = kv.prefill(prompt.view(), prompt.table());
+    auto b = nc.prefill(prompt.view(), prompt.table());
+    auto r = reference.prefill(prompt.view(), prompt.table());
+    for (int step = 0; step < 4; ++step) {
+      CHECK(a == r);
+      for (std::size_t i = 0; i < a.size(); ++i) CHECK(b[i] == doctest::Approx(r[i]).epsilon(1e-5));
+      const auto next = greedy_tokens(r, m.vocab());
+      a = kv.decode(make_host_span(next));
+      b = nc.decode(make_host_span(next));
+      r = reference.decode(make_host_span(next));
+    }
+    CHECK(image.calls == 0);
+    CHECK(output.calls == 0);
+    // what the sessions report: every image token kept, no logits, every token cached
+    CHECK(kv.image_decisions().logits.empty());
+    CHECK(kv.image_decisions().kept().positions.size() == 6 + 9);
+    CHECK(nc.image_decisions().kept().positions.size() == 6 + 9);
+    CHECK(kv.stats().image_kept == kv.stats().image_tokens);
+    CHECK(kv.cache_lengths() == reference.cache_lengths());
+  }
+
   TEST_CASE("seams: kv_session drives a cache through the layer-level calls of kv_storage only") {
     const toy_decoder m;
     const toy_predictor image{{0.5f, -1.0f, 0.25f, 1.0f}, 0.0f};

@@ -271,6 +271,53 @@ TEST_SUITE("cpu") {
     }
   }
 
+  TEST_CASE("tagged hooks: select_tokens with a predictor's logits ranks by their margins") {
+    const predictor_config c = small_config();
+    const image_predictor predictor(c, random_image_predictor_weights(c, 77));
+    test::rng g(78);
+    const std::vector<index_t> indptr{0, 9, 9, 14};
+    const auto x = random_rows(g, 14 * static_cast<std::size_t>(c.hidden));
+    const host_ragged_rows<const float> rows{make_host_span(indptr), make_host_span(x), c.hidden};
+    std::vector<float> scores(14), logits(28), plain(14);
+    std::vector<index_t> kept_indptr(4), kept(14), plain_indptr(4), plain_kept(14);
+    const budgeted_topk top{keep_ratio(0.4), {}};
+    const index_t n =
+        select_tokens(host, predictor, rows, top,
+                      selection_outputs<host_t>{make_host_span(scores), make_host_span(kept_indptr),
+                                                make_host_span(kept), make_host_span(logits)});
+    const index_t m =
+        select_tokens(host, predictor, rows, top,
+                      selection_outputs<host_t>{make_host_span(plain), make_host_span(plain_indptr),
+                                                make_host_span(plain_kept)});
+    std::vector<float> expected_logits(28), margins(14);
+    predictor.logits(host, rows, make_host_span(expected_logits));
+    keep_margins(host, make_host_span(std::as_const(expected_logits)), make_host_span(margins));
+    CHECK(logits == expected_logits);
+    CHECK(scores == margins);
+    CHECK(plain == margins);  // score() is the margin: the same ranking either way
+    CHECK(n == m);
+    CHECK(kept_indptr == plain_indptr);
+    CHECK(kept == plain_kept);
+    CHECK(test::error_of([&] {
+            keep_margins(host, make_host_span(std::as_const(expected_logits)),
+                         host_span<float>(margins.data(), 13));
+          }).find("logits must hold 2 values per score (26), got 28") != std::string::npos);
+    // logits of the wrong size, or asked of a plain scorer: refused before it runs
+    CHECK(test::error_of([&] {
+            select_tokens(host, predictor, rows, top,
+                          selection_outputs<host_t>{
+                              make_host_span(scores), make_host_span(kept_indptr),
+                              make_host_span(kept), host_span<float>(logits.data(), 27)});
+          }).find("logits must be empty or [rows = 14, 2], got 27 values") != std::string::npos);
+    const std::vector<float> narrow(14 * 2, 1.0f);
+    CHECK(test::error_of([&] {
+            select_tokens(
+                host, edge_scorer{}, {make_host_span(indptr), make_host_span(narrow), 2}, top,
+                selection_outputs<host_t>{make_host_span(scores), make_host_span(kept_indptr),
+                                          make_host_span(kept), make_host_span(logits)});
+          }).find("not a two_way_predictor") != std::string::npos);
+  }
+
   TEST_CASE("tagged hooks: select_tokens takes a scorer and a selector written here") {
     const std::vector<index_t> indptr{0, 4, 4, 7};
     // rows of width 2: score = round(first - last)

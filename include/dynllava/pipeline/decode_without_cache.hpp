@@ -14,6 +14,7 @@
 #include <dynllava/pipeline/decoder.hpp>
 #include <dynllava/pipeline/detail/steps.hpp>
 #include <dynllava/pipeline/hooks.hpp>
+#include <dynllava/pipeline/image_ranker.hpp>
 #include <dynllava/pipeline/no_predictor.hpp>
 #include <dynllava/pipeline/pipeline_observer.hpp>
 #include <dynllava/pipeline/sparsifier_options.hpp>
@@ -50,10 +51,12 @@ struct no_cache_seen {
 template <class Model, class Cache, class PI, class PO>
 std::vector<float> no_cache_step(const Model& m, const PI* image, const PO* output,
                                  host_ragged_rows<const float> rows,
-                                 segment_table<host_space> segments, const sparsifier_options& o,
-                                 run_stats& s, pipeline_observer* obs, no_cache_seen& seen,
+                                 segment_table<host_space> segments,
+                                 const sparsifier_options& given, run_stats& s,
+                                 pipeline_observer* obs, no_cache_seen& seen,
                                  const token_decisions* reuse_images, const char* who) {
-  check_options<Model, Cache>(o, m.layers(), m.hidden(), image, output, who);
+  check_options<Model, Cache>(given, m.layers(), m.hidden(), image, output, who);
+  const sparsifier_options o = runnable_options(given, m.layers());
   const index_t total = validate(segments, who);
   validate(rows, who);
   DYNLLAVA_EXPECTS(rows.width == m.hidden() && rows.rows() == static_cast<std::size_t>(total),

@@ -42,14 +42,10 @@ namespace dynllava {
 
 namespace detail {
 
-/// Top `floor(n * ratio)` of each group by `scores` (candidate order), as kept positions local
-/// to each sequence's candidate list.
-inline host_selection topk_by_group(const image_groups& g, const host_selection& cands,
-                                    const std::vector<float>& scores, double ratio) {
-  const auto sel =
-      cpu::select_kept(budgeted_topk{keep_ratio(ratio), {}},
-                       host_ragged<const float>{make_host_span(g.indptr), make_host_span(scores)},
-                       g.sequence.size(), scores.size());
+/// Kept positions local to each group of `g` (`sel`) as positions local to each sequence's
+/// candidate list.
+inline host_selection group_to_candidates(const image_groups& g, const host_selection& cands,
+                                          const host_selection& sel) {
   host_selection out;
   out.indptr.assign(cands.batch() + 1, 0);
   for (std::size_t gi = 0; gi < g.sequence.size(); ++gi) {
@@ -62,6 +58,17 @@ inline host_selection topk_by_group(const image_groups& g, const host_selection&
   }
   for (std::size_t b = 0; b < cands.batch(); ++b) out.indptr[b + 1] += out.indptr[b];
   return out;
+}
+
+/// Top `floor(n * ratio)` of each group by `scores` (candidate order), as kept positions local
+/// to each sequence's candidate list.
+inline host_selection topk_by_group(const image_groups& g, const host_selection& cands,
+                                    const std::vector<float>& scores, double ratio) {
+  return group_to_candidates(
+      g, cands,
+      cpu::select_kept(budgeted_topk{keep_ratio(ratio), {}},
+                       host_ragged<const float>{make_host_span(g.indptr), make_host_span(scores)},
+                       g.sequence.size(), scores.size()));
 }
 
 /// Rows of the candidates of `kind` gathered from the packed batch `hidden`.
@@ -112,15 +119,17 @@ host_selection select_images(const S& image, host_span<const float> hidden,
   const auto x = dynllava::detail::gather_candidates(hidden, H, segments, cands);
   const std::size_t n = cands.positions.size();
   const host_ragged_rows<const float> rows{make_host_span(groups.indptr), make_host_span(x), H};
-  std::vector<float> logits, scores(n);
-  if constexpr (predictor) {
-    logits.resize(2 * n);
-    image.logits(host, rows, make_host_span(logits));
-    for (std::size_t i = 0; i < n; ++i) scores[i] = keep_margin(logits[2 * i], logits[2 * i + 1]);
-  } else {
-    image.score(host, rows, make_host_span(scores));
-  }
-  auto kept = dynllava::detail::topk_by_group(groups, cands, scores, keep_ratio);
+  // the tag-generic decision (tagged_hooks.hpp) over the groups, then candidate positions
+  std::vector<float> logits(predictor ? 2 * n : 0), scores(n);
+  host_selection by_group;
+  by_group.indptr.resize(groups.sequence.size() + 1);
+  by_group.positions.resize(n);
+  const index_t count = select_tokens(
+      host, image, rows, budgeted_topk{dynllava::keep_ratio(keep_ratio), {}},
+      selection_outputs<host_t>{make_host_span(scores), make_host_span(by_group.indptr),
+                                make_host_span(by_group.positions), make_host_span(logits)});
+  by_group.positions.resize(static_cast<std::size_t>(count));
+  auto kept = dynllava::detail::group_to_candidates(groups, cands, by_group);
   if (seen != nullptr) {
     seen->set_kept(cands.indptr, kept);
     seen->logits = std::move(logits);

@@ -14,6 +14,7 @@
 #include <dynllava/pipeline/decoder.hpp>
 #include <dynllava/pipeline/detail/steps.hpp>
 #include <dynllava/pipeline/hooks.hpp>
+#include <dynllava/pipeline/image_ranker.hpp>
 #include <dynllava/pipeline/no_predictor.hpp>
 #include <dynllava/pipeline/pipeline_observer.hpp>
 #include <dynllava/pipeline/sparsifier_options.hpp>
@@ -78,14 +79,15 @@ using session_scorer_t = typename session_scorer<P>::type;
 /// `pipeline_observer` (`observe`), e.g. a `trace_recorder` for the cost model.
 ///
 /// Errors: bad arguments throw `dynllava::error` before anything changes (shapes, predictor
-/// widths, a policy that disagrees with the options, `decode` before `prefill`). A call that fails
+/// widths, a policy that disagrees with the options, an output rule of the no-cache mode,
+/// `decode` before `prefill`). A call that fails
 /// before its first append reached the cache (a full cache refuses the first layer's append; the
 /// decoder or a predictor throws in the layers below) changes nothing either: the session stays
 /// usable. A call that fails later (the paged cache runs out of pages in a later layer) leaves
 /// the session and its cache valid but in an unspecified state (some layers appended): every
 /// later `prefill` or `decode` then throws, saying so; discard both.
 template <class Model, kv_storage<host_t> Cache, kv_policy<host_t> Policy,
-          image_ranker ImagePredictor, two_way_predictor<host_t> OutputPredictor>
+          image_ranker<host_t> ImagePredictor, two_way_predictor<host_t> OutputPredictor>
 requires decoder<Model, host_t, Cache>
 class kv_session {
   static_assert(!kv_policy_needs_scores<Policy> || probing_decoder<Model, host_t, Cache>,
@@ -110,6 +112,11 @@ class kv_session {
         next_pos_(cache.batch(), 0) {
     detail::check_options<Model, Cache>(o_, model.layers(), model.hidden(), image, output,
                                         "kv_session");
+    DYNLLAVA_EXPECTS(o_.rule == output_rule::per_sequence_argmax,
+                     "kv_session: output_rule::released_batch_max_topk chooses generated tokens "
+                     "when decoding without a KV cache; with a cache the online gate decides each "
+                     "token once (output_rule::per_sequence_argmax)");
+    o_ = detail::runnable_options(o_, model.layers());
     DYNLLAVA_EXPECTS(
         cache.layers() == model.layers() && cache.width() == model.hidden(),
         "kv_session: the cache ({} layers, width {}) does not fit the model ({} layers, H {})",

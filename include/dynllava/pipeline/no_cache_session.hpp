@@ -11,6 +11,7 @@
 #include <dynllava/kvcache/contiguous_kv_cache.hpp>
 #include <dynllava/pipeline/decode_without_cache.hpp>
 #include <dynllava/pipeline/decoder.hpp>
+#include <dynllava/pipeline/image_ranker.hpp>
 #include <dynllava/pipeline/no_predictor.hpp>
 #include <dynllava/pipeline/pipeline_observer.hpp>
 #include <dynllava/pipeline/sparsifier_options.hpp>
@@ -41,7 +42,8 @@ namespace dynllava {
 /// that fails later (the decoder or a predictor throws) leaves the conversation, statistics and
 /// decisions as they were, so the session stays usable (an observer may have been told of the
 /// failed call's start).
-template <class Model, image_ranker ImagePredictor, two_way_predictor<host_t> OutputPredictor,
+template <class Model, image_ranker<host_t> ImagePredictor,
+          two_way_predictor<host_t> OutputPredictor,
           kv_storage<host_t> Cache = no_cache_storage_t<Model>>
 requires decoder<Model, host_t, Cache>
 class no_cache_session {
@@ -52,6 +54,7 @@ class no_cache_session {
       : m_(model), image_(image), output_(output), o_(options), rows_(batch), segs_(batch) {
     detail::check_options<Model, Cache>(o_, model.layers(), model.hidden(), image, output,
                                         "no_cache_session");
+    o_ = detail::runnable_options(o_, model.layers());
   }
 
   std::size_t batch() const noexcept { return rows_.size(); }

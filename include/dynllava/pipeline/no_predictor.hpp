@@ -35,18 +35,6 @@ using predictor_type_t =
     std::conditional_t<std::is_null_pointer_v<std::remove_cvref_t<T>>, no_predictor,
                        std::remove_cv_t<std::remove_pointer_t<std::remove_cvref_t<T>>>>;
 
-/// @brief What ranks a driver's image tokens: a `two_way_predictor<S, host_t>` (the image
-/// predictor, `vision_rule::predictor`) or an `attention_scorer<S, host_t>` (FastV-like,
-/// `vision_rule::fastv`: ranks by the last full layer's queries and keys).
-template <class S>
-concept image_ranker = two_way_predictor<S, host_t> || attention_scorer<S, host_t>;
-
-/// An image argument of a driver: a pointer to an `image_ranker`, or `nullptr`.
-template <class T>
-concept image_argument =
-    (std::is_null_pointer_v<std::remove_cvref_t<T>> ||
-     std::is_pointer_v<std::remove_cvref_t<T>>)&&image_ranker<predictor_type_t<T>>;
-
 /// A predictor argument: a pointer to a `two_way_predictor<host_t>`, or `nullptr`.
 template <class T>
 concept predictor_argument =

@@ -27,6 +27,9 @@ enum class vision_rule : std::uint8_t {
               ///< averaged over heads (paper setting: sparse_layer = K = 3, keep 0.25)
 };
 
+/// What the drivers prune. `sparse_layer` may equal the model's layer count: no layer runs at or
+/// above it, so nothing is pruned and no predictor runs (the drivers then treat `prune_images`
+/// and `gate_outputs` as off).
 struct sparsifier_options {
   index_t sparse_layer = 2;  ///< METHOD.md: l = 2 (FastV: K = 3)
   vision_rule vision = vision_rule::predictor;

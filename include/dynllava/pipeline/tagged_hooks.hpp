@@ -11,13 +11,15 @@
 /// memory or synchronises, so on CUDA a call is graph-capturable whenever the scorer and the
 /// selector are (the bundled CUDA models are, given their workspaces). The host hooks of
 /// `hooks.hpp` (`cpu::select_images`, `cpu::gate_new_tokens`, ...) add what needs the prompt's
-/// segment table (candidate enumeration, per-turn groups, decision views); `cpu::gate_new_tokens`
-/// runs through `gate_new_tokens(host, ...)`.
+/// segment table (candidate enumeration, per-turn groups, decision views) and run through these
+/// (`select_tokens(host, ...)`, `gate_new_tokens(host, ...)`), so the drivers' two decisions are
+/// this code.
 #pragma once
 
 #include <dynllava/core/config.hpp>
 #include <dynllava/core/error.hpp>
 #include <dynllava/core/execution.hpp>
+#include <dynllava/core/keep_margin.hpp>
 #include <dynllava/core/ragged.hpp>
 #include <dynllava/core/span.hpp>
 #include <dynllava/score/concepts.hpp>
@@ -49,6 +51,8 @@ struct selection_outputs {
   span_for<Tag, float> scores;            ///< [rows] the scorer's scores (a predictor's margin)
   span_for<Tag, index_t> kept_indptr;     ///< [batch + 1] CSR offsets of the kept rows
   span_for<Tag, index_t> kept_positions;  ///< [>= rows] kept rows, local to each group, ascending
+  span_for<Tag, float> logits{};          ///< optional [rows, 2]: a `two_way_predictor`'s logits
+                                          ///< (then `scores` are their margins); empty to skip
 };
 
 namespace detail {
@@ -84,7 +88,8 @@ void check_tagged_rows(ragged_rows_for<Tag, const float> rows, std::size_t indpt
 /// top-k: the image predictor's candidate rows grouped by (sequence, turn), a `budgeted_topk` of
 /// `keep_ratio(0.2)`), on any backend.
 /// @param[in] rows ragged `[rows, H]` in the tag's memory space, one group per CSR entry
-/// @param[out] out `scores` `[rows]`, the kept rows' CSR
+/// @param[out] out `scores` `[rows]`, the kept rows' CSR, and optionally a predictor's logits
+///             (`scorer.logits` then `keep_margins(exec, ...)` instead of `scorer.score`)
 /// @return the number of kept rows when the host knows it (host tag), else
 ///         `kept_count_on_device` (it is `out.kept_indptr[batch]` on the device)
 /// @throws dynllava::error naming the argument on extents that disagree, before the scorer runs;
@@ -103,7 +108,17 @@ select_tokens(Tag exec, const S& scorer, ragged_rows_for<Tag, const float> rows,
   DYNLLAVA_EXPECTS(out.scores.size() == rows.rows(),
                    "select_tokens: scores must have one entry per row ({}), got {}", rows.rows(),
                    out.scores.size());
-  scorer.score(exec, rows, out.scores);
+  if (out.logits.empty()) {
+    scorer.score(exec, rows, out.scores);
+  } else if constexpr (two_way_predictor<S, Tag>) {
+    DYNLLAVA_EXPECTS(out.logits.size() == 2 * rows.rows(),
+                     "select_tokens: logits must be empty or [rows = {}, 2], got {} values",
+                     rows.rows(), out.logits.size());
+    scorer.logits(exec, rows, out.logits);
+    keep_margins(exec, span_for<Tag, const float>(out.logits), out.scores);
+  } else {
+    DYNLLAVA_FAIL("select_tokens: logits were asked of a scorer that is not a two_way_predictor");
+  }
   const ragged_for<Tag, const float> ranked{rows.indptr, span_for<Tag, const float>(out.scores)};
   return selector.select(exec, ranked, out.kept_indptr, out.kept_positions);
 }

@@ -69,8 +69,9 @@ std::vector<float> last_logits(const Model& m, const std::vector<index_t>& indpt
   return out;
 }
 
-/// Image top-k at the sparse layer by the image predictor (`cpu::select_images`), with the
-/// run's statistics; `seen` gets what it saw (keep-all flags and no logits when not pruning).
+/// Image top-k at the sparse layer by the image ranker (`cpu::select_images`: a predictor's
+/// margin, or a plain scorer's score), with the run's statistics; `seen` gets what it saw
+/// (keep-all flags and no logits when not pruning).
 template <class P>
 host_selection select_images(const P* pred, const std::vector<float>& hidden,
                              segment_table<host_space> t, const sparsifier_options& o,
@@ -87,11 +88,11 @@ host_selection select_images(const P* pred, const std::vector<float>& hidden,
       const auto groups = cpu::group_images_by_turn(t);
       obs->image_predictor(make_host_span(groups.indptr));
     }
-    if constexpr (two_way_predictor<P, host_t>) {
+    if constexpr (token_scorer<P, host_t>) {
       kept = cpu::select_images(*pred, make_host_span(hidden), t, o.vision_keep_ratio, &seen);
     } else {
       // An attention scorer ranks only under vision_rule::fastv (checked up front).
-      DYNLLAVA_FAIL("select_images: the image ranker is not a two_way_predictor");
+      DYNLLAVA_FAIL("select_images: the image ranker is not a token_scorer");
     }
   }
   stats.image_tokens += image_candidates(t);
@@ -155,9 +156,9 @@ void check_options(const sparsifier_options& o, index_t layers, index_t hidden, 
                      "{}: prune_images with vision_rule::predictor needs an image predictor, got "
                      "null (set prune_images = false for dense vision)",
                      who);
-    DYNLLAVA_EXPECTS((!o.prune_images || two_way_predictor<PI, host_t>),
-                     "{}: vision_rule::predictor needs a two_way_predictor as image ranker; an "
-                     "attention scorer ranks with vision_rule::fastv",
+    DYNLLAVA_EXPECTS((!o.prune_images || token_scorer<PI, host_t>),
+                     "{}: vision_rule::predictor needs a token_scorer (e.g. a two_way_predictor) "
+                     "as image ranker; an attention scorer ranks with vision_rule::fastv",
                      who);
   }
   DYNLLAVA_EXPECTS(!o.gate_outputs || output != nullptr,
@@ -173,6 +174,17 @@ void check_options(const sparsifier_options& o, index_t layers, index_t hidden, 
   DYNLLAVA_EXPECTS(!o.gate_outputs || output->hidden() == hidden,
                    "{}: the output predictor reads width {}, but the model's hidden width is {}",
                    who, o.gate_outputs ? output->hidden() : 0, hidden);
+}
+
+/// @brief The options a driver runs with on a model of `layers` layers: as given, except that
+/// with `sparse_layer == layers` (no layer at or above it) nothing is pruned, so no predictor
+/// runs and none is reported (`prune_images` and `gate_outputs` off), as the cost model counts.
+inline sparsifier_options runnable_options(sparsifier_options o, index_t layers) {
+  if (o.sparse_layer >= layers) {
+    o.prune_images = false;
+    o.gate_outputs = false;
+  }
+  return o;
 }
 
 /// Runs `m.layer` with probes when the model offers them (a plain decoder gets none).

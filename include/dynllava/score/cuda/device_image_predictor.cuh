@@ -30,6 +30,7 @@
 #include <dynllava/nn/cuda/kernel_attention.cuh>
 #include <dynllava/nn/cuda/kernel_rows.cuh>
 #include <dynllava/score/concepts.hpp>
+#include <dynllava/score/cuda/device_margins.cuh>
 #include <dynllava/select/cuda/device_score.cuh>
 
 #include <cublas_v2.h>
