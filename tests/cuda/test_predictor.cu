@@ -58,12 +58,7 @@ predictor_config small_config() {
   return c;
 }
 
-std::vector<float> random_rows(test::rng& g, std::size_t n) {
-  std::normal_distribution<float> d(0.0f, 1.0f);
-  std::vector<float> out(n);
-  for (auto& v : out) v = d(g);
-  return out;
-}
+std::vector<float> random_rows(test::rng& g, std::size_t n) { return test::normal_values(g, n); }
 
 template <class T>
 std::vector<float> device_logits(const dc::device_output_predictor<T>& p, cublasHandle_t handle,
@@ -268,13 +263,7 @@ TEST_SUITE("gpu") {
   }
 
   TEST_CASE("image predictor: CUDA logits equal the CPU twin, fp32, fp16 and bf16, ragged") {
-    predictor_config c;
-    c.hidden = 80;
-    c.d_model = 64;
-    c.heads = 4;
-    c.ffn = 96;
-    c.local_dim = 32;
-    c.image_head = {32, 16};
+    const predictor_config c = test::small_image_config();
     const auto weights = random_image_predictor_weights(c, 41);
     const image_predictor cpu_predictor(c, weights);
     cublas_handle handle;
@@ -289,24 +278,8 @@ TEST_SUITE("gpu") {
         host_ragged_rows<const float>{make_host_span(indptr), make_host_span(hidden), c.hidden},
         make_host_span(expected));
     device_buffer<index_t> d_indptr(indptr);
-    const auto run = [&](const auto& device_predictor, auto tag) {
-      using T = decltype(tag);
-      std::vector<T> stored(hidden.size());
-      for (std::size_t i = 0; i < hidden.size(); ++i) stored[i] = static_cast<T>(hidden[i]);
-      device_buffer<T> d_hidden(stored);
-      device_buffer<float> d_logits(2 * tokens);
-      std::size_t bytes = 0;
-      REQUIRE(dc::image_predictor_logits(nullptr, bytes, handle.h, device_predictor.view(),
-                                         make_host_span(indptr), std::as_const(d_indptr).view(),
-                                         std::as_const(d_hidden).view(), d_logits.view(),
-                                         nullptr) == cudaSuccess);
-      device_buffer<unsigned char> temp(bytes);
-      REQUIRE(dc::image_predictor_logits(temp.data(), bytes, handle.h, device_predictor.view(),
-                                         make_host_span(indptr), std::as_const(d_indptr).view(),
-                                         std::as_const(d_hidden).view(), d_logits.view(),
-                                         nullptr) == cudaSuccess);
-      REQUIRE(cudaStreamSynchronize(nullptr) == cudaSuccess);
-      return d_logits.to_host();
+    const auto run = [&](const auto& device_predictor, auto) {
+      return test::image_logits(device_predictor, handle.h, indptr, hidden);
     };
     // bounds ~20x the errors of an emulation that rounds where the GPU stores (fp16 1e-4, bf16
     // 1e-3 on logits of about 0.3): loose enough for any correct kernel, tight enough to catch a
@@ -366,33 +339,19 @@ TEST_SUITE("gpu") {
     c.hidden = 128;
     const auto weights = random_image_predictor_weights(c, 44);
     const image_predictor cpu_predictor(c, weights);
-    const dc::device_image_predictor<float> predictor(c, weights);
     cublas_handle handle;
     test::rng g(45);
     // longer than a query tile (128) and a key tile (32), shorter than both, and empty
-    const std::vector<index_t> lengths{576, 3, 0, 130, 33};
-    const auto indptr = test::indptr_of(lengths);
-    const auto tokens = static_cast<std::size_t>(indptr.back());
-    const auto hidden = random_rows(g, tokens * static_cast<std::size_t>(c.hidden));
-    std::vector<float> expected(2 * tokens);
+    const auto indptr = test::indptr_of({576, 3, 0, 130, 33});
+    const auto hidden = random_rows(g, static_cast<std::size_t>(indptr.back()) * 128);
+    std::vector<float> expected(2 * static_cast<std::size_t>(indptr.back()));
     cpu_predictor.logits(
         host,
         host_ragged_rows<const float>{make_host_span(indptr), make_host_span(hidden), c.hidden},
         make_host_span(expected));
-    device_buffer<index_t> d_indptr(indptr);
-    device_buffer<float> d_hidden(hidden), d_logits(2 * tokens);
-    std::size_t bytes = 0;
-    REQUIRE(dc::image_predictor_logits(nullptr, bytes, handle.h, predictor.view(),
-                                       make_host_span(indptr), std::as_const(d_indptr).view(),
-                                       std::as_const(d_hidden).view(), d_logits.view(),
-                                       nullptr) == cudaSuccess);
-    device_buffer<unsigned char> temp(bytes);
-    REQUIRE(dc::image_predictor_logits(temp.data(), bytes, handle.h, predictor.view(),
-                                       make_host_span(indptr), std::as_const(d_indptr).view(),
-                                       std::as_const(d_hidden).view(), d_logits.view(),
-                                       nullptr) == cudaSuccess);
-    REQUIRE(cudaStreamSynchronize(nullptr) == cudaSuccess);
-    check_close(d_logits.to_host(), expected, 2e-4f, 1e-3f);
+    check_close(
+        test::image_logits(dc::device_image_predictor<float>(c, weights), handle.h, indptr, hidden),
+        expected, 2e-4f, 1e-3f);
   }
 
   TEST_CASE("output predictor: CUDA logits equal the CPU twin, fp32, fp16 and bf16") {

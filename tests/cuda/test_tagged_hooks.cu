@@ -24,7 +24,6 @@
 
 #include <cmath>
 #include <cstdint>
-#include <random>
 #include <utility>
 #include <vector>
 
@@ -37,13 +36,6 @@ namespace {
 static_assert(two_way_predictor<dc::output_predictor_scorer, dc::on_stream>);
 static_assert(
     token_selector<dc::budgeted_topk, dc::on_stream, ragged_for<dc::on_stream, const float>>);
-
-std::vector<float> random_rows(test::rng& g, std::size_t n) {
-  std::normal_distribution<float> d(0.0f, 1.0f);
-  std::vector<float> out(n);
-  for (auto& v : out) v = d(g);
-  return out;
-}
 
 /// |got - expected| within `tol` (absolute + relative) everywhere.
 void check_close(const std::vector<float>& got, const std::vector<float>& expected, float tol) {
@@ -109,7 +101,7 @@ TEST_SUITE("gpu") {
     test::rng g(82);
     for (int step = 0; step < 6; ++step) {
       CAPTURE(step);
-      auto hidden = random_rows(g, tokens * static_cast<std::size_t>(c.hidden));
+      auto hidden = test::normal_values(g, tokens * static_cast<std::size_t>(c.hidden));
       if (step == 5) {  // a zero row (LayerNorm of a constant row)
         for (std::size_t j = 0; j < static_cast<std::size_t>(c.hidden); ++j) hidden[j] = 0.0f;
       }
@@ -156,13 +148,7 @@ TEST_SUITE("gpu") {
 
   TEST_CASE(
       "tagged hooks: select_tokens on CUDA (image predictor, budgeted top-k) equals the host") {
-    predictor_config c;
-    c.hidden = 80;
-    c.d_model = 64;
-    c.heads = 4;
-    c.ffn = 96;
-    c.local_dim = 32;
-    c.image_head = {32, 16};
+    const predictor_config c = test::small_image_config();
     const auto weights = random_image_predictor_weights(c, 83);
     const image_predictor cpu_predictor(c, weights);
     const dc::device_image_predictor<float> predictor(c, weights);
@@ -171,7 +157,7 @@ TEST_SUITE("gpu") {
     const std::vector<index_t> indptr = test::indptr_of({576, 0, 1, 37, 200, 576});
     const std::size_t batch = indptr.size() - 1;
     const auto tokens = static_cast<std::size_t>(indptr.back());
-    const auto hidden = random_rows(g, tokens * static_cast<std::size_t>(c.hidden));
+    const auto hidden = test::normal_values(g, tokens * static_cast<std::size_t>(c.hidden));
 
     dc::image_predictor_scorer scorer{predictor.view(), handle.h, make_host_span(indptr), nullptr,
                                       0};
@@ -253,8 +239,8 @@ TEST_SUITE("gpu") {
     const std::vector<index_t> indptr{0, 1, 2, 3}, image_indptr{0, 576, 616};
     const host_span<const index_t> host_indptr = make_host_span(image_indptr);
     device_buffer<index_t> indptr_buffer(indptr), image_indptr_buffer(image_indptr);
-    device_buffer<float> hidden_buffer(random_rows(g, 3 * static_cast<std::size_t>(H)));
-    device_buffer<float> image_buffer(random_rows(g, 616 * static_cast<std::size_t>(H)));
+    device_buffer<float> hidden_buffer(test::normal_values(g, 3 * static_cast<std::size_t>(H)));
+    device_buffer<float> image_buffer(test::normal_values(g, 616 * static_cast<std::size_t>(H)));
     device_buffer<float> logits_buffer(6), scores_buffer(616);
     device_buffer<std::uint8_t> keep_buffer(3);
     device_buffer<index_t> kept_indptr_buffer(4), kept_buffer(3), image_kept_indptr_buffer(3),

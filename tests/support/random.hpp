@@ -28,6 +28,14 @@ inline std::vector<index_t> random_lengths(rng& g, std::size_t batch, index_t ma
   return out;
 }
 
+/// `n` values drawn from the standard normal distribution (hidden states, weights).
+inline std::vector<float> normal_values(rng& g, std::size_t n) {
+  std::normal_distribution<float> d(0.0f, 1.0f);
+  std::vector<float> out(n);
+  for (auto& v : out) v = d(g);
+  return out;
+}
+
 inline std::vector<index_t> indptr_of(const std::vector<index_t>& lengths) {
   std::vector<index_t> indptr(lengths.size() + 1, 0);
   for (std::size_t b = 0; b < lengths.size(); ++b) indptr[b + 1] = indptr[b] + lengths[b];

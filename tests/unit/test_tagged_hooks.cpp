@@ -14,7 +14,6 @@
 #include <cmath>
 #include <cstdint>
 #include <limits>
-#include <random>
 #include <string>
 #include <vector>
 
@@ -33,13 +32,6 @@ predictor_config small_config() {
   c.image_head = {8, 8};
   c.output_head = {16, 8, 8};
   return c;
-}
-
-std::vector<float> random_rows(test::rng& g, std::size_t n) {
-  std::normal_distribution<float> d(0.0f, 1.0f);
-  std::vector<float> out(n);
-  for (auto& v : out) v = d(g);
-  return out;
 }
 
 /// The reference: the mask gate, then the mask compacted.
@@ -195,7 +187,7 @@ TEST_SUITE("cpu") {
       CAPTURE(batch);
       const auto indptr = test::indptr_of(test::random_lengths(g, batch, 3));
       const auto tokens = static_cast<std::size_t>(indptr.back());
-      const auto hidden = random_rows(g, tokens * static_cast<std::size_t>(c.hidden));
+      const auto hidden = test::normal_values(g, tokens * static_cast<std::size_t>(c.hidden));
       const host_ragged_rows<const float> rows{make_host_span(indptr), make_host_span(hidden),
                                                c.hidden};
       std::vector<std::uint8_t> expected_keep(tokens);
@@ -242,7 +234,7 @@ TEST_SUITE("cpu") {
       prompt_indptr.push_back(3 * static_cast<index_t>(b + 1));
       image_indptr.push_back(image_indptr.back() + n);
     }
-    const auto hidden = random_rows(g, static_cast<std::size_t>(row) * c.hidden);
+    const auto hidden = test::normal_values(g, static_cast<std::size_t>(row) * c.hidden);
     const segment_table<host_space> table{make_host_span(prompt_indptr), make_host_span(segs)};
     for (const double ratio : {0.0, 0.2, 0.5, 1.0}) {
       CAPTURE(ratio);
@@ -276,7 +268,7 @@ TEST_SUITE("cpu") {
     const image_predictor predictor(c, random_image_predictor_weights(c, 77));
     test::rng g(78);
     const std::vector<index_t> indptr{0, 9, 9, 14};
-    const auto x = random_rows(g, 14 * static_cast<std::size_t>(c.hidden));
+    const auto x = test::normal_values(g, 14 * static_cast<std::size_t>(c.hidden));
     const host_ragged_rows<const float> rows{make_host_span(indptr), make_host_span(x), c.hidden};
     std::vector<float> scores(14), logits(28), plain(14);
     std::vector<index_t> kept_indptr(4), kept(14), plain_indptr(4), plain_kept(14);
