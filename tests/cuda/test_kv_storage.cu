@@ -9,8 +9,10 @@
 #include <dynllava/core/cuda/device_buffer.cuh>
 #include <dynllava/kvcache/contiguous_kv_cache.hpp>
 #include <dynllava/kvcache/cuda/device_kv_caches.cuh>
+#include <dynllava/kvcache/gated_append.hpp>
 #include <dynllava/kvcache/kv_steps.hpp>
 #include <dynllava/kvcache/paged_kv_cache.hpp>
+#include <dynllava/kvcache/policies/streaming.hpp>
 
 #include <support/cuda_readback.cuh>
 #include <support/random.hpp>
@@ -251,18 +253,31 @@ TEST_SUITE("gpu") {
                     dynllava::error);
   }
 
-  TEST_CASE("kv storage: a step of CUDA cache appends captured in a CUDA graph and replayed") {
+  TEST_CASE("kv storage: a step of CUDA cache appends and evictions in a CUDA graph, replayed") {
     using pair = cache_pair<__nv_bfloat16, true>;
     test::rng g(56);
     auto host = pair::make_host();
     auto device = pair::make_device();
     index_t next = 0;
     step_tokens<__nv_bfloat16> t(g, 2, next);
+    // StreamingLLM after every append: the cache's retain (its own workspace, no allocation) on
+    // kept lists written on the stream
+    constexpr index_t sinks = 1;
+    constexpr index_t window = 2;
+    const streaming_policy streaming{sinks, window};
+    device_buffer<index_t> kept_indptr(batch + 1), kept(batch * (sinks + window));
     cudaStream_t stream{};
     REQUIRE(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking) == cudaSuccess);
     cudaGraph_t graph{};
     REQUIRE(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal) == cudaSuccess);
-    for (index_t l = 0; l < layers; ++l) t.append_device(device, l, l == 1, stream);
+    for (index_t l = 0; l < layers; ++l) {
+      t.append_device(device, l, l == 1, stream);
+      REQUIRE(dc::streaming_kept(device.lengths(l), sinks, window, kept_indptr.view(), kept.view(),
+                                 stream) == cudaSuccess);
+      device.retain(dc::on_stream{stream}, l,
+                    ragged_span<const index_t, device_space>{std::as_const(kept_indptr).view(),
+                                                             std::as_const(kept).view()});
+    }
     REQUIRE(cudaStreamEndCapture(stream, &graph) == cudaSuccess);
     cudaGraphExec_t instance{};
     REQUIRE(cudaGraphInstantiate(&instance, graph, 0) == cudaSuccess);
@@ -276,6 +291,7 @@ TEST_SUITE("gpu") {
             make_host_span(std::as_const(t.k)), make_host_span(std::as_const(t.v)),
             l == 1 ? make_host_span(std::as_const(t.keep)) : host_span<const std::uint8_t>{},
             make_host_span(std::as_const(t.positions)));
+        for (std::size_t b = 0; b < batch; ++b) (void)cpu::enforce_retention(host, streaming, l, b);
       }
       check_layers<pair>(host, device);
     }

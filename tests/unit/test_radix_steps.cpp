@@ -5,6 +5,7 @@
 /// with `cpu::topk` on random and adversarial rows. The emulations follow the kernels step for
 /// step: 256-bin histograms of the prefix-sharing keys, the bin choice by exclusive suffix
 /// counts, the state advance, and the ordered compaction in tiles with running carries.
+#include <dynllava/select/gate.hpp>
 #include <dynllava/select/radix_steps.hpp>
 #include <dynllava/select/topk.hpp>
 
@@ -229,6 +230,40 @@ TEST_SUITE("select") {
     for (index_t i = 0; i < 5; ++i) CHECK(sequence_of(indptr.data(), 5, i) == expected[i]);
     const std::vector<index_t> leading_empty{0, 0, 1};
     CHECK(sequence_of(leading_empty.data(), 2, 0) == 1);
+  }
+
+  TEST_CASE("radix steps: the CUDA gate's CSR offsets, emulated, equal mask_to_positions") {
+    test::rng g(17);
+    for (int trial = 0; trial < 200; ++trial) {
+      CAPTURE(trial);
+      const std::size_t batch = static_cast<std::size_t>(trial % 9);
+      // many empty sequences, at the start, in runs and at the end
+      std::vector<index_t> lengths(batch);
+      for (auto& l : lengths) l = g() % 3 == 0 ? 0 : static_cast<index_t>(g() % 6);
+      const auto indptr = test::indptr_of(lengths);
+      const index_t tokens = indptr.back();
+      std::vector<std::uint8_t> keep(static_cast<std::size_t>(tokens));
+      for (auto& k : keep) k = static_cast<std::uint8_t>(g() % 2);
+      std::vector<index_t> expected(batch + 1), positions(keep.size());
+      (void)cpu::mask_to_positions(make_host_span(indptr), make_host_span(std::as_const(keep)),
+                                   make_host_span(expected), make_host_span(positions));
+      // gate_compact_kernel: at the first token of each sequence, the kept count so far goes to
+      // that sequence and the empty ones right before it; the total to the end and the empty
+      // sequences at the end
+      std::vector<index_t> got(batch + 1, -1);
+      index_t kept = 0;
+      for (index_t i = 0; i < tokens; ++i) {
+        const std::size_t s = sequence_of(indptr.data(), batch, i);
+        if (i == indptr[s]) {
+          for (std::size_t e = first_sequence_at(indptr.data(), s, i); e <= s; ++e) got[e] = kept;
+        }
+        kept += keep[static_cast<std::size_t>(i)];
+      }
+      for (std::size_t e = first_sequence_at(indptr.data(), batch, tokens); e <= batch; ++e) {
+        got[e] = kept;
+      }
+      CHECK(got == expected);
+    }
   }
 
   TEST_CASE("radix steps: both emulated regimes equal cpu::topk on random and adversarial rows") {

@@ -180,4 +180,15 @@ DYNLLAVA_HOST_DEVICE constexpr std::size_t sequence_of(const index_t* indptr, st
   return lo;
 }
 
+/// @brief The first of the sequences that begin at token `i`, given that sequence `s` does
+/// (`indptr[s] == i`): `s` itself, or the first of the empty sequences right before it. A
+/// compaction writes the kept offset at `i` to `out_indptr[e]` for every `e` from there to `s`
+/// (the CUDA gate kernel; with `s = batch` and `i = indptr[batch]`, the end and the empty
+/// sequences at the end). @pre `indptr` valid, `s <= batch`, `indptr[s] == i`.
+DYNLLAVA_HOST_DEVICE constexpr std::size_t first_sequence_at(const index_t* indptr, std::size_t s,
+                                                             index_t i) noexcept {
+  while (s > 0 && indptr[s - 1] == i) --s;
+  return s;
+}
+
 }  // namespace dynllava::detail

@@ -4,9 +4,10 @@
 /// policies' twins. `admits` and `evicts` are the wrapped host policy's own (answered on the
 /// host); `kept(exec, ...)` writes a whole layer's kept lists on `exec.stream` with the same
 /// lists as the host policy's `kept`: keep-all for the full cache and the online gate,
-/// `cuda::streaming_kept` for StreamingLLM, `cuda::h2o_kept` for H2O (workspace allocated and
-/// freed in stream order). Nothing synchronises with the host; shapes known on the host are
-/// checked there and throw.
+/// `cuda::streaming_kept` for StreamingLLM, `cuda::h2o_kept` for H2O (in the caller's workspace
+/// when `device_h2o_policy::temp` is set, so nothing is allocated; else in one allocated and freed
+/// in stream order). Nothing synchronises with the host; shapes known on the host are checked
+/// there and throw.
 #pragma once
 
 #include <dynllava/core/config.hpp>

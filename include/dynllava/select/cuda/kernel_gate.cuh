@@ -72,18 +72,17 @@ __global__ void __launch_bounds__(Threads)
       const std::size_t s = dynllava::detail::sequence_of(indptr, batch, i);
       if (keep) out_positions[carry + slot] = i - indptr[s];
       if (i == indptr[s]) {  // first token of s: s and the empty sequences before it start here
-        for (std::size_t e = s;; --e) {
+        for (std::size_t e = dynllava::detail::first_sequence_at(indptr, s, i); e <= s; ++e) {
           out_indptr[e] = carry + slot;
-          if (e == 0 || indptr[e - 1] != i) break;
         }
       }
     }
     carry += tile_kept;
   }
   if (threadIdx.x == 0) {  // the end, and the empty sequences at the end
-    for (std::size_t e = batch;; --e) {
+    for (std::size_t e = dynllava::detail::first_sequence_at(indptr, batch, tokens); e <= batch;
+         ++e) {
       out_indptr[e] = carry;
-      if (e == 0 || indptr[e - 1] != tokens) break;
     }
   }
 }
