@@ -14,7 +14,8 @@
 /// `attention_scorer<S, host_t>`), so an engine's own predictor plugs in as the bundled ones do.
 /// The decision points that need no segment table are written once for every execution tag in
 /// `tagged_hooks.hpp` (`select_tokens`, `gate_new_tokens(exec, ...)`: what a CUDA engine calls);
-/// `cpu::gate_new_tokens` runs through `gate_new_tokens(host, ...)`.
+/// `cpu::select_images` and `cpu::gate_new_tokens` run through `select_tokens(host, ...)` and
+/// `gate_new_tokens(host, ...)`.
 #pragma once
 
 #include <dynllava/context/build_context.hpp>
