@@ -44,6 +44,7 @@
 #include <dynllava/kvcache/policies/h2o.hpp>
 #include <dynllava/kvcache/policies/online_gate.hpp>
 #include <dynllava/kvcache/policies/streaming.hpp>
+#include <dynllava/pipeline/decode_step.hpp>
 #include <dynllava/pipeline/decode_without_cache.hpp>
 #include <dynllava/pipeline/decoder.hpp>
 #include <dynllava/pipeline/generate.hpp>
@@ -53,6 +54,7 @@
 #include <dynllava/pipeline/no_cache_session.hpp>
 #include <dynllava/pipeline/no_predictor.hpp>
 #include <dynllava/pipeline/pipeline_observer.hpp>
+#include <dynllava/pipeline/run_layers.hpp>
 #include <dynllava/pipeline/sparsifier_options.hpp>
 #include <dynllava/pipeline/tagged_hooks.hpp>
 #include <dynllava/pipeline/token_decisions.hpp>

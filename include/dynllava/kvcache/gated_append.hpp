@@ -23,8 +23,8 @@ namespace dynllava {
 /// it admits none (the policy's `admits` is answered on the host).
 /// @param[in] indptr [batch + 1]: new tokens per sequence (CSR)
 /// @param[in] k, v [tokens, width]: this layer's keys and values of the new tokens
-/// @param[in] keep [tokens]: the output gate's decisions (1 = keep); a multi-token append (a
-///            prompt) passes ones
+/// @param[in] keep [tokens]: the output gate's decisions (1 = keep), or empty: every token counts
+///            as kept (a prompt; a step where no gate runs)
 /// @param[in] positions [tokens]: original positions, stored with the K/V
 /// @throws dynllava::error on a policy that admits gated-out tokens but not kept ones, and what
 ///         the cache's append throws (nothing appended then).
@@ -41,8 +41,8 @@ void gated_append(Tag tag, C& cache, const P& policy, index_t layer,
                    "gated_append: the policy admits gated-out tokens but not kept ones at layer {}",
                    layer);
   if (!kept) return;
-  cache.append(tag, layer, indptr, k, v, gated_out ? span_for<Tag, const std::uint8_t>{} : keep,
-               positions);
+  cache.append(tag, layer, indptr, k, v,
+               gated_out || keep.empty() ? span_for<Tag, const std::uint8_t>{} : keep, positions);
 }
 
 /// @brief Enforces `policy` on layer `layer` of `cache`: the policy's kept lists (`kv_policy`

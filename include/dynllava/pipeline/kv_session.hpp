@@ -11,12 +11,14 @@
 #include <dynllava/kvcache/gated_append.hpp>
 #include <dynllava/kvcache/kv_policy.hpp>
 #include <dynllava/kvcache/kv_storage.hpp>
+#include <dynllava/pipeline/decode_step.hpp>
 #include <dynllava/pipeline/decoder.hpp>
 #include <dynllava/pipeline/detail/steps.hpp>
 #include <dynllava/pipeline/hooks.hpp>
 #include <dynllava/pipeline/image_ranker.hpp>
 #include <dynllava/pipeline/no_predictor.hpp>
 #include <dynllava/pipeline/pipeline_observer.hpp>
+#include <dynllava/pipeline/run_layers.hpp>
 #include <dynllava/pipeline/sparsifier_options.hpp>
 #include <dynllava/pipeline/token_decisions.hpp>
 #include <dynllava/score/concepts.hpp>
@@ -24,6 +26,7 @@
 #include <dynllava/score/layer_attention.hpp>
 #include <dynllava/select/gate.hpp>
 
+#include <algorithm>
 #include <concepts>
 #include <cstdint>
 #include <limits>
@@ -211,11 +214,11 @@ class kv_session {
     if (o_.vision == vision_rule::fastv && o_.prune_images) {
       // FastV: the last full layer also hands out its queries and keys.
       std::vector<float> q, k;
-      run(0, l, indptr, h, pos, std::vector<std::uint8_t>(pos.size(), 1), &q, &k);
+      run(0, l, indptr, h, pos, &q, &k);
       image_kept =
           detail::select_images_fastv(m_, image_, q, k, indptr, segments, o_, stats_, images);
     } else {
-      run(0, l, indptr, h, pos, std::vector<std::uint8_t>(pos.size(), 1));
+      run(0, l, indptr, h, pos);
       // Vision pruning at the sparse layer.
       image_kept = detail::select_images(image_, h, segments, o_, stats_, obs_, images);
     }
@@ -225,8 +228,7 @@ class kv_session {
                                   {.position_offsets = make_host_span(std::as_const(next_pos_))});
     std::vector<float> hk;
     detail::gather_context(h, H, ctx, hk);
-    run(l, m_.layers(), ctx.indptr, hk, ctx.positions,
-        std::vector<std::uint8_t>(ctx.rows.size(), 1));
+    run(l, m_.layers(), ctx.indptr, hk, ctx.positions);
     for (std::size_t b = 0; b < rows.batch(); ++b) next_pos_[b] += rows.length(b);
     retain();
     end_call();
@@ -254,45 +256,44 @@ class kv_session {
                        "kv_session::decode: tokens[{}] = {} is outside the vocabulary [0, {})", b,
                        tokens[b], m_.vocab());
     }
-    const index_t H = m_.hidden();
     const std::size_t n = tokens.size();
-    std::vector<float> h(n * static_cast<std::size_t>(H));
-    m_.embed(host, tokens, make_host_span(h));
-    std::vector<index_t> indptr(n + 1), pos(n);
-    for (std::size_t b = 0; b < n; ++b) {
-      indptr[b + 1] = static_cast<index_t>(b + 1);
-      pos[b] = next_pos_[b];
-    }
     const index_t l = o_.sparse_layer;
+    const bool gate = o_.gate_outputs && l < m_.layers();
+    step_.resize(n, m_.hidden(), retained_bound(n));
+    std::vector<float> logits(n * static_cast<std::size_t>(m_.vocab()));
     call_scope scope(*this);
     begin_call();
-    run(0, l, indptr, h, pos, std::vector<std::uint8_t>(n, 1));
-    std::vector<std::uint8_t> keep(n, 1);
-    token_decisions gate;  // the members change when the call succeeds
-    if (o_.gate_outputs && l < m_.layers()) {
-      if (obs_ != nullptr) obs_->output_predictor(n);
-      cpu::gate_new_tokens(
-          *output_, {make_host_span(std::as_const(indptr)), make_host_span(std::as_const(h)), H},
-          make_host_span(keep), &gate);
+    detail::count_rows(stats_, m_.layers(), 0, m_.layers(), n);
+    session_hooks hooks(*this, step_.indptr);
+    if (gate) {
+      hooks.gate_layer = l;
+      hooks.keep = step_.keep.data();
+    }
+    decode_step(host, m_, cache_, policy_, gate ? output_ : nullptr, l, tokens,
+                make_host_span(std::as_const(next_pos_)), step_.view(), make_host_span(logits),
+                hooks);
+    advance_positions(host, make_host_span(next_pos_));
+    end_call();
+    token_decisions decided;  // the members change when the call succeeds
+    decided.indptr = step_.indptr;
+    if (gate) {
+      decided.keep = step_.keep;
+      decided.logits = step_.gate_logits;
+      decided.margins_from_logits();
     } else {
-      gate.indptr = indptr;
-      gate.keep = keep;
+      decided.keep.assign(n, 1);
     }
     stats_.output_tokens += static_cast<index_t>(n);
-    for (auto k : keep) stats_.output_kept += k;
-    run(l, m_.layers(), indptr, h, pos, keep);
-    for (std::size_t b = 0; b < n; ++b) ++next_pos_[b];
-    retain();
-    end_call();
-    decisions_.insert(decisions_.end(), keep.begin(), keep.end());
-    if (gate.logits.size() == 2 * n) {
-      gate_logits_.insert(gate_logits_.end(), gate.logits.begin(), gate.logits.end());
+    for (auto k : decided.keep) stats_.output_kept += k;
+    decisions_.insert(decisions_.end(), decided.keep.begin(), decided.keep.end());
+    if (gate) {
+      gate_logits_.insert(gate_logits_.end(), decided.logits.begin(), decided.logits.end());
     } else {
       gate_logits_.insert(gate_logits_.end(), 2 * n, std::numeric_limits<float>::quiet_NaN());
     }
-    gate_ = std::move(gate);
+    gate_ = std::move(decided);
     scope.done();
-    return detail::last_logits(m_, indptr, h);
+    return logits;
   }
 
   /// Number of sequences.
@@ -373,30 +374,123 @@ class kv_session {
   /// After every call: each layer keeps what the policy retains (layer-level, where it can
   /// evict); score-based policies rank by the attention accumulated in `attention_[layer]`.
   void retain() {
-    std::vector<float> scores;
-    std::vector<index_t> scores_indptr(cache_.batch() + 1), kept_indptr(cache_.batch() + 1), kept;
-    for (index_t layer = 0; layer < m_.layers(); ++layer) {
-      if (!policy_.evicts(layer)) continue;
-      const auto held = cache_.lengths(layer);
-      const auto total =
-          static_cast<std::size_t>(lengths_to_indptr(held, make_host_span(scores_indptr)));
-      kept.resize(total);
-      host_ragged<const float> ranked{};
+    std::vector<index_t> kept_indptr(cache_.batch() + 1),
+        kept(static_cast<std::size_t>(retained_bound(0)));
+    dynllava::retain_layers(host, cache_, policy_, make_host_span(kept_indptr),
+                            make_host_span(kept), session_hooks(*this, kept_indptr));
+  }
+
+  /// The most tokens an evicting layer may hold once `adding` more (over the batch) are appended.
+  index_t retained_bound(std::size_t adding) const {
+    index_t most = 0;
+    for (index_t layer = 0; layer < cache_.layers(); ++layer) {
+      if (policy_.evicts(layer)) most = std::max(most, held_tokens(cache_, layer));
+    }
+    return most + static_cast<index_t>(adding);
+  }
+
+  /// @brief The session's additions to the generic layer loop (`layer_hooks`): observer reports
+  /// (the output predictor's before layer `gate_layer`'s), FastV's queries and keys of layer
+  /// `probe_layer`, and for score-based policies the attention each cached token receives
+  /// (`attention_`), kept in step with the cache's appends and evictions.
+  struct session_hooks {
+    session_hooks(kv_session& session, const std::vector<index_t>& call_indptr)
+        : s(session), indptr(call_indptr) {}
+    kv_session& s;
+    const std::vector<index_t>& indptr;  ///< the call's rows per sequence (CSR)
+    index_t gate_layer = -1;             ///< the gate runs before this layer (-1: not at all)
+    const std::uint8_t* keep = nullptr;  ///< [rows] the gate's flags from `gate_layer` on
+    index_t probe_layer = -1;            ///< FastV: the layer whose queries and keys are kept
+    std::vector<float>* queries = nullptr;
+    std::vector<float>* keys_out = nullptr;
+    const std::vector<float>* keys = nullptr;  ///< the loop's key scratch
+    std::vector<index_t> cached;               ///< the layer's lengths before its append
+    std::vector<float> mass, scores;
+    std::vector<index_t> scores_indptr;
+
+    layer_probes probes(index_t l) {
+      if (l == gate_layer && s.obs_ != nullptr) s.obs_->output_predictor(indptr.size() - 1);
+      const auto held = s.cache_.lengths(l);
+      cached.assign(held.begin(), held.end());
+      detail::observe_layer(s.obs_, l, indptr, cached);
+      layer_probes p;
+      if (l == probe_layer) p.queries = make_host_span(*queries);
       if constexpr (kv_policy_needs_scores<Policy>) {
-        scores.resize(total);
-        attention_.scores(layer, make_host_span(scores));
-        ranked = {make_host_span(std::as_const(scores_indptr)),
-                  make_host_span(std::as_const(scores))};
+        mass.resize(
+            key_attention_size(make_host_span(indptr), make_host_span(std::as_const(cached))));
+        p.key_attention = make_host_span(mass);
       }
-      dynllava::enforce_retention(host, cache_, policy_, layer, ranked, make_host_span(kept_indptr),
-                                  make_host_span(kept));
+      return p;
+    }
+    void appended(index_t l) {
+      s.touched_ = true;  // the cache holds this call's tokens from here on
+      if (l == probe_layer && keys_out != nullptr) *keys_out = *keys;
       if constexpr (kv_policy_needs_scores<Policy>) {
-        attention_.retain(layer, {make_host_span(std::as_const(kept_indptr)),
-                                  host_span<const index_t>(
-                                      kept.data(), static_cast<std::size_t>(kept_indptr.back()))});
+        std::vector<std::uint8_t> admitted(static_cast<std::size_t>(indptr.back()));
+        const bool gated = keep != nullptr && gate_layer >= 0 && l >= gate_layer;
+        for (std::size_t r = 0; r < admitted.size(); ++r)
+          admitted[r] = s.policy_.admits(l, !gated || keep[r] != 0) ? 1 : 0;
+        s.attention_.track(l, make_host_span(indptr), make_host_span(std::as_const(cached)),
+                           make_host_span(std::as_const(admitted)),
+                           make_host_span(std::as_const(mass)));
       }
     }
-  }
+    host_ragged<const float> retention_scores(index_t l) {
+      if constexpr (kv_policy_needs_scores<Policy>) {
+        scores_indptr.resize(s.cache_.batch() + 1);
+        const auto total = static_cast<std::size_t>(
+            lengths_to_indptr(s.cache_.lengths(l), make_host_span(scores_indptr)));
+        scores.resize(total);
+        s.attention_.scores(l, make_host_span(scores));
+        return {make_host_span(std::as_const(scores_indptr)),
+                make_host_span(std::as_const(scores))};
+      } else {
+        (void)l;
+        return {};
+      }
+    }
+    void retained(index_t l, host_span<const index_t> kept_indptr, host_span<const index_t> kept) {
+      if constexpr (kv_policy_needs_scores<Policy>) {
+        s.attention_.retain(
+            l, {kept_indptr,
+                kept.subspan(0, static_cast<std::size_t>(kept_indptr[kept_indptr.size() - 1]))});
+      } else {
+        (void)l, (void)kept_indptr, (void)kept;
+      }
+    }
+  };
+
+  /// The decode step's buffers (`decode_buffers`), sized for the batch once and reused.
+  struct step_buffers {
+    std::vector<index_t> indptr, kept_indptr, kept, retained_indptr, retained;
+    std::vector<float> hidden, k, v, gate_logits;
+    std::vector<std::uint8_t> keep;
+
+    void resize(std::size_t n, index_t H, index_t retain) {
+      const std::size_t rows = n * static_cast<std::size_t>(H);
+      indptr.resize(n + 1);
+      for (std::size_t b = 0; b <= n; ++b) indptr[b] = static_cast<index_t>(b);
+      hidden.resize(rows);
+      k.resize(rows);
+      v.resize(rows);
+      gate_logits.resize(2 * n);
+      keep.resize(n);
+      kept_indptr.resize(n + 1);
+      kept.resize(n);
+      retained_indptr.resize(n + 1);
+      retained.resize(static_cast<std::size_t>(retain));
+    }
+    decode_buffers<host_t, float> view() {
+      return {make_host_span(std::as_const(indptr)),
+              make_host_span(hidden),
+              make_host_span(k),
+              make_host_span(v),
+              {make_host_span(gate_logits), make_host_span(keep), make_host_span(kept_indptr),
+               make_host_span(kept)},
+              make_host_span(retained_indptr),
+              make_host_span(retained)};
+    }
+  };
 
   void begin_call() {
     if (obs_ != nullptr) obs_->begin_call(m_.layers());
@@ -423,45 +517,27 @@ class kv_session {
     }
   }
 
-  /// Layers [from, to) on `h` (ragged by `indptr`), appending K/V under the policy (and, for
-  /// score-based policies, the attention each cached token received). With `q_last`/`k_last`
-  /// the last layer's queries and keys are handed out (FastV).
+  /// Layers [from, to) of a prompt on `h` (ragged by `indptr`) through `run_layers`, appending
+  /// every row's K/V under the policy (a prompt's tokens count as kept) and, for score-based
+  /// policies, tracking the attention each cached token received. With `q_last`/`k_last` the last
+  /// layer's queries and keys are handed out (FastV).
   void run(index_t from, index_t to, const std::vector<index_t>& indptr, std::vector<float>& h,
-           const std::vector<index_t>& pos, const std::vector<std::uint8_t>& keep,
-           std::vector<float>* q_last = nullptr, std::vector<float>* k_last = nullptr) {
+           const std::vector<index_t>& pos, std::vector<float>* q_last = nullptr,
+           std::vector<float>* k_last = nullptr) {
     const index_t H = m_.hidden();
-    std::vector<float> k(h.size()), v(h.size()), mass;
-    if (q_last != nullptr) q_last->assign(h.size(), 0.0f);
+    std::vector<float> k(h.size()), v(h.size());
     detail::count_rows(stats_, m_.layers(), from, to, pos.size());
-    std::vector<index_t> cached(cache_.batch());
-    for (index_t layer = from; layer < to; ++layer) {
-      const auto held = cache_.lengths(layer);
-      cached.assign(held.begin(), held.end());
-      detail::observe_layer(obs_, layer, indptr, cached);
-      layer_probes probes;
-      if (q_last != nullptr && layer == to - 1) probes.queries = make_host_span(*q_last);
-      if constexpr (kv_policy_needs_scores<Policy>) {
-        mass.resize(
-            key_attention_size(make_host_span(indptr), make_host_span(std::as_const(cached))));
-        probes.key_attention = make_host_span(mass);
-      }
-      detail::run_layer(m_, layer, {make_host_span(indptr), make_host_span(h), H},
-                        make_host_span(pos), static_cast<const Cache*>(&cache_), make_host_span(k),
-                        make_host_span(v), probes);
-      if (!probes.queries.empty() && k_last != nullptr) *k_last = k;
-      dynllava::gated_append(host, cache_, policy_, layer, make_host_span(indptr),
-                             make_host_span(std::as_const(k)), make_host_span(std::as_const(v)),
-                             make_host_span(keep), make_host_span(pos));
-      touched_ = true;  // the cache holds this call's tokens from here on
-      if constexpr (kv_policy_needs_scores<Policy>) {
-        std::vector<std::uint8_t> admitted(keep.size());
-        for (std::size_t r = 0; r < keep.size(); ++r)
-          admitted[r] = policy_.admits(layer, keep[r] != 0) ? 1 : 0;
-        attention_.track(layer, make_host_span(indptr), make_host_span(std::as_const(cached)),
-                         make_host_span(std::as_const(admitted)),
-                         make_host_span(std::as_const(mass)));
-      }
+    session_hooks hooks(*this, indptr);
+    if (q_last != nullptr) {
+      q_last->assign(h.size(), 0.0f);
+      hooks.probe_layer = to - 1;
+      hooks.queries = q_last;
+      hooks.keys_out = k_last;
+      hooks.keys = &k;
     }
+    dynllava::run_layers(host, m_, cache_, policy_, from, to,
+                         {make_host_span(indptr), make_host_span(h), H}, make_host_span(pos), {},
+                         make_host_span(k), make_host_span(v), hooks);
   }
 
   const Model& m_;
@@ -480,6 +556,7 @@ class kv_session {
   std::vector<float> gate_logits_;  ///< [steps * batch, 2]
   run_stats stats_;
   pipeline_observer* obs_ = nullptr;
+  step_buffers step_;                                    ///< the decode step's buffers
   layer_attention<session_scorer_t<Policy>> attention_;  ///< only for score-based policies
 };
 

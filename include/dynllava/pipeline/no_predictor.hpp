@@ -15,11 +15,18 @@
 namespace dynllava {
 
 /// @brief Stands for "no predictor": a driver given `nullptr` holds a null `const no_predictor*`,
-/// which the option checks never let it call. Calling it anyway throws.
+/// which the option checks never let it call (`decode_step` takes a null one as "no gate", for
+/// any execution tag). Calling it anyway throws.
 struct no_predictor {
   index_t hidden() const noexcept { return 0; }
-  void score(host_t, host_ragged_rows<const float>, host_span<float>) const { fail(); }
-  void logits(host_t, host_ragged_rows<const float>, host_span<float>) const { fail(); }
+  template <execution_tag Tag>
+  void score(Tag, ragged_rows_for<Tag, const float>, span_for<Tag, float>) const {
+    fail();
+  }
+  template <execution_tag Tag>
+  void logits(Tag, ragged_rows_for<Tag, const float>, span_for<Tag, float>) const {
+    fail();
+  }
 
  private:
   [[noreturn]] static void fail() {

@@ -1,0 +1,140 @@
+// SPDX-License-Identifier: Apache-2.0
+/// @file decode_step.hpp
+/// @brief One decode step of the KV mode (METHOD.md 4b) for any execution tag: `decode_step`
+/// embeds one new token per sequence, runs the layers below the sparse layer, gates the tokens
+/// with the output predictor, runs the layers from the sparse layer on (each new token's K/V
+/// enters a layer's cache iff the policy admits its decision there), cuts the cache to what the
+/// policy retains and writes the logits. `kv_session::decode` is this function with the host
+/// tag; with `cuda::on_stream` and the CUDA models (a CUDA `decoder`, `device_contiguous_kv_cache`
+/// or `device_paged_kv_cache`, `device_online_gate_policy`, `cuda::output_predictor_scorer`) it
+/// is a CUDA decode step: stream-ordered, no allocation, no host synchronisation, so capturable in
+/// a CUDA graph whenever the decoder is.
+#pragma once
+
+#include <dynllava/core/error.hpp>
+#include <dynllava/core/execution.hpp>
+#include <dynllava/core/ragged.hpp>
+#include <dynllava/kvcache/kv_policy.hpp>
+#include <dynllava/kvcache/kv_storage.hpp>
+#include <dynllava/pipeline/decoder.hpp>
+#include <dynllava/pipeline/run_layers.hpp>
+#include <dynllava/pipeline/tagged_hooks.hpp>
+#include <dynllava/score/concepts.hpp>
+
+#include <concepts>
+#include <cstddef>
+#include <cstdint>
+#include <type_traits>
+
+namespace dynllava {
+
+/// @brief The buffers of a decode step over `batch` sequences of width `H`, in the memory space of
+/// `Tag`; non-owning, the caller's (sized once, reused every step). `T` is the cache's element
+/// type.
+template <class Tag, class T>
+struct decode_buffers {
+  span_for<Tag, const index_t> indptr;     ///< [batch + 1]: 0, 1, ..., batch (one new token per
+                                           ///< sequence), filled once by the caller
+  span_for<Tag, float> hidden;             ///< [batch, H]: the new tokens' rows
+  span_for<Tag, T> keys;                   ///< [batch, H]: one layer's keys
+  span_for<Tag, T> values;                 ///< [batch, H]: one layer's values
+  gate_outputs<Tag> gate;                  ///< the online gate: logits [batch, 2], keep [batch],
+                                           ///< kept CSR [batch + 1] / [batch]; unused without gate
+  span_for<Tag, index_t> retained_indptr;  ///< [batch + 1]: a retention's kept CSR
+  span_for<Tag, index_t> retained;  ///< [>= tokens an evicting layer holds after the append];
+                                    ///< a device caller sizes it by `batch * capacity`
+};
+
+/// @brief Runs one decode step: `tokens[b]` is sequence `b`'s newest token, at original position
+/// `positions[b]`. With an output predictor (non-null `output`, `sparse_layer < layers`) the gate
+/// decides each token at the sparse layer (`gate_new_tokens`: `logit0 > logit1` keeps it; the
+/// logits, mask and kept CSR are left in `buf.gate` for the caller to read); every token attends
+/// to the cache and to itself in every layer and enters layer `l`'s cache iff
+/// `policy.admits(l, keep)`; without a gate every token counts as kept. Then every evicting layer
+/// is cut to what the policy retains, and the logits of the final rows are written. The caller
+/// advances `positions` (`advance_positions`).
+/// @param[in] tokens `[batch]` in the tag's memory: ids in `[0, vocab)` (a device caller checks
+///            them where they are made)
+/// @param[in] positions `[batch]`: the new tokens' original positions
+/// @param[out] logits `[batch, vocab]`
+/// @param hooks per-layer additions (`layer_hooks`): probes, bookkeeping of score-based policies,
+///        reports; `no_layer_hooks` by default
+/// @throws dynllava::error naming the argument on extents or widths that do not fit (before
+///         anything runs; checks read no device memory); what the decoder, the
+///         predictor, the cache and the policy throw.
+template <execution_tag Tag, class Model, class Cache, class Policy, class Output,
+          class Hooks = no_layer_hooks<Tag>>
+requires decoder<Model, Tag, Cache> && kv_policy<Policy, Tag> && two_way_predictor<Output, Tag> &&
+    layer_hooks<std::remove_cvref_t<Hooks>, Tag>
+void decode_step(Tag exec, const Model& m, Cache& cache, const Policy& policy, const Output* output,
+                 index_t sparse_layer, span_for<Tag, const std::int32_t> tokens,
+                 span_for<Tag, const index_t> positions,
+                 const decode_buffers<Tag, typename Cache::value_type>& buf,
+                 span_for<Tag, float> logits, Hooks&& hooks = Hooks{}) {
+  const index_t L = m.layers();
+  const auto H = static_cast<std::size_t>(m.hidden());
+  const std::size_t n = tokens.size();
+  DYNLLAVA_EXPECTS(n == cache.batch(), "decode_step: one token per sequence ({}), got {}",
+                   cache.batch(), n);
+  DYNLLAVA_EXPECTS(0 <= sparse_layer && sparse_layer <= L,
+                   "decode_step: sparse_layer must be in [0, {}], got {}", L, sparse_layer);
+  DYNLLAVA_EXPECTS(cache.layers() == L && cache.width() == m.hidden(),
+                   "decode_step: the cache ({} layers, width {}) does not fit the model ({} "
+                   "layers, H {})",
+                   cache.layers(), cache.width(), L, m.hidden());
+  DYNLLAVA_EXPECTS(positions.size() == n, "decode_step: positions must have {} entries, got {}", n,
+                   positions.size());
+  DYNLLAVA_EXPECTS(buf.indptr.size() == n + 1,
+                   "decode_step: buf.indptr must have {} entries, got {}", n + 1,
+                   buf.indptr.size());
+  if constexpr (std::same_as<execution_space_t<Tag>, host_space>) {
+    for (std::size_t b = 0; b <= n; ++b) {
+      DYNLLAVA_EXPECTS(buf.indptr[b] == static_cast<index_t>(b),
+                       "decode_step: buf.indptr[{}] must be {} (one token per sequence), got {}", b,
+                       b, buf.indptr[b]);
+    }
+  }
+  DYNLLAVA_EXPECTS(buf.hidden.size() == n * H,
+                   "decode_step: buf.hidden must be [{}, {}], got {} values", n, H,
+                   buf.hidden.size());
+  DYNLLAVA_EXPECTS(logits.size() == n * static_cast<std::size_t>(m.vocab()),
+                   "decode_step: logits must be [{}, vocab = {}], got {} values", n, m.vocab(),
+                   logits.size());
+  DYNLLAVA_EXPECTS(buf.retained_indptr.size() == n + 1,
+                   "decode_step: buf.retained_indptr must have {} entries, got {}", n + 1,
+                   buf.retained_indptr.size());
+  const bool gate = output != nullptr && sparse_layer < L;
+  if (gate) {
+    DYNLLAVA_EXPECTS(output->hidden() == m.hidden(),
+                     "decode_step: the output predictor reads width {}, the model's H is {}",
+                     output->hidden(), m.hidden());
+    DYNLLAVA_EXPECTS(buf.gate.keep.size() == n,
+                     "decode_step: buf.gate.keep must have one entry per sequence ({}), got {}", n,
+                     buf.gate.keep.size());
+  }
+  // Nothing above read device memory; from here on the work is enqueued in order.
+  m.embed(exec, tokens, buf.hidden);
+  const ragged_rows_for<Tag, float> rows{buf.indptr, buf.hidden, m.hidden()};
+  const span_for<Tag, const std::uint8_t> keep =
+      gate ? span_for<Tag, const std::uint8_t>(buf.gate.keep) : span_for<Tag, const std::uint8_t>{};
+  run_layers(exec, m, cache, policy, 0, sparse_layer, rows, positions, keep, buf.keys, buf.values,
+             hooks);
+  if (gate) {
+    gate_new_tokens(exec, *output,
+                    ragged_rows_for<Tag, const float>{
+                        buf.indptr, span_for<Tag, const float>(buf.hidden), m.hidden()},
+                    buf.gate);
+  }
+  run_layers(exec, m, cache, policy, sparse_layer, L, rows, positions, keep, buf.keys, buf.values,
+             hooks);
+  retain_layers(exec, cache, policy, buf.retained_indptr, buf.retained, hooks);
+  m.logits(exec, span_for<Tag, const float>(buf.hidden), logits);
+}
+
+/// @brief `positions[b] += 1` for every sequence: the next step's positions (the host model; the
+/// CUDA one is in `pipeline/cuda/device_positions.cuh`).
+inline void advance_positions(host_t, host_span<index_t> positions) noexcept {
+  for (auto& p : positions) ++p;
+}
+
+}  // namespace dynllava
