@@ -23,6 +23,7 @@
 #include <dynllava/kvcache/cuda/kernel_kv_cache.cuh>
 #include <dynllava/nn/cuda/device_linear.cuh>
 #include <dynllava/nn/cuda/kernel_rows.cuh>
+#include <dynllava/pipeline/cuda/device_positions.cuh>
 #include <dynllava/score/cuda/device_fastv.cuh>
 #include <dynllava/score/cuda/device_h2o_scorer.cuh>
 #include <dynllava/score/cuda/device_image_predictor.cuh>

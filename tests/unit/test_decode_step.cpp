@@ -250,3 +250,50 @@ TEST_CASE("decode_step (host): bad arguments are refused by name before anything
   host_step_buffers fine;
   refused(fine.view(), "reads width 16", t, p, out, &other);
 }
+
+TEST_CASE("decode_step (host): the layer hooks are called around every layer, in order") {
+  /// Records the calls as strings.
+  struct recording_hooks {
+    std::vector<std::string> calls;
+    layer_probes probes(index_t l) {
+      calls.push_back("probes " + std::to_string(l));
+      return {};
+    }
+    void appended(index_t l) { calls.push_back("appended " + std::to_string(l)); }
+    host_ragged<const float> retention_scores(index_t l) {
+      calls.push_back("scores " + std::to_string(l));
+      return {};
+    }
+    void retained(index_t l, host_span<const index_t> kept_indptr, host_span<const index_t>) {
+      calls.push_back("retained " + std::to_string(l) + " " +
+                      std::to_string(kept_indptr[kept_indptr.size() - 1]));
+    }
+  };
+  static_assert(layer_hooks<recording_hooks, host_t>);
+  const toy_host_decoder m;
+  std::vector<float> logits(batch * toy_vocab);
+  const auto tokens = tokens_at(0);
+  const std::vector<index_t> pos(batch, 0);
+
+  auto cache = empty_cache();
+  host_step_buffers buf;
+  recording_hooks streaming;
+  decode_step(host, m, cache, streaming_policy{1, 3}, static_cast<const no_predictor*>(nullptr), 1,
+              make_host_span(tokens), make_host_span(pos), buf.view(), make_host_span(logits),
+              streaming);
+  // StreamingLLM evicts in every layer (here nothing yet: 4 tokens held, one per sequence)
+  CHECK(streaming.calls == std::vector<std::string>{"probes 0", "appended 0", "probes 1",
+                                                    "appended 1", "probes 2", "appended 2",
+                                                    "scores 0", "retained 0 4", "scores 1",
+                                                    "retained 1 4", "scores 2", "retained 2 4"});
+
+  auto gated_cache = empty_cache();
+  const auto c = toy_predictor_config();
+  const output_predictor output(c, random_output_predictor_weights(c, 9));
+  recording_hooks gated;
+  decode_step(host, m, gated_cache, online_gate_policy{1}, &output, 1, make_host_span(tokens),
+              make_host_span(pos), buf.view(), make_host_span(logits), gated);
+  // the online gate never evicts: no retention calls
+  CHECK(gated.calls == std::vector<std::string>{"probes 0", "appended 0", "probes 1", "appended 1",
+                                                "probes 2", "appended 2"});
+}

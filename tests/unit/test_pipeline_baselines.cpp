@@ -495,6 +495,14 @@ TEST_SUITE("cpu") {
     CHECK_THROWS_WITH_AS(
         decode_without_cache(w.model, nullptr, nullptr, in.view(w.lc.hidden), in.table(), opts),
         doctest::Contains("decode_without_cache: vision_rule::fastv reads the attention"), error);
+    // FastV ranks by attention: a predictor in the image slot would be ignored, so it is refused
+    const auto fastv = fastv_options();
+    CHECK_THROWS_WITH_AS(
+        (kv_session(w.model, cache, full_cache_policy{}, &w.image, nullptr, fastv)),
+        doctest::Contains("kv_session: vision_rule::fastv ranks image tokens by attention"), error);
+    CHECK_THROWS_WITH_AS(
+        decode_without_cache(w.model, &w.image, nullptr, in.view(w.lc.hidden), in.table(), fastv),
+        doctest::Contains("vision_rule::fastv ranks image tokens by attention"), error);
     const std::vector<float> kv(static_cast<std::size_t>(w.lc.hidden), 0.0f);
     cache.append(0, 0, kv.data(), kv.data(), 0);
     CHECK_THROWS_WITH_AS(

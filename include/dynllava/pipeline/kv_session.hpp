@@ -68,6 +68,10 @@ using session_scorer_t = typename session_scorer<P>::type;
 /// every layer from `sparse_layer` (`online_gate_policy{sparse_layer}`); policies that ignore
 /// the gate (full cache, H2O, StreamingLLM) run with `gate_outputs = false`.
 ///
+/// Its decode step is `decode_step(host, ...)` and its prefill runs its layers through
+/// `run_layers` / `retain_layers` (the KV mode written once for every tag; `decode_step` with
+/// `cuda::on_stream` is the CUDA step), adding host hooks for the observer and H2O.
+///
 /// Seams: any `decoder<Model, host_t, Cache>` (a `probing_decoder` for FastV and H2O), any
 /// `kv_storage<Cache, host_t>` and `kv_policy<Policy, host_t>` (the session appends and evicts a
 /// whole layer at a time through their layer-level calls: `dynllava::gated_append`,

@@ -151,6 +151,11 @@ void check_options(const sparsifier_options& o, index_t layers, index_t hidden, 
                      "{}: vision_rule::fastv needs a probing_decoder (one whose layer() takes "
                      "layer_probes to hand out its queries)",
                      who);
+    DYNLLAVA_EXPECTS((image == nullptr || attention_scorer<PI, host_t>),
+                     "{}: vision_rule::fastv ranks image tokens by attention, but the image slot "
+                     "holds a token scorer it would ignore; pass nullptr (the bundled "
+                     "fastv_scorer) or an attention_scorer",
+                     who);
   } else {
     DYNLLAVA_EXPECTS(!o.prune_images || image != nullptr,
                      "{}: prune_images with vision_rule::predictor needs an image predictor, got "
