@@ -17,7 +17,9 @@
 #include <dynllava/score/random_weights.hpp>
 #include <dynllava/select/cuda/device_gate.cuh>
 
+#include <support/compare.hpp>
 #include <support/cuda_predictors.cuh>
+#include <support/cuda_readback.cuh>
 #include <support/toy_decoder.hpp>
 
 #include <cuda_runtime_api.h>
@@ -31,6 +33,7 @@
 using namespace dynllava;
 namespace dc = dynllava::cuda;  // `cuda` alone is ambiguous with CCCL's ::cuda
 using dc::device_buffer;
+using test::check_close;
 using test::toy_hidden;
 using test::toy_layers;
 using test::toy_vocab;
@@ -123,37 +126,9 @@ static_assert(layer_hooks<no_layer_hooks<dc::on_stream>, dc::on_stream>);
 constexpr std::size_t batch = 5;
 constexpr index_t capacity = 48;
 
-/// Owning buffers of a decode step in one memory space.
-template <class Tag>
-struct step_buffers;
-
-template <>
-struct step_buffers<host_t> {
-  std::vector<index_t> indptr{0, 1, 2, 3, 4, 5},
-      kept_indptr = std::vector<index_t>(batch + 1), kept = std::vector<index_t>(batch),
-      retained_indptr = std::vector<index_t>(batch + 1),
-      retained = std::vector<index_t>(batch * static_cast<std::size_t>(capacity)),
-      positions = std::vector<index_t>(batch, 0);
-  std::vector<float> hidden = std::vector<float>(batch * toy_hidden), k = hidden, v = hidden,
-                     gate_logits = std::vector<float>(2 * batch),
-                     logits = std::vector<float>(batch * toy_vocab);
-  std::vector<std::uint8_t> keep = std::vector<std::uint8_t>(batch);
-  std::vector<std::int32_t> tokens = std::vector<std::int32_t>(batch);
-
-  decode_buffers<host_t, float> buffers() {
-    return {make_host_span(std::as_const(indptr)),
-            make_host_span(hidden),
-            make_host_span(k),
-            make_host_span(v),
-            {make_host_span(gate_logits), make_host_span(keep), make_host_span(kept_indptr),
-             make_host_span(kept)},
-            make_host_span(retained_indptr),
-            make_host_span(retained)};
-  }
-};
-
-template <>
-struct step_buffers<dc::on_stream> {
+/// Owning device buffers of a decode step over the test's batch, and its tokens, positions and
+/// logits.
+struct device_step_buffers {
   device_buffer<index_t> indptr{std::vector<index_t>{0, 1, 2, 3, 4, 5}}, kept_indptr{batch + 1},
       kept{batch}, retained_indptr{batch + 1}, retained{batch * static_cast<std::size_t>(capacity)},
       positions{std::vector<index_t>(batch, 0)};
@@ -181,32 +156,48 @@ std::vector<std::int32_t> tokens_at(int s) {
   return t;
 }
 
-/// `[layers * batch]` tokens held, layer-major, from the host or the device cache.
-std::vector<index_t> lengths_of(const contiguous_kv_cache& c) {
+/// The device cache holds what the host cache holds, in every layer: lengths, appended counts and
+/// positions exactly, keys and values to rounding (the decoders' arithmetic is shared, but `expf`
+/// and friends round differently on the device).
+void check_same_tokens(const dc::device_contiguous_kv_cache<float>& got,
+                       const contiguous_kv_cache& expected) {
+  for (index_t l = 0; l < toy_layers; ++l) {
+    CAPTURE(l);
+    const auto layer = got.layer(l);
+    const auto rows = batch * static_cast<std::size_t>(capacity);
+    const test::layer_readback back{
+        test::copy_to_host(layer.lengths, batch), test::copy_to_host(layer.appended, batch),
+        test::copy_to_host(layer.k, rows * toy_hidden),
+        test::copy_to_host(layer.v, rows * toy_hidden), test::copy_to_host(layer.positions, rows)};
+    std::vector<float> k, v, expected_k, expected_v;
+    for (std::size_t b = 0; b < batch; ++b) {
+      CAPTURE(b);
+      REQUIRE(back.lengths[b] == expected.length(l, b));
+      CHECK(back.appended[b] == expected.appended(l, b));
+      for (index_t i = 0; i < expected.length(l, b); ++i) {
+        const std::size_t r = b * static_cast<std::size_t>(capacity) + static_cast<std::size_t>(i);
+        CHECK(back.positions[r] == expected.position(l, b, i));
+        k.insert(k.end(), back.k.begin() + r * toy_hidden, back.k.begin() + (r + 1) * toy_hidden);
+        v.insert(v.end(), back.v.begin() + r * toy_hidden, back.v.begin() + (r + 1) * toy_hidden);
+        expected_k.insert(expected_k.end(), expected.key(l, b, i),
+                          expected.key(l, b, i) + toy_hidden);
+        expected_v.insert(expected_v.end(), expected.value(l, b, i),
+                          expected.value(l, b, i) + toy_hidden);
+      }
+    }
+    check_close(k, expected_k, 1e-4f);
+    check_close(v, expected_v, 1e-4f);
+  }
+}
+
+/// Tokens held by every (layer, sequence) of the device cache, layer-major.
+std::vector<index_t> lengths_of(const dc::device_contiguous_kv_cache<float>& c) {
   std::vector<index_t> out;
   for (index_t l = 0; l < toy_layers; ++l) {
-    const auto held = c.lengths(l);
+    const auto held = test::copy_to_host(c.layer(l).lengths, batch);
     out.insert(out.end(), held.begin(), held.end());
   }
   return out;
-}
-std::vector<index_t> lengths_of(const dc::device_contiguous_kv_cache<float>& c) {
-  std::vector<index_t> out(static_cast<std::size_t>(toy_layers) * batch);
-  for (index_t l = 0; l < toy_layers; ++l) {
-    REQUIRE(cudaMemcpy(out.data() + static_cast<std::size_t>(l) * batch, c.lengths(l).data(),
-                       batch * sizeof(index_t), cudaMemcpyDeviceToHost) == cudaSuccess);
-  }
-  return out;
-}
-
-/// |got - expected| within `tol` (absolute + relative) everywhere.
-void check_close(const std::vector<float>& got, const std::vector<float>& expected, float tol) {
-  REQUIRE(got.size() == expected.size());
-  std::size_t bad = 0;
-  for (std::size_t i = 0; i < got.size(); ++i) {
-    if (!(std::fabs(got[i] - expected[i]) <= tol * (1.0f + std::fabs(expected[i])))) ++bad;
-  }
-  CHECK(bad == 0);
 }
 
 /// Runs `steps` steps of the host instantiation and of two CUDA ones (eager, and a captured step
@@ -223,14 +214,18 @@ void run_against_host(const HostPolicy& host_policy, const DevicePolicy& device_
   contiguous_kv_cache host_cache({toy_layers, batch, toy_hidden, capacity});
   const dc::device_contiguous_kv_config dcfg{toy_layers, batch, toy_hidden, capacity};
   dc::device_contiguous_kv_cache<float> eager_cache(dcfg), graph_cache(dcfg);
-  step_buffers<host_t> h;
-  step_buffers<dc::on_stream> eager, replayed;
+  host_decode_buffers h;
+  h.resize(batch, toy_hidden, batch * static_cast<std::size_t>(capacity));
+  std::vector<std::int32_t> tokens(batch);
+  std::vector<index_t> positions(batch, 0);
+  std::vector<float> logits(batch * toy_vocab);
+  device_step_buffers eager, replayed;
 
   cudaStream_t stream{};
   REQUIRE(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking) == cudaSuccess);
   REQUIRE(cublasSetStream(handle, stream) == CUBLAS_STATUS_SUCCESS);
   const auto device_step = [&](dc::device_contiguous_kv_cache<float>& cache,
-                               step_buffers<dc::on_stream>& d) {
+                               device_step_buffers& d) {
     const auto& model = device_model;
     const auto& policy = device_policy;
     const auto* output = device_output;
@@ -248,9 +243,9 @@ void run_against_host(const HostPolicy& host_policy, const DevicePolicy& device_
   int kept = 0, dropped = 0;
   for (int s = 0; s < steps; ++s) {
     CAPTURE(s);
-    h.tokens = tokens_at(s);
-    eager.tokens.copy_from(make_host_span(std::as_const(h.tokens)));
-    replayed.tokens.copy_from(make_host_span(std::as_const(h.tokens)));
+    tokens = tokens_at(s);
+    eager.tokens.copy_from(make_host_span(std::as_const(tokens)));
+    replayed.tokens.copy_from(make_host_span(std::as_const(tokens)));
     REQUIRE(cudaDeviceSynchronize() == cudaSuccess);  // copy_from runs on the legacy stream
     device_step(eager_cache, eager);
     if (s == 0) {
@@ -266,13 +261,13 @@ void run_against_host(const HostPolicy& host_policy, const DevicePolicy& device_
     REQUIRE(cudaStreamSynchronize(stream) == cudaSuccess);
 
     decode_step(host, host_model, host_cache, host_policy, host_output, sparse,
-                make_host_span(std::as_const(h.tokens)), make_host_span(std::as_const(h.positions)),
-                h.buffers(), make_host_span(h.logits));
-    advance_positions(host, make_host_span(h.positions));
+                make_host_span(std::as_const(tokens)), make_host_span(std::as_const(positions)),
+                h.view(), make_host_span(logits));
+    advance_positions(host, make_host_span(positions));
 
     for (auto* d : {&eager, &replayed}) {
-      check_close(d->logits.to_host(), h.logits, 1e-4f);
-      CHECK(d->positions.to_host() == h.positions);
+      check_close(d->logits.to_host(), logits, 1e-4f);
+      CHECK(d->positions.to_host() == positions);
       if (!gate) continue;
       const auto device_logits = d->gate_logits.to_host();
       check_close(device_logits, h.gate_logits, 1e-4f);
@@ -284,8 +279,8 @@ void run_against_host(const HostPolicy& host_policy, const DevicePolicy& device_
         CHECK(device_keep[b] == h.keep[b]);
       }
     }
-    CHECK(lengths_of(eager_cache) == lengths_of(host_cache));
-    CHECK(lengths_of(graph_cache) == lengths_of(host_cache));
+    check_same_tokens(eager_cache, host_cache);
+    check_same_tokens(graph_cache, host_cache);
     if (gate) {
       for (auto k : h.keep) (k != 0 ? kept : dropped) += 1;
     }
@@ -341,7 +336,7 @@ TEST_SUITE("gpu") {
   TEST_CASE("decode step: host-visible extents are refused before anything is enqueued") {
     const toy_device_decoder m;
     dc::device_contiguous_kv_cache<float> cache({toy_layers, batch, toy_hidden, capacity});
-    step_buffers<dc::on_stream> d;
+    device_step_buffers d;
     const dc::device_online_gate_policy policy{online_gate_policy{1}};
     const auto* none = static_cast<const no_predictor*>(nullptr);
     const dc::on_stream exec{};

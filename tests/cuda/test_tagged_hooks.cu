@@ -16,6 +16,7 @@
 #include <dynllava/score/random_weights.hpp>
 #include <dynllava/select/cuda/selectors.cuh>
 
+#include <support/compare.hpp>
 #include <support/cuda_predictors.cuh>
 #include <support/random.hpp>
 
@@ -30,22 +31,13 @@
 using namespace dynllava;
 namespace dc = dynllava::cuda;  // `cuda` alone is ambiguous with CCCL's ::cuda
 using dc::device_buffer;
+using test::check_close;
 
 namespace {
 
 static_assert(two_way_predictor<dc::output_predictor_scorer, dc::on_stream>);
 static_assert(
     token_selector<dc::budgeted_topk, dc::on_stream, ragged_for<dc::on_stream, const float>>);
-
-/// |got - expected| within `tol` (absolute + relative) everywhere.
-void check_close(const std::vector<float>& got, const std::vector<float>& expected, float tol) {
-  REQUIRE(got.size() == expected.size());
-  std::size_t bad = 0;
-  for (std::size_t i = 0; i < got.size(); ++i) {
-    if (!(std::fabs(got[i] - expected[i]) <= tol * (1.0f + std::fabs(expected[i])))) ++bad;
-  }
-  CHECK(bad == 0);
-}
 
 /// The first `indptr.back()` kept positions.
 std::vector<index_t> head(const std::vector<index_t>& positions,

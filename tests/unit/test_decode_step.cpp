@@ -42,35 +42,12 @@ contiguous_kv_cache empty_cache() {
   return contiguous_kv_cache({toy_layers, batch, toy_hidden, capacity});
 }
 
-/// Owning host buffers of a decode step.
-struct host_step_buffers {
-  std::vector<index_t> indptr, kept_indptr, kept, retained_indptr, retained;
-  std::vector<float> hidden, k, v, gate_logits;
-  std::vector<std::uint8_t> keep;
-
-  host_step_buffers()
-      : indptr{0, 1, 2, 3, 4},
-        kept_indptr(batch + 1),
-        kept(batch),
-        retained_indptr(batch + 1),
-        retained(batch * static_cast<std::size_t>(capacity)),
-        hidden(batch * toy_hidden),
-        k(hidden.size()),
-        v(hidden.size()),
-        gate_logits(2 * batch),
-        keep(batch) {}
-
-  decode_buffers<host_t, float> view() {
-    return {make_host_span(std::as_const(indptr)),
-            make_host_span(hidden),
-            make_host_span(k),
-            make_host_span(v),
-            {make_host_span(gate_logits), make_host_span(keep), make_host_span(kept_indptr),
-             make_host_span(kept)},
-            make_host_span(retained_indptr),
-            make_host_span(retained)};
-  }
-};
+/// Host buffers of a decode step over the test's batch.
+host_decode_buffers step_buffers() {
+  host_decode_buffers buf;
+  buf.resize(batch, toy_hidden, batch * static_cast<std::size_t>(capacity));
+  return buf;
+}
 
 /// The same step assembled token by token: the gate's logits before layer `sparse`, the
 /// per-token `cpu::gated_append`, per-sequence `cpu::enforce_retention`.
@@ -141,7 +118,7 @@ void check_against_reference(const Policy& policy, const Output* output, index_t
   const toy_host_decoder m;
   auto cache = empty_cache();
   auto expected_cache = empty_cache();
-  host_step_buffers buf;
+  auto buf = step_buffers();
   std::vector<index_t> pos(batch, 0);
   std::vector<float> logits(batch * toy_vocab), expected_gate;
   std::vector<std::uint8_t> expected_keep;
@@ -223,7 +200,7 @@ TEST_CASE("decode_step (host): bad arguments are refused by name before anything
       for (std::size_t b2 = 0; b2 < batch; ++b2) CHECK(cache.length(l, b2) == 0);
     }
   };
-  host_step_buffers buf;
+  auto buf = step_buffers();
   const auto t = make_host_span(tokens);
   const auto p = make_host_span(pos);
   const auto out = make_host_span(logits);
@@ -240,14 +217,14 @@ TEST_CASE("decode_step (host): bad arguments are refused by name before anything
   bad = buf.view();
   bad.retained_indptr = bad.retained_indptr.subspan(0, 2);
   refused(bad, "buf.retained_indptr", t, p, out, &output);
-  buf.indptr = {0, 1, 1, 3, 4};
+  buf.indptr = {0, 1, 1, 3, 4};  // not one token per sequence
   refused(buf.view(), "buf.indptr[2]", t, p, out, &output);
 
   // a predictor of another width
   predictor_config wide = c;
   wide.hidden = 2 * toy_hidden;
   const output_predictor other(wide, random_output_predictor_weights(wide, 10));
-  host_step_buffers fine;
+  auto fine = step_buffers();
   refused(fine.view(), "reads width 16", t, p, out, &other);
 }
 
@@ -276,7 +253,7 @@ TEST_CASE("decode_step (host): the layer hooks are called around every layer, in
   const std::vector<index_t> pos(batch, 0);
 
   auto cache = empty_cache();
-  host_step_buffers buf;
+  auto buf = step_buffers();
   recording_hooks streaming;
   decode_step(host, m, cache, streaming_policy{1, 3}, static_cast<const no_predictor*>(nullptr), 1,
               make_host_span(tokens), make_host_span(pos), buf.view(), make_host_span(logits),

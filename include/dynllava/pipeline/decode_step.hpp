@@ -25,6 +25,8 @@
 #include <cstddef>
 #include <cstdint>
 #include <type_traits>
+#include <utility>
+#include <vector>
 
 namespace dynllava {
 
@@ -43,6 +45,42 @@ struct decode_buffers {
   span_for<Tag, index_t> retained_indptr;  ///< [batch + 1]: a retention's kept CSR
   span_for<Tag, index_t> retained;  ///< [>= tokens an evicting layer holds after the append];
                                     ///< a device caller sizes it by `batch * capacity`
+};
+
+/// @brief The buffers of a host decode step, owned: `resize` once for the batch (and again when
+/// the retained bound grows), then `view()` every step; resizing to the same sizes allocates
+/// nothing.
+struct host_decode_buffers {
+  std::vector<index_t> indptr, kept_indptr, kept, retained_indptr, retained;
+  std::vector<float> hidden, keys, values, gate_logits;
+  std::vector<std::uint8_t> keep;
+
+  /// For `batch` sequences of width `H`, with room for `retain` kept tokens per layer.
+  void resize(std::size_t batch, index_t H, std::size_t retain) {
+    const std::size_t rows = batch * static_cast<std::size_t>(H);
+    indptr.resize(batch + 1);
+    for (std::size_t b = 0; b <= batch; ++b) indptr[b] = static_cast<index_t>(b);
+    hidden.resize(rows);
+    keys.resize(rows);
+    values.resize(rows);
+    gate_logits.resize(2 * batch);
+    keep.resize(batch);
+    kept_indptr.resize(batch + 1);
+    kept.resize(batch);
+    retained_indptr.resize(batch + 1);
+    retained.resize(retain);
+  }
+  /// The non-owning view `decode_step` takes.
+  decode_buffers<host_t, float> view() {
+    return {make_host_span(std::as_const(indptr)),
+            make_host_span(hidden),
+            make_host_span(keys),
+            make_host_span(values),
+            {make_host_span(gate_logits), make_host_span(keep), make_host_span(kept_indptr),
+             make_host_span(kept)},
+            make_host_span(retained_indptr),
+            make_host_span(retained)};
+  }
 };
 
 /// @brief Runs one decode step: `tokens[b]` is sequence `b`'s newest token, at original position

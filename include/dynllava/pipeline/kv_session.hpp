@@ -263,7 +263,7 @@ class kv_session {
     const std::size_t n = tokens.size();
     const index_t l = o_.sparse_layer;
     const bool gate = o_.gate_outputs && l < m_.layers();
-    step_.resize(n, m_.hidden(), retained_bound(n));
+    step_.resize(n, m_.hidden(), static_cast<std::size_t>(retained_bound(n)));
     std::vector<float> logits(n * static_cast<std::size_t>(m_.vocab()));
     call_scope scope(*this);
     begin_call();
@@ -464,38 +464,6 @@ class kv_session {
     }
   };
 
-  /// The decode step's buffers (`decode_buffers`), sized for the batch once and reused.
-  struct step_buffers {
-    std::vector<index_t> indptr, kept_indptr, kept, retained_indptr, retained;
-    std::vector<float> hidden, k, v, gate_logits;
-    std::vector<std::uint8_t> keep;
-
-    void resize(std::size_t n, index_t H, index_t retain) {
-      const std::size_t rows = n * static_cast<std::size_t>(H);
-      indptr.resize(n + 1);
-      for (std::size_t b = 0; b <= n; ++b) indptr[b] = static_cast<index_t>(b);
-      hidden.resize(rows);
-      k.resize(rows);
-      v.resize(rows);
-      gate_logits.resize(2 * n);
-      keep.resize(n);
-      kept_indptr.resize(n + 1);
-      kept.resize(n);
-      retained_indptr.resize(n + 1);
-      retained.resize(static_cast<std::size_t>(retain));
-    }
-    decode_buffers<host_t, float> view() {
-      return {make_host_span(std::as_const(indptr)),
-              make_host_span(hidden),
-              make_host_span(k),
-              make_host_span(v),
-              {make_host_span(gate_logits), make_host_span(keep), make_host_span(kept_indptr),
-               make_host_span(kept)},
-              make_host_span(retained_indptr),
-              make_host_span(retained)};
-    }
-  };
-
   void begin_call() {
     if (obs_ != nullptr) obs_->begin_call(m_.layers());
   }
@@ -560,7 +528,7 @@ class kv_session {
   std::vector<float> gate_logits_;  ///< [steps * batch, 2]
   run_stats stats_;
   pipeline_observer* obs_ = nullptr;
-  step_buffers step_;                                    ///< the decode step's buffers
+  host_decode_buffers step_;  ///< the decode step's buffers, sized once, reused
   layer_attention<session_scorer_t<Policy>> attention_;  ///< only for score-based policies
 };
 

@@ -11,6 +11,7 @@
 #include <dynllava/core/cuda/execution.cuh>
 #include <dynllava/core/span.hpp>
 
+#include <algorithm>
 #include <cstddef>
 
 namespace dynllava {
@@ -33,9 +34,10 @@ __global__ void advance_positions_kernel(index_t* positions, std::size_t n) {
 /// @throws dynllava::cuda_error on a launch failure.
 inline void advance_positions(cuda::on_stream exec, device_span<index_t> positions) {
   if (positions.empty()) return;
-  const auto blocks = static_cast<unsigned>((positions.size() + 255) / 256);
-  cuda::detail::advance_positions_kernel < <<blocks<4096 ? blocks : 4096, 256, 0, exec.stream>>>(
-                                               positions.data(), positions.size());
+  const auto grid =
+      static_cast<unsigned>(std::min<std::size_t>((positions.size() + 255) / 256, 4096));
+  cuda::detail::advance_positions_kernel<<<grid, 256, 0, exec.stream>>>(positions.data(),
+                                                                        positions.size());
   DYNLLAVA_CUDA_TRY(cudaPeekAtLastError());
 }
 
