@@ -155,8 +155,9 @@ void decode_step(Tag exec, const Model& m, Cache& cache, const Policy& policy, c
   const ragged_rows_for<Tag, float> rows{buf.indptr, buf.hidden, m.hidden()};
   const span_for<Tag, const std::uint8_t> keep =
       gate ? span_for<Tag, const std::uint8_t>(buf.gate.keep) : span_for<Tag, const std::uint8_t>{};
-  run_layers(exec, m, cache, policy, 0, sparse_layer, rows, positions, keep, buf.keys, buf.values,
-             hooks);
+  // below the sparse layer no gate has decided yet: every token counts as kept
+  run_layers(exec, m, cache, policy, 0, sparse_layer, rows, positions,
+             span_for<Tag, const std::uint8_t>{}, buf.keys, buf.values, hooks);
   if (gate) {
     gate_new_tokens(exec, *output,
                     ragged_rows_for<Tag, const float>{
