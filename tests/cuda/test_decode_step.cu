@@ -22,6 +22,7 @@
 #include <support/cuda_readback.cuh>
 #include <support/toy_decoder.hpp>
 
+#include <cuda_fp16.h>
 #include <cuda_runtime_api.h>
 #include <doctest/doctest.h>
 
@@ -47,25 +48,31 @@ __global__ void toy_embed_kernel(const std::int32_t* tokens, std::size_t n, floa
     out[i] = test::toy_embedding(tokens[i / toy_hidden], static_cast<index_t>(i % toy_hidden));
 }
 
-template <int = 0>
+/// Keys and values in `T` (the cache's element type), computed in fp32.
+template <class T>
 __global__ void toy_key_value_kernel(index_t l, const float* rows, const index_t* pos,
-                                     std::size_t n, float* k, float* v) {
+                                     std::size_t n, T* k, T* v) {
   const std::size_t r = blockIdx.x * static_cast<std::size_t>(blockDim.x) + threadIdx.x;
-  if (r < n)
-    test::toy_key_value(l, rows + r * toy_hidden, pos[r], k + r * toy_hidden, v + r * toy_hidden);
+  if (r >= n) return;
+  float kf[toy_hidden], vf[toy_hidden];
+  test::toy_key_value(l, rows + r * toy_hidden, pos[r], kf, vf);
+  for (index_t j = 0; j < toy_hidden; ++j) {
+    k[r * toy_hidden + static_cast<std::size_t>(j)] = static_cast<T>(kf[j]);
+    v[r * toy_hidden + static_cast<std::size_t>(j)] = static_cast<T>(vf[j]);
+  }
 }
 
-template <int = 0>
-__global__ void toy_attend_kernel(contiguous_kv_view<float, device_space> cache, bool cached_rows,
-                                  const index_t* indptr, std::size_t batch, const float* k,
-                                  const float* v, std::size_t n, float* rows) {
+template <class T>
+__global__ void toy_attend_kernel(contiguous_kv_view<T, device_space> cache, bool cached_rows,
+                                  const index_t* indptr, std::size_t batch, const T* k, const T* v,
+                                  std::size_t n, float* rows) {
   const std::size_t r = blockIdx.x * static_cast<std::size_t>(blockDim.x) + threadIdx.x;
   if (r >= n) return;
   std::size_t b = 0;
   while (b + 1 < batch && static_cast<std::size_t>(indptr[b + 1]) <= r) ++b;
   const index_t cached = cached_rows ? cache.length(b) : 0;
-  const float* ck = cached == 0 ? nullptr : cache.key(b, 0);
-  const float* cv = cached == 0 ? nullptr : cache.value(b, 0);
+  const T* ck = cached == 0 ? nullptr : cache.key(b, 0);
+  const T* cv = cached == 0 ? nullptr : cache.value(b, 0);
   test::toy_attend(ck, cv, cached, k, v, indptr[b], static_cast<index_t>(r), rows + r * toy_hidden);
 }
 
@@ -79,8 +86,10 @@ __global__ void toy_logits_kernel(const float* rows, std::size_t n, float* out) 
 
 unsigned blocks(std::size_t n) { return static_cast<unsigned>((n + 127) / 128); }
 
-/// The CUDA model of the toy decoder over a `device_contiguous_kv_cache<float>`: a launch per
-/// stage on the tag's stream, nothing allocated, nothing synchronised.
+/// The CUDA model of the toy decoder over a `device_contiguous_kv_cache<T>` (keys and values in
+/// `T`, fp32 or fp16; the rows stay fp32): a launch per stage on the tag's stream, nothing
+/// allocated, nothing synchronised.
+template <class T = float>
 struct toy_device_decoder {
   index_t layers() const { return toy_layers; }
   index_t hidden() const { return toy_hidden; }
@@ -95,15 +104,15 @@ struct toy_device_decoder {
   }
 
   void layer(dc::on_stream exec, index_t l, ragged_rows<float, device_space> rows,
-             device_span<const index_t> pos, const dc::device_contiguous_kv_cache<float>* cache,
-             device_span<float> k, device_span<float> v) const {
+             device_span<const index_t> pos, const dc::device_contiguous_kv_cache<T>* cache,
+             device_span<T> k, device_span<T> v) const {
     const std::size_t n = rows.rows();
     if (n == 0) return;
     toy_key_value_kernel<<<blocks(n), 128, 0, exec.stream>>>(l, rows.values.data(), pos.data(), n,
                                                              k.data(), v.data());
     DYNLLAVA_CUDA_TRY(cudaPeekAtLastError());
     const auto view =
-        cache == nullptr ? contiguous_kv_view<float, device_space>{} : cache->layer(l).view();
+        cache == nullptr ? contiguous_kv_view<T, device_space>{} : cache->layer(l).view();
     toy_attend_kernel<<<blocks(n), 128, 0, exec.stream>>>(
         view, cache != nullptr, rows.indptr.data(), rows.batch(), k.data(), v.data(), n,
         rows.values.data());
@@ -118,7 +127,12 @@ struct toy_device_decoder {
   }
 };
 
-static_assert(decoder<toy_device_decoder, dc::on_stream, dc::device_contiguous_kv_cache<float>>);
+static_assert(
+    decoder<toy_device_decoder<float>, dc::on_stream, dc::device_contiguous_kv_cache<float>>);
+static_assert(
+    decoder<toy_device_decoder<__half>, dc::on_stream, dc::device_contiguous_kv_cache<__half>>);
+static_assert(
+    !decoder<toy_device_decoder<__half>, dc::on_stream, dc::device_contiguous_kv_cache<float>>);
 static_assert(decoder<test::toy_host_decoder, host_t, contiguous_kv_cache>);
 static_assert(two_way_predictor<no_predictor, dc::on_stream>);
 static_assert(layer_hooks<no_layer_hooks<dc::on_stream>, dc::on_stream>);
@@ -126,18 +140,20 @@ static_assert(layer_hooks<no_layer_hooks<dc::on_stream>, dc::on_stream>);
 constexpr std::size_t batch = 5;
 constexpr index_t capacity = 48;
 
-/// Owning device buffers of a decode step over the test's batch, and its tokens, positions and
-/// logits.
+/// Owning device buffers of a decode step over the test's batch (keys and values in `T`), and
+/// its tokens, positions and logits.
+template <class T = float>
 struct device_step_buffers {
   device_buffer<index_t> indptr{std::vector<index_t>{0, 1, 2, 3, 4, 5}}, kept_indptr{batch + 1},
       kept{batch}, retained_indptr{batch + 1}, retained{batch * static_cast<std::size_t>(capacity)},
       positions{std::vector<index_t>(batch, 0)};
-  device_buffer<float> hidden{batch * toy_hidden}, k{batch * toy_hidden}, v{batch * toy_hidden},
-      gate_logits{2 * batch}, logits{batch * toy_vocab};
+  device_buffer<float> hidden{batch * toy_hidden}, gate_logits{2 * batch},
+      logits{batch * toy_vocab};
+  device_buffer<T> k{batch * toy_hidden}, v{batch * toy_hidden};
   device_buffer<std::uint8_t> keep{batch};
   device_buffer<std::int32_t> tokens{batch};
 
-  decode_buffers<dc::on_stream, float> buffers() {
+  decode_buffers<dc::on_stream, T> buffers() {
     return {std::as_const(indptr).view(),
             hidden.view(),
             k.view(),
@@ -156,19 +172,29 @@ std::vector<std::int32_t> tokens_at(int s) {
   return t;
 }
 
+/// `T` values widened to fp32 on the host.
+template <class T>
+std::vector<float> widened(const std::vector<T>& x) {
+  std::vector<float> out(x.size());
+  for (std::size_t i = 0; i < x.size(); ++i) out[i] = static_cast<float>(x[i]);
+  return out;
+}
+
 /// The device cache holds what the host cache holds, in every layer: lengths, appended counts and
-/// positions exactly, keys and values to rounding (the decoders' arithmetic is shared, but `expf`
-/// and friends round differently on the device).
-void check_same_tokens(const dc::device_contiguous_kv_cache<float>& got,
-                       const contiguous_kv_cache& expected) {
+/// positions exactly, keys and values to `tol` (the decoders' arithmetic is shared, but `expf`
+/// and friends round differently on the device, and an fp16 cache rounds what it stores).
+template <class T>
+void check_same_tokens(const dc::device_contiguous_kv_cache<T>& got,
+                       const contiguous_kv_cache& expected, float tol) {
   for (index_t l = 0; l < toy_layers; ++l) {
     CAPTURE(l);
     const auto layer = got.layer(l);
     const auto rows = batch * static_cast<std::size_t>(capacity);
-    const test::layer_readback back{
-        test::copy_to_host(layer.lengths, batch), test::copy_to_host(layer.appended, batch),
-        test::copy_to_host(layer.k, rows * toy_hidden),
-        test::copy_to_host(layer.v, rows * toy_hidden), test::copy_to_host(layer.positions, rows)};
+    const test::layer_readback back{test::copy_to_host(layer.lengths, batch),
+                                    test::copy_to_host(layer.appended, batch),
+                                    widened(test::copy_to_host(layer.k, rows * toy_hidden)),
+                                    widened(test::copy_to_host(layer.v, rows * toy_hidden)),
+                                    test::copy_to_host(layer.positions, rows)};
     std::vector<float> k, v, expected_k, expected_v;
     for (std::size_t b = 0; b < batch; ++b) {
       CAPTURE(b);
@@ -185,13 +211,14 @@ void check_same_tokens(const dc::device_contiguous_kv_cache<float>& got,
                           expected.value(l, b, i) + toy_hidden);
       }
     }
-    check_close(k, expected_k, 1e-4f);
-    check_close(v, expected_v, 1e-4f);
+    check_close(k, expected_k, tol);
+    check_close(v, expected_v, tol);
   }
 }
 
 /// Tokens held by every (layer, sequence) of the device cache, layer-major.
-std::vector<index_t> lengths_of(const dc::device_contiguous_kv_cache<float>& c) {
+template <class T>
+std::vector<index_t> lengths_of(const dc::device_contiguous_kv_cache<T>& c) {
   std::vector<index_t> out;
   for (index_t l = 0; l < toy_layers; ++l) {
     const auto held = test::copy_to_host(c.layer(l).lengths, batch);
@@ -200,32 +227,32 @@ std::vector<index_t> lengths_of(const dc::device_contiguous_kv_cache<float>& c) 
   return out;
 }
 
-/// Runs `steps` steps of the host instantiation and of two CUDA ones (eager, and a captured step
-/// replayed from a graph), comparing after each: logits to rounding, the gate's decisions bit for
-/// bit (the host rule on the device's own logits, and the host's where its margin is clear), the
-/// per-layer cache lengths exactly.
-template <class HostPolicy, class DevicePolicy, class HostOutput, class DeviceOutput>
+/// Runs `steps` steps of the host instantiation and of two CUDA ones with keys and values in `T`
+/// (eager, and a captured step replayed from a graph), comparing after each: logits, keys and
+/// values to `tol`, the gate's decisions bit for bit (the host rule on the device's own logits,
+/// and the host's where its margin is clear), the per-layer cache lengths exactly.
+template <class T, class HostPolicy, class DevicePolicy, class HostOutput, class DeviceOutput>
 void run_against_host(const HostPolicy& host_policy, const DevicePolicy& device_policy,
                       const HostOutput* host_output, const DeviceOutput* device_output,
-                      index_t sparse, int steps, cublasHandle_t handle) {
+                      index_t sparse, int steps, cublasHandle_t handle, float tol = 1e-4f) {
   const test::toy_host_decoder host_model;
-  const toy_device_decoder device_model;
+  const toy_device_decoder<T> device_model;
   const bool gate = host_output != nullptr && sparse < toy_layers;
   contiguous_kv_cache host_cache({toy_layers, batch, toy_hidden, capacity});
   const dc::device_contiguous_kv_config dcfg{toy_layers, batch, toy_hidden, capacity};
-  dc::device_contiguous_kv_cache<float> eager_cache(dcfg), graph_cache(dcfg);
+  dc::device_contiguous_kv_cache<T> eager_cache(dcfg), graph_cache(dcfg);
   host_decode_buffers h;
   h.resize(batch, toy_hidden, batch * static_cast<std::size_t>(capacity));
   std::vector<std::int32_t> tokens(batch);
   std::vector<index_t> positions(batch, 0);
   std::vector<float> logits(batch * toy_vocab);
-  device_step_buffers eager, replayed;
+  device_step_buffers<T> eager, replayed;
 
   cudaStream_t stream{};
   REQUIRE(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking) == cudaSuccess);
   REQUIRE(cublasSetStream(handle, stream) == CUBLAS_STATUS_SUCCESS);
-  const auto device_step = [&](dc::device_contiguous_kv_cache<float>& cache,
-                               device_step_buffers& d) {
+  const auto device_step = [&](dc::device_contiguous_kv_cache<T>& cache,
+                               device_step_buffers<T>& d) {
     const auto& model = device_model;
     const auto& policy = device_policy;
     const auto* output = device_output;
@@ -266,11 +293,11 @@ void run_against_host(const HostPolicy& host_policy, const DevicePolicy& device_
     advance_positions(host, make_host_span(positions));
 
     for (auto* d : {&eager, &replayed}) {
-      check_close(d->logits.to_host(), logits, 1e-4f);
+      check_close(d->logits.to_host(), logits, tol);
       CHECK(d->positions.to_host() == positions);
       if (!gate) continue;
       const auto device_logits = d->gate_logits.to_host();
-      check_close(device_logits, h.gate_logits, 1e-4f);
+      check_close(device_logits, h.gate_logits, tol);
       const auto device_keep = d->keep.to_host();
       for (std::size_t b = 0; b < batch; ++b) {
         CHECK(device_keep[b] == (device_logits[2 * b] > device_logits[2 * b + 1] ? 1 : 0));
@@ -279,8 +306,8 @@ void run_against_host(const HostPolicy& host_policy, const DevicePolicy& device_
         CHECK(device_keep[b] == h.keep[b]);
       }
     }
-    check_same_tokens(eager_cache, host_cache);
-    check_same_tokens(graph_cache, host_cache);
+    check_same_tokens(eager_cache, host_cache, tol);
+    check_same_tokens(graph_cache, host_cache, tol);
     if (gate) {
       for (auto k : h.keep) (k != 0 ? kept : dropped) += 1;
     }
@@ -319,36 +346,65 @@ TEST_SUITE("gpu") {
     scorer.temp_bytes = temp.size();
     for (const index_t sparse : {0, 1, 2}) {
       CAPTURE(sparse);
-      run_against_host(online_gate_policy{sparse},
-                       dc::device_online_gate_policy{online_gate_policy{sparse}}, &host_output,
-                       &scorer, sparse, 12, handle.h);
+      run_against_host<float>(online_gate_policy{sparse},
+                              dc::device_online_gate_policy{online_gate_policy{sparse}},
+                              &host_output, &scorer, sparse, 12, handle.h);
     }
   }
 
   TEST_CASE("decode step: StreamingLLM evictions on CUDA equal the host, and replay") {
     test::cublas_handle handle;
     const streaming_policy policy{1, 3};
-    run_against_host(policy, dc::device_streaming_policy{policy},
-                     static_cast<const no_predictor*>(nullptr),
-                     static_cast<const no_predictor*>(nullptr), 1, 10, handle.h);
+    run_against_host<float>(policy, dc::device_streaming_policy{policy},
+                            static_cast<const no_predictor*>(nullptr),
+                            static_cast<const no_predictor*>(nullptr), 1, 10, handle.h);
+  }
+
+  TEST_CASE("decode step: an fp16 device cache follows the fp32 host step to fp16 rounding") {
+    test::cublas_handle handle;
+    const streaming_policy policy{1, 3};
+    // no gate: a decision near its margin could flip under fp16 rounding; the evictions and the
+    // cache lengths are exact, the keys, values and logits within fp16 rounding
+    run_against_host<__half>(policy, dc::device_streaming_policy{policy},
+                             static_cast<const no_predictor*>(nullptr),
+                             static_cast<const no_predictor*>(nullptr), 1, 10, handle.h, 2e-2f);
   }
 
   TEST_CASE("decode step: host-visible extents are refused before anything is enqueued") {
-    const toy_device_decoder m;
+    const toy_device_decoder<float> m;
     dc::device_contiguous_kv_cache<float> cache({toy_layers, batch, toy_hidden, capacity});
-    device_step_buffers d;
+    device_step_buffers<float> d;
     const dc::device_online_gate_policy policy{online_gate_policy{1}};
     const auto* none = static_cast<const no_predictor*>(nullptr);
     const dc::on_stream exec{};
-    CHECK_THROWS_AS(decode_step(exec, m, cache, policy, none, 1,
-                                device_span<const std::int32_t>(d.tokens.data(), batch - 1),
-                                std::as_const(d.positions).view(), d.buffers(), d.logits.view()),
-                    error);
+    const auto tokens = std::as_const(d.tokens).view();
+    const auto positions = std::as_const(d.positions).view();
+    CHECK_THROWS_WITH_AS(decode_step(exec, m, cache, policy, none, 1,
+                                     device_span<const std::int32_t>(d.tokens.data(), batch - 1),
+                                     positions, d.buffers(), d.logits.view()),
+                         doctest::Contains("one token per sequence"), error);
     auto bad = d.buffers();
     bad.hidden = bad.hidden.subspan(0, toy_hidden);
-    CHECK_THROWS_AS(decode_step(exec, m, cache, policy, none, 1, std::as_const(d.tokens).view(),
-                                std::as_const(d.positions).view(), bad, d.logits.view()),
-                    error);
+    CHECK_THROWS_WITH_AS(
+        decode_step(exec, m, cache, policy, none, 1, tokens, positions, bad, d.logits.view()),
+        doctest::Contains("buf.hidden"), error);
+    bad = d.buffers();
+    bad.values = bad.values.subspan(0, toy_hidden);
+    CHECK_THROWS_WITH_AS(
+        decode_step(exec, m, cache, policy, none, 1, tokens, positions, bad, d.logits.view()),
+        doctest::Contains("buf.keys and buf.values"), error);
+    // an evicting policy needs room for batch * max_length kept tokens (lengths are on the device)
+    CHECK(cache.max_length() == capacity);
+    bad = d.buffers();
+    bad.retained = bad.retained.subspan(0, bad.retained.size() - 1);
+    const dc::device_streaming_policy streaming{streaming_policy{1, 3}};
+    CHECK_THROWS_WITH_AS(
+        decode_step(exec, m, cache, streaming, none, 1, tokens, positions, bad, d.logits.view()),
+        doctest::Contains("batch * max_length = 240"), error);
+    // the policy and the gate layer disagree (answered on the host)
+    CHECK_THROWS_WITH_AS(decode_step(exec, m, cache, policy, none, 2, tokens, positions,
+                                     d.buffers(), d.logits.view()),
+                         doctest::Contains("layer 1 is below sparse_layer 2"), error);
     REQUIRE(cudaDeviceSynchronize() == cudaSuccess);
     CHECK(lengths_of(cache) ==
           std::vector<index_t>(static_cast<std::size_t>(toy_layers) * batch, 0));

@@ -42,13 +42,15 @@ DYNLLAVA_HOST_DEVICE void toy_key_value(index_t l, const float* in, index_t pos,
 
 /// Row `r` of a call attends to `cached` cache rows (`ck`, `cv`: `[cached, toy_hidden]`) and the
 /// call's rows `first .. r` (`k`, `v`: the call's keys and values), adding the result to `row`.
-DYNLLAVA_HOST_DEVICE void toy_attend(const float* ck, const float* cv, index_t cached,
-                                     const float* k, const float* v, index_t first, index_t r,
-                                     float* row) {
-  const float* q = k + static_cast<std::size_t>(r) * toy_hidden;
-  const auto logit = [&](const float* key) {
+/// `T` is the keys' and values' element type (`float`, or a CUDA test's `__half`), read as float.
+template <class T>
+DYNLLAVA_HOST_DEVICE void toy_attend(const T* ck, const T* cv, index_t cached, const T* k,
+                                     const T* v, index_t first, index_t r, float* row) {
+  const T* q = k + static_cast<std::size_t>(r) * toy_hidden;
+  const auto logit = [&](const T* key) {
     float d = 0.0f;
-    for (index_t j = 0; j < toy_hidden; ++j) d += q[j] * key[j];
+    for (index_t j = 0; j < toy_hidden; ++j)
+      d += static_cast<float>(q[j]) * static_cast<float>(key[j]);
     return 0.5f * d;
   };
   const auto key_of = [&](index_t i) {
@@ -67,8 +69,8 @@ DYNLLAVA_HOST_DEVICE void toy_attend(const float* ck, const float* cv, index_t c
   for (index_t i = 0; i < seen; ++i) {
     const float w = expf(logit(key_of(i)) - most);
     sum += w;
-    const float* val = value_of(i);
-    for (index_t j = 0; j < toy_hidden; ++j) acc[j] += w * val[j];
+    const T* val = value_of(i);
+    for (index_t j = 0; j < toy_hidden; ++j) acc[j] += w * static_cast<float>(val[j]);
   }
   for (index_t j = 0; j < toy_hidden; ++j) row[j] += acc[j] / sum;
 }

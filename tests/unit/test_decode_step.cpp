@@ -28,6 +28,22 @@ static_assert(decoder<toy_host_decoder, host_t, contiguous_kv_cache>);
 static_assert(layer_hooks<no_layer_hooks<host_t>, host_t>);
 static_assert(two_way_predictor<no_predictor, host_t>);
 
+/// Whether `decode_step` accepts these hooks with this policy.
+template <class Policy, class Hooks>
+constexpr bool steps_with = requires(contiguous_kv_cache& cache, const Policy& policy,
+                                     decode_buffers<host_t, float> buf, Hooks& hooks) {
+  decode_step(host, toy_host_decoder{}, cache, policy, static_cast<const no_predictor*>(nullptr),
+              index_t{0}, host_span<const std::int32_t>{}, host_span<const index_t>{}, buf,
+              host_span<float>{}, hooks);
+};
+/// Hooks that supply retention scores (here: none; what matters is that they may).
+struct scoring_hooks : no_layer_hooks<host_t> {};
+// a policy that ranks by scores needs hooks that can supply them: not the default ones
+static_assert(steps_with<streaming_policy, no_layer_hooks<host_t>>);
+static_assert(!steps_with<h2o_policy, no_layer_hooks<host_t>>);
+static_assert(!steps_with<h2o_policy, const no_layer_hooks<host_t>>);
+static_assert(steps_with<h2o_policy, scoring_hooks>);
+
 constexpr std::size_t batch = 4;
 constexpr index_t capacity = 64;
 
@@ -167,10 +183,11 @@ TEST_CASE("decode_step (host): StreamingLLM evictions and the full cache equal t
   const auto c = toy_predictor_config();
   const output_predictor output(c, random_output_predictor_weights(c, 19));
   check_against_reference(streaming_policy{1, 3}, static_cast<const no_predictor*>(nullptr), 1, 10);
-  // the gate runs (its logits are readable) but the full cache admits every token
-  check_against_reference(full_cache_policy{}, &output, 1, 6);
+  check_against_reference(full_cache_policy{}, static_cast<const no_predictor*>(nullptr), 1, 6);
   // sparse_layer == layers: no layer is gated, nothing runs the predictor
   check_against_reference(full_cache_policy{}, &output, toy_layers, 3);
+  // without a gate the online gate's policy caches every token (every token counts as kept)
+  check_against_reference(online_gate_policy{1}, static_cast<const no_predictor*>(nullptr), 1, 4);
 }
 
 TEST_CASE("decode_step (host): bad arguments are refused by name before anything changes") {
@@ -183,14 +200,13 @@ TEST_CASE("decode_step (host): bad arguments are refused by name before anything
   const std::vector<index_t> pos(batch, 0);
   std::vector<float> logits(batch * toy_vocab);
 
-  const auto refused = [&](decode_buffers<host_t, float> b, const char* what,
-                           host_span<const std::int32_t> t, host_span<const index_t> p,
-                           host_span<float> out, const output_predictor* o = nullptr,
-                           index_t sparse = 1) {
+  const auto refused_with = [&](const auto& pol, decode_buffers<host_t, float> b, const char* what,
+                                host_span<const std::int32_t> t, host_span<const index_t> p,
+                                host_span<float> out, const output_predictor* o, index_t sparse) {
     CAPTURE(what);
     bool threw = false;
     try {
-      decode_step(host, m, cache, policy, o, sparse, t, p, b, out);
+      decode_step(host, m, cache, pol, o, sparse, t, p, b, out);
     } catch (const error& e) {
       threw = true;
       CHECK(std::string(e.what()).find(what) != std::string::npos);
@@ -200,6 +216,10 @@ TEST_CASE("decode_step (host): bad arguments are refused by name before anything
       for (std::size_t b2 = 0; b2 < batch; ++b2) CHECK(cache.length(l, b2) == 0);
     }
   };
+  const auto refused =
+      [&](decode_buffers<host_t, float> b, const char* what, host_span<const std::int32_t> t,
+          host_span<const index_t> p, host_span<float> out, const output_predictor* o = nullptr,
+          index_t sparse = 1) { refused_with(policy, b, what, t, p, out, o, sparse); };
   auto buf = step_buffers();
   const auto t = make_host_span(tokens);
   const auto p = make_host_span(pos);
@@ -217,6 +237,35 @@ TEST_CASE("decode_step (host): bad arguments are refused by name before anything
   bad = buf.view();
   bad.retained_indptr = bad.retained_indptr.subspan(0, 2);
   refused(bad, "buf.retained_indptr", t, p, out, &output);
+  // every buffer the step uses is checked before the first layer runs
+  bad = buf.view();
+  bad.keys = bad.keys.subspan(0, bad.keys.size() - 1);
+  refused(bad, "buf.keys and buf.values", t, p, out, &output);
+  bad = buf.view();
+  bad.values = {};
+  refused(bad, "buf.keys and buf.values", t, p, out, &output);
+  bad = buf.view();
+  bad.gate.logits = bad.gate.logits.subspan(0, 2);
+  refused(bad, "buf.gate.logits must be [4, 2]", t, p, out, &output);
+  bad = buf.view();
+  bad.gate.kept_indptr = bad.gate.kept_indptr.subspan(0, batch);
+  refused(bad, "buf.gate.kept_indptr", t, p, out, &output);
+  bad = buf.view();
+  bad.gate.kept_positions = bad.gate.kept_positions.subspan(0, 1);
+  refused(bad, "buf.gate.kept_positions", t, p, out, &output);
+  // StreamingLLM evicts: the retained lists need room for every token a layer holds
+  bad = buf.view();
+  bad.retained = bad.retained.subspan(0, batch - 1);
+  refused_with(streaming_policy{1, 3}, bad, "buf.retained must hold the 4 tokens", t, p, out,
+               nullptr, 1);
+  // the policy and the gate disagree
+  refused_with(online_gate_policy{0}, buf.view(),
+               "layer 0 is below sparse_layer 1 and must cache every token", t, p, out, &output, 1);
+  refused_with(online_gate_policy{2}, buf.view(),
+               "an output predictor gates, but the policy caches gated-out tokens in layer 1", t, p,
+               out, &output, 1);
+  refused_with(full_cache_policy{}, buf.view(),
+               "or no output predictor for a policy that ignores the gate", t, p, out, &output, 1);
   buf.indptr = {0, 1, 1, 3, 4};  // not one token per sequence
   refused(buf.view(), "buf.indptr[2]", t, p, out, &output);
 

@@ -21,6 +21,7 @@
 #include <dynllava/pipeline/tagged_hooks.hpp>
 #include <dynllava/score/concepts.hpp>
 
+#include <algorithm>
 #include <concepts>
 #include <cstddef>
 #include <cstdint>
@@ -44,7 +45,7 @@ struct decode_buffers {
                                            ///< kept CSR [batch + 1] / [batch]; unused without gate
   span_for<Tag, index_t> retained_indptr;  ///< [batch + 1]: a retention's kept CSR
   span_for<Tag, index_t> retained;  ///< [>= tokens an evicting layer holds after the append];
-                                    ///< a device caller sizes it by `batch * capacity`
+                                    ///< a device caller sizes it by `batch * cache.max_length()`
 };
 
 /// @brief The buffers of a host decode step, owned: `resize` once for the batch (and again when
@@ -83,6 +84,57 @@ struct host_decode_buffers {
   }
 };
 
+namespace detail {
+
+/// @brief Checks, on the host, that `policy` agrees with an online gate at `sparse_layer` over
+/// `layers` layers: every layer admits kept tokens whenever it admits gated-out ones; layers below
+/// `sparse_layer` cache every token (no gate has decided there); with the gate on (`gate`), every
+/// layer from `sparse_layer` on drops gated-out tokens (else the gate's decisions would be
+/// ignored).
+/// @param who the caller, @param gate_on how the caller's gate is switched on, @param gate_off
+///        how it is switched off (both for the messages)
+/// @throws dynllava::error naming `who`, the layer and the remedy.
+template <class Policy>
+void check_gate_policy(const Policy& policy, index_t layers, index_t sparse_layer, bool gate,
+                       const char* who, const char* gate_on, const char* gate_off) {
+  for (index_t l = 0; l < layers; ++l) {
+    DYNLLAVA_EXPECTS(policy.admits(l, true) || !policy.admits(l, false),
+                     "{}: the policy admits gated-out tokens but not kept ones at layer {}", who,
+                     l);
+    if (l < sparse_layer) {
+      DYNLLAVA_EXPECTS(policy.admits(l, false),
+                       "{}: layer {} is below sparse_layer {} and must cache every token, but the "
+                       "policy drops gated-out tokens there (an online_gate_policy's layer must "
+                       "equal sparse_layer)",
+                       who, l, sparse_layer);
+    } else if (gate) {
+      DYNLLAVA_EXPECTS(!policy.admits(l, false),
+                       "{}: {}, but the policy caches gated-out tokens in layer {} (at or above "
+                       "sparse_layer {}); use online_gate_policy{{{}}}, or {} for a policy that "
+                       "ignores the gate",
+                       who, gate_on, l, sparse_layer, sparse_layer, gate_off);
+    }
+  }
+}
+
+/// The most tokens (summed over the batch) any layer where `policy` evicts holds once `adding`
+/// more are appended to each of them; 0 where no layer evicts. Reads the host cache's lengths.
+template <class Cache, class Policy>
+std::size_t retained_bound(const Cache& cache, const Policy& policy, std::size_t adding) {
+  std::size_t most = 0;
+  bool evicts = false;
+  for (index_t l = 0; l < cache.layers(); ++l) {
+    if (!policy.evicts(l)) continue;
+    evicts = true;
+    std::size_t held = 0;
+    for (const index_t n : cache.lengths(l)) held += static_cast<std::size_t>(n);
+    most = std::max(most, held);
+  }
+  return evicts ? most + adding : 0;
+}
+
+}  // namespace detail
+
 /// @brief Runs one decode step: `tokens[b]` is sequence `b`'s newest token, at original position
 /// `positions[b]`. With an output predictor (non-null `output`, `sparse_layer < layers`) the gate
 /// decides each token at the sparse layer (`gate_new_tokens`: `logit0 > logit1` keeps it; the
@@ -96,14 +148,19 @@ struct host_decode_buffers {
 /// @param[in] positions `[batch]`: the new tokens' original positions
 /// @param[out] logits `[batch, vocab]`
 /// @param hooks per-layer additions (`layer_hooks`): probes, bookkeeping of score-based policies,
-///        reports; `no_layer_hooks` by default
-/// @throws dynllava::error naming the argument on extents or widths that do not fit (before
-///         anything runs; checks read no device memory); what the decoder, the
-///         predictor, the cache and the policy throw.
+///        reports; `no_layer_hooks` by default, which serves only score-free policies
+///        (`retention_hooks`: with H2O the call does not compile)
+/// @throws dynllava::error, before anything runs and without reading device memory, naming the
+///         argument on extents or widths that do not fit (every buffer of `buf` the step will
+///         use; `buf.retained` against the host cache's lengths, or against
+///         `batch * cache.max_length()` for a device cache that has one) and on a policy that
+///         disagrees with the gate (`detail::check_gate_policy`: layers below `sparse_layer`
+///         cache every token; with a gate, the layers from it drop gated-out ones); then what the
+///         decoder, the predictor, the cache and the policy throw.
 template <execution_tag Tag, class Model, class Cache, class Policy, class Output,
           class Hooks = no_layer_hooks<Tag>>
 requires decoder<Model, Tag, Cache> && kv_policy<Policy, Tag> && two_way_predictor<Output, Tag> &&
-    layer_hooks<std::remove_cvref_t<Hooks>, Tag>
+    retention_hooks<std::remove_cvref_t<Hooks>, Policy, Tag>
 void decode_step(Tag exec, const Model& m, Cache& cache, const Policy& policy, const Output* output,
                  index_t sparse_layer, span_for<Tag, const std::int32_t> tokens,
                  span_for<Tag, const index_t> positions,
@@ -141,14 +198,44 @@ void decode_step(Tag exec, const Model& m, Cache& cache, const Policy& policy, c
   DYNLLAVA_EXPECTS(buf.retained_indptr.size() == n + 1,
                    "decode_step: buf.retained_indptr must have {} entries, got {}", n + 1,
                    buf.retained_indptr.size());
+  DYNLLAVA_EXPECTS(buf.keys.size() == n * H && buf.values.size() == n * H,
+                   "decode_step: buf.keys and buf.values must be [{}, {}], got {} and {} values", n,
+                   H, buf.keys.size(), buf.values.size());
   const bool gate = output != nullptr && sparse_layer < L;
+  detail::check_gate_policy(policy, L, sparse_layer, gate, "decode_step",
+                            "an output predictor gates", "no output predictor");
   if (gate) {
     DYNLLAVA_EXPECTS(output->hidden() == m.hidden(),
                      "decode_step: the output predictor reads width {}, the model's H is {}",
                      output->hidden(), m.hidden());
+    DYNLLAVA_EXPECTS(buf.gate.logits.size() == 2 * n,
+                     "decode_step: buf.gate.logits must be [{}, 2], got {} values", n,
+                     buf.gate.logits.size());
     DYNLLAVA_EXPECTS(buf.gate.keep.size() == n,
                      "decode_step: buf.gate.keep must have one entry per sequence ({}), got {}", n,
                      buf.gate.keep.size());
+    DYNLLAVA_EXPECTS(buf.gate.kept_indptr.size() == n + 1,
+                     "decode_step: buf.gate.kept_indptr must have {} entries, got {}", n + 1,
+                     buf.gate.kept_indptr.size());
+    DYNLLAVA_EXPECTS(buf.gate.kept_positions.size() >= n,
+                     "decode_step: buf.gate.kept_positions must hold {} entries, got {}", n,
+                     buf.gate.kept_positions.size());
+  }
+  // Retention writes every evicting layer's kept lists to buf.retained: room for all it holds.
+  if constexpr (std::same_as<execution_space_t<Tag>, host_space>) {
+    const std::size_t need = detail::retained_bound(cache, policy, n);
+    DYNLLAVA_EXPECTS(buf.retained.size() >= need,
+                     "decode_step: buf.retained must hold the {} tokens an evicting layer holds "
+                     "after this step, got {}",
+                     need, buf.retained.size());
+  } else if constexpr (requires { cache.max_length(); }) {
+    bool evicts = false;
+    for (index_t l = 0; l < L; ++l) evicts = evicts || policy.evicts(l);
+    const std::size_t need = evicts ? n * static_cast<std::size_t>(cache.max_length()) : 0;
+    DYNLLAVA_EXPECTS(buf.retained.size() >= need,
+                     "decode_step: buf.retained must hold batch * max_length = {} tokens (an "
+                     "evicting layer's lengths are on the device), got {}",
+                     need, buf.retained.size());
   }
   // Nothing above read device memory; from here on the work is enqueued in order.
   m.embed(exec, tokens, buf.hidden);

@@ -132,24 +132,9 @@ class kv_session {
     // The options' sparse layer and the policy's gate must agree: layers below it cache every
     // token; with the output gate on, every layer at or above it caches only kept tokens, and
     // with it off the gate has no say (full cache, H2O, StreamingLLM).
-    const bool gate = o_.gate_outputs && o_.sparse_layer < model.layers();
-    for (index_t l = 0; l < model.layers(); ++l) {
-      if (l < o_.sparse_layer) {
-        DYNLLAVA_EXPECTS(
-            policy_.admits(l, false),
-            "kv_session: layer {} is below sparse_layer {} and must cache every token, "
-            "but the policy drops gated-out tokens there (an online_gate_policy's "
-            "layer must equal options.sparse_layer)",
-            l, o_.sparse_layer);
-      } else if (gate) {
-        DYNLLAVA_EXPECTS(
-            !policy_.admits(l, false),
-            "kv_session: gate_outputs is on, but the policy caches gated-out tokens in "
-            "layer {} (at or above sparse_layer {}); use online_gate_policy{{{}}}, or "
-            "gate_outputs = false for a policy that ignores the gate",
-            l, o_.sparse_layer, o_.sparse_layer);
-      }
-    }
+    detail::check_gate_policy(policy_, model.layers(), o_.sparse_layer,
+                              o_.gate_outputs && o_.sparse_layer < model.layers(), "kv_session",
+                              "gate_outputs is on", "gate_outputs = false");
     // The session numbers positions from 0 and tracks what it cached: it starts from an empty
     // cache (a used one would repeat positions and, for H2O, hold untracked tokens).
     for (index_t l = 0; l < model.layers(); ++l) {
@@ -263,7 +248,7 @@ class kv_session {
     const std::size_t n = tokens.size();
     const index_t l = o_.sparse_layer;
     const bool gate = o_.gate_outputs && l < m_.layers();
-    step_.resize(n, m_.hidden(), static_cast<std::size_t>(retained_bound(n)));
+    step_.resize(n, m_.hidden(), detail::retained_bound(cache_, policy_, n));
     std::vector<float> logits(n * static_cast<std::size_t>(m_.vocab()));
     call_scope scope(*this);
     begin_call();
@@ -379,18 +364,9 @@ class kv_session {
   /// evict); score-based policies rank by the attention accumulated in `attention_[layer]`.
   void retain() {
     std::vector<index_t> kept_indptr(cache_.batch() + 1),
-        kept(static_cast<std::size_t>(retained_bound(0)));
+        kept(detail::retained_bound(cache_, policy_, 0));
     dynllava::retain_layers(host, cache_, policy_, make_host_span(kept_indptr),
                             make_host_span(kept), session_hooks(*this, kept_indptr));
-  }
-
-  /// The most tokens an evicting layer may hold once `adding` more (over the batch) are appended.
-  index_t retained_bound(std::size_t adding) const {
-    index_t most = 0;
-    for (index_t layer = 0; layer < cache_.layers(); ++layer) {
-      if (policy_.evicts(layer)) most = std::max(most, held_tokens(cache_, layer));
-    }
-    return most + static_cast<index_t>(adding);
   }
 
   /// @brief The session's additions to the generic layer loop (`layer_hooks`): observer reports

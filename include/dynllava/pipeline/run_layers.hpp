@@ -52,6 +52,13 @@ struct no_layer_hooks {
 };
 static_assert(layer_hooks<no_layer_hooks<host_t>, host_t>);
 
+/// @brief `layer_hooks<H, Tag>` that can serve `Policy`'s retention: a policy that ranks by
+/// scores (`kv_policy_needs_scores<Policy>`, H2O) needs hooks that supply them, so
+/// `no_layer_hooks` serves only the score-free policies.
+template <class H, class Policy, class Tag>
+concept retention_hooks = layer_hooks<H, Tag> &&
+    (!kv_policy_needs_scores<Policy> || !std::same_as<H, no_layer_hooks<Tag>>);
+
 namespace detail {
 
 /// Runs `m.layer` with probes when the model offers them; a plain decoder runs without and must
@@ -129,7 +136,7 @@ void run_layers(Tag exec, const Model& m, Cache& cache, const Policy& policy, in
 ///             cache's capacity, `batch * capacity`)
 template <execution_tag Tag, class Cache, class Policy, class Hooks>
 requires kv_storage<Cache, Tag> && kv_policy<Policy, Tag> &&
-    layer_hooks<std::remove_cvref_t<Hooks>, Tag>
+    retention_hooks<std::remove_cvref_t<Hooks>, Policy, Tag>
 void retain_layers(Tag exec, Cache& cache, const Policy& policy, span_for<Tag, index_t> kept_indptr,
                    span_for<Tag, index_t> kept, Hooks&& hooks) {
   for (index_t l = 0; l < cache.layers(); ++l) {

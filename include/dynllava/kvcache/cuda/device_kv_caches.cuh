@@ -179,6 +179,9 @@ class device_paged_kv_cache : public detail::device_kv_storage_calls<device_page
   }
 
   const device_paged_kv_config& config() const noexcept { return c_; }
+  /// The most tokens one (layer, sequence) can hold: `max_pages * page_size` (what sizes a
+  /// decode step's retained buffer, `batch * max_length()`).
+  index_t max_length() const noexcept { return c_.max_pages * c_.page_size; }
   /// Device int raised (never cleared by the cache) by an `append` or `retain` that the device
   /// found invalid (that call changed nothing).
   int* invalid_flag() const noexcept { return invalid_.data(); }
@@ -248,6 +251,8 @@ class device_contiguous_kv_cache
   }
 
   const device_contiguous_kv_config& config() const noexcept { return c_; }
+  /// The most tokens one (layer, sequence) can hold: the capacity.
+  index_t max_length() const noexcept { return c_.capacity; }
   /// Device int raised (never cleared by the cache) by an `append` or `retain` that the device
   /// found invalid (that call changed nothing).
   int* invalid_flag() const noexcept { return invalid_.data(); }

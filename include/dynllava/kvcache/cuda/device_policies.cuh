@@ -171,3 +171,9 @@ static_assert(kv_policy<device_h2o_policy, on_stream>);
 static_assert(!kv_policy<device_h2o_policy, host_t>);
 
 }  // namespace dynllava::cuda
+
+namespace dynllava {
+/// The device H2O policy ranks held tokens by accumulated attention, like the host one.
+template <>
+inline constexpr bool kv_policy_needs_scores<cuda::device_h2o_policy> = true;
+}  // namespace dynllava

@@ -3,13 +3,14 @@
 /// @brief `advance_positions(cuda::on_stream, ...)`: the next decode step's positions on a stream,
 /// the twin of `advance_positions(host, ...)` (pipeline/decode_step.hpp); one elementwise launch,
 /// nothing allocated, no host synchronisation, so a captured decode step can advance its own
-/// positions between graph replays.
+/// positions between graph replays. Also pins `no_layer_hooks` as the CUDA step's layer hooks.
 #pragma once
 
 #include <dynllava/core/config.hpp>
 #include <dynllava/core/cuda/error.cuh>
 #include <dynllava/core/cuda/execution.cuh>
 #include <dynllava/core/span.hpp>
+#include <dynllava/pipeline/run_layers.hpp>
 
 #include <algorithm>
 #include <cstddef>
@@ -28,6 +29,8 @@ __global__ void advance_positions_kernel(index_t* positions, std::size_t n) {
 }
 
 }  // namespace cuda::detail
+
+static_assert(layer_hooks<no_layer_hooks<cuda::on_stream>, cuda::on_stream>);
 
 /// @brief `positions[b] += 1` for every sequence, enqueued on `exec.stream`.
 /// @param[in,out] positions [batch] device

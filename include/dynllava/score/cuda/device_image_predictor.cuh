@@ -349,5 +349,6 @@ struct image_predictor_scorer {
   }
 };
 static_assert(two_way_predictor<image_predictor_scorer, on_stream>);
+static_assert(!two_way_predictor<image_predictor_scorer, host_t>);
 
 }  // namespace dynllava::cuda
