@@ -675,5 +675,23 @@ TEST_SUITE("cpu") {
                           "as image ranker"),
         error);
     CHECK(same.calls == 2);
+    // A FastV scorer of another width than the model's: refused before anything is cached.
+    const fastv_scorer wrong{w.lc.heads, 2 * w.lc.head_dim};
+    const std::string width_error =
+        "the FastV scorer reads queries and keys of width " + std::to_string(2 * w.lc.hidden) +
+        " (heads * head_dim), but the model's hidden width is " + std::to_string(w.lc.hidden);
+    CHECK_THROWS_WITH_AS((kv_session(w.model, cache, full_cache_policy{}, &wrong, nullptr, opts)),
+                         doctest::Contains(width_error.c_str()), error);
+    CHECK(held_tokens(cache, 0) == 0);
+    CHECK_THROWS_WITH_AS(
+        decode_without_cache(w.model, &wrong, nullptr, in.view(w.lc.hidden), in.table(), opts),
+        doctest::Contains(width_error.c_str()), error);
+    CHECK_THROWS_WITH_AS((no_cache_session(w.model, 2, &wrong, nullptr, opts)),
+                         doctest::Contains(width_error.c_str()), error);
+    // the width is only checked where the scorer is used
+    auto dense = opts;
+    dense.prune_images = false;
+    kv_session unused(w.model, cache, full_cache_policy{}, &wrong, nullptr, dense);
+    CHECK(unused.prefill(in.view(w.lc.hidden), in.table()).size() == 2 * unused.vocab());
   }
 }

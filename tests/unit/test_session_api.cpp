@@ -402,6 +402,17 @@ TEST_SUITE("cpu") {
     CHECK(nc.current().rows.size() == in.rows.size());  // the token was not kept
     CHECK(nc.current().segments.size() == in.segs.size());
     CHECK(nc.decode(make_host_span(t)) == nc_ref_logits);
+
+    // the stateless step adds to the caller's statistics only when it succeeds
+    run_stats stats;
+    decode_without_cache(flaky, nullptr, nullptr, in.view(w.lc.hidden), in.table(), dense, &stats);
+    const auto before = stats.rows_per_layer;
+    REQUIRE(before.size() == static_cast<std::size_t>(w.model.layers()));
+    flaky.fail_at = flaky.calls + 2;
+    CHECK_THROWS_WITH_AS(decode_without_cache(flaky, nullptr, nullptr, in.view(w.lc.hidden),
+                                              in.table(), dense, &stats),
+                         doctest::Contains("flaky_decoder: engine failure in layer 2"), error);
+    CHECK(stats.rows_per_layer == before);
   }
 
   TEST_CASE(

@@ -24,6 +24,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 namespace dynllava {
@@ -192,9 +193,11 @@ std::vector<float> no_cache_step(const Model& m, const PI* image, const PO* outp
 /// @param image a pointer to an `image_ranker` (a `two_way_predictor<host_t>`, or an
 ///        `attention_scorer<host_t>` that ranks with `vision_rule::fastv`), or `nullptr`
 /// @param output a pointer to a `two_way_predictor<host_t>`, or `nullptr`
-/// @param[out] stats optional: rows per layer and kept counts, added to
+/// @param[out] stats optional: rows per layer and kept counts, added to when the call succeeds
+///             (left as it was when it throws)
 /// @param[out] kept_outputs optional: the kept positions among each sequence's output candidates
-/// @param[in] observer optional: told of the step's work (e.g. a `trace_recorder`)
+/// @param[in] observer optional: told of the step's work (e.g. a `trace_recorder`); a call that
+///            throws may have told it of its start and of some layers
 /// @return `[batch, vocab]` logits of each sequence's last row.
 /// @tparam Cache a KV storage type the model's `layer` accepts (no cache is used: a null one is
 ///         passed); name it for a model that does not take `contiguous_kv_cache`.
@@ -206,11 +209,12 @@ requires decoder<Model, host_t, Cache> std::vector<float> decode_without_cache(
     host_selection* kept_outputs = nullptr, pipeline_observer* observer = nullptr) {
   using image_t = predictor_type_t<PI>;
   using output_t = predictor_type_t<PO>;
-  run_stats local;
+  run_stats work = stats != nullptr ? *stats : run_stats{};  // the caller's change on success
   detail::no_cache_seen seen;
   auto logits = detail::no_cache_step<Model, Cache>(
       m, static_cast<const image_t*>(image), static_cast<const output_t*>(output), rows, segments,
-      o, stats ? *stats : local, observer, seen, nullptr, "decode_without_cache");
+      o, work, observer, seen, nullptr, "decode_without_cache");
+  if (stats != nullptr) *stats = std::move(work);
   if (kept_outputs) *kept_outputs = seen.outputs.kept();
   return logits;
 }

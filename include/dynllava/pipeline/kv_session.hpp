@@ -90,9 +90,10 @@ using session_scorer_t = typename session_scorer<P>::type;
 /// `decode` before `prefill`). A call that fails
 /// before its first append reached the cache (a full cache refuses the first layer's append; the
 /// decoder or a predictor throws in the layers below) changes nothing either: the session stays
-/// usable. A call that fails later (the paged cache runs out of pages in a later layer) leaves
-/// the session and its cache valid but in an unspecified state (some layers appended): every
-/// later `prefill` or `decode` then throws, saying so; discard both.
+/// usable (an observer may have been told of the failed call's start and of its first layers). A
+/// call that fails later (the paged cache runs out of pages in a later layer) leaves the session
+/// and its cache valid but in an unspecified state (some layers appended): every later `prefill` or
+/// `decode` then throws, saying so; discard both.
 template <class Model, kv_storage<host_t> Cache, kv_policy<host_t> Policy,
           image_ranker<host_t> ImagePredictor, two_way_predictor<host_t> OutputPredictor>
 requires decoder<Model, host_t, Cache>

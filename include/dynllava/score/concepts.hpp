@@ -25,6 +25,10 @@ namespace dynllava {
 ///      for seeded random scorers on its index in the batch;
 ///   3. it is deterministic and does not modify `s`;
 ///   4. invalid shapes throw `dynllava::error` (host tag) before anything is written.
+///
+/// A scorer that reads one width only says so with `s.hidden()` (as `two_way_predictor`
+/// requires); the drivers then check it against the model's width before anything runs (one
+/// without it, such as `l2_norm_scorer`, takes rows of any width).
 template <class S, class Tag>
 concept token_scorer = execution_tag<Tag> &&
     requires(const S& s, Tag tag, ragged_rows_for<Tag, const float> h, span_for<Tag, float> out) {
@@ -85,6 +89,10 @@ concept stateful_token_scorer = token_scorer<S, Tag> && std::constructible_from<
 ///   1. `s.score(tag, queries, keys, candidates, out)` writes one score per candidate;
 ///   2. it is deterministic and does not modify `s`; a sequence's scores depend only on it;
 ///   3. invalid shapes throw `dynllava::error` (host tag).
+///
+/// A scorer that reads one width only says so with `s.width()` (the bundled FastV scorers:
+/// `heads * head_dim`); the drivers then check it against the model's width before anything
+/// runs.
 template <class S, class Tag>
 concept attention_scorer = execution_tag<Tag> &&
     requires(const S& s, Tag tag, span_for<Tag, const float> q, ragged_rows_for<Tag, const float> k,

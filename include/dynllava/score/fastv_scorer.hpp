@@ -27,6 +27,9 @@ struct fastv_scorer {
   index_t heads = 32;
   index_t head_dim = 128;
 
+  /// The width of the queries and keys it reads: `heads * head_dim`.
+  long long width() const noexcept { return static_cast<long long>(heads) * head_dim; }
+
   /// @param[in] queries [batch, heads * head_dim] host: the last token's query per sequence
   /// @param[in] keys ragged `[context, heads * head_dim]` host: keys the last token attends to
   /// @param[in] candidates ragged host: context rows (local to each sequence) to score

@@ -170,11 +170,23 @@ void check_options(const sparsifier_options& o, index_t layers, index_t hidden, 
                    "{}: gate_outputs needs an output predictor, got null (set gate_outputs = "
                    "false for dense text)",
                    who);
-  if constexpr (two_way_predictor<PI, host_t>) {
+  // scorers that read one width only say so: hidden() (token scorers), width() (attention)
+  if constexpr (requires(const PI& p) {
+                  { p.hidden() } -> std::convertible_to<index_t>;
+                }) {
     const bool image_used = o.vision == vision_rule::predictor && o.prune_images;
     DYNLLAVA_EXPECTS(!image_used || image->hidden() == hidden,
                      "{}: the image predictor reads width {}, but the model's hidden width is {}",
                      who, image_used ? image->hidden() : 0, hidden);
+  }
+  if constexpr (requires(const PI& p) {
+                  { p.width() } -> std::convertible_to<long long>;
+                }) {
+    const bool scorer_used = o.vision == vision_rule::fastv && o.prune_images && image != nullptr;
+    DYNLLAVA_EXPECTS(!scorer_used || image->width() == static_cast<long long>(hidden),
+                     "{}: the FastV scorer reads queries and keys of width {} (heads * "
+                     "head_dim), but the model's hidden width is {}",
+                     who, scorer_used ? image->width() : 0LL, hidden);
   }
   DYNLLAVA_EXPECTS(!o.gate_outputs || output->hidden() == hidden,
                    "{}: the output predictor reads width {}, but the model's hidden width is {}",

@@ -136,6 +136,9 @@ inline cudaError_t fastv_scores(void* temp, std::size_t& temp_bytes, index_t hea
 struct fastv_device_scorer {
   index_t heads = 32;
   index_t head_dim = 128;
+
+  /// The width of the queries and keys it reads: `heads * head_dim`.
+  long long width() const noexcept { return static_cast<long long>(heads) * head_dim; }
   void* temp = nullptr;
   std::size_t temp_bytes = 0;
   int* d_invalid = nullptr;  ///< raised by a candidate outside its context
