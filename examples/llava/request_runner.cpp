@@ -4,7 +4,7 @@
 #include <dynllava/core/untrusted_text.hpp>
 #include <dynllava/cost/exact_flops.hpp>
 #include <dynllava/cost/kv_bytes.hpp>
-#include <dynllava/cost/llava_config.hpp>
+#include <dynllava/cost/llava_sizes.hpp>
 #include <dynllava/cost/schedule_trace.hpp>
 #include <dynllava/dynllava.hpp>
 
@@ -31,8 +31,8 @@ double seconds_since(clock_type::time_point t) {
 
 /// The cost model's view of the loaded model: its LLaMA sizes, its predictors, and the fp32
 /// KV cache the drivers run with.
-cost::llava_config cost_config(const llava_config& c) {
-  cost::llava_config cc;
+cost::llava_sizes cost_config(const llava_config& c) {
+  cost::llava_sizes cc;
   static_cast<llama_config&>(cc) = c.text;
   cc.predictor = c.predictors.value_or(predictor_config{});
   cc.predictor.hidden = c.text.hidden;
@@ -150,7 +150,7 @@ batch_result drive(Session& s, const io::llava_folder& f, const prompt_rows& p,
   collect_decisions(s, out, r.sequences, gated);
 
   // The cost model: what ran, and the dense model on the same prompts for the same calls.
-  const cost::llava_config cc = cost_config(f.config);
+  const cost::llava_sizes cc = cost_config(f.config);
   const auto& traces = recorder.traces();
   for (const auto& t : traces) cost.flops += cost::exact_flops(cc, t).total();
   const bool kv = requires { s.gate_logits(); };

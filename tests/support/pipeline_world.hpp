@@ -5,7 +5,7 @@
 /// `[system 3 | image 20 | instruction 4]` and `[system 3 | image 10 | instruction 2]`.
 #pragma once
 
-#include <dynllava/cost/llava_config.hpp>
+#include <dynllava/cost/llava_sizes.hpp>
 #include <dynllava/kvcache/paged_kv_cache.hpp>
 #include <dynllava/model/llama.hpp>
 #include <dynllava/nn.hpp>
@@ -108,8 +108,8 @@ inline paged_kv_cache make_cache(const world& w, std::size_t batch) {
 }
 
 /// The cost model's description of the test world (its KV cache stores fp32).
-inline cost::llava_config cost_config_of(const world& w) {
-  cost::llava_config cc;
+inline cost::llava_sizes cost_config_of(const world& w) {
+  cost::llava_sizes cc;
   cc.name = "test";
   cc.hidden = w.lc.hidden;
   cc.layers = w.lc.layers;

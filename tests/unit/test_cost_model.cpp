@@ -4,7 +4,7 @@
 /// paper's formula), KV-cache bytes.
 #include <dynllava/cost/exact_flops.hpp>
 #include <dynllava/cost/kv_bytes.hpp>
-#include <dynllava/cost/llava_config.hpp>
+#include <dynllava/cost/llava_sizes.hpp>
 #include <dynllava/cost/paper_formula.hpp>
 #include <dynllava/cost/schedule_trace.hpp>
 
@@ -31,8 +31,8 @@ trace image_only_square_trace(const std::vector<std::int64_t>& n_per_layer) {
 }
 
 /// Tiny config for hand counts: C 8, 2 layers, 2 heads of 4, MLP 16, vocab 10.
-llava_config tiny_config() {
-  llava_config c;
+llava_sizes tiny_config() {
+  llava_sizes c;
   c.name = "tiny";
   c.hidden = 8;
   c.layers = 2;
@@ -59,8 +59,8 @@ TEST_SUITE("cpu") {
     const schedule dense = dense_schedule{};
     const schedule dyn = dynamic_llava_schedule{};
     const schedule fastv = fastv_schedule{};
-    const llava_config b7 = llava_1_5_7b();
-    const llava_config b13 = llava_1_5_13b();
+    const llava_sizes b7 = llava_1_5_7b();
+    const llava_sizes b13 = llava_1_5_13b();
     CHECK(table_tflops(paper_prefill_flops(b7, dense, 1, 576)) == doctest::Approx(10.1));
     CHECK(table_tflops(paper_prefill_flops(b7, dyn, 1, 576)) == doctest::Approx(2.5));
     CHECK(table_tflops(paper_prefill_flops(b7, fastv, 1, 576)) == doctest::Approx(3.2));
@@ -82,7 +82,7 @@ TEST_SUITE("cpu") {
   TEST_CASE(
       "cost: the paper's formula is the exact count with MLP 4C, square attention, "
       "image tokens only, no element-wise work") {
-    for (llava_config c : {llava_1_5_7b(), llava_1_5_13b()}) {
+    for (llava_sizes c : {llava_1_5_7b(), llava_1_5_13b()}) {
       c.intermediate = 4 * c.hidden;
       for (const schedule& s : {schedule{dense_schedule{}}, schedule{dynamic_llava_schedule{}},
                                 schedule{fastv_schedule{}}}) {
@@ -100,7 +100,7 @@ TEST_SUITE("cpu") {
   TEST_CASE("cost: at LLaMA's real MLP width the exact count is below the paper's formula") {
     // Per image token and layer the linear part is 8 C^2 + 6 C I instead of 32 C^2:
     // 7B: (8 + 6 * 11008 / 4096) / 32 = 0.7539..., 13B: (8 + 6 * 13824 / 5120) / 32 = 0.75625.
-    for (const llava_config& c : {llava_1_5_7b(), llava_1_5_13b()}) {
+    for (const llava_sizes& c : {llava_1_5_7b(), llava_1_5_13b()}) {
       const std::vector<std::int64_t> n(static_cast<std::size_t>(c.layers), 576);
       const flop_breakdown f =
           exact_flops(c, image_only_square_trace(n), count_options{.elementwise = false});
@@ -123,7 +123,7 @@ TEST_SUITE("cpu") {
   }
 
   TEST_CASE("cost: exact count of a tiny config by hand") {
-    const llava_config c = tiny_config();
+    const llava_sizes c = tiny_config();
     trace t;
     t.layers = {{3, 6, 3}, {2, 3, 2}};  // 5 rows, 9 pairs in all
     t.logit_rows = 1;
@@ -166,7 +166,7 @@ TEST_SUITE("cpu") {
 
   TEST_CASE("cost: predictor FLOPs at LLaVA sizes are about twice their parameter counts") {
     // 8.57 M and 2.27 M parameters (METHOD.md section 3); FLOPs per token ~ 2 x weights.
-    const llava_config c = llava_1_5_7b();
+    const llava_sizes c = llava_1_5_7b();
     const double image = image_predictor_flops_per_token(c, {.elementwise = false});
     const double output = output_predictor_flops_per_token(c, {.elementwise = false});
     CHECK(image == doctest::Approx(2 * 8.55e6).epsilon(0.01));
@@ -174,7 +174,7 @@ TEST_SUITE("cpu") {
   }
 
   TEST_CASE("cost: KV-cache bytes") {
-    const llava_config c7 = llava_1_5_7b();
+    const llava_sizes c7 = llava_1_5_7b();
     CHECK(kv_bytes_per_token_layer(c7) == 2 * 4096 * 2);
     const request req{};  // 631 prompt tokens
     const trace dense_prefill = schedule_trace(c7, dense_schedule{}, req, pass_kind::prefill);
@@ -200,13 +200,13 @@ TEST_SUITE("cpu") {
           8 * kv_cache_bytes(c7, schedule_trace(c7, dyn, req, pass_kind::prefill)));
     CHECK(kv_cache_bytes(c7, schedule_trace(c7, dyn, req, pass_kind::decode_no_cache, 5)) == 0);
 
-    llava_config fp32 = c7;
+    llava_sizes fp32 = c7;
     fp32.kv_bytes_per_element = 4;
     CHECK(kv_cache_bytes(fp32, dense_prefill) == 2 * kv_cache_bytes(c7, dense_prefill));
   }
 
   TEST_CASE("cost: invalid configs and traces are errors naming the field") {
-    llava_config c = llava_1_5_7b();
+    llava_sizes c = llava_1_5_7b();
     c.intermediate = 0;
     CHECK_THROWS_WITH_AS(c.validate(), doctest::Contains("intermediate must be > 0, got 0"),
                          dynllava::error);
@@ -223,7 +223,7 @@ TEST_SUITE("cpu") {
     CHECK_THROWS_WITH_AS((void)exact_flops(c, trace{}), doctest::Contains("layers must be > 0"),
                          dynllava::error);
 
-    const llava_config ok = tiny_config();
+    const llava_sizes ok = tiny_config();
     trace t;
     t.layers = {{1, 1, 1}};
     CHECK_THROWS_WITH_AS((void)exact_flops(ok, t),

@@ -33,7 +33,7 @@ std::int64_t kv(const trace& t, index_t layer) {
 
 TEST_SUITE("cpu") {
   TEST_CASE("cost: dense traces") {
-    const llava_config c = llava_1_5_7b();
+    const llava_sizes c = llava_1_5_7b();
     const request req{};  // 631 tokens
     const trace pre = schedule_trace(c, dense_schedule{}, req, pass_kind::prefill);
     CHECK(pre.layers.size() == 32);
@@ -55,7 +55,7 @@ TEST_SUITE("cpu") {
   }
 
   TEST_CASE("cost: FastV prunes image tokens from layer K on, in prefill and both decodes") {
-    const llava_config c = llava_1_5_7b();
+    const llava_sizes c = llava_1_5_7b();
     const request req{};
     const fastv_schedule f{};  // K = 3, 144 of 576 kept
     const trace pre = schedule_trace(c, f, req, pass_kind::prefill);
@@ -72,7 +72,7 @@ TEST_SUITE("cpu") {
   }
 
   TEST_CASE("cost: Dynamic-LLaVA traces") {
-    const llava_config c = llava_1_5_13b();
+    const llava_sizes c = llava_1_5_13b();
     const request req{};
     const dynamic_llava_schedule d{};  // l = 2, 115 image tokens, half the outputs
     const std::int64_t p = 631;
@@ -113,7 +113,7 @@ TEST_SUITE("cpu") {
   }
 
   TEST_CASE("cost: Dynamic-LLaVA keeping everything is dense (predictors aside)") {
-    const llava_config c = llava_1_5_7b();
+    const llava_sizes c = llava_1_5_7b();
     request req{};
     req.batch = 3;
     dynamic_llava_schedule keep_all{};
@@ -136,7 +136,7 @@ TEST_SUITE("cpu") {
   }
 
   TEST_CASE("cost: explicit output decisions") {
-    const llava_config c = llava_1_5_7b();
+    const llava_sizes c = llava_1_5_7b();
     const request req{};
     dynamic_llava_schedule d{};
     d.output_decisions = {1, 0, 0, 1, 1};
@@ -155,7 +155,7 @@ TEST_SUITE("cpu") {
   }
 
   TEST_CASE("cost: a batch trace is the sum of its sequences' traces") {
-    const llava_config c = llava_1_5_7b();
+    const llava_sizes c = llava_1_5_7b();
     request one{};
     request four = one;
     four.batch = 4;
@@ -171,7 +171,7 @@ TEST_SUITE("cpu") {
   }
 
   TEST_CASE("cost: H2O keeps a budget in layers >= full_layers, KV cache only") {
-    const llava_config c = llava_1_5_7b();
+    const llava_sizes c = llava_1_5_7b();
     const request req{};
     const h2o_schedule h{};  // 50%, recent 32, 10 full layers
     const trace pre = schedule_trace(c, h, req, pass_kind::prefill);
@@ -191,7 +191,7 @@ TEST_SUITE("cpu") {
   }
 
   TEST_CASE("cost: costs grow with output length; sparse schedules cost less") {
-    const llava_config c = llava_1_5_13b();
+    const llava_sizes c = llava_1_5_13b();
     request req{};
     req.batch = 2;
     const schedule schedules[] = {dense_schedule{}, fastv_schedule{}, dynamic_llava_schedule{},
@@ -238,7 +238,7 @@ TEST_SUITE("cpu") {
   }
 
   TEST_CASE("cost: invalid schedules and requests are errors with the expected range") {
-    const llava_config c = llava_1_5_7b();
+    const llava_sizes c = llava_1_5_7b();
     const request req{};
     dynamic_llava_schedule d{};
     d.vision_keep = 1.5;

@@ -2,7 +2,7 @@
 // Reading a LLaVA checkpoint's config.json (io/read_llava_config.hpp): both styles, the CLIP
 // config lookup, transformers' defaults, and an error naming the file and field for every
 // malformed or unsupported case.
-#include <dynllava/cost/llava_config.hpp>
+#include <dynllava/cost/llava_sizes.hpp>
 #include <dynllava/io/read_llava_config.hpp>
 
 #include <doctest/doctest.h>

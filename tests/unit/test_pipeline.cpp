@@ -284,7 +284,7 @@ TEST_SUITE("cpu") {
       generated.push_back(next[0]);
       logits = session.decode(make_host_span(next));
     }
-    const cost::llava_config cc = cost_config_of(w);
+    const cost::llava_sizes cc = cost_config_of(w);
     const cost::request req{3, 20, 4, 1};
     cost::dynamic_llava_schedule d;
     d.sparse_layer = 2;

@@ -89,7 +89,7 @@ TEST_SUITE("cpu") {
               .positions);
     for (int step = 0; step < 4; ++step)
       logits = session.decode(make_host_span(greedy_tokens(logits, w.lc.vocab)));
-    const cost::llava_config cc = cost_config_of(w);
+    const cost::llava_sizes cc = cost_config_of(w);
     const cost::request req{3, 20, 4, 1};
     const cost::fastv_schedule f{3, 0.25};
     CHECK(session_work.traces()[0] == cost::schedule_trace(cc, f, req, cost::pass_kind::prefill));
@@ -315,7 +315,7 @@ TEST_SUITE("cpu") {
     CHECK(held_positions(cache, 3, 0).front() <
           prompt_len[0] + 6 - h2o_size(prompt_len[0] + 6, 0.5, 4));
     // the work and the bytes: the cost model's H2O schedule, summed over the two prompts
-    const cost::llava_config cc = cost_config_of(w);
+    const cost::llava_sizes cc = cost_config_of(w);
     const cost::h2o_schedule hs{0.5, 4, 1};
     const cost::request r0{3, 20, 4, 1}, r1{3, 10, 2, 1};
     auto expected = [&](cost::pass_kind pass, std::int64_t t) {
@@ -392,7 +392,7 @@ TEST_SUITE("cpu") {
       }
     }
     // rows computed per layer are FastV's: H2O changes what is held, not what is computed
-    const cost::llava_config cc = cost_config_of(w);
+    const cost::llava_sizes cc = cost_config_of(w);
     const cost::fastv_schedule f{3, 0.25};
     for (std::size_t i = 0; i < session_work.traces().size(); ++i) {
       const auto pass = i == 0 ? cost::pass_kind::prefill : cost::pass_kind::decode_kv_cache;

@@ -5,7 +5,7 @@
 /// cost against output length (tools/plot_cost.py turns it into docs/plots/).
 #include <dynllava/cost/exact_flops.hpp>
 #include <dynllava/cost/kv_bytes.hpp>
-#include <dynllava/cost/llava_config.hpp>
+#include <dynllava/cost/llava_sizes.hpp>
 #include <dynllava/cost/output_sweep.hpp>
 #include <dynllava/cost/paper_formula.hpp>
 #include <dynllava/cost/schedule.hpp>
@@ -183,8 +183,8 @@ cli_options parse(int argc, char** argv) {
 }
 
 /// The preset, with any size given on the command line in place of its own.
-llava_config model_config(const cli_options& o) {
-  llava_config c = o.model == "13b" ? llava_1_5_13b() : llava_1_5_7b();
+llava_sizes model_config(const cli_options& o) {
+  llava_sizes c = o.model == "13b" ? llava_1_5_13b() : llava_1_5_7b();
   const bool custom =
       o.hidden || o.layers || o.heads || o.head_dim || o.intermediate || o.vocab || o.kv_bytes;
   if (custom) c.name = o.model == "13b" ? "llava-1.5-13b-custom" : "llava-1.5-7b-custom";
@@ -223,7 +223,7 @@ std::string optional_number(const std::optional<double>& x, double scale, int de
   return x ? fmt::format("{:.{}f}", *x / scale, decimals) : std::string("-");
 }
 
-void print_table(const llava_config& config, const cli_options& o,
+void print_table(const llava_sizes& config, const cli_options& o,
                  const std::vector<schedule>& schedules) {
   const request& r = o.req;
   fmt::print(
@@ -258,7 +258,7 @@ void print_table(const llava_config& config, const cli_options& o,
       config.kv_bytes_per_element);
 }
 
-void write_csv(const llava_config& config, const cli_options& o,
+void write_csv(const llava_sizes& config, const cli_options& o,
                const std::vector<schedule>& schedules) {
   auto out = fmt::output_file(*o.csv);
   out.print(
@@ -294,7 +294,7 @@ int main(int argc, char** argv) {
     return 0;
   }
   try {
-    const llava_config config = model_config(o);
+    const llava_sizes config = model_config(o);
     const std::vector<schedule> schedules = selected_schedules(o);
     for (const schedule& s : schedules) validate(s, config.layers);
     print_table(config, o, schedules);

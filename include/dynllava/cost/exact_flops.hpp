@@ -23,7 +23,7 @@
 ///   schedule: they run before the LLM).
 #pragma once
 
-#include <dynllava/cost/llava_config.hpp>
+#include <dynllava/cost/llava_sizes.hpp>
 #include <dynllava/cost/trace.hpp>
 
 #include <cstdint>
@@ -82,7 +82,7 @@ constexpr double linear_row(std::int64_t in, std::int64_t out, bool bias, bool e
 /// FLOPs of the image predictor per scored token, excluding its attention pairs (METHOD.md
 /// section 3: LayerNorm + Linear(H, d) + GELU, `blocks` pre-LN transformer blocks, the
 /// local/global mean, and the 256 -> 128 -> 2 head).
-[[nodiscard]] inline double image_predictor_flops_per_token(const llava_config& config,
+[[nodiscard]] inline double image_predictor_flops_per_token(const llava_sizes& config,
                                                             const count_options& options = {}) {
   const predictor_config& p = config.predictor;
   const bool e = options.elementwise;
@@ -110,7 +110,7 @@ constexpr double linear_row(std::int64_t in, std::int64_t out, bool bias, bool e
 
 /// FLOPs of the image predictor per (query, key) pair of one sequence's image tokens, over all
 /// its blocks: `2 d` for scores, `2 d` for values, and the softmax (6 per score and head).
-[[nodiscard]] inline double image_predictor_flops_per_pair(const llava_config& config,
+[[nodiscard]] inline double image_predictor_flops_per_pair(const llava_sizes& config,
                                                            const count_options& options = {}) {
   const predictor_config& p = config.predictor;
   const std::int64_t per_block =
@@ -120,7 +120,7 @@ constexpr double linear_row(std::int64_t in, std::int64_t out, bool bias, bool e
 
 /// FLOPs of the output-text predictor per scored token: LayerNorm(H), then Linear layers
 /// H -> 512 -> 256 -> 128 -> 2 with exact GELU after each but the last.
-[[nodiscard]] inline double output_predictor_flops_per_token(const llava_config& config,
+[[nodiscard]] inline double output_predictor_flops_per_token(const llava_sizes& config,
                                                              const count_options& options = {}) {
   const predictor_config& p = config.predictor;
   const bool e = options.elementwise;
@@ -140,7 +140,7 @@ constexpr double linear_row(std::int64_t in, std::int64_t out, bool bias, bool e
 /// @param[in] t one forward pass, totals over the batch (validated against `config`)
 /// @param[in] options whether element-wise work is counted
 /// @throws dynllava::error when the config or the trace is invalid.
-[[nodiscard]] inline flop_breakdown exact_flops(const llava_config& config, const trace& t,
+[[nodiscard]] inline flop_breakdown exact_flops(const llava_sizes& config, const trace& t,
                                                 const count_options& options = {}) {
   config.validate();
   validate(config, t);

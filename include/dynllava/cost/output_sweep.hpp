@@ -6,7 +6,7 @@
 
 #include <dynllava/cost/exact_flops.hpp>
 #include <dynllava/cost/kv_bytes.hpp>
-#include <dynllava/cost/llava_config.hpp>
+#include <dynllava/cost/llava_sizes.hpp>
 #include <dynllava/cost/schedule.hpp>
 #include <dynllava/cost/schedule_trace.hpp>
 
@@ -33,7 +33,7 @@ struct length_point {
 /// multiple of `stride`). Runs every step once, so it is linear in `max_output_tokens`.
 /// @throws dynllava::error for invalid inputs, `max_output_tokens < 0` or `stride <= 0`.
 [[nodiscard]] inline std::vector<length_point> cost_vs_output_length(
-    const llava_config& config, const schedule& s, const request& req,
+    const llava_sizes& config, const schedule& s, const request& req,
     std::int64_t max_output_tokens, std::int64_t stride, const count_options& options = {}) {
   DYNLLAVA_EXPECTS(max_output_tokens >= 0,
                    "cost_vs_output_length: max_output_tokens must be >= 0, got {}",

@@ -10,7 +10,7 @@
 #pragma once
 
 #include <dynllava/core/budget.hpp>
-#include <dynllava/cost/llava_config.hpp>
+#include <dynllava/cost/llava_sizes.hpp>
 #include <dynllava/cost/schedule.hpp>
 
 #include <variant>
@@ -36,7 +36,7 @@ namespace dynllava::cost {
 /// dense / Dynamic-LLaVA / FastV.
 /// @throws dynllava::error for an invalid config or schedule, `batch <= 0` or
 ///         `image_tokens < 0`.
-[[nodiscard]] inline double paper_prefill_flops(const llava_config& config, const schedule& s,
+[[nodiscard]] inline double paper_prefill_flops(const llava_sizes& config, const schedule& s,
                                                 index_t batch, index_t image_tokens) {
   config.validate();
   validate(s, config.layers);

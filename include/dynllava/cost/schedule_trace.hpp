@@ -5,7 +5,7 @@
 #pragma once
 
 #include <dynllava/core/budget.hpp>
-#include <dynllava/cost/llava_config.hpp>
+#include <dynllava/cost/llava_sizes.hpp>
 #include <dynllava/cost/schedule.hpp>
 #include <dynllava/cost/trace.hpp>
 
@@ -55,7 +55,7 @@ struct split_pass {
 };
 
 /// The per-sequence pass of each schedule (argument checks are done by the caller).
-inline split_pass sequence_pass(const llava_config& config, const dense_schedule&,
+inline split_pass sequence_pass(const llava_sizes& config, const dense_schedule&,
                                 const request& req, pass_kind pass, std::int64_t t) {
   const std::int64_t p = req.prompt_tokens();
   split_pass s;
@@ -74,7 +74,7 @@ inline split_pass sequence_pass(const llava_config& config, const dense_schedule
   return s;
 }
 
-inline split_pass sequence_pass(const llava_config&, const fastv_schedule& f, const request& req,
+inline split_pass sequence_pass(const llava_sizes&, const fastv_schedule& f, const request& req,
                                 pass_kind pass, std::int64_t t) {
   const std::int64_t p = req.prompt_tokens();
   const std::int64_t kept_p = p - req.image_tokens + ratio_budget(req.image_tokens, f.image_keep);
@@ -97,7 +97,7 @@ inline split_pass sequence_pass(const llava_config&, const fastv_schedule& f, co
   return s;
 }
 
-inline split_pass sequence_pass(const llava_config& config, const dynamic_llava_schedule& d,
+inline split_pass sequence_pass(const llava_sizes& config, const dynamic_llava_schedule& d,
                                 const request& req, pass_kind pass, std::int64_t t) {
   const std::int64_t p = req.prompt_tokens();
   const std::int64_t n = req.image_tokens;
@@ -135,7 +135,7 @@ inline split_pass sequence_pass(const llava_config& config, const dynamic_llava_
   return s;
 }
 
-inline split_pass sequence_pass(const llava_config&, const h2o_schedule& h, const request& req,
+inline split_pass sequence_pass(const llava_sizes&, const h2o_schedule& h, const request& req,
                                 pass_kind pass, std::int64_t t) {
   const std::int64_t p = req.prompt_tokens();
   split_pass s;
@@ -175,7 +175,7 @@ inline split_pass sequence_pass(const llava_config&, const h2o_schedule& h, cons
 ///            a step without KV cache holds none (`kv_tokens` 0).
 /// @throws dynllava::error for an invalid config, request or schedule, a negative step, a
 ///         step beyond `output_decisions`, or an H2O step without KV cache.
-[[nodiscard]] inline trace schedule_trace(const llava_config& config, const schedule& s,
+[[nodiscard]] inline trace schedule_trace(const llava_sizes& config, const schedule& s,
                                           const request& req, pass_kind pass,
                                           std::int64_t step = 0) {
   config.validate();

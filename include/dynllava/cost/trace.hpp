@@ -5,7 +5,7 @@
 /// functions of a config and a trace; analytic schedules and the real pipeline both produce one.
 #pragma once
 
-#include <dynllava/cost/llava_config.hpp>
+#include <dynllava/cost/llava_sizes.hpp>
 
 #include <cstddef>
 #include <cstdint>
@@ -72,7 +72,7 @@ struct trace {
 /// Checks a trace against a config: one entry per layer, no negative count, and at least one
 /// attention pair per query row (every row attends to itself).
 /// @throws dynllava::error naming the layer and field.
-inline void validate(const llava_config& config, const trace& t) {
+inline void validate(const llava_sizes& config, const trace& t) {
   DYNLLAVA_EXPECTS(t.layers.size() == static_cast<std::size_t>(config.layers),
                    "trace: expected one entry per layer ({}), got {}", config.layers,
                    t.layers.size());
