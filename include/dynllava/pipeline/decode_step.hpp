@@ -126,9 +126,7 @@ std::size_t retained_bound(const Cache& cache, const Policy& policy, std::size_t
   for (index_t l = 0; l < cache.layers(); ++l) {
     if (!policy.evicts(l)) continue;
     evicts = true;
-    std::size_t held = 0;
-    for (const index_t n : cache.lengths(l)) held += static_cast<std::size_t>(n);
-    most = std::max(most, held);
+    most = std::max(most, static_cast<std::size_t>(held_tokens(cache, l)));
   }
   return evicts ? most + adding : 0;
 }
